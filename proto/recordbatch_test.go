@@ -127,7 +127,13 @@ func TestValidateRecordBatchErrors(t *testing.T) {
 		{"bad crc", mutate(func(b []byte) []byte { b[len(b)-1] ^= 1; return b }), 1 << 20, ErrBatchCRC},
 		{"unknown codec", mutate(func(b []byte) []byte { b[22] |= 7; SealRecordBatch(b); return b }), 1 << 20, ErrBatchCodec},
 		{"count mismatch", mutate(func(b []byte) []byte { b[60] = 9; SealRecordBatch(b); return b }), 1 << 20, ErrBatchRecordCount},
-		{"zero records", mutate(func(b []byte) []byte { b[60] = 0; b[26] = 0xff; b[25], b[24], b[23] = 0xff, 0xff, 0xff; SealRecordBatch(b); return b }), 1 << 20, ErrBatchRecordCount},
+		{"zero records", mutate(func(b []byte) []byte {
+			b[60] = 0
+			b[26] = 0xff
+			b[25], b[24], b[23] = 0xff, 0xff, 0xff
+			SealRecordBatch(b)
+			return b
+		}), 1 << 20, ErrBatchRecordCount},
 		{"too large", good, len(good) - 1, ErrBatchTooLarge},
 	}
 	for _, tc := range cases {
