@@ -497,15 +497,20 @@ func (l *Log) maybeRoll(n int, first, last, nowMs int64) (*LogSegment, error) {
 		return nil, fmt.Errorf("%w: offsets %d..%d cannot be stored after segment %d", ErrInvalidAppendOffset, first, last, s.baseOffset)
 	}
 	if s.size == 0 && s.fitsOffsets(last) {
+		s.firstAppendMs = nowMs
 		return s, nil
 	}
-	if s.size > 0 && s.size+int64(n) <= l.cfg.SegmentBytes && nowMs-s.rollTimestamp <= l.cfg.SegmentAge.Milliseconds() &&
+	if s.firstAppendMs < 0 {
+		s.firstAppendMs = nowMs
+	}
+	if s.size > 0 && s.size+int64(n) <= l.cfg.SegmentBytes && nowMs-s.firstAppendMs <= l.cfg.SegmentAge.Milliseconds() &&
 		!s.indexFull() && s.fitsOffsets(last) {
 		return s, nil
 	}
 	if err := l.roll(first); err != nil {
 		return nil, err
 	}
+	l.active().firstAppendMs = nowMs
 	return l.active(), nil
 }
 
@@ -770,7 +775,7 @@ func (l *Log) truncateSegment(s *LogSegment, pos, cutOffset int64) error {
 	s.offsetIndex.truncateToPosition(pos)
 	s.timeIndex.truncateToOffset(cutOffset)
 	s.nextOffset, s.maxTimestamp, s.offsetOfMaxTimestamp = s.baseOffset, -1, s.baseOffset
-	s.rollTimestamp, s.bytesSinceIndexEntry = -1, 0
+	s.bytesSinceIndexEntry = 0
 	return s.loadTail()
 }
 

@@ -64,7 +64,7 @@ func (s *LogSegment) recover(buf []byte, prevNextOffset int64, cfg *Config) (rec
 		return res, err
 	}
 	s.nextOffset, s.maxTimestamp, s.offsetOfMaxTimestamp = s.baseOffset, -1, s.baseOffset
-	s.rollTimestamp, s.bytesSinceIndexEntry = -1, 0
+	s.bytesSinceIndexEntry = 0
 	minOffset := max(s.baseOffset, prevNextOffset)
 
 	rd := recoveryReader{fd: s.file.fd, buf: buf}

@@ -41,9 +41,12 @@ type LogSegment struct {
 	// offsetOfMaxTimestamp is the base offset of the batch that has it.
 	maxTimestamp         int64
 	offsetOfMaxTimestamp int64
-	// rollTimestamp is the max timestamp of the first batch (Kafka's
-	// rollingBasedTimestamp); -1 when empty. segment.ms counts from it.
-	rollTimestamp int64
+	// firstAppendMs is the broker time (ms) of the segment's first append since the log
+	// was opened (after a restart a segment's age starts again); -1 until then.
+	// segment.ms counts from it. Kafka counts from the first batch's own timestamp, which
+	// makes producers with old clocks roll a segment per append; the broker's clock
+	// cannot.
+	firstAppendMs int64
 	// bytesSinceIndexEntry counts log bytes appended since the last offset-index entry.
 	bytesSinceIndexEntry int
 }
@@ -71,7 +74,7 @@ func openSegment(dir string, baseOffset int64, cfg *Config, active, create bool)
 		nextOffset:           baseOffset,
 		maxTimestamp:         -1,
 		offsetOfMaxTimestamp: baseOffset,
-		rollTimestamp:        -1,
+		firstAppendMs:        -1,
 	}
 	if create {
 		// A new segment's indexes start empty whatever a crash may have left behind.
@@ -202,12 +205,6 @@ func (s *LogSegment) trackBatch(h *proto.RecordBatchHeader, pos int64, size, ind
 		s.maxTimestamp = h.MaxTimestamp
 		s.offsetOfMaxTimestamp = h.BaseOffset
 	}
-	if s.rollTimestamp < 0 {
-		s.rollTimestamp = h.MaxTimestamp
-		if s.rollTimestamp < 0 {
-			s.rollTimestamp = 0
-		}
-	}
 	if s.bytesSinceIndexEntry > indexInterval && !s.offsetIndex.full() {
 		s.offsetIndex.append(h.BaseOffset, pos)
 		s.timeIndex.maybeAppend(s.maxTimestamp, s.offsetOfMaxTimestamp)
@@ -225,7 +222,7 @@ func (s *LogSegment) fitsOffsets(last int64) bool { return last-s.baseOffset <= 
 
 // loadTail sets nextOffset, the timestamps and the index counters of a segment whose
 // indexes are trusted, reading only the headers after the last index entry (plus the
-// first batch's, for rollTimestamp). It is how a clean open avoids scanning whole logs.
+// first batch's, to check the base offset). It is how a clean open avoids scanning whole logs.
 func (s *LogSegment) loadTail() error {
 	var sc headerScanner
 	sc.fd = s.file.fd
@@ -239,7 +236,6 @@ func (s *LogSegment) loadTail() error {
 	if first.BaseOffset < s.baseOffset {
 		return fmt.Errorf("%w: first batch offset %d below base %d", errCorruptSegment, first.BaseOffset, s.baseOffset)
 	}
-	s.rollTimestamp = max(first.MaxTimestamp, 0)
 	if ts, off := s.timeIndex.lastEntry(); ts >= 0 {
 		s.maxTimestamp, s.offsetOfMaxTimestamp = ts, off
 	}
