@@ -2,7 +2,6 @@ package segment
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 
@@ -29,8 +28,6 @@ const (
 	offsetIndexEntrySize = 8
 	timeIndexEntrySize   = 12
 )
-
-var errIndexCorrupt = errors.New("index corrupt")
 
 // mmapIndex is the file and mapping behind an index.
 type mmapIndex struct {

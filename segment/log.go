@@ -656,10 +656,12 @@ func (l *Log) segmentIndex(offset int64) int {
 	return max(i-1, 0)
 }
 
-// OffsetForTimestamp answers ListOffsets by time: the offset of the first batch whose
-// largest timestamp is ≥ ts, and that timestamp. found is false when no batch reaches
-// ts. (Batches are not opened: the answer is a batch's base offset, which a consumer
-// reads from, as for compressed batches in Kafka before KIP-734 refinements.)
+// OffsetForTimestamp answers ListOffsets by time: the offset and timestamp of the first
+// record whose timestamp is ≥ ts; found is false when no record reaches ts. The time
+// index and a header scan find the first batch whose largest timestamp reaches ts; only
+// that one batch is read (and decompressed if it must be: at most
+// maxTimestampSearchBytes) to find the record. A batch that cannot be decompressed
+// answers with its base offset and largest timestamp.
 func (l *Log) OffsetForTimestamp(ts int64) (offset, timestamp int64, found bool, err error) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
@@ -679,12 +681,32 @@ func (l *Log) OffsetForTimestamp(ts int64) (offset, timestamp int64, found bool,
 				return 0, 0, false, err
 			}
 			if h.MaxTimestamp >= ts {
-				return h.BaseOffset, h.MaxTimestamp, true, nil
+				return s.recordAtOrAfter(pos, &h, ts)
 			}
 			pos += int64(h.Size())
 		}
 	}
 	return 0, 0, false, nil
+}
+
+// maxTimestampSearchBytes bounds the decompressed size of a batch opened for a
+// timestamp search.
+const maxTimestampSearchBytes = 64 << 20
+
+// recordAtOrAfter reads the batch h at pos and finds its first record with timestamp ≥ ts.
+func (s *LogSegment) recordAtOrAfter(pos int64, h *proto.RecordBatchHeader, ts int64) (int64, int64, bool, error) {
+	if h.IsLogAppendTime() {
+		return h.BaseOffset, h.MaxTimestamp, true, nil
+	}
+	batch := make([]byte, h.Size())
+	if n, err := preadFull(s.file.fd, batch, pos); err != nil || n != len(batch) {
+		return 0, 0, false, fmt.Errorf("segment: read batch at %d of %s: %d bytes, %v", pos, s.file.path, n, err)
+	}
+	delta, recordTs, found, err := proto.FirstRecordAtOrAfter(batch, ts, maxTimestampSearchBytes)
+	if err != nil || !found {
+		return h.BaseOffset, h.MaxTimestamp, true, nil
+	}
+	return h.BaseOffset + int64(delta), recordTs, true, nil
 }
 
 // LatestEpoch is the newest leader epoch in the leader-epoch cache, or -1.

@@ -267,12 +267,13 @@ func TestOffsetForTimestamp(t *testing.T) {
 			wantTs     int64
 			found      bool
 		}{
-			{base - 1000, 0, base + 2, true},
-			{base, 0, base + 2, true},
-			{base + 2, 0, base + 2, true},
-			{base + 3, 3, base + 12, true},
-			{base + 1234, 3 * 124, base + 1242, true},
-			{base + 3992, 3 * 399, base + 3992, true},
+			{base - 1000, 0, base, true},
+			{base, 0, base, true},
+			{base + 2, 2, base + 2, true},
+			{base + 3, 3, base + 10, true},
+			{base + 1241, 3*124 + 1, base + 1241, true},
+			{base + 1243, 3 * 125, base + 1250, true},
+			{base + 3992, 3*399 + 2, base + 3992, true},
 			{base + 3993, 0, 0, false},
 		} {
 			off, ts, found, err := l.OffsetForTimestamp(tc.ts)
