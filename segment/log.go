@@ -455,9 +455,10 @@ func (l *Log) append(b []byte, epoch int32, assign bool) (AppendInfo, error) {
 		l.mu.Unlock()
 		return info, err
 	}
+	flush := l.cfg.Flush // UpdateConfig may change it once the lock is gone
 	l.mu.Unlock()
 
-	switch f := l.cfg.Flush; {
+	switch f := flush; {
 	case f.Sync:
 		err = l.flushTo(last + 1)
 	case f.Messages > 0 && last+1-l.recoveryPoint.Load() >= f.Messages:

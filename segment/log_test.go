@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -674,5 +675,59 @@ func TestReadersSurviveWriter(t *testing.T) {
 	wg.Wait()
 	if reads.Load() == 0 {
 		t.Fatal("readers checked nothing")
+	}
+}
+
+func TestDeleteKeepsHeldRegions(t *testing.T) {
+	clock := newTestClock()
+	dir := t.TempDir() + "/topic-0"
+	l := openLog(t, dir, testConfig(clock))
+	b := makeBatch("d", 2, 100, clock.Ms())
+	mustAppend(t, l, b, 0)
+	rs, err := l.Read(nil, 0, 1<<20, l.LogEndOffset(), true)
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("%v %v", rs, err)
+	}
+	if err := l.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("directory still there: %v", err)
+	}
+	if got := readRegion(t, rs[0]); !bytes.Equal(got, b) {
+		t.Fatal("held region lost its bytes after Delete")
+	}
+	ReleaseRegions(rs)
+	if _, err := l.Append(makeBatch("d", 1, 1, clock.Ms()), 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("append after delete: %v", err)
+	}
+}
+
+func TestUpdateConfig(t *testing.T) {
+	clock := newTestClock()
+	l := openLog(t, t.TempDir(), testConfig(clock))
+	defer l.Close()
+	for range 200 {
+		mustAppend(t, l, makeBatch("u", 1, 1000, clock.Ms()), 0)
+	}
+	if res, _ := l.DeleteRetained(l.LogEndOffset()); res.Segments != 0 {
+		t.Fatalf("no retention configured, deleted %+v", res)
+	}
+	cfg := testConfig(clock)
+	cfg.RetentionBytes = 64 << 10
+	cfg.TimestampType = LogAppendTime
+	if err := l.UpdateConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := l.DeleteRetained(l.LogEndOffset()); err != nil || res.Segments == 0 {
+		t.Fatalf("retention.bytes update not applied: %+v %v", res, err)
+	}
+	if info := mustAppend(t, l, makeBatch("u", 1, 10, 5), 0); info.LogAppendTime != clock.Ms() {
+		t.Fatalf("timestamp type update not applied: %+v", info)
+	}
+	bad := cfg
+	bad.SegmentBytes = -1
+	if err := l.UpdateConfig(bad); err == nil {
+		t.Fatal("invalid config accepted")
 	}
 }
