@@ -1,10 +1,12 @@
 package segment
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/gregor-streaming/gregor/proto"
@@ -171,5 +173,37 @@ func BenchmarkRecoveryScan(b *testing.B) {
 		}
 		l.crash()
 		b.StartTimer()
+	}
+}
+
+// BenchmarkAppendSync measures fsync-before-acknowledge appends (Flush.Sync) of 4 KiB
+// batches from several goroutines: group commit lets concurrent appends share one
+// fdatasync. syncs/op below 1 is the sharing.
+func BenchmarkAppendSync(b *testing.B) {
+	for _, perCPU := range []int{1, 8} {
+		b.Run(fmt.Sprintf("appenders=%d", perCPU*runtime.GOMAXPROCS(0)), func(b *testing.B) {
+			cfg := benchConfig()
+			cfg.Flush.Sync = true
+			l, err := Open(b.TempDir(), cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			batch := benchBatch(4<<10, 100)
+			b.SetBytes(int64(len(batch)))
+			b.ReportAllocs()
+			syncs := groupSyncs.Load()
+			b.SetParallelism(perCPU)
+			b.RunParallel(func(pb *testing.PB) {
+				mine := append([]byte(nil), batch...)
+				for pb.Next() {
+					if _, err := l.Append(mine, 0); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(groupSyncs.Load()-syncs)/float64(b.N), "syncs/op")
+		})
 	}
 }

@@ -1020,6 +1020,7 @@ func (l *Log) flushTo(target int64) error {
 	l.mu.RUnlock()
 
 	var err error
+	groupSyncs.Add(1)
 	for _, f := range toSync {
 		if e := unix.Fdatasync(f.fd); e != nil && err == nil {
 			err = fmt.Errorf("segment: fdatasync %s: %w", f.path, e)
@@ -1041,6 +1042,10 @@ func (l *Log) flushTo(target int64) error {
 	l.flushMu.Unlock()
 	return err
 }
+
+// groupSyncs counts the group flushes that ran (each one fdatasync per segment synced),
+// so a benchmark can show how many appends share one.
+var groupSyncs atomic.Int64
 
 // fsyncPath fsyncs the file at path (a rolled segment's index, written through its
 // mapping: fsync on Linux writes mapped dirty pages too). A file deleted meanwhile is
