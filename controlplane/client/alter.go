@@ -1,0 +1,152 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// AlterISRRequest is a partition leader's request to change the ISR (Kafka's
+// AlterPartition): the leader sends the epochs of the state it decided from.
+type AlterISRRequest struct {
+	TopicPartition
+	// LeaderEpoch and PartitionEpoch are those of the state the leader acts on.
+	LeaderEpoch    int32
+	PartitionEpoch int32
+	// NewISR must contain the leader, be a subset of the replicas, and list only live
+	// nodes (a node being added must be registered).
+	NewISR []int32
+}
+
+// AlterISR shrinks or expands the ISR of a partition this node leads, as a
+// compare-and-swap on the partition epoch. It returns the new state.
+//
+// Refusals: UNKNOWN_TOPIC_OR_PARTITION; NOT_LEADER_FOR_PARTITION (this node does not
+// lead it); FENCED_LEADER_EPOCH (leader epoch mismatch); INVALID_UPDATE_VERSION
+// (partition epoch mismatch, or another writer won the race: re-read and decide again);
+// INVALID_REQUEST (ISR without the leader, outside the replicas, or with duplicates);
+// INELIGIBLE_REPLICA (an added member is not registered); STALE_BROKER_EPOCH (this
+// node's registration is lost — it must not act as leader).
+func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (PartitionState, error) {
+	c := r.c
+	cur, err := c.GetPartition(ctx, req.TopicPartition)
+	if err != nil {
+		return PartitionState{}, err
+	}
+	me := r.broker.ID
+	switch {
+	case cur.Leader != me:
+		return cur, errorf(kerr.NotLeaderForPartition, "%s: node %d is not the leader (leader %d)", req.TopicPartition, me, cur.Leader)
+	case cur.LeaderEpoch != req.LeaderEpoch:
+		return cur, errorf(kerr.FencedLeaderEpoch, "%s: leader epoch %d, current %d", req.TopicPartition, req.LeaderEpoch, cur.LeaderEpoch)
+	case cur.PartitionEpoch != req.PartitionEpoch:
+		return cur, errorf(kerr.InvalidUpdateVersion, "%s: partition epoch %d, current %d", req.TopicPartition, req.PartitionEpoch, cur.PartitionEpoch)
+	}
+	if err := validISR(cur, req.NewISR); err != nil {
+		return cur, err
+	}
+	next := cur.Clone()
+	next.ISR = append([]int32(nil), req.NewISR...)
+	next.PartitionEpoch++
+	key := PartitionKey(req.Topic, req.Partition)
+	cmps := []clientv3.Cmp{
+		clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision),
+		// Fencing: a leader whose registration expired may not change the ISR, or it could
+		// shrink it to itself just before the controller moves leadership away.
+		clientv3.Compare(clientv3.CreateRevision(BrokerKey(me)), "=", r.broker.Epoch),
+	}
+	var added []int32
+	for _, id := range req.NewISR {
+		if !slices.Contains(cur.ISR, id) {
+			added = append(added, id)
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(BrokerKey(id)), ">", 0))
+		}
+	}
+	resp, err := c.txn(ctx, "alter_isr", cmps, []clientv3.Op{clientv3.OpPut(key, mustJSON(next))},
+		clientv3.OpGet(key), clientv3.OpGet(BrokerKey(me)))
+	if err != nil {
+		return cur, fmt.Errorf("client: alter isr %s: %w", req.TopicPartition, err)
+	}
+	if resp.Succeeded {
+		next.ModRevision = resp.Header.Revision
+		return next, nil
+	}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].ModRevision != cur.ModRevision {
+		return cur, fmt.Errorf("client: alter isr %s: %w", req.TopicPartition, ErrConcurrentUpdate)
+	}
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].CreateRevision != r.broker.Epoch {
+		return cur, fmt.Errorf("client: alter isr %s: %w", req.TopicPartition, ErrRegistrationLost)
+	}
+	return cur, errorf(kerr.IneligibleReplica, "%s: new ISR member among %v is not registered", req.TopicPartition, added)
+}
+
+// validISR checks a proposed ISR against the partition's replicas and leader.
+func validISR(cur PartitionState, isr []int32) error {
+	if !slices.Contains(isr, cur.Leader) {
+		return errorf(kerr.InvalidRequest, "%s: new ISR %v lacks the leader %d", cur.TopicPartition(), isr, cur.Leader)
+	}
+	seen := map[int32]bool{}
+	for _, id := range isr {
+		if seen[id] || !slices.Contains(cur.Replicas, id) {
+			return errorf(kerr.InvalidRequest, "%s: new ISR %v is not a set of replicas %v", cur.TopicPartition(), isr, cur.Replicas)
+		}
+		seen[id] = true
+	}
+	return nil
+}
+
+// Producer-id allocation.
+const (
+	// ProducerIDBlockSize is how many producer ids one allocation hands a node (Kafka's
+	// block size too): one etcd write per thousand idempotent producers.
+	ProducerIDBlockSize = 1000
+	// producerIDAttemptsMax bounds compare-and-swap retries under contention.
+	producerIDAttemptsMax = 32
+)
+
+// ProducerIDBlock is a range of producer ids owned by one node: First..First+Size-1.
+type ProducerIDBlock struct {
+	First int64
+	Size  int64
+}
+
+// AllocateProducerIDs hands this node the next block of producer ids. Blocks are taken
+// by a compare-and-swap on ProducerIDNextKey, which only grows, so no id is handed out twice.
+func (r *Registration) AllocateProducerIDs(ctx context.Context) (ProducerIDBlock, error) {
+	c := r.c
+	for attempt := 0; attempt < producerIDAttemptsMax; attempt++ {
+		resp, err := c.get(ctx, "get_producer_ids", ProducerIDNextKey)
+		if err != nil {
+			return ProducerIDBlock{}, fmt.Errorf("client: allocate producer ids: %w", err)
+		}
+		var next, modRev int64
+		if len(resp.Kvs) > 0 {
+			modRev = resp.Kvs[0].ModRevision
+			if next, err = strconv.ParseInt(string(resp.Kvs[0].Value), 10, 64); err != nil || next < 0 {
+				return ProducerIDBlock{}, fmt.Errorf("client: allocate producer ids: bad %s value %q", ProducerIDNextKey, resp.Kvs[0].Value)
+			}
+		}
+		block := ProducerIDBlock{First: next, Size: ProducerIDBlockSize}
+		tr, err := c.txn(ctx, "allocate_producer_ids",
+			[]clientv3.Cmp{
+				clientv3.Compare(clientv3.ModRevision(ProducerIDNextKey), "=", modRev),
+				clientv3.Compare(clientv3.CreateRevision(BrokerKey(r.broker.ID)), "=", r.broker.Epoch),
+			},
+			[]clientv3.Op{clientv3.OpPut(ProducerIDNextKey, strconv.FormatInt(next+ProducerIDBlockSize, 10))},
+			clientv3.OpGet(BrokerKey(r.broker.ID)))
+		if err != nil {
+			return ProducerIDBlock{}, fmt.Errorf("client: allocate producer ids: %w", err)
+		}
+		if tr.Succeeded {
+			return block, nil
+		}
+		if kvs := tr.Responses[0].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].CreateRevision != r.broker.Epoch {
+			return ProducerIDBlock{}, fmt.Errorf("client: allocate producer ids: %w", ErrRegistrationLost)
+		}
+	}
+	return ProducerIDBlock{}, fmt.Errorf("client: allocate producer ids: lost %d races in a row", producerIDAttemptsMax)
+}

@@ -1,0 +1,312 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Watch retry bounds.
+const (
+	watchRetryMin = 50 * time.Millisecond
+	watchRetryMax = 2 * time.Second
+)
+
+// ChangeKind says what a Change is about.
+type ChangeKind int
+
+// Change kinds.
+const (
+	BrokerPut ChangeKind = iota + 1
+	BrokerDeleted
+	TopicPut
+	TopicDeleted
+	PartitionPut
+	PartitionDeleted
+	// Resync: the view was reloaded (after etcd compacted past the watch); individual
+	// changes in between were not seen, and the snapshot is the whole truth.
+	Resync
+)
+
+func (k ChangeKind) String() string {
+	return [...]string{"?", "BrokerPut", "BrokerDeleted", "TopicPut", "TopicDeleted", "PartitionPut", "PartitionDeleted", "Resync"}[k]
+}
+
+// Change is one metadata change seen on the watch, in etcd revision order.
+type Change struct {
+	Kind     ChangeKind
+	Revision int64
+	// BrokerID is set for broker changes; Broker holds the new value of a BrokerPut.
+	BrokerID int32
+	Broker   Broker
+	// TopicName is set for topic changes; Topic holds the new value of a TopicPut.
+	TopicName string
+	Topic     Topic
+	// TopicPartition is set for partition changes; State holds the value of a PartitionPut.
+	TopicPartition TopicPartition
+	State          PartitionState
+}
+
+// Snapshot is an immutable view of the metadata at one etcd revision. Never modify it.
+type Snapshot struct {
+	// Revision is the etcd revision the snapshot reflects: every metadata change up to it
+	// is included.
+	Revision   int64
+	Brokers    map[int32]Broker
+	Topics     map[string]Topic
+	Partitions map[TopicPartition]PartitionState
+
+	superseded chan struct{}
+}
+
+// Superseded is closed when a newer snapshot replaces this one, so a caller can wait
+// for the next change without polling.
+func (s *Snapshot) Superseded() <-chan struct{} { return s.superseded }
+
+// Metadata is a view of brokers, topics and partition states kept current by one etcd
+// watch on MetaPrefix. Reads (Snapshot) are a single atomic load.
+type Metadata struct {
+	c        *Client
+	onChange func(Change)
+	cur      atomic.Pointer[Snapshot]
+	cancel   context.CancelFunc
+	done     chan struct{}
+	closeMu  sync.Once
+}
+
+// WatchMetadata loads the metadata and keeps it current until Close. onChange, if not
+// nil, is called for every change in revision order, from the watch goroutine, after
+// the snapshot including it is published; it must return quickly.
+func (c *Client) WatchMetadata(ctx context.Context, onChange func(Change)) (*Metadata, error) {
+	m := &Metadata{c: c, onChange: onChange, done: make(chan struct{})}
+	snap, err := m.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m.cur.Store(snap)
+	wctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	go m.run(wctx)
+	return m, nil
+}
+
+// Snapshot returns the current view.
+func (m *Metadata) Snapshot() *Snapshot { return m.cur.Load() }
+
+// WaitRevision waits until the view reflects revision rev (returned by a write) or ctx ends.
+func (m *Metadata) WaitRevision(ctx context.Context, rev int64) (*Snapshot, error) {
+	for {
+		s := m.cur.Load()
+		if s.Revision >= rev {
+			return s, nil
+		}
+		select {
+		case <-s.superseded:
+		case <-m.done:
+			return nil, errors.New("client: metadata view closed")
+		case <-ctx.Done():
+			return nil, fmt.Errorf("client: wait for metadata revision %d (at %d): %w", rev, s.Revision, ctx.Err())
+		}
+	}
+}
+
+// Close stops the watch.
+func (m *Metadata) Close() {
+	m.closeMu.Do(func() {
+		m.cancel()
+		<-m.done
+	})
+}
+
+// load reads the whole metadata prefix at one revision.
+func (m *Metadata) load(ctx context.Context) (*Snapshot, error) {
+	resp, err := m.c.get(ctx, "get_metadata", MetaPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("client: load metadata: %w", err)
+	}
+	s := &Snapshot{
+		Revision:   resp.Header.Revision,
+		Brokers:    map[int32]Broker{},
+		Topics:     map[string]Topic{},
+		Partitions: map[TopicPartition]PartitionState{},
+		superseded: make(chan struct{}),
+	}
+	for _, kv := range resp.Kvs {
+		if _, err := applyPut(s, kv); err != nil {
+			return nil, fmt.Errorf("client: load metadata: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// publish makes next current and wakes the waiters on the previous snapshot.
+func (m *Metadata) publish(next *Snapshot) {
+	prev := m.cur.Swap(next)
+	close(prev.superseded)
+}
+
+// run follows the watch, re-establishing it (from the next revision, or by a reload
+// after a compaction) whenever it breaks, with bounded backoff.
+func (m *Metadata) run(ctx context.Context) {
+	defer close(m.done)
+	backoff := watchRetryMin
+	for ctx.Err() == nil {
+		err := m.follow(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errCompacted) {
+			snap, lerr := m.load(ctx)
+			if lerr == nil {
+				m.publish(snap)
+				if m.onChange != nil {
+					m.onChange(Change{Kind: Resync, Revision: snap.Revision})
+				}
+				backoff = watchRetryMin
+				continue
+			}
+			err = lerr
+		}
+		m.c.logger.Warn("metadata watch broke; retrying", "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, watchRetryMax)
+	}
+}
+
+var errCompacted = errors.New("watch revision compacted")
+
+// follow watches from the revision after the current snapshot's until the watch ends.
+func (m *Metadata) follow(ctx context.Context) error {
+	// WithRequireLeader: a member cut off from the quorum ends the watch instead of
+	// leaving it silently stale, and the client reconnects to a member that has a leader.
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	from := m.cur.Load().Revision + 1
+	wch := m.c.etcd.Watch(wctx, MetaPrefix, clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify())
+	for wr := range wch {
+		if wr.CompactRevision != 0 {
+			return errCompacted
+		}
+		if err := wr.Err(); err != nil {
+			return fmt.Errorf("watch from %d: %w", from, err)
+		}
+		if err := m.apply(wr); err != nil {
+			return err
+		}
+	}
+	return errors.New("watch channel closed")
+}
+
+// apply builds the next snapshot from one watch response (copy-on-write: maps are
+// copied, values are shared) and publishes it, then reports the changes.
+func (m *Metadata) apply(wr clientv3.WatchResponse) error {
+	prev := m.cur.Load()
+	if len(wr.Events) == 0 {
+		// Progress notification: every change up to the header revision has been sent.
+		if wr.IsProgressNotify() && wr.Header.Revision > prev.Revision {
+			next := *prev
+			next.Revision = wr.Header.Revision
+			next.superseded = make(chan struct{})
+			m.publish(&next)
+		}
+		return nil
+	}
+	next := &Snapshot{
+		Revision:   prev.Revision,
+		Brokers:    maps.Clone(prev.Brokers),
+		Topics:     maps.Clone(prev.Topics),
+		Partitions: maps.Clone(prev.Partitions),
+		superseded: make(chan struct{}),
+	}
+	changes := make([]Change, 0, len(wr.Events))
+	for _, ev := range wr.Events {
+		var ch Change
+		var err error
+		if ev.Type == mvccpb.PUT {
+			ch, err = applyPut(next, ev.Kv)
+		} else {
+			ch, err = applyDelete(next, string(ev.Kv.Key))
+		}
+		if err != nil {
+			// A value we cannot decode is a bug in a writer; skip it rather than stall the view.
+			m.c.logger.Error("metadata: bad value skipped", "key", string(ev.Kv.Key), "err", err)
+			continue
+		}
+		ch.Revision = ev.Kv.ModRevision
+		next.Revision = max(next.Revision, ev.Kv.ModRevision)
+		changes = append(changes, ch)
+	}
+	m.publish(next)
+	if m.onChange != nil {
+		for _, ch := range changes {
+			m.onChange(ch)
+		}
+	}
+	return nil
+}
+
+// applyPut stores one key's value in s.
+func applyPut(s *Snapshot, kv *mvccpb.KeyValue) (Change, error) {
+	key := string(kv.Key)
+	switch {
+	case strings.HasPrefix(key, BrokersPrefix):
+		b, err := decodeBroker(key, kv.Value, kv.CreateRevision)
+		if err != nil {
+			return Change{}, err
+		}
+		s.Brokers[b.ID] = b
+		return Change{Kind: BrokerPut, BrokerID: b.ID, Broker: b}, nil
+	case strings.HasPrefix(key, TopicsPrefix):
+		t, err := decodeTopic(key, kv.Value)
+		if err != nil {
+			return Change{}, err
+		}
+		s.Topics[t.Name] = t
+		return Change{Kind: TopicPut, TopicName: t.Name, Topic: t}, nil
+	case strings.HasPrefix(key, PartitionsPrefix):
+		p, err := decodePartition(key, kv.Value, kv.ModRevision)
+		if err != nil {
+			return Change{}, err
+		}
+		s.Partitions[p.TopicPartition()] = p
+		return Change{Kind: PartitionPut, TopicPartition: p.TopicPartition(), State: p}, nil
+	}
+	return Change{}, fmt.Errorf("unknown metadata key %q", key)
+}
+
+// applyDelete removes one key from s.
+func applyDelete(s *Snapshot, key string) (Change, error) {
+	switch {
+	case strings.HasPrefix(key, BrokersPrefix):
+		id, err := parseBrokerKey(key)
+		if err != nil {
+			return Change{}, err
+		}
+		delete(s.Brokers, id)
+		return Change{Kind: BrokerDeleted, BrokerID: id}, nil
+	case strings.HasPrefix(key, TopicsPrefix):
+		name := strings.TrimPrefix(key, TopicsPrefix)
+		delete(s.Topics, name)
+		return Change{Kind: TopicDeleted, TopicName: name}, nil
+	case strings.HasPrefix(key, PartitionsPrefix):
+		tp, err := parsePartitionKey(key)
+		if err != nil {
+			return Change{}, err
+		}
+		delete(s.Partitions, tp)
+		return Change{Kind: PartitionDeleted, TopicPartition: tp}, nil
+	}
+	return Change{}, fmt.Errorf("unknown metadata key %q", key)
+}

@@ -1,0 +1,231 @@
+package client
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Key schema. SCHEMA.md in controlplane/ describes every key, its value and its writer;
+// keep the two in step.
+//
+// Everything a data-plane node must watch lives under one prefix, MetaPrefix, so that a
+// single etcd watch delivers brokers, topics and partition states as one totally
+// ordered stream with one revision. Frequently written keys (high-watermark
+// checkpoints, producer-id blocks) live outside it so they do not wake every watcher.
+const (
+	// RootPrefix is the prefix of every key Gregor writes to etcd.
+	RootPrefix = "/gregor/"
+	// MetaPrefix is the watched metadata prefix: brokers, topics, partitions.
+	MetaPrefix = RootPrefix + "meta/"
+	// BrokersPrefix holds one lease-bound key per live data-plane node.
+	BrokersPrefix = MetaPrefix + "brokers/"
+	// TopicsPrefix holds one key per topic.
+	TopicsPrefix = MetaPrefix + "topics/"
+	// PartitionsPrefix holds one key per partition: its replicas, leader and ISR.
+	PartitionsPrefix = MetaPrefix + "partitions/"
+	// HWPrefix holds one high-watermark checkpoint per partition.
+	HWPrefix = RootPrefix + "hw/"
+	// ProducerIDNextKey holds the first producer id not yet handed out.
+	ProducerIDNextKey = RootPrefix + "producer-ids/next"
+	// ControllerPrefix is the concurrency.Election prefix of the controller election.
+	ControllerPrefix = RootPrefix + "controller/"
+)
+
+// Limits shared by the client and the server; the server configures etcd with them.
+const (
+	// PartitionsPerTopicMax bounds the partitions of one topic: a topic is created in one
+	// etcd transaction holding one put per partition.
+	PartitionsPerTopicMax = 4096
+	// TxnOpsMax is the most operations the server accepts in one transaction (etcd's
+	// --max-txn-ops). It must exceed PartitionsPerTopicMax plus the topic's own keys.
+	TxnOpsMax = 8192
+	// RequestBytesMax is the largest request the server accepts (etcd's
+	// --max-request-bytes); a topic of PartitionsPerTopicMax partitions fits in it.
+	RequestBytesMax = 4 << 20
+	// ReplicationFactorMax bounds the replicas of one partition.
+	ReplicationFactorMax = 16
+	// TopicNameLenMax is Kafka's limit on topic names.
+	TopicNameLenMax = 249
+)
+
+// NoLeader is the leader id of an offline partition (Kafka's -1).
+const NoLeader int32 = -1
+
+// Broker is a registered data-plane node: the value of BrokersPrefix/<id>.
+type Broker struct {
+	// ID is the node id, unique among live nodes.
+	ID int32 `json:"id"`
+	// Host and Port are what clients connect to (the advertised listener).
+	Host string `json:"host"`
+	Port int32  `json:"port"`
+	// Rack is optional; replica assignment spreads replicas over racks when set.
+	Rack string `json:"rack,omitempty"`
+	// Epoch is the etcd create revision of the registration key: it changes every time
+	// the node registers again, so it plays Kafka's broker epoch. Not stored in the value.
+	Epoch int64 `json:"-"`
+}
+
+// Topic is the value of TopicsPrefix/<name>.
+type Topic struct {
+	Name string `json:"name"`
+	// ID is a random UUID, new each time a topic of this name is created (Kafka's topic id).
+	ID string `json:"id"`
+	// Partitions is the number of partitions, numbered 0..Partitions-1.
+	Partitions int32 `json:"partitions"`
+	// ReplicationFactor is the number of replicas each partition was created with.
+	ReplicationFactor int16 `json:"replicationFactor"`
+	// Configs are the topic's explicitly set configs (see ValidateConfigs).
+	Configs map[string]string `json:"configs,omitempty"`
+}
+
+// UncleanLeaderElection reports whether the topic allows electing a replica outside the
+// ISR when no ISR member is alive (unclean.leader.election.enable, default false).
+func (t Topic) UncleanLeaderElection() bool {
+	return t.Configs[ConfigUncleanLeaderElection] == "true"
+}
+
+// TopicPartition names one partition.
+type TopicPartition struct {
+	Topic     string
+	Partition int32
+}
+
+func (tp TopicPartition) String() string { return tp.Topic + "-" + strconv.Itoa(int(tp.Partition)) }
+
+// PartitionState is the value of PartitionsPrefix/<topic>/<p>.
+//
+// Invariants: Leader is NoLeader or a member of ISR; ISR ⊆ Replicas; every write bumps
+// PartitionEpoch by one and is a compare-and-swap on the previous value; every leader
+// change bumps LeaderEpoch by one.
+type PartitionState struct {
+	Topic     string `json:"-"`
+	Partition int32  `json:"-"`
+	// Replicas is the assignment; Replicas[0] is the preferred leader.
+	Replicas []int32 `json:"replicas"`
+	// Leader is the leading node, or NoLeader while the partition is offline.
+	Leader int32 `json:"leader"`
+	// LeaderEpoch counts leader changes; followers and fetchers are fenced by it.
+	LeaderEpoch int32 `json:"leaderEpoch"`
+	// ISR is the in-sync replica set.
+	ISR []int32 `json:"isr"`
+	// PartitionEpoch counts every change of this value (Kafka's partition epoch).
+	PartitionEpoch int32 `json:"partitionEpoch"`
+	// ModRevision is the etcd revision of the last write; not stored in the value.
+	ModRevision int64 `json:"-"`
+}
+
+// TopicPartition returns the partition's name.
+func (s PartitionState) TopicPartition() TopicPartition {
+	return TopicPartition{Topic: s.Topic, Partition: s.Partition}
+}
+
+// Clone returns a deep copy, so that a modified copy never aliases a snapshot's slices.
+func (s PartitionState) Clone() PartitionState {
+	s.Replicas = append([]int32(nil), s.Replicas...)
+	s.ISR = append([]int32(nil), s.ISR...)
+	return s
+}
+
+// HWCheckpoint is the value of HWPrefix/<topic>/<p>: the last high watermark a leader
+// reported. It is a recovery hint (a new leader computes its own high watermark from
+// the ISR), tagged with the topic id and leader epoch so a reader can discard a
+// checkpoint from an earlier incarnation of the topic or an older leader.
+type HWCheckpoint struct {
+	TopicID       string `json:"topicId"`
+	LeaderEpoch   int32  `json:"leaderEpoch"`
+	HighWatermark int64  `json:"hw"`
+}
+
+// BrokerKey returns the registration key of node id.
+func BrokerKey(id int32) string { return BrokersPrefix + strconv.Itoa(int(id)) }
+
+// TopicKey returns the key of topic name.
+func TopicKey(name string) string { return TopicsPrefix + name }
+
+// TopicPartitionsPrefix returns the prefix of all partition keys of topic name.
+func TopicPartitionsPrefix(name string) string { return PartitionsPrefix + name + "/" }
+
+// PartitionKey returns the key of one partition's state.
+func PartitionKey(topic string, p int32) string {
+	return TopicPartitionsPrefix(topic) + strconv.Itoa(int(p))
+}
+
+// TopicHWPrefix returns the prefix of all HW checkpoints of topic name.
+func TopicHWPrefix(name string) string { return HWPrefix + name + "/" }
+
+// HWKey returns the HW checkpoint key of one partition.
+func HWKey(topic string, p int32) string { return TopicHWPrefix(topic) + strconv.Itoa(int(p)) }
+
+// parseBrokerKey returns the node id in a BrokersPrefix key.
+func parseBrokerKey(key string) (int32, error) {
+	id, err := strconv.ParseInt(strings.TrimPrefix(key, BrokersPrefix), 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("broker key %q: %w", key, err)
+	}
+	return int32(id), nil
+}
+
+// parsePartitionKey returns the topic and partition in a PartitionsPrefix key.
+func parsePartitionKey(key string) (TopicPartition, error) {
+	rest := strings.TrimPrefix(key, PartitionsPrefix)
+	i := strings.LastIndexByte(rest, '/')
+	if i <= 0 {
+		return TopicPartition{}, fmt.Errorf("partition key %q: no partition", key)
+	}
+	p, err := strconv.ParseInt(rest[i+1:], 10, 32)
+	if err != nil {
+		return TopicPartition{}, fmt.Errorf("partition key %q: %w", key, err)
+	}
+	return TopicPartition{Topic: rest[:i], Partition: int32(p)}, nil
+}
+
+func decodeBroker(key string, value []byte, createRev int64) (Broker, error) {
+	var b Broker
+	if err := json.Unmarshal(value, &b); err != nil {
+		return b, fmt.Errorf("decode broker %s: %w", key, err)
+	}
+	id, err := parseBrokerKey(key)
+	if err != nil {
+		return b, err
+	}
+	if id != b.ID {
+		return b, fmt.Errorf("decode broker %s: value has id %d", key, b.ID)
+	}
+	b.Epoch = createRev
+	return b, nil
+}
+
+func decodeTopic(key string, value []byte) (Topic, error) {
+	var t Topic
+	if err := json.Unmarshal(value, &t); err != nil {
+		return t, fmt.Errorf("decode topic %s: %w", key, err)
+	}
+	if name := strings.TrimPrefix(key, TopicsPrefix); name != t.Name {
+		return t, fmt.Errorf("decode topic %s: value has name %q", key, t.Name)
+	}
+	return t, nil
+}
+
+func decodePartition(key string, value []byte, modRev int64) (PartitionState, error) {
+	var s PartitionState
+	tp, err := parsePartitionKey(key)
+	if err != nil {
+		return s, err
+	}
+	if err := json.Unmarshal(value, &s); err != nil {
+		return s, fmt.Errorf("decode partition %s: %w", key, err)
+	}
+	s.Topic, s.Partition, s.ModRevision = tp.Topic, tp.Partition, modRev
+	return s, nil
+}
+
+// mustJSON encodes one of this package's value types; they cannot fail to encode.
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("client: encode %T: %v", v, err))
+	}
+	return string(b)
+}

@@ -1,0 +1,109 @@
+package client
+
+import (
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// Topic configs Gregor understands. Unknown configs are refused (INVALID_CONFIG) rather
+// than stored and ignored, so a client never believes a setting took effect when it did not.
+const (
+	ConfigRetentionMs           = "retention.ms"
+	ConfigRetentionBytes        = "retention.bytes"
+	ConfigSegmentBytes          = "segment.bytes"
+	ConfigSegmentMs             = "segment.ms"
+	ConfigMinInsyncReplicas     = "min.insync.replicas"
+	ConfigMessageTimestampType  = "message.timestamp.type"
+	ConfigUncleanLeaderElection = "unclean.leader.election.enable"
+	ConfigMaxMessageBytes       = "max.message.bytes"
+	ConfigCleanupPolicy         = "cleanup.policy"
+	ConfigCompressionType       = "compression.type"
+)
+
+// Bounds on config values (Kafka's own minimums where it has them).
+const (
+	segmentBytesMin = 14 // Kafka's minimum: one record batch header
+	configsMax      = 64 // configs per topic
+	configValueMax  = 1024
+)
+
+type configRule func(v string) bool
+
+func longAtLeast(min int64) configRule {
+	return func(v string) bool {
+		n, err := strconv.ParseInt(v, 10, 64)
+		return err == nil && n >= min
+	}
+}
+
+func intAtLeast(min int64) configRule {
+	return func(v string) bool {
+		n, err := strconv.ParseInt(v, 10, 32)
+		return err == nil && n >= min
+	}
+}
+
+func oneOf(values ...string) configRule {
+	return func(v string) bool {
+		for _, x := range values {
+			if v == x {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// configRules validates each known config's value.
+var configRules = map[string]configRule{
+	ConfigRetentionMs:           longAtLeast(-1),
+	ConfigRetentionBytes:        longAtLeast(-1),
+	ConfigSegmentBytes:          intAtLeast(segmentBytesMin),
+	ConfigSegmentMs:             longAtLeast(1),
+	ConfigMinInsyncReplicas:     intAtLeast(1),
+	ConfigMessageTimestampType:  oneOf("CreateTime", "LogAppendTime"),
+	ConfigUncleanLeaderElection: oneOf("true", "false"),
+	ConfigMaxMessageBytes:       intAtLeast(0),
+	// Compaction is not implemented, so only "delete" is accepted.
+	ConfigCleanupPolicy:   oneOf("delete"),
+	ConfigCompressionType: oneOf("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"),
+}
+
+// ValidateTopicName applies Kafka's topic name rules: 1..249 characters from
+// [a-zA-Z0-9._-], and not "." or "..". (INVALID_TOPIC_EXCEPTION)
+func ValidateTopicName(name string) error {
+	switch {
+	case name == "":
+		return errorf(kerr.InvalidTopicException, "topic name is empty")
+	case name == "." || name == "..":
+		return errorf(kerr.InvalidTopicException, "topic name cannot be %q", name)
+	case len(name) > TopicNameLenMax:
+		return errorf(kerr.InvalidTopicException, "topic name is %d characters, more than %d", len(name), TopicNameLenMax)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+		if !ok {
+			return errorf(kerr.InvalidTopicException, "topic name %q has character %q outside [a-zA-Z0-9._-]", name, c)
+		}
+	}
+	return nil
+}
+
+// ValidateConfigs checks every config name and value (INVALID_CONFIG).
+func ValidateConfigs(configs map[string]string) error {
+	if len(configs) > configsMax {
+		return errorf(kerr.InvalidConfig, "%d configs, more than %d", len(configs), configsMax)
+	}
+	for k, v := range configs {
+		rule, ok := configRules[k]
+		if !ok {
+			return errorf(kerr.InvalidConfig, "unknown or unsupported topic config %q", k)
+		}
+		if len(v) > configValueMax || !rule(v) {
+			return errorf(kerr.InvalidConfig, "invalid value %q for topic config %q", v, k)
+		}
+	}
+	return nil
+}

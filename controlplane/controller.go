@@ -1,0 +1,298 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/gregor-streaming/gregor/controlplane/client"
+)
+
+// Controller limits.
+const (
+	// reconcileInterval re-checks every partition even without a watch event, so a
+	// write lost to a transient error is retried.
+	reconcileInterval = time.Second
+	// electionTxnPartitionsMax bounds the partitions changed in one controller
+	// transaction: a failover of a node leading thousands of partitions takes a few
+	// transactions, not thousands. A batch that loses a race is retried one by one.
+	electionTxnPartitionsMax = 128
+)
+
+// ElectLeader decides the next state of a partition given the live nodes, the way
+// Kafka's controller does when brokers are fenced:
+//
+//   - leader alive: dead members leave the ISR (partition epoch bumped), leader unchanged;
+//   - leader dead or absent, a live ISR member exists: the first live ISR member in
+//     replica order (preferred order) leads; the ISR becomes the live ISR members;
+//   - no live ISR member, unclean election allowed: the first live replica leads with
+//     ISR {itself} — data the old ISR had may be lost, which the topic accepted;
+//   - otherwise the partition goes offline (leader NoLeader); the ISR is kept so that
+//     when one of its members returns it is elected cleanly.
+//
+// Every leader change bumps the leader epoch; every change bumps the partition epoch.
+// It returns the new state and whether anything changed; st is not modified.
+func ElectLeader(st client.PartitionState, live map[int32]client.Broker, unclean bool) (client.PartitionState, bool) {
+	isLive := func(id int32) bool { _, ok := live[id]; return ok }
+	var liveISR []int32
+	for _, id := range st.ISR {
+		if isLive(id) {
+			liveISR = append(liveISR, id)
+		}
+	}
+	next := st.Clone()
+	if st.Leader != client.NoLeader && isLive(st.Leader) {
+		if len(liveISR) == len(st.ISR) {
+			return st, false
+		}
+		next.ISR = liveISR
+		next.PartitionEpoch++
+		return next, true
+	}
+	if len(liveISR) > 0 {
+		// Live ISR members outside the replicas would be a corrupt state; take the first then.
+		next.Leader = liveISR[0]
+		for _, id := range st.Replicas {
+			if slices.Contains(liveISR, id) {
+				next.Leader = id
+				break
+			}
+		}
+		next.ISR = liveISR
+		next.LeaderEpoch++
+		next.PartitionEpoch++
+		return next, true
+	}
+	if unclean {
+		for _, id := range st.Replicas {
+			if isLive(id) {
+				next.Leader = id
+				next.ISR = []int32{id}
+				next.LeaderEpoch++
+				next.PartitionEpoch++
+				return next, true
+			}
+		}
+	}
+	if st.Leader == client.NoLeader {
+		return st, false
+	}
+	next.Leader = client.NoLeader
+	next.LeaderEpoch++
+	next.PartitionEpoch++
+	return next, true
+}
+
+// campaign runs for the node's lifetime: it campaigns for controllership, leads while
+// elected, and campaigns again after losing the session.
+func (s *Server) campaign(ctx context.Context) {
+	ttl := int((s.cfg.ControllerTTL + time.Second - 1) / time.Second)
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		sess, err := concurrency.NewSession(s.ec, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
+		if err != nil {
+			s.logger.Warn("controller session failed; retrying", "err", err)
+			sleepCtx(ctx, backoff)
+			backoff = min(2*backoff, retryBackoffMax)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		e := concurrency.NewElection(sess, client.ControllerPrefix)
+		cctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-sess.Done():
+				cancel() // the session expired: stop campaigning with a dead lease
+			case <-cctx.Done():
+			}
+		}()
+		err = e.Campaign(cctx, s.cfg.Name)
+		if err == nil {
+			s.lead(cctx, sess, e)
+			rctx, rcancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			_ = e.Resign(rctx)
+			rcancel()
+		}
+		cancel()
+		_ = sess.Close()
+	}
+}
+
+// lead is the active controller's loop: reconcile on every metadata change and every
+// reconcileInterval, until the session ends or ctx is canceled.
+func (s *Server) lead(ctx context.Context, sess *concurrency.Session, e *concurrency.Election) {
+	s.isController.Store(true)
+	defer s.isController.Store(false)
+	s.metrics.electionsWon.Inc()
+	s.logger.Info("became controller", "key", e.Key(), "rev", e.Rev())
+	t := time.NewTicker(reconcileInterval)
+	defer t.Stop()
+	for {
+		s.reconcile(ctx, e)
+		select {
+		case <-ctx.Done():
+			s.logger.Info("controller stepping down")
+			return
+		case <-sess.Done():
+			s.logger.Warn("controller session lost")
+			return
+		case <-s.kick:
+		case <-t.C:
+		}
+	}
+}
+
+// reconcile applies ElectLeader to every partition of the current view and writes
+// the changes, fenced on this node still holding the election key.
+func (s *Server) reconcile(ctx context.Context, e *concurrency.Election) {
+	snap := s.view.Snapshot()
+	var batch []client.PartitionState // the old states, for the compare
+	var nexts []client.PartitionState
+	for tp, st := range snap.Partitions {
+		topic, ok := snap.Topics[tp.Topic]
+		if !ok {
+			continue // a topic being deleted
+		}
+		next, changed := ElectLeader(st, snap.Brokers, topic.UncleanLeaderElection())
+		if !changed {
+			continue
+		}
+		batch = append(batch, st)
+		nexts = append(nexts, next)
+		if len(batch) == electionTxnPartitionsMax {
+			s.writeElections(ctx, e, batch, nexts)
+			batch, nexts = batch[:0], nexts[:0]
+		}
+	}
+	s.writeElections(ctx, e, batch, nexts)
+}
+
+// writeElections writes a batch of partition changes in one transaction; if any
+// compare fails, each is retried alone so one conflict does not hold up the rest.
+func (s *Server) writeElections(ctx context.Context, e *concurrency.Election, olds, nexts []client.PartitionState) {
+	if len(olds) == 0 {
+		return
+	}
+	ok, err := s.electionTxn(ctx, e, olds, nexts)
+	if err != nil {
+		s.logger.Warn("controller write failed", "partitions", len(olds), "err", err)
+		return
+	}
+	if ok || len(olds) == 1 {
+		return
+	}
+	for i := range olds {
+		if _, err := s.electionTxn(ctx, e, olds[i:i+1], nexts[i:i+1]); err != nil {
+			s.logger.Warn("controller write failed", "partition", olds[i].TopicPartition().String(), "err", err)
+		}
+	}
+}
+
+// electionTxn commits the changes if every partition is unchanged since it was read and
+// this node still holds the controller key.
+func (s *Server) electionTxn(ctx context.Context, e *concurrency.Election, olds, nexts []client.PartitionState) (bool, error) {
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(e.Key()), "=", e.Rev())}
+	ops := make([]clientv3.Op, 0, len(olds))
+	for i, old := range olds {
+		key := client.PartitionKey(old.Topic, old.Partition)
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", old.ModRevision))
+		ops = append(ops, clientv3.OpPut(key, mustJSON(nexts[i])))
+	}
+	resp, err := s.cli.Txn(ctx, "controller_elect", cmps, ops)
+	if err != nil {
+		return false, fmt.Errorf("controller: elect %d partitions: %w", len(olds), err)
+	}
+	if resp.Succeeded {
+		for i, old := range olds {
+			n := nexts[i]
+			if n.Leader != old.Leader {
+				s.metrics.leaderElections.Inc()
+			}
+			s.logger.Info("partition state changed", "partition", old.TopicPartition().String(),
+				"leader", n.Leader, "leaderEpoch", n.LeaderEpoch, "isr", n.ISR, "partitionEpoch", n.PartitionEpoch)
+		}
+	}
+	return resp.Succeeded, nil
+}
+
+// observeController follows the controller election key for the whole life of the node
+// (controller or not), for /v1/cluster and the controller-changes metric.
+func (s *Server) observeController(ctx context.Context) {
+	backoff := 50 * time.Millisecond
+	var lastKey string
+	for ctx.Err() == nil {
+		err := func() error {
+			gctx, gcancel := context.WithTimeout(ctx, client.DefaultRequestTimeout)
+			resp, err := s.ec.Get(gctx, client.ControllerPrefix, clientv3.WithFirstCreate()...)
+			gcancel()
+			if err != nil {
+				return err
+			}
+			backoff = 50 * time.Millisecond
+			lastKey = s.setController(resp, lastKey)
+			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			defer cancel()
+			wch := s.ec.Watch(wctx, client.ControllerPrefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+			for wr := range wch {
+				if err := wr.Err(); err != nil {
+					return err
+				}
+				gctx, gcancel := context.WithTimeout(ctx, client.DefaultRequestTimeout)
+				resp, err := s.ec.Get(gctx, client.ControllerPrefix, clientv3.WithFirstCreate()...)
+				gcancel()
+				if err != nil {
+					return err
+				}
+				lastKey = s.setController(resp, lastKey)
+			}
+			return nil
+		}()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.logger.Warn("controller observer: retrying", "err", err)
+		}
+		sleepCtx(ctx, backoff)
+		backoff = min(2*backoff, retryBackoffMax)
+	}
+}
+
+// setController records the current controller from the election's first-created key
+// and counts a change when the key differs from lastKey. It returns the current key.
+func (s *Server) setController(resp *clientv3.GetResponse, lastKey string) string {
+	name, key := "", ""
+	if len(resp.Kvs) > 0 {
+		name, key = string(resp.Kvs[0].Value), string(resp.Kvs[0].Key)
+	}
+	s.controller.Store(&name)
+	if key != "" && key != lastKey {
+		s.metrics.controllerChanges.Inc()
+		s.logger.Info("controller is", "name", name)
+	}
+	return key
+}
+
+// mustJSON encodes a value of the client package's types; they cannot fail to encode.
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("controlplane: encode %T: %v", v, err))
+	}
+	return string(b)
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

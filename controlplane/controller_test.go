@@ -1,0 +1,307 @@
+package controlplane
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/gregor-streaming/gregor/controlplane/client"
+)
+
+func liveSet(ids ...int32) map[int32]client.Broker {
+	m := map[int32]client.Broker{}
+	for _, id := range ids {
+		m[id] = client.Broker{ID: id}
+	}
+	return m
+}
+
+func TestElectLeader(t *testing.T) {
+	st := func(leader int32, isr ...int32) client.PartitionState {
+		return client.PartitionState{Replicas: []int32{1, 2, 3}, Leader: leader, LeaderEpoch: 5, ISR: isr, PartitionEpoch: 9}
+	}
+	tests := []struct {
+		name        string
+		in          client.PartitionState
+		live        []int32
+		unclean     bool
+		changed     bool
+		leader      int32
+		leaderEpoch int32
+		isr         []int32
+	}{
+		{"all live: nothing to do", st(1, 1, 2, 3), []int32{1, 2, 3}, false, false, 1, 5, []int32{1, 2, 3}},
+		{"follower dies: leaves ISR, same leader epoch", st(1, 1, 2, 3), []int32{1, 2}, false, true, 1, 5, []int32{1, 2}},
+		{"leader dies: next ISR member in replica order", st(1, 1, 3, 2), []int32{2, 3}, false, true, 2, 6, []int32{3, 2}},
+		{"leader dies: out-of-sync replica not chosen", st(1, 1, 3), []int32{2, 3}, false, true, 3, 6, []int32{3}},
+		{"no live ISR member: offline, ISR kept", st(1, 1), []int32{2, 3}, false, true, client.NoLeader, 6, []int32{1}},
+		{"already offline: nothing to do", st(client.NoLeader, 1), []int32{2, 3}, false, false, client.NoLeader, 5, []int32{1}},
+		{"unclean allowed: a live replica leads alone", st(1, 1), []int32{3}, true, true, 3, 6, []int32{3}},
+		{"unclean allowed but nothing live: offline", st(1, 1), nil, true, true, client.NoLeader, 6, []int32{1}},
+		{"offline ISR member returns: elected", st(client.NoLeader, 1), []int32{1}, false, true, 1, 6, []int32{1}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := tc.in.Clone()
+			got, changed := ElectLeader(tc.in, liveSet(tc.live...), tc.unclean)
+			if changed != tc.changed {
+				t.Fatalf("changed = %v, want %v", changed, tc.changed)
+			}
+			if got.Leader != tc.leader || got.LeaderEpoch != tc.leaderEpoch || !slices.Equal(got.ISR, tc.isr) {
+				t.Fatalf("got leader %d epoch %d isr %v; want %d %d %v", got.Leader, got.LeaderEpoch, got.ISR, tc.leader, tc.leaderEpoch, tc.isr)
+			}
+			wantPE := before.PartitionEpoch
+			if changed {
+				wantPE++
+			}
+			if got.PartitionEpoch != wantPE {
+				t.Fatalf("partition epoch %d, want %d", got.PartitionEpoch, wantPE)
+			}
+			if !slices.Equal(tc.in.ISR, before.ISR) {
+				t.Fatalf("input modified: %v -> %v", before.ISR, tc.in.ISR)
+			}
+			if got.Leader != client.NoLeader && !slices.Contains(got.ISR, got.Leader) {
+				t.Fatalf("invariant: leader %d not in ISR %v", got.Leader, got.ISR)
+			}
+		})
+	}
+}
+
+// TestLeaseExpiryMovesLeadership: a node that stops renewing its lease leaves the
+// registry, and the controller moves leadership of every partition it led to a live ISR
+// member with the leader epoch bumped by one, and removes it from every ISR.
+func TestLeaseExpiryMovesLeadership(t *testing.T) {
+	c := newTestCluster(t, 1)
+	c.waitController(10 * time.Second)
+	dps := map[int32]*dataPlane{}
+	for id := int32(1); id <= 3; id++ {
+		dps[id] = c.registerDP(id, "", time.Second)
+	}
+	admin := c.client()
+	ctx := testCtx(t)
+	if _, _, err := admin.CreateTopic(ctx, client.TopicSpec{Name: "orders", Partitions: 6, ReplicationFactor: 3}); err != nil {
+		t.Fatal(err)
+	}
+	before := map[int32]client.PartitionState{}
+	var led []int32
+	for p := int32(0); p < 6; p++ {
+		st, err := admin.GetPartition(ctx, client.TopicPartition{Topic: "orders", Partition: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[p] = st
+		if st.Leader == 2 {
+			led = append(led, p)
+		}
+	}
+	if len(led) != 2 {
+		t.Fatalf("node 2 leads partitions %v; want 2 of 6 (even spread)", led)
+	}
+	start := time.Now()
+	dps[2].crash()
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for p := int32(0); p < 6; p++ {
+			st, err := admin.GetPartition(ctx, client.TopicPartition{Topic: "orders", Partition: p})
+			if err != nil {
+				return err
+			}
+			if slices.Contains(st.ISR, 2) || st.Leader == 2 {
+				return fmt.Errorf("partition %d still has node 2: %+v", p, st)
+			}
+			old := before[p]
+			wantEpoch := old.LeaderEpoch
+			if old.Leader == 2 {
+				wantEpoch++
+				if !slices.Contains(old.ISR, st.Leader) {
+					return fmt.Errorf("partition %d: new leader %d was not in the ISR %v", p, st.Leader, old.ISR)
+				}
+			} else if st.Leader != old.Leader {
+				return fmt.Errorf("partition %d: leader moved from live node %d to %d", p, old.Leader, st.Leader)
+			}
+			if st.LeaderEpoch != wantEpoch {
+				return fmt.Errorf("partition %d: leader epoch %d, want %d", p, st.LeaderEpoch, wantEpoch)
+			}
+			if st.PartitionEpoch != old.PartitionEpoch+1 {
+				return fmt.Errorf("partition %d: partition epoch %d, want %d", p, st.PartitionEpoch, old.PartitionEpoch+1)
+			}
+		}
+		return nil
+	})
+	t.Logf("leadership moved %v after the node stopped renewing (lease TTL 1s)", time.Since(start).Round(time.Millisecond))
+}
+
+// TestOfflineAndUncleanElection: with the ISR shrunk to the leader, the leader's death
+// takes the partition offline unless the topic allows unclean election; when the ISR
+// member comes back the partition is elected cleanly again.
+func TestOfflineAndUncleanElection(t *testing.T) {
+	c := newTestCluster(t, 1)
+	c.waitController(10 * time.Second)
+	dps := map[int32]*dataPlane{}
+	for id := int32(1); id <= 2; id++ {
+		dps[id] = c.registerDP(id, "", time.Second)
+	}
+	admin := c.client()
+	ctx := testCtx(t)
+	for _, unclean := range []string{"false", "true"} {
+		name := "t-unclean-" + unclean
+		if _, _, err := admin.CreateTopic(ctx, client.TopicSpec{Name: name, Partitions: 1, ReplicationFactor: 2,
+			Configs: map[string]string{client.ConfigUncleanLeaderElection: unclean}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Node 1 must lead both, so that crashing it affects both: shrink each ISR to its
+	// leader (as a leader whose follower lags would), then crash the leaders' node.
+	var leaderOf = map[string]int32{}
+	for _, name := range []string{"t-unclean-false", "t-unclean-true"} {
+		tp := client.TopicPartition{Topic: name}
+		st, err := admin.GetPartition(ctx, tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaderOf[name] = st.Leader
+		if _, err := dps[st.Leader].reg.AlterISR(ctx, client.AlterISRRequest{TopicPartition: tp,
+			LeaderEpoch: st.LeaderEpoch, PartitionEpoch: st.PartitionEpoch, NewISR: []int32{st.Leader}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if leaderOf["t-unclean-false"] != leaderOf["t-unclean-true"] {
+		// Assignment start is random per topic; move on with what we have by crashing both
+		// leaders' nodes in turn is not possible with two nodes, so re-create if needed.
+		t.Skipf("leaders differ (%v); covered by TestElectLeader", leaderOf)
+	}
+	dead := leaderOf["t-unclean-false"]
+	other := 3 - dead
+	dps[dead].crash()
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		off, err := admin.GetPartition(ctx, client.TopicPartition{Topic: "t-unclean-false"})
+		if err != nil {
+			return err
+		}
+		if off.Leader != client.NoLeader || !slices.Equal(off.ISR, []int32{dead}) || off.LeaderEpoch != 1 {
+			return fmt.Errorf("clean topic: %+v; want offline with ISR [%d], leader epoch 1", off, dead)
+		}
+		un, err := admin.GetPartition(ctx, client.TopicPartition{Topic: "t-unclean-true"})
+		if err != nil {
+			return err
+		}
+		if un.Leader != other || !slices.Equal(un.ISR, []int32{other}) || un.LeaderEpoch != 1 {
+			return fmt.Errorf("unclean topic: %+v; want leader %d alone, leader epoch 1", un, other)
+		}
+		return nil
+	})
+	// The ISR member comes back: the offline partition is elected cleanly.
+	c.registerDP(dead, "", time.Second)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		st, err := admin.GetPartition(ctx, client.TopicPartition{Topic: "t-unclean-false"})
+		if err != nil {
+			return err
+		}
+		if st.Leader != dead || st.LeaderEpoch != 2 {
+			return fmt.Errorf("clean topic after return: %+v; want leader %d epoch 2", st, dead)
+		}
+		return nil
+	})
+}
+
+// TestControllerFailover: three members, one controller; closing it elects another,
+// which then does the controller's work; the closed member restarts on its data dir and
+// rejoins as a follower of the new controller.
+func TestControllerFailover(t *testing.T) {
+	c := newTestCluster(t, 3)
+	first := c.waitController(10 * time.Second)
+	start := time.Now()
+	c.stop(first)
+	second := c.waitController(10 * time.Second)
+	if second == first {
+		t.Fatalf("controller did not change")
+	}
+	t.Logf("controller moved from %s to %s in %v (including the old member's graceful Close)", c.cfgs[first].Name, c.cfgs[second].Name, time.Since(start).Round(time.Millisecond))
+	if got := c.server(second).metrics.electionsWon.Get(); got != 1 {
+		t.Fatalf("new controller won %d elections, want 1", got)
+	}
+
+	// The new controller acts on a lease expiry.
+	dp1 := c.registerDP(1, "", time.Second)
+	c.registerDP(2, "", time.Second)
+	admin := c.client()
+	ctx := testCtx(t)
+	if _, _, err := admin.CreateTopic(ctx, client.TopicSpec{Name: "after-failover", Partitions: 2, ReplicationFactor: 2}); err != nil {
+		t.Fatal(err)
+	}
+	dp1.crash()
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for p := int32(0); p < 2; p++ {
+			st, err := admin.GetPartition(ctx, client.TopicPartition{Topic: "after-failover", Partition: p})
+			if err != nil {
+				return err
+			}
+			if st.Leader != 2 || !slices.Equal(st.ISR, []int32{2}) {
+				return fmt.Errorf("partition %d: %+v", p, st)
+			}
+		}
+		return nil
+	})
+
+	c.restart(first)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		s := c.server(first)
+		if s.IsController() {
+			return errors.New("restarted member took the controllership from a live controller")
+		}
+		if s.Controller() != c.cfgs[second].Name {
+			return fmt.Errorf("restarted member sees controller %q", s.Controller())
+		}
+		if n := len(s.Metadata().Snapshot().Brokers); n != 1 {
+			return fmt.Errorf("restarted member sees %d brokers, want 1", n)
+		}
+		return s.checkReady(ctx)
+	})
+}
+
+// TestClientSurvivesMemberLoss: a client given all three members keeps working — admin,
+// watches, registration — when the member it may be using is stopped.
+func TestClientSurvivesMemberLoss(t *testing.T) {
+	c := newTestCluster(t, 3)
+	c.waitController(10 * time.Second)
+	dp := c.registerDP(1, "", 2*time.Second)
+	ctx := testCtx(t)
+	view, err := dp.cli.WatchMetadata(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Close()
+	for i := 0; i < 3; i++ {
+		c.stop(i)
+		name := fmt.Sprintf("survive-%d", i)
+		var rev int64
+		checkFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+			var err error
+			_, rev, err = dp.cli.CreateTopic(ctx, client.TopicSpec{Name: name, Partitions: 1, ReplicationFactor: 1})
+			if errors.Is(err, kerr.TopicAlreadyExists) {
+				return nil // an earlier attempt committed but its answer was lost
+			}
+			return err
+		})
+		if rev > 0 {
+			if _, err := view.WaitRevision(ctx, rev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+			if _, ok := view.Snapshot().Topics[name]; !ok {
+				return fmt.Errorf("view lacks topic %s", name)
+			}
+			return nil
+		})
+		select {
+		case <-dp.reg.Lost():
+			t.Fatalf("registration lost with member %d stopped", i)
+		default:
+		}
+		c.restart(i)
+	}
+}

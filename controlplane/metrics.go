@@ -1,0 +1,113 @@
+package controlplane
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	vm "github.com/VictoriaMetrics/metrics"
+
+	"github.com/gregor-streaming/gregor/controlplane/client"
+)
+
+// metrics are one node's metrics. Each Server has its own set, so several nodes can run
+// in one process (tests) without sharing counters.
+type metrics struct {
+	set *vm.Set
+	// controllerChanges counts changes of the active controller seen by this node.
+	controllerChanges *vm.Counter
+	// electionsWon counts the times this node became the controller.
+	electionsWon *vm.Counter
+	// leaderElections counts partition leader changes written by this node as controller.
+	leaderElections *vm.Counter
+
+	opMu sync.Mutex
+	ops  map[string]*vm.Histogram
+}
+
+func newMetrics(s *Server) *metrics {
+	set := vm.NewSet()
+	m := &metrics{
+		set:               set,
+		controllerChanges: set.NewCounter("gregor_cp_controller_changes_total"),
+		electionsWon:      set.NewCounter("gregor_cp_controller_elections_won_total"),
+		leaderElections:   set.NewCounter("gregor_cp_partition_leader_elections_total"),
+		ops:               map[string]*vm.Histogram{},
+	}
+	set.NewGauge("gregor_cp_is_controller", func() float64 {
+		if s.IsController() {
+			return 1
+		}
+		return 0
+	})
+	set.NewGauge("gregor_cp_live_dataplane_nodes", func() float64 {
+		if snap := s.snapshot(); snap != nil {
+			return float64(len(snap.Brokers))
+		}
+		return 0
+	})
+	set.NewGauge("gregor_cp_topics", func() float64 {
+		if snap := s.snapshot(); snap != nil {
+			return float64(len(snap.Topics))
+		}
+		return 0
+	})
+	set.NewGauge("gregor_cp_offline_partitions", func() float64 {
+		off, _ := partitionHealth(s.snapshot())
+		return float64(off)
+	})
+	set.NewGauge("gregor_cp_under_replicated_partitions", func() float64 {
+		_, under := partitionHealth(s.snapshot())
+		return float64(under)
+	})
+	set.NewGauge("gregor_cp_etcd_has_leader", func() float64 {
+		if s.etcd != nil && s.etcd.Server.Leader() != 0 {
+			return 1
+		}
+		return 0
+	})
+	set.NewGauge("gregor_cp_etcd_is_leader", func() float64 {
+		if s.etcd != nil && s.etcd.Server.Leader() == s.etcd.Server.MemberID() {
+			return 1
+		}
+		return 0
+	})
+	return m
+}
+
+// observeOp records one etcd call's latency under its operation name.
+func (m *metrics) observeOp(op string, d time.Duration) {
+	m.opMu.Lock()
+	h, ok := m.ops[op]
+	if !ok {
+		h = m.set.GetOrCreateHistogram(fmt.Sprintf(`gregor_cp_etcd_op_duration_seconds{op=%q}`, op))
+		m.ops[op] = h
+	}
+	m.opMu.Unlock()
+	h.Update(d.Seconds())
+}
+
+// snapshot returns the current metadata view, or nil before the node is ready.
+func (s *Server) snapshot() *client.Snapshot {
+	if !s.ready.Load() {
+		return nil
+	}
+	return s.view.Snapshot()
+}
+
+// partitionHealth counts offline partitions (no leader, or a leader not registered) and
+// under-replicated ones (ISR smaller than the replicas).
+func partitionHealth(snap *client.Snapshot) (offline, under int) {
+	if snap == nil {
+		return 0, 0
+	}
+	for _, st := range snap.Partitions {
+		if _, ok := snap.Brokers[st.Leader]; !ok {
+			offline++
+		}
+		if len(st.ISR) < len(st.Replicas) {
+			under++
+		}
+	}
+	return offline, under
+}

@@ -1,0 +1,326 @@
+// Package controlplane is the control-plane node (gregor-cp): an embedded etcd member,
+// the controller (one active in the cluster, elected with concurrency.Election) and the
+// node's HTTP endpoints. Data-plane nodes talk to it only through controlplane/client,
+// over etcd; SCHEMA.md in this folder documents every key.
+//
+// The controller does not sit on the request path of topic admin or ISR changes: those
+// are compare-and-swap transactions the client commits itself. The controller reacts to
+// what only it can decide — a data-plane node's registration expiring — by moving
+// leadership of that node's partitions and removing it from ISRs (see ElectLeader).
+//
+// The internal listener (Config.Listen) is reserved for group coordination, which
+// arrives in a later issue: the address is validated and reported, nothing listens yet.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/internal/zapslog"
+)
+
+// Defaults and limits.
+const (
+	// DefaultControllerTTL is the controller session's lease: a controller that dies is
+	// replaced about this long after its last keepalive (plus an etcd election if it was
+	// also the etcd leader).
+	DefaultControllerTTL = 2 * time.Second
+	// DefaultTickMs and DefaultElectionMs are etcd's heartbeat and election timeouts.
+	DefaultTickMs     = 100
+	DefaultElectionMs = 1000
+	// clusterToken keeps members of different Gregor clusters from joining each other.
+	clusterToken = "gregor"
+	// compactionRetention is how much etcd history is kept: watchers further behind than
+	// this reload their view (client.Resync).
+	compactionRetention = "1h"
+	// readyCheckTimeout bounds the linearizable read behind /readyz.
+	readyCheckTimeout = time.Second
+	// shutdownTimeout bounds resigning and closing on Close.
+	shutdownTimeout = 5 * time.Second
+	// retryBackoffMax bounds the wait between attempts of the background loops.
+	retryBackoffMax = 2 * time.Second
+)
+
+// Config configures a control-plane node.
+type Config struct {
+	// Name is this member's name in the etcd cluster and in InitialCluster.
+	Name string
+	// DataDir holds etcd's data; a node restarted on it rejoins its cluster.
+	DataDir string
+	// ClientAddr is the etcd client listener (host:port); data-plane nodes connect here.
+	ClientAddr string
+	// PeerAddr is the etcd peer listener (host:port).
+	PeerAddr string
+	// InitialCluster lists every member as name=host:port (or name=http://host:port),
+	// comma-separated; empty means a cluster of this node alone. Ignored on restart.
+	InitialCluster string
+	// Listen is the internal listener, reserved for group coordination (not served yet).
+	Listen string
+	// HTTPAddr serves /metrics, /healthz, /readyz and /v1/cluster; empty disables HTTP.
+	HTTPAddr string
+	// TickMs and ElectionMs are etcd's heartbeat and election timeouts in milliseconds.
+	TickMs, ElectionMs uint
+	// ControllerTTL is the controller session TTL (whole seconds, at least 1).
+	ControllerTTL time.Duration
+	// Logger receives this node's logs; etcd's own go to it at warn and above.
+	Logger *slog.Logger
+}
+
+// Server is a running control-plane node.
+type Server struct {
+	cfg     Config
+	logger  *slog.Logger
+	etcd    *embed.Etcd
+	ec      *clientv3.Client
+	cli     *client.Client
+	view    *client.Metadata
+	metrics *metrics
+	http    *http.Server
+	httpLn  net.Listener
+
+	// kick wakes the controller when the metadata changes.
+	kick chan struct{}
+	// isController is 1 while this node is the active controller.
+	isController atomic.Bool
+	// controller is the name of the active controller as last observed ("" if none).
+	controller atomic.Pointer[string]
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	ready  atomic.Bool
+	closed sync.Once
+}
+
+// peerURL turns host:port into http://host:port; a value with a scheme is kept.
+func peerURL(addr string) (*url.URL, error) {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	u, err := url.Parse(addr)
+	if err != nil {
+		return nil, fmt.Errorf("address %q: %w", addr, err)
+	}
+	if _, _, err := net.SplitHostPort(u.Host); err != nil {
+		return nil, fmt.Errorf("address %q: %w", addr, err)
+	}
+	return u, nil
+}
+
+// normalizeInitialCluster turns name=host:port,… into etcd's name=http://host:port,….
+func normalizeInitialCluster(s string) (string, error) {
+	var parts []string
+	for _, m := range strings.Split(s, ",") {
+		name, addr, ok := strings.Cut(strings.TrimSpace(m), "=")
+		if !ok || name == "" {
+			return "", fmt.Errorf("initial cluster member %q: want name=host:port", m)
+		}
+		u, err := peerURL(addr)
+		if err != nil {
+			return "", fmt.Errorf("initial cluster member %q: %w", m, err)
+		}
+		parts = append(parts, name+"="+u.String())
+	}
+	return strings.Join(parts, ","), nil
+}
+
+// etcdConfig builds the embedded etcd configuration.
+func (cfg *Config) etcdConfig(logger *slog.Logger) (*embed.Config, error) {
+	clientU, err := peerURL(cfg.ClientAddr)
+	if err != nil {
+		return nil, fmt.Errorf("client address: %w", err)
+	}
+	peerU, err := peerURL(cfg.PeerAddr)
+	if err != nil {
+		return nil, fmt.Errorf("peer address: %w", err)
+	}
+	initial := cfg.InitialCluster
+	if initial == "" {
+		initial = cfg.Name + "=" + peerU.String()
+	}
+	if initial, err = normalizeInitialCluster(initial); err != nil {
+		return nil, err
+	}
+	if !strings.Contains(","+initial, ","+cfg.Name+"=") {
+		return nil, fmt.Errorf("initial cluster %q does not list this member %q", initial, cfg.Name)
+	}
+	ec := embed.NewConfig()
+	ec.Name = cfg.Name
+	ec.Dir = cfg.DataDir
+	ec.ListenClientUrls = []url.URL{*clientU}
+	ec.AdvertiseClientUrls = []url.URL{*clientU}
+	ec.ListenPeerUrls = []url.URL{*peerU}
+	ec.AdvertisePeerUrls = []url.URL{*peerU}
+	ec.InitialCluster = initial
+	ec.InitialClusterToken = clusterToken
+	ec.ClusterState = embed.ClusterStateFlagNew
+	ec.TickMs = cfg.TickMs
+	ec.ElectionMs = cfg.ElectionMs
+	ec.MaxTxnOps = client.TxnOpsMax
+	ec.MaxRequestBytes = client.RequestBytesMax
+	ec.AutoCompactionMode = "periodic"
+	ec.AutoCompactionRetention = compactionRetention
+	ec.EnableGRPCGateway = false
+	ec.Logger = "zap"
+	ec.LogLevel = "warn"
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapslog.New(logger.With("logger", "etcd"), zapcore.WarnLevel))
+	return ec, nil
+}
+
+// Start starts the node: etcd, then HTTP, then (once etcd is ready, within ctx) the
+// metadata view and the controller campaign. On error everything started is stopped.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Name == "" || cfg.DataDir == "" {
+		return nil, errors.New("controlplane: name and data dir are required")
+	}
+	if cfg.TickMs == 0 {
+		cfg.TickMs = DefaultTickMs
+	}
+	if cfg.ElectionMs == 0 {
+		cfg.ElectionMs = DefaultElectionMs
+	}
+	if cfg.ControllerTTL == 0 {
+		cfg.ControllerTTL = DefaultControllerTTL
+	}
+	if cfg.ControllerTTL < time.Second {
+		cfg.ControllerTTL = time.Second
+	}
+	if cfg.Listen != "" {
+		if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
+			return nil, fmt.Errorf("controlplane: internal listener %q: %w", cfg.Listen, err)
+		}
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger = logger.With("cp", cfg.Name)
+	ecfg, err := cfg.etcdConfig(logger)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	s := &Server{cfg: cfg, logger: logger, kick: make(chan struct{}, 1)}
+	s.controller.Store(new(string))
+	s.metrics = newMetrics(s)
+	e, err := embed.StartEtcd(ecfg)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: start etcd: %w", err)
+	}
+	s.etcd = e
+	if cfg.HTTPAddr != "" {
+		if err := s.startHTTP(); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		s.Close()
+		return nil, fmt.Errorf("controlplane: etcd: %w", err)
+	case <-ctx.Done():
+		s.Close()
+		return nil, fmt.Errorf("controlplane: waiting for etcd to be ready (is a quorum of --initial-cluster up?): %w", ctx.Err())
+	}
+	if err := s.startControl(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.ready.Store(true)
+	logger.Info("control plane ready", "client", cfg.ClientAddr, "peer", cfg.PeerAddr, "http", s.HTTPAddr())
+	return s, nil
+}
+
+// startControl opens the local etcd client and starts the view, the controller
+// campaign and the controller observer.
+func (s *Server) startControl(ctx context.Context) error {
+	ec, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{"http://" + s.cfg.ClientAddr},
+		DialTimeout: client.DefaultDialTimeout,
+		Logger:      zapslog.New(s.logger.With("logger", "etcd-client"), zapcore.WarnLevel),
+	})
+	if err != nil {
+		return fmt.Errorf("controlplane: local etcd client: %w", err)
+	}
+	s.ec = ec
+	s.cli = client.Wrap(ec, client.Config{Logger: s.logger, ObserveOp: s.metrics.observeOp})
+	view, err := s.cli.WatchMetadata(ctx, func(client.Change) { s.wakeController() })
+	if err != nil {
+		return fmt.Errorf("controlplane: %w", err)
+	}
+	s.view = view
+	rctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.campaign(rctx) }()
+	go func() { defer s.wg.Done(); s.observeController(rctx) }()
+	return nil
+}
+
+// wakeController asks the controller loop to reconcile; it never blocks.
+func (s *Server) wakeController() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Client returns the node's own control-plane client (over its local member).
+func (s *Server) Client() *client.Client { return s.cli }
+
+// Metadata returns the node's metadata view.
+func (s *Server) Metadata() *client.Metadata { return s.view }
+
+// IsController reports whether this node is the active controller.
+func (s *Server) IsController() bool { return s.isController.Load() }
+
+// Controller returns the name of the active controller as this node last saw it.
+func (s *Server) Controller() string { return *s.controller.Load() }
+
+// Name returns the member name.
+func (s *Server) Name() string { return s.cfg.Name }
+
+// HTTPAddr returns the bound HTTP address, or "" without HTTP.
+func (s *Server) HTTPAddr() string {
+	if s.httpLn == nil {
+		return ""
+	}
+	return s.httpLn.Addr().String()
+}
+
+// Close resigns the controllership (if held), then stops the view, HTTP and etcd.
+func (s *Server) Close() {
+	s.closed.Do(func() {
+		if s.cancel != nil {
+			s.cancel()
+		}
+		s.wg.Wait()
+		if s.view != nil {
+			s.view.Close()
+		}
+		if s.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			_ = s.http.Shutdown(ctx)
+			cancel()
+		}
+		if s.ec != nil {
+			_ = s.ec.Close()
+		}
+		if s.etcd != nil {
+			s.etcd.Close()
+		}
+	})
+}
