@@ -104,7 +104,7 @@ func TestFrameSizeLimits(t *testing.T) {
 		{[]byte{0x7f, 0xff, 0xff, 0xff}, true, true}, // 2^31-1
 		{[]byte{0x06, 0x40, 0x00, 0x01}, true, true}, // 100 MiB + 1
 		{[]byte{0x06, 0x40, 0x00, 0x00}, true, false},
-		{[]byte{'G', 'E', 'T', ' '}, true, true}, // HTTP on the Kafka port
+		{[]byte{'G', 'E', 'T', ' '}, true, true},     // HTTP on the Kafka port
 		{[]byte{0x16, 0x03, 0x01, 0x02}, true, true}, // a TLS ClientHello
 	} {
 		_, ok, err := FrameSize(tc.b, DefaultMaxFrameBytes)
