@@ -1,0 +1,123 @@
+// Package dataplane is the Kafka-protocol data-plane node (gregor-dp): a gnet event-loop
+// server that decodes requests with proto, answers them in request order per connection,
+// and writes responses zero-copy through sendfile (header bytes, then file regions of
+// segment logs). It talks to the control plane only through a small interface that
+// cmd/dp satisfies with controlplane/client. Handler files are named by API key
+// (18_apiversions.go, …) and open with the versions they serve.
+package dataplane
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/gregor-streaming/gregor/proto"
+)
+
+// Defaults of the limits, each a Config field.
+const (
+	// DefaultMaxConnections bounds open client connections in all.
+	DefaultMaxConnections = 10_000
+	// DefaultMaxConnectionsPerIP bounds open connections from one address
+	// (Kafka's max.connections.per.ip is unbounded; a flood of idle connections from one
+	// host is the usual way to exhaust a broker).
+	DefaultMaxConnectionsPerIP = 1_000
+	// DefaultMaxInFlightPerConnection bounds requests read but not yet answered on one
+	// connection: past it the connection's further bytes wait in the buffer. Clients
+	// pipeline 5 by default.
+	DefaultMaxInFlightPerConnection = 100
+	// DefaultFrameReadTimeout bounds how long one request may take to arrive once its
+	// first byte has (a slow-drip client holds memory and a connection slot).
+	DefaultFrameReadTimeout = 30 * time.Second
+	// DefaultIdleTimeout closes connections with no request for this long
+	// (connections.max.idle.ms).
+	DefaultIdleTimeout = 10 * time.Minute
+	// DefaultWriteTimeout bounds a parked response write: a reader that takes no bytes for
+	// this long is cut off.
+	DefaultWriteTimeout = 30 * time.Second
+	// DefaultCopyBelowBytes: file regions smaller than this are copied, not sendfile'd
+	// (one syscall less for a tiny fetch).
+	DefaultCopyBelowBytes = 0
+	// housekeepingInterval is how often deadlines are checked.
+	housekeepingInterval = time.Second
+)
+
+// Config holds a data-plane node's settings. Zero fields take their defaults.
+type Config struct {
+	// NodeID is this node's broker id (--id).
+	NodeID int32
+	// Listen is the Kafka listener address, host:port (--listen).
+	Listen string
+	// Advertise is the host:port clients are told to use; empty means Listen.
+	Advertise string
+	// EventLoops is the number of gnet event loops (default 2: this node is sized for
+	// small machines; each loop is one goroutine locked to its connections).
+	EventLoops int
+	// MaxFrameBytes limits a request's size (default 100 MiB); checked before any
+	// allocation.
+	MaxFrameBytes int
+	// Connection limits; see the Default… constants.
+	MaxConnections           int
+	MaxConnectionsPerIP      int
+	MaxInFlightPerConnection int
+	FrameReadTimeout         time.Duration
+	IdleTimeout              time.Duration
+	WriteTimeout             time.Duration
+	// CopyBelowBytes sends file regions below this size by pread+write.
+	CopyBelowBytes int64
+	// Logger receives the node's logs (default slog.Default()).
+	Logger *slog.Logger
+	// Metrics is the set the node registers its metrics in (default a new set).
+	Metrics *metrics.Set
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:9092"
+	}
+	if c.Advertise == "" {
+		c.Advertise = c.Listen
+	}
+	if c.EventLoops == 0 {
+		c.EventLoops = 2
+	}
+	if c.MaxFrameBytes == 0 {
+		c.MaxFrameBytes = proto.DefaultMaxFrameBytes
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxConnectionsPerIP == 0 {
+		c.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
+	}
+	if c.MaxInFlightPerConnection == 0 {
+		c.MaxInFlightPerConnection = DefaultMaxInFlightPerConnection
+	}
+	if c.FrameReadTimeout == 0 {
+		c.FrameReadTimeout = DefaultFrameReadTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.NewSet()
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return c, fmt.Errorf("dataplane: listen address %q: %w", c.Listen, err)
+	}
+	if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
+		return c, fmt.Errorf("dataplane: advertised address %q: %w", c.Advertise, err)
+	}
+	if c.EventLoops < 1 || c.MaxFrameBytes < 64 || c.MaxConnections < 1 || c.MaxConnectionsPerIP < 1 || c.MaxInFlightPerConnection < 1 {
+		return c, fmt.Errorf("dataplane: limits out of range: %+v", c)
+	}
+	return c, nil
+}

@@ -1,0 +1,280 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gregor-streaming/gregor/proto"
+	"github.com/gregor-streaming/gregor/segment"
+	"github.com/gregor-streaming/gregor/sendfile"
+	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/bytebufferpool"
+	"golang.org/x/sys/unix"
+)
+
+// response is one slot of a connection's response queue: the encoded frame's bytes and
+// the file regions that follow them on the wire, in order.
+type response struct {
+	buf *bytebufferpool.ByteBuffer
+	// pieces are what remains to be written: views of buf.B and regions' files.
+	pieces []sendfile.Piece
+	// regions are released once the response is written or the connection closes.
+	regions []segment.Region
+	// ready is set when the handler has encoded the response (at once, or later from a
+	// purgatory). Only the event loop touches it.
+	ready bool
+}
+
+var responsePool = sync.Pool{New: func() any { return new(response) }}
+
+func newResponse() *response {
+	r := responsePool.Get().(*response)
+	r.buf = bytebufferpool.Get()
+	return r
+}
+
+// setBytes makes the response the single byte piece buf.B.
+func (r *response) setBytes() {
+	r.pieces = append(r.pieces[:0], sendfile.Bytes(r.buf.B))
+	r.ready = true
+}
+
+func (r *response) free() {
+	segment.ReleaseRegions(r.regions)
+	clear(r.regions)
+	r.regions = r.regions[:0]
+	clear(r.pieces)
+	r.pieces = r.pieces[:0]
+	r.ready = false
+	if r.buf != nil {
+		bytebufferpool.Put(r.buf)
+		r.buf = nil
+	}
+	responsePool.Put(r)
+}
+
+// Park states of a connection: who owns the head of its response queue.
+const (
+	parkIdle int32 = iota // the event loop writes
+	parkBusy              // a goroutine is writing the head response
+	parkDone              // the goroutine finished; the loop collects its result
+)
+
+// connState is one client connection. Everything but the atomics and what parkMu guards
+// belongs to the connection's event loop.
+type connState struct {
+	s  *Server
+	c  gnet.Conn
+	fd int
+	ip string
+
+	// queue holds responses in request order; the head is written first.
+	queue []*response
+	fast  sendfile.Writer // the event loop's writer
+	slow  sendfile.Writer // the parked goroutine's writer
+
+	parked    *sendfile.Parked // created on the first EAGAIN, kept for the connection's life
+	parkState atomic.Int32
+	parkMu    sync.Mutex // guards closed and the hand-off of the head at close
+	closed    bool
+	parkRest  []sendfile.Piece // the goroutine's result, read after parkDone
+	parkErr   error
+
+	// frameSinceNs is when the current incomplete request began arriving (0: none);
+	// lastRequestNs when the last request was read. Read by housekeeping.
+	frameSinceNs  atomic.Int64
+	lastRequestNs atomic.Int64
+}
+
+var errUnknownAPI = errors.New("dataplane: unknown API key or unsupported version")
+
+// onTraffic runs on the event loop whenever bytes arrive or the parked writer wakes it:
+// collect the parked write, read and handle whole frames, write ready responses.
+func (cs *connState) onTraffic() gnet.Action {
+	if err := cs.collectParked(); err != nil {
+		cs.s.logger.Debug("parked write failed", "remote", cs.ip, "err", err)
+		return gnet.Close
+	}
+	for {
+		handled, err := cs.readFrames()
+		if err != nil {
+			cs.s.logger.Debug("closing connection", "remote", cs.ip, "err", err)
+			return gnet.Close
+		}
+		if err := cs.flush(); err != nil {
+			cs.s.logger.Debug("write failed", "remote", cs.ip, "err", err)
+			return gnet.Close
+		}
+		// Reading stopped at the in-flight limit and writing freed room: read on.
+		// Otherwise the next bytes or the parked writer's wake bring us back.
+		if handled == 0 || len(cs.queue) >= cs.s.cfg.MaxInFlightPerConnection || cs.c.InboundBuffered() < proto.FrameSizeBytes {
+			return gnet.None
+		}
+	}
+}
+
+// readFrames handles every whole request in the inbound buffer, up to the in-flight
+// limit. A size prefix out of range, a bad header or an unknown API closes the
+// connection before anything is allocated for it.
+func (cs *connState) readFrames() (handled int, err error) {
+	for ; len(cs.queue) < cs.s.cfg.MaxInFlightPerConnection; handled++ {
+		n := cs.c.InboundBuffered()
+		if n == 0 {
+			cs.frameSinceNs.Store(0)
+			return handled, nil
+		}
+		var head []byte
+		if n >= proto.FrameSizeBytes {
+			head, _ = cs.c.Peek(proto.FrameSizeBytes)
+		}
+		size, ok, err := proto.FrameSize(head, cs.s.cfg.MaxFrameBytes)
+		if err != nil {
+			return handled, err
+		}
+		if !ok || n < proto.FrameSizeBytes+size {
+			if cs.frameSinceNs.Load() == 0 {
+				cs.frameSinceNs.Store(time.Now().UnixNano())
+			}
+			return handled, nil
+		}
+		frame, err := cs.c.Peek(proto.FrameSizeBytes + size)
+		if err != nil {
+			return handled, err
+		}
+		cs.frameSinceNs.Store(0)
+		cs.lastRequestNs.Store(time.Now().UnixNano())
+		err = cs.handleFrame(frame[proto.FrameSizeBytes:])
+		if _, derr := cs.c.Discard(proto.FrameSizeBytes + size); derr != nil && err == nil {
+			err = derr
+		}
+		if err != nil {
+			return handled, err
+		}
+	}
+	return handled, nil
+}
+
+// handleFrame decodes one request's header and runs its handler, which fills the
+// request's slot in the response queue now or later.
+func (cs *connState) handleFrame(frame []byte) error {
+	hdr, err := proto.ParseRequestHeader(frame)
+	if err != nil {
+		return err
+	}
+	api := lookupAPI(hdr.APIKey)
+	if api == nil {
+		return fmt.Errorf("%w: key %d", errUnknownAPI, hdr.APIKey)
+	}
+	// An ApiVersions newer than ours is answered from the header alone (KIP-511); any
+	// other unsupported version closes the connection, as Kafka does.
+	if (hdr.APIVersion < api.min || hdr.APIVersion > api.max) && api.key != apiVersionsKey {
+		return fmt.Errorf("%w: key %d version %d", errUnknownAPI, hdr.APIKey, hdr.APIVersion)
+	}
+	start := time.Now()
+	r := &request{hdr: hdr, body: frame[hdr.Size:], conn: cs, resp: newResponse()}
+	cs.queue = append(cs.queue, r.resp)
+	err = api.handle(cs.s, r)
+	cs.s.metrics.observeRequest(api.key, start)
+	return err
+}
+
+// flush writes ready responses from the head of the queue: directly to the socket while
+// it takes them (most responses finish here), else it parks the head with a goroutine
+// that waits for the socket in the Go poller.
+func (cs *connState) flush() error {
+	for cs.parkState.Load() == parkIdle && len(cs.queue) > 0 && cs.queue[0].ready {
+		head := cs.queue[0]
+		rest, err := cs.fast.WriteTo(cs.fd, head.pieces)
+		if errors.Is(err, unix.EAGAIN) {
+			head.pieces = rest
+			return cs.park(head)
+		}
+		if err != nil {
+			return err
+		}
+		cs.popHead()
+	}
+	return nil
+}
+
+func (cs *connState) popHead() {
+	cs.queue[0].free()
+	cs.queue[0] = nil
+	cs.queue = cs.queue[1:]
+	if len(cs.queue) == 0 {
+		cs.queue = cs.queue[:0:0] // let a large backing array go
+	}
+}
+
+// park hands the head response to a goroutine writing through a duplicate of the socket.
+// The event loop goes on reading and queuing; the goroutine wakes it when done.
+func (cs *connState) park(head *response) error {
+	if cs.parked == nil {
+		p, err := sendfile.Park(cs.fd)
+		if err != nil {
+			return err
+		}
+		cs.parked = p
+	}
+	cs.parkState.Store(parkBusy)
+	pieces, deadline := head.pieces, time.Now().Add(cs.s.cfg.WriteTimeout)
+	cs.s.metrics.parked.Inc()
+	go func() {
+		rest, err := cs.parked.WriteAll(&cs.slow, pieces, deadline)
+		cs.parkMu.Lock()
+		cs.parkRest, cs.parkErr = rest, err
+		cs.parkState.Store(parkDone)
+		closed := cs.closed
+		if closed {
+			// The connection closed while we wrote: the head is ours to free.
+			head.free()
+		}
+		cs.parkMu.Unlock()
+		if !closed {
+			_ = cs.c.Wake(nil)
+		}
+	}()
+	return nil
+}
+
+// collectParked takes back the head from a finished parked write.
+func (cs *connState) collectParked() error {
+	if cs.parkState.Load() != parkDone {
+		return nil
+	}
+	cs.parkMu.Lock()
+	rest, err := cs.parkRest, cs.parkErr
+	cs.parkRest, cs.parkErr = nil, nil
+	cs.parkMu.Unlock()
+	cs.parkState.Store(parkIdle)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 0 {
+		return errors.New("dataplane: parked write returned early")
+	}
+	cs.popHead()
+	return nil
+}
+
+// onClose frees the queue (except a head a parked goroutine still writes: it frees that
+// itself) and closes the duplicate socket, which ends that goroutine.
+func (cs *connState) onClose() {
+	cs.parkMu.Lock()
+	cs.closed = true
+	busy := cs.parkState.Load() == parkBusy
+	for i, r := range cs.queue {
+		if i == 0 && busy {
+			continue
+		}
+		r.free()
+	}
+	cs.queue = nil
+	cs.parkMu.Unlock()
+	if cs.parked != nil {
+		_ = cs.parked.Close()
+	}
+}

@@ -1,0 +1,257 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/gregor-streaming/gregor/sendfile"
+	"github.com/panjf2000/gnet/v2"
+	"github.com/panjf2000/gnet/v2/pkg/logging"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Server is a data-plane node's Kafka listener.
+type Server struct {
+	gnet.BuiltinEventEngine
+
+	cfg     Config
+	logger  *slog.Logger
+	metrics *serverMetrics
+	// fetchCounters counts response bytes by path (sendfile, copy, header bytes), shared
+	// by every connection's writers.
+	fetchCounters sendfile.Counters
+
+	engine  gnet.Engine
+	booted  chan struct{}
+	stopped chan error
+
+	connMu  sync.Mutex
+	conns   map[*connState]struct{}
+	perIP   map[string]int
+	nconns  atomic.Int64
+	closing atomic.Bool
+}
+
+// New makes a server; Start runs it.
+func New(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:     cfg,
+		logger:  cfg.Logger.With("node", cfg.NodeID),
+		booted:  make(chan struct{}),
+		stopped: make(chan error, 1),
+		conns:   map[*connState]struct{}{},
+		perIP:   map[string]int{},
+	}
+	s.metrics = newServerMetrics(cfg.Metrics, s)
+	return s, nil
+}
+
+// Start listens and serves on the configured address until Stop. It returns once the
+// listener is up.
+func (s *Server) Start() error {
+	go func() {
+		s.stopped <- gnet.Run(s, "tcp://"+s.cfg.Listen,
+			gnet.WithNumEventLoop(s.cfg.EventLoops),
+			gnet.WithMulticore(true),
+			gnet.WithReuseAddr(true),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithTicker(true),
+			gnet.WithLogger(gnetLogger{s.logger}),
+			gnet.WithLogLevel(logging.WarnLevel),
+		)
+	}()
+	select {
+	case <-s.booted:
+		return nil
+	case err := <-s.stopped:
+		if err == nil {
+			err = errors.New("stopped before it started")
+		}
+		return fmt.Errorf("dataplane: listen on %s: %w", s.cfg.Listen, err)
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("dataplane: listener on %s did not start", s.cfg.Listen)
+	}
+}
+
+// Stop closes the listener and every connection.
+func (s *Server) Stop(ctx context.Context) error {
+	s.closing.Store(true)
+	if err := s.engine.Stop(ctx); err != nil {
+		return fmt.Errorf("dataplane: stop: %w", err)
+	}
+	select {
+	case <-s.stopped:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// Addr is the listener's address as configured.
+func (s *Server) Addr() string { return s.cfg.Listen }
+
+// OnBoot implements gnet.EventHandler.
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.engine = eng
+	close(s.booted)
+	return gnet.None
+}
+
+// OnOpen admits a connection within the total and per-address limits.
+func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	ip := remoteIP(c.RemoteAddr())
+	s.connMu.Lock()
+	if int(s.nconns.Load()) >= s.cfg.MaxConnections || s.perIP[ip] >= s.cfg.MaxConnectionsPerIP {
+		s.connMu.Unlock()
+		s.metrics.rejected.Inc()
+		return nil, gnet.Close
+	}
+	cs := &connState{s: s, c: c, fd: c.Fd(), ip: ip}
+	cs.fast = sendfile.Writer{CopyBelow: s.cfg.CopyBelowBytes, Counters: &s.fetchCounters}
+	cs.slow = cs.fast
+	cs.lastRequestNs.Store(time.Now().UnixNano())
+	s.conns[cs] = struct{}{}
+	s.perIP[ip]++
+	s.nconns.Add(1)
+	s.connMu.Unlock()
+	c.SetContext(cs)
+	return nil, gnet.None
+}
+
+// OnClose releases a connection's responses and slot.
+func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
+	cs, ok := c.Context().(*connState)
+	if !ok {
+		return gnet.None
+	}
+	cs.onClose()
+	s.connMu.Lock()
+	delete(s.conns, cs)
+	if s.perIP[cs.ip]--; s.perIP[cs.ip] <= 0 {
+		delete(s.perIP, cs.ip)
+	}
+	s.nconns.Add(-1)
+	s.connMu.Unlock()
+	return gnet.None
+}
+
+// OnTraffic reads and answers requests.
+func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
+	cs, ok := c.Context().(*connState)
+	if !ok {
+		return gnet.Close
+	}
+	return cs.onTraffic()
+}
+
+// OnTick closes connections past their frame-read or idle deadline.
+func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	now := time.Now().UnixNano()
+	frameMax, idleMax := s.cfg.FrameReadTimeout.Nanoseconds(), s.cfg.IdleTimeout.Nanoseconds()
+	s.connMu.Lock()
+	for cs := range s.conns {
+		since := cs.frameSinceNs.Load()
+		switch {
+		case since != 0 && now-since > frameMax:
+			s.metrics.timedOut.Inc()
+			_ = cs.c.Close()
+		case since == 0 && cs.parkState.Load() == parkIdle && now-cs.lastRequestNs.Load() > idleMax:
+			s.metrics.idleClosed.Inc()
+			_ = cs.c.Close()
+		}
+	}
+	s.connMu.Unlock()
+	return housekeepingInterval, gnet.None
+}
+
+func remoteIP(a net.Addr) string {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.IP.String()
+	}
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// gnetLogger routes gnet's logs into slog (gnet logs at warn and above only).
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(format string, args ...any) { g.l.Debug(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Infof(format string, args ...any)  { g.l.Info(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Warnf(format string, args ...any)  { g.l.Warn(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Errorf(format string, args ...any) { g.l.Error(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Fatalf(format string, args ...any) { g.l.Error(fmt.Sprintf(format, args...)) }
+
+// HTTPHandler serves /metrics (Prometheus text), /healthz and /readyz.
+func (s *Server) HTTPHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		s.cfg.Metrics.WritePrometheus(w)
+	})
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-s.booted:
+			if !s.closing.Load() {
+				fmt.Fprintln(w, "ready")
+				return
+			}
+		default:
+		}
+		http.Error(w, "not ready", http.StatusServiceUnavailable)
+	})
+	return mux
+}
+
+// serverMetrics are the node's metrics (VictoriaMetrics/metrics, Prometheus text).
+type serverMetrics struct {
+	set        *metrics.Set
+	requests   []*metrics.Counter   // by API key
+	latency    []*metrics.Histogram // by API key
+	rejected   *metrics.Counter
+	timedOut   *metrics.Counter
+	idleClosed *metrics.Counter
+	parked     *metrics.Counter
+}
+
+func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
+	m := &serverMetrics{
+		set:        set,
+		requests:   make([]*metrics.Counter, len(apiTable)),
+		latency:    make([]*metrics.Histogram, len(apiTable)),
+		rejected:   set.NewCounter("gregor_connections_rejected_total"),
+		timedOut:   set.NewCounter("gregor_connections_closed_total{reason=\"frame_read_timeout\"}"),
+		idleClosed: set.NewCounter("gregor_connections_closed_total{reason=\"idle\"}"),
+		parked:     set.NewCounter("gregor_responses_parked_total"),
+	}
+	for _, a := range apis {
+		name := kmsg.NameForKey(a.key)
+		m.requests[a.key] = set.NewCounter(fmt.Sprintf("gregor_requests_total{api=%q}", name))
+		m.latency[a.key] = set.NewHistogram(fmt.Sprintf("gregor_request_duration_seconds{api=%q}", name))
+	}
+	set.NewGauge("gregor_connections", func() float64 { return float64(s.nconns.Load()) })
+	set.NewGauge(`gregor_fetch_bytes_total{path="sendfile"}`, func() float64 { return float64(s.fetchCounters.Sendfile.Load()) })
+	set.NewGauge(`gregor_fetch_bytes_total{path="copy"}`, func() float64 { return float64(s.fetchCounters.Copied.Load()) })
+	set.NewGauge("gregor_response_header_bytes_total", func() float64 { return float64(s.fetchCounters.Bytes.Load()) })
+	return m
+}
+
+func (m *serverMetrics) observeRequest(key int16, start time.Time) {
+	m.requests[key].Inc()
+	m.latency[key].UpdateDuration(start)
+}
