@@ -290,6 +290,12 @@ func (x *TimeIndex) lastEntry() (timestamp, offset int64) {
 // lookup returns the offset of the entry with the largest timestamp ≤ ts, or baseOffset:
 // no batch before that offset reaches ts.
 func (x *TimeIndex) lookup(ts int64) int64 {
+	_, o := x.lookupEntry(ts)
+	return o
+}
+
+// lookupEntry returns the entry with the largest timestamp ≤ ts, or (-1, baseOffset).
+func (x *TimeIndex) lookupEntry(ts int64) (timestamp, offset int64) {
 	lo, hi := 0, x.entries
 	for lo < hi {
 		mid := int(uint(lo+hi) >> 1)
@@ -300,10 +306,9 @@ func (x *TimeIndex) lookup(ts int64) int64 {
 		}
 	}
 	if lo == 0 {
-		return x.baseOffset
+		return -1, x.baseOffset
 	}
-	_, o := x.at(lo - 1)
-	return o
+	return x.at(lo - 1)
 }
 
 // maybeAppend adds (ts, offset) if ts exceeds the last entry's timestamp and there is room.

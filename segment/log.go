@@ -674,8 +674,8 @@ func (l *Log) OffsetForTimestamp(ts int64) (offset, timestamp int64, found bool,
 		if s.maxTimestamp < ts {
 			continue
 		}
-		_, pos := s.offsetIndex.lookup(s.timeIndex.lookup(ts))
 		sc.fd, sc.bufLen = s.file.fd, 0
+		pos := s.seekTimestamp(&sc, ts)
 		for pos < s.size {
 			h, err := sc.header(pos, s.size)
 			if err != nil {
@@ -910,7 +910,9 @@ func (l *Log) DeleteRetained(upperBound int64) (RetentionResult, error) {
 	n := 0
 	for n < len(l.segments) {
 		s := l.segments[n]
-		if s.size == 0 || s.nextOffset > upperBound {
+		// An empty active segment stays; an empty one before others (its data lost in
+		// a crash) holds nothing and must not stop retention.
+		if (s.size == 0 && n == len(l.segments)-1) || s.nextOffset > upperBound {
 			break
 		}
 		expired := l.cfg.RetentionAge > 0 && s.maxTimestamp < nowMs-l.cfg.RetentionAge.Milliseconds()

@@ -49,6 +49,9 @@ type LogSegment struct {
 	firstAppendMs int64
 	// bytesSinceIndexEntry counts log bytes appended since the last offset-index entry.
 	bytesSinceIndexEntry int
+	// indexMaxBytes is the configured index size, to tell a full time index (which
+	// takes no more entries) from a damaged one.
+	indexMaxBytes int
 }
 
 // openSegment opens the files of the segment at baseOffset in dir. It does not read the
@@ -75,6 +78,7 @@ func openSegment(dir string, baseOffset int64, cfg *Config, active, create bool)
 		maxTimestamp:         -1,
 		offsetOfMaxTimestamp: baseOffset,
 		firstAppendMs:        -1,
+		indexMaxBytes:        cfg.IndexMaxBytes,
 	}
 	if create {
 		// A new segment's indexes start empty whatever a crash may have left behind.
@@ -149,7 +153,7 @@ var errCorruptSegment = errors.New("segment: corrupt segment")
 // target, scanning from the offset index's entry for it. found is false when every batch
 // ends before target.
 func (s *LogSegment) findBatch(sc *headerScanner, target int64) (pos int64, h proto.RecordBatchHeader, found bool, err error) {
-	_, pos = s.offsetIndex.lookup(target)
+	pos = s.seek(sc, target)
 	for pos < s.size {
 		h, err = sc.header(pos, s.size)
 		if err != nil {
@@ -163,13 +167,50 @@ func (s *LogSegment) findBatch(sc *headerScanner, target int64) (pos int64, h pr
 	return s.size, h, false, nil
 }
 
+// seek returns where to scan from for target: the position of the offset index's entry
+// for it, or the segment start if the batch there does not have the entry's offset. Open
+// checks only an index's last entry; a damaged entry before it must not make a read skip
+// batches, and the check costs nothing: the scan reads that header first anyway.
+func (s *LogSegment) seek(sc *headerScanner, target int64) int64 {
+	offset, pos := s.offsetIndex.lookup(target)
+	if !s.entryHolds(sc, offset, pos) {
+		return 0
+	}
+	return pos
+}
+
+// seekTimestamp returns where to scan from for the first batch reaching ts: the
+// position of the time index's entry for it, or the segment start if that entry is not
+// what the log holds (the batch at its offset must have its timestamp), for the same
+// reason as seek.
+func (s *LogSegment) seekTimestamp(sc *headerScanner, ts int64) int64 {
+	t, o := s.timeIndex.lookupEntry(ts)
+	if t < 0 {
+		return 0
+	}
+	pos, h, found, err := s.findBatch(sc, o)
+	if err != nil || !found || h.BaseOffset != o || h.MaxTimestamp != t {
+		return 0
+	}
+	return pos
+}
+
+// entryHolds reports whether the batch at pos has base offset offset.
+func (s *LogSegment) entryHolds(sc *headerScanner, offset, pos int64) bool {
+	if pos == 0 {
+		return true
+	}
+	h, err := sc.header(pos, s.size)
+	return err == nil && h.BaseOffset == offset
+}
+
 // lastBoundaryBefore returns the largest batch boundary ≤ limit, starting at from (a
 // boundary): the end of the last whole batch that fits below limit.
 func (s *LogSegment) lastBoundaryBefore(sc *headerScanner, from, limit int64) (int64, error) {
 	if limit >= s.size {
 		return s.size, nil
 	}
-	if _, p := s.offsetIndex.lookupPosition(limit); p > from {
+	if o, p := s.offsetIndex.lookupPosition(limit); p > from && s.entryHolds(sc, o, p) {
 		from = p
 	}
 	pos := from
@@ -247,6 +288,21 @@ func (s *LogSegment) loadTail() error {
 		}
 		if h.BaseOffset != lastOffset {
 			return fmt.Errorf("%w: index entry %d at %d finds batch %d", errCorruptSegment, lastOffset, pos, h.BaseOffset)
+		}
+		// Each offset-index entry is followed by a time-index entry if its batch raised
+		// the largest timestamp, so unless the time index filled up, its last entry
+		// reaches this batch's timestamp. One that does not lost its later entries, and
+		// would hide the segment's largest timestamp (OffsetForTimestamp, retention).
+		timeFull := (s.timeIndex.entries+1)*timeIndexEntrySize > s.indexMaxBytes
+		if ts, _ := s.timeIndex.lastEntry(); ts < h.MaxTimestamp && !timeFull {
+			return fmt.Errorf("%w: time index ends at timestamp %d, below batch %d's %d", errCorruptSegment, ts, h.BaseOffset, h.MaxTimestamp)
+		}
+	}
+	if ts, off := s.timeIndex.lastEntry(); s.timeIndex.entries > 0 {
+		// The last time-index entry names the batch that has its timestamp.
+		_, h, found, err := s.findBatch(&sc, off)
+		if err != nil || !found || h.BaseOffset != off || h.MaxTimestamp != ts {
+			return fmt.Errorf("%w: time index entry (%d, %d) does not match the log", errCorruptSegment, ts, off)
 		}
 	}
 	// The batch at the last entry was counted after its entry was added (trackBatch), so
