@@ -22,6 +22,9 @@ var (
 
 func init() {
 	apis = []apiVersion{
+		{key: produceKey, min: 3, max: 8, handle: handleProduce},
+		{key: fetchKey, min: proto.FetchVersionMin, max: proto.FetchVersionMax, handle: handleFetch},
+		{key: listOffsetsKey, min: 1, max: 5, handle: handleListOffsets},
 		{key: apiVersionsKey, min: 0, max: 3, handle: handleApiVersions},
 	}
 	apiTable = make([]*apiVersion, 128)
@@ -45,4 +48,16 @@ type request struct {
 	conn *connState
 	// resp is the request's slot in the connection's response queue.
 	resp *response
+}
+
+// noResponse drops the request's slot: acks=0 produce requests get no answer at all. The
+// slot is the queue's last (it was added for this request, handled synchronously).
+func (r *request) noResponse() {
+	q := r.conn.queue
+	if len(q) == 0 || q[len(q)-1] != r.resp {
+		panic("dataplane: noResponse on a request that is not the newest")
+	}
+	r.conn.queue = q[:len(q)-1]
+	r.resp.free()
+	r.resp = nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/gregor-streaming/gregor/proto"
+	"github.com/gregor-streaming/gregor/segment"
 )
 
 // Defaults of the limits, each a Config field.
@@ -50,6 +51,11 @@ type Config struct {
 	NodeID int32
 	// Listen is the Kafka listener address, host:port (--listen).
 	Listen string
+	// DataDir holds the partition replicas' logs, one directory each (--data-dir).
+	DataDir string
+	// LogConfig gives the storage settings of a topic's logs (its topic configs); nil
+	// means the storage engine's defaults.
+	LogConfig func(topic string) segment.Config
 	// Advertise is the host:port clients are told to use; empty means Listen.
 	Advertise string
 	// EventLoops is the number of gnet event loops (default 2: this node is sized for
@@ -74,6 +80,12 @@ type Config struct {
 }
 
 func (c Config) withDefaults() (Config, error) {
+	if c.DataDir == "" {
+		return c, fmt.Errorf("dataplane: no data directory")
+	}
+	if c.LogConfig == nil {
+		c.LogConfig = func(string) segment.Config { return segment.Config{Logger: c.Logger} }
+	}
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:9092"
 	}

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,6 +84,12 @@ type connState struct {
 	parkRest  []sendfile.Piece // the goroutine's result, read after parkDone
 	parkErr   error
 
+	// mailbox holds functions posted from other goroutines (purgatory wakes and
+	// deadlines) to run on this connection's loop.
+	mailMu     sync.Mutex
+	mailbox    []func()
+	mailClosed bool
+
 	// frameSinceNs is when the current incomplete request began arriving (0: none);
 	// lastRequestNs when the last request was read. Read by housekeeping.
 	frameSinceNs  atomic.Int64
@@ -94,8 +101,15 @@ var errUnknownAPI = errors.New("dataplane: unknown API key or unsupported versio
 // onTraffic runs on the event loop whenever bytes arrive or the parked writer wakes it:
 // collect the parked write, read and handle whole frames, write ready responses.
 func (cs *connState) onTraffic() gnet.Action {
+	cs.runMailbox()
 	if err := cs.collectParked(); err != nil {
 		cs.s.logger.Debug("parked write failed", "remote", cs.ip, "err", err)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// A reader that stalled past the write deadline is aborted (RST), so the
+			// kernel drops what it still queues for it instead of trickling it out.
+			_ = cs.c.SetLinger(0)
+			cs.s.metrics.writeTimedOut.Inc()
+		}
 		return gnet.Close
 	}
 	for {
@@ -263,6 +277,10 @@ func (cs *connState) collectParked() error {
 // onClose frees the queue (except a head a parked goroutine still writes: it frees that
 // itself) and closes the duplicate socket, which ends that goroutine.
 func (cs *connState) onClose() {
+	cs.mailMu.Lock()
+	cs.mailClosed = true
+	cs.mailbox = nil
+	cs.mailMu.Unlock()
 	cs.parkMu.Lock()
 	cs.closed = true
 	busy := cs.parkState.Load() == parkBusy

@@ -32,6 +32,9 @@ func freeAddr(t testing.TB) string {
 func startServer(t testing.TB, cfg Config) *Server {
 	t.Helper()
 	cfg.Listen = freeAddr(t)
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -308,4 +311,8 @@ func TestMetricsEndpoint(t *testing.T) {
 			t.Errorf("%s: %d", path, rec.Code)
 		}
 	}
+}
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
 }

@@ -28,6 +28,7 @@ type Server struct {
 	// fetchCounters counts response bytes by path (sendfile, copy, header bytes), shared
 	// by every connection's writers.
 	fetchCounters sendfile.Counters
+	replicas      *replicaManager
 
 	engine  gnet.Engine
 	booted  chan struct{}
@@ -54,9 +55,26 @@ func New(cfg Config) (*Server, error) {
 		conns:   map[*connState]struct{}{},
 		perIP:   map[string]int{},
 	}
+	s.replicas = newReplicaManager(cfg.DataDir, cfg.LogConfig)
 	s.metrics = newServerMetrics(cfg.Metrics, s)
 	return s, nil
 }
+
+// BecomeLeader opens the replica of topic-partition (creating its log if needed) and
+// makes this node its leader at leaderEpoch, with an ISR of isrSize replicas and the
+// topic's min.insync.replicas. The control-plane glue calls it when the partition state
+// names this node leader.
+func (s *Server) BecomeLeader(topic string, partition, leaderEpoch int32, isrSize, minInsyncReplicas int) error {
+	p, err := s.replicas.becomeLeader(topic, partition, leaderEpoch, isrSize, minInsyncReplicas)
+	if err != nil {
+		return err
+	}
+	p.wakeWaiters()
+	return nil
+}
+
+// DeleteTopic removes this node's replicas of topic and their data.
+func (s *Server) DeleteTopic(topic string) error { return s.replicas.deleteTopic(topic) }
 
 // Start listens and serves on the configured address until Stop. It returns once the
 // listener is up.
@@ -87,7 +105,9 @@ func (s *Server) Start() error {
 
 // Stop closes the listener and every connection.
 func (s *Server) Stop(ctx context.Context) error {
-	s.closing.Store(true)
+	if s.closing.Swap(true) {
+		return nil
+	}
 	if err := s.engine.Stop(ctx); err != nil {
 		return fmt.Errorf("dataplane: stop: %w", err)
 	}
@@ -96,7 +116,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return nil
+	return s.replicas.closeAll()
 }
 
 // Addr is the listener's address as configured.
@@ -227,17 +247,31 @@ type serverMetrics struct {
 	timedOut   *metrics.Counter
 	idleClosed *metrics.Counter
 	parked     *metrics.Counter
+	// writeTimedOut counts connections cut because their reader stalled.
+	writeTimedOut *metrics.Counter
+	// recordsIn and bytesIn count appended produce data; delayedProduce and
+	// delayedFetch count requests parked in a purgatory.
+	recordsIn      *metrics.Counter
+	bytesIn        *metrics.Counter
+	delayedProduce *metrics.Counter
+	delayedFetch   *metrics.Counter
 }
 
 func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
 	m := &serverMetrics{
-		set:        set,
-		requests:   make([]*metrics.Counter, len(apiTable)),
-		latency:    make([]*metrics.Histogram, len(apiTable)),
-		rejected:   set.NewCounter("gregor_connections_rejected_total"),
-		timedOut:   set.NewCounter("gregor_connections_closed_total{reason=\"frame_read_timeout\"}"),
-		idleClosed: set.NewCounter("gregor_connections_closed_total{reason=\"idle\"}"),
-		parked:     set.NewCounter("gregor_responses_parked_total"),
+		set:           set,
+		requests:      make([]*metrics.Counter, len(apiTable)),
+		latency:       make([]*metrics.Histogram, len(apiTable)),
+		rejected:      set.NewCounter("gregor_connections_rejected_total"),
+		timedOut:      set.NewCounter("gregor_connections_closed_total{reason=\"frame_read_timeout\"}"),
+		idleClosed:    set.NewCounter("gregor_connections_closed_total{reason=\"idle\"}"),
+		parked:        set.NewCounter("gregor_responses_parked_total"),
+		writeTimedOut: set.NewCounter(`gregor_connections_closed_total{reason="write_timeout"}`),
+
+		recordsIn:      set.NewCounter("gregor_produce_records_total"),
+		bytesIn:        set.NewCounter("gregor_produce_bytes_total"),
+		delayedProduce: set.NewCounter(`gregor_purgatory_parked_total{purgatory="produce"}`),
+		delayedFetch:   set.NewCounter(`gregor_purgatory_parked_total{purgatory="fetch"}`),
 	}
 	for _, a := range apis {
 		name := kmsg.NameForKey(a.key)

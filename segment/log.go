@@ -710,6 +710,36 @@ func (s *LogSegment) recordAtOrAfter(pos int64, h *proto.RecordBatchHeader, ts i
 	return h.BaseOffset + int64(delta), recordTs, true, nil
 }
 
+// ScanBatchHeaders calls fn with the header of every batch from the one holding offset
+// to the log end, in order, reading only headers. fn returning false stops the scan.
+// The data plane rebuilds idempotent producers' state with it.
+func (l *Log) ScanBatchHeaders(offset int64, fn func(h *proto.RecordBatchHeader) bool) error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return ErrClosed
+	}
+	var sc headerScanner
+	for i := l.segmentIndex(offset); i < len(l.segments); i++ {
+		s := l.segments[i]
+		sc.fd, sc.bufLen = s.file.fd, 0
+		pos, h, found, err := s.findBatch(&sc, offset)
+		if err != nil {
+			return err
+		}
+		for found && pos < s.size {
+			if h, err = sc.header(pos, s.size); err != nil {
+				return err
+			}
+			if !fn(&h) {
+				return nil
+			}
+			pos += int64(h.Size())
+		}
+	}
+	return nil
+}
+
 // LatestEpoch is the newest leader epoch in the leader-epoch cache, or -1.
 func (l *Log) LatestEpoch() int32 {
 	l.mu.RLock()

@@ -731,3 +731,27 @@ func TestUpdateConfig(t *testing.T) {
 		t.Fatal("invalid config accepted")
 	}
 }
+
+func TestScanBatchHeaders(t *testing.T) {
+	clock := newTestClock()
+	l := openLog(t, t.TempDir(), testConfig(clock))
+	defer l.Close()
+	for range 300 {
+		mustAppend(t, l, makeBatch("h", 2, 300, clock.Ms()), 0)
+	}
+	var bases []int64
+	if err := l.ScanBatchHeaders(101, func(h *proto.RecordBatchHeader) bool {
+		bases = append(bases, h.BaseOffset)
+		return h.BaseOffset < 400
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(bases) != 151 || bases[0] != 100 || bases[len(bases)-1] != 400 {
+		t.Fatalf("scanned %d batches %v…%v", len(bases), bases[:1], bases[len(bases)-1:])
+	}
+	for i := 1; i < len(bases); i++ {
+		if bases[i] != bases[i-1]+2 {
+			t.Fatalf("gap at %d", i)
+		}
+	}
+}

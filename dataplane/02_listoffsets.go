@@ -1,0 +1,77 @@
+package dataplane
+
+// ListOffsets, key 2, versions 1-5: earliest (-2: the log start offset), latest (-1: the
+// high watermark, which is also the last stable offset), and by timestamp (the first
+// record at or after it, below the high watermark). v4+ fences by the current leader
+// epoch and answers with the leader epoch.
+
+import (
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+const listOffsetsKey = int16(kmsg.ListOffsets)
+
+// Special timestamps of ListOffsets.
+const (
+	listOffsetsLatest   = -1
+	listOffsetsEarliest = -2
+)
+
+func handleListOffsets(s *Server, r *request) error {
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.SetVersion(r.hdr.APIVersion)
+	if err := req.UnsafeReadFrom(r.body); err != nil {
+		return err
+	}
+	resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
+	resp.SetVersion(r.hdr.APIVersion)
+	for i := range req.Topics {
+		t := &req.Topics[i]
+		rt := kmsg.NewListOffsetsResponseTopic()
+		rt.Topic = strings.Clone(t.Topic)
+		for j := range t.Partitions {
+			rp := kmsg.NewListOffsetsResponseTopicPartition()
+			rp.Partition = t.Partitions[j].Partition
+			rp.Timestamp, rp.Offset, rp.LeaderEpoch = -1, -1, -1
+			rp.ErrorCode = s.listOffset(t.Topic, &t.Partitions[j], &rp)
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		resp.Topics = append(resp.Topics, rt)
+	}
+	writeResponse(r, resp)
+	return nil
+}
+
+func (s *Server) listOffset(topic string, q *kmsg.ListOffsetsRequestTopicPartition, rp *kmsg.ListOffsetsResponseTopicPartition) int16 {
+	p := s.replicas.get(topic, q.Partition)
+	switch {
+	case p == nil:
+		return kerr.UnknownTopicOrPartition.Code
+	case !p.IsLeader():
+		return kerr.NotLeaderForPartition.Code
+	case q.CurrentLeaderEpoch >= 0 && q.CurrentLeaderEpoch < p.leaderEpoch.Load():
+		return kerr.FencedLeaderEpoch.Code
+	case q.CurrentLeaderEpoch > p.leaderEpoch.Load():
+		return kerr.UnknownLeaderEpoch.Code
+	}
+	rp.LeaderEpoch = p.leaderEpoch.Load()
+	hw := p.HighWatermark()
+	switch q.Timestamp {
+	case listOffsetsEarliest:
+		rp.Offset = p.log.LogStartOffset()
+	case listOffsetsLatest:
+		rp.Offset = hw
+	default:
+		off, ts, found, err := p.log.OffsetForTimestamp(q.Timestamp)
+		if err != nil {
+			return kerr.KafkaStorageError.Code
+		}
+		if found && off < hw {
+			rp.Offset, rp.Timestamp = off, ts
+		}
+	}
+	return 0
+}

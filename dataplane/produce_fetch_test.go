@@ -1,0 +1,351 @@
+package dataplane
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/gregor-streaming/gregor/proto"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// roundTrip sends req at version on c and decodes the answer.
+func roundTrip(t testing.TB, c net.Conn, req kmsg.Request, version int16, corr int32) kmsg.Response {
+	t.Helper()
+	if _, err := c.Write(frameRequest(req, version, corr)); err != nil {
+		t.Fatal(err)
+	}
+	return readAnswer(t, c, req, corr)
+}
+
+func readAnswer(t testing.TB, c net.Conn, req kmsg.Request, corr int32) kmsg.Response {
+	t.Helper()
+	got, body := readResponse(t, c, proto.IsFlexibleResponse(req.Key(), req.GetVersion()))
+	if got != corr {
+		t.Fatalf("correlation id %d, want %d", got, corr)
+	}
+	resp := req.ResponseKind()
+	resp.SetVersion(req.GetVersion())
+	if err := resp.ReadFrom(body); err != nil {
+		t.Fatalf("decode %s response: %v", kmsg.NameForKey(req.Key()), err)
+	}
+	return resp
+}
+
+func batch(n int, tag string, pid int64, epoch int16, seq int32) []byte {
+	recs := make([]proto.Record, n)
+	for i := range recs {
+		recs[i] = proto.Record{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprintf("%s-%d", tag, i)),
+			Headers: []proto.RecordHeader{{Key: "h", Value: []byte(tag)}}}
+	}
+	return proto.AppendRecordBatch(nil, proto.RecordBatchHeader{
+		PartitionLeaderEpoch: -1, BaseTimestamp: time.Now().UnixMilli(), ProducerID: pid, ProducerEpoch: epoch, BaseSequence: seq,
+	}, recs)
+}
+
+func produceReq(topic string, partition int32, acks int16, records []byte) *kmsg.ProduceRequest {
+	req := kmsg.NewPtrProduceRequest()
+	req.Acks = acks
+	req.TimeoutMillis = 5000
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Partition = partition
+	rp.Records = records
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	return req
+}
+
+func produce(t testing.TB, c net.Conn, version int16, topic string, partition int32, acks int16, records []byte) kmsg.ProduceResponseTopicPartition {
+	t.Helper()
+	resp := roundTrip(t, c, produceReq(topic, partition, acks, records), version, 1).(*kmsg.ProduceResponse)
+	return resp.Topics[0].Partitions[0]
+}
+
+func fetchReq(topic string, partition int32, offset int64, maxBytes int32, minBytes int32, wait int32) *kmsg.FetchRequest {
+	req := kmsg.NewPtrFetchRequest()
+	req.ReplicaID = -1
+	req.MaxWaitMillis = wait
+	req.MinBytes = minBytes
+	req.MaxBytes = maxBytes
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.Partition = partition
+	rp.FetchOffset = offset
+	rp.PartitionMaxBytes = maxBytes
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	return req
+}
+
+func TestProduceFetchAllVersions(t *testing.T) {
+	s := startServer(t, Config{})
+	if err := s.BecomeLeader("orders", 0, 3, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, s)
+	var want [][]byte
+	next := int64(0)
+	for v := int16(3); v <= 8; v++ {
+		for _, acks := range []int16{1, -1} {
+			b := batch(3, fmt.Sprintf("v%d-acks%d", v, acks), -1, -1, -1)
+			rp := produce(t, c, v, "orders", 0, acks, b)
+			if rp.ErrorCode != 0 || rp.BaseOffset != next {
+				t.Fatalf("produce v%d acks %d: %+v", v, acks, rp)
+			}
+			proto.SetBaseOffset(b, next)
+			proto.SetPartitionLeaderEpoch(b, 3)
+			want = append(want, b)
+			next += 3
+		}
+	}
+	// acks=0: no answer; the next request's answer comes next.
+	b0 := batch(2, "acks0", -1, -1, -1)
+	if _, err := c.Write(frameRequest(produceReq("orders", 0, 0, b0), 7, 55)); err != nil {
+		t.Fatal(err)
+	}
+	proto.SetBaseOffset(b0, next)
+	proto.SetPartitionLeaderEpoch(b0, 3)
+	want = append(want, b0)
+	next += 2
+	for v := int16(proto.FetchVersionMin); v <= proto.FetchVersionMax; v++ {
+		resp := roundTrip(t, c, fetchReq("orders", 0, 0, 1<<20, 1, 0), v, int32(100+v)).(*kmsg.FetchResponse)
+		fp := resp.Topics[0].Partitions[0]
+		if fp.ErrorCode != 0 || fp.HighWatermark != next || fp.LastStableOffset != next {
+			t.Fatalf("fetch v%d: %+v", v, fp)
+		}
+		if !bytes.Equal(fp.RecordBatches, bytes.Join(want, nil)) {
+			t.Fatalf("fetch v%d: records differ from what was produced", v)
+		}
+	}
+	// Fetch from the middle of a batch returns the whole batch; at the end, nothing.
+	resp := roundTrip(t, c, fetchReq("orders", 0, 4, 1, 0, 0), 11, 200).(*kmsg.FetchResponse)
+	if fp := resp.Topics[0].Partitions[0]; !bytes.Equal(fp.RecordBatches, want[1]) {
+		t.Fatalf("fetch at 4 with max 1 byte: %d bytes", len(fp.RecordBatches))
+	}
+	resp = roundTrip(t, c, fetchReq("orders", 0, next, 1<<20, 0, 0), 11, 201).(*kmsg.FetchResponse)
+	if fp := resp.Topics[0].Partitions[0]; fp.ErrorCode != 0 || len(fp.RecordBatches) != 0 {
+		t.Fatalf("fetch at the end: %+v", fp)
+	}
+	resp = roundTrip(t, c, fetchReq("orders", 0, next+1, 1<<20, 0, 0), 11, 202).(*kmsg.FetchResponse)
+	if fp := resp.Topics[0].Partitions[0]; fp.ErrorCode != kerr.OffsetOutOfRange.Code {
+		t.Fatalf("fetch past the end: %+v", fp)
+	}
+	if sf := s.fetchCounters.Sendfile.Load(); sf == 0 || s.fetchCounters.Copied.Load() != 0 {
+		t.Fatalf("records not sent by sendfile: sendfile %d copy %d", sf, s.fetchCounters.Copied.Load())
+	}
+}
+
+func TestProduceErrors(t *testing.T) {
+	s := startServer(t, Config{})
+	if err := s.BecomeLeader("t", 0, 0, 1, 2); err != nil { // min.insync.replicas 2 > ISR 1
+		t.Fatal(err)
+	}
+	c := dial(t, s)
+	good := batch(2, "g", -1, -1, -1)
+	corrupt := append([]byte(nil), good...)
+	corrupt[len(corrupt)-1] ^= 1
+	badMagic := append([]byte(nil), good...)
+	badMagic[16] = 1
+	for _, tc := range []struct {
+		name    string
+		topic   string
+		part    int32
+		acks    int16
+		records []byte
+		want    int16
+	}{
+		{"unknown topic", "nope", 0, 1, good, kerr.UnknownTopicOrPartition.Code},
+		{"unknown partition", "t", 7, 1, good, kerr.UnknownTopicOrPartition.Code},
+		{"bad acks", "t", 0, 2, good, kerr.InvalidRequiredAcks.Code},
+		{"not enough replicas", "t", 0, -1, good, kerr.NotEnoughReplicas.Code},
+		{"bad CRC", "t", 0, 1, corrupt, kerr.CorruptMessage.Code},
+		{"wrong magic", "t", 0, 1, badMagic, kerr.CorruptMessage.Code},
+		{"truncated", "t", 0, 1, good[:len(good)-5], kerr.CorruptMessage.Code},
+		{"too large", "t", 0, 1, batch(1, string(make([]byte, 2<<20)), -1, -1, -1), kerr.MessageTooLarge.Code},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if rp := produce(t, c, 7, tc.topic, tc.part, tc.acks, tc.records); rp.ErrorCode != tc.want {
+				t.Fatalf("error %d (%v), want %d", rp.ErrorCode, kerr.ErrorForCode(rp.ErrorCode), tc.want)
+			}
+		})
+	}
+	if rp := produce(t, c, 7, "t", 0, 1, good); rp.ErrorCode != 0 || rp.BaseOffset != 0 {
+		t.Fatalf("good produce after bad ones: %+v", rp)
+	}
+}
+
+func TestIdempotentProducer(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, Config{DataDir: dir})
+	if err := s.BecomeLeader("idem", 0, 0, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, s)
+	b0 := batch(3, "a", 42, 0, 0)
+	if rp := produce(t, c, 7, "idem", 0, -1, b0); rp.ErrorCode != 0 || rp.BaseOffset != 0 {
+		t.Fatalf("first: %+v", rp)
+	}
+	if rp := produce(t, c, 7, "idem", 0, -1, batch(3, "a", 42, 0, 0)); rp.ErrorCode != 0 || rp.BaseOffset != 0 {
+		t.Fatalf("retry must answer the original offset: %+v", rp)
+	}
+	if rp := produce(t, c, 7, "idem", 0, -1, batch(2, "b", 42, 0, 5)); rp.ErrorCode != kerr.OutOfOrderSequenceNumber.Code {
+		t.Fatalf("gap: %+v", rp)
+	}
+	if rp := produce(t, c, 7, "idem", 0, -1, batch(2, "b", 42, 0, 3)); rp.ErrorCode != 0 || rp.BaseOffset != 3 {
+		t.Fatalf("next: %+v", rp)
+	}
+	if rp := produce(t, c, 7, "idem", 0, -1, batch(1, "c", 43, 0, 9)); rp.ErrorCode != kerr.UnknownProducerID.Code {
+		t.Fatalf("unknown producer mid-sequence: %+v", rp)
+	}
+	if rp := produce(t, c, 7, "idem", 0, -1, batch(1, "old", 42, -1, 5)); rp.ErrorCode != kerr.InvalidProducerEpoch.Code {
+		t.Fatalf("stale epoch: %+v", rp)
+	}
+	// The producer state is rebuilt from the log: a retry after a restart is still a
+	// duplicate.
+	s2 := restart(t, s, dir)
+	if err := s2.BecomeLeader("idem", 0, 1, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	c2 := dial(t, s2)
+	if rp := produce(t, c2, 7, "idem", 0, -1, batch(2, "b", 42, 0, 3)); rp.ErrorCode != 0 || rp.BaseOffset != 3 {
+		t.Fatalf("retry after restart: %+v", rp)
+	}
+	if rp := produce(t, c2, 7, "idem", 0, -1, batch(1, "d", 42, 0, 5)); rp.ErrorCode != 0 || rp.BaseOffset != 5 {
+		t.Fatalf("next after restart: %+v", rp)
+	}
+}
+
+// restart stops s and starts a new server on the same data directory.
+func restart(t *testing.T, s *Server, dir string) *Server {
+	t.Helper()
+	ctx, cancel := contextWithTimeout(10 * time.Second)
+	defer cancel()
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return startServer(t, Config{DataDir: dir})
+}
+
+// TestFetchLongPoll: a fetch with min_bytes parks until a produce on another connection
+// brings data, and one that nothing satisfies answers empty at max_wait.
+func TestFetchLongPoll(t *testing.T) {
+	s := startServer(t, Config{})
+	if err := s.BecomeLeader("lp", 0, 0, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	consumer, producer := dial(t, s), dial(t, s)
+	start := time.Now()
+	longPoll := fetchReq("lp", 0, 0, 1<<20, 1, 10_000)
+	if _, err := consumer.Write(frameRequest(longPoll, 11, 9)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // let the fetch park; the answer must not need it
+	b := batch(2, "wake", -1, -1, -1)
+	if rp := produce(t, producer, 7, "lp", 0, 1, b); rp.ErrorCode != 0 {
+		t.Fatal(rp)
+	}
+	resp := readAnswer(t, consumer, longPoll, 9).(*kmsg.FetchResponse)
+	if fp := resp.Topics[0].Partitions[0]; len(fp.RecordBatches) != len(b) {
+		t.Fatalf("woken fetch: %d bytes", len(fp.RecordBatches))
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("long poll answered after %v", d)
+	}
+	start = time.Now()
+	resp = roundTrip(t, consumer, fetchReq("lp", 0, 2, 1<<20, 1, 300), 11, 10).(*kmsg.FetchResponse)
+	if len(resp.Topics) != 1 {
+		t.Fatalf("expired long poll answer: %+v", resp)
+	}
+	if fp := resp.Topics[0].Partitions[0]; fp.ErrorCode != 0 || len(fp.RecordBatches) != 0 || time.Since(start) < 250*time.Millisecond {
+		t.Fatalf("expired long poll: %+v after %v", fp, time.Since(start))
+	}
+}
+
+func TestListOffsets(t *testing.T) {
+	s := startServer(t, Config{})
+	if err := s.BecomeLeader("lo", 0, 2, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, s)
+	base := time.Now().UnixMilli()
+	for i := range 5 {
+		recs := []proto.Record{{Value: []byte("x")}, {TimestampDelta: 5, Value: []byte("y")}}
+		b := proto.AppendRecordBatch(nil, proto.RecordBatchHeader{BaseTimestamp: base + int64(100*i), ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1}, recs)
+		if rp := produce(t, c, 7, "lo", 0, 1, b); rp.ErrorCode != 0 {
+			t.Fatal(rp)
+		}
+	}
+	for v := int16(1); v <= 5; v++ {
+		for _, tc := range []struct {
+			ts, offset, recTs int64
+		}{
+			{-2, 0, -1}, {-1, 10, -1}, {base + 203, 5, base + 205}, {base + 100, 2, base + 100}, {base + 10_000, -1, -1},
+		} {
+			req := kmsg.NewPtrListOffsetsRequest()
+			req.ReplicaID = -1
+			rt := kmsg.NewListOffsetsRequestTopic()
+			rt.Topic = "lo"
+			rp := kmsg.NewListOffsetsRequestTopicPartition()
+			rp.Timestamp = tc.ts
+			rt.Partitions = append(rt.Partitions, rp)
+			req.Topics = append(req.Topics, rt)
+			resp := roundTrip(t, c, req, v, 3).(*kmsg.ListOffsetsResponse)
+			got := resp.Topics[0].Partitions[0]
+			if got.ErrorCode != 0 || got.Offset != tc.offset || (tc.recTs >= 0 && got.Timestamp != tc.recTs) {
+				t.Fatalf("v%d ts %d: %+v, want offset %d ts %d", v, tc.ts, got, tc.offset, tc.recTs)
+			}
+			if v >= 4 && got.LeaderEpoch != 2 {
+				t.Fatalf("v%d leader epoch %d", v, got.LeaderEpoch)
+			}
+		}
+	}
+}
+
+// TestSlowAndStalledConsumers: a consumer that does not read holds no event loop: a fast
+// consumer on the same node is served meanwhile, and the stalled one is cut at the write
+// deadline.
+func TestSlowAndStalledConsumers(t *testing.T) {
+	s := startServer(t, Config{WriteTimeout: time.Second, EventLoops: 1})
+	if err := s.BecomeLeader("big", 0, 0, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, s)
+	for i := range 40 {
+		if rp := produce(t, c, 7, "big", 0, 1, batch(1, string(bytes.Repeat([]byte{byte(i)}, 400<<10)), -1, -1, -1)); rp.ErrorCode != 0 {
+			t.Fatal(rp)
+		}
+	}
+	stalled := dial(t, s)
+	if tc, ok := stalled.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4096)
+	}
+	if _, err := stalled.Write(frameRequest(fetchReq("big", 0, 0, 64<<20, 1, 0), 11, 1)); err != nil {
+		t.Fatal(err)
+	}
+	// The fast consumer on the same (single) event loop is answered while the stalled
+	// one's response is parked.
+	fast := dial(t, s)
+	for i := range 3 {
+		resp := roundTrip(t, fast, fetchReq("big", 0, int64(i), 1<<20, 1, 0), 11, int32(i)).(*kmsg.FetchResponse)
+		if fp := resp.Topics[0].Partitions[0]; fp.ErrorCode != 0 || len(fp.RecordBatches) == 0 {
+			t.Fatalf("fast consumer: %+v", fp)
+		}
+	}
+	// Without reading from the stalled connection (reading would unstall it), wait for
+	// the node to drop it: three connections remain open (c, fast and the next check).
+	deadline := time.Now().Add(10 * time.Second)
+	for s.nconns.Load() > 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("stalled consumer not cut at the write deadline")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	expectClosed(t, stalled)
+	checkServes(t, s)
+}
