@@ -809,7 +809,9 @@ func (l *Log) TruncateTo(offset int64) (int64, error) {
 		}
 	}
 	l.lowerRecoveryPoint(leo)
-	return leo, syncDir(l.dir)
+	// The checkpoint also syncs the directory. A recovery point left above the new log
+	// end would make a crash trust the offsets written again before they are flushed.
+	return leo, l.Checkpoint()
 }
 
 // truncateSegment cuts s at byte pos, the start of the batch with base offset cutOffset,
@@ -891,7 +893,7 @@ func (l *Log) truncateFullyAndStartAt(offset int64) error {
 	l.flushMu.Lock()
 	l.recoveryPoint.Store(offset)
 	l.flushMu.Unlock()
-	return syncDir(l.dir)
+	return l.Checkpoint() // as in TruncateTo; it syncs the directory too
 }
 
 // TruncateFullyAndStartAt empties the log and starts it at offset (a follower whose

@@ -429,6 +429,14 @@ func (r *modelRun) read() {
 		upper = offset + r.rng.Int64N(m.leo-offset+1)
 	}
 	minOne := r.rng.IntN(4) != 0
+	if r.rng.IntN(3) == 0 && offset >= m.start && offset < m.leo {
+		// A limit at a batch boundary, or a byte either side of one.
+		maxBytes = 0
+		for i, k := m.firstEnding(offset), r.rng.IntN(6); i < len(m.batches) && k > 0; i, k = i+1, k-1 {
+			maxBytes += len(m.batches[i].b)
+		}
+		maxBytes = max(0, maxBytes+r.rng.IntN(3)-1)
+	}
 	r.note("read %d max %d upper %d minOne %v", offset, maxBytes, upper, minOne)
 	rs, err := r.l.Read(nil, offset, maxBytes, upper, minOne)
 	defer ReleaseRegions(rs)

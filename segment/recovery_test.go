@@ -914,3 +914,37 @@ func TestSegmentEmptiedByACrash(t *testing.T) {
 		t.Fatalf("retention deleted %+v, left %v: want only the active segment", res, l.SegmentBaseOffsets())
 	}
 }
+
+// TestTruncationLowersTheCheckpointedRecoveryPoint: the recovery point on disk must not
+// exceed the log end. After a truncation it would claim that the offsets written again
+// were flushed, and a crash before the next checkpoint (a roll's background flush not yet
+// done) would trust, unscanned, segments holding unflushed data. Kafka checkpoints the
+// recovery point after a truncation for this reason.
+func TestTruncationLowersTheCheckpointedRecoveryPoint(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		truncate func(l *Log, f *fixture) error
+	}{
+		{"TruncateTo", func(l *Log, f *fixture) error { _, err := l.TruncateTo(f.bases[1] + 3); return err }},
+		{"TruncateFullyAndStartAt", func(l *Log, f *fixture) error { return l.TruncateFullyAndStartAt(10) }},
+		{"TruncateTo below the log start", func(l *Log, f *fixture) error { _, err := l.TruncateTo(0); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newTestClock()
+			l, f := writeFixture(t, fixtureConfig(clock), clock)
+			defer l.Close()
+			if err := l.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.truncate(l, f); err != nil {
+				t.Fatal(err)
+			}
+			if rp, leo := readRecoveryPoint(f.dir), l.LogEndOffset(); rp > leo {
+				t.Fatalf("recovery point on disk %d after truncating to %d", rp, leo)
+			}
+		})
+	}
+}
