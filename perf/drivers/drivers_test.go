@@ -1,0 +1,183 @@
+package drivers
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gregor-streaming/gregor/perf"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// fixedRate is a short end-to-end run: 2 partitions, 3,000 msg/s for a second.
+const fixedRate = `
+name: driver-e2e
+topics: 1
+partitionsPerTopic: 2
+messageSize: 512
+producersPerTopic: 1
+consumerPerSubscription: 1
+producerRate: 3000
+keyDistributor: RANDOM_NANO
+batchSizeBytes: 65536
+lingerMs: 1
+warmupDurationSeconds: 0.2
+testDurationSeconds: 1
+`
+
+// catchUp builds and drains a 4 MiB backlog.
+const catchUp = `
+name: driver-catch-up
+topics: 1
+partitionsPerTopic: 2
+messageSize: 1024
+producersPerTopic: 1
+consumerPerSubscription: 1
+consumerBacklogSizeGB: 0.00390625
+batchSizeBytes: 262144
+lingerMs: 1
+`
+
+func needBinary(t *testing.T, bin string) {
+	t.Helper()
+	if _, err := exec.LookPath(bin); err != nil {
+		t.Skipf("%s is not installed (scripts/install-peers.sh installs it; `make bench` runs that): %v", bin, err)
+	}
+}
+
+// runBoth runs the fixed-rate and catch-up workloads on a driver and checks that
+// messages went through, latencies were measured and nothing failed.
+func runBoth(t *testing.T, d perf.Driver, wantCPU bool) {
+	t.Helper()
+	for _, y := range []string{fixedRate, catchUp} {
+		w, err := perf.ParseWorkload([]byte(y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Run(w.Name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			res, err := perf.Run(ctx, perf.RunConfig{Workload: w, Driver: d, CatchUpTimeout: 15 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.PublishErrors > 0 {
+				t.Fatalf("%d publish errors, first: %s", res.PublishErrors, res.FirstError)
+			}
+			if res.PublishedMessages == 0 || res.ConsumedMessages == 0 || res.PublishLatency.Count == 0 {
+				t.Fatalf("nothing measured: %+v", res)
+			}
+			if w.IsCatchUp() {
+				if want := w.BacklogBytes() / int64(w.MessageSize); res.ConsumedMessages < want {
+					t.Errorf("consumed %d of a %d-message backlog", res.ConsumedMessages, want)
+				}
+			} else {
+				if res.EndToEndLatency.Count == 0 {
+					t.Error("no end-to-end latency")
+				}
+				if r := res.PublishRateMsgs; r < 3000*0.9 || r > 3000*1.1 {
+					t.Errorf("publish rate %.0f msg/s, want ≈ 3000", r)
+				}
+			}
+			if wantCPU && !w.IsCatchUp() && res.ServerCPUSeconds <= 0 { // a drain may be shorter than a clock tick
+				t.Errorf("server CPU not measured (pids %v)", d.ServerPIDs())
+			}
+			t.Logf("%s: pub %.0f msg/s, cons %.0f msg/s, pub p99 %s, e2e p99 %s, server CPU %.2fs", d.System(),
+				res.PublishRateMsgs, res.ConsumeRateMsgs, perf.FormatMicros(res.PublishLatency.P99Us),
+				perf.FormatMicros(res.EndToEndLatency.P99Us), res.ServerCPUSeconds)
+		})
+	}
+}
+
+func TestJetStreamDriver(t *testing.T) {
+	needBinary(t, "nats-server")
+	d, err := New("jetstream", Options{WorkDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if !strings.HasPrefix(d.System(), "NATS JetStream 2.") {
+		t.Errorf("system %q", d.System())
+	}
+	runBoth(t, d, true)
+}
+
+func TestRedisDriver(t *testing.T) {
+	needBinary(t, "redis-server")
+	d, err := New("redis", Options{WorkDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if !strings.HasPrefix(d.System(), "Redis Streams ") {
+		t.Errorf("system %q", d.System())
+	}
+	runBoth(t, d, true)
+}
+
+// kafkaCluster is franz-go's in-memory fake broker on a loopback port: the Kafka drivers'
+// end-to-end tests need no real broker. Its CPU is the test's own, so it is found as
+// the listening process (this one).
+func kafkaCluster(t *testing.T) string {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1)) // listens on 127.0.0.1
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c.ListenAddrs()[0]
+}
+
+func TestKafkaDrivers(t *testing.T) {
+	for _, name := range []string{"kafka", "kafka-raw"} {
+		t.Run(name, func(t *testing.T) {
+			addr := kafkaCluster(t)
+			d, err := New(name, Options{Bootstrap: addr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			runBoth(t, d, false)
+		})
+	}
+}
+
+// TestKafkaNoBroker: pointed at nothing, the Kafka drivers fail at once, saying where
+// they looked.
+func TestKafkaNoBroker(t *testing.T) {
+	port, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for _, name := range []string{"kafka", "kafka-raw"} {
+		start := time.Now()
+		_, err := New(name, Options{Bootstrap: addr})
+		if err == nil || !strings.Contains(err.Error(), "no Kafka-compatible broker at "+addr) {
+			t.Errorf("%s: err = %v", name, err)
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Errorf("%s: took %v to fail", name, time.Since(start))
+		}
+	}
+}
+
+func TestUnknownDriver(t *testing.T) {
+	if _, err := New("kafka-streams", Options{}); err == nil || !strings.Contains(err.Error(), "unknown driver") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestPIDListening(t *testing.T) {
+	addr := kafkaCluster(t)
+	pid, err := PIDListening(portOf(addr))
+	if err != nil {
+		t.Skipf("cannot read /proc here: %v", err)
+	}
+	if pid <= 0 {
+		t.Errorf("pid %d", pid)
+	}
+}
