@@ -769,6 +769,9 @@ func (l *Log) LeaderEpochs() []EpochEntry {
 // nothing; one below the log start empties the log and starts it at offset. Readers
 // holding regions of the cut segment keep their bytes: the cut is made on a copy.
 func (l *Log) TruncateTo(offset int64) (int64, error) {
+	if offset < 0 {
+		return 0, fmt.Errorf("%w: truncation to negative offset %d", ErrOffsetOutOfRange, offset)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -899,6 +902,9 @@ func (l *Log) truncateFullyAndStartAt(offset int64) error {
 // TruncateFullyAndStartAt empties the log and starts it at offset (a follower whose
 // leader's log starts past its own end).
 func (l *Log) TruncateFullyAndStartAt(offset int64) error {
+	if offset < 0 {
+		return fmt.Errorf("%w: log start at negative offset %d", ErrOffsetOutOfRange, offset)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {

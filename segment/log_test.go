@@ -337,10 +337,14 @@ func TestTruncateTo(t *testing.T) {
 	if l.LogEndOffset() != 301 || len(l.LeaderEpochs()) != 3 {
 		t.Fatalf("after crash: leo %d epochs %+v", l.LogEndOffset(), l.LeaderEpochs())
 	}
-	// Truncating below the log start empties the log and restarts it there.
-	if leo, err := l.TruncateTo(-5); err == nil || leo != 0 {
-		_ = leo // negative offsets are not meaningful; below-start is tested next
+	// Negative offsets are refused and change nothing.
+	if _, err := l.TruncateTo(-5); !errors.Is(err, ErrOffsetOutOfRange) || l.LogEndOffset() != 301 {
+		t.Fatalf("truncate to -5: %v, leo %d", err, l.LogEndOffset())
 	}
+	if err := l.TruncateFullyAndStartAt(-1); !errors.Is(err, ErrOffsetOutOfRange) {
+		t.Fatalf("start at -1: %v", err)
+	}
+	// A full truncation empties the log and restarts it at the offset.
 	if err := l.TruncateFullyAndStartAt(1000); err != nil {
 		t.Fatal(err)
 	}
