@@ -178,9 +178,6 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 	if w.IsCatchUp() {
 		res.Notes = append(res.Notes, fmt.Sprintf("catch-up: publish figures are from building the %s backlog (%.1f s, no consumer); consume figures from draining it (producers stopped)", formatBytes(float64(w.BacklogBytes())), window.pubSeconds))
 	}
-	if w.Scaled != "" {
-		res.Notes = append(res.Notes, "quick suite scaled this workload down: "+w.Scaled)
-	}
 	res.PublishErrors = r.pubErrs.Load()
 	r.errMu.Lock()
 	res.FirstError = r.firstErr

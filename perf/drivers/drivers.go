@@ -30,9 +30,9 @@ type Options struct {
 	// DefaultBootstrap). jetstream: a nats:// URL, redis: a host:port, of a server
 	// already running; empty starts one on loopback for the run.
 	Bootstrap string
-	// ServerPID is the broker's process id for CPU accounting, when it cannot be found
-	// from its listening port (0: find it).
-	ServerPID int
+	// ServerPIDs are the processes to account the system's CPU to, when the harness did
+	// not start them and they cannot be found from the listening port (nil: find it).
+	ServerPIDs []int
 	// WorkDir holds started peers' data and logs; empty: a temporary directory, removed
 	// on Close.
 	WorkDir string
@@ -77,8 +77,8 @@ func workDir(o Options, prefix string) (dir string, cleanup func(), err error) {
 // serverPID resolves the pid to account CPU to for a server at addr that the harness
 // did not start: the one given, or the local process listening on addr's port.
 func serverPID(o Options, addr string) []int {
-	if o.ServerPID > 0 {
-		return []int{o.ServerPID}
+	if len(o.ServerPIDs) > 0 {
+		return o.ServerPIDs
 	}
 	if !isLoopback(addr) {
 		return nil

@@ -1,0 +1,47 @@
+// Command gregor is Gregor's command-line tool. Its subcommands run the bench suite
+// (package perf):
+//
+//	gregor bench --workload FILE --driver kafka|kafka-raw|jetstream|redis [--bootstrap ADDR]
+//	gregor bench-suite --quick|--full [--bootstrap ADDR]
+//
+// bench runs one workload on one system and prints a table; bench-suite runs every
+// workload of perf/workloads on every system available and rewrites the generated
+// section of BENCHMARKS.md.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+const usage = `usage:
+  gregor bench --workload FILE --driver kafka|kafka-raw|jetstream|redis [flags]
+      run one workload on one system (gregor bench -h for flags)
+  gregor bench-suite --quick|--full [flags]
+      run every workload on every available system and rewrite BENCHMARKS.md
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches a subcommand and returns the exit status: 0 success, 1 failure, 2 bad
+// usage.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "bench":
+		return benchCmd(args[1:], stdout, stderr)
+	case "bench-suite":
+		return suiteCmd(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "gregor: unknown command %q\n%s", args[0], usage)
+	return 2
+}

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/gregor-streaming/gregor/perf"
+	"github.com/gregor-streaming/gregor/perf/drivers"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// tinyWorkload is a one-second fixed-rate run.
+const tinyWorkload = `
+name: tiny
+topics: 1
+partitionsPerTopic: 2
+messageSize: 256
+producersPerTopic: 1
+consumerPerSubscription: 1
+producerRate: 2000
+batchSizeBytes: 16384
+lingerMs: 1
+warmupDurationSeconds: 0.2
+testDurationSeconds: 1
+`
+
+func writeWorkload(t *testing.T) (dir, file string) {
+	t.Helper()
+	dir = t.TempDir()
+	file = filepath.Join(dir, "tiny.yaml")
+	if err := os.WriteFile(file, []byte(tinyWorkload), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir, file
+}
+
+func runCLI(args ...string) (code int, stdout, stderr string) {
+	var o, e bytes.Buffer
+	code = run(args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+func TestUsage(t *testing.T) {
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{nil, 2, "usage:"},
+		{[]string{"frobnicate"}, 2, "unknown command"},
+		{[]string{"bench"}, 2, "--workload and --driver are required"},
+		{[]string{"bench", "--workload", "x.yaml"}, 2, "required"},
+		{[]string{"bench-suite"}, 2, "exactly one of --quick and --full"},
+		{[]string{"bench-suite", "--quick", "--full"}, 2, "exactly one"},
+		{[]string{"bench", "--workload", "x", "--driver", "redis", "--server-pid", "abc"}, 2, "not a pid"},
+		{[]string{"bench", "--workload", "/nonexistent.yaml", "--driver", "redis"}, 1, "no such file"},
+	}
+	for _, tc := range tests {
+		code, _, stderr := runCLI(tc.args...)
+		if code != tc.code || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: code %d, stderr %q; want %d and %q", tc.args, code, stderr, tc.code, tc.want)
+		}
+	}
+}
+
+func TestBenchNoBroker(t *testing.T) {
+	_, file := writeWorkload(t)
+	port, err := drivers.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	code, _, stderr := runCLI("bench", "--workload", file, "--driver", "kafka", "--bootstrap", addr)
+	if code != 1 || !strings.Contains(stderr, "no Kafka-compatible broker at "+addr) {
+		t.Errorf("code %d, stderr %q", code, stderr)
+	}
+}
+
+// TestBenchAgainstFakeKafka runs one workload through the CLI against franz-go's
+// in-memory broker and checks the table and the JSON result.
+func TestBenchAgainstFakeKafka(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, file := writeWorkload(t)
+	out := t.TempDir()
+	code, stdout, stderr := runCLI("bench", "--workload", file, "--driver", "kafka-raw", "--bootstrap", c.ListenAddrs()[0],
+		"--metrics", "http://127.0.0.1:1/metrics", "--out", out)
+	if code != 0 {
+		t.Fatalf("code %d\n%s\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "tiny") || !strings.Contains(stderr, "pub") {
+		t.Errorf("no table or progress line:\n%s\n%s", stdout, stderr)
+	}
+	data, err := os.ReadFile(filepath.Join(out, "tiny-kafka-raw.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(data, []byte(`"publishRateMsgs"`)) {
+		t.Errorf("json: %s", data)
+	}
+}
+
+// TestSuiteRewritesOnlyItsSection runs the suite on one tiny workload with the peers
+// that are installed and a fake Kafka broker, and checks BENCHMARKS.md outside the
+// markers is untouched.
+func TestSuiteRewritesOnlyItsSection(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	dir, _ := writeWorkload(t)
+	out := t.TempDir()
+	bench := filepath.Join(t.TempDir(), "BENCHMARKS.md")
+	const before, after = "# Benchmarks\n\nBy hand.\n\n", "\n## Storage engine\n\nAlso by hand.\n"
+	if err := os.WriteFile(bench, []byte(before+perf.SectionBegin+"\nold\n"+perf.SectionEnd+after), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	drv := "kafka"
+	for _, b := range [][2]string{{"jetstream", "nats-server"}, {"redis", "redis-server"}} {
+		if _, err := exec.LookPath(b[1]); err == nil {
+			drv += "," + b[0]
+		}
+	}
+	code, stdout, stderr := runCLI("bench-suite", "--quick", "--workloads", dir, "--out", out, "--benchmarks", bench,
+		"--drivers", drv, "--bootstrap", c.ListenAddrs()[0], "--metrics", "http://127.0.0.1:1/metrics")
+	if code != 0 {
+		t.Fatalf("code %d\n%s\n%s", code, stdout, stderr)
+	}
+	data, err := os.ReadFile(bench)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(data)
+	if !strings.HasPrefix(s, before+perf.SectionBegin+"\n") || !strings.HasSuffix(s, perf.SectionEnd+after) || strings.Contains(s, "\nold\n") {
+		t.Errorf("BENCHMARKS.md outside the section changed, or the section was not rewritten:\n%s", s)
+	}
+	if !strings.Contains(s, "### tiny") || !strings.Contains(s, "(kafka)") {
+		t.Errorf("section:\n%s", s)
+	}
+	for _, f := range []string{"suite-quick.json", "tiny-kafka.json", "tiny-throughput.svg", "tiny-latency.svg"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Error(err)
+		}
+	}
+}
