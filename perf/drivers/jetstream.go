@@ -98,7 +98,7 @@ func (d *jetStreamDriver) Name() string { return "jetstream" }
 func (d *jetStreamDriver) System() string { return "NATS JetStream " + d.version }
 
 func (d *jetStreamDriver) Durability() string {
-	return "file storage, R1; a publish is acknowledged once written to the stream's block file (page cache); the server fsyncs on its own schedule (every 2 min by default), not before the ack — as Gregor acks=1 without fsync"
+	return "file storage, R1; a publish is acknowledged once written to the stream's block file (page cache); fsync happens periodically in the background, not before the ack — as Gregor acks=1 without fsync"
 }
 
 func (d *jetStreamDriver) ServerPIDs() []int { return d.pids }

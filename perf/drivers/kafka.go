@@ -30,10 +30,10 @@ const (
 	kafkaTopicWait = 15 * time.Second
 )
 
-// kafkaDriver speaks the Kafka protocol to any Kafka-compatible broker: franz-go for
-// producing (driver "kafka") or pre-encoded batches on plain connections (driver
-// "kafka-raw"), franz-go for consuming in both, with direct partition assignment (no
-// group coordinator needed).
+// kafkaDriver speaks the Kafka protocol to any Kafka-compatible broker: franz-go
+// (driver "kafka"), or pre-encoded Produce and in-place-walked Fetch requests on plain
+// connections (driver "kafka-raw"). Consumers are assigned partitions directly (no group
+// coordinator needed) and read from the start.
 type kafkaDriver struct {
 	bootstrap string
 	raw       bool
@@ -203,7 +203,10 @@ type kgoConsumer struct {
 	done   chan struct{}
 }
 
-func (d *kafkaDriver) NewConsumer(_ context.Context, topic string, partitions []int, _ *perf.Workload, handle perf.ConsumeFunc) (perf.Consumer, error) {
+func (d *kafkaDriver) NewConsumer(ctx context.Context, topic string, partitions []int, _ *perf.Workload, handle perf.ConsumeFunc) (perf.Consumer, error) {
+	if d.raw {
+		return d.newRawConsumer(ctx, topic, partitions, handle)
+	}
 	offsets := map[int32]kgo.Offset{}
 	for _, p := range partitions {
 		offsets[int32(p)] = kgo.NewOffset().AtStart()
