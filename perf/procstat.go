@@ -46,17 +46,37 @@ func parseProcStatCPU(data []byte) (float64, error) {
 	return float64(ticks) / clockTicksPerSec, nil
 }
 
-// cpuSum is the summed CPU time of pids; processes that cannot be read count as zero and
-// are reported in missing, so a vanished server shows up in the notes rather than as an
-// error in the middle of a run.
-func cpuSum(pids []int) (seconds float64, missing []int) {
+// cpuSum is the summed CPU time of pids, and each one's in byPID; processes that cannot
+// be read count as zero and are reported in missing, so a vanished server shows up in
+// the notes rather than as an error in the middle of a run.
+func cpuSum(pids []int) (seconds float64, byPID map[int]float64, missing []int) {
+	byPID = make(map[int]float64, len(pids))
 	for _, pid := range pids {
 		s, err := ProcessCPU(pid)
 		if err != nil {
 			missing = append(missing, pid)
 			continue
 		}
+		byPID[pid] = s
 		seconds += s
 	}
-	return seconds, missing
+	return seconds, byPID, missing
+}
+
+// processName is the command name of pid (from /proc/<pid>/comm), or "pid N".
+func processName(pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil || len(bytes.TrimSpace(data)) == 0 {
+		return fmt.Sprintf("pid %d", pid)
+	}
+	return string(bytes.TrimSpace(data))
+}
+
+// ProcessCPUUse is one server process's CPU in a run's measured window.
+type ProcessCPUUse struct {
+	PID     int     `json:"pid"`
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
+	// PerGB is Seconds per GB of payload moved (see Result.ServerCPUPerGB).
+	PerGB float64 `json:"perGB"`
 }

@@ -210,6 +210,24 @@ func Section(s *Suite, chartDir string) string {
 				p("| %s | %s |\n", rw.name, strings.Join(cells, " | "))
 			}
 		}
+		multi := false // a system of several processes (Gregor: cp and dp) gets a breakdown
+		for _, r := range rs {
+			multi = multi || len(r.ServerProcesses) > 1
+		}
+		if multi {
+			cells := make([]string, len(rs))
+			for i, r := range rs {
+				var ps []string
+				for _, u := range r.ServerProcesses {
+					ps = append(ps, fmt.Sprintf("%s %.2f", u.Name, u.PerGB))
+				}
+				cells[i] = strings.Join(ps, ", ")
+				if cells[i] == "" {
+					cells[i] = "-"
+				}
+			}
+			p("| server CPU by process (core-s/GB) | %s |\n", strings.Join(cells, " | "))
+		}
 		zc := false
 		for _, r := range rs {
 			zc = zc || r.ZeroCopy != nil

@@ -50,6 +50,8 @@ type Result struct {
 	// system in the window — published plus consumed — so a system doing both in one run
 	// is charged for both.
 	ServerCPUPerGB float64 `json:"serverCpuPerGB"`
+	// ServerProcesses breaks ServerCPUSeconds down by process (Gregor runs two).
+	ServerProcesses []ProcessCPUUse `json:"serverProcesses,omitempty"`
 	// ClientCPUSeconds is the harness's own CPU in the window: client and server share
 	// the machine, so a busy client lowers every figure.
 	ClientCPUSeconds float64 `json:"clientCpuSeconds"`

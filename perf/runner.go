@@ -164,6 +164,15 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 		res.ServerCPUPerGB = window.serverCPU / gb
 	}
 	res.ClientCPUSeconds = window.clientCPU
+	for _, pid := range d.ServerPIDs() {
+		if sec, ok := window.cpuByPID[pid]; ok {
+			u := ProcessCPUUse{PID: pid, Name: processName(pid), Seconds: sec}
+			if gb := float64(window.movedBytes) / 1e9; gb > 0 {
+				u.PerGB = sec / gb
+			}
+			res.ServerProcesses = append(res.ServerProcesses, u)
+		}
+	}
 	if len(d.ServerPIDs()) == 0 {
 		res.Notes = append(res.Notes, "server CPU not measured: the server's process is not known (remote or not found; see --server-pid)")
 	}
@@ -195,6 +204,7 @@ type windowSample struct {
 	pubLat, pubDelay, e2e                  LatencySummary
 	serverCPU, clientCPU                   float64
 	cpuMissing                             []int
+	cpuByPID                               map[int]float64
 	// movedBytes is the payload published plus consumed while serverCPU was measured.
 	movedBytes int64
 }
@@ -205,6 +215,7 @@ type counters struct {
 	pubMsgs, pubBytes, consMsgs, consBytes int64
 	serverCPU, clientCPU                   float64
 	cpuMissing                             []int
+	cpuByPID                               map[int]float64
 }
 
 func (r *run) snapshot() counters {
@@ -212,21 +223,27 @@ func (r *run) snapshot() counters {
 		at: time.Now(), pubMsgs: r.pubMsgs.Load(), pubBytes: r.pubBytes.Load(),
 		consMsgs: r.consMsgs.Load(), consBytes: r.consBytes.Load(),
 	}
-	c.serverCPU, c.cpuMissing = cpuSum(r.cfg.Driver.ServerPIDs())
+	c.serverCPU, c.cpuByPID, c.cpuMissing = cpuSum(r.cfg.Driver.ServerPIDs())
 	c.clientCPU, _ = ProcessCPU(os.Getpid())
 	return c
 }
 
 func (r *run) window(a, b counters) windowSample {
-	return windowSample{
+	w := windowSample{
 		seconds: b.at.Sub(a.at).Seconds(), pubSeconds: b.at.Sub(a.at).Seconds(),
 		pubMsgs: b.pubMsgs - a.pubMsgs, pubBytes: b.pubBytes - a.pubBytes,
 		consMsgs: b.consMsgs - a.consMsgs, consBytes: b.consBytes - a.consBytes,
 		pubLat: r.pubLat.Summary(), pubDelay: r.pubDelay.Summary(), e2e: r.e2e.Summary(),
 		serverCPU: b.serverCPU - a.serverCPU, clientCPU: b.clientCPU - a.clientCPU,
-		cpuMissing: b.cpuMissing,
+		cpuMissing: b.cpuMissing, cpuByPID: map[int]float64{},
 		movedBytes: b.pubBytes - a.pubBytes + b.consBytes - a.consBytes,
 	}
+	for pid, end := range b.cpuByPID {
+		if start, ok := a.cpuByPID[pid]; ok {
+			w.cpuByPID[pid] = end - start
+		}
+	}
+	return w
 }
 
 func (r *run) resetRecorders() {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -64,6 +65,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	workload := fs.String("workload", "", "workload file (YAML, OMB fields), e.g. perf/workloads/1-max-rate-1p-100b.yaml")
 	driver := fs.String("driver", "", "system to drive: "+strings.Join(drivers.Names, ", "))
 	quick := fs.Bool("quick", false, "scale the workload down as the quick suite does")
+	cpuProfile := fs.String("cpuprofile", "", "write the harness's CPU profile to this file (is the client the bottleneck?)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -96,6 +98,19 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	metrics := ""
 	if strings.HasPrefix(*driver, "kafka") {
 		metrics = f.metricsURL
+	}
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "gregor bench:", err)
+			return 1
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			fmt.Fprintln(stderr, "gregor bench:", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
 	}
 	cmd := benchCommand(*workload, *driver, f.bootstrap, *quick)
 	fmt.Fprintf(stderr, "bench: %s on %s (%s)\n", w.Name, d.System(), cmd)
