@@ -68,14 +68,17 @@ func suiteCmd(args []string, stdout, stderr io.Writer) int {
 
 	// Which systems can run here, and why not the others.
 	var targets []target
+	var gregor *drivers.Gregor // started at most once, shared by both Kafka drivers
+	defer func() {
+		if gregor != nil {
+			gregor.Stop()
+		}
+	}()
 	for _, name := range strings.Split(*only, ",") {
 		name = strings.TrimSpace(name)
 		switch name {
 		case "kafka", "kafka-raw":
-			t, stop, why := kafkaTarget(name, f, pids, *bin, stderr)
-			if stop != nil {
-				defer stop()
-			}
+			t, why := kafkaTarget(name, f, pids, *bin, &gregor, stderr)
 			if why != "" {
 				suite.Skipped = append(suite.Skipped, why)
 				continue
@@ -142,27 +145,31 @@ func suiteCmd(args []string, stdout, stderr io.Writer) int {
 }
 
 // kafkaTarget finds the broker for a Kafka driver: one answering at --bootstrap (or
-// the default), else a Gregor started from binDir. why says why the driver cannot run.
-func kafkaTarget(name string, f benchFlags, pids []int, binDir string, log io.Writer) (t target, stop func(), why string) {
+// the default), else a Gregor started from binDir (once: *g keeps it for the next
+// call). why says why the driver cannot run.
+func kafkaTarget(name string, f benchFlags, pids []int, binDir string, g **drivers.Gregor, log io.Writer) (t target, why string) {
 	addr := f.bootstrap
 	if addr == "" {
 		addr = drivers.DefaultBootstrap
 	}
 	t = target{driver: name, opts: drivers.Options{Bootstrap: addr, ServerPIDs: pids, Log: log}, metrics: f.metricsURL, bootstrapFlag: f.bootstrap}
-	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-		c.Close()
-		return t, nil, ""
+	if *g == nil {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return t, ""
+		}
+		if f.bootstrap != "" || !drivers.GregorBinaries(binDir) {
+			return t, fmt.Sprintf("%s: no Kafka-compatible broker at %s, and no %s/gregor-cp and %s/gregor-dp to start (Gregor's data-plane program has not landed yet)", name, addr, binDir, binDir)
+		}
+		fmt.Fprintf(log, "bench-suite: starting Gregor from %s/\n", binDir)
+		started, err := drivers.StartGregor(binDir)
+		if err != nil {
+			return t, fmt.Sprintf("%s: starting Gregor from %s failed: %v", name, binDir, err)
+		}
+		*g = started
 	}
-	if f.bootstrap != "" || !drivers.GregorBinaries(binDir) {
-		return t, nil, fmt.Sprintf("%s: no Kafka-compatible broker at %s, and no %s/gregor-cp and %s/gregor-dp to start (Gregor's data-plane program has not landed yet)", name, addr, binDir, binDir)
-	}
-	fmt.Fprintf(log, "bench-suite: starting Gregor from %s/\n", binDir)
-	g, err := drivers.StartGregor(binDir)
-	if err != nil {
-		return t, nil, fmt.Sprintf("%s: starting Gregor from %s failed: %v", name, binDir, err)
-	}
-	t.opts.Bootstrap, t.opts.ServerPIDs, t.metrics = g.Bootstrap, g.PIDs(), g.MetricsURL
-	return t, g.Stop, ""
+	t.opts.Bootstrap, t.opts.ServerPIDs, t.metrics = (*g).Bootstrap, (*g).PIDs(), (*g).MetricsURL
+	return t, ""
 }
 
 // runOne runs one workload on one target with a fresh driver (and so a fresh peer).

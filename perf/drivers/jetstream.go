@@ -93,16 +93,21 @@ func (d *jetStreamDriver) connect() (*nats.Conn, error) {
 	return nc, nil
 }
 
+// Name implements perf.Driver.
 func (d *jetStreamDriver) Name() string { return "jetstream" }
 
+// System implements perf.Driver.
 func (d *jetStreamDriver) System() string { return "NATS JetStream " + d.version }
 
+// Durability implements perf.Driver.
 func (d *jetStreamDriver) Durability() string {
 	return "file storage, R1; a publish is acknowledged once written to the stream's block file (page cache); fsync happens periodically in the background, not before the ack — as Gregor acks=1 without fsync"
 }
 
+// ServerPIDs implements perf.Driver.
 func (d *jetStreamDriver) ServerPIDs() []int { return d.pids }
 
+// CreateTopic implements perf.Driver.
 func (d *jetStreamDriver) CreateTopic(ctx context.Context, topic string, partitions int) error {
 	_, err := d.js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: topic, Subjects: []string{topic + ".*"}, Storage: jetstream.FileStorage,
@@ -111,10 +116,12 @@ func (d *jetStreamDriver) CreateTopic(ctx context.Context, topic string, partiti
 	return err
 }
 
+// DeleteTopic implements perf.Driver.
 func (d *jetStreamDriver) DeleteTopic(ctx context.Context, topic string) error {
 	return d.js.DeleteStream(ctx, topic)
 }
 
+// Close implements perf.Driver.
 func (d *jetStreamDriver) Close() error {
 	if d.nc != nil {
 		d.nc.Close()
@@ -135,6 +142,7 @@ type jsProducer struct {
 	subjects []string
 }
 
+// NewProducer implements perf.Driver.
 func (d *jetStreamDriver) NewProducer(ctx context.Context, topic string, w *perf.Workload, ack perf.AckFunc) (perf.Producer, error) {
 	nc, err := d.connect()
 	if err != nil {
@@ -157,6 +165,7 @@ func (d *jetStreamDriver) NewProducer(ctx context.Context, topic string, w *perf
 	return p, nil
 }
 
+// Send implements perf.Producer.
 func (p *jsProducer) Send(ctx context.Context, partition int, _, value []byte, _ int64) error {
 	// The client keeps the message until it is acknowledged (to retry it): a copy.
 	data := append(make([]byte, 0, len(value)), value...)
@@ -164,6 +173,7 @@ func (p *jsProducer) Send(ctx context.Context, partition int, _, value []byte, _
 	return err
 }
 
+// Flush implements perf.Producer.
 func (p *jsProducer) Flush(ctx context.Context) error {
 	select {
 	case <-p.js.PublishAsyncComplete():
@@ -173,6 +183,7 @@ func (p *jsProducer) Flush(ctx context.Context) error {
 	}
 }
 
+// Close implements perf.Producer.
 func (p *jsProducer) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -191,6 +202,7 @@ type jsConsumer struct {
 	stop bool
 }
 
+// NewConsumer implements perf.Driver.
 func (d *jetStreamDriver) NewConsumer(ctx context.Context, topic string, partitions []int, w *perf.Workload, handle perf.ConsumeFunc) (perf.Consumer, error) {
 	nc, err := d.connect()
 	if err != nil {
@@ -240,6 +252,7 @@ func (d *jetStreamDriver) NewConsumer(ctx context.Context, topic string, partiti
 	return c, nil
 }
 
+// Close implements perf.Consumer.
 func (c *jsConsumer) Close() error {
 	for _, cc := range c.ccs {
 		cc.Stop()

@@ -76,6 +76,7 @@ func newKafka(o Options, raw bool) (*kafkaDriver, error) {
 	return d, nil
 }
 
+// Name implements perf.Driver.
 func (d *kafkaDriver) Name() string {
 	if d.raw {
 		return "kafka-raw"
@@ -86,17 +87,21 @@ func (d *kafkaDriver) Name() string {
 // System is refined to "Gregor" by the harness when the broker's metrics say so.
 func (d *kafkaDriver) System() string { return "Kafka API at " + d.bootstrap }
 
+// Durability implements perf.Driver.
 func (d *kafkaDriver) Durability() string {
 	return "as the broker is configured; the workload's acks (1: the leader has the batch in its log, normally the page cache; all: every in-sync replica has it)"
 }
 
+// ServerPIDs implements perf.Driver.
 func (d *kafkaDriver) ServerPIDs() []int { return d.pids }
 
+// Close implements perf.Driver.
 func (d *kafkaDriver) Close() error {
 	d.admin.Close()
 	return nil
 }
 
+// CreateTopic implements perf.Driver.
 func (d *kafkaDriver) CreateTopic(ctx context.Context, topic string, partitions int) error {
 	resp, err := d.adm.CreateTopic(ctx, int32(partitions), -1, nil, topic)
 	if err == nil {
@@ -134,6 +139,7 @@ func (d *kafkaDriver) CreateTopic(ctx context.Context, topic string, partitions 
 	}
 }
 
+// DeleteTopic implements perf.Driver.
 func (d *kafkaDriver) DeleteTopic(ctx context.Context, topic string) error {
 	resp, err := d.adm.DeleteTopic(ctx, topic)
 	if err == nil {
@@ -149,6 +155,7 @@ func acksOption(w *perf.Workload) kgo.Acks {
 	return kgo.LeaderAck()
 }
 
+// NewProducer implements perf.Driver.
 func (d *kafkaDriver) NewProducer(ctx context.Context, topic string, w *perf.Workload, ack perf.AckFunc) (perf.Producer, error) {
 	if d.raw {
 		return newRawProducer(ctx, d, topic, w, ack)
@@ -175,6 +182,7 @@ type kgoProducer struct {
 	ack perf.AckFunc
 }
 
+// Send implements perf.Producer.
 func (p *kgoProducer) Send(ctx context.Context, partition int, key, value []byte, intended int64) error {
 	// franz-go keeps the record until it is acknowledged: copies of key and value.
 	rec := &kgo.Record{Partition: int32(partition), Value: append(make([]byte, 0, len(value)), value...)}
@@ -187,8 +195,10 @@ func (p *kgoProducer) Send(ctx context.Context, partition int, key, value []byte
 	return nil
 }
 
+// Flush implements perf.Producer.
 func (p *kgoProducer) Flush(ctx context.Context) error { return p.cl.Flush(ctx) }
 
+// Close implements perf.Producer.
 func (p *kgoProducer) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -203,6 +213,7 @@ type kgoConsumer struct {
 	done   chan struct{}
 }
 
+// NewConsumer implements perf.Driver.
 func (d *kafkaDriver) NewConsumer(ctx context.Context, topic string, partitions []int, _ *perf.Workload, handle perf.ConsumeFunc) (perf.Consumer, error) {
 	if d.raw {
 		return d.newRawConsumer(ctx, topic, partitions, handle)
@@ -240,6 +251,7 @@ func (d *kafkaDriver) NewConsumer(ctx context.Context, topic string, partitions 
 	return c, nil
 }
 
+// Close implements perf.Consumer.
 func (c *kgoConsumer) Close() error {
 	c.cancel()
 	<-c.done

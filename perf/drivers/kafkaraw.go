@@ -197,6 +197,7 @@ func (p *rawProducer) newBatch() *rawBatch {
 	return &rawBatch{buf: append([]byte(nil), p.template...), intended: make([]int64, 0, p.recordsPerBatch)}
 }
 
+// Send implements perf.Producer.
 func (p *rawProducer) Send(_ context.Context, partition int, _, value []byte, intended int64) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -286,6 +287,7 @@ func (p *rawProducer) done(b *rawBatch, err error) {
 	}
 }
 
+// Flush implements perf.Producer.
 func (p *rawProducer) Flush(ctx context.Context) error {
 	p.mu.Lock()
 	for i := range p.parts {
@@ -307,6 +309,7 @@ func (p *rawProducer) Flush(ctx context.Context) error {
 	return nil
 }
 
+// Close implements perf.Producer.
 func (p *rawProducer) Close() error {
 	var err error
 	p.closeOnce.Do(func() {

@@ -94,6 +94,7 @@ func (d *kafkaDriver) newRawConsumer(ctx context.Context, topic string, partitio
 	return c, nil
 }
 
+// Close implements perf.Consumer.
 func (c *rawConsumer) Close() error {
 	c.cancel()
 	for _, nc := range c.conns {

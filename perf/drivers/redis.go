@@ -100,18 +100,23 @@ func (d *redisDriver) client(pool int) *redis.Client {
 	})
 }
 
+// Name implements perf.Driver.
 func (d *redisDriver) Name() string { return "redis" }
 
+// System implements perf.Driver.
 func (d *redisDriver) System() string { return "Redis Streams " + d.version }
 
+// Durability implements perf.Driver.
 func (d *redisDriver) Durability() string {
 	return "AOF (appendonly yes, appendfsync everysec), no RDB; a reply is sent after the command is written to the AOF (page cache), fsync once a second — as Gregor acks=1 without fsync; the stream itself lives in memory"
 }
 
+// ServerPIDs implements perf.Driver.
 func (d *redisDriver) ServerPIDs() []int { return d.pids }
 
 func redisKey(topic string, partition int) string { return topic + ":" + strconv.Itoa(partition) }
 
+// CreateTopic implements perf.Driver.
 func (d *redisDriver) CreateTopic(ctx context.Context, topic string, partitions int) error {
 	for p := 0; p < partitions; p++ {
 		err := d.cl.XGroupCreateMkStream(ctx, redisKey(topic, p), redisGroup, "0").Err()
@@ -122,6 +127,7 @@ func (d *redisDriver) CreateTopic(ctx context.Context, topic string, partitions 
 	return nil
 }
 
+// DeleteTopic implements perf.Driver.
 func (d *redisDriver) DeleteTopic(ctx context.Context, topic string) error {
 	keys, err := d.cl.Keys(ctx, topic+":*").Result()
 	if err != nil || len(keys) == 0 {
@@ -130,6 +136,7 @@ func (d *redisDriver) DeleteTopic(ctx context.Context, topic string) error {
 	return d.cl.Del(ctx, keys...).Err()
 }
 
+// Close implements perf.Driver.
 func (d *redisDriver) Close() error {
 	if d.cl != nil {
 		d.cl.Close()
@@ -148,6 +155,7 @@ type redisProducer struct {
 	b    *batcher
 }
 
+// NewProducer implements perf.Driver.
 func (d *redisDriver) NewProducer(_ context.Context, topic string, w *perf.Workload, ack perf.AckFunc) (perf.Producer, error) {
 	p := &redisProducer{cl: d.client(redisSenders)}
 	for i := 0; i < w.PartitionsPerTopic; i++ {
@@ -170,12 +178,15 @@ func (p *redisProducer) send(ctx context.Context, b *batch) error {
 	return err
 }
 
+// Send implements perf.Producer.
 func (p *redisProducer) Send(_ context.Context, partition int, _, value []byte, intended int64) error {
 	return p.b.add(partition, value, intended)
 }
 
+// Flush implements perf.Producer.
 func (p *redisProducer) Flush(ctx context.Context) error { return p.b.flush(ctx) }
 
+// Close implements perf.Producer.
 func (p *redisProducer) Close() error {
 	p.b.close()
 	return p.cl.Close()
@@ -187,6 +198,7 @@ type redisConsumer struct {
 	done   chan struct{}
 }
 
+// NewConsumer implements perf.Driver.
 func (d *redisDriver) NewConsumer(_ context.Context, topic string, partitions []int, _ *perf.Workload, handle perf.ConsumeFunc) (perf.Consumer, error) {
 	streams := make([]string, 0, 2*len(partitions))
 	for _, p := range partitions {
@@ -231,6 +243,7 @@ func (d *redisDriver) NewConsumer(_ context.Context, topic string, partitions []
 	return c, nil
 }
 
+// Close implements perf.Consumer.
 func (c *redisConsumer) Close() error {
 	c.cancel()
 	<-c.done

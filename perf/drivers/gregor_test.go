@@ -1,0 +1,70 @@
+package drivers
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fakeGregor is a stand-in for gregor-cp and gregor-dp: it checks it was given the flags
+// of scripts/run.sh and listens where --client-addr (cp) or --listen (dp) say.
+const fakeGregor = `#!/usr/bin/env python3
+import socket, sys, time
+args = sys.argv[1:]
+flags = dict(zip(args[::2], args[1::2]))
+need = {"gregor-cp": ["--name", "--data-dir", "--client-addr", "--peer-addr", "--initial-cluster", "--listen", "--http"],
+        "gregor-dp": ["--id", "--data-dir", "--listen", "--cp", "--http"]}[sys.argv[0].split("/")[-1]]
+missing = [f for f in need if f not in flags]
+if missing:
+    sys.exit("missing flags: %s" % missing)
+host, port = flags.get("--client-addr", flags["--listen"]).rsplit(":", 1)
+s = socket.socket(); s.bind((host, int(port))); s.listen(8)
+time.sleep(60)
+`
+
+func TestStartGregor(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 not installed: the fake gregor binaries are Python scripts")
+	}
+	bin := t.TempDir()
+	if GregorBinaries(bin) {
+		t.Fatal("empty dir has binaries")
+	}
+	for _, b := range []string{"gregor-cp", "gregor-dp"} {
+		if err := os.WriteFile(filepath.Join(bin, b), []byte(fakeGregor), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !GregorBinaries(bin) {
+		t.Fatal("binaries not found")
+	}
+	g, err := StartGregor(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(g.Bootstrap, "127.0.0.1:") || !strings.HasSuffix(g.MetricsURL, "/metrics") || len(g.PIDs()) != 2 {
+		t.Errorf("%+v %v", g, g.PIDs())
+	}
+	c, err := net.DialTimeout("tcp", g.Bootstrap, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	start := time.Now()
+	g.Stop()
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("stop took %v", time.Since(start))
+	}
+	for _, pid := range g.PIDs() {
+		if _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid))); err == nil {
+			if data, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat")); !strings.Contains(string(data), ") Z ") {
+				t.Errorf("process %d still running", pid)
+			}
+		}
+	}
+}
