@@ -2,6 +2,7 @@ package perf
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -434,5 +435,36 @@ gregor_produce_bytes_total 5
 	}
 	if _, found := parseFetchPaths(strings.NewReader("kafka_server_bytes 1\n")); found {
 		t.Error("found in a page without Gregor's counters")
+	}
+}
+
+// failingDriver's producers fail on the first Send.
+type failingDriver struct{ *sinkDriver }
+
+type failingProducer struct{}
+
+func (failingProducer) Send(context.Context, int, []byte, []byte, int64) error {
+	return errors.New("broker gone")
+}
+func (failingProducer) Flush(context.Context) error { return nil }
+func (failingProducer) Close() error                { return nil }
+
+func (failingDriver) NewProducer(context.Context, string, *Workload, AckFunc) (Producer, error) {
+	return failingProducer{}, nil
+}
+
+// TestProducerFailureEndsRun: a producer error ends the run at once, with the error.
+func TestProducerFailureEndsRun(t *testing.T) {
+	w, err := ParseWorkload([]byte("name: f\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: 100\nproducersPerTopic: 1\ntestDurationSeconds: 30\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = Run(context.Background(), RunConfig{Workload: w, Driver: failingDriver{newSinkDriver()}})
+	if err == nil || !strings.Contains(err.Error(), "broker gone") {
+		t.Errorf("err = %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("took %v to notice", time.Since(start))
 	}
 }

@@ -260,14 +260,17 @@ func (r *run) runTimed(ctx context.Context, producers []Producer) (windowSample,
 	total := w.Warmup + w.Test
 	// Count bound: no producer can exceed producerRateMax over the whole run.
 	limit := int64(float64(producerRateMax)*total.Seconds()) + 1
-	wait := r.startProducers(ctx, producers, &stop, limit)
+	// A producer that fails ends the run at once rather than after the full duration.
+	failed, fail := context.WithCancel(ctx)
+	defer fail()
+	wait := r.startProducers(ctx, producers, &stop, limit, fail)
 	r.phase.Store("warmup")
 	var werr error
-	sleepCtx(ctx, w.Warmup)
+	sleepCtx(failed, w.Warmup)
 	r.resetRecorders()
 	start := r.snapshot()
 	r.phase.Store("test")
-	sleepCtx(ctx, w.Test)
+	sleepCtx(failed, w.Test)
 	end := r.snapshot()
 	win := r.window(start, end)
 	r.phase.Store("stopping")
@@ -291,7 +294,7 @@ func (r *run) runCatchUp(ctx context.Context, producers []Producer, topics []str
 	perProducer := (w.BacklogBytes()/int64(w.MessageSize) + int64(len(producers)) - 1) / int64(len(producers))
 	r.phase.Store("backlog")
 	fillStart := r.snapshot()
-	wait := r.startProducers(ctx, producers, &stop, perProducer)
+	wait := r.startProducers(ctx, producers, &stop, perProducer, func() {})
 	done := make(chan error, 1)
 	go func() { done <- wait() }()
 	var err error
@@ -346,8 +349,8 @@ func (r *run) runCatchUp(ctx context.Context, producers []Producer, topics []str
 
 // startProducers runs one goroutine per producer, each sending at most limit messages
 // until stop is set, and returns a function that waits for them and returns the first
-// error.
-func (r *run) startProducers(ctx context.Context, producers []Producer, stop *atomic.Bool, limit int64) (wait func() error) {
+// error. onErr is called when a producer fails.
+func (r *run) startProducers(ctx context.Context, producers []Producer, stop *atomic.Bool, limit int64, onErr func()) (wait func() error) {
 	w := r.w
 	var wg sync.WaitGroup
 	errs := make(chan error, len(producers))
@@ -362,6 +365,7 @@ func (r *run) startProducers(ctx context.Context, producers []Producer, stop *at
 			defer wg.Done()
 			if err := r.produce(ctx, p, i, NewPacer(rate, start), stop, limit); err != nil {
 				errs <- err
+				onErr()
 			}
 		}()
 	}
@@ -441,12 +445,11 @@ func (r *run) ack(intendedNs int64, err error) {
 
 // consume is every consumer's ConsumeFunc.
 func (r *run) consume(value []byte) {
-	now := nowNs()
 	r.consMsgs.Add(1)
 	r.consBytes.Add(int64(len(value)))
 	if r.recordE2E.Load() {
 		if ts, ok := ValueStamp(value); ok {
-			r.e2e.Record(ts, now)
+			r.e2e.Record(ts, nowNs())
 		}
 	}
 }
