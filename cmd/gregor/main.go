@@ -3,10 +3,12 @@
 //
 //	gregor bench --workload FILE --driver kafka|kafka-raw|jetstream|redis [--bootstrap ADDR]
 //	gregor bench-suite --quick|--full [--bootstrap ADDR]
+//	gregor bench-report [--suite perf/results/suite-quick.json]
 //
 // bench runs one workload on one system and prints a table; bench-suite runs every
 // workload of perf/workloads on every system available and rewrites the generated
-// section of BENCHMARKS.md.
+// section of BENCHMARKS.md; bench-report regenerates that section and the charts from a
+// saved suite without running anything.
 package main
 
 import (
@@ -20,6 +22,8 @@ const usage = `usage:
       run one workload on one system (gregor bench -h for flags)
   gregor bench-suite --quick|--full [flags]
       run every workload on every available system and rewrite BENCHMARKS.md
+  gregor bench-report [--suite FILE] [--benchmarks FILE]
+      regenerate BENCHMARKS.md's section and the charts from a saved suite
 `
 
 func main() {
@@ -38,6 +42,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return benchCmd(args[1:], stdout, stderr)
 	case "bench-suite":
 		return suiteCmd(args[1:], stdout, stderr)
+	case "bench-report":
+		return reportCmd(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

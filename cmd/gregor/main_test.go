@@ -151,4 +151,16 @@ func TestSuiteRewritesOnlyItsSection(t *testing.T) {
 			t.Error(err)
 		}
 	}
+
+	// bench-report regenerates the same section from the saved suite.
+	if err := os.WriteFile(bench, []byte(before+perf.SectionBegin+"\n"+perf.SectionEnd+after), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runCLI("bench-report", "--suite", filepath.Join(out, "suite-quick.json"), "--benchmarks", bench); code != 0 {
+		t.Fatalf("bench-report: %d %s", code, stderr)
+	}
+	again, _ := os.ReadFile(bench)
+	if string(again) != s {
+		t.Errorf("bench-report wrote\n%s\nbench-suite wrote\n%s", again, s)
+	}
 }

@@ -199,3 +199,39 @@ func writeSuite(s *perf.Suite, outDir, benchmarks string) error {
 	}
 	return perf.UpdateBenchmarks(benchmarks, perf.Section(s, filepath.ToSlash(rel)))
 }
+
+// reportCmd regenerates the BENCHMARKS.md section and the charts from a suite file, e.g.
+// after BENCHMARKS.md was rewritten by hand or the report's layout changed.
+func reportCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("gregor bench-report", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	suitePath := fs.String("suite", filepath.Join("perf", "results", "suite-quick.json"), "suite file written by bench-suite")
+	bench := fs.String("benchmarks", "BENCHMARKS.md", "file whose generated section is rewritten")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	s, err := perf.ReadSuite(*suitePath)
+	if err != nil {
+		fmt.Fprintln(stderr, "gregor bench-report:", err)
+		return 1
+	}
+	outDir := filepath.Dir(*suitePath)
+	if err := perf.WriteCharts(outDir, s.Results); err != nil {
+		fmt.Fprintln(stderr, "gregor bench-report:", err)
+		return 1
+	}
+	rel, err := filepath.Rel(filepath.Dir(*bench), outDir)
+	if err != nil {
+		rel = outDir
+	}
+	if err := perf.UpdateBenchmarks(*bench, perf.Section(s, filepath.ToSlash(rel))); err != nil {
+		fmt.Fprintln(stderr, "gregor bench-report:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "section rewritten in %s from %s\n", *bench, *suitePath)
+	return 0
+}
