@@ -25,6 +25,12 @@ func init() {
 		{key: produceKey, min: 3, max: 8, handle: handleProduce},
 		{key: fetchKey, min: proto.FetchVersionMin, max: proto.FetchVersionMax, handle: handleFetch},
 		{key: listOffsetsKey, min: 1, max: 5, handle: handleListOffsets},
+		{key: metadataKey, min: 0, max: 8, handle: handleMetadata},
+		{key: createTopicsKey, min: 0, max: 4, handle: handleCreateTopics},
+		{key: deleteTopicsKey, min: 0, max: 3, handle: handleDeleteTopics},
+		{key: createPartitionsKey, min: 0, max: 1, handle: handleCreatePartitions},
+		{key: initProducerIDKey, min: 0, max: 1, handle: handleInitProducerID},
+		{key: describeConfigsKey, min: 0, max: 2, handle: handleDescribeConfigs},
 		{key: apiVersionsKey, min: 0, max: 3, handle: handleApiVersions},
 	}
 	apiTable = make([]*apiVersion, 128)

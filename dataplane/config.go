@@ -53,8 +53,8 @@ type Config struct {
 	Listen string
 	// DataDir holds the partition replicas' logs, one directory each (--data-dir).
 	DataDir string
-	// LogConfig gives the storage settings of a topic's logs (its topic configs); nil
-	// means the storage engine's defaults.
+	// LogConfig gives the storage settings of a topic's logs; nil means the topic's
+	// configs from the control plane over the storage engine's defaults.
 	LogConfig func(topic string) segment.Config
 	// Advertise is the host:port clients are told to use; empty means Listen.
 	Advertise string
@@ -73,6 +73,8 @@ type Config struct {
 	WriteTimeout             time.Duration
 	// CopyBelowBytes sends file regions below this size by pread+write.
 	CopyBelowBytes int64
+	// ControlPlane is the control plane; cmd/dp wires controlplane/client.
+	ControlPlane ControlPlane
 	// Logger receives the node's logs (default slog.Default()).
 	Logger *slog.Logger
 	// Metrics is the set the node registers its metrics in (default a new set).
@@ -82,9 +84,6 @@ type Config struct {
 func (c Config) withDefaults() (Config, error) {
 	if c.DataDir == "" {
 		return c, fmt.Errorf("dataplane: no data directory")
-	}
-	if c.LogConfig == nil {
-		c.LogConfig = func(string) segment.Config { return segment.Config{Logger: c.Logger} }
 	}
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:9092"

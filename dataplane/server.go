@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/segment"
 	"github.com/gregor-streaming/gregor/sendfile"
 	"github.com/panjf2000/gnet/v2"
 	"github.com/panjf2000/gnet/v2/pkg/logging"
@@ -29,6 +31,12 @@ type Server struct {
 	// by every connection's writers.
 	fetchCounters sendfile.Counters
 	replicas      *replicaManager
+	// cp is the control plane (nil: this node serves only what it was told to lead,
+	// as in the storage-level tests); cluster is the metadata view last reconciled.
+	cp      ControlPlane
+	cluster atomic.Pointer[client.Snapshot]
+	// producerIDs is the block of producer ids this node hands out.
+	producerIDs producerIDs
 
 	engine  gnet.Engine
 	booted  chan struct{}
@@ -55,7 +63,18 @@ func New(cfg Config) (*Server, error) {
 		conns:   map[*connState]struct{}{},
 		perIP:   map[string]int{},
 	}
-	s.replicas = newReplicaManager(cfg.DataDir, cfg.LogConfig)
+	s.cp = cfg.ControlPlane
+	logCfg := cfg.LogConfig
+	if logCfg == nil {
+		logCfg = func(topic string) segment.Config {
+			base := segment.Config{Logger: s.logger}
+			if t, ok := s.snapshot().Topics[topic]; ok {
+				return TopicLogConfig(t, base)
+			}
+			return base
+		}
+	}
+	s.replicas = newReplicaManager(cfg.DataDir, logCfg)
 	s.metrics = newServerMetrics(cfg.Metrics, s)
 	return s, nil
 }

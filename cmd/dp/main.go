@@ -1,0 +1,179 @@
+// Command gregor-dp is a data-plane node: it serves the Kafka protocol on --listen, keeps
+// its partition replicas' logs under --data-dir, registers with the control plane at --cp
+// and follows its metadata by watch, and serves /metrics, /healthz and /readyz on --http.
+// Every flag also reads from an environment variable (GREGOR_DP_ID, …).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/dataplane"
+)
+
+// registrationTTL is how long the node stays in the registry after it stops renewing its
+// lease: the control plane moves its partitions' leadership once it expires.
+const registrationTTL = 6 * time.Second
+
+type options struct {
+	id                           int
+	dataDir, listen, advertise   string
+	cp, httpAddr, rack, logLevel string
+	eventLoops                   int
+}
+
+func main() {
+	opts, err := parseFlags(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(opts.logLevel)); err != nil {
+		fmt.Fprintln(os.Stderr, "gregor-dp: --log-level:", err)
+		os.Exit(2)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("dp", opts.id)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, opts, logger); err != nil {
+		logger.Error("gregor-dp stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+// envDefault returns the environment variable GREGOR_DP_<NAME> or def.
+func envDefault(name, def string) string {
+	if v, ok := os.LookupEnv("GREGOR_DP_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))); ok {
+		return v
+	}
+	return def
+}
+
+func parseFlags(args []string) (options, error) {
+	fs := flag.NewFlagSet("gregor-dp", flag.ContinueOnError)
+	var o options
+	str := func(p *string, name, def, usage string) {
+		fs.StringVar(p, name, envDefault(name, def), usage+" (env GREGOR_DP_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+")")
+	}
+	idDef, _ := strconv.Atoi(envDefault("id", "1"))
+	fs.IntVar(&o.id, "id", idDef, "node id, unique among live data-plane nodes (env GREGOR_DP_ID)")
+	loopsDef, _ := strconv.Atoi(envDefault("event-loops", "2"))
+	fs.IntVar(&o.eventLoops, "event-loops", loopsDef, "gnet event loops (env GREGOR_DP_EVENT_LOOPS)")
+	str(&o.dataDir, "data-dir", "./data/dp1", "directory of the partition logs")
+	str(&o.listen, "listen", "127.0.0.1:9092", "Kafka listener host:port")
+	str(&o.advertise, "advertise", "", "host:port clients are told to connect to (default: --listen)")
+	str(&o.cp, "cp", "127.0.0.1:2379", "control-plane etcd client addresses, comma-separated")
+	str(&o.httpAddr, "http", "127.0.0.1:9644", "HTTP listener for /metrics, /healthz, /readyz")
+	str(&o.rack, "rack", "", "rack id, for spreading replicas")
+	str(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if o.id < 0 || o.id > 1<<30 {
+		return o, fmt.Errorf("gregor-dp: --id %d out of range", o.id)
+	}
+	if o.advertise == "" {
+		o.advertise = o.listen
+	}
+	return o, nil
+}
+
+func run(ctx context.Context, o options, logger *slog.Logger) error {
+	host, portStr, err := net.SplitHostPort(o.advertise)
+	if err != nil {
+		return fmt.Errorf("--advertise: %w", err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("--advertise port: %w", err)
+	}
+	set := metrics.NewSet()
+	etcdLatency := func(op string, d time.Duration) {
+		set.GetOrCreateHistogram(fmt.Sprintf("gregor_cp_op_duration_seconds{op=%q}", op)).Update(d.Seconds())
+	}
+	cl, err := client.New(client.Config{Endpoints: strings.Split(o.cp, ","), Logger: logger, ObserveOp: etcdLatency})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+
+	cp := &dataplane.ClientControlPlane{Client: cl}
+	srv, err := dataplane.New(dataplane.Config{
+		NodeID: int32(o.id), Listen: o.listen, Advertise: o.advertise, DataDir: o.dataDir,
+		EventLoops: o.eventLoops, ControlPlane: cp, Logger: logger, Metrics: set,
+	})
+	if err != nil {
+		return err
+	}
+
+	// Follow the metadata before serving, so the first client sees the cluster.
+	reconcile := make(chan struct{}, 1)
+	md, err := cl.WatchMetadata(ctx, func(client.Change) {
+		select {
+		case reconcile <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("watch metadata: %w", err)
+	}
+	defer md.Close()
+	cp.Metadata = md
+	// Register before listening: the registration is what hands out producer ids, and a
+	// client that learns of the node a moment early retries its connection.
+	reg, err := cl.Register(ctx, client.Broker{ID: int32(o.id), Host: host, Port: int32(port), Rack: o.rack}, registrationTTL)
+	if err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	defer reg.Close()
+	cp.Registration = reg
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Stop(sctx); err != nil {
+			logger.Error("stop", "err", err)
+		}
+	}()
+	if err := srv.Reconcile(md.Snapshot()); err != nil {
+		logger.Error("reconcile", "err", err)
+	}
+
+	httpSrv := &http.Server{Addr: o.httpAddr, Handler: srv.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second}
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- httpSrv.ListenAndServe() }()
+	defer httpSrv.Close()
+
+	logger.Info("gregor-dp serving", "kafka", o.listen, "advertise", o.advertise, "http", o.httpAddr, "cp", o.cp, "data", o.dataDir)
+	for {
+		select {
+		case <-ctx.Done():
+			logger.Info("gregor-dp stopping")
+			return nil
+		case <-reg.Lost():
+			return errors.New("lost the control-plane registration (lease expired): stopping so that a restart registers again")
+		case err := <-httpErr:
+			return fmt.Errorf("http: %w", err)
+		case <-reconcile:
+			if err := srv.Reconcile(md.Snapshot()); err != nil {
+				logger.Error("reconcile", "err", err)
+			}
+		}
+	}
+}

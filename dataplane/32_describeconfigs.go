@@ -1,0 +1,128 @@
+package dataplane
+
+// DescribeConfigs, key 32, versions 0-2: a topic's configs (those set on it, then the
+// defaults of the rest, marked as such) and this broker's few settings that clients and
+// CLI tools ask for. Synonyms (v1+) list the topic value and the default.
+
+import (
+	"sort"
+	"strconv"
+
+	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/segment"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+const describeConfigsKey = int16(kmsg.DescribeConfigs)
+
+// topicConfigDefaults are the values a topic has when it sets nothing.
+var topicConfigDefaults = map[string]string{
+	client.ConfigRetentionMs:           strconv.FormatInt(segment.DefaultRetentionAge.Milliseconds(), 10),
+	client.ConfigRetentionBytes:        "-1",
+	client.ConfigSegmentBytes:          strconv.Itoa(segment.DefaultSegmentBytes),
+	client.ConfigSegmentMs:             strconv.FormatInt(segment.DefaultSegmentAge.Milliseconds(), 10),
+	client.ConfigMinInsyncReplicas:     "1",
+	client.ConfigMessageTimestampType:  "CreateTime",
+	client.ConfigUncleanLeaderElection: "false",
+	client.ConfigMaxMessageBytes:       strconv.Itoa(segment.DefaultMaxBatchBytes),
+	client.ConfigCleanupPolicy:         "delete",
+	client.ConfigCompressionType:       "producer",
+}
+
+func handleDescribeConfigs(s *Server, r *request) error {
+	req := kmsg.NewPtrDescribeConfigsRequest()
+	req.SetVersion(r.hdr.APIVersion)
+	if err := req.ReadFrom(r.body); err != nil {
+		return err
+	}
+	resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
+	resp.SetVersion(r.hdr.APIVersion)
+	snap := s.snapshot()
+	for _, res := range req.Resources {
+		rr := kmsg.NewDescribeConfigsResponseResource()
+		rr.ResourceType, rr.ResourceName = res.ResourceType, res.ResourceName
+		var set, defaults map[string]string
+		switch res.ResourceType {
+		case kmsg.ConfigResourceTypeTopic:
+			t, ok := snap.Topics[res.ResourceName]
+			if !ok {
+				rr.ErrorCode = kerr.UnknownTopicOrPartition.Code
+				resp.Resources = append(resp.Resources, rr)
+				continue
+			}
+			set, defaults = t.Configs, topicConfigDefaults
+		case kmsg.ConfigResourceTypeBroker:
+			if res.ResourceName != "" && res.ResourceName != strconv.Itoa(int(s.cfg.NodeID)) {
+				rr.ErrorCode = kerr.InvalidRequest.Code
+				resp.Resources = append(resp.Resources, rr)
+				continue
+			}
+			defaults = map[string]string{
+				"broker.id":                  strconv.Itoa(int(s.cfg.NodeID)),
+				"auto.create.topics.enable":  "false",
+				"num.partitions":             strconv.Itoa(client.DefaultPartitions),
+				"default.replication.factor": strconv.Itoa(client.DefaultReplicationFactor),
+				"message.max.bytes":          strconv.Itoa(segment.DefaultMaxBatchBytes),
+				"socket.request.max.bytes":   strconv.Itoa(s.cfg.MaxFrameBytes),
+			}
+		default:
+			rr.ErrorCode = kerr.InvalidRequest.Code
+			resp.Resources = append(resp.Resources, rr)
+			continue
+		}
+		rr.Configs = describe(set, defaults, res.ConfigNames, req.IncludeSynonyms, resp.Version, res.ResourceType)
+		resp.Resources = append(resp.Resources, rr)
+	}
+	writeResponse(r, resp)
+	return nil
+}
+
+// describe lists configs: every name known (or only the names asked for), each with its
+// set value or its default.
+func describe(set, defaults map[string]string, names []string, synonyms bool, version int16, typ kmsg.ConfigResourceType) []kmsg.DescribeConfigsResponseResourceConfig {
+	if names == nil {
+		for k := range defaults {
+			names = append(names, k)
+		}
+		for k := range set {
+			if _, ok := defaults[k]; !ok {
+				names = append(names, k)
+			}
+		}
+		sort.Strings(names)
+	}
+	var out []kmsg.DescribeConfigsResponseResourceConfig
+	for _, name := range names {
+		v, isSet := set[name]
+		def, hasDefault := defaults[name]
+		if !isSet && !hasDefault {
+			continue
+		}
+		c := kmsg.NewDescribeConfigsResponseResourceConfig()
+		c.Name = name
+		c.ReadOnly = typ == kmsg.ConfigResourceTypeBroker
+		c.Source = kmsg.ConfigSourceDefaultConfig
+		value := def
+		if isSet {
+			value = v
+			c.Source = kmsg.ConfigSourceDynamicTopicConfig
+		}
+		c.Value = kmsg.StringPtr(value)
+		c.IsDefault = !isSet
+		if synonyms && version >= 1 {
+			if isSet {
+				syn := kmsg.NewDescribeConfigsResponseResourceConfigConfigSynonym()
+				syn.Name, syn.Value, syn.Source = name, kmsg.StringPtr(v), kmsg.ConfigSourceDynamicTopicConfig
+				c.ConfigSynonyms = append(c.ConfigSynonyms, syn)
+			}
+			if hasDefault {
+				syn := kmsg.NewDescribeConfigsResponseResourceConfigConfigSynonym()
+				syn.Name, syn.Value, syn.Source = name, kmsg.StringPtr(def), kmsg.ConfigSourceDefaultConfig
+				c.ConfigSynonyms = append(c.ConfigSynonyms, syn)
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}

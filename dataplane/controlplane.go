@@ -1,0 +1,143 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/segment"
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// ControlPlane is what a data-plane node needs from the control plane. cmd/dp wires
+// controlplane/client behind it. Snapshot is a memory read (the view is kept current by
+// an etcd watch); every other method is a control-plane operation, never called on the
+// produce or fetch path, and always from a goroutine of its own, never an event loop.
+type ControlPlane interface {
+	// Snapshot is the current metadata view.
+	Snapshot() *client.Snapshot
+	// WaitRevision waits until the view includes etcd revision rev.
+	WaitRevision(ctx context.Context, rev int64) (*client.Snapshot, error)
+	CreateTopic(ctx context.Context, spec client.TopicSpec) (client.Topic, int64, error)
+	DeleteTopic(ctx context.Context, name string) (int64, error)
+	CreatePartitions(ctx context.Context, name string, total int32) (int64, error)
+	AllocateProducerIDs(ctx context.Context) (client.ProducerIDBlock, error)
+}
+
+// adminTimeout bounds a control-plane operation made for a client request when the
+// request gives no timeout of its own.
+const adminTimeout = 30 * time.Second
+
+// Reconcile brings this node's replicas in line with a metadata snapshot: it leads the
+// partitions whose state names it leader (opening or creating their logs), stops leading
+// the others, and deletes the replicas of topics that no longer exist. cmd/dp calls it
+// for every snapshot the watch delivers; it is idempotent.
+func (s *Server) Reconcile(snap *client.Snapshot) error {
+	var errs []error
+	for tp, st := range snap.Partitions {
+		if !contains(st.Replicas, s.cfg.NodeID) {
+			continue
+		}
+		topic, ok := snap.Topics[tp.Topic]
+		if !ok {
+			continue
+		}
+		if st.Leader == s.cfg.NodeID {
+			minISR := 1
+			if v, err := strconv.Atoi(topic.Configs[client.ConfigMinInsyncReplicas]); err == nil {
+				minISR = v
+			}
+			if err := s.BecomeLeader(tp.Topic, tp.Partition, st.LeaderEpoch, len(st.ISR), minISR); err != nil {
+				errs = append(errs, err)
+			}
+		} else if p := s.replicas.get(tp.Topic, tp.Partition); p != nil {
+			p.leaderEpoch.Store(-1) // another node leads: refuse produce and fetch
+			p.wakeWaiters()
+		}
+	}
+	local, err := s.replicas.existingReplicas()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for topic := range local {
+		if _, ok := snap.Topics[topic]; !ok {
+			if err := s.replicas.deleteTopic(topic); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	s.cluster.Store(snap)
+	return errors.Join(errs...)
+}
+
+// snapshot is the metadata view last reconciled.
+func (s *Server) snapshot() *client.Snapshot {
+	if snap := s.cluster.Load(); snap != nil {
+		return snap
+	}
+	return &client.Snapshot{}
+}
+
+func contains(ids []int32, id int32) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// TopicLogConfig turns a topic's configs into its logs' storage settings; values were
+// validated by the control plane when set.
+func TopicLogConfig(topic client.Topic, base segment.Config) segment.Config {
+	cfg := base
+	num := func(key string) (int64, bool) {
+		v, err := strconv.ParseInt(topic.Configs[key], 10, 64)
+		return v, err == nil
+	}
+	if v, ok := num(client.ConfigRetentionMs); ok {
+		cfg.RetentionAge = time.Duration(v) * time.Millisecond
+		if v < 0 {
+			cfg.RetentionAge = -1
+		}
+	}
+	if v, ok := num(client.ConfigRetentionBytes); ok {
+		cfg.RetentionBytes = v
+	}
+	if v, ok := num(client.ConfigSegmentBytes); ok {
+		cfg.SegmentBytes = v
+	}
+	if v, ok := num(client.ConfigSegmentMs); ok {
+		cfg.SegmentAge = time.Duration(v) * time.Millisecond
+	}
+	if v, ok := num(client.ConfigMaxMessageBytes); ok {
+		cfg.MaxBatchBytes = int(v)
+	}
+	if topic.Configs[client.ConfigMessageTimestampType] == "LogAppendTime" {
+		cfg.TimestampType = segment.LogAppendTime
+	}
+	return cfg
+}
+
+// errorCode maps a control-plane error to the Kafka code a client gets: the code it
+// carries, or REQUEST_TIMED_OUT for an unavailable or slow control plane (retriable).
+func errorCode(err error) int16 {
+	if err == nil {
+		return 0
+	}
+	if code, ok := client.KafkaCode(err); ok {
+		return code
+	}
+	return kerr.RequestTimedOut.Code
+}
+
+// errorMessage is the message a v1+ admin response carries for err (nil for none).
+func errorMessage(err error) *string {
+	if err == nil {
+		return nil
+	}
+	m := err.Error()
+	return &m
+}

@@ -1,0 +1,193 @@
+package dataplane
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/gregor-streaming/gregor/controlplane"
+	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// node is one in-process data-plane node registered with a real embedded control plane.
+type node struct {
+	srv *Server
+	cp  *ClientControlPlane
+}
+
+// startCluster starts a one-member control plane (real embedded etcd, fast timers) and
+// one data-plane node following it, wired as cmd/dp wires them.
+func startCluster(t *testing.T) *node {
+	t.Helper()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	clientAddr := freeAddr(t)
+	cps, err := controlplane.Start(ctx, controlplane.Config{
+		Name: "cp1", DataDir: filepath.Join(t.TempDir(), "etcd"),
+		ClientAddr: clientAddr, PeerAddr: freeAddr(t), TickMs: 10, ElectionMs: 100, Logger: quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cps.Close)
+	cl, err := client.New(client.Config{Endpoints: []string{clientAddr}, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{cp: &ClientControlPlane{Client: cl}}
+	md, err := cl.WatchMetadata(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.cp.Metadata = md
+	listen := freeAddr(t)
+	host, port := splitHostPort(t, listen)
+	reg, err := cl.Register(ctx, client.Broker{ID: 1, Host: host, Port: port}, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.cp.Registration = reg
+	n.srv, err = New(Config{NodeID: 1, Listen: listen, DataDir: t.TempDir(), ControlPlane: n.cp, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Follow the metadata as cmd/dp does.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			snap := md.Snapshot()
+			if err := n.srv.Reconcile(snap); err != nil {
+				t.Errorf("reconcile: %v", err)
+			}
+			select {
+			case <-snap.Superseded():
+			case <-stop:
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { // last registered, first run: stop the node before the control plane
+		close(stop)
+		<-done
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = n.srv.Stop(sctx)
+		_ = reg.Close()
+		md.Close()
+		_ = cl.Close()
+	})
+	return n
+}
+
+func splitHostPort(t *testing.T, addr string) (string, int32) {
+	t.Helper()
+	var host string
+	var port int32
+	if _, err := fmt.Sscanf(addr, "127.0.0.1:%d", &port); err != nil {
+		t.Fatal(err)
+	}
+	host = "127.0.0.1"
+	return host, port
+}
+
+// TestFranzGoEndToEnd: franz-go with its defaults (idempotent producer, snappy, acks=all)
+// creates a topic through the node, produces keyed records with headers, reads them
+// back byte-exact in per-key order, lists offsets, and deletes the topic.
+func TestFranzGoEndToEnd(t *testing.T) {
+	n := startCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(n.srv.Addr()), kgo.ConsumeTopics("orders"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	resp, err := adm.CreateTopics(ctx, 3, 1, map[string]*string{"retention.ms": kadmStr("3600000")}, "orders")
+	if err != nil || resp["orders"].Err != nil {
+		t.Fatalf("create topic: %v %+v", err, resp)
+	}
+	if _, err := adm.CreateTopics(ctx, 3, 1, nil, "orders"); err != nil {
+		t.Fatal(err)
+	} else if r2, _ := adm.CreateTopics(ctx, 3, 1, nil, "orders"); r2["orders"].Err == nil {
+		t.Fatal("second creation of the same topic accepted")
+	}
+	const perKey, keys = 200, 5
+	var records []*kgo.Record
+	for i := range perKey {
+		for k := range keys {
+			records = append(records, &kgo.Record{Topic: "orders", Key: []byte(fmt.Sprintf("key-%d", k)),
+				Value:   bytes.Repeat([]byte{byte('a' + k)}, 10+i%50),
+				Headers: []kgo.RecordHeader{{Key: "seq", Value: []byte(fmt.Sprint(i))}}})
+		}
+	}
+	if err := cl.ProduceSync(ctx, records...).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	partitionOf := map[string]int32{}
+	for _, r := range records {
+		if p, ok := partitionOf[string(r.Key)]; ok && p != r.Partition {
+			t.Fatalf("key %s went to partitions %d and %d", r.Key, p, r.Partition)
+		}
+		partitionOf[string(r.Key)] = r.Partition
+	}
+	got := map[string][]*kgo.Record{}
+	total := 0
+	for total < len(records) {
+		fs := cl.PollFetches(ctx)
+		if err := fs.Err(); err != nil {
+			t.Fatalf("poll: %v", err)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			got[string(r.Key)] = append(got[string(r.Key)], r)
+			total++
+		})
+	}
+	for k := range keys {
+		key := fmt.Sprintf("key-%d", k)
+		if len(got[key]) != perKey {
+			t.Fatalf("%s: %d records, want %d", key, len(got[key]), perKey)
+		}
+		for i, r := range got[key] {
+			want := bytes.Repeat([]byte{byte('a' + k)}, 10+i%50)
+			if !bytes.Equal(r.Value, want) || string(r.Headers[0].Value) != fmt.Sprint(i) || r.Partition != partitionOf[key] {
+				t.Fatalf("%s record %d: value %q header %q partition %d", key, i, r.Value, r.Headers[0].Value, r.Partition)
+			}
+		}
+	}
+	ends, err := adm.ListEndOffsets(ctx, "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	ends.Each(func(o kadm.ListedOffset) { sum += o.Offset })
+	if sum != int64(len(records)) {
+		t.Fatalf("end offsets sum to %d, want %d", sum, len(records))
+	}
+	if fetched := n.srv.fetchCounters.Sendfile.Load(); fetched == 0 {
+		t.Fatal("nothing was sent by sendfile")
+	}
+	dresp, err := adm.DeleteTopics(ctx, "orders")
+	if err != nil || dresp["orders"].Err != nil {
+		t.Fatalf("delete: %v %+v", err, dresp)
+	}
+	if n.srv.replicas.get("orders", 0) != nil {
+		t.Fatal("replica of a deleted topic still open")
+	}
+}
+
+func kadmStr(s string) *string { return &s }
