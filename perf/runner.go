@@ -522,6 +522,8 @@ func (r *run) startProgress() (stop func()) {
 			case <-done:
 				return
 			case now := <-t.C:
+				// backlog: acknowledged and not yet consumed. A consumer may see a
+				// message before its ack arrives, so it is clamped at zero.
 				cur := r.snapshotCounts()
 				s := now.Sub(last.at).Seconds()
 				pl, el := r.pubLat.Summary(), r.e2e.Summary()
@@ -529,7 +531,7 @@ func (r *run) startProgress() (stop func()) {
 					r.cfg.Driver.Name(), r.phase.Load(), now.Sub(began).Seconds(),
 					float64(cur.pubMsgs-last.pubMsgs)/s, float64(cur.pubBytes-last.pubBytes)/s/1e6,
 					float64(cur.consMsgs-last.consMsgs)/s, float64(cur.consBytes-last.consBytes)/s/1e6,
-					cur.pubMsgs*int64(r.w.SubscriptionsPerTopic)-cur.consMsgs, FormatMicros(pl.P99Us), FormatMicros(el.P99Us))
+					max(0, cur.pubMsgs*int64(r.w.SubscriptionsPerTopic)-cur.consMsgs), FormatMicros(pl.P99Us), FormatMicros(el.P99Us))
 				last = cur
 			}
 		}
