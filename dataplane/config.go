@@ -75,6 +75,12 @@ type Config struct {
 	CopyBelowBytes int64
 	// ControlPlane is the control plane; cmd/dp wires controlplane/client.
 	ControlPlane ControlPlane
+	// HWRecorder receives high-watermark checkpoints (nil: none are reported).
+	HWRecorder HWRecorder
+	// Upkeep intervals; see the Default… constants of housekeeping.go.
+	HWReportInterval       time.Duration
+	RetentionCheckInterval time.Duration
+	CheckpointInterval     time.Duration
 	// Logger receives the node's logs (default slog.Default()).
 	Logger *slog.Logger
 	// Metrics is the set the node registers its metrics in (default a new set).
@@ -117,6 +123,15 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.HWReportInterval == 0 {
+		c.HWReportInterval = DefaultHWReportInterval
+	}
+	if c.RetentionCheckInterval == 0 {
+		c.RetentionCheckInterval = DefaultRetentionCheckInterval
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = DefaultCheckpointInterval
 	}
 	if c.Metrics == nil {
 		c.Metrics = metrics.NewSet()

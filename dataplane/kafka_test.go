@@ -55,7 +55,9 @@ func startCluster(t *testing.T) *node {
 		t.Fatal(err)
 	}
 	n.cp.Registration = reg
-	n.srv, err = New(Config{NodeID: 1, Listen: listen, DataDir: t.TempDir(), ControlPlane: n.cp, Logger: quiet})
+	hwc := reg.NewHWCheckpointer(50 * time.Millisecond)
+	n.srv, err = New(Config{NodeID: 1, Listen: listen, DataDir: t.TempDir(), ControlPlane: n.cp, Logger: quiet,
+		HWRecorder: hwc, HWReportInterval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,6 +87,7 @@ func startCluster(t *testing.T) *node {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = n.srv.Stop(sctx)
+		_ = hwc.Close(sctx)
 		_ = reg.Close()
 		md.Close()
 		_ = cl.Close()
@@ -177,6 +180,22 @@ func TestFranzGoEndToEnd(t *testing.T) {
 	ends.Each(func(o kadm.ListedOffset) { sum += o.Offset })
 	if sum != int64(len(records)) {
 		t.Fatalf("end offsets sum to %d, want %d", sum, len(records))
+	}
+	// High watermarks reach the control plane in batched, asynchronous checkpoints.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		hws, err := n.cp.Client.HighWatermarks(ctx, "orders")
+		var hwSum int64
+		for _, cp := range hws {
+			hwSum += cp.HighWatermark
+		}
+		if err == nil && hwSum == int64(len(records)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("high-watermark checkpoints sum to %d (%v), want %d", hwSum, err, len(records))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if fetched := n.srv.fetchCounters.Sendfile.Load(); fetched == 0 {
 		t.Fatal("nothing was sent by sendfile")

@@ -37,6 +37,10 @@ type Partition struct {
 	minInsyncReplicas atomic.Int32
 	// waiters are delayed fetches and produces parked on this partition.
 	waiters waiters
+	// reportedHW is the high watermark last recorded for the control plane; gauges is
+	// set once the partition's metrics are registered.
+	reportedHW atomic.Int64
+	gauges     atomic.Bool
 }
 
 // IsLeader reports whether this node leads the partition.

@@ -38,9 +38,11 @@ type Server struct {
 	// producerIDs is the block of producer ids this node hands out.
 	producerIDs producerIDs
 
-	engine  gnet.Engine
-	booted  chan struct{}
-	stopped chan error
+	engine     gnet.Engine
+	booted     chan struct{}
+	stopped    chan error
+	stopUpkeep chan struct{}
+	upkeepDone chan struct{}
 
 	connMu  sync.Mutex
 	conns   map[*connState]struct{}
@@ -111,6 +113,11 @@ func (s *Server) Start() error {
 	}()
 	select {
 	case <-s.booted:
+		s.stopUpkeep, s.upkeepDone = make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(s.upkeepDone)
+			s.upkeep(s.stopUpkeep)
+		}()
 		return nil
 	case err := <-s.stopped:
 		if err == nil {
@@ -126,6 +133,10 @@ func (s *Server) Start() error {
 func (s *Server) Stop(ctx context.Context) error {
 	if s.closing.Swap(true) {
 		return nil
+	}
+	if s.stopUpkeep != nil {
+		close(s.stopUpkeep)
+		<-s.upkeepDone
 	}
 	if err := s.engine.Stop(ctx); err != nil {
 		return fmt.Errorf("dataplane: stop: %w", err)

@@ -112,14 +112,6 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	defer cl.Close()
 
 	cp := &dataplane.ClientControlPlane{Client: cl}
-	srv, err := dataplane.New(dataplane.Config{
-		NodeID: int32(o.id), Listen: o.listen, Advertise: o.advertise, DataDir: o.dataDir,
-		EventLoops: o.eventLoops, ControlPlane: cp, Logger: logger, Metrics: set,
-	})
-	if err != nil {
-		return err
-	}
-
 	// Follow the metadata before serving, so the first client sees the cluster.
 	reconcile := make(chan struct{}, 1)
 	md, err := cl.WatchMetadata(ctx, func(client.Change) {
@@ -141,6 +133,19 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	}
 	defer reg.Close()
 	cp.Registration = reg
+	hwc := reg.NewHWCheckpointer(client.DefaultHWCheckpointInterval)
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hwc.Close(cctx)
+	}()
+	srv, err := dataplane.New(dataplane.Config{
+		NodeID: int32(o.id), Listen: o.listen, Advertise: o.advertise, DataDir: o.dataDir,
+		EventLoops: o.eventLoops, ControlPlane: cp, HWRecorder: hwc, Logger: logger, Metrics: set,
+	})
+	if err != nil {
+		return err
+	}
 	if err := srv.Start(); err != nil {
 		return err
 	}

@@ -1,0 +1,120 @@
+package dataplane
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/gregor-streaming/gregor/controlplane/client"
+)
+
+// Background upkeep of the replicas, off the event loops: high-watermark checkpoints to
+// the control plane (batched by the recorder, never per produce), retention, recovery-
+// point checkpoints, and per-partition gauges.
+
+// Intervals of the upkeep; each is a Config field too.
+const (
+	// DefaultHWReportInterval is how often led partitions' high watermarks are recorded.
+	DefaultHWReportInterval = time.Second
+	// DefaultRetentionCheckInterval is log.retention.check.interval.ms (Kafka: 5 min).
+	DefaultRetentionCheckInterval = 5 * time.Minute
+	// DefaultCheckpointInterval is how often recovery points are written
+	// (log.flush.offset.checkpoint.interval.ms, Kafka: 60 s).
+	DefaultCheckpointInterval = time.Minute
+)
+
+// HWRecorder takes high-watermark checkpoints (controlplane/client's HWCheckpointer).
+type HWRecorder interface {
+	Record(tp client.TopicPartition, cp client.HWCheckpoint)
+}
+
+// upkeep runs until stop closes.
+func (s *Server) upkeep(stop <-chan struct{}) {
+	hw := time.NewTicker(s.cfg.HWReportInterval)
+	retention := time.NewTicker(s.cfg.RetentionCheckInterval)
+	checkpoint := time.NewTicker(s.cfg.CheckpointInterval)
+	defer hw.Stop()
+	defer retention.Stop()
+	defer checkpoint.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-hw.C:
+			s.reportHighWatermarks()
+		case <-retention.C:
+			s.applyRetention()
+		case <-checkpoint.C:
+			s.checkpointRecoveryPoints()
+		}
+	}
+}
+
+func (s *Server) eachPartition(fn func(p *Partition)) {
+	s.replicas.mu.RLock()
+	var all []*Partition
+	for _, parts := range s.replicas.partitions {
+		for _, p := range parts {
+			all = append(all, p)
+		}
+	}
+	s.replicas.mu.RUnlock()
+	for _, p := range all {
+		fn(p)
+	}
+}
+
+// reportHighWatermarks records the high watermark of every led partition that moved,
+// and keeps the per-partition gauges current.
+func (s *Server) reportHighWatermarks() {
+	snap := s.snapshot()
+	s.eachPartition(func(p *Partition) {
+		s.partitionGauges(p)
+		if s.cfg.HWRecorder == nil || !p.IsLeader() {
+			return
+		}
+		hw := p.HighWatermark()
+		if p.reportedHW.Swap(hw) == hw {
+			return
+		}
+		s.cfg.HWRecorder.Record(client.TopicPartition{Topic: p.Topic, Partition: p.Index},
+			client.HWCheckpoint{TopicID: snap.Topics[p.Topic].ID, LeaderEpoch: p.leaderEpoch.Load(), HighWatermark: hw})
+	})
+}
+
+// partitionGauges registers the partition's log end offset and high watermark gauges
+// once.
+func (s *Server) partitionGauges(p *Partition) {
+	if p.gauges.Swap(true) {
+		return
+	}
+	labels := fmt.Sprintf(`{topic=%q,partition="%d"}`, p.Topic, p.Index)
+	s.cfg.Metrics.GetOrCreateGauge("gregor_partition_log_end_offset"+labels, func() float64 { return float64(p.log.LogEndOffset()) })
+	s.cfg.Metrics.GetOrCreateGauge("gregor_partition_high_watermark"+labels, func() float64 { return float64(p.HighWatermark()) })
+}
+
+// applyRetention deletes expired segments of the led partitions, never past the high
+// watermark.
+func (s *Server) applyRetention() {
+	s.eachPartition(func(p *Partition) {
+		if !p.IsLeader() {
+			return
+		}
+		res, err := p.log.DeleteRetained(p.HighWatermark())
+		if err != nil {
+			s.logger.Error("retention", "topic", p.Topic, "partition", p.Index, "err", err)
+			return
+		}
+		if res.Segments > 0 {
+			s.logger.Info("retention deleted segments", "topic", p.Topic, "partition", p.Index,
+				"segments", res.Segments, "bytes", res.Bytes, "logStartOffset", res.LogStartOffset)
+		}
+	})
+}
+
+func (s *Server) checkpointRecoveryPoints() {
+	s.eachPartition(func(p *Partition) {
+		if err := p.log.Checkpoint(); err != nil {
+			s.logger.Error("recovery-point checkpoint", "topic", p.Topic, "partition", p.Index, "err", err)
+		}
+	})
+}
