@@ -18,7 +18,7 @@ TEST_TIMEOUT ?= 20m
 # (only a doc.go saying what will live there) is skipped with a note.
 PROGRAMS := cp:gregor-cp dp:gregor-dp gregor:gregor
 
-.PHONY: all build run test test-short bench fuzz lint deps clean
+.PHONY: all build run test test-short test-deps bench fuzz lint deps clean
 
 all: build
 
@@ -44,8 +44,15 @@ run: build
 
 # test: every test, with the race detector (the storage engine's concurrent-reader
 # test is only meaningful under it).
-test: deps
+test: deps test-deps
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# test-deps: the Kafka clients the compatibility tests drive (Debian packages).
+test-deps:
+	@if ! command -v kcat >/dev/null || ! /usr/bin/python3 -c 'import kafka' 2>/dev/null; then \
+	  echo "installing kcat and python3-kafka (Debian packages)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat python3-kafka >/dev/null; \
+	fi
 
 # test-short: the same without the race detector, for a quick loop while editing.
 test-short:
