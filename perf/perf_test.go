@@ -74,7 +74,7 @@ lingerMs: 0.5
 					t.Errorf("backlog %d", w.BacklogBytes())
 				}
 				w.ScaleQuick()
-				if w.BacklogBytes() != QuickBacklogMax || !strings.Contains(w.Scaled, "4 GiB→256 MiB") {
+				if w.BacklogBytes() != QuickBacklogMax || !strings.Contains(w.Scaled, "4 GiB→1 GiB") {
 					t.Errorf("scaled %q %d", w.Scaled, w.BacklogBytes())
 				}
 			},

@@ -30,7 +30,7 @@ func suiteCmd(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var f benchFlags
 	f.register(fs)
-	quick := fs.Bool("quick", false, fmt.Sprintf("the quick suite: warmup ≤ %v, test ≤ %v, backlog ≤ 256 MiB (a few minutes)", perf.QuickWarmupMax, perf.QuickTestMax))
+	quick := fs.Bool("quick", false, fmt.Sprintf("the quick suite: warmup ≤ %v, test ≤ %v, backlog ≤ %d GiB (a few minutes)", perf.QuickWarmupMax, perf.QuickTestMax, perf.QuickBacklogMax>>30))
 	full := fs.Bool("full", false, "the full suite: workloads as written (over an hour)")
 	dir := fs.String("workloads", filepath.Join("perf", "workloads"), "directory of workload files")
 	bench := fs.String("benchmarks", "BENCHMARKS.md", "file whose generated section is rewritten")
