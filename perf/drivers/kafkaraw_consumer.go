@@ -33,12 +33,18 @@ const (
 	rawFetchResponseMax = rawFetchMaxBytes + 1<<20
 	// rawFetchTimeout bounds one fetch round trip.
 	rawFetchTimeout = 30 * time.Second
+	// rawFetchConnsMax is how many connections a consumer opens to one broker, its
+	// partitions dealt among them. A Fetch cannot be pipelined on one connection (the
+	// next request needs the offsets the response brings), so one connection leaves the
+	// broker idle while the client walks a response; a few keep it streaming.
+	rawFetchConnsMax = 4
 )
 
-// rawConsumer is the "kafka-raw" consumer: Fetch requests on plain connections (one per
-// partition leader), the response read into one reused buffer and its batches walked in
-// place — no per-record allocation — so a catch-up read measures the broker's fetch
-// path rather than a client library. Each record's value goes to the handler.
+// rawConsumer is the "kafka-raw" consumer: Fetch requests on plain connections (up to
+// rawFetchConnsMax per partition leader), each response read into a reused buffer and
+// its batches walked in place — no per-record allocation — so a catch-up read measures
+// the broker's fetch path rather than a client library. Each record's value goes to the
+// handler; responses are walked one at a time (handle is not called concurrently).
 type rawConsumer struct {
 	cancel context.CancelFunc
 	conns  []net.Conn
@@ -64,9 +70,25 @@ func (d *kafkaDriver) newRawConsumer(ctx context.Context, topic string, partitio
 	}
 	cctx, cancel := context.WithCancel(context.Background())
 	c := &rawConsumer{cancel: cancel}
-	var mu sync.Mutex // handle is called from one goroutine at a time
-	locked := func(v []byte) { mu.Lock(); handle(v); mu.Unlock() }
+	var mu sync.Mutex // held while a response is walked: handle is not concurrent
+	type group struct {
+		leader int32
+		parts  []int32
+	}
+	var groups []group
 	for leader, parts := range byLeader {
+		k := min(len(parts), rawFetchConnsMax)
+		for i := 0; i < k; i++ {
+			var g group
+			g.leader = leader
+			for j := i; j < len(parts); j += k {
+				g.parts = append(g.parts, parts[j])
+			}
+			groups = append(groups, g)
+		}
+	}
+	for _, g := range groups {
+		leader, parts := g.leader, g.parts
 		var addr string
 		for _, b := range md.Brokers {
 			if b.NodeID == leader {
@@ -77,7 +99,7 @@ func (d *kafkaDriver) newRawConsumer(ctx context.Context, topic string, partitio
 			c.Close()
 			return nil, fmt.Errorf("kafka-raw: leader %d of %s not in metadata", leader, topic)
 		}
-		f, err := dialFetcher(ctx, addr, topic, parts)
+		f, err := dialFetcher(ctx, addr, topic, parts, &mu)
 		if err != nil {
 			c.Close()
 			return nil, err
@@ -86,7 +108,7 @@ func (d *kafkaDriver) newRawConsumer(ctx context.Context, topic string, partitio
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			if err := f.loop(cctx, locked); err != nil && cctx.Err() == nil {
+			if err := f.loop(cctx, handle); err != nil && cctx.Err() == nil {
 				d.log("consumer on %s: %v", topic, err)
 			}
 		}()
@@ -112,19 +134,20 @@ type fetcher struct {
 	topic   string
 	parts   []int32
 	offsets []int64 // next offset to fetch, per parts[i]
+	walkMu  *sync.Mutex
 	corr    int32
 	req     []byte
 	buf     []byte
 }
 
-func dialFetcher(ctx context.Context, addr, topic string, parts []int32) (*fetcher, error) {
+func dialFetcher(ctx context.Context, addr, topic string, parts []int32, walkMu *sync.Mutex) (*fetcher, error) {
 	dctx, cancel := context.WithTimeout(ctx, kafkaDialTimeout)
 	defer cancel()
 	nc, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("kafka-raw: dial %s: %w", addr, err)
 	}
-	f := &fetcher{c: nc, addr: addr, topic: topic, parts: parts, offsets: make([]int64, len(parts))}
+	f := &fetcher{c: nc, addr: addr, topic: topic, parts: parts, offsets: make([]int64, len(parts)), walkMu: walkMu}
 	v, err := f.fetchVersion()
 	if err != nil {
 		nc.Close()
@@ -229,21 +252,31 @@ func (f *fetcher) loop(ctx context.Context, handle perf.ConsumeFunc) error {
 		if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
 			return fmt.Errorf("%s: fetch: %w", f.addr, err)
 		}
-		for _, t := range resp.Topics {
-			for _, p := range t.Partitions {
-				i, ok := index[p.Partition]
-				if !ok {
-					continue
-				}
-				if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
-					return fmt.Errorf("%s[%d] at offset %d: %w", t.Topic, p.Partition, f.offsets[i], err)
-				}
-				next, err := walkBatches(p.RecordBatches, f.offsets[i], handle)
-				if err != nil {
-					return fmt.Errorf("%s[%d]: %w", t.Topic, p.Partition, err)
-				}
-				f.offsets[i] = next
+		if err := f.walk(resp, index, handle); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// walk hands a response's records to handle, holding walkMu.
+func (f *fetcher) walk(resp *kmsg.FetchResponse, index map[int32]int, handle perf.ConsumeFunc) error {
+	f.walkMu.Lock()
+	defer f.walkMu.Unlock()
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			i, ok := index[p.Partition]
+			if !ok {
+				continue
 			}
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				return fmt.Errorf("%s[%d] at offset %d: %w", t.Topic, p.Partition, f.offsets[i], err)
+			}
+			next, err := walkBatches(p.RecordBatches, f.offsets[i], handle)
+			if err != nil {
+				return fmt.Errorf("%s[%d]: %w", t.Topic, p.Partition, err)
+			}
+			f.offsets[i] = next
 		}
 	}
 	return nil
