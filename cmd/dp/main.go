@@ -127,7 +127,7 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	cp.Metadata = md
 	// Register before listening: the registration is what hands out producer ids, and a
 	// client that learns of the node a moment early retries its connection.
-	reg, err := cl.Register(ctx, client.Broker{ID: int32(o.id), Host: host, Port: int32(port), Rack: o.rack}, registrationTTL)
+	reg, err := register(ctx, cl, client.Broker{ID: int32(o.id), Host: host, Port: int32(port), Rack: o.rack}, logger)
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
@@ -179,6 +179,25 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 			if err := srv.Reconcile(md.Snapshot()); err != nil {
 				logger.Error("reconcile", "err", err)
 			}
+		}
+	}
+}
+
+// register registers the node, waiting out the lease of a previous incarnation of the
+// same id (a node restarted after a crash finds its old registration alive for up to
+// registrationTTL) — a bounded wait, with progress in the log.
+func register(ctx context.Context, cl *client.Client, b client.Broker, logger *slog.Logger) (*client.Registration, error) {
+	deadline := time.Now().Add(3 * registrationTTL)
+	for {
+		reg, err := cl.Register(ctx, b, registrationTTL)
+		if err == nil || !errors.Is(err, client.ErrBrokerIDInUse) || time.Now().After(deadline) {
+			return reg, err
+		}
+		logger.Info("node id still registered by a previous run; waiting for its lease to expire", "id", b.ID)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }
