@@ -146,32 +146,40 @@ func TestOfflineAndUncleanElection(t *testing.T) {
 	}
 	admin := c.client()
 	ctx := testCtx(t)
-	for _, unclean := range []string{"false", "true"} {
-		name := "t-unclean-" + unclean
+	// Both topics must be led by the same node, so that crashing it affects both; the
+	// assignment start is random, so re-create the second topic until it is (each try
+	// matches with probability 1/2).
+	create := func(name, unclean string) client.PartitionState {
+		t.Helper()
 		if _, _, err := admin.CreateTopic(ctx, client.TopicSpec{Name: name, Partitions: 1, ReplicationFactor: 2,
 			Configs: map[string]string{client.ConfigUncleanLeaderElection: unclean}}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	// Node 1 must lead both, so that crashing it affects both: shrink each ISR to its
-	// leader (as a leader whose follower lags would), then crash the leaders' node.
-	var leaderOf = map[string]int32{}
-	for _, name := range []string{"t-unclean-false", "t-unclean-true"} {
-		tp := client.TopicPartition{Topic: name}
-		st, err := admin.GetPartition(ctx, tp)
+		st, err := admin.GetPartition(ctx, client.TopicPartition{Topic: name})
 		if err != nil {
 			t.Fatal(err)
 		}
-		leaderOf[name] = st.Leader
-		if _, err := dps[st.Leader].reg.AlterISR(ctx, client.AlterISRRequest{TopicPartition: tp,
+		return st
+	}
+	clean := create("t-unclean-false", "false")
+	unclean := create("t-unclean-true", "true")
+	for try := 0; unclean.Leader != clean.Leader; try++ {
+		if try == 40 {
+			t.Fatal("assignment never chose the same leader for the second topic")
+		}
+		if _, err := admin.DeleteTopic(ctx, "t-unclean-true"); err != nil {
+			t.Fatal(err)
+		}
+		unclean = create("t-unclean-true", "true")
+	}
+	// Shrink each ISR to its leader, as a leader whose follower lags would.
+	leaderOf := map[string]int32{}
+	for _, st := range []client.PartitionState{clean, unclean} {
+		leaderOf[st.Topic] = st.Leader
+		if _, err := dps[st.Leader].reg.AlterISR(ctx, client.AlterISRRequest{TopicPartition: st.TopicPartition(),
 			LeaderEpoch: st.LeaderEpoch, PartitionEpoch: st.PartitionEpoch, NewISR: []int32{st.Leader}}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if leaderOf["t-unclean-false"] != leaderOf["t-unclean-true"] {
-		// Assignment start is random per topic; move on with what we have by crashing both
-		// leaders' nodes in turn is not possible with two nodes, so re-create if needed.
-		t.Skipf("leaders differ (%v); covered by TestElectLeader", leaderOf)
 	}
 	dead := leaderOf["t-unclean-false"]
 	other := 3 - dead

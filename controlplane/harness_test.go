@@ -149,10 +149,15 @@ func (c *testCluster) restart(i int) {
 	}
 }
 
+// stopAll stops every member at once, so that members still have a quorum while they
+// resign.
 func (c *testCluster) stopAll() {
+	var wg sync.WaitGroup
 	for i := range c.servers {
-		c.stop(i)
+		wg.Add(1)
+		go func() { defer wg.Done(); c.stop(i) }()
 	}
+	wg.Wait()
 }
 
 func (c *testCluster) endpoints() []string {

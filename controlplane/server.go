@@ -49,6 +49,8 @@ const (
 	compactionRetention = "1h"
 	// readyCheckTimeout bounds the linearizable read behind /readyz.
 	readyCheckTimeout = time.Second
+	// resignTimeout bounds waiting for the controller loops on Close.
+	resignTimeout = 2 * time.Second
 	// shutdownTimeout bounds resigning and closing on Close.
 	shutdownTimeout = 5 * time.Second
 	// retryBackoffMax bounds the wait between attempts of the background loops.
@@ -307,7 +309,17 @@ func (s *Server) Close() {
 		if s.cancel != nil {
 			s.cancel()
 		}
-		s.wg.Wait()
+		// The loops end promptly, except that concurrency.Election.Campaign, canceled,
+		// resigns with the etcd client's own context: without a quorum that blocks until
+		// the client is closed. Close it after a bound.
+		done := make(chan struct{})
+		go func() { s.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(resignTimeout):
+			_ = s.ec.Close()
+			<-done
+		}
 		if s.view != nil {
 			s.view.Close()
 		}
@@ -324,3 +336,7 @@ func (s *Server) Close() {
 		}
 	})
 }
+
+// SetGRPCLogger routes gRPC's process-wide logger (used by etcd) into logger at warn
+// level. Call it first in main, before any gRPC activity.
+func SetGRPCLogger(logger *slog.Logger) { zapslog.SetGRPCLogger(logger) }

@@ -1,0 +1,106 @@
+// Command gregor-cp is a control-plane node: an embedded etcd member, the controller
+// (one active per cluster) and the node's HTTP endpoints. See controlplane's package
+// documentation and controlplane/SCHEMA.md.
+//
+// Every flag can also be set from the environment: --client-addr from
+// GREGOR_CP_CLIENT_ADDR, and so on (a flag on the command line wins).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gregor-streaming/gregor/controlplane"
+)
+
+// envPrefix prefixes the environment variable of every flag.
+const envPrefix = "GREGOR_CP_"
+
+// startTimeout bounds waiting for the etcd cluster to form (a quorum of
+// --initial-cluster must be up).
+const startTimeout = 2 * time.Minute
+
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("gregor-cp", flag.ContinueOnError)
+	var (
+		cfg      controlplane.Config
+		logLevel string
+	)
+	fs.StringVar(&cfg.Name, "name", "cp1", "member name (unique in the cluster)")
+	fs.StringVar(&cfg.DataDir, "data-dir", "data/cp1", "etcd data directory; restarting on it rejoins the cluster")
+	fs.StringVar(&cfg.ClientAddr, "client-addr", "127.0.0.1:2379", "etcd client listener; data-plane nodes connect here")
+	fs.StringVar(&cfg.PeerAddr, "peer-addr", "127.0.0.1:2380", "etcd peer listener")
+	fs.StringVar(&cfg.InitialCluster, "initial-cluster", "", "all members as name=host:peerport,...; empty: this member alone")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:9093", "internal listener for group coordination (reserved: not served yet)")
+	fs.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:9645", "HTTP listener: /metrics, /healthz, /readyz, /v1/cluster")
+	fs.UintVar(&cfg.TickMs, "etcd-heartbeat-ms", controlplane.DefaultTickMs, "etcd heartbeat interval (ms)")
+	fs.UintVar(&cfg.ElectionMs, "etcd-election-ms", controlplane.DefaultElectionMs, "etcd election timeout (ms)")
+	fs.DurationVar(&cfg.ControllerTTL, "controller-ttl", controlplane.DefaultControllerTTL, "controller session TTL: a dead controller is replaced after about this long (whole seconds)")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error (etcd and gRPC log at warn and above)")
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprintf(out, "Usage: gregor-cp [flags]\n\nA Gregor control-plane node (embedded etcd + controller).\n\nFlags (environment variable in brackets):\n")
+		fs.VisitAll(func(f *flag.Flag) {
+			fmt.Fprintf(out, "  --%s [%s]\n      %s (default %q)\n", f.Name, envName(f.Name), f.Usage, f.DefValue)
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	// Environment variables fill in the flags not given on the command line.
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := os.LookupEnv(envName(f.Name)); ok && !given[f.Name] && envErr == nil {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %w", envName(f.Name), v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		fmt.Fprintln(os.Stderr, "gregor-cp:", envErr)
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		fmt.Fprintln(os.Stderr, "gregor-cp: --log-level:", err)
+		return 2
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(logger)
+	controlplane.SetGRPCLogger(logger)
+	cfg.Logger = logger
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
+	s, err := controlplane.Start(startCtx, cfg)
+	cancel()
+	if err != nil {
+		logger.Error("start failed", "err", err)
+		return 1
+	}
+	<-ctx.Done()
+	logger.Info("shutting down")
+	s.Close()
+	return 0
+}
