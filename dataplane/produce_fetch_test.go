@@ -2,8 +2,13 @@ package dataplane
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
+	"net/http/httptest"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -321,6 +326,9 @@ func TestSlowAndStalledConsumers(t *testing.T) {
 			t.Fatal(rp)
 		}
 	}
+	fast := dial(t, s)
+	roundTrip(t, fast, kmsg.NewPtrApiVersionsRequest(), 3, 77) // the node has accepted it
+	fdsBefore := openFDs(t)
 	stalled := dial(t, s)
 	if tc, ok := stalled.(*net.TCPConn); ok {
 		_ = tc.SetReadBuffer(4096)
@@ -330,7 +338,6 @@ func TestSlowAndStalledConsumers(t *testing.T) {
 	}
 	// The fast consumer on the same (single) event loop is answered while the stalled
 	// one's response is parked.
-	fast := dial(t, s)
 	for i := range 3 {
 		resp := roundTrip(t, fast, fetchReq("big", 0, int64(i), 1<<20, 1, 0), 11, int32(i)).(*kmsg.FetchResponse)
 		if fp := resp.Topics[0].Partitions[0]; fp.ErrorCode != 0 || len(fp.RecordBatches) == 0 {
@@ -347,5 +354,127 @@ func TestSlowAndStalledConsumers(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	expectClosed(t, stalled)
+	stalled.Close()
+	// No descriptor outlives the stalled connection: its socket and the parked writer's
+	// duplicate are closed.
+	deadline = time.Now().Add(5 * time.Second)
+	for openFDs(t) > fdsBefore {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d descriptors open, %d before the stalled consumer:\n%s", openFDs(t), fdsBefore, listFDs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	checkServes(t, s)
+}
+
+func listFDs() string {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	var out []string
+	for _, e := range ents {
+		target, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		out = append(out, e.Name()+" → "+target)
+	}
+	return strings.Join(out, "\n")
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestZeroCopyShare fetches more than 64 MiB and checks that (nearly) all of it went out
+// by sendfile, counted under gregor_fetch_bytes_total{path="sendfile"}.
+func TestZeroCopyShare(t *testing.T) {
+	s := startServer(t, Config{})
+	if err := s.BecomeLeader("zc", 0, 0, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, s)
+	value := bytes.Repeat([]byte("z"), 900<<10)
+	for range 80 { // 80 × ~900 KiB ≈ 70 MiB
+		recs := []proto.Record{{Value: value}}
+		b := proto.AppendRecordBatch(nil, proto.RecordBatchHeader{BaseTimestamp: time.Now().UnixMilli(), ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1}, recs)
+		if rp := produce(t, c, 7, "zc", 0, 1, b); rp.ErrorCode != 0 {
+			t.Fatal(rp)
+		}
+	}
+	before := s.fetchCounters.Sendfile.Load()
+	var fetched int64
+	for off := int64(0); off < 80; {
+		resp := roundTrip(t, c, fetchReq("zc", 0, off, 8<<20, 1, 0), 11, int32(off)).(*kmsg.FetchResponse)
+		fp := resp.Topics[0].Partitions[0]
+		if fp.ErrorCode != 0 || len(fp.RecordBatches) == 0 {
+			t.Fatalf("fetch at %d: %+v", off, fp)
+		}
+		fetched += int64(len(fp.RecordBatches))
+		for b := fp.RecordBatches; len(b) > 0; {
+			h, err := proto.ValidateRecordBatch(b, len(b))
+			if err != nil {
+				t.Fatalf("fetched a bad batch: %v", err)
+			}
+			off = h.NextOffset()
+			b = b[h.Size():]
+		}
+	}
+	sent := s.fetchCounters.Sendfile.Load() - before
+	if fetched < 64<<20 || float64(sent) < 0.99*float64(fetched) || s.fetchCounters.Copied.Load() != 0 {
+		t.Fatalf("fetched %d bytes, %d by sendfile, %d copied", fetched, sent, s.fetchCounters.Copied.Load())
+	}
+	rec := httptest.NewRecorder()
+	s.HTTPHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if !strings.Contains(rec.Body.String(), fmt.Sprintf(`gregor_fetch_bytes_total{path="sendfile"} %d`, s.fetchCounters.Sendfile.Load())) {
+		t.Fatalf("metric does not show the sendfile bytes:\n%s", rec.Body.String())
+	}
+}
+
+// TestGarbageBodiesCloseTheConnection sends well-framed requests with bodies that lie —
+// array counts far beyond the bytes, negative lengths, varints longer than 5 bytes,
+// trailing garbage — for every API; each closes its connection or gets an error code,
+// and the node keeps serving.
+func TestGarbageBodiesCloseTheConnection(t *testing.T) {
+	s := startServer(t, Config{})
+	if err := s.BecomeLeader("g", 0, 0, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	bodies := [][]byte{
+		{0x7f, 0xff, 0xff, 0xff},                         // an array count of 2^31-1
+		{0xff, 0xff, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xfe}, // negative lengths
+		{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},       // an over-long varint
+		bytes.Repeat([]byte{0xee}, 300),                  // garbage
+	}
+	for _, a := range apis {
+		for i, body := range bodies {
+			t.Run(fmt.Sprintf("%s/%d", kmsg.NameForKey(a.key), i), func(t *testing.T) {
+				c := dial(t, s)
+				req := kmsg.RequestForKey(a.key)
+				frame := frameRequest(req, a.max, 5)
+				hdr, err := proto.ParseRequestHeader(frame[4:])
+				if err != nil {
+					t.Fatal(err)
+				}
+				frame = append(frame[:4+hdr.Size], body...)
+				binary.BigEndian.PutUint32(frame, uint32(len(frame)-4))
+				if _, err := c.Write(frame); err != nil {
+					t.Fatal(err)
+				}
+				// Either the connection closes, or an answer with the right correlation id
+				// arrives; never a hang or a crash.
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				var size [4]byte
+				if _, err := io.ReadFull(c, size[:]); err == nil {
+					rest := make([]byte, binary.BigEndian.Uint32(size[:]))
+					if _, err := io.ReadFull(c, rest); err != nil || binary.BigEndian.Uint32(rest) != 5 {
+						t.Fatalf("answer to garbage: err %v", err)
+					}
+				} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					t.Fatal("no answer and no close")
+				}
+			})
+		}
+	}
 	checkServes(t, s)
 }
