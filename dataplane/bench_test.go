@@ -96,4 +96,3 @@ func BenchmarkFetch(b *testing.B) {
 	b.SetBytes(bytes / int64(b.N))
 	b.ReportMetric(float64(bytes)/b.Elapsed().Seconds()/1e9, "GB/s")
 }
-
