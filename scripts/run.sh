@@ -10,23 +10,26 @@ for b in gregor-cp gregor-dp; do
   fi
 done
 mkdir -p data/cp1 data/dp1
-pids=()
 stop() {
   trap - INT TERM
   echo "stopping…"
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait
+  # The data plane first (it deregisters and closes its logs cleanly), then the control plane.
+  kill -TERM "$dp" 2>/dev/null || true
+  wait "$dp" 2>/dev/null || true
+  kill -TERM "$cp" 2>/dev/null || true
+  wait "$cp" 2>/dev/null || true
 }
 trap stop INT TERM
 bin/gregor-cp --name cp1 --data-dir data/cp1 --client-addr 127.0.0.1:2379 --peer-addr 127.0.0.1:2380 \
   --initial-cluster cp1=127.0.0.1:2380 --listen 127.0.0.1:9093 --http 127.0.0.1:9645 &
-pids+=($!)
+cp=$!
 bin/gregor-dp --id 1 --data-dir data/dp1 --listen 127.0.0.1:9092 --cp 127.0.0.1:2379 --http 127.0.0.1:9644 &
-pids+=($!)
+dp=$!
 cat <<MSG
 Gregor is starting: control plane on 127.0.0.1:2379 (HTTP 127.0.0.1:9645),
 data plane (Kafka) on 127.0.0.1:9092 (HTTP 127.0.0.1:9644). Data under ./data.
 Connect with any Kafka client, e.g.:  kcat -b 127.0.0.1:9092 -L
+Metrics: curl 127.0.0.1:9644/metrics   Cluster view: curl 127.0.0.1:9645/v1/cluster
 Ctrl-C stops both.
 MSG
 wait
