@@ -48,8 +48,12 @@ type rawProducer struct {
 	recordsPerBatch int
 	template        []byte
 	slots           []int // offset of each record's value in template
-	topic           string
-	acks            int16
+	// recordEnds[i] is where record i ends in template: records 0..n-1 of a full batch
+	// are exactly the records of an n-record batch (offset deltas count from 0), so a
+	// partial batch is the template's prefix with its header's counts patched.
+	recordEnds []int
+	topic      string
+	acks       int16
 
 	// Lock order: mu, then freeMu. A connection's reader takes only freeMu: Send may
 	// hold mu while it waits for the reader to free an in-flight slot.
@@ -76,8 +80,7 @@ type rawPartition struct {
 // rawBatch is one pre-encoded batch being filled, then in flight.
 type rawBatch struct {
 	buf      []byte // the full batch (a copy of the template)
-	out      []byte // what is sent: buf, or a re-encoded partial batch
-	partial  []byte // scratch for partial batches
+	out      []byte // what is sent: buf, or a prefix of it for a partial batch
 	intended []int64
 }
 
@@ -167,6 +170,7 @@ func (p *rawProducer) buildTemplate(w *perf.Workload) {
 		q += n5
 		p.slots = append(p.slots, q)
 		pos += n + int(length)
+		p.recordEnds = append(p.recordEnds, pos)
 	}
 	if pos != len(p.template) {
 		panic("kafka-raw: template walk ended at " + strconv.Itoa(pos) + " of " + strconv.Itoa(len(p.template)))
@@ -179,10 +183,12 @@ func rawHeader() proto.RecordBatchHeader {
 		BaseSequence: -1, BaseTimestamp: time.Now().UnixMilli()}
 }
 
-// Byte offsets of the v2 batch header's timestamps (KIP-98 layout).
+// Byte offsets of the v2 batch header's fields the producer patches (KIP-98 layout).
 const (
-	batchBaseTimestampPos = 27
-	batchMaxTimestampPos  = 35
+	batchLastOffsetDeltaPos = 23
+	batchBaseTimestampPos   = 27
+	batchMaxTimestampPos    = 35
+	batchRecordCountPos     = 57
 )
 
 func (p *rawProducer) newBatch() *rawBatch {
@@ -219,22 +225,16 @@ func (p *rawProducer) Send(_ context.Context, partition int, _, value []byte, in
 func (p *rawProducer) sendLocked(pt *rawPartition) error {
 	b := pt.cur
 	pt.cur = nil
-	now := time.Now().UnixMilli()
-	if len(b.intended) == p.recordsPerBatch {
-		binary.BigEndian.PutUint64(b.buf[batchBaseTimestampPos:], uint64(now))
-		binary.BigEndian.PutUint64(b.buf[batchMaxTimestampPos:], uint64(now))
-		proto.SealRecordBatch(b.buf)
-		b.out = b.buf
-	} else {
-		// A partial batch (linger expired or flush): encode it from the stamped values.
-		recs := make([]proto.Record, len(b.intended))
-		size := len(p.template) - p.slots[len(p.slots)-1] - 1 // value length
-		for i := range recs {
-			recs[i].Value = b.buf[p.slots[i] : p.slots[i]+size]
-		}
-		b.partial = proto.AppendRecordBatch(b.partial[:0], rawHeader(), recs)
-		b.out = b.partial
-	}
+	// Full or partial (linger expired, flush): the first n records of the buffer, its
+	// header patched — counts, timestamps — and sealed (length, CRC).
+	n := len(b.intended)
+	b.out = b.buf[:p.recordEnds[n-1]]
+	now := uint64(time.Now().UnixMilli())
+	binary.BigEndian.PutUint32(b.out[batchLastOffsetDeltaPos:], uint32(n-1))
+	binary.BigEndian.PutUint32(b.out[batchRecordCountPos:], uint32(n))
+	binary.BigEndian.PutUint64(b.out[batchBaseTimestampPos:], now)
+	binary.BigEndian.PutUint64(b.out[batchMaxTimestampPos:], now)
+	proto.SealRecordBatch(b.out)
 	p.outstanding.Add(int64(len(b.intended)))
 	if err := pt.conn.produce(p, pt.id, b); err != nil {
 		p.outstanding.Add(-int64(len(b.intended)))

@@ -1,6 +1,7 @@
 package drivers
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -77,3 +78,42 @@ func TestRawTemplate(t *testing.T) {
 		t.Errorf("walked %d records of %d", i, p.recordsPerBatch)
 	}
 }
+
+// TestRawPartialBatch: a partial batch is the template's prefix with its header patched,
+// and is a valid batch of exactly the records stamped.
+func TestRawPartialBatch(t *testing.T) {
+	w, err := perf.ParseWorkload([]byte("name: t\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: 64\nproducersPerTopic: 1\ntestDurationSeconds: 1\nbatchSizeBytes: 4096\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &rawProducer{}
+	p.buildTemplate(w)
+	for _, n := range []int{1, 2, p.recordsPerBatch - 1, p.recordsPerBatch} {
+		b := &rawBatch{buf: append([]byte(nil), p.template...)}
+		for i := 0; i < n; i++ {
+			perf.StampValue(b.buf[p.slots[i]:], int64(7+i))
+			b.intended = append(b.intended, int64(7+i))
+		}
+		// What sendLocked does before writing.
+		pt := &rawPartition{cur: b, conn: &rawConn{queue: make(chan rawInflight, 1)}}
+		pt.conn.failed.Store(new(error))
+		*pt.conn.failed.Load() = errTest
+		_ = p.sendLocked(pt)
+		h, err := proto.ValidateRecordBatch(b.out, len(b.out))
+		if err != nil {
+			t.Fatalf("n=%d: %v", n, err)
+		}
+		if int(h.RecordCount) != n || h.LastOffsetDelta != int32(n-1) {
+			t.Errorf("n=%d: header %+v", n, h)
+		}
+		var got []int64
+		if _, err := walkBatches(b.out, 0, func(v []byte) { ts, _ := perf.ValueStamp(v); got = append(got, ts) }); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != n || got[n-1] != int64(7+n-1) {
+			t.Errorf("n=%d: walked %v", n, got)
+		}
+	}
+}
+
+var errTest = errors.New("test: not sent")
