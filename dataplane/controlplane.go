@@ -33,8 +33,15 @@ const adminTimeout = 30 * time.Second
 // Reconcile brings this node's replicas in line with a metadata snapshot: it leads the
 // partitions whose state names it leader (opening or creating their logs), stops leading
 // the others, and deletes the replicas of topics that no longer exist. cmd/dp calls it
-// for every snapshot the watch delivers; it is idempotent.
+// for every snapshot the watch delivers; it is idempotent. Calls are serialised and a
+// snapshot older than one already applied is ignored, so a slow reconcile of an old view
+// cannot reopen the log of a topic a newer view deleted.
 func (s *Server) Reconcile(snap *client.Snapshot) error {
+	s.reconcileMu.Lock()
+	defer s.reconcileMu.Unlock()
+	if cur := s.cluster.Load(); cur != nil && snap.Revision < cur.Revision {
+		return nil
+	}
 	var errs []error
 	for tp, st := range snap.Partitions {
 		if !contains(st.Replicas, s.cfg.NodeID) {

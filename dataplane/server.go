@@ -33,8 +33,9 @@ type Server struct {
 	replicas      *replicaManager
 	// cp is the control plane (nil: this node serves only what it was told to lead,
 	// as in the storage-level tests); cluster is the metadata view last reconciled.
-	cp      ControlPlane
-	cluster atomic.Pointer[client.Snapshot]
+	cp          ControlPlane
+	cluster     atomic.Pointer[client.Snapshot]
+	reconcileMu sync.Mutex
 	// producerIDs is the block of producer ids this node hands out.
 	producerIDs producerIDs
 

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -21,8 +22,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// dpBinary is gregor-dp built once for the process-level tests.
-var dpBinary string
+// dpBinary and cpBinary are gregor-dp and gregor-cp built once for the process-level
+// tests.
+var dpBinary, cpBinary string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "gregor-dp-test")
@@ -32,6 +34,11 @@ func TestMain(m *testing.M) {
 	dpBinary = filepath.Join(dir, "gregor-dp")
 	if out, err := exec.Command("go", "build", "-race", "-o", dpBinary, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build gregor-dp: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	cpBinary = filepath.Join(dir, "gregor-cp")
+	if out, err := exec.Command("go", "build", "-o", cpBinary, "../cp").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build gregor-cp: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -220,5 +227,113 @@ func TestCrashUnderLoad(t *testing.T) {
 	}
 	if missing > 0 {
 		t.Fatalf("%d of %d acknowledged records lost after the crash", missing, nAcked)
+	}
+}
+
+// startCPProcess runs gregor-cp as a child process and returns its etcd client address.
+func startCPProcess(t *testing.T) string {
+	t.Helper()
+	clientAddr, peerAddr, httpAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	cmd := exec.Command(cpBinary, "--name", "cp1", "--data-dir", filepath.Join(t.TempDir(), "cp1"),
+		"--client-addr", clientAddr, "--peer-addr", peerAddr, "--initial-cluster", "cp1="+peerAddr,
+		"--listen", freeAddr(t), "--http", httpAddr, "--etcd-heartbeat-ms", "10", "--etcd-election-ms", "100",
+		"--log-level", "error")
+	if !testing.Verbose() {
+		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_, _ = cmd.Process.Wait()
+	})
+	checkFor(t, 30*time.Second, func() error {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("readyz %d", resp.StatusCode)
+		}
+		return nil
+	})
+	return clientAddr
+}
+
+// TestProcessesWithKcatAndFranzGo runs a cluster as `make run` does — one gregor-cp and one
+// gregor-dp process — and drives it with kcat (librdkafka) and franz-go: create a topic,
+// produce, consume byte-exact, list offsets by time, delete the topic. Then the node stops
+// cleanly on SIGTERM and its logs reopen without a recovery scan.
+func TestProcessesWithKcatAndFranzGo(t *testing.T) {
+	if _, err := exec.LookPath("kcat"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("kcat missing: `make test` installs it")
+		}
+		t.Skip("kcat missing (Debian package kcat)")
+	}
+	cpAddr := startCPProcess(t)
+	dp := newDP(t, cpAddr, 1)
+	dp.start()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(dp.listen), kgo.ConsumeTopics("procs"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	if resp, err := adm.CreateTopics(ctx, 2, 1, nil, "procs"); err != nil || resp["procs"].Err != nil {
+		t.Fatalf("create: %v %+v", err, resp)
+	}
+	start := time.Now().UnixMilli()
+	var in strings.Builder
+	for i := range 100 {
+		fmt.Fprintf(&in, "key%d:value-%03d\n", i%5, i)
+	}
+	kc := exec.Command("kcat", "-b", dp.listen, "-P", "-t", "procs", "-K:", "-X", "acks=all")
+	kc.Stdin = strings.NewReader(in.String())
+	if out, err := kc.CombinedOutput(); err != nil {
+		t.Fatalf("kcat: %v\n%s", err, out)
+	}
+	values := map[string]string{}
+	for len(values) < 100 {
+		pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+		fs := cl.PollFetches(pctx)
+		timedOut := pctx.Err() != nil
+		pcancel()
+		if timedOut {
+			t.Fatalf("consumed %d of 100", len(values))
+		}
+		fs.EachRecord(func(r *kgo.Record) { values[string(r.Value)] = string(r.Key) })
+	}
+	for i := range 100 {
+		if k := values[fmt.Sprintf("value-%03d", i)]; k != fmt.Sprintf("key%d", i%5) {
+			t.Fatalf("value-%03d has key %q", i, k)
+		}
+	}
+	listed, err := adm.ListOffsetsAfterMilli(ctx, start-1000, "procs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil || o.Offset != 0 {
+			t.Errorf("offset by time for %d: %+v", o.Partition, o)
+		}
+	})
+	if resp, err := adm.DeleteTopics(ctx, "procs"); err != nil || resp["procs"].Err != nil {
+		t.Fatalf("delete: %v %+v", err, resp)
+	}
+	if _, err := os.Stat(filepath.Join(dp.dir, "procs-0")); !os.IsNotExist(err) {
+		t.Fatalf("deleted topic's log still on disk: %v", err)
+	}
+	// A clean stop: SIGTERM, exit 0.
+	if err := dp.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := dp.cmd.Wait(); err != nil {
+		t.Fatalf("gregor-dp did not stop cleanly: %v", err)
 	}
 }
