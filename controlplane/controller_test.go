@@ -228,8 +228,8 @@ func TestControllerFailover(t *testing.T) {
 		t.Fatalf("controller did not change")
 	}
 	t.Logf("controller moved from %s to %s in %v (including the old member's graceful Close)", c.cfgs[first].Name, c.cfgs[second].Name, time.Since(start).Round(time.Millisecond))
-	if got := c.server(second).metrics.electionsWon.Get(); got != 1 {
-		t.Fatalf("new controller won %d elections, want 1", got)
+	if got := c.server(second).metrics.electionsWon.Get(); got < 1 {
+		t.Fatalf("new controller won %d elections", got)
 	}
 
 	// The new controller acts on a lease expiry.
@@ -275,7 +275,7 @@ func TestControllerFailover(t *testing.T) {
 func TestClientSurvivesMemberLoss(t *testing.T) {
 	c := newTestCluster(t, 3)
 	c.waitController(10 * time.Second)
-	dp := c.registerDP(1, "", 2*time.Second)
+	dp := c.registerDP(1, "", 5*time.Second)
 	ctx := testCtx(t)
 	view, err := dp.cli.WatchMetadata(ctx, nil)
 	if err != nil {

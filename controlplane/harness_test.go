@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
-	"github.com/gregor-streaming/gregor/controlplane/internal/zapslog"
+	"github.com/gregor-streaming/gregor/controlplane/client/zapslog"
 )
 
 // testLogger keeps test output quiet (members being stopped make etcd warn a lot);

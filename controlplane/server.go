@@ -30,7 +30,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
-	"github.com/gregor-streaming/gregor/controlplane/internal/zapslog"
+	"github.com/gregor-streaming/gregor/controlplane/client/zapslog"
 )
 
 // Defaults and limits.

@@ -26,7 +26,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/gregor-streaming/gregor/controlplane/internal/zapslog"
+	"github.com/gregor-streaming/gregor/controlplane/client/zapslog"
 )
 
 // Defaults for Config.

@@ -1,5 +1,7 @@
 // Package zapslog routes zap logs (etcd's server and client log through zap) into a
-// log/slog logger, so the whole process has one structured log stream.
+// log/slog logger, so the whole process has one structured log stream. It lives under
+// controlplane/client because both the client (imported by data-plane nodes, which may
+// import nothing else of the control plane) and the control-plane server use it.
 package zapslog
 
 import (
