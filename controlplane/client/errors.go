@@ -23,6 +23,7 @@ type Error struct {
 	Message string
 }
 
+// Error returns the Kafka code's message and what was wrong.
 func (e *Error) Error() string { return e.Code.Message + ": " + e.Message }
 
 // Unwrap exposes the Kafka code to errors.Is and errors.As.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,8 +37,13 @@ const (
 	Resync
 )
 
+// String returns the kind's name.
 func (k ChangeKind) String() string {
-	return [...]string{"?", "BrokerPut", "BrokerDeleted", "TopicPut", "TopicDeleted", "PartitionPut", "PartitionDeleted", "Resync"}[k]
+	names := [...]string{"?", "BrokerPut", "BrokerDeleted", "TopicPut", "TopicDeleted", "PartitionPut", "PartitionDeleted", "Resync"}
+	if k < 0 || int(k) >= len(names) {
+		return "ChangeKind(" + strconv.Itoa(int(k)) + ")"
+	}
+	return names[k]
 }
 
 // Change is one metadata change seen on the watch, in etcd revision order.

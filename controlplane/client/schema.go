@@ -92,6 +92,7 @@ type TopicPartition struct {
 	Partition int32
 }
 
+// String returns "topic-partition", Kafka's usual spelling.
 func (tp TopicPartition) String() string { return tp.Topic + "-" + strconv.Itoa(int(tp.Partition)) }
 
 // PartitionState is the value of PartitionsPrefix/<topic>/<p>.
