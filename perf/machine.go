@@ -72,3 +72,16 @@ func GitCommit(dir string) string {
 	}
 	return c
 }
+
+// LoadAverage is the 1, 5 and 15 minute load averages from /proc/loadavg, "" if unknown.
+func LoadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}

@@ -138,7 +138,10 @@ func Section(s *Suite, chartDir string) string {
 	p("- **Commit:** `%s`  \n", s.Commit)
 	p("- **Machine:** %s  \n", s.Machine)
 	p("- **Suite:** %s  \n", s.Mode)
-	p("- **Command:** `%s`\n", s.Command)
+	p("- **Command:** `%s`  \n", s.Command)
+	if s.LoadBefore != "" {
+		p("- **Load average** (1/5/15 min) before: %s, after: %s — on %d cores; other work on the machine skews every figure\n", s.LoadBefore, s.LoadAfter, s.Machine.Cores)
+	}
 	if s.Mode == "quick" {
 		p("\nThe quick suite scales workloads down: warmup ≤ %v, test ≤ %v, catch-up backlog ≤ %s. `make bench-full` runs them as written.\n",
 			QuickWarmupMax, QuickTestMax, formatBytes(QuickBacklogMax))

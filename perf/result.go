@@ -92,6 +92,10 @@ type Suite struct {
 	Results   []*Result `json:"results"`
 	// Skipped says which systems were not run, and why.
 	Skipped []string `json:"skipped,omitempty"`
+	// LoadBefore and LoadAfter are /proc/loadavg at the start and the end: on a shared
+	// machine other work skews every figure, and a reader should know how much ran.
+	LoadBefore string `json:"loadBefore,omitempty"`
+	LoadAfter  string `json:"loadAfter,omitempty"`
 }
 
 // ReadSuite reads a suite file written by WriteJSON.

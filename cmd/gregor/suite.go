@@ -62,7 +62,7 @@ func suiteCmd(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	suite := &perf.Suite{Mode: mode, StartedAt: time.Now().UTC(), Commit: perf.GitCommit("."), Machine: perf.DescribeMachine(),
-		Command: "bin/gregor bench-suite " + strings.Join(args, " ")}
+		Command: "bin/gregor bench-suite " + strings.Join(args, " "), LoadBefore: perf.LoadAverage()}
 	ctx, cancel := signalContext()
 	defer cancel()
 
@@ -130,6 +130,7 @@ func suiteCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "gregor bench-suite: interrupted; BENCHMARKS.md left as it was")
 		return 1
 	}
+	suite.LoadAfter = perf.LoadAverage()
 	if err := writeSuite(suite, f.outDir, *bench); err != nil {
 		fmt.Fprintln(stderr, "gregor bench-suite:", err)
 		return 1

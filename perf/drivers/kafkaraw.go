@@ -79,9 +79,10 @@ type rawPartition struct {
 
 // rawBatch is one pre-encoded batch being filled, then in flight.
 type rawBatch struct {
-	buf      []byte // the full batch (a copy of the template)
-	out      []byte // what is sent: buf, or a prefix of it for a partial batch
-	intended []int64
+	buf       []byte // the full batch (a copy of the template)
+	out       []byte // what is sent: buf, or a prefix of it for a partial batch
+	partition int32
+	intended  []int64
 }
 
 func newRawProducer(ctx context.Context, d *kafkaDriver, topic string, w *perf.Workload, ack perf.AckFunc) (*rawProducer, error) {
@@ -221,13 +222,14 @@ func (p *rawProducer) Send(_ context.Context, partition int, _, value []byte, in
 	return nil
 }
 
-// sendLocked seals the partition's batch and writes its Produce request. p.mu is held.
-func (p *rawProducer) sendLocked(pt *rawPartition) error {
+// sealLocked takes the partition's batch and makes it ready to send: the first n
+// records of the buffer, its header patched — counts, timestamps — and sealed (length,
+// CRC). p.mu is held.
+func (p *rawProducer) sealLocked(pt *rawPartition) *rawBatch {
 	b := pt.cur
 	pt.cur = nil
-	// Full or partial (linger expired, flush): the first n records of the buffer, its
-	// header patched — counts, timestamps — and sealed (length, CRC).
 	n := len(b.intended)
+	b.partition = pt.id
 	b.out = b.buf[:p.recordEnds[n-1]]
 	now := uint64(time.Now().UnixMilli())
 	binary.BigEndian.PutUint32(b.out[batchLastOffsetDeltaPos:], uint32(n-1))
@@ -235,9 +237,47 @@ func (p *rawProducer) sendLocked(pt *rawPartition) error {
 	binary.BigEndian.PutUint64(b.out[batchBaseTimestampPos:], now)
 	binary.BigEndian.PutUint64(b.out[batchMaxTimestampPos:], now)
 	proto.SealRecordBatch(b.out)
-	p.outstanding.Add(int64(len(b.intended)))
-	if err := pt.conn.produce(p, pt.id, b); err != nil {
-		p.outstanding.Add(-int64(len(b.intended)))
+	return b
+}
+
+// sendLocked sends the partition's batch alone (it is full, or the connection idle).
+// p.mu is held.
+func (p *rawProducer) sendLocked(pt *rawPartition) error {
+	return p.sendBatches(pt.conn, []*rawBatch{p.sealLocked(pt)})
+}
+
+// sendDueLocked sends, per connection in one Produce request, the batches of every
+// partition that has lingered long enough (all of them when force is set) — as a Kafka
+// client puts all its ready partitions for a broker in one request. p.mu is held.
+func (p *rawProducer) sendDueLocked(force bool) error {
+	now := time.Now()
+	var first error
+	for _, c := range p.conns {
+		var bs []*rawBatch
+		for i := range p.parts {
+			pt := &p.parts[i]
+			if pt.conn == c && pt.cur != nil && (force || now.Sub(pt.firstAt) >= p.linger) {
+				bs = append(bs, p.sealLocked(pt))
+			}
+		}
+		if len(bs) > 0 {
+			if err := p.sendBatches(c, bs); err != nil && first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
+
+// sendBatches writes one Produce request with bs on c.
+func (p *rawProducer) sendBatches(c *rawConn, bs []*rawBatch) error {
+	n := 0
+	for _, b := range bs {
+		n += len(b.intended)
+	}
+	p.outstanding.Add(int64(n))
+	if err := c.produce(p, bs); err != nil {
+		p.outstanding.Add(-int64(n))
 		return err
 	}
 	return nil
@@ -258,13 +298,7 @@ func (p *rawProducer) lingerLoop() {
 		case <-p.kick:
 		}
 		p.mu.Lock()
-		now := time.Now()
-		for i := range p.parts {
-			pt := &p.parts[i]
-			if pt.cur != nil && now.Sub(pt.firstAt) >= p.linger {
-				_ = p.sendLocked(pt) // a failed connection fails the next Send too
-			}
-		}
+		_ = p.sendDueLocked(false) // a failed connection fails the next Send too
 		p.mu.Unlock()
 	}
 }
@@ -290,15 +324,11 @@ func (p *rawProducer) done(b *rawBatch, err error) {
 // Flush implements perf.Producer.
 func (p *rawProducer) Flush(ctx context.Context) error {
 	p.mu.Lock()
-	for i := range p.parts {
-		if p.parts[i].cur != nil {
-			if err := p.sendLocked(&p.parts[i]); err != nil {
-				p.mu.Unlock()
-				return err
-			}
-		}
-	}
+	err := p.sendDueLocked(true)
 	p.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	for p.outstanding.Load() > 0 {
 		select {
 		case <-ctx.Done():
@@ -341,9 +371,8 @@ type rawConn struct {
 }
 
 type rawInflight struct {
-	corr      int32
-	partition int32
-	b         *rawBatch
+	corr    int32
+	batches []*rawBatch
 }
 
 func dialRaw(ctx context.Context, addr string, p *rawProducer) (*rawConn, error) {
@@ -423,9 +452,10 @@ func (c *rawConn) readResponse() ([]byte, error) {
 	return buf, nil
 }
 
-// produce writes one Produce request carrying batch b for partition. It blocks while
-// rawMaxInflight requests are unanswered.
-func (c *rawConn) produce(p *rawProducer, partition int32, b *rawBatch) error {
+// produce writes one Produce request carrying batches bs (one per partition), header
+// and batches gathered in one writev. It blocks while rawMaxInflight requests are
+// unanswered.
+func (c *rawConn) produce(p *rawProducer, bs []*rawBatch) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	if e := c.failed.Load(); e != nil {
@@ -437,14 +467,25 @@ func (c *rawConn) produce(p *rawProducer, partition int32, b *rawBatch) error {
 	h = kbin.AppendInt32(h, rawProduceTimeoutMs)
 	h = kbin.AppendArrayLen(h, 1)
 	h = kbin.AppendString(h, p.topic)
-	h = kbin.AppendArrayLen(h, 1)
-	h = kbin.AppendInt32(h, partition)
-	h = kbin.AppendInt32(h, int32(len(b.out)))
-	binary.BigEndian.PutUint32(h, uint32(len(h)-4+len(b.out)))
+	h = kbin.AppendArrayLen(h, len(bs))
+	// Each batch is preceded by its partition and length: 8 bytes kept in h too.
+	prefix := len(h)
+	size := len(h) - 4
+	for _, b := range bs {
+		h = kbin.AppendInt32(h, b.partition)
+		h = kbin.AppendInt32(h, int32(len(b.out)))
+		size += 8 + len(b.out)
+	}
+	binary.BigEndian.PutUint32(h, uint32(size))
 	c.hdr = h
+	bufs := make(net.Buffers, 0, 2*len(bs)+1)
+	bufs = append(bufs, h[:prefix])
+	for i, b := range bs {
+		at := prefix + 8*i
+		bufs = append(bufs, h[at:at+8], b.out)
+	}
 	c.inflight.Add(1)
-	c.queue <- rawInflight{corr: c.corr, partition: partition, b: b} // back-pressure
-	bufs := net.Buffers{h, b.out}
+	c.queue <- rawInflight{corr: c.corr, batches: bs} // back-pressure
 	if _, err := bufs.WriteTo(c.c); err != nil {
 		err = fmt.Errorf("kafka-raw: %s: write: %w", c.addr, err)
 		c.failed.Store(&err)
@@ -474,22 +515,26 @@ func (c *rawConn) readLoop() {
 		c.inflight.Add(-1)
 		if got := int32(binary.BigEndian.Uint32(body)); got != in.corr {
 			err = fmt.Errorf("correlation id %d, want %d", got, in.corr)
-			c.p.done(in.b, err)
+			c.doneAll(in, err)
 			break
 		}
 		resp := kmsg.NewProduceResponse()
 		resp.Version = c.version
-		perr := resp.ReadFrom(body[4:])
-		if perr == nil {
+		if perr := resp.ReadFrom(body[4:]); perr != nil {
+			c.doneAll(in, perr)
+			continue
+		}
+		for _, b := range in.batches {
+			perr := fmt.Errorf("kafka-raw: no response for partition %d", b.partition)
 			for _, t := range resp.Topics {
 				for _, pr := range t.Partitions {
-					if e := kerr.ErrorForCode(pr.ErrorCode); e != nil && perr == nil {
-						perr = e
+					if pr.Partition == b.partition {
+						perr = kerr.ErrorForCode(pr.ErrorCode)
 					}
 				}
 			}
+			c.p.done(b, perr)
 		}
-		c.p.done(in.b, perr)
 	}
 	ferr := fmt.Errorf("kafka-raw: %s: %w", c.addr, err)
 	c.failed.CompareAndSwap(nil, &ferr)
@@ -497,9 +542,16 @@ func (c *rawConn) readLoop() {
 		select {
 		case in := <-c.queue:
 			c.inflight.Add(-1)
-			c.p.done(in.b, ferr)
+			c.doneAll(in, ferr)
 		default:
 			return
 		}
+	}
+}
+
+// doneAll fails (or acknowledges) every batch of a request alike.
+func (c *rawConn) doneAll(in rawInflight, err error) {
+	for _, b := range in.batches {
+		c.p.done(b, err)
 	}
 }

@@ -62,12 +62,25 @@ func serveSink(c net.Conn) {
 			r.ApiKeys = append(r.ApiKeys, k)
 			body = r.AppendTo(nil)
 		case int16(kmsg.Produce):
+			// Answer every partition of the request: skip the header's client id.
+			idLen := int(int16(binary.BigEndian.Uint16(buf[8:])))
+			req := kmsg.NewProduceRequest()
+			req.Version = version
+			if err := req.ReadFrom(buf[10+max(0, idLen) : n]); err != nil {
+				return
+			}
 			r := kmsg.NewProduceResponse()
 			r.Version = version
-			t := kmsg.NewProduceResponseTopic()
-			t.Topic = "t"
-			t.Partitions = []kmsg.ProduceResponseTopicPartition{kmsg.NewProduceResponseTopicPartition()}
-			r.Topics = append(r.Topics, t)
+			for _, rt := range req.Topics {
+				t := kmsg.NewProduceResponseTopic()
+				t.Topic = rt.Topic
+				for _, rp := range rt.Partitions {
+					pr := kmsg.NewProduceResponseTopicPartition()
+					pr.Partition = rp.Partition
+					t.Partitions = append(t.Partitions, pr)
+				}
+				r.Topics = append(r.Topics, t)
+			}
 			body = r.AppendTo(nil)
 		default:
 			return
