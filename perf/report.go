@@ -128,8 +128,11 @@ func ratio(ref, v float64, higherIsBetter bool) string {
 
 // Section renders the generated part of BENCHMARKS.md for a suite run: how it was made,
 // one table per workload with the systems side by side and ratios, and links to the
-// charts (chartDir is their path relative to BENCHMARKS.md).
-func Section(s *Suite, chartDir string) string {
+// charts (chartDir is their path relative to BENCHMARKS.md). handReading, when not empty,
+// is a hand-written reading of the figures (perf/READING.md), placed before the tables:
+// the generator owns the section, so the words a person writes live in a file of their
+// own and are carried into it on every rewrite.
+func Section(s *Suite, chartDir, handReading string) string {
 	var b strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	p("## Side by side: the bench suite (`perf/`)\n\n")
@@ -164,6 +167,9 @@ func Section(s *Suite, chartDir string) string {
 	}
 	if len(dur) > 0 {
 		p("\n**Durability as run** (what an acknowledged publish means):\n\n%s\n", strings.Join(dur, "\n"))
+	}
+	if r := strings.TrimSpace(handReading); r != "" {
+		p("\n%s\n", r)
 	}
 	names, groups := byWorkload(s.Results)
 	for _, n := range names {

@@ -68,7 +68,7 @@ func sampleSuite() *Suite {
 }
 
 func TestSection(t *testing.T) {
-	s := Section(sampleSuite(), "perf/results")
+	s := Section(sampleSuite(), "perf/results", "### Reading\n\nBy hand.\n")
 	for _, want := range []string{
 		"**Date:** 2026-11-22 01:00 UTC", "**Commit:** `abc`", "`bin/gregor bench-suite --quick`",
 		"| | Gregor (kafka-raw) | NATS JetStream 2.9.10 | Redis Streams 7.0.15 |",
@@ -76,7 +76,7 @@ func TestSection(t *testing.T) {
 		"| fetched bytes sent by sendfile | 90.0% | - | - |",
 		"![fixed-rate throughput](perf/results/fixed-rate-throughput.svg)",
 		"- kafka: no broker", "quick: test 5m0s→8s", "d-NATS JetStream 2.9.10",
-		"Lowest end-to-end p99: Gregor (kafka-raw)",
+		"Lowest end-to-end p99: Gregor (kafka-raw)", "### Reading\n\nBy hand.",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("section lacks %q:\n%s", want, s)

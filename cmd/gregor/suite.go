@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -35,6 +36,7 @@ func suiteCmd(args []string, stdout, stderr io.Writer) int {
 	dir := fs.String("workloads", filepath.Join("perf", "workloads"), "directory of workload files")
 	bench := fs.String("benchmarks", "BENCHMARKS.md", "file whose generated section is rewritten")
 	only := fs.String("drivers", strings.Join(drivers.Names, ","), "drivers to run, comma-separated")
+	reading := fs.String("reading", filepath.Join("perf", "READING.md"), "hand-written reading carried into the section (skipped if missing)")
 	bin := fs.String("gregor-bin", "bin", "directory with gregor-cp and gregor-dp, started when no broker answers at --bootstrap")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -131,7 +133,7 @@ func suiteCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	suite.LoadAfter = perf.LoadAverage()
-	if err := writeSuite(suite, f.outDir, *bench); err != nil {
+	if err := writeSuite(suite, f.outDir, *bench, *reading); err != nil {
 		fmt.Fprintln(stderr, "gregor bench-suite:", err)
 		return 1
 	}
@@ -187,7 +189,7 @@ func runOne(ctx context.Context, w *perf.Workload, path string, t target, quick 
 }
 
 // writeSuite writes the suite's JSON, its charts and the BENCHMARKS.md section.
-func writeSuite(s *perf.Suite, outDir, benchmarks string) error {
+func writeSuite(s *perf.Suite, outDir, benchmarks, readingPath string) error {
 	if err := perf.WriteJSON(filepath.Join(outDir, "suite-"+s.Mode+".json"), s); err != nil {
 		return err
 	}
@@ -198,7 +200,20 @@ func writeSuite(s *perf.Suite, outDir, benchmarks string) error {
 	if err != nil {
 		rel = outDir
 	}
-	return perf.UpdateBenchmarks(benchmarks, perf.Section(s, filepath.ToSlash(rel)))
+	reading, err := readReading(readingPath)
+	if err != nil {
+		return err
+	}
+	return perf.UpdateBenchmarks(benchmarks, perf.Section(s, filepath.ToSlash(rel), reading))
+}
+
+// readReading returns the hand-written reading, "" when the file does not exist.
+func readReading(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return "", nil
+	}
+	return string(data), err
 }
 
 // reportCmd regenerates the BENCHMARKS.md section and the charts from a suite file, e.g.
@@ -208,6 +223,7 @@ func reportCmd(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	suitePath := fs.String("suite", filepath.Join("perf", "results", "suite-quick.json"), "suite file written by bench-suite")
 	bench := fs.String("benchmarks", "BENCHMARKS.md", "file whose generated section is rewritten")
+	readingPath := fs.String("reading", filepath.Join("perf", "READING.md"), "hand-written reading carried into the section (skipped if missing)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -229,7 +245,12 @@ func reportCmd(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		rel = outDir
 	}
-	if err := perf.UpdateBenchmarks(*bench, perf.Section(s, filepath.ToSlash(rel))); err != nil {
+	reading, err := readReading(*readingPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "gregor bench-report:", err)
+		return 1
+	}
+	if err := perf.UpdateBenchmarks(*bench, perf.Section(s, filepath.ToSlash(rel), reading)); err != nil {
 		fmt.Fprintln(stderr, "gregor bench-report:", err)
 		return 1
 	}
