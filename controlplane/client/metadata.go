@@ -229,12 +229,30 @@ func (m *Metadata) apply(wr clientv3.WatchResponse) error {
 		}
 		return nil
 	}
+	// Copy only the maps this response changes: a broker's lease expiring must not copy
+	// every partition state.
 	next := &Snapshot{
 		Revision:   prev.Revision,
-		Brokers:    maps.Clone(prev.Brokers),
-		Topics:     maps.Clone(prev.Topics),
-		Partitions: maps.Clone(prev.Partitions),
+		Brokers:    prev.Brokers,
+		Topics:     prev.Topics,
+		Partitions: prev.Partitions,
 		superseded: make(chan struct{}),
+	}
+	var brokers, topics, partitions bool
+	for _, ev := range wr.Events {
+		key := string(ev.Kv.Key)
+		brokers = brokers || strings.HasPrefix(key, BrokersPrefix)
+		topics = topics || strings.HasPrefix(key, TopicsPrefix)
+		partitions = partitions || strings.HasPrefix(key, PartitionsPrefix)
+	}
+	if brokers {
+		next.Brokers = maps.Clone(prev.Brokers)
+	}
+	if topics {
+		next.Topics = maps.Clone(prev.Topics)
+	}
+	if partitions {
+		next.Partitions = maps.Clone(prev.Partitions)
 	}
 	changes := make([]Change, 0, len(wr.Events))
 	for _, ev := range wr.Events {
