@@ -1,14 +1,15 @@
 package dataplane
 
-// Produce, key 0, versions 3-8: RecordBatch v2 only (v3 is the first version that carries
+// Produce, key 0, versions 3-8 (hand-written codec in proto: no allocation per request):
+// RecordBatch v2 only (v3 is the first version that carries
 // it, and librdkafka uses v2 batches only when v3 is in range); v9+ (flexible) is not
 // advertised. KIP-98 idempotent producers; acks 0 (no response), 1 (after the append) and
 // -1 (once the high watermark passes the batch, or REQUEST_TIMED_OUT at the request's
 // timeout); LogAppendTime topics; per-partition errors.
 
 import (
+	"encoding/binary"
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/gregor-streaming/gregor/proto"
@@ -20,71 +21,73 @@ import (
 const produceKey = int16(kmsg.Produce)
 
 func handleProduce(s *Server, r *request) error {
-	req := kmsg.NewPtrProduceRequest()
-	req.SetVersion(r.hdr.APIVersion)
-	if err := req.UnsafeReadFrom(r.body); err != nil {
+	req, err := proto.ParseProduceRequest(r.body)
+	if err != nil {
 		return err
 	}
-	resp := req.ResponseKind().(*kmsg.ProduceResponse)
-	resp.SetVersion(r.hdr.APIVersion)
+	version := r.hdr.APIVersion
 	acksValid := req.Acks == 0 || req.Acks == 1 || req.Acks == -1
-	// waitFor pairs a response partition with the offset the high watermark must pass.
-	type waitFor struct {
-		rp   *kmsg.ProduceResponseTopicPartition
-		p    *Partition
-		need int64
-	}
-	var waits []waitFor
-	for i := range req.Topics {
-		rt := &req.Topics[i]
-		respTopic := kmsg.NewProduceResponseTopic()
-		respTopic.Topic = strings.Clone(rt.Topic) // the request views the inbound buffer; a parked answer outlives it
-		respTopic.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
-		for j := range rt.Partitions {
-			rp := &respTopic.Partitions[j]
-			rp.Default()
-			rp.Partition = rt.Partitions[j].Partition
-			rp.BaseOffset, rp.LogAppendTime, rp.LogStartOffset = -1, -1, -1
-			if !acksValid {
-				rp.ErrorCode = kerr.InvalidRequiredAcks.Code
-				continue
-			}
-			p := s.replicas.get(rt.Topic, rp.Partition)
-			switch {
-			case p == nil:
-				rp.ErrorCode = kerr.UnknownTopicOrPartition.Code
-				continue
-			case !p.IsLeader():
-				rp.ErrorCode = kerr.NotLeaderForPartition.Code
-				continue
-			case req.Acks == -1 && p.isrSize.Load() < p.minInsyncReplicas.Load():
-				rp.ErrorCode = kerr.NotEnoughReplicas.Code
-				continue
-			}
-			first, last, appendTime, code := p.produce(rt.Partitions[j].Records)
-			rp.ErrorCode = code
-			if code != 0 {
-				continue
-			}
-			rp.BaseOffset, rp.LogAppendTime, rp.LogStartOffset = first, appendTime, p.log.LogStartOffset()
-			s.metrics.recordsIn.Add(int(last - first + 1))
-			s.metrics.bytesIn.Add(len(rt.Partitions[j].Records))
-			if req.Acks == -1 && p.HighWatermark() <= last {
-				waits = append(waits, waitFor{rp, p, last + 1})
-			}
+	buf := r.resp.buf
+	var start int
+	buf.B, start = proto.BeginFrame(buf.B[:0], r.hdr.CorrelationID, false)
+	buf.B = binary.BigEndian.AppendUint32(buf.B, uint32(req.Topics))
+	// waits lists the partitions whose answer waits for the high watermark (acks=all
+	// with an ISR that has not caught up), with where their answer lies in buf.
+	var waits []produceWait
+	for range req.Topics {
+		name, partitions, err := req.NextTopic()
+		if err != nil {
+			return err
 		}
-		resp.Topics = append(resp.Topics, respTopic)
+		buf.B = proto.AppendProduceTopic(buf.B, name, partitions)
+		for range partitions {
+			index, records, err := req.NextPartition()
+			if err != nil {
+				return err
+			}
+			res := proto.ProducePartitionResult{Partition: index, BaseOffset: -1, LogAppendTimeMs: -1, LogStartOffset: -1}
+			p := s.replicas.getBytes(name, index)
+			switch {
+			case !acksValid:
+				res.ErrorCode = kerr.InvalidRequiredAcks.Code
+			case p == nil:
+				res.ErrorCode = kerr.UnknownTopicOrPartition.Code
+			case !p.IsLeader():
+				res.ErrorCode = kerr.NotLeaderForPartition.Code
+			case req.Acks == -1 && p.isrSize.Load() < p.minInsyncReplicas.Load():
+				res.ErrorCode = kerr.NotEnoughReplicas.Code
+			default:
+				var last int64
+				res.BaseOffset, last, res.LogAppendTimeMs, res.ErrorCode = p.produce(records)
+				if res.ErrorCode != 0 {
+					break
+				}
+				res.LogStartOffset = p.log.LogStartOffset()
+				s.metrics.recordsIn.Add(int(last - res.BaseOffset + 1))
+				s.metrics.bytesIn.Add(len(records))
+				if req.Acks == -1 && p.HighWatermark() <= last {
+					waits = append(waits, produceWait{p: p, need: last + 1, pos: len(buf.B)})
+				}
+			}
+			buf.B = proto.AppendProducePartition(buf.B, version, &res)
+		}
 	}
+	if !req.Done() {
+		return proto.ErrMalformedProduce
+	}
+	buf.B = binary.BigEndian.AppendUint32(buf.B, 0) // throttle time
+	proto.EndFrame(buf.B, start, 0)
 	if req.Acks == 0 {
 		r.noResponse()
 		return nil
 	}
 	if len(waits) == 0 {
-		writeResponse(r, resp)
+		r.resp.setBytes()
 		return nil
 	}
 	// acks=all and the ISR has not caught up: park until the high watermark passes every
 	// batch, or answer REQUEST_TIMED_OUT for those it did not pass at the timeout.
+	r.retained = true
 	w := &waiter{cs: r.conn}
 	for _, wf := range waits {
 		w.parts = append(w.parts, wf.p)
@@ -95,20 +98,28 @@ func handleProduce(s *Server, r *request) error {
 				return false
 			}
 		}
-		writeResponse(r, resp)
+		r.resp.setBytes()
 		return true
 	}
 	w.expire = func() {
 		for _, wf := range waits {
 			if wf.p.HighWatermark() < wf.need {
-				wf.rp.ErrorCode = kerr.RequestTimedOut.Code
+				proto.PatchProduceErrorCode(r.resp.buf.B, wf.pos, kerr.RequestTimedOut.Code)
 			}
 		}
-		writeResponse(r, resp)
+		r.resp.setBytes()
 	}
 	s.metrics.delayedProduce.Inc()
-	w.park(time.Duration(max(req.TimeoutMillis, 0)) * time.Millisecond)
+	w.park(time.Duration(max(req.TimeoutMs, 0)) * time.Millisecond)
 	return nil
+}
+
+// produceWait is a partition answer waiting for the high watermark to reach need; pos is
+// where the answer lies in the response buffer.
+type produceWait struct {
+	p    *Partition
+	need int64
+	pos  int
 }
 
 // produce appends a produce request's records for one partition as its leader: producer

@@ -41,6 +41,7 @@ func handleFetch(s *Server, r *request) error {
 		return nil
 	}
 	f.release()
+	r.retained = true
 	w := &waiter{cs: r.conn}
 	for i := range req.Topics {
 		for j := range req.Topics[i].Partitions {

@@ -32,6 +32,7 @@ var errNoControlPlane = fmt.Errorf("no control plane: %w", kerr.RequestTimedOut)
 // async runs op on a goroutine bounded by timeoutMs (or adminTimeout) and posts done to
 // the connection's loop with op's result.
 func (s *Server) async(r *request, timeoutMs int32, op func(ctx context.Context) error, done func(error)) {
+	r.retained = true
 	timeout := adminTimeout
 	if timeoutMs > 0 {
 		timeout = time.Duration(timeoutMs) * time.Millisecond

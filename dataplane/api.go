@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"sync"
+
 	"github.com/gregor-streaming/gregor/proto"
 )
 
@@ -22,7 +24,7 @@ var (
 
 func init() {
 	apis = []apiVersion{
-		{key: produceKey, min: 3, max: 8, handle: handleProduce},
+		{key: produceKey, min: proto.ProduceVersionMin, max: proto.ProduceVersionMax, handle: handleProduce},
 		{key: fetchKey, min: proto.FetchVersionMin, max: proto.FetchVersionMax, handle: handleFetch},
 		{key: listOffsetsKey, min: 1, max: 5, handle: handleListOffsets},
 		{key: metadataKey, min: 0, max: 8, handle: handleMetadata},
@@ -54,16 +56,21 @@ type request struct {
 	conn *connState
 	// resp is the request's slot in the connection's response queue.
 	resp *response
+	// retained is set by a handler that keeps the request past its return (a purgatory
+	// or a control-plane call answers it later); others go back to requestPool.
+	retained bool
 }
+
+var requestPool = sync.Pool{New: func() any { return new(request) }}
 
 // noResponse drops the request's slot: acks=0 produce requests get no answer at all. The
 // slot is the queue's last (it was added for this request, handled synchronously).
 func (r *request) noResponse() {
-	q := r.conn.queue
-	if len(q) == 0 || q[len(q)-1] != r.resp {
+	q := &r.conn.queue
+	if q.len() == 0 || q.back() != r.resp {
 		panic("dataplane: noResponse on a request that is not the newest")
 	}
-	r.conn.queue = q[:len(q)-1]
+	q.popBack()
 	r.resp.free()
 	r.resp = nil
 }

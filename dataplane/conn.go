@@ -73,7 +73,7 @@ type connState struct {
 	ip string
 
 	// queue holds responses in request order; the head is written first.
-	queue []*response
+	queue respQueue
 	fast  sendfile.Writer // the event loop's writer
 	slow  sendfile.Writer // the parked goroutine's writer
 
@@ -124,7 +124,7 @@ func (cs *connState) onTraffic() gnet.Action {
 		}
 		// Reading stopped at the in-flight limit and writing freed room: read on.
 		// Otherwise the next bytes or the parked writer's wake bring us back.
-		if handled == 0 || len(cs.queue) >= cs.s.cfg.MaxInFlightPerConnection || cs.c.InboundBuffered() < proto.FrameSizeBytes {
+		if handled == 0 || cs.queue.len() >= cs.s.cfg.MaxInFlightPerConnection || cs.c.InboundBuffered() < proto.FrameSizeBytes {
 			return gnet.None
 		}
 	}
@@ -134,7 +134,7 @@ func (cs *connState) onTraffic() gnet.Action {
 // limit. A size prefix out of range, a bad header or an unknown API closes the
 // connection before anything is allocated for it.
 func (cs *connState) readFrames() (handled int, err error) {
-	for ; len(cs.queue) < cs.s.cfg.MaxInFlightPerConnection; handled++ {
+	for ; cs.queue.len() < cs.s.cfg.MaxInFlightPerConnection; handled++ {
 		n := cs.c.InboundBuffered()
 		if n == 0 {
 			cs.frameSinceNs.Store(0)
@@ -188,10 +188,15 @@ func (cs *connState) handleFrame(frame []byte) error {
 		return fmt.Errorf("%w: key %d version %d", errUnknownAPI, hdr.APIKey, hdr.APIVersion)
 	}
 	start := time.Now()
-	r := &request{hdr: hdr, body: frame[hdr.Size:], conn: cs, resp: newResponse()}
-	cs.queue = append(cs.queue, r.resp)
+	r := requestPool.Get().(*request)
+	*r = request{hdr: hdr, body: frame[hdr.Size:], conn: cs, resp: newResponse()}
+	cs.queue.push(r.resp)
 	err = api.handle(cs.s, r)
 	cs.s.metrics.observeRequest(api.key, start)
+	if !r.retained {
+		*r = request{}
+		requestPool.Put(r)
+	}
 	return err
 }
 
@@ -199,8 +204,8 @@ func (cs *connState) handleFrame(frame []byte) error {
 // it takes them (most responses finish here), else it parks the head with a goroutine
 // that waits for the socket in the Go poller.
 func (cs *connState) flush() error {
-	for cs.parkState.Load() == parkIdle && len(cs.queue) > 0 && cs.queue[0].ready {
-		head := cs.queue[0]
+	for cs.parkState.Load() == parkIdle && cs.queue.len() > 0 && cs.queue.front().ready {
+		head := cs.queue.front()
 		rest, err := cs.fast.WriteTo(cs.fd, head.pieces)
 		if errors.Is(err, unix.EAGAIN) {
 			head.pieces = rest
@@ -215,12 +220,7 @@ func (cs *connState) flush() error {
 }
 
 func (cs *connState) popHead() {
-	cs.queue[0].free()
-	cs.queue[0] = nil
-	cs.queue = cs.queue[1:]
-	if len(cs.queue) == 0 {
-		cs.queue = cs.queue[:0:0] // let a large backing array go
-	}
+	cs.queue.popFront().free()
 }
 
 // park hands the head response to a goroutine writing through a duplicate of the socket.
@@ -284,13 +284,13 @@ func (cs *connState) onClose() {
 	cs.parkMu.Lock()
 	cs.closed = true
 	busy := cs.parkState.Load() == parkBusy
-	for i, r := range cs.queue {
+	for i := range cs.queue.len() {
 		if i == 0 && busy {
 			continue
 		}
-		r.free()
+		cs.queue.at(i).free()
 	}
-	cs.queue = nil
+	cs.queue = respQueue{}
 	cs.parkMu.Unlock()
 	if cs.parked != nil {
 		_ = cs.parked.Close()

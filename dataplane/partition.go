@@ -81,6 +81,13 @@ func (rm *replicaManager) get(topic string, partition int32) *Partition {
 	return rm.partitions[topic][partition]
 }
 
+// getBytes is get for a topic name held as bytes (no conversion is allocated).
+func (rm *replicaManager) getBytes(topic []byte, partition int32) *Partition {
+	rm.mu.RLock()
+	defer rm.mu.RUnlock()
+	return rm.partitions[string(topic)][partition]
+}
+
 // partitionDir is where a replica's log lives.
 func (rm *replicaManager) partitionDir(topic string, partition int32) string {
 	return filepath.Join(rm.dir, topic+"-"+strconv.Itoa(int(partition)))
