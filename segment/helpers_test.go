@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -143,15 +142,6 @@ func (l *Log) crash() {
 		_ = unix.Close(s.timeIndex.fd)
 		s.file.release()
 	}
-}
-
-func segmentFiles(t testing.TB, dir, suffix string) []string {
-	t.Helper()
-	m, err := filepath.Glob(filepath.Join(dir, "*"+suffix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
 }
 
 func fileSize(t testing.TB, path string) int64 {

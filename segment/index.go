@@ -287,13 +287,6 @@ func (x *TimeIndex) lastEntry() (timestamp, offset int64) {
 	return x.at(x.entries - 1)
 }
 
-// lookup returns the offset of the entry with the largest timestamp ≤ ts, or baseOffset:
-// no batch before that offset reaches ts.
-func (x *TimeIndex) lookup(ts int64) int64 {
-	_, o := x.lookupEntry(ts)
-	return o
-}
-
 // lookupEntry returns the entry with the largest timestamp ≤ ts, or (-1, baseOffset).
 func (x *TimeIndex) lookupEntry(ts int64) (timestamp, offset int64) {
 	lo, hi := 0, x.entries

@@ -619,6 +619,9 @@ func TestRecovery(t *testing.T) {
 			if got := segmentScans.Load() - scans; got != 0 {
 				t.Errorf("clean reopen after recovery scanned %d segments", got)
 			}
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
 		})
 	}
 }
