@@ -135,7 +135,7 @@ func TestRegistry(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Lost not closed after Close")
 	}
-	again, err := other.Register(ctx, client.Broker{ID: 7, Host: "127.0.0.2", Port: 9092}, 0)
+	again, err := other.Register(ctx, client.Broker{ID: 7, Host: "127.0.0.2", Port: 9092}, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +143,19 @@ func TestRegistry(t *testing.T) {
 	if again.Broker().Epoch <= epoch {
 		t.Fatalf("new epoch %d not above old %d", again.Broker().Epoch, epoch)
 	}
+	// SafeUntil moves forward with every renewal and never claims more than one TTL.
+	firstSafe := again.SafeUntil()
+	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		now := time.Now()
+		s := again.SafeUntil()
+		if s.After(now.Add(time.Second)) {
+			return fmt.Errorf("SafeUntil %v is more than the 1s TTL ahead of %v", s, now)
+		}
+		if !s.After(firstSafe) || !s.After(now) {
+			return fmt.Errorf("SafeUntil %v has not advanced past %v", s, firstSafe)
+		}
+		return nil
+	})
 	brokers, _, err := other.LiveBrokers(ctx)
 	if err != nil || len(brokers) != 1 || brokers[0].Host != "127.0.0.2" || brokers[0].Epoch != again.Broker().Epoch {
 		t.Fatalf("live brokers %+v, %v", brokers, err)

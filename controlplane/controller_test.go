@@ -103,6 +103,8 @@ func TestLeaseExpiryMovesLeadership(t *testing.T) {
 	}
 	start := time.Now()
 	dps[2].crash()
+	safeUntil := dps[2].reg.SafeUntil()
+	var movedAt time.Time
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		for p := int32(0); p < 6; p++ {
 			st, err := admin.GetPartition(ctx, client.TopicPartition{Topic: "orders", Partition: p})
@@ -129,8 +131,14 @@ func TestLeaseExpiryMovesLeadership(t *testing.T) {
 				return fmt.Errorf("partition %d: partition epoch %d, want %d", p, st.PartitionEpoch, old.PartitionEpoch+1)
 			}
 		}
+		movedAt = time.Now()
 		return nil
 	})
+	// The dead node's own bound on its lease held: nothing moved before it.
+	<-dps[2].reg.Lost()
+	if movedAt.Before(safeUntil) {
+		t.Fatalf("leadership moved at %v, before the node's SafeUntil %v", movedAt, safeUntil)
+	}
 	t.Logf("leadership moved %v after the node stopped renewing (lease TTL 1s)", time.Since(start).Round(time.Millisecond))
 }
 
