@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,35 +65,50 @@ func BenchmarkProduce(b *testing.B) {
 	}
 }
 
-// BenchmarkFetch measures catch-up Fetch requests of 1 MiB from the page cache, sent by
-// sendfile, one request per round trip.
+// BenchmarkFetch measures catch-up Fetch requests of 1 MiB from the page cache, one
+// request per round trip, by sendfile and by the copy path (pread + write). core-s/GB is
+// the CPU time of the whole test process (client and node) per GB fetched.
 func BenchmarkFetch(b *testing.B) {
-	s := startServer(b, Config{})
-	if err := s.BecomeLeader("bench", 0, 0, 1, 1); err != nil {
-		b.Fatal(err)
+	for _, bc := range []struct {
+		name      string
+		copyBelow int64
+	}{{"sendfile", 0}, {"copy", 1 << 30}} {
+		b.Run(bc.name, func(b *testing.B) {
+			s := startServer(b, Config{CopyBelowBytes: bc.copyBelow})
+			if err := s.BecomeLeader("bench", 0, 0, 1, 1); err != nil {
+				b.Fatal(err)
+			}
+			c := dial(b, s)
+			value := make([]byte, 64<<10)
+			const batches = 1024 // 64 MiB
+			for range batches {
+				b2 := proto.AppendRecordBatch(nil, proto.RecordBatchHeader{BaseTimestamp: time.Now().UnixMilli(), ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1}, []proto.Record{{Value: value}})
+				if rp := produce(b, c, 7, "bench", 0, 1, b2); rp.ErrorCode != 0 {
+					b.Fatal(rp)
+				}
+			}
+			frames := make([][]byte, batches)
+			for i := range frames {
+				frames[i] = frameRequest(fetchReq("bench", 0, int64(i), 1<<20, 1, 0), 11, int32(i))
+			}
+			rc := &rawClient{c: c}
+			var bytes int64
+			cpu0 := cpuTime()
+			b.ReportAllocs()
+			var i int
+			for b.Loop() {
+				bytes += int64(rc.roundTrip(b, frames[i%len(frames)]))
+				i++
+			}
+			b.ReportMetric(float64(bytes)/b.Elapsed().Seconds()/1e9, "GB/s")
+			b.ReportMetric((cpuTime()-cpu0).Seconds()/(float64(bytes)/1e9), "core-s/GB")
+		})
 	}
-	c := dial(b, s)
-	value := make([]byte, 64<<10)
-	var batches int64
-	for range 1024 { // 64 MiB
-		b2 := proto.AppendRecordBatch(nil, proto.RecordBatchHeader{BaseTimestamp: time.Now().UnixMilli(), ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1}, []proto.Record{{Value: value}})
-		if rp := produce(b, c, 7, "bench", 0, 1, b2); rp.ErrorCode != 0 {
-			b.Fatal(rp)
-		}
-		batches++
-	}
-	frames := make([][]byte, batches)
-	for i := range frames {
-		frames[i] = frameRequest(fetchReq("bench", 0, int64(i), 1<<20, 1, 0), 11, int32(i))
-	}
-	rc := &rawClient{c: c}
-	var bytes int64
-	b.ReportAllocs()
-	var i int
-	for b.Loop() {
-		bytes += int64(rc.roundTrip(b, frames[i%len(frames)]))
-		i++
-	}
-	b.SetBytes(bytes / int64(b.N))
-	b.ReportMetric(float64(bytes)/b.Elapsed().Seconds()/1e9, "GB/s")
+}
+
+// cpuTime is the process's user plus system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -33,6 +33,7 @@ type options struct {
 	dataDir, listen, advertise   string
 	cp, httpAddr, rack, logLevel string
 	eventLoops                   int
+	copyBelow                    int64
 }
 
 func main() {
@@ -73,6 +74,8 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.id, "id", idDef, "node id, unique among live data-plane nodes (env GREGOR_DP_ID)")
 	loopsDef, _ := strconv.Atoi(envDefault("event-loops", "2"))
 	fs.IntVar(&o.eventLoops, "event-loops", loopsDef, "gnet event loops (env GREGOR_DP_EVENT_LOOPS)")
+	copyDef, _ := strconv.ParseInt(envDefault("copy-below", "0"), 10, 64)
+	fs.Int64Var(&o.copyBelow, "copy-below", copyDef, "send fetched regions smaller than this many bytes by copy instead of sendfile; 0: always sendfile (env GREGOR_DP_COPY_BELOW)")
 	str(&o.dataDir, "data-dir", "./data/dp1", "directory of the partition logs")
 	str(&o.listen, "listen", "127.0.0.1:9092", "Kafka listener host:port")
 	str(&o.advertise, "advertise", "", "host:port clients are told to connect to (default: --listen)")
@@ -141,7 +144,7 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	}()
 	srv, err := dataplane.New(dataplane.Config{
 		NodeID: int32(o.id), Listen: o.listen, Advertise: o.advertise, DataDir: o.dataDir,
-		EventLoops: o.eventLoops, ControlPlane: cp, HWRecorder: hwc, Logger: logger, Metrics: set,
+		EventLoops: o.eventLoops, CopyBelowBytes: o.copyBelow, ControlPlane: cp, HWRecorder: hwc, Logger: logger, Metrics: set,
 	})
 	if err != nil {
 		return err
