@@ -110,7 +110,7 @@ func handleProduce(s *Server, r *request) error {
 		r.resp.setBytes()
 	}
 	s.metrics.delayedProduce.Inc()
-	w.park(time.Duration(max(req.TimeoutMs, 0)) * time.Millisecond)
+	w.park(time.Duration(max(req.TimeoutMs, 0))*time.Millisecond, &s.metrics.produceWaiting)
 	return nil
 }
 

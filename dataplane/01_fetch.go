@@ -63,7 +63,7 @@ func handleFetch(s *Server, r *request) error {
 		f.answer()
 	}
 	s.metrics.delayedFetch.Inc()
-	w.park(min(time.Duration(req.MaxWaitMillis)*time.Millisecond, maxFetchWait))
+	w.park(min(time.Duration(req.MaxWaitMillis)*time.Millisecond, maxFetchWait), &s.metrics.fetchWaiting)
 	return nil
 }
 

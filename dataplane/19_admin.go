@@ -46,7 +46,7 @@ func (s *Server) async(r *request, timeoutMs int32, op func(ctx context.Context)
 		} else {
 			err = op(ctx)
 		}
-		r.conn.post(func() { done(err) })
+		_ = r.conn.post(func() { done(err) }) // a closed connection wants no answer
 	}()
 }
 

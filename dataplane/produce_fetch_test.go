@@ -250,7 +250,14 @@ func TestFetchLongPoll(t *testing.T) {
 	if _, err := consumer.Write(frameRequest(longPoll, 11, 9)); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond) // let the fetch park; the answer must not need it
+	// The fetch parks in the purgatory (and shows in its size gauge) until data comes.
+	deadline := time.Now().Add(5 * time.Second)
+	for s.metrics.fetchWaiting.Load() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("fetch never parked")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	b := batch(2, "wake", -1, -1, -1)
 	if rp := produce(t, producer, 7, "lp", 0, 1, b); rp.ErrorCode != 0 {
 		t.Fatal(rp)
@@ -261,6 +268,9 @@ func TestFetchLongPoll(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("long poll answered after %v", d)
+	}
+	if n := s.metrics.fetchWaiting.Load(); n != 0 {
+		t.Fatalf("fetch purgatory size %d after the answer", n)
 	}
 	start = time.Now()
 	resp = roundTrip(t, consumer, fetchReq("lp", 0, 2, 1<<20, 1, 300), 11, 10).(*kmsg.FetchResponse)

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,20 +27,38 @@ type waiter struct {
 	timer *time.Timer
 	// done is set, on the loop, once the request is answered.
 	done bool
+	// size is the purgatory's size gauge: one while the request waits.
+	size *atomic.Int64
+	// left is set once the waiter has left the purgatory (answered, or its connection
+	// closed), so the size gauge is decremented exactly once.
+	left atomic.Bool
+}
+
+// leave takes the waiter out of its purgatory's size.
+func (w *waiter) leave() {
+	if w.size != nil && !w.left.Swap(true) {
+		w.size.Add(-1)
+	}
 }
 
 // park registers w on its partitions and arms its deadline.
-func (w *waiter) park(wait time.Duration) {
+func (w *waiter) park(wait time.Duration, size *atomic.Int64) {
+	w.size = size
+	size.Add(1)
 	for _, p := range w.parts {
 		p.addWaiter(w)
 	}
 	w.timer = time.AfterFunc(wait, func() {
-		w.cs.post(func() {
+		posted := w.cs.post(func() {
 			if !w.done {
 				w.done = true
+				w.leave()
 				w.expire()
 			}
 		})
+		if !posted {
+			w.leave() // the connection closed: the request is gone
+		}
 	})
 }
 
@@ -50,6 +69,7 @@ func (w *waiter) wake() {
 	}
 	if w.try() {
 		w.done = true
+		w.leave()
 		w.timer.Stop()
 		return
 	}
@@ -83,16 +103,18 @@ func (p *Partition) wakeWaiters() {
 	}
 }
 
-// post queues fn to run on the connection's event loop and wakes the loop.
-func (cs *connState) post(fn func()) {
+// post queues fn to run on the connection's event loop and wakes the loop. It reports
+// false, running nothing, once the connection has closed.
+func (cs *connState) post(fn func()) bool {
 	cs.mailMu.Lock()
 	if cs.mailClosed {
 		cs.mailMu.Unlock()
-		return
+		return false
 	}
 	cs.mailbox = append(cs.mailbox, fn)
 	cs.mailMu.Unlock()
 	_ = cs.c.Wake(nil)
+	return true
 }
 
 // runMailbox runs what was posted, on the loop.

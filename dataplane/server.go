@@ -286,6 +286,9 @@ type serverMetrics struct {
 	bytesIn        *metrics.Counter
 	delayedProduce *metrics.Counter
 	delayedFetch   *metrics.Counter
+	// produceWaiting and fetchWaiting are the purgatories' current sizes.
+	produceWaiting atomic.Int64
+	fetchWaiting   atomic.Int64
 }
 
 func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
@@ -310,6 +313,8 @@ func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
 		m.latency[a.key] = set.NewHistogram(fmt.Sprintf("gregor_request_duration_seconds{api=%q}", name))
 	}
 	set.NewGauge("gregor_connections", func() float64 { return float64(s.nconns.Load()) })
+	set.NewGauge(`gregor_purgatory_size{purgatory="produce"}`, func() float64 { return float64(m.produceWaiting.Load()) })
+	set.NewGauge(`gregor_purgatory_size{purgatory="fetch"}`, func() float64 { return float64(m.fetchWaiting.Load()) })
 	set.NewGauge(`gregor_fetch_bytes_total{path="sendfile"}`, func() float64 { return float64(s.fetchCounters.Sendfile.Load()) })
 	set.NewGauge(`gregor_fetch_bytes_total{path="copy"}`, func() float64 { return float64(s.fetchCounters.Copied.Load()) })
 	set.NewGauge("gregor_response_header_bytes_total", func() float64 { return float64(s.fetchCounters.Bytes.Load()) })
