@@ -1,6 +1,6 @@
 package dataplane
 
-// Fetch, key 1, versions 4-11 (non-flexible). Consumers read below the high watermark;
+// Fetch, key 1, versions 4-11 (non-flexible; hand-written codec in proto). Consumers read below the high watermark;
 // read_committed sees the last stable offset, which is the high watermark (no
 // transactions). max_bytes and the partition limits hold except for the first batch of
 // the first non-empty partition, which is always whole (KIP-74). min_bytes/max_wait_ms
@@ -10,6 +10,7 @@ package dataplane
 
 import (
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/gregor-streaming/gregor/proto"
@@ -25,33 +26,42 @@ const fetchKey = int16(kmsg.Fetch)
 const maxFetchWait = 30 * time.Second
 
 func handleFetch(s *Server, r *request) error {
-	req := kmsg.NewPtrFetchRequest()
-	req.SetVersion(r.hdr.APIVersion)
-	if err := req.ReadFrom(r.body); err != nil { // copies: a parked fetch outlives the buffer
+	req, err := proto.ParseFetchRequest(r.body, r.hdr.APIVersion)
+	if err != nil {
 		return err
 	}
-	f := &fetch{s: s, r: r, req: req}
-	if req.Version >= 7 && req.SessionID != 0 {
+	f := fetchPool.Get().(*fetch)
+	f.s, f.r, f.req = s, r, req
+	if req.SessionID != 0 {
 		f.sessionErr = kerr.FetchSessionIDNotFound.Code
 		f.answer()
+		f.free()
 		return nil
 	}
-	if f.collect() >= int(req.MinBytes) || req.MaxWaitMillis <= 0 {
+	if f.collect() >= int(req.MinBytes) || req.MaxWaitMs <= 0 {
 		f.answer()
+		f.free()
 		return nil
 	}
 	f.release()
+	// Wait in the purgatory. The request's bytes view the connection's inbound buffer:
+	// keep a copy (the one allocation of a parked fetch).
 	r.retained = true
+	f.owned = append(f.owned[:0], r.body...)
+	f.req, _ = proto.ParseFetchRequest(f.owned, r.hdr.APIVersion)
 	w := &waiter{cs: r.conn}
-	for i := range req.Topics {
-		for j := range req.Topics[i].Partitions {
-			if p := s.replicas.get(req.Topics[i].Topic, req.Topics[i].Partitions[j].Partition); p != nil {
+	walk := f.req.Walk()
+	for range f.req.Topics {
+		name, parts, _ := walk.NextTopic()
+		for range parts {
+			fp, _ := walk.NextPartition()
+			if p := s.replicas.getBytes(name, fp.Partition); p != nil {
 				w.parts = append(w.parts, p)
 			}
 		}
 	}
 	w.try = func() bool {
-		if f.collect() < int(req.MinBytes) {
+		if f.collect() < int(f.req.MinBytes) {
 			f.release()
 			return false
 		}
@@ -63,67 +73,82 @@ func handleFetch(s *Server, r *request) error {
 		f.answer()
 	}
 	s.metrics.delayedFetch.Inc()
-	w.park(min(time.Duration(req.MaxWaitMillis)*time.Millisecond, maxFetchWait), &s.metrics.fetchWaiting)
+	w.park(min(time.Duration(f.req.MaxWaitMs)*time.Millisecond, maxFetchWait), &s.metrics.fetchWaiting)
 	return nil
 }
 
-// fetch is one fetch request being answered.
+// fetch is one fetch request being answered. Answered at once (the common case) it goes
+// back to fetchPool with its slices, so steady-state fetches allocate nothing.
 type fetch struct {
 	s          *Server
 	r          *request
-	req        *kmsg.FetchRequest
+	req        proto.FetchRequest
 	sessionErr int16
-	// parts are the per-partition answers, in request order; regions[k] the regions of
-	// parts[k].
+	// owned holds the request's bytes while it waits in the purgatory.
+	owned []byte
+	// parts are the per-partition answers in request order; the regions of parts[k] are
+	// regions[spans[k]:spans[k+1]].
 	parts   []proto.FetchPartition
-	regions [][]segment.Region
+	spans   []int
+	regions []segment.Region
+	cuts    []int
+}
+
+var fetchPool = sync.Pool{New: func() any { return new(fetch) }}
+
+func (f *fetch) free() {
+	f.s, f.r, f.req, f.sessionErr = nil, nil, proto.FetchRequest{}, 0
+	f.parts, f.spans, f.cuts = f.parts[:0], f.spans[:0], f.cuts[:0]
+	clear(f.regions)
+	f.regions = f.regions[:0]
+	fetchPool.Put(f)
 }
 
 // collect reads every requested partition and returns the bytes found.
 func (f *fetch) collect() int {
-	f.parts = f.parts[:0]
-	f.regions = f.regions[:0]
+	f.parts, f.spans, f.regions = f.parts[:0], append(f.spans[:0], 0), f.regions[:0]
 	remaining := int(f.req.MaxBytes)
 	if remaining <= 0 {
 		remaining = 1 << 30
 	}
 	total := 0
-	for i := range f.req.Topics {
-		t := &f.req.Topics[i]
-		for j := range t.Partitions {
-			rp := &t.Partitions[j]
+	walk := f.req.Walk()
+	for range f.req.Topics {
+		name, partitions, _ := walk.NextTopic() // ParseFetchRequest checked the walk
+		for range partitions {
+			rp, _ := walk.NextPartition()
 			part := proto.FetchPartition{Partition: rp.Partition, HighWatermark: -1, LastStableOffset: -1, LogStartOffset: -1}
-			var regions []segment.Region
-			p := f.s.replicas.get(t.Topic, rp.Partition)
+			p := f.s.replicas.getBytes(name, rp.Partition)
 			switch {
 			case p == nil:
 				part.ErrorCode = kerr.UnknownTopicOrPartition.Code
 			case !p.IsLeader():
 				part.ErrorCode = kerr.NotLeaderForPartition.Code
-			case f.req.Version >= 9 && rp.CurrentLeaderEpoch >= 0 && rp.CurrentLeaderEpoch < p.leaderEpoch.Load():
+			case rp.CurrentLeaderEpoch >= 0 && rp.CurrentLeaderEpoch < p.leaderEpoch.Load():
 				part.ErrorCode = kerr.FencedLeaderEpoch.Code
-			case f.req.Version >= 9 && rp.CurrentLeaderEpoch > p.leaderEpoch.Load():
+			case rp.CurrentLeaderEpoch > p.leaderEpoch.Load():
 				part.ErrorCode = kerr.UnknownLeaderEpoch.Code
 			default:
 				hw := p.HighWatermark()
 				part.HighWatermark, part.LastStableOffset, part.LogStartOffset = hw, hw, p.log.LogStartOffset()
 				limit := min(int(rp.PartitionMaxBytes), remaining)
+				from := len(f.regions)
 				var err error
-				regions, err = p.log.Read(nil, rp.FetchOffset, limit, hw, total == 0)
+				f.regions, err = p.log.Read(f.regions, rp.FetchOffset, limit, hw, total == 0)
 				switch {
 				case errors.Is(err, segment.ErrOffsetOutOfRange):
 					part.ErrorCode = kerr.OffsetOutOfRange.Code
 				case err != nil:
 					part.ErrorCode = kerr.KafkaStorageError.Code
 				}
-				for _, rg := range regions {
+				for _, rg := range f.regions[from:] {
 					part.RecordsBytes += int32(rg.Length)
 				}
 			}
 			total += int(part.RecordsBytes)
 			remaining = max(remaining-int(part.RecordsBytes), 0)
 			f.parts = append(f.parts, part)
-			f.regions = append(f.regions, regions)
+			f.spans = append(f.spans, len(f.regions))
 		}
 	}
 	return total
@@ -131,17 +156,15 @@ func (f *fetch) collect() int {
 
 // release gives back the regions of a collect that will not be sent.
 func (f *fetch) release() {
-	for _, rs := range f.regions {
-		segment.ReleaseRegions(rs)
-	}
+	segment.ReleaseRegions(f.regions)
 	f.regions = f.regions[:0]
 }
 
 // answer encodes the response: the bytes before each partition's records, then its
-// regions, as pieces of the connection's response.
+// regions, as pieces of the connection's response, which now owns the regions.
 func (f *fetch) answer() {
 	resp, buf := f.r.resp, f.r.resp.buf
-	v := f.req.Version
+	v := f.r.hdr.APIVersion
 	var start int
 	buf.B, start = proto.BeginFrame(buf.B[:0], f.r.hdr.CorrelationID, false)
 	if f.sessionErr != 0 {
@@ -150,17 +173,19 @@ func (f *fetch) answer() {
 		resp.setBytes()
 		return
 	}
-	buf.B = proto.AppendFetchResponseStart(buf.B, v, 0, 0, 0, len(f.req.Topics))
+	buf.B = proto.AppendFetchResponseStart(buf.B, v, 0, 0, 0, f.req.Topics)
 	// cuts[k] is where partition k's header bytes end in buf.B: its regions go there.
-	cuts := make([]int, 0, len(f.parts))
+	f.cuts = f.cuts[:0]
 	var extra int
 	k := 0
-	for i := range f.req.Topics {
-		t := &f.req.Topics[i]
-		buf.B = proto.AppendFetchTopicStart(buf.B, t.Topic, len(t.Partitions))
-		for range t.Partitions {
+	walk := f.req.Walk()
+	for range f.req.Topics {
+		name, partitions, _ := walk.NextTopic()
+		buf.B = proto.AppendFetchTopicStart(buf.B, name, partitions)
+		for range partitions {
+			_, _ = walk.NextPartition()
 			buf.B = proto.AppendFetchPartition(buf.B, v, &f.parts[k])
-			cuts = append(cuts, len(buf.B))
+			f.cuts = append(f.cuts, len(buf.B))
 			extra += int(f.parts[k].RecordsBytes)
 			k++
 		}
@@ -168,18 +193,20 @@ func (f *fetch) answer() {
 	proto.EndFrame(buf.B, start, extra)
 	resp.pieces = resp.pieces[:0]
 	prev := 0
-	for k, cut := range cuts {
-		if len(f.regions[k]) == 0 {
+	for k, cut := range f.cuts {
+		regions := f.regions[f.spans[k]:f.spans[k+1]]
+		if len(regions) == 0 {
 			continue
 		}
 		resp.pieces = append(resp.pieces, sendfile.Bytes(buf.B[prev:cut]))
-		for _, rg := range f.regions[k] {
+		for _, rg := range regions {
 			resp.pieces = append(resp.pieces, sendfile.Region(rg.File.Fd(), rg.Position, rg.Length))
-			resp.regions = append(resp.regions, rg)
 		}
 		prev = cut
 	}
 	resp.pieces = append(resp.pieces, sendfile.Bytes(buf.B[prev:]))
+	resp.regions = append(resp.regions, f.regions...)
+	clear(f.regions)
 	f.regions = f.regions[:0]
 	resp.ready = true
 }

@@ -26,7 +26,7 @@ func TestFetchResponseMatchesKmsg(t *testing.T) {
 		for _, topic := range []string{"orders", "t2"} {
 			kt := kmsg.NewFetchResponseTopic()
 			kt.Topic = topic
-			mine = AppendFetchTopicStart(mine, topic, len(parts))
+			mine = AppendFetchTopicStart(mine, []byte(topic), len(parts))
 			for i := range parts {
 				p := &parts[i]
 				kp := kmsg.NewFetchResponseTopicPartition()
@@ -52,4 +52,110 @@ func TestFetchResponseMatchesKmsg(t *testing.T) {
 			t.Fatalf("v%d: kmsg cannot read ours: %v", v, err)
 		}
 	}
+}
+
+func sampleFetchRequest(v int16) *kmsg.FetchRequest {
+	req := kmsg.NewPtrFetchRequest()
+	req.SetVersion(v)
+	req.ReplicaID, req.MaxWaitMillis, req.MinBytes, req.MaxBytes, req.IsolationLevel = -1, 500, 1, 50<<20, 1
+	req.SessionID, req.SessionEpoch = 0, -1
+	for ti, name := range []string{"orders", "x"} {
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic = name
+		for p := range 3 {
+			rp := kmsg.NewFetchRequestTopicPartition()
+			rp.Partition, rp.CurrentLeaderEpoch, rp.FetchOffset, rp.LogStartOffset, rp.PartitionMaxBytes = int32(p), int32(ti+4), int64(1000*p+7), -1, 1<<20
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		req.Topics = append(req.Topics, rt)
+	}
+	if v >= 7 {
+		ft := kmsg.NewFetchRequestForgottenTopic()
+		ft.Topic, ft.Partitions = "gone", []int32{1, 2}
+		req.ForgottenTopics = append(req.ForgottenTopics, ft)
+	}
+	if v >= 11 {
+		req.Rack = "r1"
+	}
+	return req
+}
+
+// TestFetchRequestMatchesKmsg walks kmsg-encoded Fetch requests of every version served.
+func TestFetchRequestMatchesKmsg(t *testing.T) {
+	for v := int16(FetchVersionMin); v <= FetchVersionMax; v++ {
+		want := sampleFetchRequest(v)
+		b := want.AppendTo(nil)
+		r, err := ParseFetchRequest(b, v)
+		if err != nil {
+			t.Fatalf("v%d: %v", v, err)
+		}
+		if r.ReplicaID != want.ReplicaID || r.MaxWaitMs != want.MaxWaitMillis || r.MinBytes != want.MinBytes ||
+			r.MaxBytes != want.MaxBytes || r.IsolationLevel != want.IsolationLevel || r.Topics != len(want.Topics) {
+			t.Fatalf("v%d head %+v", v, r)
+		}
+		w := r.Walk()
+		for _, wt := range want.Topics {
+			name, n, err := w.NextTopic()
+			if err != nil || string(name) != wt.Topic || n != len(wt.Partitions) {
+				t.Fatalf("v%d topic %q %d %v", v, name, n, err)
+			}
+			for _, wp := range wt.Partitions {
+				p, err := w.NextPartition()
+				epoch, lso := wp.CurrentLeaderEpoch, wp.LogStartOffset
+				if v < 9 {
+					epoch = -1
+				}
+				if v < 5 {
+					lso = -1
+				}
+				if err != nil || p.Partition != wp.Partition || p.FetchOffset != wp.FetchOffset || p.PartitionMaxBytes != wp.PartitionMaxBytes ||
+					p.CurrentLeaderEpoch != epoch || p.LogStartOffset != lso {
+					t.Fatalf("v%d partition %+v vs %+v (%v)", v, p, wp, err)
+				}
+			}
+		}
+		if _, err := ParseFetchRequest(append(b, 0), v); err == nil {
+			t.Fatalf("v%d: trailing byte accepted", v)
+		}
+		if _, err := ParseFetchRequest(b[:len(b)-1], v); err == nil {
+			t.Fatalf("v%d: truncated request accepted", v)
+		}
+	}
+}
+
+// FuzzParseFetchRequest checks arbitrary Fetch bodies. Invariants: no panic; a body we
+// accept, kmsg decodes to the same topics and partitions; walking an accepted body never
+// fails.
+func FuzzParseFetchRequest(f *testing.F) {
+	for v := int16(FetchVersionMin); v <= FetchVersionMax; v++ {
+		f.Add(sampleFetchRequest(v).AppendTo(nil), uint8(v))
+	}
+	f.Fuzz(func(t *testing.T, b []byte, v uint8) {
+		version := int16(FetchVersionMin + int(v)%(FetchVersionMax-FetchVersionMin+1))
+		r, err := ParseFetchRequest(b, version)
+		if err != nil {
+			return
+		}
+		k := kmsg.NewPtrFetchRequest()
+		k.SetVersion(version)
+		if err := k.ReadFrom(b); err != nil {
+			t.Fatalf("kmsg rejects what we accept: %v", err)
+		}
+		w := r.Walk()
+		if len(k.Topics) != r.Topics {
+			t.Fatalf("topics %d vs %d", r.Topics, len(k.Topics))
+		}
+		for _, kt := range k.Topics {
+			name, n, err := w.NextTopic()
+			if err != nil || string(name) != kt.Topic || n != len(kt.Partitions) {
+				t.Fatalf("topic differs: %v", err)
+			}
+			for _, kp := range kt.Partitions {
+				p, err := w.NextPartition()
+				if err != nil || p.Partition != kp.Partition || p.FetchOffset != kp.FetchOffset {
+					t.Fatalf("partition differs: %v", err)
+				}
+			}
+		}
+	})
 }
