@@ -18,7 +18,7 @@ TEST_TIMEOUT ?= 20m
 # (only a doc.go saying what will live there) is skipped with a note.
 PROGRAMS := cp:gregor-cp dp:gregor-dp gregor:gregor
 
-.PHONY: all build run test test-short test-deps bench fuzz lint deps clean
+.PHONY: all build run test test-short test-deps bench bench-full bench-micro fuzz lint deps clean
 
 all: build
 
@@ -58,9 +58,23 @@ test-deps:
 test-short:
 	$(GO) test -count=1 -short ./...
 
-# bench: the storage engine's micro-benchmarks (figures go to BENCHMARKS.md).
-bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./segment/ ./proto/
+# bench: the quick side-by-side suite (≤ 5 min): Gregor, NATS JetStream and Redis Streams
+# on the same workloads. Installs the peers if missing, starts Gregor from bin/ when
+# nothing answers on 127.0.0.1:9092, and rewrites BENCHMARKS.md's suite section and
+# perf/results/.
+bench: build
+	scripts/install-peers.sh
+	$(BIN)/gregor bench-suite --quick
+
+# bench-full: the workloads as written (about 80 minutes).
+bench-full: build
+	scripts/install-peers.sh
+	$(BIN)/gregor bench-suite --full
+
+# bench-micro: the Go micro-benchmarks of the hot paths (storage, codec, zero-copy
+# writer, data-plane round trips); compare runs with benchstat.
+bench-micro: deps
+	$(GO) test -run '^$$' -bench . -benchmem -count=6 ./segment/ ./proto/ ./sendfile/ ./dataplane/
 
 # fuzz: a short run of every fuzz target (go test runs one fuzz target at a time).
 fuzz: deps
