@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -132,8 +133,9 @@ func (s *Server) lead(ctx context.Context, sess *concurrency.Session, e *concurr
 	s.logger.Info("became controller", "key", e.Key(), "rev", e.Rev())
 	t := time.NewTicker(reconcileInterval)
 	defer t.Stop()
+	epochs := map[int32]int64{}
 	for {
-		s.reconcile(ctx, e)
+		s.reconcile(ctx, e, epochs)
 		select {
 		case <-ctx.Done():
 			s.logger.Info("controller stepping down")
@@ -147,50 +149,91 @@ func (s *Server) lead(ctx context.Context, sess *concurrency.Session, e *concurr
 	}
 }
 
-// reconcile applies ElectLeader to every partition of the current view and writes
-// the changes, fenced on this node still holding the election key.
-func (s *Server) reconcile(ctx context.Context, e *concurrency.Election) {
-	snap := s.view.Snapshot()
-	var batch []client.PartitionState // the old states, for the compare
-	var nexts []client.PartitionState
+// planElections applies ElectLeader to every partition of snap. A node whose broker
+// epoch differs from the one recorded in epochs re-registered (restarted) without this
+// controller seeing it leave — its lease expiry and new registration arrived between
+// two reconciles — so for this plan it counts as dead: it loses its leaderships (with
+// the leader epoch bumped) and its ISR memberships, as if the expiry had been seen; a
+// partition whose only ISR member it was is re-elected to it on the next pass, with
+// another bump. It returns the old and new states of the changed partitions and the
+// restarted nodes.
+func planElections(snap *client.Snapshot, epochs map[int32]int64) (olds, nexts []client.PartitionState, restarted map[int32]bool) {
+	live := snap.Brokers
+	for id, b := range snap.Brokers {
+		if old, seen := epochs[id]; seen && old != b.Epoch {
+			if restarted == nil {
+				restarted = map[int32]bool{}
+				live = maps.Clone(snap.Brokers)
+			}
+			restarted[id] = true
+			delete(live, id)
+		}
+	}
 	for tp, st := range snap.Partitions {
 		topic, ok := snap.Topics[tp.Topic]
 		if !ok {
 			continue // a topic being deleted
 		}
-		next, changed := ElectLeader(st, snap.Brokers, topic.UncleanLeaderElection())
-		if !changed {
-			continue
-		}
-		batch = append(batch, st)
-		nexts = append(nexts, next)
-		if len(batch) == electionTxnPartitionsMax {
-			s.writeElections(ctx, e, batch, nexts)
-			batch, nexts = batch[:0], nexts[:0]
+		if next, changed := ElectLeader(st, live, topic.UncleanLeaderElection()); changed {
+			olds = append(olds, st)
+			nexts = append(nexts, next)
 		}
 	}
-	s.writeElections(ctx, e, batch, nexts)
+	return olds, nexts, restarted
+}
+
+// reconcile plans elections on the current view and writes them, fenced on this node
+// still holding the election key, in batches of electionTxnPartitionsMax. epochs is the
+// broker epoch of every node as of the last fully written plan.
+func (s *Server) reconcile(ctx context.Context, e *concurrency.Election, epochs map[int32]int64) {
+	snap := s.view.Snapshot()
+	olds, nexts, restarted := planElections(snap, epochs)
+	allWritten := true
+	for start := 0; start < len(olds); start += electionTxnPartitionsMax {
+		end := min(start+electionTxnPartitionsMax, len(olds))
+		allWritten = s.writeElections(ctx, e, olds[start:end], nexts[start:end]) && allWritten
+	}
+	for id := range epochs {
+		if _, ok := snap.Brokers[id]; !ok {
+			delete(epochs, id) // seen leaving: its next registration is a plain join
+		}
+	}
+	for id, b := range snap.Brokers {
+		// A restarted node's new epoch is recorded only once its old leaderships are
+		// gone; until then every pass treats it as dead again.
+		if !restarted[id] || allWritten {
+			if restarted[id] {
+				s.logger.Info("node re-registered unseen; its old leaderships were moved", "node", id, "epoch", b.Epoch)
+			}
+			epochs[id] = b.Epoch
+		}
+	}
 }
 
 // writeElections writes a batch of partition changes in one transaction; if any
 // compare fails, each is retried alone so one conflict does not hold up the rest.
-func (s *Server) writeElections(ctx context.Context, e *concurrency.Election, olds, nexts []client.PartitionState) {
+// It reports whether every change was written.
+func (s *Server) writeElections(ctx context.Context, e *concurrency.Election, olds, nexts []client.PartitionState) bool {
 	if len(olds) == 0 {
-		return
+		return true
 	}
 	ok, err := s.electionTxn(ctx, e, olds, nexts)
 	if err != nil {
 		s.logger.Warn("controller write failed", "partitions", len(olds), "err", err)
-		return
+		return false
 	}
-	if ok || len(olds) == 1 {
-		return
+	if ok {
+		return true
 	}
+	all := true
 	for i := range olds {
-		if _, err := s.electionTxn(ctx, e, olds[i:i+1], nexts[i:i+1]); err != nil {
+		ok, err := s.electionTxn(ctx, e, olds[i:i+1], nexts[i:i+1])
+		if err != nil {
 			s.logger.Warn("controller write failed", "partition", olds[i].TopicPartition().String(), "err", err)
 		}
+		all = all && ok
 	}
+	return all
 }
 
 // electionTxn commits the changes if every partition is unchanged since it was read and

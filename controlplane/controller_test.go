@@ -321,3 +321,52 @@ func TestClientSurvivesMemberLoss(t *testing.T) {
 		c.restart(i)
 	}
 }
+
+// TestPlanElectionsRestartedNode: a node whose broker epoch changed between two plans
+// (lease expiry and re-registration both unseen) loses its leaderships and ISR
+// memberships as if its death had been seen.
+func TestPlanElectionsRestartedNode(t *testing.T) {
+	tp := func(p int32) client.TopicPartition { return client.TopicPartition{Topic: "t", Partition: p} }
+	st := func(p, leader int32, isr ...int32) client.PartitionState {
+		return client.PartitionState{Topic: "t", Partition: p, Replicas: []int32{1, 2}, Leader: leader, LeaderEpoch: 3, ISR: isr, PartitionEpoch: 7}
+	}
+	snap := &client.Snapshot{
+		Brokers: map[int32]client.Broker{1: {ID: 1, Epoch: 10}, 2: {ID: 2, Epoch: 20}},
+		Topics:  map[string]client.Topic{"t": {Name: "t", Partitions: 3}},
+		Partitions: map[client.TopicPartition]client.PartitionState{
+			tp(0): st(0, 2, 2, 1),
+			tp(1): st(1, 1, 1, 2),
+			tp(2): st(2, 2, 2),
+		},
+	}
+	for _, epochs := range []map[int32]int64{{}, {1: 10, 2: 20}} {
+		if olds, _, restarted := planElections(snap, epochs); len(olds) != 0 || restarted != nil {
+			t.Fatalf("epochs %v: %d changes, restarted %v; want none", epochs, len(olds), restarted)
+		}
+	}
+	olds, nexts, restarted := planElections(snap, map[int32]int64{1: 10, 2: 15})
+	if !restarted[2] || len(restarted) != 1 {
+		t.Fatalf("restarted %v, want node 2", restarted)
+	}
+	got := map[int32]client.PartitionState{}
+	for i, o := range olds {
+		got[o.Partition] = nexts[i]
+	}
+	want := map[int32]struct {
+		leader, leaderEpoch int32
+		isr                 []int32
+	}{
+		0: {1, 4, []int32{1}},
+		1: {1, 3, []int32{1}},
+		2: {client.NoLeader, 4, []int32{2}},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("changed partitions %v, want %d", got, len(want))
+	}
+	for p, w := range want {
+		g := got[p]
+		if g.Leader != w.leader || g.LeaderEpoch != w.leaderEpoch || !slices.Equal(g.ISR, w.isr) || g.PartitionEpoch != 8 {
+			t.Fatalf("partition %d: %+v, want leader %d epoch %d isr %v", p, g, w.leader, w.leaderEpoch, w.isr)
+		}
+	}
+}

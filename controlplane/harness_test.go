@@ -71,6 +71,21 @@ type testCluster struct {
 // after any client opened with c.client (cleanups run last-registered first).
 func newTestCluster(t testing.TB, n int) *testCluster {
 	t.Helper()
+	// A port released by freeAddr can be taken by a parallel test process before etcd
+	// binds it: start again on new ports.
+	for attempt := 0; ; attempt++ {
+		c, err := tryTestCluster(t, n)
+		if err == nil {
+			return c
+		}
+		c.stopAll()
+		if attempt == 2 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatal(err)
+		}
+	}
+}
+
+func tryTestCluster(t testing.TB, n int) (*testCluster, error) {
 	c := &testCluster{t: t, servers: make([]*Server, n)}
 	var initial []string
 	for i := 0; i < n; i++ {
@@ -91,7 +106,6 @@ func newTestCluster(t testing.TB, n int) *testCluster {
 	for i := range c.cfgs {
 		c.cfgs[i].InitialCluster = strings.Join(initial, ",")
 	}
-	t.Cleanup(c.stopAll)
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i := range c.cfgs {
@@ -104,10 +118,11 @@ func newTestCluster(t testing.TB, n int) *testCluster {
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
-			t.Fatal(err)
+			return c, err
 		}
 	}
-	return c
+	t.Cleanup(c.stopAll)
+	return c, nil
 }
 
 func (c *testCluster) start(i int) error {

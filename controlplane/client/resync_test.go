@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,17 +26,27 @@ func startEtcd(t *testing.T) string {
 		defer ln.Close()
 		return url.URL{Scheme: "http", Host: ln.Addr().String()}
 	}
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cu, pu := free(), free()
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
-	cfg.InitialCluster = cfg.Name + "=" + pu.String()
-	cfg.TickMs, cfg.ElectionMs = 10, 100
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatal(err)
+	// A port released by free can be taken by a parallel test process before etcd binds
+	// it: try again with new ports.
+	var e *embed.Etcd
+	var cu url.URL
+	for attempt := 0; ; attempt++ {
+		cfg := embed.NewConfig()
+		cfg.Dir = t.TempDir()
+		var pu url.URL
+		cu, pu = free(), free()
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+		cfg.InitialCluster = cfg.Name + "=" + pu.String()
+		cfg.TickMs, cfg.ElectionMs = 10, 100
+		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+		var err error
+		if e, err = embed.StartEtcd(cfg); err == nil {
+			break
+		}
+		if attempt == 2 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatal(err)
+		}
 	}
 	t.Cleanup(e.Close)
 	select {
