@@ -488,3 +488,57 @@ func TestGarbageBodiesCloseTheConnection(t *testing.T) {
 	}
 	checkServes(t, s)
 }
+
+// TestBadHeadersAndBatches covers the rest of RELIABILITY.md's bad-input list at the
+// request level: a version above the maximum closes the connection; a flexible request
+// whose header lacks its tag buffer, or a non-flexible one that carries one, closes it or
+// is refused; an unknown compression codec gets its code (stale producer epochs and
+// out-of-order sequences: TestIdempotentProducer).
+func TestBadHeadersAndBatches(t *testing.T) {
+	s := startServer(t, Config{})
+	if err := s.BecomeLeader("b", 0, 0, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("version above the maximum", func(t *testing.T) {
+		c := dial(t, s)
+		frame := frameRequest(kmsg.NewPtrMetadataRequest(), 8, 1)
+		binary.BigEndian.PutUint16(frame[6:], 13)
+		if _, err := c.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+		expectClosed(t, c)
+	})
+	t.Run("flexible version without a tag buffer", func(t *testing.T) {
+		c := dial(t, s)
+		// ApiVersions v3 is flexible; cut the header's tag buffer and the body's.
+		frame := frameRequest(kmsg.NewPtrApiVersionsRequest(), 3, 1)
+		hdr, _ := proto.ParseRequestHeader(frame[4:])
+		frame = frame[:4+hdr.Size-1]
+		binary.BigEndian.PutUint32(frame, uint32(len(frame)-4))
+		if _, err := c.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+		expectClosed(t, c)
+	})
+	t.Run("non-flexible version with a tag buffer", func(t *testing.T) {
+		c := dial(t, s)
+		frame := frameRequest(kmsg.NewPtrMetadataRequest(), 8, 1)
+		hdr, _ := proto.ParseRequestHeader(frame[4:])
+		frame = append(frame[:4+hdr.Size], append([]byte{0}, frame[4+hdr.Size:]...)...)
+		binary.BigEndian.PutUint32(frame, uint32(len(frame)-4))
+		if _, err := c.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+		expectClosed(t, c)
+	})
+	t.Run("unknown codec", func(t *testing.T) {
+		c := dial(t, s)
+		b := batch(1, "codec", -1, -1, -1)
+		b[22] |= 7
+		proto.SealRecordBatch(b)
+		if rp := produce(t, c, 7, "b", 0, 1, b); rp.ErrorCode != kerr.UnsupportedCompressionType.Code {
+			t.Fatalf("unknown codec: %+v", rp)
+		}
+	})
+	checkServes(t, s)
+}
