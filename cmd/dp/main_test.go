@@ -264,7 +264,8 @@ func startCPProcess(t *testing.T) string {
 
 // TestProcessesWithKcatAndFranzGo runs a cluster as `make run` does — one gregor-cp and one
 // gregor-dp process — and drives it with kcat (librdkafka) and franz-go: create a topic,
-// produce, consume byte-exact, list offsets by time, delete the topic. Then the node stops
+// produce with acks=all (kcat) and acks=1 (franz-go), consume byte-exact, list offsets by
+// time, delete the topic. Then the node stops
 // cleanly on SIGTERM and its logs reopen without a recovery scan.
 func TestProcessesWithKcatAndFranzGo(t *testing.T) {
 	if _, err := exec.LookPath("kcat"); err != nil {
@@ -298,18 +299,36 @@ func TestProcessesWithKcatAndFranzGo(t *testing.T) {
 	if out, err := kc.CombinedOutput(); err != nil {
 		t.Fatalf("kcat: %v\n%s", err, out)
 	}
+	// franz-go with acks=1 (idempotence needs acks=all, so it is off here).
+	leaderAcks, err := kgo.NewClient(kgo.SeedBrokers(dp.listen), kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 100; i < 150; i++ {
+		r := &kgo.Record{Topic: "procs", Key: []byte(fmt.Sprintf("key%d", i%5)), Value: []byte(fmt.Sprintf("value-%03d", i)),
+			Headers: []kgo.RecordHeader{{Key: "acks", Value: []byte("1")}}}
+		if err := leaderAcks.ProduceSync(ctx, r).FirstErr(); err != nil {
+			t.Fatalf("acks=1 produce: %v", err)
+		}
+	}
+	leaderAcks.Close()
 	values := map[string]string{}
-	for len(values) < 100 {
+	for len(values) < 150 {
 		pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
 		fs := cl.PollFetches(pctx)
 		timedOut := pctx.Err() != nil
 		pcancel()
 		if timedOut {
-			t.Fatalf("consumed %d of 100", len(values))
+			t.Fatalf("consumed %d of 150", len(values))
 		}
-		fs.EachRecord(func(r *kgo.Record) { values[string(r.Value)] = string(r.Key) })
+		fs.EachRecord(func(r *kgo.Record) {
+			values[string(r.Value)] = string(r.Key)
+			if len(r.Headers) > 0 && string(r.Headers[0].Value) != "1" {
+				t.Errorf("header %q", r.Headers[0].Value)
+			}
+		})
 	}
-	for i := range 100 {
+	for i := range 150 {
 		if k := values[fmt.Sprintf("value-%03d", i)]; k != fmt.Sprintf("key%d", i%5) {
 			t.Fatalf("value-%03d has key %q", i, k)
 		}

@@ -1,4 +1,4 @@
-package dataplane
+package main
 
 import (
 	"bytes"
@@ -16,11 +16,43 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Compatibility with the clients of KAFKA-COMPAT.md besides franz-go: sarama (Go), kcat
-// (librdkafka) and kafka-python (Debian packages, which `make test` installs). Each test
-// creates a topic, produces keyed records with headers with acks=all and acks=1, reads
-// everything back byte-exact, and checks that a key always lands in one partition, in
-// order.
+// Compatibility with the clients of KAFKA-COMPAT.md besides franz-go (whose process test
+// is TestProcessesWithKcatAndFranzGo): sarama (Go), kcat (librdkafka) and kafka-python
+// (Debian packages, which `make test` installs), each against real gregor-cp and
+// gregor-dp processes. Each test creates a topic, produces keyed records with headers with
+// acks=all and acks=1, reads everything back byte-exact, checks that a key always lands in
+// one partition, in order, looks offsets up by time, and deletes the topic.
+
+// startProcessCluster runs one gregor-cp and one gregor-dp process and returns the
+// node's Kafka address.
+func startProcessCluster(t *testing.T) string {
+	t.Helper()
+	dp := newDP(t, startCPProcess(t), 1)
+	dp.start()
+	return dp.listen
+}
+
+// checkTimeLookup asks franz-go's admin for the first offset at or after ms in each
+// partition and expects 0 (every record of the test is newer).
+func checkTimeLookup(t *testing.T, addr, topic string, ms int64) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	listed, err := kadm.NewClient(cl).ListOffsetsAfterMilli(ctx, ms, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil || o.Offset != 0 {
+			t.Errorf("offset by time in %s-%d: %+v", topic, o.Partition, o)
+		}
+	})
+}
 
 // want is a record the test produced: key, value, a header value.
 type want struct{ key, value, header string }
@@ -80,7 +112,8 @@ func checkReadBack(t *testing.T, written []want, read []got) {
 }
 
 func TestSarama(t *testing.T) {
-	n := startCluster(t)
+	addr := startProcessCluster(t)
+	start := time.Now().UnixMilli()
 	newConfig := func(acks sarama.RequiredAcks) *sarama.Config {
 		cfg := sarama.NewConfig() // one per client: sarama's goroutines keep reading it
 		cfg.Version = sarama.V2_1_0_0
@@ -90,7 +123,7 @@ func TestSarama(t *testing.T) {
 		return cfg
 	}
 	cfg := newConfig(sarama.WaitForAll)
-	admin, err := sarama.NewClusterAdmin([]string{n.srv.Addr()}, cfg)
+	admin, err := sarama.NewClusterAdmin([]string{addr}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +133,7 @@ func TestSarama(t *testing.T) {
 	}
 	var written []want
 	for _, acks := range []sarama.RequiredAcks{sarama.WaitForAll, sarama.WaitForLocal} {
-		p, err := sarama.NewSyncProducer([]string{n.srv.Addr()}, newConfig(acks))
+		p, err := sarama.NewSyncProducer([]string{addr}, newConfig(acks))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,7 +147,7 @@ func TestSarama(t *testing.T) {
 		}
 		p.Close()
 	}
-	sc, err := sarama.NewClient([]string{n.srv.Addr()}, newConfig(sarama.WaitForAll))
+	sc, err := sarama.NewClient([]string{addr}, newConfig(sarama.WaitForAll))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,6 +182,16 @@ func TestSarama(t *testing.T) {
 		pc.Close()
 	}
 	checkReadBack(t, written, read)
+	// By time: sarama's own ListOffsets, then deletion through its admin.
+	for p := int32(0); p < 3; p++ {
+		off, err := sc.GetOffset("sarama", p, start-1000)
+		if err != nil || (off != 0 && off != -1) {
+			t.Fatalf("sarama offset by time, partition %d: %d %v", p, off, err)
+		}
+	}
+	if err := admin.DeleteTopic("sarama"); err != nil {
+		t.Fatalf("sarama delete: %v", err)
+	}
 }
 
 // createTopic creates a topic through the node with franz-go's admin client.
@@ -179,8 +222,9 @@ func needBinary(t *testing.T, path, pkg string) {
 
 func TestKcat(t *testing.T) {
 	needBinary(t, "/usr/bin/kcat", "kcat")
-	n := startCluster(t)
-	createTopic(t, n.srv.Addr(), "kcat", 3)
+	addr := startProcessCluster(t)
+	start := time.Now().UnixMilli()
+	createTopic(t, addr, "kcat", 3)
 	var written []want
 	for _, acks := range []string{"all", "1"} {
 		ws := wantRecords("acks"+acks, 40)
@@ -191,7 +235,7 @@ func TestKcat(t *testing.T) {
 			ws[i].header = "acks=" + acks
 			fmt.Fprintf(&in, "%s:%s\n", ws[i].key, ws[i].value)
 		}
-		cmd := exec.Command("kcat", "-b", n.srv.Addr(), "-P", "-t", "kcat", "-K:", "-H", "h=acks="+acks,
+		cmd := exec.Command("kcat", "-b", addr, "-P", "-t", "kcat", "-K:", "-H", "h=acks="+acks,
 			"-X", "acks="+acks, "-X", "partitioner=murmur2_random")
 		cmd.Stdin = &in
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -199,7 +243,7 @@ func TestKcat(t *testing.T) {
 		}
 		written = append(written, ws...)
 	}
-	out, err := exec.Command("kcat", "-b", n.srv.Addr(), "-C", "-t", "kcat", "-o", "beginning", "-e",
+	out, err := exec.Command("kcat", "-b", addr, "-C", "-t", "kcat", "-o", "beginning", "-e",
 		"-f", "%k\t%s\t%h\t%p\t%o\n").Output()
 	if err != nil {
 		t.Fatalf("kcat consume: %v", err)
@@ -217,6 +261,35 @@ func TestKcat(t *testing.T) {
 		read = append(read, g)
 	}
 	checkReadBack(t, written, read)
+	// librdkafka's offsets-for-times through kcat -Q: every partition's first record is
+	// newer than start, so the answer is offset 0.
+	q := exec.Command("kcat", "-b", addr, "-Q", "-t", fmt.Sprintf("kcat:0:%d", start-1000), "-t", fmt.Sprintf("kcat:1:%d", start-1000))
+	out, err = q.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "offset 0") {
+		t.Fatalf("kcat -Q: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "offset") && !strings.HasSuffix(strings.TrimSpace(line), "offset 0") && !strings.HasSuffix(strings.TrimSpace(line), "offset -1") {
+			t.Fatalf("kcat -Q: %q", line)
+		}
+	}
+	checkTimeLookup(t, addr, "kcat", start-1000)
+	deleteTopic(t, addr, "kcat") // kcat cannot delete topics
+}
+
+// deleteTopic deletes a topic with franz-go's admin client.
+func deleteTopic(t *testing.T, addr, topic string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if resp, err := kadm.NewClient(cl).DeleteTopics(ctx, topic); err != nil || resp[topic].Err != nil {
+		t.Fatalf("delete %s: %v %+v", topic, err, resp[topic])
+	}
 }
 
 const kafkaPythonScript = `
@@ -244,13 +317,22 @@ for m in c:
     got += 1
     if got == n:
         break
+ts = int(sys.argv[3])
+found = c.offsets_for_times({TopicPartition(topic, p): ts for p in range(3)})
+for tp, o in sorted(found.items()):
+    print("TIME\t%d\t%s" % (tp.partition, "none" if o is None else str(o.offset)), flush=True)
 c.close()
+admin = KafkaAdminClient(bootstrap_servers=addr)
+admin.delete_topics([topic])
+admin.close()
+print("DELETED", flush=True)
 `
 
 func TestKafkaPython(t *testing.T) {
 	needBinary(t, "/usr/lib/python3/dist-packages/kafka/__init__.py", "python3-kafka")
-	n := startCluster(t)
-	out, err := exec.Command("/usr/bin/python3", "-c", kafkaPythonScript, n.srv.Addr(), "kpy").CombinedOutput()
+	addr := startProcessCluster(t)
+	start := time.Now().UnixMilli()
+	out, err := exec.Command("/usr/bin/python3", "-c", kafkaPythonScript, addr, "kpy", fmt.Sprint(start-1000)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("kafka-python: %v\n%s", err, out)
 	}
@@ -259,8 +341,20 @@ func TestKafkaPython(t *testing.T) {
 		written = append(written, wantRecords("acks"+acks, 40)...)
 	}
 	var read []got
+	timeLookups, deleted := 0, false
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Split(line, "\t")
+		switch {
+		case line == "DELETED":
+			deleted = true
+			continue
+		case f[0] == "TIME":
+			if len(f) != 3 || (f[2] != "0" && f[2] != "none") {
+				t.Fatalf("kafka-python offsets_for_times: %q", line)
+			}
+			timeLookups++
+			continue
+		}
 		if len(f) != 5 {
 			t.Fatalf("kafka-python line %q\n%s", line, out)
 		}
@@ -271,4 +365,7 @@ func TestKafkaPython(t *testing.T) {
 		read = append(read, g)
 	}
 	checkReadBack(t, written, read)
+	if timeLookups != 3 || !deleted {
+		t.Fatalf("kafka-python: %d time lookups, deleted %v\n%s", timeLookups, deleted, out)
+	}
 }
