@@ -2,11 +2,14 @@ package dataplane
 
 // Metadata, key 3, versions 0-8. The brokers are the live data-plane nodes; the
 // controller id is a live data-plane node too (admin clients send CreateTopics there),
-// the lowest id. v0 with no topics, or v1+ with a null list, means all topics. Topics are
-// never created by a Metadata request (auto creation is off). A partition without a
-// leader answers LEADER_NOT_AVAILABLE.
+// the lowest id. v0 with no topics, or v1+ with a null list, means all topics. A missing
+// topic is created only if the node is configured to (Config.AutoCreateTopics) and the
+// request allows it (always before v4); it answers LEADER_NOT_AVAILABLE until it exists,
+// as Kafka does. A partition without a leader answers LEADER_NOT_AVAILABLE.
 
 import (
+	"context"
+	"errors"
 	"slices"
 	"sort"
 	"strings"
@@ -59,11 +62,40 @@ func handleMetadata(s *Server, r *request) error {
 			}
 		}
 	}
+	autoCreate := s.cfg.AutoCreateTopics && s.cp != nil && (req.Version < 4 || req.AllowAutoTopicCreation)
 	for _, name := range names {
-		resp.Topics = append(resp.Topics, metadataTopic(snap, name))
+		rt := metadataTopic(snap, name)
+		if autoCreate && rt.ErrorCode == kerr.UnknownTopicOrPartition.Code {
+			s.autoCreate(name)
+			rt.ErrorCode = kerr.LeaderNotAvailable.Code
+		}
+		resp.Topics = append(resp.Topics, rt)
 	}
 	writeResponse(r, resp)
 	return nil
+}
+
+// autoCreate creates topic with the defaults in the background, once at a time per
+// name; the client's next Metadata request finds it.
+func (s *Server) autoCreate(topic string) {
+	if _, busy := s.autoCreating.LoadOrStore(topic, struct{}{}); busy {
+		return
+	}
+	go func() {
+		defer s.autoCreating.Delete(topic)
+		ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+		defer cancel()
+		_, rev, err := s.cp.CreateTopic(ctx, client.TopicSpec{Name: topic, Partitions: -1, ReplicationFactor: -1})
+		if err != nil {
+			if !errors.Is(err, kerr.TopicAlreadyExists) {
+				s.logger.Warn("auto topic creation failed", "topic", topic, "err", err)
+			}
+			return
+		}
+		if err := s.awaitRevision(ctx, rev); err != nil {
+			s.logger.Warn("auto-created topic not seen", "topic", topic, "err", err)
+		}
+	}()
 }
 
 func metadataTopic(snap *client.Snapshot, name string) kmsg.MetadataResponseTopic {

@@ -75,6 +75,10 @@ type Config struct {
 	CopyBelowBytes int64
 	// ControlPlane is the control plane; cmd/dp wires controlplane/client.
 	ControlPlane ControlPlane
+	// AutoCreateTopics creates a topic (with the default partitions and replication
+	// factor) when a Metadata request names one that does not exist and allows it, as
+	// Kafka's auto.create.topics.enable does. Off by default.
+	AutoCreateTopics bool
 	// HWRecorder receives high-watermark checkpoints (nil: none are reported).
 	HWRecorder HWRecorder
 	// Upkeep intervals; see the Default… constants of housekeeping.go.

@@ -24,7 +24,11 @@ type node struct {
 
 // startCluster starts a one-member control plane (real embedded etcd, fast timers) and
 // one data-plane node following it, wired as cmd/dp wires them.
-func startCluster(t *testing.T) *node {
+func startCluster(t *testing.T) *node { return startClusterWith(t, Config{}) }
+
+// startClusterWith is startCluster with node settings (listen address, data directory,
+// control plane and logger are filled in).
+func startClusterWith(t *testing.T, cfg Config) *node {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -56,8 +60,9 @@ func startCluster(t *testing.T) *node {
 	}
 	n.cp.Registration = reg
 	hwc := reg.NewHWCheckpointer(50 * time.Millisecond)
-	n.srv, err = New(Config{NodeID: 1, Listen: listen, DataDir: t.TempDir(), ControlPlane: n.cp, Logger: quiet,
-		HWRecorder: hwc, HWReportInterval: 50 * time.Millisecond})
+	cfg.NodeID, cfg.Listen, cfg.DataDir, cfg.ControlPlane, cfg.Logger = 1, listen, t.TempDir(), n.cp, quiet
+	cfg.HWRecorder, cfg.HWReportInterval = hwc, 50*time.Millisecond
+	n.srv, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,3 +215,32 @@ func TestFranzGoEndToEnd(t *testing.T) {
 }
 
 func kadmStr(s string) *string { return &s }
+
+// TestAutoCreateTopics: with auto creation on, producing to a missing topic creates it
+// (with the defaults); with it off, the producer gets UNKNOWN_TOPIC_OR_PARTITION.
+func TestAutoCreateTopics(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprintf("auto=%v", on), func(t *testing.T) {
+			n := startClusterWith(t, Config{AutoCreateTopics: on})
+			cl, err := kgo.NewClient(kgo.SeedBrokers(n.srv.Addr()), kgo.AllowAutoTopicCreation(),
+				kgo.RecordDeliveryTimeout(3*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err = cl.ProduceSync(ctx, &kgo.Record{Topic: "auto", Value: []byte("x")}).FirstErr()
+			switch {
+			case on && err != nil:
+				t.Fatalf("produce to an auto-created topic: %v", err)
+			case on:
+				if topic, ok := n.cp.Snapshot().Topics["auto"]; !ok || topic.Partitions != 1 {
+					t.Fatalf("topic %+v", topic)
+				}
+			case err == nil:
+				t.Fatal("topic created with auto creation off")
+			}
+		})
+	}
+}

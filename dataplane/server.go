@@ -38,6 +38,8 @@ type Server struct {
 	reconcileMu sync.Mutex
 	// producerIDs is the block of producer ids this node hands out.
 	producerIDs producerIDs
+	// autoCreating holds the topics being auto-created.
+	autoCreating sync.Map
 
 	engine     gnet.Engine
 	booted     chan struct{}

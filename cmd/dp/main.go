@@ -34,6 +34,7 @@ type options struct {
 	cp, httpAddr, rack, logLevel string
 	eventLoops                   int
 	copyBelow                    int64
+	autoCreateTopics             bool
 }
 
 func main() {
@@ -76,6 +77,8 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.eventLoops, "event-loops", loopsDef, "gnet event loops (env GREGOR_DP_EVENT_LOOPS)")
 	copyDef, _ := strconv.ParseInt(envDefault("copy-below", "0"), 10, 64)
 	fs.Int64Var(&o.copyBelow, "copy-below", copyDef, "send fetched regions smaller than this many bytes by copy instead of sendfile; 0: always sendfile (env GREGOR_DP_COPY_BELOW)")
+	fs.BoolVar(&o.autoCreateTopics, "auto-create-topics", envDefault("auto-create-topics", "false") == "true",
+		"create a topic a client asks metadata for if it does not exist (auto.create.topics.enable) (env GREGOR_DP_AUTO_CREATE_TOPICS)")
 	str(&o.dataDir, "data-dir", "./data/dp1", "directory of the partition logs")
 	str(&o.listen, "listen", "127.0.0.1:9092", "Kafka listener host:port")
 	str(&o.advertise, "advertise", "", "host:port clients are told to connect to (default: --listen)")
@@ -144,7 +147,7 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	}()
 	srv, err := dataplane.New(dataplane.Config{
 		NodeID: int32(o.id), Listen: o.listen, Advertise: o.advertise, DataDir: o.dataDir,
-		EventLoops: o.eventLoops, CopyBelowBytes: o.copyBelow, ControlPlane: cp, HWRecorder: hwc, Logger: logger, Metrics: set,
+		EventLoops: o.eventLoops, CopyBelowBytes: o.copyBelow, AutoCreateTopics: o.autoCreateTopics, ControlPlane: cp, HWRecorder: hwc, Logger: logger, Metrics: set,
 	})
 	if err != nil {
 		return err
