@@ -107,6 +107,37 @@ func pwriteFull(fd int, b []byte, off int64) error {
 	return nil
 }
 
+// pwritevFull writes the parts back to back at off with vectored writes, retrying short
+// writes.
+func pwritevFull(fd int, parts [][]byte, off int64) error {
+	for len(parts) > 0 {
+		n, err := unix.Pwritev(fd, parts, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return unix.EIO
+		}
+		off += int64(n)
+		for n > 0 {
+			if n >= len(parts[0]) {
+				n -= len(parts[0])
+				parts = parts[1:]
+			} else {
+				parts = append([][]byte{parts[0][n:]}, parts[1:]...)
+				n = 0
+			}
+		}
+		for len(parts) > 0 && len(parts[0]) == 0 {
+			parts = parts[1:]
+		}
+	}
+	return nil
+}
+
 // preadFull reads len(b) bytes at off, or fewer at end of file; it returns the count.
 func preadFull(fd int, b []byte, off int64) (int, error) {
 	total := 0

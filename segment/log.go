@@ -350,14 +350,32 @@ func (l *Log) SegmentBaseOffsets() []int64 {
 // returns a *proto.BatchError and leaves the log untouched. With Flush.Sync it returns
 // once the batches are on disk.
 func (l *Log) Append(batches []byte, leaderEpoch int32) (AppendInfo, error) {
-	return l.append(batches, leaderEpoch, true)
+	parts := [1][]byte{batches}
+	return l.append(parts[:], leaderEpoch, true, true)
+}
+
+// AppendValidated appends, as leader of leaderEpoch, several runs of batches back to back
+// with one vectored write — the produce requests for one partition that arrived in one
+// event-loop pass — assigning offsets in place in order. Every part must already have
+// passed proto.ValidateRecordBatch against MaxBatchBytes (the caller validated it to
+// answer each request on its own); only the headers are read again. Whole or nothing.
+func (l *Log) AppendValidated(parts [][]byte, leaderEpoch int32) (AppendInfo, error) {
+	return l.append(parts, leaderEpoch, true, false)
+}
+
+// MaxBatchBytes is the largest batch the log accepts (max.message.bytes).
+func (l *Log) MaxBatchBytes() int {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.cfg.MaxBatchBytes
 }
 
 // AppendAsFollower appends batches replicated from the leader, keeping their offsets and
 // leader epochs. Their offsets must increase and start at or after the log end offset,
 // else ErrInvalidAppendOffset.
 func (l *Log) AppendAsFollower(batches []byte) (AppendInfo, error) {
-	return l.append(batches, -1, false)
+	parts := [1][]byte{batches}
+	return l.append(parts[:], -1, false, true)
 }
 
 // scanned is what validation learns about an append.
@@ -367,38 +385,53 @@ type scanned struct {
 	firstBase    int64 // follower appends: the first batch's base offset
 	lastOffset   int64 // follower appends: the last batch's last offset
 	maxTimestamp int64
+	bytes        int
 }
 
-// validate checks every batch of b before anything is written.
-func (l *Log) validate(b []byte, assign bool) (scanned, error) {
+// validate checks every batch of the parts before anything is written; with checkCRC
+// false (parts validated by the caller) it reads the headers only.
+func (l *Log) validate(parts [][]byte, assign, checkCRC bool) (scanned, error) {
 	sc := scanned{maxTimestamp: -1, firstBase: -1, lastOffset: -1}
-	if len(b) == 0 {
+	total := 0
+	for _, b := range parts {
+		total += len(b)
+	}
+	if total == 0 {
 		return sc, ErrEmptyAppend
 	}
-	for pos := 0; pos < len(b); {
-		h, err := proto.ValidateRecordBatch(b[pos:], l.cfg.MaxBatchBytes)
-		if err != nil {
-			return sc, &proto.BatchError{Position: pos, Err: err, Detail: fmt.Sprintf("%d bytes left, batchLength %d", len(b)-pos, h.BatchLength)}
-		}
-		if !assign {
-			if h.BaseOffset <= sc.lastOffset {
-				return sc, fmt.Errorf("%w: batch at byte %d has base offset %d after %d", ErrInvalidAppendOffset, pos, h.BaseOffset, sc.lastOffset)
+	for _, b := range parts {
+		for pos := 0; pos < len(b); {
+			var h proto.RecordBatchHeader
+			var err error
+			if checkCRC {
+				h, err = proto.ValidateRecordBatch(b[pos:], l.cfg.MaxBatchBytes)
+			} else if h, err = proto.ParseRecordBatchHeader(b[pos:]); err == nil && h.Size() > len(b)-pos {
+				err = proto.ErrBatchTruncated
 			}
-			if sc.firstBase < 0 {
-				sc.firstBase = h.BaseOffset
+			if err != nil {
+				return sc, &proto.BatchError{Position: pos, Err: err, Detail: fmt.Sprintf("%d bytes left, batchLength %d", len(b)-pos, h.BatchLength)}
 			}
-			sc.lastOffset = h.LastOffset()
+			if !assign {
+				if h.BaseOffset <= sc.lastOffset {
+					return sc, fmt.Errorf("%w: batch at byte %d has base offset %d after %d", ErrInvalidAppendOffset, pos, h.BaseOffset, sc.lastOffset)
+				}
+				if sc.firstBase < 0 {
+					sc.firstBase = h.BaseOffset
+				}
+				sc.lastOffset = h.LastOffset()
+			}
+			sc.batches++
+			sc.records += int64(h.RecordCount)
+			sc.maxTimestamp = max(sc.maxTimestamp, h.MaxTimestamp)
+			pos += h.Size()
 		}
-		sc.batches++
-		sc.records += int64(h.RecordCount)
-		sc.maxTimestamp = max(sc.maxTimestamp, h.MaxTimestamp)
-		pos += h.Size()
 	}
+	sc.bytes = total
 	return sc, nil
 }
 
-func (l *Log) append(b []byte, epoch int32, assign bool) (AppendInfo, error) {
-	sc, err := l.validate(b, assign)
+func (l *Log) append(parts [][]byte, epoch int32, assign, checkCRC bool) (AppendInfo, error) {
+	sc, err := l.validate(parts, assign, checkCRC)
 	if err != nil {
 		return AppendInfo{}, err
 	}
@@ -416,7 +449,7 @@ func (l *Log) append(b []byte, epoch int32, assign bool) (AppendInfo, error) {
 		}
 		first, last = sc.firstBase, sc.lastOffset
 	}
-	s, err := l.maybeRoll(len(b), first, last, nowMs)
+	s, err := l.maybeRoll(sc.bytes, first, last, nowMs)
 	if err != nil {
 		l.mu.Unlock()
 		return AppendInfo{}, err
@@ -424,7 +457,7 @@ func (l *Log) append(b []byte, epoch int32, assign bool) (AppendInfo, error) {
 	info := AppendInfo{
 		FirstOffset: first, LastOffset: last, SegmentBaseOffset: s.baseOffset, Position: s.size,
 		MaxTimestamp: sc.maxTimestamp, LogAppendTime: -1, LogStartOffset: l.segments[0].baseOffset,
-		Batches: sc.batches, Records: sc.records, Bytes: len(b),
+		Batches: sc.batches, Records: sc.records, Bytes: sc.bytes,
 	}
 	if assign {
 		logAppendTime := l.cfg.TimestampType == LogAppendTime
@@ -432,28 +465,37 @@ func (l *Log) append(b []byte, epoch int32, assign bool) (AppendInfo, error) {
 			info.LogAppendTime, info.MaxTimestamp = nowMs, nowMs
 		}
 		next := first
-		for pos := 0; pos < len(b); {
-			h, _ := proto.ParseRecordBatchHeader(b[pos:])
-			proto.SetBaseOffset(b[pos:], next)
-			proto.SetPartitionLeaderEpoch(b[pos:], epoch)
-			if logAppendTime {
-				proto.SetLogAppendTime(b[pos:pos+h.Size()], nowMs)
+		for _, b := range parts {
+			for pos := 0; pos < len(b); {
+				h, _ := proto.ParseRecordBatchHeader(b[pos:])
+				proto.SetBaseOffset(b[pos:], next)
+				proto.SetPartitionLeaderEpoch(b[pos:], epoch)
+				if logAppendTime {
+					proto.SetLogAppendTime(b[pos:pos+h.Size()], nowMs)
+				}
+				next += int64(h.RecordCount)
+				pos += h.Size()
 			}
-			next += int64(h.RecordCount)
-			pos += h.Size()
 		}
 	}
-	if err := pwriteFull(s.file.fd, b, s.size); err != nil {
+	if len(parts) == 1 {
+		err = pwriteFull(s.file.fd, parts[0], s.size)
+	} else {
+		err = pwritevFull(s.file.fd, parts, s.size)
+	}
+	if err != nil {
 		// Whole or nothing: cut whatever part of the write landed.
 		_ = unix.Ftruncate(s.file.fd, s.size)
 		l.mu.Unlock()
 		return AppendInfo{}, fmt.Errorf("segment: append to %s: %w", s.file.path, err)
 	}
-	s.appendIndexEntries(b, s.size, l.cfg.IndexIntervalBytes)
-	s.size += int64(len(b))
-	if err := l.assignEpochs(b, epoch, first, assign); err != nil {
-		l.mu.Unlock()
-		return info, err
+	for _, b := range parts {
+		s.appendIndexEntries(b, s.size, l.cfg.IndexIntervalBytes)
+		s.size += int64(len(b))
+		if err := l.assignEpochs(b, epoch, first, assign); err != nil {
+			l.mu.Unlock()
+			return info, err
+		}
 	}
 	flush := l.cfg.Flush // UpdateConfig may change it once the lock is gone
 	l.mu.Unlock()
