@@ -1,6 +1,8 @@
 package dataplane
 
-// Produce, key 0, versions 3-8 (hand-written codec in proto: no allocation per request):
+// Produce, key 0, versions 3-8 (hand-written codec in proto: no allocation per request).
+// The produce requests of one connection's read pass are validated one by one, then each
+// partition's records are appended with one vectored write (see flushStaged):
 // RecordBatch v2 only (v3 is the first version that carries
 // it, and librdkafka uses v2 batches only when v3 is in range); v9+ (flexible) is not
 // advertised. KIP-98 idempotent producers; acks 0 (no response), 1 (after the append) and
@@ -10,6 +12,7 @@ package dataplane
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/gregor-streaming/gregor/proto"
@@ -31,9 +34,8 @@ func handleProduce(s *Server, r *request) error {
 	var start int
 	buf.B, start = proto.BeginFrame(buf.B[:0], r.hdr.CorrelationID, false)
 	buf.B = binary.BigEndian.AppendUint32(buf.B, uint32(req.Topics))
-	// waits lists the partitions whose answer waits for the high watermark (acks=all
-	// with an ISR that has not caught up), with where their answer lies in buf.
-	var waits []produceWait
+	st := &r.conn.staged
+	sp := stagedProduce{r: r, acks: req.Acks, timeoutMs: req.TimeoutMs, version: version, from: len(st.entries)}
 	for range req.Topics {
 		name, partitions, err := req.NextTopic()
 		if err != nil {
@@ -57,37 +59,204 @@ func handleProduce(s *Server, r *request) error {
 			case req.Acks == -1 && p.isrSize.Load() < p.minInsyncReplicas.Load():
 				res.ErrorCode = kerr.NotEnoughReplicas.Code
 			default:
-				var last int64
-				res.BaseOffset, last, res.LogAppendTimeMs, res.ErrorCode = p.produce(records)
-				if res.ErrorCode != 0 {
-					break
-				}
-				res.LogStartOffset = p.log.LogStartOffset()
-				s.metrics.recordsIn.Add(int(last - res.BaseOffset + 1))
-				s.metrics.bytesIn.Add(len(records))
-				if req.Acks == -1 && p.HighWatermark() <= last {
-					waits = append(waits, produceWait{p: p, need: last + 1, pos: len(buf.B)})
+				// Validate now (one CRC per batch), so each request is answered on its
+				// own; the append itself waits for the end of the pass.
+				if res.ErrorCode = validateRecords(records, p.log.MaxBatchBytes()); res.ErrorCode == 0 {
+					st.entries = append(st.entries, stagedEntry{p: p, records: records, pos: len(buf.B)})
 				}
 			}
 			buf.B = proto.AppendProducePartition(buf.B, version, &res)
 		}
 	}
 	if !req.Done() {
+		st.entries = st.entries[:sp.from]
 		return proto.ErrMalformedProduce
 	}
 	buf.B = binary.BigEndian.AppendUint32(buf.B, 0) // throttle time
 	proto.EndFrame(buf.B, start, 0)
+	sp.to = len(st.entries)
 	if req.Acks == 0 {
-		r.noResponse()
+		r.noResponse() // the appends still happen at the end of the pass
+		sp.r = nil
+	}
+	if sp.from == sp.to {
+		if sp.r != nil {
+			r.resp.setBytes()
+		}
 		return nil
 	}
+	if sp.r != nil {
+		r.retained = true // answered at the end of the pass
+	}
+	st.requests = append(st.requests, sp)
+	return nil
+}
+
+// validateRecords checks every batch of a partition's records and returns the Kafka
+// error code for the first bad one (0: all good).
+func validateRecords(records []byte, maxBatchBytes int) int16 {
+	if len(records) == 0 {
+		return kerr.CorruptMessage.Code
+	}
+	for pos := 0; pos < len(records); {
+		h, err := proto.ValidateRecordBatch(records[pos:], maxBatchBytes)
+		if err != nil {
+			return produceErrorCode(err)
+		}
+		pos += h.Size()
+	}
+	return 0
+}
+
+// stagedAppends are the produce appends of one connection's pass: entries in arrival
+// order, and the requests they answer.
+type stagedAppends struct {
+	entries  []stagedEntry
+	requests []stagedProduce
+	parts    [][]byte // scratch for one partition's append
+	accepted []int    // scratch: the entries of that append
+}
+
+// stagedEntry is one partition of one produce request, validated and waiting for the
+// pass's append. pos is where its answer lies in the request's response buffer.
+type stagedEntry struct {
+	p       *Partition
+	records []byte
+	pos     int
+	res     proto.ProducePartitionResult
+	last    int64
+	done    bool
+}
+
+// stagedProduce is a produce request with staged partitions; entries[from:to] are its.
+type stagedProduce struct {
+	r         *request // nil for acks=0: nothing to answer
+	acks      int16
+	timeoutMs int32
+	version   int16
+	from, to  int
+}
+
+// flushStaged appends the pass's staged records — one append per partition, in arrival
+// order — and answers the produce requests they came with.
+func (cs *connState) flushStaged() error {
+	st := &cs.staged
+	if len(st.entries) == 0 {
+		return nil
+	}
+	for i := range st.entries {
+		if !st.entries[i].done {
+			cs.s.appendStaged(st, i)
+		}
+	}
+	for i := range st.requests {
+		cs.s.answerStaged(st, &st.requests[i])
+	}
+	clear(st.entries)
+	st.entries = st.entries[:0]
+	clear(st.requests)
+	st.requests = st.requests[:0]
+	return nil
+}
+
+// appendStaged appends every staged entry of entries[first]'s partition with one write,
+// after the idempotent-producer checks, and records each entry's result.
+func (s *Server) appendStaged(st *stagedAppends, first int) {
+	p := st.entries[first].p
+	epoch := p.leaderEpoch.Load()
+	p.mu.Lock()
+	next := p.log.LogEndOffset()
+	parts, accepted := st.parts[:0], st.accepted[:0]
+	for i := first; i < len(st.entries); i++ {
+		e := &st.entries[i]
+		if e.p != p || e.done {
+			continue
+		}
+		e.done = true
+		e.res.LogAppendTimeMs, e.res.LogStartOffset = -1, -1
+		code, dupFirst, dupLast := p.checkProducers(e.records)
+		switch {
+		case code != 0:
+			e.res.ErrorCode, e.res.BaseOffset = code, -1
+			continue
+		case dupFirst >= 0:
+			e.res.BaseOffset, e.last = dupFirst, dupLast
+			continue
+		}
+		// Offsets are known before the append: this partition's appends all run under
+		// p.mu, so the log end offset cannot move meanwhile. The producer state takes the
+		// batches now, so the next entry's sequence check sees them.
+		e.res.BaseOffset = next
+		for pos := 0; pos < len(e.records); {
+			h, _ := proto.ParseRecordBatchHeader(e.records[pos:])
+			p.producers.update(&h, next)
+			next += int64(h.RecordCount)
+			pos += h.Size()
+		}
+		e.last = next - 1
+		parts = append(parts, e.records)
+		accepted = append(accepted, i)
+	}
+	st.parts, st.accepted = parts[:0], accepted[:0]
+	if len(parts) == 0 {
+		p.mu.Unlock()
+		return
+	}
+	info, err := p.log.AppendValidated(parts, epoch)
+	clear(parts)
+	if err == nil && info.FirstOffset != st.entries[accepted[0]].res.BaseOffset {
+		err = fmt.Errorf("dataplane: append landed at %d, not the expected %d", info.FirstOffset, st.entries[accepted[0]].res.BaseOffset)
+	}
+	if err != nil {
+		// Nothing (or not what the producer state assumed) was written: rebuild the
+		// producer state from the log and fail the entries.
+		p.producers = producerStates{}
+		if rerr := p.producers.rebuild(p.log); rerr != nil {
+			s.logger.Error("rebuild producer state", "topic", p.Topic, "partition", p.Index, "err", rerr)
+		}
+		p.mu.Unlock()
+		for _, i := range accepted {
+			st.entries[i].res.ErrorCode, st.entries[i].res.BaseOffset = produceErrorCode(err), -1
+		}
+		return
+	}
+	logStart := p.log.LogStartOffset()
+	for _, i := range accepted {
+		st.entries[i].res.LogAppendTimeMs, st.entries[i].res.LogStartOffset = info.LogAppendTime, logStart
+	}
+	p.mu.Unlock()
+	s.metrics.recordsIn.Add(int(info.Records))
+	s.metrics.bytesIn.Add(info.Bytes)
+	s.metrics.appends.Inc()
+	p.advanceHighWatermark()
+	p.wakeWaiters()
+}
+
+// answerStaged writes a staged request's results into its response and answers it, or
+// parks it until the high watermark passes its batches (acks=all).
+func (s *Server) answerStaged(st *stagedAppends, sp *stagedProduce) {
+	if sp.r == nil {
+		return
+	}
+	b := sp.r.resp.buf.B
+	var waits []produceWait
+	for i := sp.from; i < sp.to; i++ {
+		e := &st.entries[i]
+		e.res.Partition = int32(binary.BigEndian.Uint32(b[e.pos:]))
+		proto.PatchProducePartition(b, e.pos, sp.version, &e.res)
+		if sp.acks == -1 && e.res.ErrorCode == 0 && e.p.HighWatermark() <= e.last {
+			waits = append(waits, produceWait{p: e.p, need: e.last + 1, pos: e.pos})
+		}
+	}
+	r := sp.r
 	if len(waits) == 0 {
 		r.resp.setBytes()
-		return nil
+		*r = request{} // answered: nothing holds the request any more
+		requestPool.Put(r)
+		return
 	}
 	// acks=all and the ISR has not caught up: park until the high watermark passes every
 	// batch, or answer REQUEST_TIMED_OUT for those it did not pass at the timeout.
-	r.retained = true
 	w := &waiter{cs: r.conn}
 	for _, wf := range waits {
 		w.parts = append(w.parts, wf.p)
@@ -110,8 +279,7 @@ func handleProduce(s *Server, r *request) error {
 		r.resp.setBytes()
 	}
 	s.metrics.delayedProduce.Inc()
-	w.park(time.Duration(max(req.TimeoutMs, 0))*time.Millisecond, &s.metrics.produceWaiting)
-	return nil
+	w.park(time.Duration(max(sp.timeoutMs, 0))*time.Millisecond, &s.metrics.produceWaiting)
 }
 
 // produceWait is a partition answer waiting for the high watermark to reach need; pos is
@@ -122,51 +290,30 @@ type produceWait struct {
 	pos  int
 }
 
-// produce appends a produce request's records for one partition as its leader: producer
-// sequence checks, one append, producer state and high watermark updated. It returns the
-// first and last offsets, the LogAppendTime (or -1) and a Kafka error code.
-func (p *Partition) produce(records []byte) (first, last, appendTime int64, code int16) {
-	epoch := p.leaderEpoch.Load()
-	p.mu.Lock()
-	// Idempotence: a batch the producer retried gets its first answer back.
-	var dupFirst, dupLast int64 = -1, -1
+// checkProducers runs the idempotent-producer checks over a partition's batches: an
+// error code, or the offsets of the batch a retry duplicates (dupFirst ≥ 0), or neither.
+// The caller holds p.mu.
+func (p *Partition) checkProducers(records []byte) (code int16, dupFirst, dupLast int64) {
+	dupFirst, dupLast = -1, -1
 	batches := 0
 	for pos := 0; pos < len(records); batches++ {
 		h, err := proto.ParseRecordBatchHeader(records[pos:])
 		if err != nil || h.Size() > len(records)-pos {
-			break // Append reports the exact problem
+			return kerr.CorruptMessage.Code, -1, -1
 		}
 		dup, c := p.producers.check(&h)
 		if c != 0 {
-			p.mu.Unlock()
-			return -1, -1, -1, c
+			return c, -1, -1
 		}
 		if dup != nil {
 			dupFirst, dupLast = dup.firstOffset, dup.lastOffset
 		}
 		pos += h.Size()
 	}
-	if dupFirst >= 0 {
-		p.mu.Unlock()
-		if batches > 1 {
-			return -1, -1, -1, kerr.OutOfOrderSequenceNumber.Code
-		}
-		return dupFirst, dupLast, -1, 0
+	if dupFirst >= 0 && batches > 1 {
+		return kerr.OutOfOrderSequenceNumber.Code, -1, -1
 	}
-	info, err := p.log.Append(records, epoch)
-	if err != nil {
-		p.mu.Unlock()
-		return -1, -1, -1, produceErrorCode(err)
-	}
-	for pos := 0; pos < len(records); {
-		h, _ := proto.ParseRecordBatchHeader(records[pos:])
-		p.producers.update(&h, h.BaseOffset)
-		pos += h.Size()
-	}
-	p.mu.Unlock()
-	p.advanceHighWatermark()
-	p.wakeWaiters()
-	return info.FirstOffset, info.LastOffset, info.LogAppendTime, 0
+	return 0, dupFirst, dupLast
 }
 
 // produceErrorCode maps an append error to the code Kafka answers with.

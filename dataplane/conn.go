@@ -84,6 +84,9 @@ type connState struct {
 	parkRest  []sendfile.Piece // the goroutine's result, read after parkDone
 	parkErr   error
 
+	// staged holds the produce appends of the current pass, flushed at its end.
+	staged stagedAppends
+
 	// mailbox holds functions posted from other goroutines (purgatory wakes and
 	// deadlines) to run on this connection's loop.
 	mailMu     sync.Mutex
@@ -133,37 +136,53 @@ func (cs *connState) onTraffic() gnet.Action {
 // readFrames handles every whole request in the inbound buffer, up to the in-flight
 // limit. A size prefix out of range, a bad header or an unknown API closes the
 // connection before anything is allocated for it.
+//
+// The pass works on one view of everything buffered and discards what it consumed only
+// at the end, so produce requests can stage their records as views and the pass appends
+// each partition's records with one write (flushStaged) — pipelined producers get one
+// append per partition per pass.
 func (cs *connState) readFrames() (handled int, err error) {
+	n := cs.c.InboundBuffered()
+	if n == 0 {
+		cs.frameSinceNs.Store(0)
+		return 0, nil
+	}
+	buf, err := cs.c.Peek(n)
+	if err != nil {
+		return 0, err
+	}
+	consumed := 0
+	defer func() {
+		if ferr := cs.flushStaged(); ferr != nil && err == nil {
+			err = ferr
+		}
+		// gnet's Discard(0) discards everything: call it only for what was consumed.
+		if consumed > 0 {
+			if _, derr := cs.c.Discard(consumed); derr != nil && err == nil {
+				err = derr
+			}
+		}
+	}()
 	for ; cs.queue.len() < cs.s.cfg.MaxInFlightPerConnection; handled++ {
-		n := cs.c.InboundBuffered()
-		if n == 0 {
+		rest := buf[consumed:]
+		if len(rest) == 0 {
 			cs.frameSinceNs.Store(0)
 			return handled, nil
 		}
-		var head []byte
-		if n >= proto.FrameSizeBytes {
-			head, _ = cs.c.Peek(proto.FrameSizeBytes)
-		}
-		size, ok, err := proto.FrameSize(head, cs.s.cfg.MaxFrameBytes)
+		size, ok, err := proto.FrameSize(rest, cs.s.cfg.MaxFrameBytes)
 		if err != nil {
 			return handled, err
 		}
-		if !ok || n < proto.FrameSizeBytes+size {
+		if !ok || len(rest) < proto.FrameSizeBytes+size {
 			if cs.frameSinceNs.Load() == 0 {
 				cs.frameSinceNs.Store(time.Now().UnixNano())
 			}
 			return handled, nil
 		}
-		frame, err := cs.c.Peek(proto.FrameSizeBytes + size)
-		if err != nil {
-			return handled, err
-		}
 		cs.frameSinceNs.Store(0)
 		cs.lastRequestNs.Store(time.Now().UnixNano())
-		err = cs.handleFrame(frame[proto.FrameSizeBytes:])
-		if _, derr := cs.c.Discard(proto.FrameSizeBytes + size); derr != nil && err == nil {
-			err = derr
-		}
+		err = cs.handleFrame(rest[proto.FrameSizeBytes : proto.FrameSizeBytes+size])
+		consumed += proto.FrameSizeBytes + size
 		if err != nil {
 			return handled, err
 		}
@@ -186,6 +205,13 @@ func (cs *connState) handleFrame(frame []byte) error {
 	// other unsupported version closes the connection, as Kafka does.
 	if (hdr.APIVersion < api.min || hdr.APIVersion > api.max) && api.key != apiVersionsKey {
 		return fmt.Errorf("%w: key %d version %d", errUnknownAPI, hdr.APIKey, hdr.APIVersion)
+	}
+	if hdr.APIKey != produceKey {
+		// A request after staged produces sees them appended, as if each had been
+		// handled alone.
+		if err := cs.flushStaged(); err != nil {
+			return err
+		}
 	}
 	start := time.Now()
 	r := requestPool.Get().(*request)

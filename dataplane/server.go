@@ -284,8 +284,10 @@ type serverMetrics struct {
 	writeTimedOut *metrics.Counter
 	// recordsIn and bytesIn count appended produce data; delayedProduce and
 	// delayedFetch count requests parked in a purgatory.
-	recordsIn      *metrics.Counter
-	bytesIn        *metrics.Counter
+	recordsIn *metrics.Counter
+	bytesIn   *metrics.Counter
+	// appends counts log appends: fewer than produce partitions when a pass coalesces.
+	appends        *metrics.Counter
 	delayedProduce *metrics.Counter
 	delayedFetch   *metrics.Counter
 	// produceWaiting and fetchWaiting are the purgatories' current sizes.
@@ -306,6 +308,7 @@ func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
 
 		recordsIn:      set.NewCounter("gregor_produce_records_total"),
 		bytesIn:        set.NewCounter("gregor_produce_bytes_total"),
+		appends:        set.NewCounter("gregor_log_appends_total"),
 		delayedProduce: set.NewCounter(`gregor_purgatory_parked_total{purgatory="produce"}`),
 		delayedFetch:   set.NewCounter(`gregor_purgatory_parked_total{purgatory="fetch"}`),
 	}

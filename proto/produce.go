@@ -162,3 +162,15 @@ func AppendProducePartition(dst []byte, version int16, p *ProducePartitionResult
 func PatchProduceErrorCode(b []byte, pos int, code int16) {
 	binary.BigEndian.PutUint16(b[pos+ProduceErrorCodeOffset:], uint16(code))
 }
+
+// PatchProducePartition rewrites, in place, the answer of the partition that
+// AppendProducePartition wrote at pos: a staged append's result is known only once the
+// pass's appends are done.
+func PatchProducePartition(b []byte, pos int, version int16, p *ProducePartitionResult) {
+	binary.BigEndian.PutUint16(b[pos+4:], uint16(p.ErrorCode))
+	binary.BigEndian.PutUint64(b[pos+6:], uint64(p.BaseOffset))
+	binary.BigEndian.PutUint64(b[pos+14:], uint64(p.LogAppendTimeMs))
+	if version >= 5 {
+		binary.BigEndian.PutUint64(b[pos+22:], uint64(p.LogStartOffset))
+	}
+}

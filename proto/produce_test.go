@@ -87,6 +87,12 @@ func TestProduceResponseMatchesKmsg(t *testing.T) {
 		}
 		mine = append(mine, 0, 0, 0, 0) // throttle
 		PatchProduceErrorCode(mine, patchAt, 7)
+		// A full patch of the same answer to the same values changes nothing.
+		before := append([]byte(nil), mine...)
+		PatchProducePartition(mine, patchAt, v, &ProducePartitionResult{Partition: 1, ErrorCode: 7, BaseOffset: 100, LogAppendTimeMs: -1, LogStartOffset: 7})
+		if !bytes.Equal(before, mine) {
+			t.Fatalf("v%d: PatchProducePartition wrote different bytes", v)
+		}
 		if want := resp.AppendTo(nil); !bytes.Equal(mine, want) {
 			t.Fatalf("v%d:\nours %x\nkmsg %x", v, mine, want)
 		}
