@@ -22,6 +22,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/dataplane"
+	"github.com/gregor-streaming/gregor/proto"
 )
 
 // registrationTTL is how long the node stays in the registry after it stops renewing its
@@ -35,6 +36,7 @@ type options struct {
 	eventLoops                   int
 	copyBelow                    int64
 	autoCreateTopics             bool
+	limits                       dataplane.Config // the connection limits and deadlines
 }
 
 func main() {
@@ -79,6 +81,27 @@ func parseFlags(args []string) (options, error) {
 	fs.Int64Var(&o.copyBelow, "copy-below", copyDef, "send fetched regions smaller than this many bytes by copy instead of sendfile; 0: always sendfile (env GREGOR_DP_COPY_BELOW)")
 	fs.BoolVar(&o.autoCreateTopics, "auto-create-topics", envDefault("auto-create-topics", "false") == "true",
 		"create a topic a client asks metadata for if it does not exist (auto.create.topics.enable) (env GREGOR_DP_AUTO_CREATE_TOPICS)")
+	intFlag := func(p *int, name string, def int, usage string) {
+		d, err := strconv.Atoi(envDefault(name, strconv.Itoa(def)))
+		if err != nil {
+			d = def
+		}
+		fs.IntVar(p, name, d, usage+" (env GREGOR_DP_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+")")
+	}
+	durFlag := func(p *time.Duration, name string, def time.Duration, usage string) {
+		d, err := time.ParseDuration(envDefault(name, def.String()))
+		if err != nil {
+			d = def
+		}
+		fs.DurationVar(p, name, d, usage+" (env GREGOR_DP_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+")")
+	}
+	intFlag(&o.limits.MaxFrameBytes, "max-frame-bytes", proto.DefaultMaxFrameBytes, "largest request accepted")
+	intFlag(&o.limits.MaxConnections, "max-connections", dataplane.DefaultMaxConnections, "open client connections in all")
+	intFlag(&o.limits.MaxConnectionsPerIP, "max-connections-per-ip", dataplane.DefaultMaxConnectionsPerIP, "open client connections from one address")
+	intFlag(&o.limits.MaxInFlightPerConnection, "max-in-flight", dataplane.DefaultMaxInFlightPerConnection, "requests read but not answered on one connection")
+	durFlag(&o.limits.FrameReadTimeout, "frame-read-timeout", dataplane.DefaultFrameReadTimeout, "time for a request to arrive once its first byte has")
+	durFlag(&o.limits.IdleTimeout, "idle-timeout", dataplane.DefaultIdleTimeout, "close connections idle this long")
+	durFlag(&o.limits.WriteTimeout, "write-timeout", dataplane.DefaultWriteTimeout, "cut a reader that takes no bytes of a response for this long")
 	str(&o.dataDir, "data-dir", "./data/dp1", "directory of the partition logs")
 	str(&o.listen, "listen", "127.0.0.1:9092", "Kafka listener host:port")
 	str(&o.advertise, "advertise", "", "host:port clients are told to connect to (default: --listen)")
@@ -145,10 +168,11 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 		defer cancel()
 		_ = hwc.Close(cctx)
 	}()
-	srv, err := dataplane.New(dataplane.Config{
-		NodeID: int32(o.id), Listen: o.listen, Advertise: o.advertise, DataDir: o.dataDir,
-		EventLoops: o.eventLoops, CopyBelowBytes: o.copyBelow, AutoCreateTopics: o.autoCreateTopics, ControlPlane: cp, HWRecorder: hwc, Logger: logger, Metrics: set,
-	})
+	cfg := o.limits // the limits and deadlines from the flags
+	cfg.NodeID, cfg.Listen, cfg.Advertise, cfg.DataDir = int32(o.id), o.listen, o.advertise, o.dataDir
+	cfg.EventLoops, cfg.CopyBelowBytes, cfg.AutoCreateTopics = o.eventLoops, o.copyBelow, o.autoCreateTopics
+	cfg.ControlPlane, cfg.HWRecorder, cfg.Logger, cfg.Metrics = cp, hwc, logger, set
+	srv, err := dataplane.New(cfg)
 	if err != nil {
 		return err
 	}
