@@ -32,9 +32,8 @@ func startProcessCluster(t *testing.T) string {
 	return dp.listen
 }
 
-// checkTimeLookup asks franz-go's admin for the first offset at or after ms in each
-// partition and expects 0 (every record of the test is newer).
-func checkTimeLookup(t *testing.T, addr, topic string, ms int64) {
+// withAdmin runs fn with a franz-go admin client of the node at addr.
+func withAdmin(t *testing.T, addr string, fn func(ctx context.Context, adm *kadm.Client)) {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
 	if err != nil {
@@ -43,14 +42,23 @@ func checkTimeLookup(t *testing.T, addr, topic string, ms int64) {
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	listed, err := kadm.NewClient(cl).ListOffsetsAfterMilli(ctx, ms, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	listed.Each(func(o kadm.ListedOffset) {
-		if o.Err != nil || o.Offset != 0 {
-			t.Errorf("offset by time in %s-%d: %+v", topic, o.Partition, o)
+	fn(ctx, kadm.NewClient(cl))
+}
+
+// checkTimeLookup asks franz-go's admin for the first offset at or after ms in each
+// partition and expects 0 (every record of the test is newer).
+func checkTimeLookup(t *testing.T, addr, topic string, ms int64) {
+	t.Helper()
+	withAdmin(t, addr, func(ctx context.Context, adm *kadm.Client) {
+		listed, err := adm.ListOffsetsAfterMilli(ctx, ms, topic)
+		if err != nil {
+			t.Fatal(err)
 		}
+		listed.Each(func(o kadm.ListedOffset) {
+			if o.Err != nil || o.Offset != 0 {
+				t.Errorf("offset by time in %s-%d: %+v", topic, o.Partition, o)
+			}
+		})
 	})
 }
 
@@ -197,17 +205,11 @@ func TestSarama(t *testing.T) {
 // createTopic creates a topic through the node with franz-go's admin client.
 func createTopic(t *testing.T, addr, topic string, partitions int32) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	resp, err := kadm.NewClient(cl).CreateTopics(ctx, partitions, 1, nil, topic)
-	if err != nil || resp[topic].Err != nil {
-		t.Fatalf("create %s: %v %+v", topic, err, resp[topic])
-	}
+	withAdmin(t, addr, func(ctx context.Context, adm *kadm.Client) {
+		if resp, err := adm.CreateTopics(ctx, partitions, 1, nil, topic); err != nil || resp[topic].Err != nil {
+			t.Fatalf("create %s: %v %+v", topic, err, resp[topic])
+		}
+	})
 }
 
 func needBinary(t *testing.T, path, pkg string) {
@@ -280,16 +282,11 @@ func TestKcat(t *testing.T) {
 // deleteTopic deletes a topic with franz-go's admin client.
 func deleteTopic(t *testing.T, addr, topic string) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if resp, err := kadm.NewClient(cl).DeleteTopics(ctx, topic); err != nil || resp[topic].Err != nil {
-		t.Fatalf("delete %s: %v %+v", topic, err, resp[topic])
-	}
+	withAdmin(t, addr, func(ctx context.Context, adm *kadm.Client) {
+		if resp, err := adm.DeleteTopics(ctx, topic); err != nil || resp[topic].Err != nil {
+			t.Fatalf("delete %s: %v %+v", topic, err, resp[topic])
+		}
+	})
 }
 
 const kafkaPythonScript = `
