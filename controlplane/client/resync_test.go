@@ -107,9 +107,22 @@ func TestMetadataResyncAfterCompaction(t *testing.T) {
 	if len(snap.Topics) != 3 || len(snap.Partitions) != 6 || len(snap.Brokers) != 1 {
 		t.Fatalf("after resync: %d topics, %d partitions, %d brokers", len(snap.Topics), len(snap.Partitions), len(snap.Brokers))
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(kinds) == 0 || kinds[0] != Resync {
-		t.Fatalf("changes %v; want a Resync first", kinds)
+	// onChange runs after the snapshot is published, so WaitRevision can return first:
+	// wait for the callbacks.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		seen := append([]ChangeKind(nil), kinds...)
+		mu.Unlock()
+		if len(seen) > 0 {
+			if seen[0] != Resync {
+				t.Fatalf("changes %v; want a Resync first", seen)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no change reported after the resync")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
