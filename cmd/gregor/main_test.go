@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gregor-streaming/gregor/internal/testcluster"
 	"github.com/gregor-streaming/gregor/perf"
 	"github.com/gregor-streaming/gregor/perf/drivers"
-	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // tinyWorkload is a one-second fixed-rate run.
@@ -81,17 +81,13 @@ func TestBenchNoBroker(t *testing.T) {
 	}
 }
 
-// TestBenchAgainstFakeKafka runs one workload through the CLI against franz-go's
-// in-memory broker and checks the table and the JSON result.
-func TestBenchAgainstFakeKafka(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+// TestBenchAgainstGregor runs one workload through the CLI against a real single-node
+// Gregor cluster and checks the table and the JSON result.
+func TestBenchAgainstGregor(t *testing.T) {
+	c := testcluster.New(t)
 	_, file := writeWorkload(t)
 	out := t.TempDir()
-	code, stdout, stderr := runCLI("bench", "--workload", file, "--driver", "kafka-raw", "--bootstrap", c.ListenAddrs()[0],
+	code, stdout, stderr := runCLI("bench", "--workload", file, "--driver", "kafka-raw", "--bootstrap", c.Kafka,
 		"--metrics", "http://127.0.0.1:1/metrics", "--out", out)
 	if code != 0 {
 		t.Fatalf("code %d\n%s\n%s", code, stdout, stderr)
@@ -109,14 +105,10 @@ func TestBenchAgainstFakeKafka(t *testing.T) {
 }
 
 // TestSuiteRewritesOnlyItsSection runs the suite on one tiny workload with the peers
-// that are installed and a fake Kafka broker, and checks BENCHMARKS.md outside the
-// markers is untouched.
+// that are installed and a real single-node Gregor cluster, and checks BENCHMARKS.md
+// outside the markers is untouched.
 func TestSuiteRewritesOnlyItsSection(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := testcluster.New(t)
 	dir, _ := writeWorkload(t)
 	out := t.TempDir()
 	bench := filepath.Join(t.TempDir(), "BENCHMARKS.md")
@@ -131,7 +123,7 @@ func TestSuiteRewritesOnlyItsSection(t *testing.T) {
 		}
 	}
 	code, stdout, stderr := runCLI("bench-suite", "--quick", "--workloads", dir, "--out", out, "--benchmarks", bench,
-		"--drivers", drv, "--bootstrap", c.ListenAddrs()[0], "--metrics", "http://127.0.0.1:1/metrics")
+		"--drivers", drv, "--bootstrap", c.Kafka, "--metrics", "http://127.0.0.1:1/metrics")
 	if code != 0 {
 		t.Fatalf("code %d\n%s\n%s", code, stdout, stderr)
 	}

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gregor-streaming/gregor/internal/testcluster"
 	"github.com/gregor-streaming/gregor/perf"
-	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // fixedRate is a short end-to-end run: 2 partitions, 3,000 msg/s for a second.
@@ -118,17 +118,12 @@ func TestRedisDriver(t *testing.T) {
 	runBoth(t, d, true)
 }
 
-// kafkaCluster is franz-go's in-memory fake broker on a loopback port: the Kafka drivers'
-// end-to-end tests need no real broker. Its CPU is the test's own, so it is found as
-// the listening process (this one).
+// kafkaCluster is a real single-node Gregor cluster in the test process (embedded etcd
+// control plane and a data-plane node). Its CPU is the test's own, so it is found as the
+// listening process (this one).
 func kafkaCluster(t *testing.T) string {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1)) // listens on 127.0.0.1
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c.ListenAddrs()[0]
+	return testcluster.New(t).Kafka
 }
 
 func TestKafkaDrivers(t *testing.T) {
