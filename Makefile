@@ -47,12 +47,14 @@ run: build
 test: deps test-deps
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-# test-deps: the Kafka clients the compatibility tests drive (Debian packages).
+# test-deps: the Kafka clients the compatibility tests drive and the peers the bench
+# drivers' tests start (Debian packages), so that no test skips for want of them.
 test-deps:
 	@if ! command -v kcat >/dev/null || ! /usr/bin/python3 -c 'import kafka' 2>/dev/null; then \
 	  echo "installing kcat and python3-kafka (Debian packages)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat python3-kafka >/dev/null; \
 	fi
+	@scripts/install-peers.sh
 
 # test-short: the same without the race detector, for a quick loop while editing.
 test-short:
