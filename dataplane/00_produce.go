@@ -35,6 +35,7 @@ func handleProduce(s *Server, r *request) error {
 	buf.B, start = proto.BeginFrame(buf.B[:0], r.hdr.CorrelationID, false)
 	buf.B = binary.BigEndian.AppendUint32(buf.B, uint32(req.Topics))
 	st := &r.conn.staged
+	fenced := s.fenced()
 	sp := stagedProduce{r: r, acks: req.Acks, timeoutMs: req.TimeoutMs, version: version, from: len(st.entries)}
 	for range req.Topics {
 		name, partitions, err := req.NextTopic()
@@ -54,7 +55,7 @@ func handleProduce(s *Server, r *request) error {
 				res.ErrorCode = kerr.InvalidRequiredAcks.Code
 			case p == nil:
 				res.ErrorCode = kerr.UnknownTopicOrPartition.Code
-			case !p.IsLeader():
+			case !p.IsLeader() || fenced:
 				res.ErrorCode = kerr.NotLeaderForPartition.Code
 			case req.Acks == -1 && p.isrSize.Load() < p.minInsyncReplicas.Load():
 				res.ErrorCode = kerr.NotEnoughReplicas.Code
@@ -90,6 +91,13 @@ func handleProduce(s *Server, r *request) error {
 	}
 	st.requests = append(st.requests, sp)
 	return nil
+}
+
+// fenced reports whether this node's registration may have expired (RELIABILITY R5,
+// R10): a leader cut off from the control plane past its lease acknowledges nothing, so
+// no write is acknowledged by an old leader once a new leader epoch can have started.
+func (s *Server) fenced() bool {
+	return s.cfg.LeaseSafeUntil != nil && time.Now().After(s.cfg.LeaseSafeUntil())
 }
 
 // validateRecords checks every batch of a partition's records and returns the Kafka

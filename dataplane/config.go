@@ -81,6 +81,11 @@ type Config struct {
 	AutoCreateTopics bool
 	// HWRecorder receives high-watermark checkpoints (nil: none are reported).
 	HWRecorder HWRecorder
+	// LeaseSafeUntil is when this node's control-plane registration may have expired at
+	// the latest (controlplane/client's Registration.SafeUntil). Past it the controller
+	// may have moved this node's leaderships, so the node acknowledges no more writes
+	// (NOT_LEADER_OR_FOLLOWER) until its lease is renewed. nil: never fenced.
+	LeaseSafeUntil func() time.Time
 	// Upkeep intervals; see the Default… constants of housekeeping.go.
 	HWReportInterval       time.Duration
 	RetentionCheckInterval time.Duration

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -622,5 +623,32 @@ func TestPipelinedIdempotentBatches(t *testing.T) {
 	}
 	if leo := s.replicas.get("pi", 0).log.LogEndOffset(); leo != 6 {
 		t.Fatalf("log end offset %d, want 6 (three batches of two)", leo)
+	}
+}
+
+// TestFencedLeaderAcknowledgesNothing: once the node's lease may have expired (its
+// registration's safe-until time has passed), produce answers NOT_LEADER_OR_FOLLOWER and
+// nothing is appended; once renewed, produce works again.
+func TestFencedLeaderAcknowledgesNothing(t *testing.T) {
+	var safeUntil atomic.Int64
+	safeUntil.Store(time.Now().Add(time.Hour).UnixNano())
+	s := startServer(t, Config{LeaseSafeUntil: func() time.Time { return time.Unix(0, safeUntil.Load()) }})
+	if err := s.BecomeLeader("f", 0, 0, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, s)
+	if rp := produce(t, c, 7, "f", 0, -1, batch(1, "a", -1, -1, -1)); rp.ErrorCode != 0 {
+		t.Fatalf("before the fence: %+v", rp)
+	}
+	safeUntil.Store(time.Now().Add(-time.Millisecond).UnixNano())
+	if rp := produce(t, c, 7, "f", 0, -1, batch(1, "b", -1, -1, -1)); rp.ErrorCode != kerr.NotLeaderForPartition.Code {
+		t.Fatalf("fenced: %+v", rp)
+	}
+	if leo := s.replicas.get("f", 0).log.LogEndOffset(); leo != 1 {
+		t.Fatalf("a fenced produce was appended: log end offset %d", leo)
+	}
+	safeUntil.Store(time.Now().Add(time.Hour).UnixNano())
+	if rp := produce(t, c, 7, "f", 0, -1, batch(1, "c", -1, -1, -1)); rp.ErrorCode != 0 || rp.BaseOffset != 1 {
+		t.Fatalf("after renewal: %+v", rp)
 	}
 }

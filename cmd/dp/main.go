@@ -172,6 +172,7 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	cfg.NodeID, cfg.Listen, cfg.Advertise, cfg.DataDir = int32(o.id), o.listen, o.advertise, o.dataDir
 	cfg.EventLoops, cfg.CopyBelowBytes, cfg.AutoCreateTopics = o.eventLoops, o.copyBelow, o.autoCreateTopics
 	cfg.ControlPlane, cfg.HWRecorder, cfg.Logger, cfg.Metrics = cp, hwc, logger, set
+	cfg.LeaseSafeUntil = reg.SafeUntil
 	srv, err := dataplane.New(cfg)
 	if err != nil {
 		return err

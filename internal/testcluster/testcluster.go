@@ -70,7 +70,8 @@ func New(t testing.TB) *Cluster {
 	}
 	node, err := dataplane.New(dataplane.Config{
 		NodeID: 1, Listen: listen, DataDir: t.TempDir(), Logger: quiet,
-		ControlPlane: &dataplane.ClientControlPlane{Client: cl, Metadata: md, Registration: reg},
+		ControlPlane:   &dataplane.ClientControlPlane{Client: cl, Metadata: md, Registration: reg},
+		LeaseSafeUntil: reg.SafeUntil,
 	})
 	if err != nil {
 		t.Fatal(err)
