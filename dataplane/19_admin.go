@@ -59,6 +59,37 @@ func (s *Server) awaitRevision(ctx context.Context, rev int64) error {
 	return s.Reconcile(snap)
 }
 
+// adminEach runs op for each of n items of an admin request on a goroutine, waits until
+// the node's view includes the last change made, then on the loop gives answer each
+// item's error (the item's own, else the wait's) and writes resp.
+func (s *Server) adminEach(r *request, timeoutMs int32, n int, resp kmsg.Response, op func(ctx context.Context, i int) (rev int64, err error), answer func(i int, err error)) {
+	errs := make([]error, n)
+	s.async(r, timeoutMs, func(ctx context.Context) error {
+		var last int64
+		for i := range n {
+			rev, err := op(ctx, i)
+			errs[i] = err
+			last = max(last, rev)
+		}
+		if last > 0 {
+			return s.awaitRevision(ctx, last)
+		}
+		return nil
+	}, func(err error) {
+		for i := range n {
+			e := errs[i]
+			if e == nil {
+				e = err
+			}
+			answer(i, e)
+		}
+		writeResponse(r, resp)
+	})
+}
+
+// errManualAssignment refuses replica assignments chosen by the client.
+var errManualAssignment = &client.Error{Code: kerr.InvalidRequest, Message: "manual replica assignment is not supported: the control plane assigns replicas"}
+
 func handleCreateTopics(s *Server, r *request) error {
 	req := kmsg.NewPtrCreateTopicsRequest()
 	req.SetVersion(r.hdr.APIVersion)
@@ -68,54 +99,40 @@ func handleCreateTopics(s *Server, r *request) error {
 	resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
 	resp.SetVersion(r.hdr.APIVersion)
 	resp.Topics = make([]kmsg.CreateTopicsResponseTopic, len(req.Topics))
-	errs := make([]error, len(req.Topics))
 	seen := map[string]int{}
 	for _, t := range req.Topics {
 		seen[t.Topic]++
 	}
-	s.async(r, req.TimeoutMillis, func(ctx context.Context) error {
-		var last int64
-		for i, t := range req.Topics {
-			switch {
-			case seen[t.Topic] > 1:
-				errs[i] = &client.Error{Code: kerr.InvalidRequest, Message: "topic named more than once in the request"}
-				continue
-			case len(t.ReplicaAssignment) > 0:
-				errs[i] = &client.Error{Code: kerr.InvalidRequest, Message: "manual replica assignment is not supported: the control plane assigns replicas"}
-				continue
-			}
-			configs := map[string]string{}
-			for _, c := range t.Configs {
-				if c.Value != nil {
-					configs[c.Name] = *c.Value
-				}
-			}
-			_, rev, err := s.cp.CreateTopic(ctx, client.TopicSpec{
-				Name: t.Topic, Partitions: t.NumPartitions, ReplicationFactor: t.ReplicationFactor,
-				Configs: configs, ValidateOnly: req.ValidateOnly,
-			})
-			errs[i] = err
-			last = max(last, rev)
+	s.adminEach(r, req.TimeoutMillis, len(req.Topics), resp, func(ctx context.Context, i int) (int64, error) {
+		t := &req.Topics[i]
+		switch {
+		case seen[t.Topic] > 1:
+			return 0, &client.Error{Code: kerr.InvalidRequest, Message: "topic named more than once in the request"}
+		case len(t.ReplicaAssignment) > 0:
+			return 0, errManualAssignment
 		}
-		if last > 0 && !req.ValidateOnly {
-			return s.awaitRevision(ctx, last)
-		}
-		return nil
-	}, func(err error) {
-		for i, t := range req.Topics {
-			rt := &resp.Topics[i]
-			rt.Default()
-			rt.Topic = t.Topic
-			e := errs[i]
-			if e == nil {
-				e = err
-			}
-			rt.ErrorCode = errorCode(e)
-			if resp.Version >= 1 {
-				rt.ErrorMessage = errorMessage(e)
+		configs := map[string]string{}
+		for _, c := range t.Configs {
+			if c.Value != nil {
+				configs[c.Name] = *c.Value
 			}
 		}
-		writeResponse(r, resp)
+		_, rev, err := s.cp.CreateTopic(ctx, client.TopicSpec{
+			Name: t.Topic, Partitions: t.NumPartitions, ReplicationFactor: t.ReplicationFactor,
+			Configs: configs, ValidateOnly: req.ValidateOnly,
+		})
+		if req.ValidateOnly {
+			rev = 0 // nothing changed: nothing to wait for
+		}
+		return rev, err
+	}, func(i int, err error) {
+		rt := &resp.Topics[i]
+		rt.Default()
+		rt.Topic = req.Topics[i].Topic
+		rt.ErrorCode = errorCode(err)
+		if resp.Version >= 1 {
+			rt.ErrorMessage = errorMessage(err)
+		}
 	})
 	return nil
 }
@@ -128,30 +145,14 @@ func handleDeleteTopics(s *Server, r *request) error {
 	}
 	resp := req.ResponseKind().(*kmsg.DeleteTopicsResponse)
 	resp.SetVersion(r.hdr.APIVersion)
-	errs := make([]error, len(req.TopicNames))
-	s.async(r, req.TimeoutMillis, func(ctx context.Context) error {
-		var last int64
-		for i, name := range req.TopicNames {
-			rev, err := s.cp.DeleteTopic(ctx, name)
-			errs[i] = err
-			last = max(last, rev)
-		}
-		if last > 0 {
-			return s.awaitRevision(ctx, last)
-		}
-		return nil
-	}, func(err error) {
-		for i, name := range req.TopicNames {
-			rt := kmsg.NewDeleteTopicsResponseTopic()
-			rt.Topic = kmsg.StringPtr(name)
-			e := errs[i]
-			if e == nil {
-				e = err
-			}
-			rt.ErrorCode = errorCode(e)
-			resp.Topics = append(resp.Topics, rt)
-		}
-		writeResponse(r, resp)
+	resp.Topics = make([]kmsg.DeleteTopicsResponseTopic, len(req.TopicNames))
+	s.adminEach(r, req.TimeoutMillis, len(req.TopicNames), resp, func(ctx context.Context, i int) (int64, error) {
+		return s.cp.DeleteTopic(ctx, req.TopicNames[i])
+	}, func(i int, err error) {
+		rt := &resp.Topics[i]
+		rt.Default()
+		rt.Topic = kmsg.StringPtr(req.TopicNames[i])
+		rt.ErrorCode = errorCode(err)
 	})
 	return nil
 }
@@ -164,38 +165,21 @@ func handleCreatePartitions(s *Server, r *request) error {
 	}
 	resp := req.ResponseKind().(*kmsg.CreatePartitionsResponse)
 	resp.SetVersion(r.hdr.APIVersion)
-	errs := make([]error, len(req.Topics))
-	s.async(r, req.TimeoutMillis, func(ctx context.Context) error {
-		var last int64
-		for i, t := range req.Topics {
-			if len(t.Assignment) > 0 {
-				errs[i] = &client.Error{Code: kerr.InvalidRequest, Message: "manual replica assignment is not supported: the control plane assigns replicas"}
-				continue
-			}
-			if req.ValidateOnly {
-				errs[i] = validatePartitionCount(s.cp.Snapshot(), t.Topic, t.Count)
-				continue
-			}
-			rev, err := s.cp.CreatePartitions(ctx, t.Topic, t.Count)
-			errs[i] = err
-			last = max(last, rev)
+	resp.Topics = make([]kmsg.CreatePartitionsResponseTopic, len(req.Topics))
+	s.adminEach(r, req.TimeoutMillis, len(req.Topics), resp, func(ctx context.Context, i int) (int64, error) {
+		t := &req.Topics[i]
+		switch {
+		case len(t.Assignment) > 0:
+			return 0, errManualAssignment
+		case req.ValidateOnly:
+			return 0, validatePartitionCount(s.cp.Snapshot(), t.Topic, t.Count)
 		}
-		if last > 0 {
-			return s.awaitRevision(ctx, last)
-		}
-		return nil
-	}, func(err error) {
-		for i, t := range req.Topics {
-			rt := kmsg.NewCreatePartitionsResponseTopic()
-			rt.Topic = t.Topic
-			e := errs[i]
-			if e == nil {
-				e = err
-			}
-			rt.ErrorCode, rt.ErrorMessage = errorCode(e), errorMessage(e)
-			resp.Topics = append(resp.Topics, rt)
-		}
-		writeResponse(r, resp)
+		return s.cp.CreatePartitions(ctx, t.Topic, t.Count)
+	}, func(i int, err error) {
+		rt := &resp.Topics[i]
+		rt.Default()
+		rt.Topic = req.Topics[i].Topic
+		rt.ErrorCode, rt.ErrorMessage = errorCode(err), errorMessage(err)
 	})
 	return nil
 }

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,7 +14,9 @@ import (
 	"github.com/gregor-streaming/gregor/controlplane"
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // node is one in-process data-plane node registered with a real embedded control plane.
@@ -242,5 +245,50 @@ func TestAutoCreateTopics(t *testing.T) {
 				t.Fatal("topic created with auto creation off")
 			}
 		})
+	}
+}
+
+// TestAdminRequests: CreatePartitions grows a topic (validate-only first, then for real)
+// and the new partition takes writes; bad counts and empty requests are answered.
+func TestAdminRequests(t *testing.T) {
+	n := startCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(n.srv.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	if resp, err := adm.CreateTopics(ctx, 2, 1, nil, "grow"); err != nil || resp["grow"].Err != nil {
+		t.Fatalf("create: %v %+v", err, resp)
+	}
+	if resp, err := adm.ValidateCreatePartitions(ctx, 2, "grow"); err != nil || resp["grow"].Err != nil {
+		t.Fatalf("validate-only: %v %+v", err, resp)
+	}
+	if got := n.cp.Snapshot().Topics["grow"].Partitions; got != 2 {
+		t.Fatalf("validate-only changed the topic: %d partitions", got)
+	}
+	if resp, err := adm.CreatePartitions(ctx, 2, "grow"); err != nil || resp["grow"].Err != nil {
+		t.Fatalf("create partitions: %v %+v", err, resp)
+	}
+	if got := n.cp.Snapshot().Topics["grow"].Partitions; got != 4 {
+		t.Fatalf("%d partitions after growing", got)
+	}
+	if n.srv.replicas.get("grow", 3) == nil {
+		t.Fatal("the node does not lead the new partition")
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "grow", Partition: 3, Value: []byte("new")}).FirstErr(); err != nil {
+		t.Fatalf("produce to the new partition: %v", err)
+	}
+	if resp, err := adm.UpdatePartitions(ctx, 3, "grow"); err != nil || !errors.Is(resp["grow"].Err, kerr.InvalidPartitions) {
+		t.Fatalf("shrinking: %v %+v", err, resp)
+	}
+	// An empty CreateTopics request is answered (with no topics), not left hanging.
+	empty := kmsg.NewPtrCreateTopicsRequest()
+	empty.TimeoutMillis = 5000
+	resp, err := empty.RequestWith(ctx, cl)
+	if err != nil || len(resp.Topics) != 0 {
+		t.Fatalf("empty CreateTopics: %v %+v", err, resp)
 	}
 }
