@@ -42,7 +42,7 @@ func handleProduce(s *Server, r *request) error {
 		if err != nil {
 			return err
 		}
-		buf.B = proto.AppendProduceTopic(buf.B, name, partitions)
+		buf.B = proto.AppendTopicStart(buf.B, name, partitions)
 		for range partitions {
 			index, records, err := req.NextPartition()
 			if err != nil {

@@ -181,7 +181,7 @@ func (f *fetch) answer() {
 	walk := f.req.Walk()
 	for range f.req.Topics {
 		name, partitions, _ := walk.NextTopic()
-		buf.B = proto.AppendFetchTopicStart(buf.B, name, partitions)
+		buf.B = proto.AppendTopicStart(buf.B, name, partitions)
 		for range partitions {
 			_, _ = walk.NextPartition()
 			buf.B = proto.AppendFetchPartition(buf.B, v, &f.parts[k])

@@ -34,8 +34,9 @@ func AppendFetchResponseStart(dst []byte, version int16, throttleMs int32, error
 	return binary.BigEndian.AppendUint32(dst, uint32(topics))
 }
 
-// AppendFetchTopicStart appends a topic's name and partition count.
-func AppendFetchTopicStart(dst []byte, topic []byte, partitions int) []byte {
+// AppendTopicStart appends a response topic's name (a non-flexible string) and its
+// partition count: how Produce and Fetch responses (v≤8, v≤11) open each topic.
+func AppendTopicStart(dst []byte, topic []byte, partitions int) []byte {
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(topic)))
 	dst = append(dst, topic...)
 	return binary.BigEndian.AppendUint32(dst, uint32(partitions))

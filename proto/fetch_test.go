@@ -26,7 +26,7 @@ func TestFetchResponseMatchesKmsg(t *testing.T) {
 		for _, topic := range []string{"orders", "t2"} {
 			kt := kmsg.NewFetchResponseTopic()
 			kt.Topic = topic
-			mine = AppendFetchTopicStart(mine, []byte(topic), len(parts))
+			mine = AppendTopicStart(mine, []byte(topic), len(parts))
 			for i := range parts {
 				p := &parts[i]
 				kp := kmsg.NewFetchResponseTopicPartition()

@@ -122,13 +122,6 @@ func readNullableString(b []byte) (s, rest []byte, ok bool) {
 	return readString(b)
 }
 
-// AppendProduceTopic appends a response topic's name and partition count.
-func AppendProduceTopic(dst, name []byte, partitions int) []byte {
-	dst = binary.BigEndian.AppendUint16(dst, uint16(len(name)))
-	dst = append(dst, name...)
-	return binary.BigEndian.AppendUint32(dst, uint32(partitions))
-}
-
 // ProducePartitionResult is one partition's answer.
 type ProducePartitionResult struct {
 	Partition       int32

@@ -71,7 +71,7 @@ func TestProduceResponseMatchesKmsg(t *testing.T) {
 		for ti, name := range []string{"a", "bee"} {
 			rt := kmsg.NewProduceResponseTopic()
 			rt.Topic = name
-			mine = AppendProduceTopic(mine, []byte(name), 2)
+			mine = AppendTopicStart(mine, []byte(name), 2)
 			for p := range 2 {
 				res := ProducePartitionResult{Partition: int32(p), ErrorCode: int16(ti * 3), BaseOffset: int64(100 * p), LogAppendTimeMs: -1, LogStartOffset: 7}
 				rp := kmsg.NewProduceResponseTopicPartition()

@@ -133,6 +133,16 @@ func (x *mmapIndex) truncateEntries(n int) {
 	x.entries = n
 }
 
+// truncateFrom drops the trailing entries whose key (non-decreasing along the index) is
+// ≥ bound.
+func (x *mmapIndex) truncateFrom(bound int64, key func(i int) int64) {
+	n := x.entries
+	for n > 0 && key(n-1) >= bound {
+		n--
+	}
+	x.truncateEntries(n)
+}
+
 // flush writes dirty pages of the mapping to disk.
 func (x *mmapIndex) flush() error {
 	if len(x.data) == 0 {
@@ -246,14 +256,7 @@ func (x *OffsetIndex) append(offset, position int64) {
 
 // truncateToPosition drops the entries at or after byte position pos.
 func (x *OffsetIndex) truncateToPosition(pos int64) {
-	n := x.entries
-	for n > 0 {
-		if _, p := x.at(n - 1); p < pos {
-			break
-		}
-		n--
-	}
-	x.truncateEntries(n)
+	x.truncateFrom(pos, func(i int) int64 { _, p := x.at(i); return p })
 }
 
 // TimeIndex maps timestamps to the relative offsets of the batches that reach them (see
@@ -317,12 +320,5 @@ func (x *TimeIndex) maybeAppend(ts, offset int64) {
 
 // truncateToOffset drops the entries whose offset is ≥ offset.
 func (x *TimeIndex) truncateToOffset(offset int64) {
-	n := x.entries
-	for n > 0 {
-		if _, o := x.at(n - 1); o < offset {
-			break
-		}
-		n--
-	}
-	x.truncateEntries(n)
+	x.truncateFrom(offset, func(i int) int64 { _, o := x.at(i); return o })
 }
