@@ -45,3 +45,8 @@ func (c *ClientControlPlane) AllocateProducerIDs(ctx context.Context) (client.Pr
 	}
 	return c.Registration.AllocateProducerIDs(ctx)
 }
+
+// ForwardGroupRequest implements ControlPlane.
+func (c *ClientControlPlane) ForwardGroupRequest(ctx context.Context, clientHost string, request []byte) ([]byte, error) {
+	return c.Client.ForwardGroupRequest(ctx, clientHost, request)
+}

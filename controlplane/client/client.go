@@ -65,6 +65,8 @@ type Client struct {
 	logger    *slog.Logger
 	timeout   time.Duration
 	observeOp func(op string, d time.Duration)
+	// groups is the connection to the active group coordinator (groups.go).
+	groups groupForwarder
 }
 
 // New connects to the control plane.
@@ -110,6 +112,7 @@ func Wrap(ec *clientv3.Client, cfg Config) *Client {
 
 // Close closes the connection if New opened it. Close registrations and views first.
 func (c *Client) Close() error {
+	c.closeGroups()
 	if !c.ownsEtcd {
 		return nil
 	}
