@@ -28,8 +28,8 @@ import (
 	"sync"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"github.com/twmb/franz-go/pkg/kerr"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // GroupCoordinatorKey holds the active controller's internal listener (GroupCoordinator).
