@@ -131,6 +131,10 @@ func (s *Server) lead(ctx context.Context, sess *concurrency.Session, e *concurr
 	defer s.isController.Store(false)
 	s.metrics.electionsWon.Inc()
 	s.logger.Info("became controller", "key", e.Key(), "rev", e.Rev())
+	gctx, gcancel := context.WithCancel(ctx)
+	groupsDone := make(chan struct{})
+	go func() { defer close(groupsDone); s.runGroups(gctx, sess, e) }()
+	defer func() { gcancel(); <-groupsDone }()
 	t := time.NewTicker(reconcileInterval)
 	defer t.Stop()
 	epochs := map[int32]int64{}

@@ -99,6 +99,8 @@ func tryTestCluster(t testing.TB, n int) (*testCluster, error) {
 			ElectionMs:    100,
 			ControllerTTL: time.Second,
 			Logger:        testLogger,
+			Listen:        "127.0.0.1:0",
+			Groups:        GroupConfig{MinSessionTimeout: 100 * time.Millisecond},
 		}
 		initial = append(initial, cfg.Name+"="+cfg.PeerAddr)
 		c.cfgs = append(c.cfgs, cfg)

@@ -100,8 +100,13 @@ type ClusterView struct {
 	Topics                    []TopicView     `json:"topics"`
 	OfflinePartitions         int             `json:"offlinePartitions"`
 	UnderReplicatedPartitions int             `json:"underReplicatedPartitions"`
-	// InternalListener is reserved for group coordination; nothing listens on it yet.
+	// InternalListener is where data-plane nodes forward group requests.
 	InternalListener string `json:"internalListener,omitempty"`
+	// Groups are the consumer groups with their members, committed offsets and lag:
+	// live state on the active controller, the last persisted state elsewhere
+	// (GroupsSource says which: "coordinator" or "etcd").
+	Groups       []GroupView `json:"groups"`
+	GroupsSource string      `json:"groupsSource"`
 }
 
 // MemberView is one etcd member.
@@ -124,7 +129,7 @@ type PartitionView struct {
 	client.PartitionState
 }
 
-func (s *Server) handleCluster(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 	v := ClusterView{
 		Name:             s.cfg.Name,
 		Ready:            s.ready.Load(),
@@ -132,9 +137,23 @@ func (s *Server) handleCluster(w http.ResponseWriter, _ *http.Request) {
 		Controller:       s.Controller(),
 		EtcdMember:       s.etcd.Server.MemberID().String(),
 		EtcdLeader:       s.etcd.Server.Leader().String(),
-		InternalListener: s.cfg.Listen,
+		InternalListener: s.ListenAddr(),
 		Brokers:          []client.Broker{},
 		Topics:           []TopicView{},
+		Groups:           []GroupView{},
+	}
+	if s.ready.Load() {
+		ctx, cancel := context.WithTimeout(r.Context(), readyCheckTimeout)
+		hws := s.highWatermarks(ctx)
+		if rt := s.groupRT.Load(); rt != nil {
+			v.Groups, v.GroupsSource = rt.views(hws), "coordinator"
+		} else if gs, err := s.groupViewsFromStore(ctx, hws); err == nil {
+			v.Groups, v.GroupsSource = gs, "etcd"
+		}
+		cancel()
+		if v.Groups == nil {
+			v.Groups = []GroupView{}
+		}
 	}
 	for _, m := range s.etcd.Server.Cluster().Members() {
 		v.Members = append(v.Members, MemberView{Name: m.Name, ID: m.ID.String(), PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs})

@@ -1,11 +1,14 @@
 package controlplane
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
 	vm "github.com/VictoriaMetrics/metrics"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
 )
@@ -23,6 +26,18 @@ type metrics struct {
 
 	opMu sync.Mutex
 	ops  map[string]*vm.Histogram
+
+	// Group coordinator.
+	rebalances       *vm.Counter
+	sessionExpiries  *vm.Counter
+	offsetCommits    *vm.Counter // partitions committed
+	offsetsExpired   *vm.Counter
+	groupsExpired    *vm.Counter
+	groupBadRequests *vm.Counter
+	commitLatency    *vm.Histogram
+	storeBatchOps    *vm.Histogram
+	storeBatchTime   *vm.Histogram
+	groupRequests    [64]*vm.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -33,7 +48,28 @@ func newMetrics(s *Server) *metrics {
 		electionsWon:      set.NewCounter("gregor_cp_controller_elections_won_total"),
 		leaderElections:   set.NewCounter("gregor_cp_partition_leader_elections_total"),
 		ops:               map[string]*vm.Histogram{},
+		rebalances:        set.NewCounter("gregor_cp_group_rebalances_total"),
+		sessionExpiries:   set.NewCounter("gregor_cp_group_session_expiries_total"),
+		offsetCommits:     set.NewCounter("gregor_cp_group_offsets_committed_total"),
+		offsetsExpired:    set.NewCounter("gregor_cp_group_offsets_expired_total"),
+		groupsExpired:     set.NewCounter("gregor_cp_groups_expired_total"),
+		groupBadRequests:  set.NewCounter("gregor_cp_group_bad_requests_total"),
+		commitLatency:     set.NewHistogram("gregor_cp_group_offset_commit_duration_seconds"),
+		storeBatchOps:     set.NewHistogram("gregor_cp_group_store_batch_ops"),
+		storeBatchTime:    set.NewHistogram("gregor_cp_group_store_batch_duration_seconds"),
 	}
+	for key := range m.groupRequests {
+		if isGroupAPI(int16(key)) {
+			m.groupRequests[key] = set.NewCounter(fmt.Sprintf(`gregor_cp_group_requests_total{api=%q}`, kmsg.NameForKey(int16(key))))
+		}
+	}
+	set.NewGauge("gregor_cp_groups", func() float64 {
+		if rt := s.groupRT.Load(); rt != nil {
+			return float64(rt.groupCount())
+		}
+		return 0
+	})
+	set.RegisterMetricsWriter(s.writeGroupLag)
 	set.NewGauge("gregor_cp_is_controller", func() float64 {
 		if s.IsController() {
 			return 1
@@ -85,6 +121,39 @@ func (m *metrics) observeOp(op string, d time.Duration) {
 	}
 	m.opMu.Unlock()
 	h.Update(d.Seconds())
+}
+
+// groupRequest counts one forwarded group request.
+func (m *metrics) groupRequest(key int16) {
+	if key >= 0 && int(key) < len(m.groupRequests) && m.groupRequests[key] != nil {
+		m.groupRequests[key].Inc()
+	}
+}
+
+// observeGroupStore records one group-store transaction.
+func (m *metrics) observeGroupStore(ops int, d time.Duration) {
+	m.storeBatchOps.Update(float64(ops))
+	m.storeBatchTime.Update(d.Seconds())
+}
+
+// writeGroupLag writes the active coordinator's consumer lag per group and partition
+// (committed offset behind the leader's last checkpointed high watermark) and per group.
+func (s *Server) writeGroupLag(w io.Writer) {
+	rt := s.groupRT.Load()
+	if rt == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), readyCheckTimeout)
+	defer cancel()
+	for _, g := range rt.views(s.highWatermarks(ctx)) {
+		for _, o := range g.Offsets {
+			if o.Lag >= 0 {
+				vm.WriteGaugeUint64(w, fmt.Sprintf(`gregor_group_lag{group=%q,topic=%q,partition="%d"}`, g.Group, o.Topic, o.Partition), uint64(o.Lag))
+			}
+		}
+		vm.WriteGaugeUint64(w, fmt.Sprintf(`gregor_group_members{group=%q}`, g.Group), uint64(len(g.Members)))
+		vm.WriteGaugeUint64(w, fmt.Sprintf(`gregor_group_total_lag{group=%q}`, g.Group), uint64(g.TotalLag))
+	}
 }
 
 // snapshot returns the current metadata view, or nil before the node is ready.

@@ -8,8 +8,8 @@
 // what only it can decide — a data-plane node's registration expiring — by moving
 // leadership of that node's partitions and removing it from ISRs (see ElectLeader).
 //
-// The internal listener (Config.Listen) is reserved for group coordination, which
-// arrives in a later issue: the address is validated and reported, nothing listens yet.
+// The internal listener (Config.Listen) serves group coordination: data-plane nodes
+// forward their clients' group requests to the active controller there (groups.go).
 package controlplane
 
 import (
@@ -70,8 +70,11 @@ type Config struct {
 	// InitialCluster lists every member as name=host:port (or name=http://host:port),
 	// comma-separated; empty means a cluster of this node alone. Ignored on restart.
 	InitialCluster string
-	// Listen is the internal listener, reserved for group coordination (not served yet).
+	// Listen is the internal listener (host:port; port 0 picks one), where data-plane
+	// nodes forward group requests; empty disables group coordination on this node.
 	Listen string
+	// Groups configures the group coordinator.
+	Groups GroupConfig
 	// HTTPAddr serves /metrics, /healthz, /readyz and /v1/cluster; empty disables HTTP.
 	HTTPAddr string
 	// TickMs and ElectionMs are etcd's heartbeat and election timeouts in milliseconds.
@@ -93,6 +96,17 @@ type Server struct {
 	metrics *metrics
 	http    *http.Server
 	httpLn  net.Listener
+
+	// listener is the internal listener; groupRT the group coordinator while this node
+	// is the active controller (nil otherwise).
+	listener     net.Listener
+	groupRT      atomic.Pointer[groupRuntime]
+	groupConnsMu sync.Mutex
+	groupConns   map[*groupServerConn]struct{}
+	// hwCache holds the HW checkpoints read for lag, refreshed after hwCacheTTL.
+	hwMu    sync.Mutex
+	hwCache map[topicPartition]int64
+	hwAt    time.Time
 
 	// kick wakes the controller when the metadata changes.
 	kick chan struct{}
@@ -228,6 +242,16 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	if cfg.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("controlplane: internal listener %s: %w", cfg.Listen, err)
+		}
+		s.listener = ln
+		s.wg.Add(1)
+		go s.serveGroups(ln)
+	}
 	select {
 	case <-e.Server.ReadyNotify():
 	case err := <-e.Err():
@@ -242,7 +266,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.ready.Store(true)
-	logger.Info("control plane ready", "client", cfg.ClientAddr, "peer", cfg.PeerAddr, "http", s.HTTPAddr())
+	logger.Info("control plane ready", "client", cfg.ClientAddr, "peer", cfg.PeerAddr, "http", s.HTTPAddr(), "internal", s.ListenAddr())
 	return s, nil
 }
 
@@ -303,11 +327,23 @@ func (s *Server) HTTPAddr() string {
 	return s.httpLn.Addr().String()
 }
 
+// ListenAddr returns the bound internal listener address, or "" without one.
+func (s *Server) ListenAddr() string {
+	if s.listener == nil {
+		return ""
+	}
+	return s.listener.Addr().String()
+}
+
 // Close resigns the controllership (if held), then stops the view, HTTP and etcd.
 func (s *Server) Close() {
 	s.closed.Do(func() {
 		if s.cancel != nil {
 			s.cancel()
+		}
+		if s.listener != nil {
+			_ = s.listener.Close()
+			s.closeGroupConns()
 		}
 		// The loops end promptly, except that concurrency.Election.Campaign, canceled,
 		// resigns with the etcd client's own context: without a quorum that blocks until

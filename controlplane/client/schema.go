@@ -31,6 +31,12 @@ const (
 	ProducerIDNextKey = RootPrefix + "producer-ids/next"
 	// ControllerPrefix is the concurrency.Election prefix of the controller election.
 	ControllerPrefix = RootPrefix + "controller/"
+	// GroupsPrefix holds one key per consumer group: its generation, members and
+	// assignments (GroupsPrefix + url.PathEscape(group)).
+	GroupsPrefix = RootPrefix + "groups/"
+	// OffsetsPrefix holds one key per committed offset:
+	// OffsetsPrefix + url.PathEscape(group) + "/" + topic + "/" + partition.
+	OffsetsPrefix = RootPrefix + "offsets/"
 )
 
 // Limits shared by the client and the server; the server configures etcd with them.

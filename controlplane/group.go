@@ -1,0 +1,747 @@
+package controlplane
+
+// The classic consumer-group state machine, as Kafka's GroupCoordinator runs it:
+//
+//	Empty ──join──▶ PreparingRebalance ──all joined / rebalance timeout──▶ CompletingRebalance
+//	  ▲                    ▲                                                     │
+//	  │                    └──── join by leader, new metadata, leave, expiry ────┤ leader's SyncGroup
+//	  └──── last member gone ◀──────────────────────────────────────────── Stable ◀┘
+//
+// Every method here runs with groupRuntime.mu held; replies are queued to connection
+// writers and never block. Timers take the lock themselves and check that what they were
+// set for still holds.
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"slices"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+type groupState int8
+
+const (
+	stateEmpty groupState = iota
+	statePreparingRebalance
+	stateCompletingRebalance
+	stateStable
+	stateDead
+)
+
+func (s groupState) String() string {
+	return [...]string{"Empty", "PreparingRebalance", "CompletingRebalance", "Stable", "Dead"}[s]
+}
+
+// consumerProtocolType is the protocol type of Kafka consumers: their metadata and
+// assignments have a known format, which is checked.
+const consumerProtocolType = "consumer"
+
+// joinResult is what a JoinGroup is answered with.
+type joinResult struct {
+	code       int16
+	memberID   string
+	generation int32
+	protocol   string
+	protoType  string
+	leader     string
+	members    []kmsg.JoinGroupResponseMember
+}
+
+type member struct {
+	id               string
+	instanceID       *string
+	clientID         string
+	clientHost       string
+	sessionTimeout   time.Duration
+	rebalanceTimeout time.Duration
+	protocols        []kmsg.JoinGroupRequestProtocol
+	assignment       []byte
+	awaitingJoin     func(joinResult)
+	awaitingSync     func(code int16, assignment []byte)
+	lastHeartbeat    time.Time
+	heartbeatTimer   *time.Timer
+	isNew            bool // joined in the current rebalance: not kept alive forever awaiting it
+	// persistedMetadata is the selected protocol's metadata of a member loaded from etcd.
+	persistedMetadata []byte
+}
+
+// metadataFor returns the member's metadata for a protocol.
+func (m *member) metadataFor(protocol string) []byte {
+	for _, p := range m.protocols {
+		if p.Name == protocol {
+			return p.Metadata
+		}
+	}
+	return m.persistedMetadata
+}
+
+// sameProtocols reports whether a rejoin carries the metadata the member has.
+func (m *member) sameProtocols(ps []kmsg.JoinGroupRequestProtocol) bool {
+	return slices.EqualFunc(m.protocols, ps, func(a, b kmsg.JoinGroupRequestProtocol) bool {
+		return a.Name == b.Name && string(a.Metadata) == string(b.Metadata)
+	})
+}
+
+type group struct {
+	id           string
+	state        groupState
+	stateSince   time.Time
+	generation   int32
+	protocolType string
+	protocol     string
+	leader       string
+	members      map[string]*member
+	// pending are member ids handed out with MEMBER_ID_REQUIRED, awaiting their join.
+	pending map[string]*time.Timer
+	// static maps group.instance.id to the member id that holds it.
+	static map[string]string
+	// offsets are the committed offsets (durable: updated after the write).
+	offsets map[topicPartition]offsetRecord
+
+	joinTimer *time.Timer
+	// joinDeadline bounds an initial delayed join (rebalance timeout); newMemberAdded
+	// is set when a member joined during the delay.
+	joinDeadline   time.Time
+	initialDelay   bool
+	newMemberAdded bool
+	syncTimer      *time.Timer
+	// timerSeq invalidates timers set for an earlier state.
+	timerSeq uint64
+	// persisted is set once a record exists in etcd (delete it with the group).
+	persisted bool
+}
+
+func newGroup(id string, now time.Time) *group {
+	return &group{id: id, state: stateEmpty, stateSince: now, members: map[string]*member{},
+		pending: map[string]*time.Timer{}, static: map[string]string{}, offsets: map[topicPartition]offsetRecord{}}
+}
+
+func (g *group) transition(s groupState, now time.Time) {
+	g.state = s
+	g.stateSince = now
+	g.timerSeq++
+}
+
+// rebalanceTimeout is the longest rebalance timeout among members.
+func (g *group) rebalanceTimeout() time.Duration {
+	var d time.Duration
+	for _, m := range g.members {
+		d = max(d, m.rebalanceTimeout)
+	}
+	return d
+}
+
+// candidateProtocols are the protocols every member supports, in the order of the
+// first member's preference (map order is random; sort members for determinism).
+func (g *group) candidateProtocols() []string {
+	var out []string
+	first := true
+	for _, m := range g.sortedMembers() {
+		var names []string
+		for _, p := range m.protocols {
+			names = append(names, p.Name)
+		}
+		if first {
+			out, first = names, false
+			continue
+		}
+		out = slices.DeleteFunc(out, func(n string) bool { return !slices.Contains(names, n) })
+	}
+	return out
+}
+
+// supportsProtocols reports whether a member with these protocols may join.
+func (g *group) supportsProtocols(protoType string, ps []kmsg.JoinGroupRequestProtocol) bool {
+	if protoType == "" || len(ps) == 0 {
+		return false
+	}
+	if len(g.members) == 0 {
+		return true
+	}
+	if protoType != g.protocolType {
+		return false
+	}
+	cands := g.candidateProtocols()
+	for _, p := range ps {
+		if slices.Contains(cands, p.Name) {
+			return true
+		}
+	}
+	return false
+}
+
+// selectProtocol picks the protocol with most votes: each member votes for its most
+// preferred candidate.
+func (g *group) selectProtocol() string {
+	cands := g.candidateProtocols()
+	votes := map[string]int{}
+	for _, m := range g.members {
+		for _, p := range m.protocols {
+			if slices.Contains(cands, p.Name) {
+				votes[p.Name]++
+				break
+			}
+		}
+	}
+	best := ""
+	for _, c := range cands {
+		if best == "" || votes[c] > votes[best] {
+			best = c
+		}
+	}
+	return best
+}
+
+func (g *group) sortedMembers() []*member {
+	ms := make([]*member, 0, len(g.members))
+	for _, m := range g.members {
+		ms = append(ms, m)
+	}
+	slices.SortFunc(ms, func(a, b *member) int {
+		switch {
+		case a.id < b.id:
+			return -1
+		case a.id > b.id:
+			return 1
+		}
+		return 0
+	})
+	return ms
+}
+
+func (g *group) allJoined() bool {
+	if len(g.pending) > 0 {
+		return false
+	}
+	for _, m := range g.members {
+		if m.awaitingJoin == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// newMemberID is Kafka's shape: the client id (or instance id) and a random suffix.
+func newMemberID(prefix string) string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return prefix + "-" + hex.EncodeToString(b[:4]) + "-" + hex.EncodeToString(b[4:6]) + "-" +
+		hex.EncodeToString(b[6:8]) + "-" + hex.EncodeToString(b[8:10]) + "-" + hex.EncodeToString(b[10:])
+}
+
+// ---- join ----
+
+type joinRequest struct {
+	req        *kmsg.JoinGroupRequest
+	clientID   string
+	clientHost string
+	reply      func(joinResult)
+}
+
+func (rt *groupRuntime) join(g *group, jr joinRequest) {
+	req := jr.req
+	now := time.Now()
+	if g.state == stateDead {
+		jr.reply(joinResult{code: kerr.CoordinatorNotAvailable.Code, memberID: req.MemberID})
+		return
+	}
+	if !g.supportsProtocols(req.ProtocolType, req.Protocols) {
+		jr.reply(joinResult{code: kerr.InconsistentGroupProtocol.Code, memberID: req.MemberID})
+		return
+	}
+	if req.InstanceID != nil {
+		if old, ok := g.static[*req.InstanceID]; ok && req.MemberID != "" && old != req.MemberID {
+			jr.reply(joinResult{code: kerr.FencedInstanceID.Code, memberID: req.MemberID})
+			return
+		}
+	}
+	if req.MemberID == "" {
+		rt.joinUnknownMember(g, jr, now)
+		return
+	}
+	if t, ok := g.pending[req.MemberID]; ok {
+		t.Stop()
+		delete(g.pending, req.MemberID)
+		rt.addMemberAndRebalance(g, jr, req.MemberID, now)
+		return
+	}
+	m, ok := g.members[req.MemberID]
+	if !ok {
+		jr.reply(joinResult{code: kerr.UnknownMemberID.Code, memberID: req.MemberID})
+		return
+	}
+	switch g.state {
+	case statePreparingRebalance:
+		rt.updateMemberAndRebalance(g, m, jr, now)
+	case stateCompletingRebalance:
+		if m.sameProtocols(req.Protocols) {
+			// The member missed the answer: give it the current generation again.
+			jr.reply(g.joinResultFor(m, true))
+			return
+		}
+		rt.updateMemberAndRebalance(g, m, jr, now)
+	case stateStable:
+		if g.leader == m.id || !m.sameProtocols(req.Protocols) {
+			// A leader's rejoin forces a rebalance (it saw metadata change).
+			rt.updateMemberAndRebalance(g, m, jr, now)
+			return
+		}
+		jr.reply(g.joinResultFor(m, false))
+	default: // Empty: no members, cannot happen for a known one
+		jr.reply(joinResult{code: kerr.UnknownMemberID.Code, memberID: req.MemberID})
+	}
+}
+
+// joinResultFor is the current generation as member m sees it; the leader gets the
+// member list when withMembers.
+func (g *group) joinResultFor(m *member, withMembers bool) joinResult {
+	res := joinResult{memberID: m.id, generation: g.generation, protocol: g.protocol,
+		protoType: g.protocolType, leader: g.leader}
+	if withMembers && g.leader == m.id {
+		for _, x := range g.sortedMembers() {
+			res.members = append(res.members, kmsg.JoinGroupResponseMember{
+				MemberID: x.id, InstanceID: x.instanceID, ProtocolMetadata: x.metadataFor(g.protocol)})
+		}
+	}
+	return res
+}
+
+func (rt *groupRuntime) joinUnknownMember(g *group, jr joinRequest, now time.Time) {
+	req := jr.req
+	if rt.cfg.MaxSize > 0 && len(g.members)+len(g.pending) >= rt.cfg.MaxSize {
+		jr.reply(joinResult{code: kerr.GroupMaxSizeReached.Code})
+		return
+	}
+	if req.InstanceID != nil {
+		id := newMemberID(*req.InstanceID)
+		if oldID, ok := g.static[*req.InstanceID]; ok {
+			rt.replaceStaticMember(g, g.members[oldID], id, jr, now)
+			return
+		}
+		rt.addMemberAndRebalance(g, jr, id, now)
+		return
+	}
+	id := newMemberID(jr.clientID)
+	if req.Version >= 4 {
+		// Two-step join (KIP-394): the member learns its id, then joins with it; a
+		// pending id not used within the session timeout is dropped.
+		sess := time.Duration(req.SessionTimeoutMillis) * time.Millisecond
+		g.pending[id] = time.AfterFunc(sess, func() { rt.expirePending(g, id) })
+		jr.reply(joinResult{code: kerr.MemberIDRequired.Code, memberID: id})
+		return
+	}
+	rt.addMemberAndRebalance(g, jr, id, now)
+}
+
+func (rt *groupRuntime) expirePending(g *group, id string) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.stopped || rt.groups[g.id] != g {
+		return
+	}
+	if _, ok := g.pending[id]; !ok {
+		return
+	}
+	delete(g.pending, id)
+	if g.state == statePreparingRebalance {
+		rt.maybeCompleteJoin(g)
+	}
+	rt.maybeForget(g)
+}
+
+// replaceStaticMember gives a returning static member (known instance id, no member id)
+// a new member id; a stable group with unchanged metadata carries on without a
+// rebalance, anything else rebalances.
+func (rt *groupRuntime) replaceStaticMember(g *group, old *member, newID string, jr joinRequest, now time.Time) {
+	req := jr.req
+	delete(g.members, old.id)
+	if old.awaitingJoin != nil {
+		old.awaitingJoin(joinResult{code: kerr.FencedInstanceID.Code, memberID: old.id})
+		old.awaitingJoin = nil
+	}
+	if old.awaitingSync != nil {
+		old.awaitingSync(kerr.FencedInstanceID.Code, nil)
+		old.awaitingSync = nil
+	}
+	stopTimer(old.heartbeatTimer)
+	oldID := old.id
+	old.id = newID
+	old.clientID, old.clientHost = jr.clientID, jr.clientHost
+	g.members[newID] = old
+	g.static[*req.InstanceID] = newID
+	if g.leader == oldID {
+		g.leader = newID
+	}
+	if g.state == stateStable && old.sameProtocols(req.Protocols) {
+		old.sessionTimeout = time.Duration(req.SessionTimeoutMillis) * time.Millisecond
+		old.rebalanceTimeout = rebalanceTimeoutOf(req)
+		rt.heartbeat(g, old, now)
+		res := g.joinResultFor(old, true)
+		rt.persistGroup(g, func(code int16) {
+			if code != 0 {
+				res = joinResult{code: code, memberID: newID}
+			}
+			jr.reply(res)
+		})
+		return
+	}
+	rt.updateMemberAndRebalance(g, old, jr, now)
+}
+
+func rebalanceTimeoutOf(req *kmsg.JoinGroupRequest) time.Duration {
+	if req.Version == 0 {
+		return time.Duration(req.SessionTimeoutMillis) * time.Millisecond
+	}
+	return time.Duration(req.RebalanceTimeoutMillis) * time.Millisecond
+}
+
+func (rt *groupRuntime) addMemberAndRebalance(g *group, jr joinRequest, id string, now time.Time) {
+	req := jr.req
+	m := &member{id: id, instanceID: req.InstanceID, clientID: jr.clientID, clientHost: jr.clientHost, isNew: true}
+	if len(g.members) == 0 {
+		g.protocolType = req.ProtocolType
+	}
+	g.members[id] = m
+	if req.InstanceID != nil {
+		g.static[*req.InstanceID] = id
+	}
+	if g.state == statePreparingRebalance && g.initialDelay {
+		g.newMemberAdded = true
+	}
+	rt.updateMemberAndRebalance(g, m, jr, now)
+}
+
+// updateMemberAndRebalance records the member's join and moves the group to (or keeps
+// it in) PreparingRebalance.
+func (rt *groupRuntime) updateMemberAndRebalance(g *group, m *member, jr joinRequest, now time.Time) {
+	req := jr.req
+	if m.awaitingJoin != nil {
+		// A second join replaces the first (the client gave up on it).
+		m.awaitingJoin(joinResult{code: kerr.RebalanceInProgress.Code, memberID: m.id})
+	}
+	m.protocols = req.Protocols
+	m.sessionTimeout = time.Duration(req.SessionTimeoutMillis) * time.Millisecond
+	m.rebalanceTimeout = rebalanceTimeoutOf(req)
+	m.awaitingJoin = jr.reply
+	m.lastHeartbeat = now
+	if g.state != statePreparingRebalance {
+		rt.prepareRebalance(g, now)
+	}
+	rt.maybeCompleteJoin(g)
+}
+
+// prepareRebalance starts a join phase: members awaiting their assignment are told to
+// rejoin, and the phase ends when every member has rejoined or at the rebalance
+// timeout. An empty group first waits group.initial.rebalance.delay for more members.
+func (rt *groupRuntime) prepareRebalance(g *group, now time.Time) {
+	if g.state == stateCompletingRebalance {
+		rt.failAwaitingSync(g, kerr.RebalanceInProgress.Code)
+	}
+	wasEmpty := g.state == stateEmpty
+	g.transition(statePreparingRebalance, now)
+	stopTimer(g.syncTimer)
+	stopTimer(g.joinTimer)
+	seq := g.timerSeq
+	timeout := g.rebalanceTimeout()
+	if wasEmpty && rt.cfg.InitialRebalanceDelay > 0 {
+		g.initialDelay, g.newMemberAdded = true, false
+		g.joinDeadline = now.Add(timeout)
+		g.joinTimer = time.AfterFunc(min(rt.cfg.InitialRebalanceDelay, timeout), func() { rt.joinTimeout(g, seq) })
+		return
+	}
+	g.initialDelay = false
+	g.joinTimer = time.AfterFunc(timeout, func() { rt.joinTimeout(g, seq) })
+}
+
+// joinTimeout ends a join phase: the initial delay extends while members keep
+// arriving (within the rebalance timeout); otherwise members that did not rejoin are
+// removed and the generation completes.
+func (rt *groupRuntime) joinTimeout(g *group, seq uint64) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.stopped || rt.groups[g.id] != g || g.timerSeq != seq || g.state != statePreparingRebalance {
+		return
+	}
+	now := time.Now()
+	if g.initialDelay {
+		remaining := g.joinDeadline.Sub(now)
+		if g.newMemberAdded && remaining > 0 {
+			g.newMemberAdded = false
+			g.joinTimer = time.AfterFunc(min(rt.cfg.InitialRebalanceDelay, remaining), func() { rt.joinTimeout(g, seq) })
+			return
+		}
+		g.initialDelay = false
+	}
+	rt.completeJoin(g, now)
+}
+
+// maybeCompleteJoin completes the join phase once everyone has rejoined (not during an
+// initial delay, which exists to wait for more members).
+func (rt *groupRuntime) maybeCompleteJoin(g *group) {
+	if g.state == statePreparingRebalance && !g.initialDelay && g.allJoined() {
+		rt.completeJoin(g, time.Now())
+	}
+}
+
+func (rt *groupRuntime) completeJoin(g *group, now time.Time) {
+	stopTimer(g.joinTimer)
+	// Dynamic members that did not rejoin are out; static ones keep their place until
+	// their session expires.
+	for _, m := range g.sortedMembers() {
+		if m.awaitingJoin == nil && m.instanceID == nil {
+			rt.removeMember(g, m)
+		}
+	}
+	if len(g.members) > 0 && !g.hasJoinedLeader() {
+		// Only static members that did not rejoin remain: wait for them (or for
+		// their sessions to end) for another rebalance timeout.
+		seq := g.timerSeq
+		g.joinTimer = time.AfterFunc(g.rebalanceTimeout(), func() { rt.joinTimeout(g, seq) })
+		return
+	}
+	g.generation++
+	rt.metrics.rebalances.Inc()
+	if len(g.members) == 0 {
+		g.protocol, g.leader, g.protocolType = "", "", ""
+		g.transition(stateEmpty, now)
+		rt.persistGroup(g, nil)
+		rt.maybeForget(g)
+		return
+	}
+	g.protocol = g.selectProtocol()
+	g.transition(stateCompletingRebalance, now)
+	for _, m := range g.sortedMembers() {
+		if m.awaitingJoin == nil {
+			continue // a static member yet to rejoin: it will be given the generation then
+		}
+		res := g.joinResultFor(m, true)
+		m.awaitingJoin(res)
+		m.awaitingJoin = nil
+		m.isNew = false
+		rt.heartbeat(g, m, now)
+	}
+	// Members that never send SyncGroup are removed after the rebalance timeout.
+	seq := g.timerSeq
+	g.syncTimer = time.AfterFunc(g.rebalanceTimeout(), func() { rt.syncTimeout(g, seq) })
+}
+
+// hasJoinedLeader keeps the leader if it rejoined, else elects the first member that
+// did; it reports whether there is one.
+func (g *group) hasJoinedLeader() bool {
+	if m, ok := g.members[g.leader]; ok && m.awaitingJoin != nil {
+		return true
+	}
+	for _, m := range g.sortedMembers() {
+		if m.awaitingJoin != nil {
+			g.leader = m.id
+			return true
+		}
+	}
+	return false
+}
+
+// ---- sync ----
+
+type syncRequest struct {
+	req   *kmsg.SyncGroupRequest
+	reply func(code int16, assignment []byte)
+}
+
+func (rt *groupRuntime) sync(g *group, sr syncRequest) {
+	req := sr.req
+	m, ok := g.members[req.MemberID]
+	switch {
+	case g.state == stateDead:
+		sr.reply(kerr.CoordinatorNotAvailable.Code, nil)
+		return
+	case !ok:
+		sr.reply(kerr.UnknownMemberID.Code, nil)
+		return
+	case !g.instanceMatches(req.InstanceID, req.MemberID):
+		sr.reply(kerr.FencedInstanceID.Code, nil)
+		return
+	case req.Generation != g.generation:
+		sr.reply(kerr.IllegalGeneration.Code, nil)
+		return
+	case req.ProtocolType != nil && *req.ProtocolType != g.protocolType,
+		req.Protocol != nil && *req.Protocol != g.protocol:
+		sr.reply(kerr.InconsistentGroupProtocol.Code, nil)
+		return
+	}
+	switch g.state {
+	case statePreparingRebalance:
+		sr.reply(kerr.RebalanceInProgress.Code, nil)
+	case stateStable:
+		rt.heartbeat(g, m, time.Now())
+		sr.reply(0, m.assignment)
+	case stateCompletingRebalance:
+		if m.awaitingSync != nil {
+			m.awaitingSync(kerr.RebalanceInProgress.Code, nil)
+		}
+		m.awaitingSync = sr.reply
+		rt.heartbeat(g, m, time.Now())
+		if g.leader != m.id {
+			return
+		}
+		assignments := map[string][]byte{}
+		for _, a := range req.GroupAssignment {
+			if err := rt.checkAssignment(g, a.MemberAssignment); err != nil {
+				m.awaitingSync = nil
+				sr.reply(kerr.InvalidRequest.Code, nil)
+				return
+			}
+			assignments[a.MemberID] = a.MemberAssignment
+		}
+		gen := g.generation
+		for id, x := range g.members {
+			x.assignment = assignments[id]
+		}
+		rt.persistGroup(g, func(code int16) {
+			if g.state != stateCompletingRebalance || g.generation != gen {
+				return // a rebalance began meanwhile: those waiting were answered
+			}
+			if code != 0 {
+				rt.failAwaitingSync(g, code)
+				rt.prepareRebalance(g, time.Now())
+				return
+			}
+			stopTimer(g.syncTimer)
+			g.transition(stateStable, time.Now())
+			for _, x := range g.members {
+				if x.awaitingSync != nil {
+					x.awaitingSync(0, x.assignment)
+					x.awaitingSync = nil
+				}
+			}
+		})
+	default: // Empty
+		sr.reply(kerr.UnknownMemberID.Code, nil)
+	}
+}
+
+// checkAssignment bounds an assignment and, for consumers, checks its format.
+func (rt *groupRuntime) checkAssignment(g *group, b []byte) error {
+	if len(b) > memberBytesMax {
+		return kerr.InvalidRequest
+	}
+	if g.protocolType == consumerProtocolType && len(b) > 0 {
+		var a kmsg.ConsumerMemberAssignment
+		if err := a.ReadFrom(b); err != nil {
+			return kerr.InvalidRequest
+		}
+	}
+	return nil
+}
+
+// syncTimeout removes the members that did not send SyncGroup in time and rebalances.
+func (rt *groupRuntime) syncTimeout(g *group, seq uint64) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.stopped || rt.groups[g.id] != g || g.timerSeq != seq || g.state != stateCompletingRebalance {
+		return
+	}
+	for _, m := range g.sortedMembers() {
+		if m.awaitingSync == nil {
+			rt.removeMember(g, m)
+		}
+	}
+	rt.prepareRebalance(g, time.Now())
+	rt.maybeCompleteJoin(g)
+}
+
+func (rt *groupRuntime) failAwaitingSync(g *group, code int16) {
+	for _, m := range g.members {
+		m.assignment = nil
+		if m.awaitingSync != nil {
+			m.awaitingSync(code, nil)
+			m.awaitingSync = nil
+		}
+	}
+}
+
+// ---- membership ----
+
+// instanceMatches reports whether a request's instance id (if any) belongs to memberID.
+func (g *group) instanceMatches(instanceID *string, memberID string) bool {
+	if instanceID == nil {
+		return true
+	}
+	id, ok := g.static[*instanceID]
+	return !ok || id == memberID
+}
+
+// heartbeat renews m's session and (re)arms its expiry.
+func (rt *groupRuntime) heartbeat(g *group, m *member, now time.Time) {
+	m.lastHeartbeat = now
+	if m.heartbeatTimer == nil {
+		rt.armSession(g, m, m.sessionTimeout)
+	}
+}
+
+func (rt *groupRuntime) armSession(g *group, m *member, d time.Duration) {
+	m.heartbeatTimer = time.AfterFunc(d, func() { rt.sessionCheck(g, m) })
+}
+
+// sessionCheck expires m if its session has passed; members waiting for a join or sync
+// answer are kept (their wait is bounded by the rebalance timeout).
+func (rt *groupRuntime) sessionCheck(g *group, m *member) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.stopped || rt.groups[g.id] != g || g.members[m.id] != m {
+		return
+	}
+	now := time.Now()
+	left := m.lastHeartbeat.Add(m.sessionTimeout).Sub(now)
+	keep := left > 0 || m.awaitingSync != nil || (m.awaitingJoin != nil && !m.isNew)
+	if keep {
+		rt.armSession(g, m, max(left, 10*time.Millisecond))
+		return
+	}
+	m.heartbeatTimer = nil
+	rt.metrics.sessionExpiries.Inc()
+	rt.s.logger.Info("group member session expired", "group", g.id, "member", m.id)
+	rt.removeMemberAndUpdate(g, m)
+}
+
+// removeMemberAndUpdate removes m (leave or expiry) and moves the group on.
+func (rt *groupRuntime) removeMemberAndUpdate(g *group, m *member) {
+	rt.removeMember(g, m)
+	switch g.state {
+	case stateStable, stateCompletingRebalance:
+		rt.prepareRebalance(g, time.Now())
+		rt.maybeCompleteJoin(g)
+	case statePreparingRebalance:
+		rt.maybeCompleteJoin(g)
+	}
+}
+
+func (rt *groupRuntime) removeMember(g *group, m *member) {
+	if m.awaitingJoin != nil {
+		m.awaitingJoin(joinResult{code: kerr.UnknownMemberID.Code, memberID: m.id})
+		m.awaitingJoin = nil
+	}
+	if m.awaitingSync != nil {
+		m.awaitingSync(kerr.UnknownMemberID.Code, nil)
+		m.awaitingSync = nil
+	}
+	stopTimer(m.heartbeatTimer)
+	m.heartbeatTimer = nil
+	delete(g.members, m.id)
+	if m.instanceID != nil && g.static[*m.instanceID] == m.id {
+		delete(g.static, *m.instanceID)
+	}
+}
+
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
+	}
+}

@@ -1,0 +1,558 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/gregor-streaming/gregor/controlplane/client"
+)
+
+// groupTester sends group requests the way a data-plane node forwards them: Kafka
+// requests over the internal listener, through client.ForwardGroupRequest.
+type groupTester struct {
+	t   testing.TB
+	cli *client.Client
+}
+
+func newGroupTester(t testing.TB, c *testCluster) *groupTester {
+	t.Helper()
+	cli := c.client()
+	c.waitController(10 * time.Second)
+	gt := &groupTester{t: t, cli: cli}
+	// Wait until the coordinator is published and answering.
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		_, err := gt.try(kmsg.NewPtrListGroupsRequest())
+		return err
+	})
+	return gt
+}
+
+// encodeGroupRequest is a request header v1 (client id "test-client") and the body.
+func encodeGroupRequest(req kmsg.Request, clientID string) []byte {
+	b := kbin.AppendInt16(nil, req.Key())
+	b = kbin.AppendInt16(b, req.GetVersion())
+	b = kbin.AppendInt32(b, 7)
+	b = kbin.AppendNullableString(b, &clientID)
+	return req.AppendTo(b)
+}
+
+func (gt *groupTester) try(req kmsg.Request) (kmsg.Response, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	body, err := gt.cli.ForwardGroupRequest(ctx, "127.0.0.9", encodeGroupRequest(req, "test-client"))
+	if err != nil {
+		return nil, err
+	}
+	resp := req.ResponseKind()
+	resp.SetVersion(req.GetVersion())
+	if err := resp.ReadFrom(body); err != nil {
+		return nil, fmt.Errorf("decode %T: %w", resp, err)
+	}
+	return resp, nil
+}
+
+func (gt *groupTester) call(req kmsg.Request) kmsg.Response {
+	gt.t.Helper()
+	resp, err := gt.try(req)
+	if err != nil {
+		gt.t.Fatalf("%T: %v", req, err)
+	}
+	return resp
+}
+
+func consumerMeta(topics ...string) []byte {
+	m := kmsg.NewConsumerMemberMetadata()
+	m.Topics = topics
+	return m.AppendTo(nil)
+}
+
+func consumerAssignment(topic string, parts ...int32) []byte {
+	a := kmsg.NewConsumerMemberAssignment()
+	at := kmsg.NewConsumerMemberAssignmentTopic()
+	at.Topic, at.Partitions = topic, parts
+	a.Topics = append(a.Topics, at)
+	return a.AppendTo(nil)
+}
+
+func joinReq(group, memberID string, meta []byte) *kmsg.JoinGroupRequest {
+	r := kmsg.NewPtrJoinGroupRequest()
+	r.Version = 5
+	r.Group, r.MemberID, r.ProtocolType = group, memberID, "consumer"
+	r.SessionTimeoutMillis, r.RebalanceTimeoutMillis = 1000, 2000
+	p := kmsg.NewJoinGroupRequestProtocol()
+	p.Name, p.Metadata = "range", meta
+	r.Protocols = append(r.Protocols, p)
+	return r
+}
+
+// join does the two-step join and returns the answer of the second step.
+func (gt *groupTester) join(group string, meta []byte) *kmsg.JoinGroupResponse {
+	gt.t.Helper()
+	first := gt.call(joinReq(group, "", meta)).(*kmsg.JoinGroupResponse)
+	if first.ErrorCode != kerr.MemberIDRequired.Code || first.MemberID == "" {
+		gt.t.Fatalf("first join: code %d member %q, want MEMBER_ID_REQUIRED and an id", first.ErrorCode, first.MemberID)
+	}
+	return gt.call(joinReq(group, first.MemberID, meta)).(*kmsg.JoinGroupResponse)
+}
+
+func (gt *groupTester) sync(group, member string, gen int32, assign map[string][]byte) *kmsg.SyncGroupResponse {
+	gt.t.Helper()
+	r := kmsg.NewPtrSyncGroupRequest()
+	r.Version = 3
+	r.Group, r.MemberID, r.Generation = group, member, gen
+	for id, a := range assign {
+		ga := kmsg.NewSyncGroupRequestGroupAssignment()
+		ga.MemberID, ga.MemberAssignment = id, a
+		r.GroupAssignment = append(r.GroupAssignment, ga)
+	}
+	return gt.call(r).(*kmsg.SyncGroupResponse)
+}
+
+func (gt *groupTester) heartbeat(group, member string, gen int32) int16 {
+	gt.t.Helper()
+	r := kmsg.NewPtrHeartbeatRequest()
+	r.Version = 3
+	r.Group, r.MemberID, r.Generation = group, member, gen
+	return gt.call(r).(*kmsg.HeartbeatResponse).ErrorCode
+}
+
+func (gt *groupTester) commit(group, member string, gen int32, topic string, part int32, offset int64, meta string) int16 {
+	gt.t.Helper()
+	r := kmsg.NewPtrOffsetCommitRequest()
+	r.Version = 7
+	r.Group, r.MemberID, r.Generation = group, member, gen
+	rt := kmsg.NewOffsetCommitRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewOffsetCommitRequestTopicPartition()
+	rp.Partition, rp.Offset, rp.Metadata, rp.LeaderEpoch = part, offset, &meta, 3
+	rt.Partitions = append(rt.Partitions, rp)
+	r.Topics = append(r.Topics, rt)
+	resp := gt.call(r).(*kmsg.OffsetCommitResponse)
+	if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+		gt.t.Fatalf("commit answer has %d topics", len(resp.Topics))
+	}
+	return resp.Topics[0].Partitions[0].ErrorCode
+}
+
+func (gt *groupTester) fetch(group, topic string, parts ...int32) map[int32]kmsg.OffsetFetchResponseTopicPartition {
+	gt.t.Helper()
+	r := kmsg.NewPtrOffsetFetchRequest()
+	r.Version = 5
+	r.Group = group
+	ft := kmsg.NewOffsetFetchRequestTopic()
+	ft.Topic, ft.Partitions = topic, parts
+	r.Topics = append(r.Topics, ft)
+	resp := gt.call(r).(*kmsg.OffsetFetchResponse)
+	if resp.ErrorCode != 0 {
+		gt.t.Fatalf("offset fetch: code %d", resp.ErrorCode)
+	}
+	out := map[int32]kmsg.OffsetFetchResponseTopicPartition{}
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			out[p.Partition] = p
+		}
+	}
+	return out
+}
+
+func createGroupTopic(t *testing.T, cli *client.Client, name string, parts int32) {
+	t.Helper()
+	if _, _, err := cli.CreateTopic(testCtx(t), client.TopicSpec{Name: name, Partitions: parts, ReplicationFactor: 1}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// joinAll joins n members concurrently (second step) and returns their answers.
+func (gt *groupTester) joinAll(group string, n int, meta []byte) []*kmsg.JoinGroupResponse {
+	gt.t.Helper()
+	out := make([]*kmsg.JoinGroupResponse, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() { defer wg.Done(); out[i] = gt.join(group, meta) }()
+	}
+	wg.Wait()
+	return out
+}
+
+func TestGroupJoinSyncCommit(t *testing.T) {
+	c := newTestCluster(t, 1)
+	c.registerDP(1, "", 2*time.Second)
+	gt := newGroupTester(t, c)
+	createGroupTopic(t, gt.cli, "orders", 4)
+
+	joins := gt.joinAll("g1", 2, consumerMeta("orders"))
+	gen := joins[0].Generation
+	var leader *kmsg.JoinGroupResponse
+	for _, j := range joins {
+		if j.ErrorCode != 0 || j.Generation != gen || j.LeaderID != joins[0].LeaderID || *j.Protocol != "range" {
+			t.Fatalf("join answers disagree: %+v", j)
+		}
+		if j.MemberID == j.LeaderID {
+			leader = j
+			if len(j.Members) != 2 {
+				t.Fatalf("leader got %d members, want 2", len(j.Members))
+			}
+		} else if len(j.Members) != 0 {
+			t.Fatalf("follower got %d members", len(j.Members))
+		}
+	}
+	if leader == nil {
+		t.Fatal("no member is the leader")
+	}
+	follower := joins[0]
+	if follower == leader {
+		follower = joins[1]
+	}
+	assign := map[string][]byte{
+		leader.MemberID:   consumerAssignment("orders", 0, 1),
+		follower.MemberID: consumerAssignment("orders", 2, 3),
+	}
+	// The follower's SyncGroup waits for the leader's.
+	var fsync *kmsg.SyncGroupResponse
+	done := make(chan struct{})
+	go func() { defer close(done); fsync = gt.sync("g1", follower.MemberID, gen, nil) }()
+	if ls := gt.sync("g1", leader.MemberID, gen, assign); ls.ErrorCode != 0 || string(ls.MemberAssignment) != string(assign[leader.MemberID]) {
+		t.Fatalf("leader sync: code %d", ls.ErrorCode)
+	}
+	<-done
+	if fsync.ErrorCode != 0 || string(fsync.MemberAssignment) != string(assign[follower.MemberID]) {
+		t.Fatalf("follower sync: code %d assignment %x", fsync.ErrorCode, fsync.MemberAssignment)
+	}
+	if code := gt.heartbeat("g1", follower.MemberID, gen); code != 0 {
+		t.Fatalf("heartbeat: %d", code)
+	}
+	if code := gt.commit("g1", follower.MemberID, gen, "orders", 2, 42, "m"); code != 0 {
+		t.Fatalf("commit: %d", code)
+	}
+	got := gt.fetch("g1", "orders", 2, 3)
+	if got[2].Offset != 42 || got[2].LeaderEpoch != 3 || *got[2].Metadata != "m" || got[3].Offset != -1 {
+		t.Fatalf("offset fetch: %+v", got)
+	}
+
+	// Fencing: a stale generation, an unknown member, a wrong group.
+	if code := gt.commit("g1", follower.MemberID, gen-1, "orders", 2, 1, ""); code != kerr.IllegalGeneration.Code {
+		t.Fatalf("stale commit: code %d, want ILLEGAL_GENERATION", code)
+	}
+	if code := gt.commit("g1", "nobody", gen, "orders", 2, 1, ""); code != kerr.UnknownMemberID.Code {
+		t.Fatalf("unknown member commit: code %d, want UNKNOWN_MEMBER_ID", code)
+	}
+	if got := gt.fetch("g1", "orders", 2); got[2].Offset != 42 {
+		t.Fatalf("a refused commit moved the offset to %d", got[2].Offset)
+	}
+	if code := gt.heartbeat("g1", follower.MemberID, gen+1); code != kerr.IllegalGeneration.Code {
+		t.Fatalf("heartbeat wrong generation: %d", code)
+	}
+	if code := gt.heartbeat("nope", "x", 1); code != kerr.UnknownMemberID.Code {
+		t.Fatalf("heartbeat unknown group: %d", code)
+	}
+
+	// A third member triggers a rebalance: the others learn it from their heartbeat,
+	// rejoin, and a new generation forms with three.
+	third := make(chan *kmsg.JoinGroupResponse, 1)
+	go func() { third <- gt.join("g1", consumerMeta("orders")) }()
+	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if code := gt.heartbeat("g1", leader.MemberID, gen); code != kerr.RebalanceInProgress.Code {
+			return fmt.Errorf("heartbeat code %d, want REBALANCE_IN_PROGRESS", code)
+		}
+		return nil
+	})
+	// While preparing, the current generation may still commit.
+	if code := gt.commit("g1", leader.MemberID, gen, "orders", 0, 7, ""); code != 0 {
+		t.Fatalf("commit while preparing: %d", code)
+	}
+	rejoin := func(m string) *kmsg.JoinGroupResponse {
+		return gt.call(joinReq("g1", m, consumerMeta("orders"))).(*kmsg.JoinGroupResponse)
+	}
+	var wg sync.WaitGroup
+	var r1, r2 *kmsg.JoinGroupResponse
+	wg.Add(2)
+	go func() { defer wg.Done(); r1 = rejoin(leader.MemberID) }()
+	go func() { defer wg.Done(); r2 = rejoin(follower.MemberID) }()
+	wg.Wait()
+	r3 := <-third
+	for _, r := range []*kmsg.JoinGroupResponse{r1, r2, r3} {
+		if r.ErrorCode != 0 || r.Generation != gen+1 {
+			t.Fatalf("rejoin: code %d generation %d, want generation %d", r.ErrorCode, r.Generation, gen+1)
+		}
+	}
+	if code := gt.commit("g1", follower.MemberID, gen, "orders", 2, 1, ""); code != kerr.RebalanceInProgress.Code {
+		t.Fatalf("commit during CompletingRebalance: %d, want REBALANCE_IN_PROGRESS", code)
+	}
+
+	// LeaveGroup: the leaving member is gone, a rebalance starts.
+	lr := kmsg.NewPtrLeaveGroupRequest()
+	lr.Version = 3
+	lr.Group = "g1"
+	lm := kmsg.NewLeaveGroupRequestMember()
+	lm.MemberID = r3.MemberID
+	lr.Members = append(lr.Members, lm, kmsg.LeaveGroupRequestMember{MemberID: "ghost"})
+	lresp := gt.call(lr).(*kmsg.LeaveGroupResponse)
+	if lresp.ErrorCode != 0 || lresp.Members[0].ErrorCode != 0 || lresp.Members[1].ErrorCode != kerr.UnknownMemberID.Code {
+		t.Fatalf("leave: %+v", lresp)
+	}
+
+	// Describe and list.
+	dr := kmsg.NewPtrDescribeGroupsRequest()
+	dr.Version = 4
+	dr.Groups = []string{"g1", "missing"}
+	dresp := gt.call(dr).(*kmsg.DescribeGroupsResponse)
+	if dresp.Groups[0].State != "PreparingRebalance" || len(dresp.Groups[0].Members) != 2 || dresp.Groups[0].Members[0].ClientHost != "127.0.0.9" {
+		t.Fatalf("describe: %+v", dresp.Groups[0])
+	}
+	if dresp.Groups[1].State != "Dead" {
+		t.Fatalf("describe missing: %+v", dresp.Groups[1])
+	}
+	lg := gt.call(kmsg.NewPtrListGroupsRequest()).(*kmsg.ListGroupsResponse)
+	if len(lg.Groups) != 1 || lg.Groups[0].Group != "g1" || lg.Groups[0].ProtocolType != "consumer" {
+		t.Fatalf("list: %+v", lg.Groups)
+	}
+
+	// DeleteGroups refuses a group with members; after both leave, it goes.
+	del := func(groups ...string) []int16 {
+		r := kmsg.NewPtrDeleteGroupsRequest()
+		r.Version = 1
+		r.Groups = groups
+		var codes []int16
+		for _, g := range gt.call(r).(*kmsg.DeleteGroupsResponse).Groups {
+			codes = append(codes, g.ErrorCode)
+		}
+		return codes
+	}
+	if codes := del("g1", "missing"); codes[0] != kerr.NonEmptyGroup.Code || codes[1] != kerr.GroupIDNotFound.Code {
+		t.Fatalf("delete: %v", codes)
+	}
+	lr.Members = []kmsg.LeaveGroupRequestMember{{MemberID: leader.MemberID}, {MemberID: follower.MemberID}}
+	if lresp := gt.call(lr).(*kmsg.LeaveGroupResponse); lresp.Members[0].ErrorCode != 0 || lresp.Members[1].ErrorCode != 0 {
+		t.Fatalf("leave all: %+v", lresp)
+	}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		dresp := gt.call(dr).(*kmsg.DescribeGroupsResponse)
+		if s := dresp.Groups[0].State; s != "Empty" {
+			return fmt.Errorf("state %s", s)
+		}
+		return nil
+	})
+	if got := gt.fetch("g1", "orders", 2); got[2].Offset != 42 {
+		t.Fatalf("an empty group lost its offsets: %+v", got)
+	}
+	if codes := del("g1"); codes[0] != 0 {
+		t.Fatalf("delete empty: %v", codes)
+	}
+	if got := gt.fetch("g1", "orders", 2); got[2].Offset != -1 {
+		t.Fatalf("a deleted group kept its offsets: %+v", got)
+	}
+	resp, err := c.client().Etcd().Get(testCtx(t), client.OffsetsPrefix, clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) != 0 {
+		t.Fatalf("offsets left in etcd after delete: %v %d", err, len(resp.Kvs))
+	}
+}
+
+func TestGroupBadInput(t *testing.T) {
+	c := newTestCluster(t, 1)
+	c.registerDP(1, "", 2*time.Second)
+	gt := newGroupTester(t, c)
+	createGroupTopic(t, gt.cli, "t", 2)
+
+	joinCode := func(r *kmsg.JoinGroupRequest) int16 {
+		return gt.call(r).(*kmsg.JoinGroupResponse).ErrorCode
+	}
+	r := joinReq("", "", consumerMeta("t"))
+	if code := joinCode(r); code != kerr.InvalidGroupID.Code {
+		t.Errorf("empty group id: %d", code)
+	}
+	r = joinReq("g", "", consumerMeta("t"))
+	r.SessionTimeoutMillis = 10
+	if code := joinCode(r); code != kerr.InvalidSessionTimeout.Code {
+		t.Errorf("short session: %d", code)
+	}
+	r = joinReq("g", "", make([]byte, memberBytesMax+1))
+	if code := joinCode(r); code != kerr.InvalidRequest.Code {
+		t.Errorf("oversized metadata: %d", code)
+	}
+	r = joinReq("g", "", []byte{0, 0, 0x7f, 0xff, 0xff, 0xff})
+	if code := joinCode(r); code != kerr.InconsistentGroupProtocol.Code {
+		t.Errorf("garbage consumer metadata: %d", code)
+	}
+	r = joinReq("g", "", consumerMeta("t"))
+	r.ProtocolType = ""
+	if code := joinCode(r); code != kerr.InconsistentGroupProtocol.Code {
+		t.Errorf("empty protocol type: %d", code)
+	}
+	if code := joinCode(joinReq("g", "made-up-member", consumerMeta("t"))); code != kerr.UnknownMemberID.Code {
+		t.Errorf("unknown member id: %d", code)
+	}
+
+	j := gt.join("g", consumerMeta("t"))
+	if j.ErrorCode != 0 {
+		t.Fatalf("join: %d", j.ErrorCode)
+	}
+	// A member of another protocol type, or without a common protocol, is refused.
+	other := joinReq("g", "", []byte("x"))
+	other.ProtocolType = "connect"
+	if code := joinCode(other); code != kerr.InconsistentGroupProtocol.Code {
+		t.Errorf("other protocol type: %d", code)
+	}
+	// Garbage assignment bytes from the leader.
+	if s := gt.sync("g", j.MemberID, j.Generation, map[string][]byte{j.MemberID: {0, 0, 0x7f, 0xff, 0xff, 0xff}}); s.ErrorCode != kerr.InvalidRequest.Code {
+		t.Errorf("garbage assignment: %d", s.ErrorCode)
+	}
+	if s := gt.sync("g", j.MemberID, j.Generation+5, nil); s.ErrorCode != kerr.IllegalGeneration.Code {
+		t.Errorf("sync wrong generation: %d", s.ErrorCode)
+	}
+	if s := gt.sync("g", "who", j.Generation, nil); s.ErrorCode != kerr.UnknownMemberID.Code {
+		t.Errorf("sync unknown member: %d", s.ErrorCode)
+	}
+	if s := gt.sync("unknown-group", "who", 1, nil); s.ErrorCode != kerr.UnknownMemberID.Code {
+		t.Errorf("sync unknown group: %d", s.ErrorCode)
+	}
+	if s := gt.sync("g", j.MemberID, j.Generation, map[string][]byte{j.MemberID: consumerAssignment("t", 0, 1)}); s.ErrorCode != 0 {
+		t.Fatalf("sync: %d", s.ErrorCode)
+	}
+	// Commits: unknown topic and partition, oversized metadata, unknown group with a
+	// generation (not a manual-assignment commit).
+	if code := gt.commit("g", j.MemberID, j.Generation, "no-such-topic", 0, 1, ""); code != kerr.UnknownTopicOrPartition.Code {
+		t.Errorf("commit unknown topic: %d", code)
+	}
+	if code := gt.commit("g", j.MemberID, j.Generation, "t", 9, 1, ""); code != kerr.UnknownTopicOrPartition.Code {
+		t.Errorf("commit unknown partition: %d", code)
+	}
+	if code := gt.commit("g", j.MemberID, j.Generation, "t", 0, 1, string(make([]byte, DefaultOffsetMetadataMaxBytes+1))); code != kerr.OffsetMetadataTooLarge.Code {
+		t.Errorf("commit big metadata: %d", code)
+	}
+	if code := gt.commit("nobody-home", "m", 3, "t", 0, 1, ""); code != kerr.IllegalGeneration.Code {
+		t.Errorf("commit to unknown group with a generation: %d", code)
+	}
+	if code := gt.commit("g", "", -1, "t", 0, 1, ""); code != kerr.UnknownMemberID.Code {
+		t.Errorf("manual commit into a live group: %d", code)
+	}
+	// A manual-assignment commit (generation -1) to a group without members works.
+	if code := gt.commit("manual", "", -1, "t", 1, 5, ""); code != 0 {
+		t.Errorf("manual commit: %d", code)
+	}
+	if got := gt.fetch("manual", "t", 1); got[1].Offset != 5 {
+		t.Errorf("manual commit not fetched: %+v", got)
+	}
+	// OffsetDelete refuses topics the group subscribes to.
+	od := kmsg.NewPtrOffsetDeleteRequest()
+	od.Group = "g"
+	odt := kmsg.NewOffsetDeleteRequestTopic()
+	odt.Topic = "t"
+	odt.Partitions = []kmsg.OffsetDeleteRequestTopicPartition{{Partition: 0}}
+	od.Topics = append(od.Topics, odt)
+	if resp := gt.call(od).(*kmsg.OffsetDeleteResponse); resp.ErrorCode != 0 || resp.Topics[0].Partitions[0].ErrorCode != kerr.GroupSubscribedToTopic.Code {
+		t.Errorf("offset delete of a subscribed topic: %+v", resp)
+	}
+	od.Group = "manual"
+	od.Topics[0].Partitions[0].Partition = 1
+	if resp := gt.call(od).(*kmsg.OffsetDeleteResponse); resp.ErrorCode != 0 || resp.Topics[0].Partitions[0].ErrorCode != 0 {
+		t.Errorf("offset delete: %+v", resp)
+	}
+	if got := gt.fetch("manual", "t", 1); got[1].Offset != -1 {
+		t.Errorf("deleted offset still there: %+v", got)
+	}
+	od.Group = "ghost"
+	if resp := gt.call(od).(*kmsg.OffsetDeleteResponse); resp.ErrorCode != kerr.GroupIDNotFound.Code {
+		t.Errorf("offset delete unknown group: %d", resp.ErrorCode)
+	}
+	// A body that does not decode is refused as a bad request (the data-plane node
+	// closes its client's connection).
+	b := encodeGroupRequest(kmsg.NewPtrHeartbeatRequest(), "x")
+	_, err := gt.cli.ForwardGroupRequest(testCtx(t), "h", append(b[:len(b)-4], 0xff))
+	if !errors.Is(err, client.ErrGroupBadRequest) {
+		t.Errorf("truncated body: %v", err)
+	}
+	// The member's session (1 s) ends without heartbeats: the group empties (polled
+	// with DescribeGroups, which does not keep the member alive).
+	dr := kmsg.NewPtrDescribeGroupsRequest()
+	dr.Groups = []string{"g"}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if g := gt.call(dr).(*kmsg.DescribeGroupsResponse).Groups[0]; g.State != "Empty" || len(g.Members) != 0 {
+			return fmt.Errorf("state %s with %d members", g.State, len(g.Members))
+		}
+		return nil
+	})
+	if code := gt.heartbeat("g", j.MemberID, j.Generation); code != kerr.UnknownMemberID.Code {
+		t.Errorf("heartbeat after expiry: %d", code)
+	}
+}
+
+func TestGroupsSurviveControllerFailover(t *testing.T) {
+	c := newTestCluster(t, 3)
+	c.registerDP(1, "", 5*time.Second)
+	gt := newGroupTester(t, c)
+	createGroupTopic(t, gt.cli, "events", 3)
+
+	first := gt.call(joinReq("fg", "", consumerMeta("events"))).(*kmsg.JoinGroupResponse)
+	j := gt.call(func() *kmsg.JoinGroupRequest {
+		r := joinReq("fg", first.MemberID, consumerMeta("events"))
+		r.SessionTimeoutMillis = 10000
+		return r
+	}()).(*kmsg.JoinGroupResponse)
+	if s := gt.sync("fg", j.MemberID, j.Generation, map[string][]byte{j.MemberID: consumerAssignment("events", 0, 1, 2)}); s.ErrorCode != 0 {
+		t.Fatalf("sync: %d", s.ErrorCode)
+	}
+	for p := range int32(3) {
+		if code := gt.commit("fg", j.MemberID, j.Generation, "events", p, int64(100+p), "before"); code != 0 {
+			t.Fatalf("commit: %d", code)
+		}
+	}
+	old := c.waitController(5 * time.Second)
+	c.stop(old)
+	next := c.waitController(15 * time.Second)
+	if next == old {
+		t.Fatal("controller did not move")
+	}
+	// The member carries on in its generation with the new coordinator; the offsets
+	// are there; a stale generation is still fenced.
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		resp, err := gt.try(&kmsg.HeartbeatRequest{Version: 3, Group: "fg", MemberID: j.MemberID, Generation: j.Generation})
+		if err != nil {
+			return err
+		}
+		if code := resp.(*kmsg.HeartbeatResponse).ErrorCode; code != 0 {
+			return fmt.Errorf("heartbeat after failover: %d", code)
+		}
+		return nil
+	})
+	got := gt.fetch("fg", "events", 0, 1, 2)
+	for p := range int32(3) {
+		if got[p].Offset != int64(100+p) || *got[p].Metadata != "before" {
+			t.Fatalf("partition %d after failover: %+v", p, got[p])
+		}
+	}
+	if code := gt.commit("fg", j.MemberID, j.Generation-1, "events", 0, 1, ""); code != kerr.IllegalGeneration.Code {
+		t.Fatalf("stale commit after failover: %d", code)
+	}
+	if code := gt.commit("fg", j.MemberID, j.Generation, "events", 0, 200, "after"); code != 0 {
+		t.Fatalf("commit after failover: %d", code)
+	}
+	// The old controller comes back as a follower: offsets stay.
+	c.restart(old)
+	if got := gt.fetch("fg", "events", 0); got[0].Offset != 200 {
+		t.Fatalf("after restart: %+v", got[0])
+	}
+	// The cluster view shows the group and its offsets on every member.
+	checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		for i := range 3 {
+			s := c.server(i)
+			views, err := s.groupViewsFromStore(testCtx(t), nil)
+			if err != nil {
+				return err
+			}
+			if len(views) != 1 || views[0].Group != "fg" || len(views[0].Offsets) != 3 || views[0].Offsets[0].Offset != 200 {
+				return fmt.Errorf("%s: %+v", s.Name(), views)
+			}
+		}
+		return nil
+	})
+}
