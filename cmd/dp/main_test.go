@@ -117,6 +117,7 @@ func startCP(t *testing.T) string {
 	cp, err := controlplane.Start(ctx, controlplane.Config{
 		Name: "cp1", DataDir: filepath.Join(t.TempDir(), "etcd"), ClientAddr: addr, PeerAddr: freeAddr(t),
 		TickMs: 10, ElectionMs: 100, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Listen: "127.0.0.1:0", Groups: controlplane.GroupConfig{MinSessionTimeout: time.Second},
 	})
 	if err != nil {
 		t.Fatal(err)

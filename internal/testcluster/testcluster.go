@@ -48,6 +48,7 @@ func New(t testing.TB) *Cluster {
 	cp, err := controlplane.Start(ctx, controlplane.Config{
 		Name: "cp1", DataDir: filepath.Join(t.TempDir(), "etcd"), ClientAddr: etcdAddr, PeerAddr: freeAddr(t),
 		TickMs: 10, ElectionMs: 100, Logger: quiet,
+		Listen: "127.0.0.1:0", Groups: controlplane.GroupConfig{MinSessionTimeout: time.Second},
 	})
 	if err != nil {
 		t.Fatal(err)
