@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/gregor-streaming/gregor/proto"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // apiVersion is one advertised API and the versions this node serves completely.
@@ -33,6 +34,18 @@ func init() {
 		{key: createPartitionsKey, min: 0, max: 1, handle: handleCreatePartitions},
 		{key: initProducerIDKey, min: 0, max: 1, handle: handleInitProducerID},
 		{key: describeConfigsKey, min: 0, max: 2, handle: handleDescribeConfigs},
+		{key: findCoordinatorKey, min: 0, max: 2, handle: handleFindCoordinator},
+		// Forwarded to the group coordinator (11_groups.go, whose groupRefusals lists them).
+		{key: int16(kmsg.JoinGroup), min: 0, max: 5, handle: handleGroupRequest},
+		{key: int16(kmsg.SyncGroup), min: 0, max: 3, handle: handleGroupRequest},
+		{key: int16(kmsg.Heartbeat), min: 0, max: 3, handle: handleGroupRequest},
+		{key: int16(kmsg.LeaveGroup), min: 0, max: 3, handle: handleGroupRequest},
+		{key: int16(kmsg.OffsetCommit), min: 2, max: 7, handle: handleGroupRequest},
+		{key: int16(kmsg.OffsetFetch), min: 1, max: 5, handle: handleGroupRequest},
+		{key: listGroupsKey, min: 0, max: 2, handle: handleGroupRequest},
+		{key: int16(kmsg.DescribeGroups), min: 0, max: 4, handle: handleGroupRequest},
+		{key: int16(kmsg.DeleteGroups), min: 0, max: 1, handle: handleGroupRequest},
+		{key: int16(kmsg.OffsetDelete), min: 0, max: 0, handle: handleGroupRequest},
 		{key: apiVersionsKey, min: 0, max: 3, handle: handleApiVersions},
 	}
 	apiTable = make([]*apiVersion, 128)
@@ -51,9 +64,11 @@ func lookupAPI(key int16) *apiVersion {
 // request is one decoded request on its way through a handler.
 type request struct {
 	hdr proto.RequestHeader
-	// body views the connection's inbound buffer: valid only during the handler call.
-	body []byte
-	conn *connState
+	// frame is the whole request (header and body, without the size prefix) and body
+	// the part after the header. Both view the connection's inbound buffer: valid only
+	// during the handler call (copy them to keep them).
+	frame, body []byte
+	conn        *connState
 	// resp is the request's slot in the connection's response queue.
 	resp *response
 	// retained is set by a handler that keeps the request past its return (a purgatory

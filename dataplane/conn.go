@@ -92,6 +92,10 @@ type connState struct {
 	mailMu     sync.Mutex
 	mailbox    []func()
 	mailClosed bool
+	// closeRequested is set by a posted function that wants the connection closed (a
+	// forwarded request the group coordinator could not decode, as a handler's error
+	// closes it for one decoded here). Loop-owned.
+	closeRequested bool
 
 	// frameSinceNs is when the current incomplete request began arriving (0: none);
 	// lastRequestNs when the last request was read. Read by housekeeping.
@@ -105,6 +109,9 @@ var errUnknownAPI = errors.New("dataplane: unknown API key or unsupported versio
 // collect the parked write, read and handle whole frames, write ready responses.
 func (cs *connState) onTraffic() gnet.Action {
 	cs.runMailbox()
+	if cs.closeRequested {
+		return gnet.Close
+	}
 	if err := cs.collectParked(); err != nil {
 		cs.s.logger.Debug("parked write failed", "remote", cs.ip, "err", err)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -215,7 +222,7 @@ func (cs *connState) handleFrame(frame []byte) error {
 	}
 	start := time.Now()
 	r := requestPool.Get().(*request)
-	*r = request{hdr: hdr, body: frame[hdr.Size:], conn: cs, resp: newResponse()}
+	*r = request{hdr: hdr, frame: frame, body: frame[hdr.Size:], conn: cs, resp: newResponse()}
 	cs.queue.push(r.resp)
 	err = api.handle(cs.s, r)
 	cs.s.metrics.observeRequest(api.key, start)

@@ -33,6 +33,20 @@ func startCluster(t *testing.T) *node { return startClusterWith(t, Config{}) }
 // control plane and logger are filled in).
 func startClusterWith(t *testing.T, cfg Config) *node {
 	t.Helper()
+	return startClusterListen(t, cfg, "127.0.0.1:0")
+}
+
+// startClusterWithoutGroups is startCluster with a control plane that coordinates no
+// groups (no internal listener): group requests get no answer from it.
+func startClusterWithoutGroups(t *testing.T) *node {
+	t.Helper()
+	return startClusterListen(t, Config{}, "")
+}
+
+// startClusterListen is startClusterWith with the control plane's internal listener
+// (empty: none, so no group coordinator is published).
+func startClusterListen(t *testing.T, cfg Config, cpListen string) *node {
+	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -40,6 +54,7 @@ func startClusterWith(t *testing.T, cfg Config) *node {
 	cps, err := controlplane.Start(ctx, controlplane.Config{
 		Name: "cp1", DataDir: filepath.Join(t.TempDir(), "etcd"),
 		ClientAddr: clientAddr, PeerAddr: freeAddr(t), TickMs: 10, ElectionMs: 100, Logger: quiet,
+		Listen: cpListen, Groups: controlplane.GroupConfig{MinSessionTimeout: time.Second},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -293,6 +293,12 @@ type serverMetrics struct {
 	// produceWaiting and fetchWaiting are the purgatories' current sizes.
 	produceWaiting atomic.Int64
 	fetchWaiting   atomic.Int64
+	// groupForwards counts group requests forwarded to the coordinator, groupFailures
+	// those that got no answer from it (answered here with a coordinator error, or the
+	// connection closed); groupForwarding is how many wait for their answer now.
+	groupForwards   *metrics.Counter
+	groupFailures   *metrics.Counter
+	groupForwarding atomic.Int64
 }
 
 func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
@@ -311,6 +317,8 @@ func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
 		appends:        set.NewCounter("gregor_log_appends_total"),
 		delayedProduce: set.NewCounter(`gregor_purgatory_parked_total{purgatory="produce"}`),
 		delayedFetch:   set.NewCounter(`gregor_purgatory_parked_total{purgatory="fetch"}`),
+		groupForwards:  set.NewCounter("gregor_group_requests_forwarded_total"),
+		groupFailures:  set.NewCounter("gregor_group_forward_failures_total"),
 	}
 	for _, a := range apis {
 		name := kmsg.NameForKey(a.key)
@@ -320,6 +328,7 @@ func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
 	set.NewGauge("gregor_connections", func() float64 { return float64(s.nconns.Load()) })
 	set.NewGauge(`gregor_purgatory_size{purgatory="produce"}`, func() float64 { return float64(m.produceWaiting.Load()) })
 	set.NewGauge(`gregor_purgatory_size{purgatory="fetch"}`, func() float64 { return float64(m.fetchWaiting.Load()) })
+	set.NewGauge("gregor_group_forwards_in_flight", func() float64 { return float64(m.groupForwarding.Load()) })
 	set.NewGauge(`gregor_fetch_bytes_total{path="sendfile"}`, func() float64 { return float64(s.fetchCounters.Sendfile.Load()) })
 	set.NewGauge(`gregor_fetch_bytes_total{path="copy"}`, func() float64 { return float64(s.fetchCounters.Copied.Load()) })
 	set.NewGauge("gregor_response_header_bytes_total", func() float64 { return float64(s.fetchCounters.Bytes.Load()) })
