@@ -18,6 +18,7 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -58,6 +59,8 @@ const (
 const (
 	// GroupFrameMax bounds an internal frame either way.
 	GroupFrameMax = 100 << 20
+	// groupFrameEagerMax is the largest frame whose buffer is allocated at once.
+	groupFrameEagerMax = 1 << 20
 	// groupHostMax bounds the client host field.
 	groupHostMax = 1024
 	// groupForwardAttempts bounds how often one request is resent after a stale address.
@@ -115,12 +118,20 @@ func ReadGroupFrame(r io.Reader, buf []byte) ([]byte, error) {
 	if n < 5 || n > GroupFrameMax {
 		return buf, fmt.Errorf("group frame: size %d out of range", n)
 	}
-	if cap(buf) < n {
-		buf = make([]byte, n)
+	if cap(buf) >= n || n <= groupFrameEagerMax {
+		if cap(buf) < n {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		_, err := io.ReadFull(r, buf)
+		return buf, err
 	}
-	buf = buf[:n]
-	_, err := io.ReadFull(r, buf)
-	return buf, err
+	// A large claimed size: grow with what actually arrives, not with the claim.
+	bb := bytes.NewBuffer(buf[:0])
+	if _, err := io.CopyN(bb, r, int64(n)); err != nil {
+		return buf, err
+	}
+	return bb.Bytes(), nil
 }
 
 // groupReply is one answer delivered to a waiting ForwardGroupRequest.
