@@ -405,7 +405,7 @@ func rebalanceTimeoutOf(req *kmsg.JoinGroupRequest) time.Duration {
 
 func (rt *groupRuntime) addMemberAndRebalance(g *group, jr joinRequest, id string, now time.Time) {
 	req := jr.req
-	m := &member{id: id, instanceID: req.InstanceID, clientID: jr.clientID, clientHost: jr.clientHost, isNew: true}
+	m := &member{id: id, instanceID: req.InstanceID, clientID: jr.clientID, clientHost: jr.clientHost}
 	if len(g.members) == 0 {
 		g.protocolType = req.ProtocolType
 	}
@@ -525,7 +525,6 @@ func (rt *groupRuntime) completeJoin(g *group, now time.Time) {
 		res := g.joinResultFor(m, true)
 		m.awaitingJoin(res)
 		m.awaitingJoin = nil
-		m.isNew = false
 		rt.heartbeat(g, m, now)
 	}
 	// Members that never send SyncGroup are removed after the rebalance timeout.
@@ -562,11 +561,11 @@ func (rt *groupRuntime) sync(g *group, sr syncRequest) {
 	case g.state == stateDead:
 		sr.reply(kerr.CoordinatorNotAvailable.Code, nil)
 		return
-	case !ok:
-		sr.reply(kerr.UnknownMemberID.Code, nil)
-		return
 	case !g.instanceMatches(req.InstanceID, req.MemberID):
 		sr.reply(kerr.FencedInstanceID.Code, nil)
+		return
+	case !ok:
+		sr.reply(kerr.UnknownMemberID.Code, nil)
 		return
 	case req.Generation != g.generation:
 		sr.reply(kerr.IllegalGeneration.Code, nil)
@@ -691,7 +690,9 @@ func (rt *groupRuntime) armSession(g *group, m *member, d time.Duration) {
 }
 
 // sessionCheck expires m if its session has passed; members waiting for a join or sync
-// answer are kept (their wait is bounded by the rebalance timeout).
+// answer are kept: the join phase and the wait for the leader's SyncGroup are bounded by
+// the rebalance timeout, which removes those that do not show up. (An abandoned
+// two-step join is a pending id, dropped after one session timeout.)
 func (rt *groupRuntime) sessionCheck(g *group, m *member) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
@@ -700,7 +701,7 @@ func (rt *groupRuntime) sessionCheck(g *group, m *member) {
 	}
 	now := time.Now()
 	left := m.lastHeartbeat.Add(m.sessionTimeout).Sub(now)
-	keep := left > 0 || m.awaitingSync != nil || (m.awaitingJoin != nil && !m.isNew)
+	keep := left > 0 || m.awaitingSync != nil || m.awaitingJoin != nil
 	if keep {
 		rt.armSession(g, m, max(left, 10*time.Millisecond))
 		return

@@ -400,10 +400,10 @@ func (rt *groupRuntime) handleHeartbeat(req *kmsg.HeartbeatRequest) int16 {
 	switch {
 	case g.state == stateDead:
 		return kerr.CoordinatorNotAvailable.Code
-	case g.state == stateEmpty || m == nil:
-		return kerr.UnknownMemberID.Code
 	case !g.instanceMatches(req.InstanceID, req.MemberID):
 		return kerr.FencedInstanceID.Code
+	case g.state == stateEmpty || m == nil:
+		return kerr.UnknownMemberID.Code
 	case req.Generation != g.generation:
 		return kerr.IllegalGeneration.Code
 	}

@@ -142,9 +142,10 @@ func newGroupStore(cli *client.Client, electionKey string, electionRev int64, ob
 // (nil) or not (errNotActive after losing controllership, or the etcd error).
 func (st *groupStore) submit(ops []storeOp, done func(error)) {
 	st.mu.Lock()
-	if st.queue == nil && st.stopped() {
+	if st.stopped() {
 		st.mu.Unlock()
-		done(errNotActive)
+		// Not here: the caller may hold the runtime's lock, which done takes.
+		go done(errNotActive)
 		return
 	}
 	st.queue = append(st.queue, storeReq{ops: ops, done: done})

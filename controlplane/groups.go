@@ -407,11 +407,11 @@ func (rt *groupRuntime) commitOffsets(req *kmsg.OffsetCommitRequest, reply func(
 	case g.state == stateCompletingRebalance:
 		reply(kerr.RebalanceInProgress.Code, nil)
 		return
-	case g.members[req.MemberID] == nil:
-		reply(kerr.UnknownMemberID.Code, nil)
-		return
 	case !g.instanceMatches(req.InstanceID, req.MemberID):
 		reply(kerr.FencedInstanceID.Code, nil)
+		return
+	case g.members[req.MemberID] == nil:
+		reply(kerr.UnknownMemberID.Code, nil)
 		return
 	case req.Generation != g.generation:
 		reply(kerr.IllegalGeneration.Code, nil)

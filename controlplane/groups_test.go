@@ -556,3 +556,103 @@ func TestGroupsSurviveControllerFailover(t *testing.T) {
 		return nil
 	})
 }
+
+func TestGroupStaticMembersAndInitialDelay(t *testing.T) {
+	c := newTestCluster(t, 1)
+	c.stop(0)
+	c.cfgs[0].Groups.InitialRebalanceDelay = 300 * time.Millisecond
+	c.restart(0)
+	c.registerDP(1, "", 2*time.Second)
+	gt := newGroupTester(t, c)
+	createGroupTopic(t, gt.cli, "s", 2)
+
+	static := func(instance, memberID string) *kmsg.JoinGroupRequest {
+		r := joinReq("sg", memberID, consumerMeta("s"))
+		r.InstanceID = kmsg.StringPtr(instance)
+		r.SessionTimeoutMillis = 5000
+		return r
+	}
+	// Two static members (no MEMBER_ID_REQUIRED step for them) arriving 100 ms apart
+	// land in one first generation: the initial delay waited for the second.
+	start := time.Now()
+	var a, b *kmsg.JoinGroupResponse
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); a = gt.call(static("i-a", "")).(*kmsg.JoinGroupResponse) }()
+	time.Sleep(100 * time.Millisecond) // the gap the delay must cover
+	b = gt.call(static("i-b", "")).(*kmsg.JoinGroupResponse)
+	wg.Wait()
+	if a.ErrorCode != 0 || b.ErrorCode != 0 || a.Generation != 1 || b.Generation != 1 {
+		t.Fatalf("joins: %d/%d generations %d/%d", a.ErrorCode, b.ErrorCode, a.Generation, b.Generation)
+	}
+	if el := time.Since(start); el < 300*time.Millisecond {
+		t.Fatalf("first rebalance completed after %v, before the initial delay", el)
+	}
+	leader, follower := a, b
+	if b.MemberID == b.LeaderID {
+		leader, follower = b, a
+	}
+	if len(leader.Members) != 2 {
+		t.Fatalf("leader sees %d members", len(leader.Members))
+	}
+	go gt.sync("sg", follower.MemberID, 1, nil)
+	if s := gt.sync("sg", leader.MemberID, 1, map[string][]byte{leader.MemberID: consumerAssignment("s", 0), follower.MemberID: consumerAssignment("s", 1)}); s.ErrorCode != 0 {
+		t.Fatalf("sync: %d", s.ErrorCode)
+	}
+	// The follower restarts: same instance id, no member id. It gets a new member id,
+	// the same generation and its assignment, without a rebalance.
+	back := gt.call(static(*kmsg.StringPtr(instanceOf(follower, a, "i-a", "i-b")), "")).(*kmsg.JoinGroupResponse)
+	if back.ErrorCode != 0 || back.Generation != 1 || back.MemberID == follower.MemberID {
+		t.Fatalf("static rejoin: code %d generation %d member %q", back.ErrorCode, back.Generation, back.MemberID)
+	}
+	if s := gt.sync("sg", back.MemberID, 1, nil); s.ErrorCode != 0 || string(s.MemberAssignment) != string(consumerAssignment("s", 1)) {
+		t.Fatalf("static rejoin sync: %d", s.ErrorCode)
+	}
+	// The old incarnation is fenced.
+	hb := &kmsg.HeartbeatRequest{Version: 3, Group: "sg", MemberID: follower.MemberID, Generation: 1,
+		InstanceID: kmsg.StringPtr(instanceOf(follower, a, "i-a", "i-b"))}
+	if code := gt.call(hb).(*kmsg.HeartbeatResponse).ErrorCode; code != kerr.FencedInstanceID.Code {
+		t.Fatalf("old incarnation heartbeat: %d, want FENCED_INSTANCE_ID", code)
+	}
+	if code := gt.heartbeat("sg", leader.MemberID, 1); code != 0 {
+		t.Fatalf("leader heartbeat: %d (a static rejoin must not rebalance)", code)
+	}
+	// A static member leaves by instance id: the group rebalances without it.
+	lr := &kmsg.LeaveGroupRequest{Version: 3, Group: "sg", Members: []kmsg.LeaveGroupRequestMember{{InstanceID: kmsg.StringPtr(instanceOf(follower, a, "i-a", "i-b"))}}}
+	if resp := gt.call(lr).(*kmsg.LeaveGroupResponse); resp.Members[0].ErrorCode != 0 {
+		t.Fatalf("static leave: %d", resp.Members[0].ErrorCode)
+	}
+	if code := gt.heartbeat("sg", leader.MemberID, 1); code != kerr.RebalanceInProgress.Code {
+		t.Fatalf("heartbeat after a leave: %d", code)
+	}
+}
+
+// instanceOf returns the instance id of the member that answered r (a joined as ia).
+func instanceOf(r, a *kmsg.JoinGroupResponse, ia, ib string) string {
+	if r == a {
+		return ia
+	}
+	return ib
+}
+
+func TestGroupPendingMemberExpires(t *testing.T) {
+	c := newTestCluster(t, 1)
+	gt := newGroupTester(t, c)
+	// A first join step whose second step never comes leaves no member behind.
+	r := joinReq("pg", "", consumerMeta("x"))
+	r.SessionTimeoutMillis = 200
+	first := gt.call(r).(*kmsg.JoinGroupResponse)
+	if first.ErrorCode != kerr.MemberIDRequired.Code {
+		t.Fatalf("first step: %d", first.ErrorCode)
+	}
+	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		lg := gt.call(kmsg.NewPtrListGroupsRequest()).(*kmsg.ListGroupsResponse)
+		if len(lg.Groups) != 0 {
+			return fmt.Errorf("groups: %+v", lg.Groups)
+		}
+		return nil
+	})
+	if code := gt.call(joinReq("pg", first.MemberID, consumerMeta("x"))).(*kmsg.JoinGroupResponse).ErrorCode; code != kerr.UnknownMemberID.Code {
+		t.Fatalf("second step after expiry: %d", code)
+	}
+}
