@@ -3,9 +3,13 @@ package dataplane
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"reflect"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +35,25 @@ func checkFor(t testing.TB, timeout time.Duration, cond func() error) {
 			t.Fatalf("after %v: %v", timeout, err)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// client is a franz-go client of n, closed when the test ends.
+func (n *node) client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(n.srv.Addr())}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// createTopic creates topic with partitions (replication factor 1) through n.
+func (n *node) createTopic(t testing.TB, ctx context.Context, topic string, partitions int32) {
+	t.Helper()
+	if resp, err := kadm.NewClient(n.client(t)).CreateTopics(ctx, partitions, 1, nil, topic); err != nil || resp[topic].Err != nil {
+		t.Fatalf("create %s: %v %+v", topic, err, resp)
 	}
 }
 
@@ -150,12 +173,7 @@ func TestFindCoordinator(t *testing.T) {
 		}
 	}
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(n.srv.Addr()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	for g, r := range kadm.NewClient(cl).FindGroupCoordinators(ctx, "a", "b", "c") {
+	for g, r := range kadm.NewClient(n.client(t)).FindGroupCoordinators(ctx, "a", "b", "c") {
 		if r.Err != nil || r.NodeID != 1 || r.Host != host || r.Port != port {
 			t.Fatalf("franz-go: group %s: %+v", g, r)
 		}
@@ -446,5 +464,208 @@ func checkServesOn(t testing.TB, c net.Conn) {
 	resp := roundTrip(t, c, kmsg.NewPtrApiVersionsRequest(), 3, 7).(*kmsg.ApiVersionsResponse)
 	if resp.ErrorCode != 0 {
 		t.Fatalf("ApiVersions: code %d", resp.ErrorCode)
+	}
+}
+
+// groupMember is one kgo consumer in a group, polling on a goroutine of its own and
+// recording what it owns and what it read.
+type groupMember struct {
+	cl   *kgo.Client
+	mu   sync.Mutex
+	owns map[int32]bool
+	read map[int32]int64 // partition → records read (offsets are dense from 0)
+	err  error
+	done chan struct{}
+}
+
+func joinGroup(t *testing.T, ctx context.Context, addr, group, topic string) *groupMember {
+	t.Helper()
+	m := &groupMember{owns: map[int32]bool{}, read: map[int32]int64{}, done: make(chan struct{})}
+	track := func(assigned bool) func(context.Context, *kgo.Client, map[string][]int32) {
+		return func(_ context.Context, _ *kgo.Client, ps map[string][]int32) {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			for _, p := range ps[topic] {
+				if assigned {
+					m.owns[p] = true
+				} else {
+					delete(m.owns, p)
+				}
+			}
+		}
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit(),
+		kgo.SessionTimeout(3*time.Second), kgo.HeartbeatInterval(100*time.Millisecond),
+		kgo.FetchMaxWait(100*time.Millisecond),
+		kgo.OnPartitionsAssigned(track(true)), kgo.OnPartitionsRevoked(track(false)), kgo.OnPartitionsLost(track(false)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.cl = cl
+	go func() {
+		defer close(m.done)
+		for ctx.Err() == nil {
+			fs := cl.PollFetches(ctx)
+			if fs.IsClientClosed() {
+				return
+			}
+			fs.EachError(func(_ string, _ int32, err error) {
+				if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+					m.mu.Lock()
+					m.err = err
+					m.mu.Unlock()
+				}
+			})
+			m.mu.Lock()
+			fs.EachRecord(func(r *kgo.Record) { m.read[r.Partition] = max(m.read[r.Partition], r.Offset+1) })
+			m.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		cl.Close() // leaves the group
+		<-m.done
+	})
+	return m
+}
+
+// state is what m owns and has read of it, under its lock.
+func (m *groupMember) state() (owns []int32, readAll func(perPartition int64) bool, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for p := range m.owns {
+		owns = append(owns, p)
+	}
+	slices.Sort(owns)
+	read := maps.Clone(m.read)
+	return owns, func(n int64) bool {
+		for _, p := range owns {
+			if read[p] < n {
+				return false
+			}
+		}
+		return true
+	}, m.err
+}
+
+// TestConsumerGroupFranzGo: two franz-go consumers in one group split a 4-partition
+// topic through this node's forwarding to the control plane's coordinator, read their
+// halves and commit; a third client sees the group and its offsets through kadm
+// (OffsetFetch, DescribeGroups, ListGroups).
+func TestConsumerGroupFranzGo(t *testing.T) {
+	n := startCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const topic, group, perPartition = "events", "workers", 10
+	n.createTopic(t, ctx, topic, 4)
+	admin := n.client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	adm := kadm.NewClient(admin)
+	var records []*kgo.Record
+	for p := range int32(4) {
+		for i := range perPartition {
+			records = append(records, &kgo.Record{Topic: topic, Partition: p, Value: []byte(fmt.Sprintf("%d-%d", p, i))})
+		}
+	}
+	if err := admin.ProduceSync(ctx, records...).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+
+	a := joinGroup(t, ctx, n.srv.Addr(), group, topic)
+	b := joinGroup(t, ctx, n.srv.Addr(), group, topic)
+	checkFor(t, 30*time.Second, func() error {
+		ownsA, readA, errA := a.state()
+		ownsB, readB, errB := b.state()
+		if err := errors.Join(errA, errB); err != nil {
+			return err
+		}
+		if len(ownsA) != 2 || len(ownsB) != 2 || len(slices.Compact(slices.Sorted(slices.Values(append(ownsA, ownsB...))))) != 4 {
+			return fmt.Errorf("assignment %v and %v", ownsA, ownsB)
+		}
+		if !readA(perPartition) || !readB(perPartition) {
+			return errors.New("not everything read yet")
+		}
+		return nil
+	})
+	for _, m := range []*groupMember{a, b} {
+		if err := m.cl.CommitUncommittedOffsets(ctx); err != nil {
+			t.Fatalf("commit: %v", err)
+		}
+	}
+
+	offsets, err := adm.FetchOffsets(ctx, group)
+	if err != nil {
+		t.Fatalf("fetch offsets: %v", err)
+	}
+	for p := range int32(4) {
+		o, ok := offsets.Lookup(topic, p)
+		if !ok || o.Err != nil || o.At != perPartition {
+			t.Errorf("partition %d: committed %+v (found %v)", p, o, ok)
+		}
+	}
+	described, err := adm.DescribeGroups(ctx, group)
+	if err != nil || described[group].Err != nil || len(described[group].Members) != 2 || described[group].State != "Stable" {
+		t.Fatalf("describe: %v %+v", err, described)
+	}
+	listed, err := adm.ListGroups(ctx)
+	if err != nil || len(listed) != 1 || listed[group].Group != group {
+		t.Fatalf("list: %v %+v", err, listed)
+	}
+	m := n.srv.metrics
+	if m.groupForwards.Get() == 0 || m.groupFailures.Get() != 0 {
+		t.Fatalf("metrics: %d forwarded, %d failed", m.groupForwards.Get(), m.groupFailures.Get())
+	}
+}
+
+// TestListGroupsPerNode: each node lists only the groups it coordinates, so that the
+// union over the nodes (what admin clients compute) lists each group once. Node 2 is a
+// registration only: the groups are made and listed through node 1, which forwards
+// every request whatever the hash says.
+func TestListGroupsPerNode(t *testing.T) {
+	n := startCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n.createTopic(t, ctx, "t", 1)
+	c := dial(t, n.srv)
+	const groups = 20
+	for i := range groups {
+		req := kmsg.NewPtrOffsetCommitRequest()
+		req.Group, req.Generation = fmt.Sprintf("g%d", i), -1
+		req.Topics = []kmsg.OffsetCommitRequestTopic{{Topic: "t", Partitions: []kmsg.OffsetCommitRequestTopicPartition{{Partition: 0, Offset: 0}}}}
+		resp := roundTrip(t, c, req, 2, int32(i)).(*kmsg.OffsetCommitResponse)
+		if code := resp.Topics[0].Partitions[0].ErrorCode; code != 0 {
+			t.Fatalf("commit for %s: %v", req.Group, kerr.ErrorForCode(code))
+		}
+	}
+	list := func() map[string]bool {
+		t.Helper()
+		resp := roundTrip(t, c, kmsg.NewPtrListGroupsRequest(), 2, 100).(*kmsg.ListGroupsResponse)
+		if resp.ErrorCode != 0 {
+			t.Fatalf("list: %v", kerr.ErrorForCode(resp.ErrorCode))
+		}
+		got := map[string]bool{}
+		for _, g := range resp.Groups {
+			got[g.Group] = true
+		}
+		return got
+	}
+	if got := list(); len(got) != groups {
+		t.Fatalf("one node lists %d of %d groups", len(got), groups)
+	}
+	_, port := splitHostPort(t, n.srv.Addr())
+	reg2, err := n.cp.Client.Register(ctx, client.Broker{ID: 2, Host: "127.0.0.1", Port: port + 1}, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg2.Close()
+	waitLiveNodes(t, n.srv, 2)
+	got, brokers := list(), n.srv.snapshot().Brokers
+	for i := range groups {
+		g := fmt.Sprintf("g%d", i)
+		if b, _ := groupCoordinator(brokers, g); got[g] != (b.ID == 1) {
+			t.Errorf("%s: listed %v, coordinator node %d", g, got[g], b.ID)
+		}
+	}
+	if len(got) == 0 || len(got) == groups {
+		t.Fatalf("node 1 lists %d of %d groups with two nodes", len(got), groups)
 	}
 }
