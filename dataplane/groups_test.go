@@ -669,3 +669,42 @@ func TestListGroupsPerNode(t *testing.T) {
 		t.Fatalf("node 1 lists %d of %d groups with two nodes", len(got), groups)
 	}
 }
+
+// TestJoinGroupLongPollDoesNotBlockTheLoop: a JoinGroup waiting for a rebalance (the
+// first member never rejoins, so it lasts that member's timeout) holds up only its own
+// connection; another connection on the same, single event loop is answered meanwhile.
+func TestJoinGroupLongPollDoesNotBlockTheLoop(t *testing.T) {
+	n := startClusterWith(t, Config{EventLoops: 1})
+	join := func(c net.Conn, corr int32) {
+		t.Helper()
+		req, _ := sampleGroupRequest(int16(kmsg.JoinGroup), 0)
+		j := req.(*kmsg.JoinGroupRequest)
+		j.SessionTimeoutMillis = 1500 // v0: the rebalance timeout too
+		j.ProtocolType = "raw"        // the sample's metadata is no consumer's
+		if _, err := c.Write(frameRequest(req, 0, corr)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readJoin := func(c net.Conn, corr int32) *kmsg.JoinGroupResponse {
+		t.Helper()
+		req, _ := sampleGroupRequest(int16(kmsg.JoinGroup), 0)
+		req.SetVersion(0)
+		resp := readAnswer(t, c, req, corr).(*kmsg.JoinGroupResponse)
+		if resp.ErrorCode != 0 {
+			t.Fatalf("join: %v", kerr.ErrorForCode(resp.ErrorCode))
+		}
+		return resp
+	}
+	first, second, other := dial(t, n.srv), dial(t, n.srv), dial(t, n.srv)
+	join(first, 1)
+	firstMember := readJoin(first, 1).MemberID
+	join(second, 2) // waits for the first member, which never rejoins
+	checkServesOn(t, other)
+	otherAnswered := time.Now()
+	if m := readJoin(second, 2); m.MemberID == firstMember || m.LeaderID != m.MemberID {
+		t.Fatalf("second join: %+v (first member %s)", m, firstMember)
+	}
+	if time.Since(otherAnswered) < 100*time.Millisecond {
+		t.Fatal("the second join was not waiting for a rebalance")
+	}
+}
