@@ -136,7 +136,7 @@ func (s *Server) runGroups(ctx context.Context, sess *concurrency.Session, e *co
 		}
 	}
 	s.logger.Info("group coordinator active", "groups", rt.groupCount())
-	t := time.NewTicker(groupExpiryInterval)
+	t := time.NewTicker(min(groupExpiryInterval, max(rt.cfg.OffsetsRetention/4, 10*time.Millisecond)))
 	defer t.Stop()
 	for {
 		select {
@@ -317,8 +317,9 @@ func (rt *groupRuntime) expire(now time.Time) {
 		if g.state != stateEmpty || len(g.pending) > 0 {
 			continue
 		}
-		if g.protocolType == "" && len(g.offsets) > 0 && now.Sub(g.stateSince) < rt.cfg.OffsetsRetention {
-			// Manually assigned consumers: each offset expires on its own.
+		if g.generation == 0 && !g.persisted {
+			// Never had members (manually assigned consumers commit with generation -1):
+			// each offset expires on its own, and the group with the last.
 			var ops []storeOp
 			var gone []topicPartition
 			for tp, o := range g.offsets {
@@ -338,8 +339,10 @@ func (rt *groupRuntime) expire(now time.Time) {
 						delete(g.offsets, tp)
 					}
 					rt.metrics.offsetsExpired.Add(len(gone))
+					rt.maybeForget(g)
 				})
 			}
+			rt.maybeForget(g)
 			continue
 		}
 		if now.Sub(g.stateSince) >= rt.cfg.OffsetsRetention {

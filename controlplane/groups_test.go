@@ -656,3 +656,70 @@ func TestGroupPendingMemberExpires(t *testing.T) {
 		t.Fatalf("second step after expiry: %d", code)
 	}
 }
+
+func TestGroupExpiry(t *testing.T) {
+	c := newTestCluster(t, 1)
+	c.stop(0)
+	c.cfgs[0].Groups.OffsetsRetention = 500 * time.Millisecond
+	c.restart(0)
+	c.registerDP(1, "", 2*time.Second)
+	gt := newGroupTester(t, c)
+	createGroupTopic(t, gt.cli, "e", 1)
+	// A consumer group that empties keeps its offsets for the retention period after
+	// it empties, then goes with them; a group of manual commits loses each offset
+	// that long after its commit.
+	j := gt.join("eg", consumerMeta("e"))
+	if s := gt.sync("eg", j.MemberID, j.Generation, map[string][]byte{j.MemberID: consumerAssignment("e", 0)}); s.ErrorCode != 0 {
+		t.Fatalf("sync: %d", s.ErrorCode)
+	}
+	if code := gt.commit("eg", j.MemberID, j.Generation, "e", 0, 9, ""); code != 0 {
+		t.Fatalf("commit: %d", code)
+	}
+	if code := gt.commit("manual", "", -1, "e", 0, 4, ""); code != 0 {
+		t.Fatalf("manual commit: %d", code)
+	}
+	// A manual group committing more often than the retention keeps its offsets.
+	for range 4 {
+		time.Sleep(200 * time.Millisecond)
+		if code := gt.commit("manual2", "", -1, "e", 0, 6, ""); code != 0 {
+			t.Fatalf("manual commit: %d", code)
+		}
+	}
+	if got := gt.fetch("manual2", "e", 0); got[0].Offset != 6 {
+		t.Fatalf("a manual offset recommitted within the retention expired: %+v", got[0])
+	}
+	// While the member lives (heartbeating past the retention), nothing expires.
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if code := gt.heartbeat("eg", j.MemberID, j.Generation); code != 0 {
+			t.Fatalf("heartbeat: %d", code)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := gt.fetch("eg", "e", 0); got[0].Offset != 9 {
+		t.Fatalf("a live group's offset expired: %+v", got[0])
+	}
+	if got := gt.fetch("manual", "e", 0); got[0].Offset != -1 {
+		t.Fatalf("a manual commit outlived the retention: %+v", got[0])
+	}
+	lr := &kmsg.LeaveGroupRequest{Version: 3, Group: "eg", Members: []kmsg.LeaveGroupRequestMember{{MemberID: j.MemberID}}}
+	gt.call(lr)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		lg := gt.call(kmsg.NewPtrListGroupsRequest()).(*kmsg.ListGroupsResponse)
+		if len(lg.Groups) != 0 {
+			return fmt.Errorf("groups left: %+v", lg.Groups)
+		}
+		return nil
+	})
+	// Only ListGroups's view: manual groups are listed too, and manual2 went with its
+	// offset once no commit came for the retention period.
+	resp, err := gt.cli.Etcd().Get(testCtx(t), "/gregor/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range resp.Kvs {
+		if k := string(kv.Key); len(k) > len(client.GroupsPrefix) && (k[:len(client.GroupsPrefix)] == client.GroupsPrefix || k[:len(client.OffsetsPrefix)] == client.OffsetsPrefix) {
+			t.Errorf("key left after expiry: %s", k)
+		}
+	}
+}
