@@ -363,14 +363,7 @@ func (rt *groupRuntime) expirePending(g *group, id string) {
 func (rt *groupRuntime) replaceStaticMember(g *group, old *member, newID string, jr joinRequest, now time.Time) {
 	req := jr.req
 	delete(g.members, old.id)
-	if old.awaitingJoin != nil {
-		old.awaitingJoin(joinResult{code: kerr.FencedInstanceID.Code, memberID: old.id})
-		old.awaitingJoin = nil
-	}
-	if old.awaitingSync != nil {
-		old.awaitingSync(kerr.FencedInstanceID.Code, nil)
-		old.awaitingSync = nil
-	}
+	old.answerWaiting(kerr.FencedInstanceID.Code)
 	stopTimer(old.heartbeatTimer)
 	oldID := old.id
 	old.id = newID
@@ -715,6 +708,11 @@ func (rt *groupRuntime) sessionCheck(g *group, m *member) {
 // removeMemberAndUpdate removes m (leave or expiry) and moves the group on.
 func (rt *groupRuntime) removeMemberAndUpdate(g *group, m *member) {
 	rt.removeMember(g, m)
+	rt.membersLeft(g)
+}
+
+// membersLeft moves the group on after members left: a new generation without them.
+func (rt *groupRuntime) membersLeft(g *group) {
 	switch g.state {
 	case stateStable, stateCompletingRebalance:
 		rt.prepareRebalance(g, time.Now())
@@ -724,15 +722,20 @@ func (rt *groupRuntime) removeMemberAndUpdate(g *group, m *member) {
 	}
 }
 
-func (rt *groupRuntime) removeMember(g *group, m *member) {
+// answerWaiting answers the member's pending JoinGroup and SyncGroup with code.
+func (m *member) answerWaiting(code int16) {
 	if m.awaitingJoin != nil {
-		m.awaitingJoin(joinResult{code: kerr.UnknownMemberID.Code, memberID: m.id})
+		m.awaitingJoin(joinResult{code: code, memberID: m.id})
 		m.awaitingJoin = nil
 	}
 	if m.awaitingSync != nil {
-		m.awaitingSync(kerr.UnknownMemberID.Code, nil)
+		m.awaitingSync(code, nil)
 		m.awaitingSync = nil
 	}
+}
+
+func (rt *groupRuntime) removeMember(g *group, m *member) {
+	m.answerWaiting(kerr.UnknownMemberID.Code)
 	stopTimer(m.heartbeatTimer)
 	m.heartbeatTimer = nil
 	delete(g.members, m.id)

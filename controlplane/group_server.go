@@ -465,13 +465,7 @@ func (rt *groupRuntime) handleLeave(req *kmsg.LeaveGroupRequest) *kmsg.LeaveGrou
 		}
 	}
 	if changed {
-		switch g.state {
-		case stateStable, stateCompletingRebalance:
-			rt.prepareRebalance(g, time.Now())
-			rt.maybeCompleteJoin(g)
-		case statePreparingRebalance:
-			rt.maybeCompleteJoin(g)
-		}
+		rt.membersLeft(g)
 	}
 	return resp
 }

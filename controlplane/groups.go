@@ -166,6 +166,19 @@ func (rt *groupRuntime) load(ctx context.Context) error {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	now := time.Now()
+	rt.groups = lg.build(now)
+	for _, g := range rt.groups {
+		for _, m := range g.members {
+			rt.heartbeat(g, m, now)
+		}
+	}
+	return nil
+}
+
+// build makes the groups of what was loaded: those with members are Stable in their
+// persisted generation (their sessions start when armed); the rest are Empty.
+func (lg *loadedGroups) build(now time.Time) map[string]*group {
+	groups := map[string]*group{}
 	for name, rec := range lg.groups {
 		g := newGroup(name, time.UnixMilli(rec.StateMs))
 		g.generation, g.protocolType, g.protocol, g.leader = rec.Generation, rec.ProtocolType, rec.Protocol, rec.Leader
@@ -185,21 +198,18 @@ func (rt *groupRuntime) load(ctx context.Context) error {
 		}
 		if len(g.members) > 0 {
 			g.state = stateStable
-			for _, m := range g.members {
-				rt.heartbeat(g, m, now)
-			}
 		}
-		rt.groups[name] = g
+		groups[name] = g
 	}
 	for name, offs := range lg.offsets {
-		g := rt.groups[name]
+		g := groups[name]
 		if g == nil {
 			g = newGroup(name, now)
-			rt.groups[name] = g
+			groups[name] = g
 		}
 		g.offsets = offs
 	}
-	return nil
+	return groups
 }
 
 // stop ends the term: pending joins and syncs are answered "not active" (their
@@ -215,14 +225,7 @@ func (rt *groupRuntime) stop() {
 		}
 		for _, m := range g.members {
 			stopTimer(m.heartbeatTimer)
-			if m.awaitingJoin != nil {
-				m.awaitingJoin(joinResult{code: notActiveCode})
-				m.awaitingJoin = nil
-			}
-			if m.awaitingSync != nil {
-				m.awaitingSync(notActiveCode, nil)
-				m.awaitingSync = nil
-			}
+			m.answerWaiting(notActiveCode)
 		}
 	}
 	rt.mu.Unlock()
@@ -762,23 +765,6 @@ func (s *Server) groupViewsFromStore(ctx context.Context, hws map[topicPartition
 	if err != nil {
 		return nil, err
 	}
-	rt := &groupRuntime{groups: map[string]*group{}}
-	for name, rec := range lg.groups {
-		g := newGroup(name, time.UnixMilli(rec.StateMs))
-		g.generation, g.protocolType, g.protocol, g.leader = rec.Generation, rec.ProtocolType, rec.Protocol, rec.Leader
-		for _, mr := range rec.Members {
-			g.members[mr.ID] = &member{id: mr.ID, instanceID: mr.InstanceID, clientID: mr.ClientID, clientHost: mr.ClientHost, assignment: mr.Assignment}
-		}
-		if len(g.members) > 0 {
-			g.state = stateStable
-		}
-		rt.groups[name] = g
-	}
-	for name, offs := range lg.offsets {
-		if rt.groups[name] == nil {
-			rt.groups[name] = newGroup(name, time.Now())
-		}
-		rt.groups[name].offsets = offs
-	}
+	rt := &groupRuntime{groups: lg.build(time.Now())}
 	return rt.views(hws), nil
 }
