@@ -50,9 +50,10 @@ test: deps test-deps
 # test-deps: the Kafka clients the compatibility tests drive and the peers the bench
 # drivers' tests start (Debian packages), so that no test skips for want of them.
 test-deps:
-	@if ! command -v kcat >/dev/null || ! /usr/bin/python3 -c 'import kafka' 2>/dev/null; then \
-	  echo "installing kcat and python3-kafka (Debian packages)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat python3-kafka >/dev/null; \
+	@if ! command -v kcat >/dev/null || ! /usr/bin/python3 -c 'import kafka' 2>/dev/null || \
+	    ! /usr/bin/python3 -c 'import confluent_kafka' 2>/dev/null; then \
+	  echo "installing kcat, python3-kafka and python3-confluent-kafka (Debian packages)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat python3-kafka python3-confluent-kafka >/dev/null; \
 	fi
 	@scripts/install-peers.sh
 
@@ -74,9 +75,11 @@ bench-full: build
 	$(BIN)/gregor bench-suite --full
 
 # bench-micro: the Go micro-benchmarks of the hot paths (storage, codec, zero-copy
-# writer, data-plane round trips); compare runs with benchstat.
+# writer, data-plane round trips) and of consumer groups (rebalance, OffsetCommit, on an
+# in-process cluster); compare runs with benchstat.
 bench-micro: deps
 	$(GO) test -run '^$$' -bench . -benchmem -count=6 ./segment/ ./proto/ ./sendfile/ ./dataplane/
+	$(GO) test -run '^$$' -bench 'GroupRebalance|GroupJoinKgo|OffsetCommit' -benchmem -count=6 ./perf/
 
 # fuzz: a short run of every fuzz target (go test runs one fuzz target at a time).
 fuzz: deps
