@@ -64,15 +64,7 @@ func consumerJoin(group, memberID, topic string, session time.Duration) *kmsg.Jo
 // controller. The members take their group flags from the environment (t.Setenv).
 func startGroupMembers(t *testing.T, n int) []*member {
 	t.Helper()
-	dir := t.TempDir()
 	var ms []*member
-	var initial []string
-	for i := 1; i <= n; i++ {
-		m := &member{name: fmt.Sprintf("cp%d", i), client: freeAddr(t), peer: freeAddr(t), http: freeAddr(t),
-			dataDir: filepath.Join(dir, fmt.Sprintf("cp%d", i)), logPath: filepath.Join(dir, fmt.Sprintf("cp%d.log", i))}
-		ms = append(ms, m)
-		initial = append(initial, m.name+"="+m.peer)
-	}
 	t.Cleanup(func() {
 		for _, m := range ms {
 			if m.cmd != nil {
@@ -92,14 +84,65 @@ func startGroupMembers(t *testing.T, n int) []*member {
 			}
 		}
 	})
-	for _, m := range ms {
-		m.start(t, strings.Join(initial, ","))
+	// A port freeAddr found free can be taken before the process binds it (another
+	// test's process, or the local port of an outgoing connection): a start that fails
+	// to bind is retried on fresh ports.
+	for attempt := 1; ; attempt++ {
+		dir := t.TempDir()
+		ms = nil
+		for i := 1; i <= n; i++ {
+			ms = append(ms, &member{name: fmt.Sprintf("cp%d", i), client: freeAddr(t), peer: freeAddr(t), http: freeAddr(t),
+				dataDir: filepath.Join(dir, fmt.Sprintf("cp%d", i)), logPath: filepath.Join(dir, fmt.Sprintf("cp%d.log", i))})
+		}
+		for _, m := range ms {
+			m.start(t, strings.Join(initialOf(ms), ","))
+		}
+		err := waitMembers(ms)
+		if err == nil {
+			return ms
+		}
+		bindFailed := false
+		for _, m := range ms {
+			m.kill()
+			b, _ := os.ReadFile(m.logPath)
+			bindFailed = bindFailed || strings.Contains(string(b), "address already in use")
+		}
+		if !bindFailed || attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("start %d: a port was taken meanwhile; again on fresh ports", attempt)
 	}
-	for _, m := range ms {
-		checkFor(t, 30*time.Second, 50*time.Millisecond, m.ready)
+}
+
+// waitMembers waits until every member is ready and they agree on a controller: 45 s,
+// or a member exiting.
+func waitMembers(ms []*member) error {
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		err := func() error {
+			for _, m := range ms {
+				if err := m.ready(); err != nil {
+					return err
+				}
+			}
+			_, err := agreedController(ms)
+			return err
+		}()
+		if err == nil {
+			return nil
+		}
+		for _, m := range ms {
+			select {
+			case <-m.exited:
+				return fmt.Errorf("%s exited", m.name)
+			default:
+			}
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error { _, err := agreedController(ms); return err })
-	return ms
 }
 
 // groupClient returns a control-plane client of the members, with a registered

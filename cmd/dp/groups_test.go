@@ -113,20 +113,7 @@ type groupCluster struct {
 // added to every gregor-cp's flags (after the group defaults of the tests).
 func newGroupCluster(t *testing.T, nCP, nDP int, cpArgs ...string) *groupCluster {
 	t.Helper()
-	dir := t.TempDir()
 	c := &groupCluster{t: t, cpArgs: cpArgs}
-	var initial []string
-	for i := 1; i <= nCP; i++ {
-		m := &groupCP{name: fmt.Sprintf("cp%d", i), client: freeAddr(t), peer: freeAddr(t), listen: freeAddr(t), http: freeAddr(t),
-			dataDir: filepath.Join(dir, fmt.Sprintf("cp%d", i)), logPath: filepath.Join(dir, fmt.Sprintf("cp%d.log", i))}
-		c.cps = append(c.cps, m)
-		initial = append(initial, m.name+"="+m.peer)
-	}
-	c.initial = strings.Join(initial, ",")
-	for i := 1; i <= nDP; i++ {
-		c.dps = append(c.dps, &groupDP{id: i, listen: freeAddr(t), http: freeAddr(t), dataDir: filepath.Join(dir, fmt.Sprintf("dp%d", i)),
-			logPath: filepath.Join(dir, fmt.Sprintf("dp%d.log", i))})
-	}
 	t.Cleanup(func() {
 		// SIGKILL: what is checked happened before; a clean stop of a three-member
 		// control plane waits out quorum losses (TestThreeProcessFailover stops cleanly).
@@ -147,14 +134,61 @@ func newGroupCluster(t *testing.T, nCP, nDP int, cpArgs ...string) *groupCluster
 			}
 		}
 	})
-	for _, m := range c.cps {
-		c.startCP(m)
+	// A port freeAddr found free can be taken before the process binds it (by another
+	// test's process, or as the local port of an outgoing connection): a first start
+	// that fails to bind is retried on fresh ports.
+	for attempt := 1; ; attempt++ {
+		dir := t.TempDir()
+		c.cps = nil
+		var initial []string
+		for i := 1; i <= nCP; i++ {
+			m := &groupCP{name: fmt.Sprintf("cp%d", i), client: freeAddr(t), peer: freeAddr(t), listen: freeAddr(t), http: freeAddr(t),
+				dataDir: filepath.Join(dir, fmt.Sprintf("cp%d", i)), logPath: filepath.Join(dir, fmt.Sprintf("cp%d.log", i))}
+			c.cps = append(c.cps, m)
+			initial = append(initial, m.name+"="+m.peer)
+		}
+		c.initial = strings.Join(initial, ",")
+		for _, m := range c.cps {
+			c.startCP(m)
+		}
+		_, err := c.tryWaitController(c.cps)
+		if err == nil {
+			break
+		}
+		bindFailed := false
+		for _, m := range c.cps {
+			m.kill()
+			bindFailed = bindFailed || logSays(m.logPath, "address already in use")
+		}
+		if !bindFailed || attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("control plane start %d: a port was taken meanwhile; again on fresh ports", attempt)
 	}
-	c.waitController(c.cps)
-	for _, d := range c.dps {
-		c.startDP(d)
+	dir := t.TempDir()
+	for i := 1; i <= nDP; i++ {
+		d := &groupDP{id: i, dataDir: filepath.Join(dir, fmt.Sprintf("dp%d", i)), logPath: filepath.Join(dir, fmt.Sprintf("dp%d.log", i))}
+		c.dps = append(c.dps, d)
+		for attempt := 1; ; attempt++ {
+			d.listen, d.http = freeAddr(t), freeAddr(t)
+			err := c.tryStartDP(d)
+			if err == nil {
+				break
+			}
+			d.kill()
+			if !logSays(d.logPath, "address already in use") || attempt == 3 {
+				t.Fatal(err)
+			}
+			t.Logf("dp%d start %d: a port was taken meanwhile; again on fresh ports", d.id, attempt)
+		}
 	}
 	return c
+}
+
+// logSays reports whether the log file holds s.
+func logSays(path, s string) bool {
+	b, _ := os.ReadFile(path)
+	return strings.Contains(string(b), s)
 }
 
 // withoutEtcdLines drops the embedded etcd's and its client's log lines.
@@ -262,36 +296,62 @@ func httpReady(addr string) error {
 // among them, and returns it.
 func (c *groupCluster) waitController(ms []*groupCP) *groupCP {
 	c.t.Helper()
-	var ctl *groupCP
-	checkFor(c.t, 40*time.Second, func() error {
-		name, self := "", 0
-		for _, m := range ms {
-			if err := httpReady(m.http); err != nil {
-				return err
-			}
-			v, err := m.view()
-			if err != nil {
-				return err
-			}
-			if v.Controller == "" || (name != "" && v.Controller != name) {
-				return fmt.Errorf("%s sees controller %q, others %q", m.name, v.Controller, name)
-			}
-			name = v.Controller
-			if v.IsController {
-				self++
-			}
-		}
-		if self != 1 {
-			return fmt.Errorf("%d of %d members act as controller", self, len(ms))
-		}
-		for _, m := range ms {
-			if m.name == name {
-				ctl = m
-			}
-		}
-		return nil
-	})
+	ctl, err := c.tryWaitController(ms)
+	if err != nil {
+		c.t.Fatal(err)
+	}
 	return ctl
+}
+
+// tryWaitController is waitController returning its failure: 40 s, or a member exiting.
+func (c *groupCluster) tryWaitController(ms []*groupCP) (*groupCP, error) {
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		ctl, err := agreedGroupController(ms)
+		if err == nil {
+			return ctl, nil
+		}
+		for _, m := range ms {
+			if !m.running() {
+				return nil, fmt.Errorf("%s exited", m.name)
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no agreed controller within 40s: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// agreedGroupController returns the controller every member reports, exactly one of
+// them reporting itself as controller.
+func agreedGroupController(ms []*groupCP) (*groupCP, error) {
+	name, self := "", 0
+	for _, m := range ms {
+		if err := httpReady(m.http); err != nil {
+			return nil, err
+		}
+		v, err := m.view()
+		if err != nil {
+			return nil, err
+		}
+		if v.Controller == "" || (name != "" && v.Controller != name) {
+			return nil, fmt.Errorf("%s sees controller %q, others %q", m.name, v.Controller, name)
+		}
+		name = v.Controller
+		if v.IsController {
+			self++
+		}
+	}
+	if self != 1 {
+		return nil, fmt.Errorf("%d of %d members act as controller", self, len(ms))
+	}
+	for _, m := range ms {
+		if m.name == name {
+			return m, nil
+		}
+	}
+	return nil, fmt.Errorf("controller %s is none of the members asked", name)
 }
 
 // liveCPs returns the running control-plane members.
@@ -315,16 +375,39 @@ func (c *groupCluster) cpEndpoints() string {
 
 func (c *groupCluster) startDP(d *groupDP) {
 	c.t.Helper()
-	logf := openLog(c.t, d.logPath)
+	if err := c.tryStartDP(d); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// tryStartDP starts the node and waits until it is ready: 40 s, or the process exiting.
+func (c *groupCluster) tryStartDP(d *groupDP) error {
+	logf, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
 	d.cmd = exec.Command(dpBinary, "--id", strconv.Itoa(d.id), "--data-dir", d.dataDir, "--listen", d.listen,
 		"--cp", c.cpEndpoints(), "--http", d.http, "--log-level", "warn")
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {
-		c.t.Fatal(err)
+		logf.Close()
+		return err
 	}
 	d.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, exited chan struct{}) { _ = cmd.Wait(); logf.Close(); close(exited) }(d.cmd, d.exited)
-	checkFor(c.t, 40*time.Second, func() error { return httpReady(d.http) })
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		err := httpReady(d.http)
+		switch {
+		case err == nil:
+			return nil
+		case !d.running():
+			return fmt.Errorf("dp%d exited", d.id)
+		case time.Now().After(deadline):
+			return fmt.Errorf("dp%d not ready within 40s: %w", d.id, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func (d *groupDP) running() bool {
