@@ -1240,13 +1240,23 @@ func runGroupScenario(t *testing.T, clientName string) {
 	left := time.Now()
 	m3.stop(t)
 	r.waitSplit([]*groupMember{m1, m2}, 30*time.Second)
-	phase(fmt.Sprintf("m3's partitions reassigned %v after it left", time.Since(left).Round(time.Millisecond)))
+	leftAfter := time.Since(left)
+	phase(fmt.Sprintf("m3's partitions reassigned %v after it left", leftAfter.Round(time.Millisecond)))
+	if leftAfter >= groupSessionTimeout {
+		t.Errorf("m3's partitions moved %v after its LeaveGroup, not before its session timeout (%v) ran out", leftAfter, groupSessionTimeout)
+	}
 
 	// A member that is SIGKILLed: its partitions move after its session timeout.
 	killed := time.Now()
 	m2.kill()
 	r.waitSplit([]*groupMember{m1}, groupSessionTimeout+30*time.Second)
-	phase(fmt.Sprintf("m2 SIGKILLed: partitions reassigned after %v (session timeout %v)", time.Since(killed).Round(time.Millisecond), groupSessionTimeout))
+	killedAfter := time.Since(killed)
+	phase(fmt.Sprintf("m2 SIGKILLed: partitions reassigned after %v (session timeout %v)", killedAfter.Round(time.Millisecond), groupSessionTimeout))
+	// Its last heartbeat was at most an interval before the kill: the session cannot
+	// have run out sooner (a closed connection is no reason to drop a member).
+	if killedAfter < groupSessionTimeout-2*groupHeartbeat {
+		t.Errorf("m2's partitions moved %v after its SIGKILL, before its session timeout (%v)", killedAfter, groupSessionTimeout)
+	}
 	b := r.produceBatch("B")
 	r.waitRead(b, 30*time.Second, m1)
 	r.waitCommitted(2*per, 30*time.Second)
