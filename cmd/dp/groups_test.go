@@ -717,9 +717,13 @@ func msArg(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 
 
 var groupClients = map[string]groupClient{
 	"kcat": {name: "kcat", need: func(t *testing.T) { needBinary(t, "/usr/bin/kcat", "kcat") },
+		// kcat sets a property on the topic configuration when one of that name exists:
+		// auto.commit.interval.ms lands on the legacy topic-level property, so kcat
+		// commits every 5 s (librdkafka's default) whatever is asked — and the test
+		// waits for it.
 		command: func(t *testing.T, brokers []string, group, topic string) *exec.Cmd {
 			return exec.Command("kcat", "-b", strings.Join(brokers, ","), "-G", group, topic, "-u", "-f", "REC %p %o %s\n",
-				"-X", "client.id=groups-kcat", "-X", "auto.offset.reset=earliest", "-X", "auto.commit.interval.ms=100",
+				"-X", "client.id=groups-kcat", "-X", "auto.offset.reset=earliest",
 				"-X", "session.timeout.ms="+msArg(groupSessionTimeout), "-X", "heartbeat.interval.ms="+msArg(groupHeartbeat),
 				"-X", "max.poll.interval.ms="+msArg(groupRebalanceTimeout), "-X", "fetch.wait.max.ms=100")
 		}},
