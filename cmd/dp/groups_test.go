@@ -21,6 +21,8 @@ package main
 //   - throughout: no partition owned by two members in one generation (the clients'
 //     reports) and no partition assigned twice in a Stable group (DescribeGroups, polled),
 //     and no member reading a partition it does not own.
+//
+// TestGroupStaticMember adds static membership (franz-go with group.instance.id).
 
 import (
 	"context"
@@ -476,6 +478,9 @@ type memberEvent struct {
 // share one pipe, so a member's lines keep their order).
 type groupMember struct {
 	name, kind string
+	// identity is who owns the member's partitions: its name, or for a static member its
+	// group.instance.id (a restarted process takes the place of the one before).
+	identity string
 	cmd        *exec.Cmd
 	exited     chan struct{}
 
@@ -798,7 +803,7 @@ func newGroupRun(t *testing.T, c *groupCluster, client groupClient, group, topic
 // startMember starts one member process of the run's client library.
 func (r *groupRun) startMember(name string) *groupMember {
 	r.t.Helper()
-	m := &groupMember{name: name, kind: r.client.name, exited: make(chan struct{})}
+	m := &groupMember{name: name, identity: name, kind: r.client.name, exited: make(chan struct{})}
 	m.cmd = r.client.command(r.t, r.c.brokers(), r.group, r.topic)
 	m.cmd.Stdout, m.cmd.Stderr = m, m // one pipe: the lines keep their order
 	if err := m.cmd.Start(); err != nil {
@@ -1096,10 +1101,10 @@ func (r *groupRun) checkHistory() {
 					byGen[ev.generation] = parts
 				}
 				for _, p := range ev.partitions {
-					if o, ok := parts[p]; ok && o != m.name {
-						r.t.Errorf("generation %d: partition %d owned by %s and %s", ev.generation, p, o, m.name)
+					if o, ok := parts[p]; ok && o != m.identity {
+						r.t.Errorf("generation %d: partition %d owned by %s and %s", ev.generation, p, o, m.identity)
 					}
-					parts[p] = m.name
+					parts[p] = m.identity
 				}
 				continue
 			}
@@ -1316,3 +1321,88 @@ func TestGroupKafkaPython(t *testing.T)    { runGroupScenario(t, "kafka-python")
 func TestGroupConfluentKafka(t *testing.T) { runGroupScenario(t, "confluent-kafka") }
 func TestGroupFranzGo(t *testing.T)        { runGroupScenario(t, "franz-go") }
 func TestGroupSarama(t *testing.T)         { runGroupScenario(t, "sarama") }
+
+// TestGroupStaticMember: franz-go members with a group.instance.id (static membership,
+// KIP-345). A static follower SIGKILLed and restarted with the same instance id before
+// its session runs out takes its place back without a rebalance: the same partitions in
+// the same generation, the other member's assignment untouched, the coordinator listing
+// the instance under its new member id; records then go to the same owners.
+func TestGroupStaticMember(t *testing.T) {
+	c := newGroupCluster(t, 1, 1)
+	const topic, group = "t-static", "g-static"
+	createTopic(t, c.brokers()[0], topic, groupPartitions)
+	instance := ""
+	client := groupClient{name: "franz-go (static)", generations: true, need: func(*testing.T) {},
+		command: func(t *testing.T, brokers []string, group, topic string) *exec.Cmd {
+			return exec.Command(buildGroupMember(t), "-client", "franz", "-brokers", strings.Join(brokers, ","), "-group", group,
+				"-topic", topic, "-instance", instance, "-session", "6s", "-heartbeat", groupHeartbeat.String(),
+				"-rebalance", groupRebalanceTimeout.String())
+		}}
+	r := newGroupRun(t, c, client, group, topic)
+	ctx, cancel := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() { r.watch(ctx); close(watched) }()
+	defer func() { cancel(); <-watched }()
+
+	instance = "i1"
+	s1 := r.startMember("s1")
+	s1.identity = instance
+	instance = "i2"
+	s2 := r.startMember("s2")
+	s2.identity = instance
+	r.waitSplit([]*groupMember{s1, s2}, 60*time.Second)
+	var leader string
+	checkFor(t, 30*time.Second, func() error {
+		v, err := c.cps[0].view()
+		if err != nil {
+			return err
+		}
+		for _, g := range v.Groups {
+			if g.Group == group && g.Leader != "" {
+				leader = g.Leader
+				return nil
+			}
+		}
+		return fmt.Errorf("no leader of %s in /v1/cluster", group)
+	})
+	follower, other, followerInstance := s1, s2, "i1"
+	if ev, _ := s1.owned(); ev.memberID == leader {
+		follower, other, followerInstance = s2, s1, "i2"
+	}
+	before, _ := follower.owned()
+	otherAssigns := other.assignCount()
+
+	follower.kill()
+	instance = followerInstance
+	back := r.startMember(follower.name + "-restarted")
+	back.identity = instance
+	owners := r.waitSplit([]*groupMember{back, other}, 30*time.Second)
+	after, _ := back.owned()
+	if after.generation != before.generation || !slices.Equal(slices.Sorted(slices.Values(after.partitions)), slices.Sorted(slices.Values(before.partitions))) {
+		t.Errorf("static member %s came back with %v in generation %d; it had %v in generation %d", followerInstance,
+			after.partitions, after.generation, before.partitions, before.generation)
+	}
+	if after.memberID == before.memberID {
+		t.Errorf("static member %s kept its member id %s across a restart", followerInstance, after.memberID)
+	}
+	if n := other.assignCount(); n != otherAssigns {
+		t.Errorf("the other member's assignment changed %d times while the static member restarted", n-otherAssigns)
+	}
+	gs, err := r.adm.DescribeGroups(context.Background(), group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, m := range gs[group].Members {
+		if m.InstanceID != nil && *m.InstanceID == followerInstance {
+			found = m.MemberID == after.memberID
+		}
+	}
+	if !found {
+		t.Errorf("DescribeGroups does not list instance %s as member %s: %+v", followerInstance, after.memberID, gs[group].Members)
+	}
+	a := r.produceBatch("A")
+	r.waitRead(a, 30*time.Second, back, other)
+	r.checkExactlyOnce(a, owners, back, other)
+	r.checkHistory()
+}
