@@ -481,8 +481,8 @@ type groupMember struct {
 	// identity is who owns the member's partitions: its name, or for a static member its
 	// group.instance.id (a restarted process takes the place of the one before).
 	identity string
-	cmd        *exec.Cmd
-	exited     chan struct{}
+	cmd      *exec.Cmd
+	exited   chan struct{}
 
 	mu      sync.Mutex
 	partial []byte
