@@ -18,6 +18,10 @@ package main
 //     one reads exactly the records produced since (nothing below the commit, nothing
 //     above it missed) — after a SIGKILL of the active controller (failover to another
 //     member) and after a SIGKILL and restart of the whole control plane;
+//   - the cluster view (/v1/cluster on every control-plane member) and /metrics show the
+//     group, its committed offsets and lag;
+//   - the emptied group through the library's own admin calls: listed, described,
+//     offsets listed, one deleted (OffsetDelete), the group deleted (DeleteGroups);
 //   - throughout: no partition owned by two members in one generation (the clients'
 //     reports) and no partition assigned twice in a Stable group (DescribeGroups, polled),
 //     and no member reading a partition it does not own.
