@@ -1260,6 +1260,23 @@ func runGroupScenario(t *testing.T, clientName string) {
 		t.Errorf("m3's partitions moved %v after its LeaveGroup, not before its session timeout (%v) ran out", leftAfter, groupSessionTimeout)
 	}
 
+	// The coordinator fails over under a running group: the new active controller
+	// takes the group over from etcd, the members carry on (rejoining if they must)
+	// and every record is read.
+	ctl0 := c.waitController(c.liveCPs())
+	assignsBefore = m1.assignCount() + m2.assignCount()
+	phase("SIGKILL of the active controller " + ctl0.name + " under m1 and m2")
+	ctl0.kill()
+	c.waitController(c.liveCPs())
+	a2 := r.produceBatch("A2")
+	r.waitRead(a2, 60*time.Second, m1, m2)
+	r.waitSplit([]*groupMember{m1, m2}, 30*time.Second)
+	r.waitCommitted(2*per, 30*time.Second)
+	c.startCP(ctl0)
+	c.waitController(c.cps)
+	phase(fmt.Sprintf("the group carried on across the failover (%d assignment changes reported by m1 and m2)",
+		m1.assignCount()+m2.assignCount()-assignsBefore))
+
 	// A member that is SIGKILLed: its partitions move after its session timeout.
 	killed := time.Now()
 	m2.kill()
@@ -1273,7 +1290,7 @@ func runGroupScenario(t *testing.T, clientName string) {
 	}
 	b := r.produceBatch("B")
 	r.waitRead(b, 30*time.Second, m1)
-	r.waitCommitted(2*per, 30*time.Second)
+	r.waitCommitted(3*per, 30*time.Second)
 	m1.stop(t)
 	r.waitState("Empty", 30*time.Second)
 
@@ -1285,8 +1302,8 @@ func runGroupScenario(t *testing.T, clientName string) {
 	c.waitController(c.liveCPs())
 	m4 := r.startMember("m4")
 	r.waitRead(cc, 60*time.Second, m4)
-	r.waitCommitted(3*per, 30*time.Second)
-	r.checkResumed(m4, cc, 2*per)
+	r.waitCommitted(4*per, 30*time.Second)
+	r.checkResumed(m4, cc, 3*per)
 	m4.stop(t)
 	r.waitState("Empty", 30*time.Second)
 	c.startCP(ctl)
@@ -1298,12 +1315,12 @@ func runGroupScenario(t *testing.T, clientName string) {
 	c.restartControlPlane()
 	// Lag: batch D produced, nothing read since: per records behind in each partition.
 	r.waitGroupView(func(v controlplane.GroupView) error {
-		return checkOffsetsView(v, topic, 3*per, 4*per)
+		return checkOffsetsView(v, topic, 4*per, 5*per)
 	}, "gregor_group_lag", per)
 	m5 := r.startMember("m5")
 	r.waitRead(d, 60*time.Second, m5)
-	r.waitCommitted(4*per, 30*time.Second)
-	r.checkResumed(m5, d, 3*per)
+	r.waitCommitted(5*per, 30*time.Second)
+	r.checkResumed(m5, d, 4*per)
 	// The cluster view of a Stable group: its generation, protocol, the one member with
 	// every partition, no lag.
 	r.waitGroupView(func(v controlplane.GroupView) error {
@@ -1313,12 +1330,12 @@ func runGroupScenario(t *testing.T, clientName string) {
 		if got := slices.Sorted(slices.Values(v.Members[0].Assignment[topic])); len(got) != groupPartitions {
 			return fmt.Errorf("member %s assigned %v", v.Members[0].ID, got)
 		}
-		return checkOffsetsView(v, topic, 4*per, 4*per)
+		return checkOffsetsView(v, topic, 5*per, 5*per)
 	}, "gregor_group_lag", 0)
 	m5.stop(t)
 	r.waitState("Empty", 30*time.Second)
 	phase("the group through the admin API of " + clientName)
-	r.checkAdmin(4 * per)
+	r.checkAdmin(5 * per)
 
 	phase("done")
 	r.checkHistory()

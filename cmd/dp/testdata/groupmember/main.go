@@ -128,6 +128,9 @@ func runFranz(ctx context.Context, o options) error {
 	if o.instance != "" {
 		opts = append(opts, kgo.InstanceID(o.instance))
 	}
+	if os.Getenv("GROUPMEMBER_LOG") != "" { // for debugging a test: the client's log on stderr
+		opts = append(opts, kgo.WithLogger(kgo.BasicLogger(os.Stderr, kgo.LogLevelInfo, nil)))
+	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return err
