@@ -14,6 +14,8 @@ package main
 //     the member owning its partition;
 //   - a member that leaves (SIGTERM: the client closes and sends LeaveGroup) has its
 //     partitions reassigned at once; one that is SIGKILLed, after its session timeout;
+//   - the active controller (the coordinator) SIGKILLed under running members: the
+//     group carries on under the next one, every record read, commits going on;
 //   - committed offsets are honoured by a new member: after the members stopped, a new
 //     one reads exactly the records produced since (nothing below the commit, nothing
 //     above it missed) — after a SIGKILL of the active controller (failover to another
