@@ -14,6 +14,8 @@ package perf_test
 //     every member has its SyncGroup answer (the coordinator completes the join phase,
 //     answers N joins, takes the leader's assignment, writes the group to etcd, answers N
 //     syncs); ns/op is the whole round including the trigger and its detection.
+//   - BenchmarkGroupJoinKgo: the client's view, for contrast — N franz-go consumers start
+//     in a new group; ms/join runs until the group is balanced.
 //   - BenchmarkOffsetCommit: C committers, each in its own group outside group management
 //     (generation -1, as a consumer with manual assignment commits), send OffsetCommit
 //     requests of P partitions back to back; commits/s and partitions/s are the sums over
@@ -24,6 +26,7 @@ package perf_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -183,7 +186,7 @@ func formGroup(ctx context.Context, b *testing.B, addr string, ms []*rawMember) 
 				if err == nil {
 					err = m.sync(ctx, j)
 				}
-				if kerrIs(err, kerr.RebalanceInProgress) {
+				if errors.Is(err, kerr.RebalanceInProgress) {
 					continue
 				}
 				if err != nil {
@@ -244,20 +247,6 @@ func formGroup(ctx context.Context, b *testing.B, addr string, ms []*rawMember) 
 			b.Fatalf("member %s in generation %d led by %s, member %s in %d led by %s", m.id, m.gen, m.leader, ms[0].id, ms[0].gen, ms[0].leader)
 		}
 	}
-}
-
-func kerrIs(err error, target *kerr.Error) bool {
-	for e := err; e != nil; {
-		if e == target {
-			return true
-		}
-		u, ok := e.(interface{ Unwrap() error })
-		if !ok {
-			return false
-		}
-		e = u.Unwrap()
-	}
-	return false
 }
 
 // rebalance runs one rebalance of a Stable group and returns the time from the last
