@@ -10,6 +10,7 @@ for b in gregor-cp gregor-dp; do
   fi
 done
 mkdir -p data/cp1 data/dp1
+chmod 700 data/cp1   # etcd warns about a data directory others can read
 stop() {
   trap - INT TERM
   echo "stopping…"
@@ -20,10 +21,13 @@ stop() {
   wait "$cp" 2>/dev/null || true
 }
 trap stop INT TERM
-bin/gregor-cp --name cp1 --data-dir data/cp1 --client-addr 127.0.0.1:2379 --peer-addr 127.0.0.1:2380 \
+# Each process runs in a session of its own, so that Ctrl-C reaches only this script and
+# stop() can take them down in order (a terminal's SIGINT would otherwise reach both at
+# once, and the data plane would wait for a control plane already gone).
+setsid bin/gregor-cp --name cp1 --data-dir data/cp1 --client-addr 127.0.0.1:2379 --peer-addr 127.0.0.1:2380 \
   --initial-cluster cp1=127.0.0.1:2380 --listen 127.0.0.1:9093 --http 127.0.0.1:9645 &
 cp=$!
-bin/gregor-dp --id 1 --data-dir data/dp1 --listen 127.0.0.1:9092 --cp 127.0.0.1:2379 --http 127.0.0.1:9644 &
+setsid bin/gregor-dp --id 1 --data-dir data/dp1 --listen 127.0.0.1:9092 --cp 127.0.0.1:2379 --http 127.0.0.1:9644 &
 dp=$!
 cat <<MSG
 Gregor is starting: control plane on 127.0.0.1:2379 (HTTP 127.0.0.1:9645),
