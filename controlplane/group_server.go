@@ -4,6 +4,10 @@ package controlplane
 // in any order (protocol in controlplane/client/groups.go). Each connection has a reader
 // that decodes and dispatches, and a writer fed by a queue that never blocks whoever
 // answers (handlers, timers, store completions answer with the runtime's lock held).
+// Answers may come long after the connection closed (a parked JoinGroup, Server.Close
+// stopping the runtime): send drops them then. The wake channel is never closed — a
+// send on a closed channel panics even in a select with a default — the writer stops
+// on done instead.
 
 import (
 	"bufio"
@@ -35,7 +39,7 @@ func (s *Server) serveGroups(ln net.Listener) {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		gc := &groupServerConn{s: s, nc: nc, wake: make(chan struct{}, 1)}
+		gc := &groupServerConn{s: s, nc: nc, wake: make(chan struct{}, 1), done: make(chan struct{})}
 		s.trackGroupConn(gc, true)
 		go gc.writeLoop()
 		go gc.readLoop()
@@ -64,21 +68,32 @@ func (s *Server) closeGroupConns() {
 	}
 }
 
+// groupServerConn is one data-plane node's connection to the internal listener.
 type groupServerConn struct {
-	s    *Server
-	nc   net.Conn
-	mu   sync.Mutex
-	out  []byte
-	dead bool
+	s  *Server
+	nc net.Conn
+	// wake tells the writer that out has grown; never closed (senders outlive the
+	// connection). done is closed by the reader when the connection ends: the writer
+	// stops.
 	wake chan struct{}
+	done chan struct{}
+
+	mu  sync.Mutex
+	out []byte // answers not yet written
+	// dead is set when the connection ended: answers are dropped. Invariant: dead
+	// implies out is empty.
+	dead bool
 }
 
-// send queues one answer; it never blocks.
+// send queues one answer; it never blocks, and drops the answer once the connection
+// has ended.
 func (gc *groupServerConn) send(id int32, status byte, body []byte) {
 	gc.mu.Lock()
-	if !gc.dead {
-		gc.out = client.AppendGroupResponse(gc.out, id, status, body)
+	if gc.dead {
+		gc.mu.Unlock()
+		return
 	}
+	gc.out = client.AppendGroupResponse(gc.out, id, status, body)
 	gc.mu.Unlock()
 	select {
 	case gc.wake <- struct{}{}:
@@ -88,20 +103,21 @@ func (gc *groupServerConn) send(id int32, status byte, body []byte) {
 
 func (gc *groupServerConn) writeLoop() {
 	var buf []byte
-	for range gc.wake {
+	for {
+		select {
+		case <-gc.done:
+			return
+		case <-gc.wake:
+		}
 		gc.mu.Lock()
 		buf, gc.out = gc.out, buf[:0]
-		dead := gc.dead
 		gc.mu.Unlock()
-		if dead {
-			return
-		}
 		if len(buf) == 0 {
 			continue
 		}
 		_ = gc.nc.SetWriteDeadline(time.Now().Add(groupConnWriteTimeout))
 		if _, err := gc.nc.Write(buf); err != nil {
-			_ = gc.nc.Close()
+			_ = gc.nc.Close() // the reader ends too
 		}
 	}
 }
@@ -112,8 +128,8 @@ func (gc *groupServerConn) readLoop() {
 		gc.dead = true
 		gc.out = nil
 		gc.mu.Unlock()
+		close(gc.done)
 		_ = gc.nc.Close()
-		close(gc.wake)
 		gc.s.trackGroupConn(gc, false)
 	}()
 	br := bufio.NewReaderSize(gc.nc, 64<<10)

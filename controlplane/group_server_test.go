@@ -1,0 +1,131 @@
+package controlplane
+
+// Tests of the internal listener's connections (group_server.go): answers that arrive
+// after their data-plane connection closed, and the order in which a connection's
+// requests are applied.
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/gregor-streaming/gregor/controlplane/client"
+)
+
+// rawGroupConn speaks the internal protocol by hand to one control-plane member, the way
+// a data-plane node does, so a test controls when requests go out and when the
+// connection closes.
+type rawGroupConn struct {
+	t  testing.TB
+	nc net.Conn
+	br *bufio.Reader
+}
+
+func dialGroupListener(t testing.TB, s *Server) *rawGroupConn {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", s.ListenAddr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nc.Close() })
+	return &rawGroupConn{t: t, nc: nc, br: bufio.NewReader(nc)}
+}
+
+// send writes req as internal request id.
+func (rc *rawGroupConn) send(id int32, req kmsg.Request) {
+	rc.t.Helper()
+	_ = rc.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := rc.nc.Write(client.AppendGroupRequest(nil, id, "127.0.0.8", encodeGroupRequest(req, "raw"))); err != nil {
+		rc.t.Fatal(err)
+	}
+}
+
+// read returns the next answer: its id, status and body.
+func (rc *rawGroupConn) read() (int32, byte, []byte) {
+	rc.t.Helper()
+	_ = rc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	p, err := client.ReadGroupFrame(rc.br, nil)
+	if err != nil {
+		rc.t.Fatalf("read answer: %v", err)
+	}
+	return int32(uint32(p[0])<<24 | uint32(p[1])<<16 | uint32(p[2])<<8 | uint32(p[3])), p[4], p[5:]
+}
+
+// groupConnCount is how many data-plane connections s serves.
+func groupConnCount(s *Server) int {
+	s.groupConnsMu.Lock()
+	defer s.groupConnsMu.Unlock()
+	return len(s.groupConns)
+}
+
+// parkJoin makes a member of group over rc whose JoinGroup then waits for the group's
+// initial rebalance delay, and returns once the coordinator holds it (DescribeGroups
+// shows the group preparing its rebalance).
+func parkJoin(t *testing.T, gt *groupTester, rc *rawGroupConn, group string) {
+	t.Helper()
+	rc.send(1, joinReq(group, "", consumerMeta("t")))
+	id, status, body := rc.read()
+	first := kmsg.NewPtrJoinGroupResponse()
+	first.Version = 5
+	if id != 1 || status != client.GroupStatusOK || first.ReadFrom(body) != nil || first.ErrorCode != kerr.MemberIDRequired.Code {
+		t.Fatalf("first join: id %d status %d %+v", id, status, first)
+	}
+	rc.send(2, joinReq(group, first.MemberID, consumerMeta("t")))
+	dr := kmsg.NewPtrDescribeGroupsRequest()
+	dr.Groups = []string{group}
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if g := gt.call(dr).(*kmsg.DescribeGroupsResponse).Groups[0]; g.State != "PreparingRebalance" || len(g.Members) != 1 {
+			return fmt.Errorf("state %s with %d members", g.State, len(g.Members))
+		}
+		return nil
+	})
+}
+
+// TestGroupAnswerAfterConnectionClosed: a JoinGroup parked when its data-plane
+// connection closes is answered later — when its rebalance completes, and when the
+// controller stops — into the closed connection: the answer is dropped and the member
+// serves on (before, the late answer signalled a closed channel and the panic killed
+// the control-plane process).
+func TestGroupAnswerAfterConnectionClosed(t *testing.T) {
+	c := newGroupCluster(t, func(g *GroupConfig) { g.InitialRebalanceDelay = time.Second })
+	gt := newGroupTester(t, c)
+	s := c.server(c.waitController(10 * time.Second))
+	base := groupConnCount(s) // the group tester's
+
+	closeParked := func(group string) {
+		t.Helper()
+		rc := dialGroupListener(t, s)
+		parkJoin(t, gt, rc, group)
+		_ = rc.nc.Close()
+		checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			if n := groupConnCount(s); n != base {
+				return fmt.Errorf("%d connections, want %d", n, base)
+			}
+			return nil
+		})
+	}
+
+	// The rebalance completes after the connection closed.
+	closeParked("completes")
+	dr := kmsg.NewPtrDescribeGroupsRequest()
+	dr.Groups = []string{"completes"}
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if g := gt.call(dr).(*kmsg.DescribeGroupsResponse).Groups[0]; g.State != "CompletingRebalance" {
+			return fmt.Errorf("state %s", g.State)
+		}
+		return nil
+	})
+	if resp := gt.call(kmsg.NewPtrListGroupsRequest()).(*kmsg.ListGroupsResponse); resp.ErrorCode != 0 || len(resp.Groups) != 1 {
+		t.Fatalf("list after the late answer: %+v", resp)
+	}
+
+	// The controller stops (its runtime answers every parked join "not active") after
+	// the connection closed.
+	closeParked("stops")
+	c.stop(0)
+}
