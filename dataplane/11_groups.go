@@ -161,19 +161,30 @@ func handleGroupRequest(s *Server, r *request) error {
 	return nil
 }
 
-// groupForwardTimeoutMs bounds the wait for the coordinator's answer to req: a JoinGroup
-// waits for its rebalance (v0 has no rebalance timeout: the session timeout plays it);
-// 0 gives the others async's default (adminTimeout).
+// groupForwardTimeoutMs bounds the wait for the coordinator's answer to req (0 gives
+// async's default, adminTimeout):
+//
+//   - a JoinGroup waits for its rebalance (v0 has no rebalance timeout: the session
+//     timeout plays it), and then some;
+//   - a follower's SyncGroup waits for the leader's, which the coordinator bounds by the
+//     group's longest rebalance timeout. This node does not know it (any member may set
+//     it, up to an int32 of milliseconds: Kafka Streams asks for the most), so it does
+//     not give up before the coordinator would: the coordinator answers at that timeout,
+//     or "not active" when its term ends, and a lost internal connection fails the
+//     request at once. (Giving up early would answer NOT_COORDINATOR, and the member
+//     would rejoin for nothing.)
 func groupForwardTimeoutMs(req kmsg.Request) int32 {
-	join, ok := req.(*kmsg.JoinGroupRequest)
-	if !ok {
-		return 0
+	switch req := req.(type) {
+	case *kmsg.JoinGroupRequest:
+		rebalance := req.RebalanceTimeoutMillis
+		if req.Version == 0 {
+			rebalance = req.SessionTimeoutMillis
+		}
+		return int32(min(int64(rebalance)+joinGroupSlack.Milliseconds(), math.MaxInt32))
+	case *kmsg.SyncGroupRequest:
+		return math.MaxInt32
 	}
-	rebalance := join.RebalanceTimeoutMillis
-	if join.Version == 0 {
-		rebalance = join.SessionTimeoutMillis
-	}
-	return int32(min(int64(rebalance)+joinGroupSlack.Milliseconds(), math.MaxInt32))
+	return 0
 }
 
 // ownGroupsOnly keeps, of a ListGroups response body at version, the groups this node

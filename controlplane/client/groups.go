@@ -65,6 +65,9 @@ const (
 	groupHostMax = 1024
 	// groupForwardAttempts bounds how often one request is resent after a stale address.
 	groupForwardAttempts = 4
+	// groupWriteTimeout bounds one write to the coordinator; past it the connection is
+	// closed.
+	groupWriteTimeout = 30 * time.Second
 )
 
 // ErrGroupBadRequest is returned by ForwardGroupRequest when the coordinator could not
@@ -184,6 +187,11 @@ func (c *Client) ForwardGroupRequest(ctx context.Context, host string, kafkaRequ
 		}
 		rep, err := gc.do(ctx, host, kafkaRequest)
 		if err != nil {
+			if ctx.Err() != nil {
+				// This request's deadline: the connection serves on (the others on it
+				// wait for their own answers; a late answer to this one is dropped).
+				return nil, ctx.Err()
+			}
 			c.dropGroupConn(gc)
 			return nil, err
 		}
@@ -275,17 +283,16 @@ func (gc *groupConn) do(ctx context.Context, host string, kafkaRequest []byte) (
 
 	frame := AppendGroupRequest(make([]byte, 0, 10+len(host)+len(kafkaRequest)), id, host, kafkaRequest)
 	gc.wmu.Lock()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = gc.nc.SetWriteDeadline(dl)
-	} else {
-		_ = gc.nc.SetWriteDeadline(time.Time{})
-	}
+	// Not the request's deadline: a write cut short breaks the framing, and with it
+	// every other request on the connection.
+	_ = gc.nc.SetWriteDeadline(time.Now().Add(groupWriteTimeout))
 	_, err := gc.nc.Write(frame)
 	gc.wmu.Unlock()
 	if err != nil {
 		gc.fail(err)
 		return groupReply{}, fmt.Errorf("client: group coordinator %s: %w", gc.addr, err)
 	}
+	// A late answer finds no waiter and is dropped (readLoop).
 	select {
 	case rep, ok := <-ch:
 		if !ok {

@@ -1,0 +1,183 @@
+package client
+
+// Tests of group forwarding (groups.go) against a fake coordinator: a listener speaking
+// the internal protocol whose answers each test decides.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeRequest is one request the fake coordinator read.
+type fakeRequest struct {
+	conn int // which of the coordinator's connections, in accept order
+	id   int32
+	body string // the Kafka request bytes (any bytes: the forwarder does not parse them)
+	fc   *fakeCoordinator
+}
+
+// answer writes the answer to r.
+func (r fakeRequest) answer(status byte, body string) {
+	r.fc.mu.Lock()
+	nc := r.fc.conns[r.conn]
+	r.fc.mu.Unlock()
+	_, _ = nc.Write(AppendGroupResponse(nil, r.id, status, []byte(body)))
+}
+
+// fakeCoordinator is an internal listener, published under GroupCoordinatorKey, that
+// hands every request it reads to the test (reqs) and answers only when told.
+type fakeCoordinator struct {
+	ln   net.Listener
+	reqs chan fakeRequest
+	mu   sync.Mutex
+	// conns are the accepted connections; writes to one are serialised by the test.
+	conns []net.Conn
+}
+
+func startFakeCoordinator(t *testing.T, c *Client) *fakeCoordinator {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := &fakeCoordinator{ln: ln, reqs: make(chan fakeRequest, 1024)}
+	t.Cleanup(func() {
+		_ = ln.Close()
+		fc.mu.Lock()
+		for _, nc := range fc.conns {
+			_ = nc.Close()
+		}
+		fc.mu.Unlock()
+	})
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fc.mu.Lock()
+			fc.conns = append(fc.conns, nc)
+			n := len(fc.conns) - 1
+			fc.mu.Unlock()
+			go func() {
+				br := bufio.NewReader(nc)
+				for {
+					p, err := ReadGroupFrame(br, nil)
+					if err != nil {
+						return
+					}
+					id, _, req, err := ParseGroupRequest(p)
+					if err != nil {
+						return
+					}
+					fc.reqs <- fakeRequest{conn: n, id: id, body: string(req), fc: fc}
+				}
+			}()
+		}
+	}()
+	v, _ := json.Marshal(GroupCoordinator{Name: "fake", Addr: ln.Addr().String()})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Etcd().Put(ctx, GroupCoordinatorKey, string(v)); err != nil {
+		t.Fatal(err)
+	}
+	return fc
+}
+
+// next returns the next request the coordinator read.
+func (fc *fakeCoordinator) next(t *testing.T) fakeRequest {
+	t.Helper()
+	select {
+	case r := <-fc.reqs:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("no request reached the coordinator")
+		return fakeRequest{}
+	}
+}
+
+func (fc *fakeCoordinator) connCount() int {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return len(fc.conns)
+}
+
+// newForwardingClient is a client of a fresh etcd with a fake coordinator published.
+func newForwardingClient(t *testing.T) (*Client, *fakeCoordinator) {
+	t.Helper()
+	c, err := New(Config{Endpoints: []string{startEtcd(t)}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c, startFakeCoordinator(t, c)
+}
+
+// forwardResult is what one ForwardGroupRequest returned.
+type forwardResult struct {
+	body string
+	err  error
+}
+
+// forward runs ForwardGroupRequest on a goroutine; its result arrives on the channel.
+func forward(c *Client, timeout time.Duration, req string) <-chan forwardResult {
+	out := make(chan forwardResult, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		body, err := c.ForwardGroupRequest(ctx, "127.0.0.1", []byte(req))
+		out <- forwardResult{string(body), err}
+	}()
+	return out
+}
+
+func await(t *testing.T, ch <-chan forwardResult) forwardResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("ForwardGroupRequest did not return")
+		return forwardResult{}
+	}
+}
+
+// TestGroupForwardTimeoutKeepsConnection: one request whose deadline passes (a
+// SyncGroup waiting for its leader, say) gives up alone: another request in flight on
+// the same internal connection is answered normally, the late answer to the first is
+// dropped, and the connection serves on (before, the timeout closed the connection and
+// failed every request on it).
+func TestGroupForwardTimeoutKeepsConnection(t *testing.T) {
+	c, fc := newForwardingClient(t)
+	short := forward(c, 300*time.Millisecond, "short")
+	shortReq := fc.next(t)
+	long := forward(c, 10*time.Second, "long")
+	longReq := fc.next(t)
+	if shortReq.body != "short" || longReq.body != "long" || shortReq.conn != longReq.conn {
+		t.Fatalf("requests %+v and %+v", shortReq, longReq)
+	}
+	if r := await(t, short); !errors.Is(r.err, context.DeadlineExceeded) {
+		t.Fatalf("short request: %q %v, want its deadline", r.body, r.err)
+	}
+	shortReq.answer(GroupStatusOK, "late") // nobody waits for it any more
+	longReq.answer(GroupStatusOK, "long answer")
+	if r := await(t, long); r.err != nil || r.body != "long answer" {
+		t.Fatalf("long request: %q %v", r.body, r.err)
+	}
+	third := forward(c, 10*time.Second, "third")
+	thirdReq := fc.next(t)
+	thirdReq.answer(GroupStatusOK, "third answer")
+	if r := await(t, third); r.err != nil || r.body != "third answer" {
+		t.Fatalf("third request: %q %v", r.body, r.err)
+	}
+	if n := fc.connCount(); n != 1 || thirdReq.conn != 0 {
+		t.Fatalf("%d connections (third request on #%d), want one", n, thirdReq.conn)
+	}
+}
