@@ -68,7 +68,11 @@ type member struct {
 	awaitingSync     func(code int16, assignment []byte)
 	lastHeartbeat    time.Time
 	heartbeatTimer   *time.Timer
-	isNew            bool // joined in the current rebalance: not kept alive forever awaiting it
+	// sessionSeq names the armed session timer: a timer that fired while another was
+	// being armed (its callback waiting for the lock) finds a newer number and does
+	// nothing.
+	sessionSeq uint64
+	isNew      bool // joined in the current rebalance: not kept alive forever awaiting it
 	// persistedMetadata is the selected protocol's metadata of a member loaded from etcd.
 	persistedMetadata []byte
 }
@@ -105,6 +109,9 @@ type group struct {
 	static map[string]string
 	// offsets are the committed offsets (durable: updated after the write).
 	offsets map[topicPartition]offsetRecord
+	// pendingCommits counts the commits of each partition queued but not yet written:
+	// expiry leaves those partitions (and the group) alone.
+	pendingCommits map[topicPartition]int
 
 	joinTimer *time.Timer
 	// joinDeadline bounds an initial delayed join (rebalance timeout); newMemberAdded
@@ -121,7 +128,8 @@ type group struct {
 
 func newGroup(id string, now time.Time) *group {
 	return &group{id: id, state: stateEmpty, stateSince: now, members: map[string]*member{},
-		pending: map[string]*time.Timer{}, static: map[string]string{}, offsets: map[topicPartition]offsetRecord{}}
+		pending: map[string]*time.Timer{}, static: map[string]string{}, offsets: map[topicPartition]offsetRecord{},
+		pendingCommits: map[topicPartition]int{}}
 }
 
 func (g *group) transition(s groupState, now time.Time) {
@@ -358,13 +366,20 @@ func (rt *groupRuntime) expirePending(g *group, id string) {
 }
 
 // replaceStaticMember gives a returning static member (known instance id, no member id)
-// a new member id; a stable group with unchanged metadata carries on without a
-// rebalance, anything else rebalances.
+// a new member id and fences the old one, as Kafka's updateStaticMemberAndRebalance
+// does. In a Stable group whose selected protocol the new metadata keeps, the group
+// carries on without a rebalance: the member is answered with the current generation
+// and the current leader's id (the old id if it led), so that it does not take itself
+// for the leader and compute an assignment a Stable group would not hand out; its
+// assignment comes with its SyncGroup. Anything else rebalances. (Comparing the
+// selected protocol, not the metadata bytes, matters: a restarted consumer's
+// subscription usually differs in its owned partitions or generation.)
 func (rt *groupRuntime) replaceStaticMember(g *group, old *member, newID string, jr joinRequest, now time.Time) {
 	req := jr.req
+	currentLeader := g.leader
 	delete(g.members, old.id)
 	old.answerWaiting(kerr.FencedInstanceID.Code)
-	stopTimer(old.heartbeatTimer)
+	old.stopSession()
 	oldID := old.id
 	old.id = newID
 	old.clientID, old.clientHost = jr.clientID, jr.clientHost
@@ -373,20 +388,28 @@ func (rt *groupRuntime) replaceStaticMember(g *group, old *member, newID string,
 	if g.leader == oldID {
 		g.leader = newID
 	}
-	if g.state == stateStable && old.sameProtocols(req.Protocols) {
-		old.sessionTimeout = time.Duration(req.SessionTimeoutMillis) * time.Millisecond
-		old.rebalanceTimeout = rebalanceTimeoutOf(req)
-		rt.heartbeat(g, old, now)
-		res := g.joinResultFor(old, true)
-		rt.persistGroup(g, func(code int16) {
-			if code != 0 {
-				res = joinResult{code: code, memberID: newID}
-			}
-			jr.reply(res)
-		})
+	if g.state != stateStable {
+		rt.updateMemberAndRebalance(g, old, jr, now)
 		return
 	}
-	rt.updateMemberAndRebalance(g, old, jr, now)
+	previous := old.protocols
+	old.protocols = req.Protocols
+	if g.selectProtocol() != g.protocol {
+		old.protocols = previous
+		rt.updateMemberAndRebalance(g, old, jr, now)
+		return
+	}
+	old.sessionTimeout = time.Duration(req.SessionTimeoutMillis) * time.Millisecond
+	old.rebalanceTimeout = rebalanceTimeoutOf(req)
+	rt.heartbeat(g, old, now)
+	res := joinResult{memberID: newID, generation: g.generation, protocol: g.protocol,
+		protoType: g.protocolType, leader: currentLeader}
+	rt.persistGroup(g, func(code int16) {
+		if code != 0 {
+			res = joinResult{code: code, memberID: newID}
+		}
+		jr.reply(res)
+	})
 }
 
 func rebalanceTimeoutOf(req *kmsg.JoinGroupRequest) time.Duration {
@@ -503,7 +526,10 @@ func (rt *groupRuntime) completeJoin(g *group, now time.Time) {
 	g.generation++
 	rt.metrics.rebalances.Inc()
 	if len(g.members) == 0 {
-		g.protocol, g.leader, g.protocolType = "", "", ""
+		// The protocol type stays, as in Kafka: ListGroups and DescribeGroups show an
+		// empty consumer group as one, and offset expiry tells it from a group of
+		// manually assigned consumers (which never had a protocol type).
+		g.protocol, g.leader = "", ""
 		g.transition(stateEmpty, now)
 		rt.persistGroup(g, nil)
 		rt.maybeForget(g)
@@ -679,17 +705,26 @@ func (rt *groupRuntime) heartbeat(g *group, m *member, now time.Time) {
 }
 
 func (rt *groupRuntime) armSession(g *group, m *member, d time.Duration) {
-	m.heartbeatTimer = time.AfterFunc(d, func() { rt.sessionCheck(g, m) })
+	m.sessionSeq++
+	seq := m.sessionSeq
+	m.heartbeatTimer = time.AfterFunc(d, func() { rt.sessionCheck(g, m, seq) })
+}
+
+// stopSession disarms m's session timer; the next heartbeat arms a new one.
+func (m *member) stopSession() {
+	stopTimer(m.heartbeatTimer)
+	m.heartbeatTimer = nil
+	m.sessionSeq++
 }
 
 // sessionCheck expires m if its session has passed; members waiting for a join or sync
 // answer are kept: the join phase and the wait for the leader's SyncGroup are bounded by
 // the rebalance timeout, which removes those that do not show up. (An abandoned
 // two-step join is a pending id, dropped after one session timeout.)
-func (rt *groupRuntime) sessionCheck(g *group, m *member) {
+func (rt *groupRuntime) sessionCheck(g *group, m *member, seq uint64) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	if rt.stopped || rt.groups[g.id] != g || g.members[m.id] != m {
+	if rt.stopped || rt.groups[g.id] != g || g.members[m.id] != m || m.sessionSeq != seq {
 		return
 	}
 	now := time.Now()
@@ -736,8 +771,7 @@ func (m *member) answerWaiting(code int16) {
 
 func (rt *groupRuntime) removeMember(g *group, m *member) {
 	m.answerWaiting(kerr.UnknownMemberID.Code)
-	stopTimer(m.heartbeatTimer)
-	m.heartbeatTimer = nil
+	m.stopSession()
 	delete(g.members, m.id)
 	if m.instanceID != nil && g.static[*m.instanceID] == m.id {
 		delete(g.static, *m.instanceID)

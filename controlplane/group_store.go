@@ -30,7 +30,8 @@ import (
 
 // Store limits.
 const (
-	// storeBatchOpsMax and storeBatchBytesMax bound one transaction of the store.
+	// storeBatchOpsMax and storeBatchBytesMax bound one transaction of the store, well
+	// inside etcd's bounds (client.TxnOpsMax, client.RequestBytesMax).
 	storeBatchOpsMax   = 1024
 	storeBatchBytesMax = 2 << 20
 	// groupRecordMax bounds one group's record; a bigger generation is refused.
@@ -101,6 +102,9 @@ type offsetRecord struct {
 	LeaderEpoch int32  `json:"leaderEpoch"`
 	Metadata    string `json:"metadata,omitempty"`
 	CommitMs    int64  `json:"commitMs"`
+	// ExpireMs is when the offset expires if its commit named a retention (OffsetCommit
+	// v2-v4); 0 otherwise (it expires with the broker's retention).
+	ExpireMs int64 `json:"expireMs,omitempty"`
 }
 
 // storeOp is one queued write: a put (value set), a delete, or a prefix delete.

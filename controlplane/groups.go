@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -41,7 +42,8 @@ type GroupConfig struct {
 	// group without members (manual assignment) each offset after its commit
 	// (offsets.retention.minutes).
 	OffsetsRetention time.Duration
-	// OffsetMetadataMaxBytes bounds a commit's metadata (offset.metadata.max.bytes).
+	// OffsetMetadataMaxBytes bounds a commit's metadata (offset.metadata.max.bytes); it
+	// is held to offsetMetadataBytesLimit.
 	OffsetMetadataMaxBytes int
 }
 
@@ -57,8 +59,12 @@ const (
 	groupLoadWait                 = 10 * time.Second
 	groupExpiryInterval           = time.Minute
 	groupOffsetsPerCommitMax      = 1 << 16
-	groupLoadRetryMax             = 2 * time.Second
-	hwCacheTTL                    = time.Second
+	// offsetMetadataBytesLimit caps OffsetMetadataMaxBytes so that one committed offset,
+	// its metadata JSON-escaped (up to 6 bytes a byte), fits one store transaction
+	// (storeBatchBytesMax) on its own.
+	offsetMetadataBytesLimit = 128 << 10
+	groupLoadRetryMax        = 2 * time.Second
+	hwCacheTTL               = time.Second
 )
 
 func (c *GroupConfig) withDefaults() GroupConfig {
@@ -75,6 +81,7 @@ func (c *GroupConfig) withDefaults() GroupConfig {
 	if out.OffsetMetadataMaxBytes <= 0 {
 		out.OffsetMetadataMaxBytes = DefaultOffsetMetadataMaxBytes
 	}
+	out.OffsetMetadataMaxBytes = min(out.OffsetMetadataMaxBytes, offsetMetadataBytesLimit)
 	if out.InitialRebalanceDelay < 0 {
 		out.InitialRebalanceDelay = 0
 	}
@@ -247,7 +254,8 @@ func (rt *groupRuntime) getGroup(id string, create bool) *group {
 
 // maybeForget drops an empty group that holds nothing worth keeping.
 func (rt *groupRuntime) maybeForget(g *group) {
-	if g.state == stateEmpty && len(g.members) == 0 && len(g.pending) == 0 && len(g.offsets) == 0 && !g.persisted {
+	if g.state == stateEmpty && len(g.members) == 0 && len(g.pending) == 0 && len(g.offsets) == 0 &&
+		len(g.pendingCommits) == 0 && !g.persisted {
 		if rt.groups[g.id] == g {
 			delete(rt.groups, g.id)
 		}
@@ -311,47 +319,106 @@ func storeCode(err error) int16 {
 	}
 }
 
-// expire drops groups that have been empty for the retention period, with their
-// offsets, and old offsets of groups without members.
+// expire drops expired offsets and the groups they leave behind, as Kafka's offset
+// cleanup does (offsets.retention.minutes, KIP-211):
+//
+//   - a group of manually assigned consumers (no protocol type: it never had members)
+//     loses each offset the retention period after its commit, and goes with the last;
+//   - a group that had members and is now Empty loses its offsets the retention period
+//     after it emptied, and goes with them;
+//   - a Stable consumer group loses the offsets of topics no member subscribes to any
+//     more, the retention period after their commit.
+//
+// An offset committed with an explicit retention (OffsetCommit v2-v4) expires at the
+// time it named instead. A partition with a commit being written is left alone.
 func (rt *groupRuntime) expire(now time.Time) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	for _, g := range rt.groups {
-		if g.state != stateEmpty || len(g.pending) > 0 {
+		var since func(offsetRecord) time.Time
+		var subscribed map[string]bool
+		switch {
+		case len(g.pending) > 0:
 			continue
-		}
-		if g.generation == 0 && !g.persisted {
-			// Never had members (manually assigned consumers commit with generation -1):
-			// each offset expires on its own, and the group with the last.
-			var ops []storeOp
-			var gone []topicPartition
-			for tp, o := range g.offsets {
-				if now.Sub(time.UnixMilli(o.CommitMs)) >= rt.cfg.OffsetsRetention {
-					ops = append(ops, storeOp{key: offsetKey(g.id, tp), del: true})
-					gone = append(gone, tp)
-				}
+		case g.state == stateEmpty && g.protocolType == "":
+			since = func(o offsetRecord) time.Time { return time.UnixMilli(o.CommitMs) }
+		case g.state == stateEmpty:
+			if now.Sub(g.stateSince) < rt.cfg.OffsetsRetention {
+				since = func(offsetRecord) time.Time { return g.stateSince }
+				break
 			}
-			if len(ops) > 0 {
-				rt.store.submit(ops, func(err error) {
-					if err != nil {
-						return
+			if len(g.pendingCommits) == 0 && !g.hasExplicitRetentionAfter(now) {
+				rt.deleteGroup(g, func(code int16) {
+					if code == 0 {
+						rt.metrics.groupsExpired.Inc()
 					}
-					rt.mu.Lock()
-					defer rt.mu.Unlock()
-					for _, tp := range gone {
-						delete(g.offsets, tp)
-					}
-					rt.metrics.offsetsExpired.Add(len(gone))
-					rt.maybeForget(g)
 				})
+				continue
 			}
-			rt.maybeForget(g)
+			since = func(offsetRecord) time.Time { return g.stateSince }
+		case g.state == stateStable && g.protocolType == consumerProtocolType:
+			subscribed = g.subscribedTopics()
+			since = func(o offsetRecord) time.Time { return time.UnixMilli(o.CommitMs) }
+		default:
 			continue
 		}
-		if now.Sub(g.stateSince) >= rt.cfg.OffsetsRetention {
-			rt.deleteGroup(g, func(int16) { rt.metrics.groupsExpired.Inc() })
+		var gone []topicPartition
+		for tp, o := range g.offsets {
+			expired := now.Sub(since(o)) >= rt.cfg.OffsetsRetention
+			if o.ExpireMs > 0 {
+				expired = now.UnixMilli() >= o.ExpireMs
+			}
+			if expired && g.pendingCommits[tp] == 0 && !subscribed[tp.topic] {
+				gone = append(gone, tp)
+			}
+		}
+		rt.expireOffsets(g, gone)
+		if g.state == stateEmpty && g.protocolType == "" && len(gone) == len(g.offsets) && g.persisted &&
+			len(g.pendingCommits) == 0 {
+			// A group record without members or a protocol type (written by an
+			// earlier version): nothing is left to keep it.
+			rt.deleteGroup(g, func(int16) {})
+			continue
+		}
+		rt.maybeForget(g)
+	}
+}
+
+// hasExplicitRetentionAfter reports whether one of g's offsets was committed with a
+// retention (OffsetCommit v2-v4) that has not passed yet.
+func (g *group) hasExplicitRetentionAfter(now time.Time) bool {
+	for _, o := range g.offsets {
+		if o.ExpireMs > now.UnixMilli() {
+			return true
 		}
 	}
+	return false
+}
+
+// expireOffsets deletes g's offsets of gone.
+func (rt *groupRuntime) expireOffsets(g *group, gone []topicPartition) {
+	if len(gone) == 0 {
+		return
+	}
+	ops := make([]storeOp, len(gone))
+	for i, tp := range gone {
+		ops[i] = storeOp{key: offsetKey(g.id, tp), del: true}
+	}
+	rt.submitChunked(ops, func(errs []error) {
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		n := 0
+		for i, tp := range gone {
+			// A commit queued since is written after this delete, and its completion
+			// (which comes after this one) puts it back here.
+			if errs[i] == nil {
+				delete(g.offsets, tp)
+				n++
+			}
+		}
+		rt.metrics.offsetsExpired.Add(n)
+		rt.maybeForget(g)
+	})
 }
 
 // deleteGroup removes an empty group and its offsets; done runs with the lock held.
@@ -410,9 +477,6 @@ func (rt *groupRuntime) commitOffsets(req *kmsg.OffsetCommitRequest, reply func(
 		return
 	case req.Generation < 0 && g.state == stateEmpty:
 		// A consumer outside group management (manual assignment) commits freely.
-	case g.state == stateCompletingRebalance:
-		reply(kerr.RebalanceInProgress.Code, nil)
-		return
 	case !g.instanceMatches(req.InstanceID, req.MemberID):
 		reply(kerr.FencedInstanceID.Code, nil)
 		return
@@ -422,17 +486,29 @@ func (rt *groupRuntime) commitOffsets(req *kmsg.OffsetCommitRequest, reply func(
 	case req.Generation != g.generation:
 		reply(kerr.IllegalGeneration.Code, nil)
 		return
+	case g.state == stateCompletingRebalance:
+		// A current member that has not had its assignment yet (Kafka's answer: the
+		// member knows the generation, so it only has to wait for the rebalance).
+		reply(kerr.RebalanceInProgress.Code, nil)
+		return
 	default:
 		rt.heartbeat(g, g.members[req.MemberID], time.Now())
 	}
 	snap := rt.s.snapshot()
 	now := time.Now().UnixMilli()
+	// OffsetCommit v2-v4 may name its own retention (-1: the broker's).
+	expireMs := int64(0)
+	if req.Version >= 2 && req.Version <= 4 && req.RetentionTimeMillis >= 0 {
+		expireMs = now + req.RetentionTimeMillis
+	}
 	var ops []storeOp
 	seen := map[topicPartition]int{}
+	opOf := make([]int, len(parts)) // the op that writes each partition (-1: none)
 	i := 0
 	for _, t := range req.Topics {
 		for _, p := range t.Partitions {
 			cp := &parts[i]
+			opOf[i] = -1
 			i++
 			meta := ""
 			if p.Metadata != nil {
@@ -447,49 +523,112 @@ func (rt *groupRuntime) commitOffsets(req *kmsg.OffsetCommitRequest, reply func(
 				cp.code = kerr.OffsetMetadataTooLarge.Code
 				continue
 			}
-			cp.rec = offsetRecord{Offset: p.Offset, LeaderEpoch: p.LeaderEpoch, Metadata: meta, CommitMs: now}
+			cp.rec = offsetRecord{Offset: p.Offset, LeaderEpoch: p.LeaderEpoch, Metadata: meta, CommitMs: now, ExpireMs: expireMs}
 			if j, dup := seen[cp.tp]; dup {
 				ops[j].value = mustJSON(cp.rec) // the last of a partition named twice wins
+				opOf[i-1] = j
 				continue
 			}
 			seen[cp.tp] = len(ops)
+			opOf[i-1] = len(ops)
 			ops = append(ops, storeOp{key: offsetKey(g.id, cp.tp), value: mustJSON(cp.rec)})
 		}
 	}
-	finish := func(code int16) {
-		codes := make([]int16, len(parts))
-		for i := range parts {
-			codes[i] = parts[i].code
-			if codes[i] == 0 {
-				codes[i] = code
-			}
-		}
-		reply(0, codes)
-	}
 	if len(ops) == 0 {
-		finish(0)
+		reply(0, codes(parts, opOf, nil))
 		return
 	}
+	// Until the write completes, expiry leaves these partitions alone and the group is
+	// not forgotten: the acknowledged commit must be what stays.
+	for tp := range seen {
+		g.pendingCommits[tp]++
+	}
 	start := time.Now()
-	rt.store.submit(ops, func(err error) {
+	rt.submitChunked(ops, func(errs []error) {
 		rt.mu.Lock()
 		defer rt.mu.Unlock()
-		code := storeCode(err)
-		if code == notActiveCode {
-			reply(notActiveCode, nil)
-			return
+		for tp := range seen {
+			if g.pendingCommits[tp]--; g.pendingCommits[tp] <= 0 {
+				delete(g.pendingCommits, tp)
+			}
 		}
-		if code == 0 && rt.groups[g.id] == g {
-			for _, cp := range parts {
-				if cp.code == 0 {
+		opCodes := make([]int16, len(errs))
+		written := 0
+		for j, err := range errs {
+			if opCodes[j] = storeCode(err); opCodes[j] == notActiveCode {
+				reply(notActiveCode, nil) // resent to the next controller whole
+				return
+			} else if opCodes[j] == 0 {
+				written++
+			}
+		}
+		if rt.groups[g.id] == g {
+			for k, cp := range parts {
+				if cp.code == 0 && opCodes[opOf[k]] == 0 {
 					g.offsets[cp.tp] = cp.rec
 				}
 			}
-			rt.metrics.offsetCommits.Add(len(ops))
-			rt.metrics.commitLatency.UpdateDuration(start)
 		}
-		finish(code)
+		rt.metrics.offsetCommits.Add(written)
+		rt.metrics.commitLatency.UpdateDuration(start)
+		reply(0, codes(parts, opOf, opCodes))
 	})
+}
+
+// codes are an OffsetCommit's answers in request order: a partition's own refusal, else
+// the outcome of the op that wrote it.
+func codes(parts []commitPartition, opOf []int, opCodes []int16) []int16 {
+	out := make([]int16, len(parts))
+	for i, cp := range parts {
+		out[i] = cp.code
+		if out[i] == 0 && opOf[i] >= 0 && opCodes != nil {
+			out[i] = opCodes[opOf[i]]
+		}
+	}
+	return out
+}
+
+// submitChunked queues ops as as many store requests as one etcd transaction's bounds
+// need (a commit of thousands of partitions, or an expiry of thousands of offsets,
+// would otherwise be refused by etcd every time); done gets each op's outcome once the
+// last has completed (the store completes requests in order).
+func (rt *groupRuntime) submitChunked(ops []storeOp, done func(errs []error)) {
+	errs := make([]error, len(ops))
+	chunks := chunkOps(ops)
+	// Counted rather than "the last chunk's callback": a stopped store fails each
+	// request on a goroutine of its own, in no order.
+	var remaining atomic.Int32
+	remaining.Store(int32(len(chunks)))
+	first := 0
+	for _, chunk := range chunks {
+		lo := first
+		first += len(chunk)
+		rt.store.submit(chunk, func(err error) {
+			for j := range chunk {
+				errs[lo+j] = err
+			}
+			if remaining.Add(-1) == 0 {
+				done(errs)
+			}
+		})
+	}
+}
+
+// chunkOps splits ops into runs within the store's per-transaction bounds (a single op
+// above the byte bound goes alone: offset metadata is bounded well below etcd's request
+// limit).
+func chunkOps(ops []storeOp) [][]storeOp {
+	var chunks [][]storeOp
+	start, bytes := 0, 0
+	for i, o := range ops {
+		size := len(o.key) + len(o.value)
+		if i > start && (i-start >= storeBatchOpsMax || bytes+size > storeBatchBytesMax) {
+			chunks = append(chunks, ops[start:i:i])
+			start, bytes = i, 0
+		}
+		bytes += size
+	}
+	return append(chunks, ops[start:])
 }
 
 // fetchOffsets answers OffsetFetch: the requested partitions (all committed ones when
@@ -592,20 +731,18 @@ func (rt *groupRuntime) deleteOffsets(req *kmsg.OffsetDeleteRequest, reply func(
 		reply(0, codes)
 		return
 	}
-	rt.store.submit(ops, func(err error) {
+	rt.submitChunked(ops, func(errs []error) {
 		rt.mu.Lock()
 		defer rt.mu.Unlock()
-		code := storeCode(err)
-		if code == 0 {
-			for _, tp := range gone {
+		for i, tp := range gone {
+			code := storeCode(errs[i])
+			if code == notActiveCode {
+				reply(code, nil)
+				return
+			}
+			if code == 0 {
 				delete(g.offsets, tp)
 			}
-		}
-		if code == notActiveCode {
-			reply(code, nil)
-			return
-		}
-		for _, tp := range gone {
 			codes[tp] = code
 		}
 		reply(0, codes)

@@ -297,8 +297,13 @@ func TestGroupJoinSyncCommit(t *testing.T) {
 			t.Fatalf("rejoin: code %d generation %d, want generation %d", r.ErrorCode, r.Generation, gen+1)
 		}
 	}
-	if code := gt.commit("g1", follower.MemberID, gen, "orders", 2, 1, ""); code != kerr.RebalanceInProgress.Code {
+	// During CompletingRebalance a member of the new generation waits for its
+	// assignment; one of the old generation is stale (Kafka checks it first).
+	if code := gt.commit("g1", follower.MemberID, gen+1, "orders", 2, 1, ""); code != kerr.RebalanceInProgress.Code {
 		t.Fatalf("commit during CompletingRebalance: %d, want REBALANCE_IN_PROGRESS", code)
+	}
+	if code := gt.commit("g1", follower.MemberID, gen, "orders", 2, 1, ""); code != kerr.IllegalGeneration.Code {
+		t.Fatalf("stale commit during CompletingRebalance: %d, want ILLEGAL_GENERATION", code)
 	}
 
 	// LeaveGroup: the leaving member is gone, a rebalance starts.

@@ -274,9 +274,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 // campaign and the controller observer.
 func (s *Server) startControl(ctx context.Context) error {
 	ec, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{"http://" + s.cfg.ClientAddr},
-		DialTimeout: client.DefaultDialTimeout,
-		Logger:      zapslog.New(s.logger.With("logger", "etcd-client"), zapcore.WarnLevel),
+		Endpoints:          []string{"http://" + s.cfg.ClientAddr},
+		DialTimeout:        client.DefaultDialTimeout,
+		MaxCallSendMsgSize: client.CallSendBytesMax,
+		Logger:             zapslog.New(s.logger.With("logger", "etcd-client"), zapcore.WarnLevel),
 	})
 	if err != nil {
 		return fmt.Errorf("controlplane: local etcd client: %w", err)

@@ -33,9 +33,11 @@ import (
 const (
 	DefaultDialTimeout    = 5 * time.Second
 	DefaultRequestTimeout = 5 * time.Second
-	// callSendBytesMax lets a topic creation of PartitionsPerTopicMax partitions through
-	// the client's gRPC send limit; the server's RequestBytesMax bounds it again.
-	callSendBytesMax = 2 * RequestBytesMax
+	// CallSendBytesMax is an etcd client's gRPC send limit (etcd's default is 2 MiB):
+	// it lets a topic creation of PartitionsPerTopicMax partitions and a group
+	// coordinator's largest transaction through; the server's RequestBytesMax bounds
+	// them again.
+	CallSendBytesMax = 2 * RequestBytesMax
 	// keepAliveTime is the gRPC ping interval: a dead member is noticed in about
 	// keepAliveTime+keepAliveTimeout and the client moves to another endpoint.
 	keepAliveTime    = 2 * time.Second
@@ -86,7 +88,7 @@ func New(cfg Config) (*Client, error) {
 		DialTimeout:          cfg.DialTimeout,
 		DialKeepAliveTime:    keepAliveTime,
 		DialKeepAliveTimeout: keepAliveTimeout,
-		MaxCallSendMsgSize:   callSendBytesMax,
+		MaxCallSendMsgSize:   CallSendBytesMax,
 		Logger:               zapslog.New(logger, zapcore.WarnLevel),
 	})
 	if err != nil {
