@@ -1,13 +1,22 @@
 package controlplane
 
 // The internal listener: data-plane nodes' forwarded group requests in, answers out,
-// in any order (protocol in controlplane/client/groups.go). Each connection has a reader
-// that decodes and dispatches, and a writer fed by a queue that never blocks whoever
-// answers (handlers, timers, store completions answer with the runtime's lock held).
-// Answers may come long after the connection closed (a parked JoinGroup, Server.Close
-// stopping the runtime): send drops them then. The wake channel is never closed — a
-// send on a closed channel panics even in a select with a default — the writer stops
-// on done instead.
+// in any order (protocol in controlplane/client/groups.go).
+//
+// Each connection has a reader and a writer. The reader decodes the requests and applies
+// them to the runtime one at a time, in the order they arrived — also while the runtime
+// is still loading (the reader waits, up to groupLoadWait), never a goroutine per
+// request, so two OffsetCommits a client pipelined are applied in its order. The writer
+// is fed by a queue that never blocks whoever answers (handlers, timers, store
+// completions answer with the runtime's lock held), and answers may come long after
+// the connection closed (a parked JoinGroup, Server.Close stopping the runtime): send
+// drops them then. The wake channel is never closed — a send on a closed channel panics
+// even in a select with a default — the writer stops on done instead.
+//
+// The first "not active" answer retires the connection: every request read after it is
+// answered "not active" without being applied. The data-plane node resends "not active"
+// requests to the next coordinator in their order, so none of its later requests may be
+// applied here behind their back (see ForwardGroupRequestInOrder).
 
 import (
 	"bufio"
@@ -83,6 +92,9 @@ type groupServerConn struct {
 	// dead is set when the connection ended: answers are dropped. Invariant: dead
 	// implies out is empty.
 	dead bool
+	// retired is set by the first "not active" answer: requests read afterwards are
+	// answered "not active" without being applied.
+	retired bool
 }
 
 // send queues one answer; it never blocks, and drops the answer once the connection
@@ -94,11 +106,20 @@ func (gc *groupServerConn) send(id int32, status byte, body []byte) {
 		return
 	}
 	gc.out = client.AppendGroupResponse(gc.out, id, status, body)
+	if status == client.GroupStatusNotActive {
+		gc.retired = true
+	}
 	gc.mu.Unlock()
 	select {
 	case gc.wake <- struct{}{}:
 	default:
 	}
+}
+
+func (gc *groupServerConn) isRetired() bool {
+	gc.mu.Lock()
+	defer gc.mu.Unlock()
+	return gc.retired
 }
 
 func (gc *groupServerConn) writeLoop() {
@@ -144,7 +165,12 @@ func (gc *groupServerConn) readLoop() {
 		if err != nil {
 			return
 		}
-		gc.s.handleGroupRequest(host, kreq, func(status byte, body []byte) { gc.send(id, status, body) })
+		reply := func(status byte, body []byte) { gc.send(id, status, body) }
+		if gc.isRetired() {
+			reply(client.GroupStatusNotActive, nil)
+			continue
+		}
+		gc.s.handleGroupRequest(host, kreq, reply)
 	}
 }
 
@@ -193,6 +219,8 @@ func isGroupAPI(key int16) bool {
 }
 
 // handleGroupRequest decodes one forwarded request and runs it on the active runtime.
+// It returns once the request is applied (its answer may come later); the caller, a
+// connection's reader, applies the next one only then.
 func (s *Server) handleGroupRequest(host string, kreq []byte, reply func(status byte, body []byte)) {
 	h, req, body, err := parseGroupHeader(kreq)
 	if err == nil {
@@ -209,19 +237,20 @@ func (s *Server) handleGroupRequest(host string, kreq []byte, reply func(status 
 		return
 	}
 	s.metrics.groupRequest(h.key)
-	run := func() {
-		select {
-		case <-rt.loaded:
-		case <-time.After(groupLoadWait):
-		}
-		rt.handle(h, host, req, reply)
-	}
 	select {
 	case <-rt.loaded:
-		rt.handle(h, host, req, reply)
 	default:
-		go run() // loading: wait off the connection's reader
+		// Loading: the connection's reader waits, so that this request and those read
+		// after it are applied in their order. (The coordinator is published only once
+		// loaded: a data-plane node rarely finds it loading.)
+		t := time.NewTimer(groupLoadWait)
+		select {
+		case <-rt.loaded:
+		case <-t.C:
+		}
+		t.Stop()
 	}
+	rt.handle(h, host, req, reply)
 }
 
 // handle runs one request on the runtime and answers it, now or later.

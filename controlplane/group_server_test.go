@@ -13,6 +13,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
 )
@@ -128,4 +129,45 @@ func TestGroupAnswerAfterConnectionClosed(t *testing.T) {
 	// the connection closed.
 	closeParked("stops")
 	c.stop(0)
+}
+
+// TestGroupConnRetiredByNotActive: once a connection got a "not active" answer (here a
+// parked JoinGroup, at the end of the controller's term), every later request on it is
+// answered "not active" — even when this member is the controller again — so none
+// overtakes the requests the data-plane node resends to the next coordinator; a new
+// connection is served.
+func TestGroupConnRetiredByNotActive(t *testing.T) {
+	c := newGroupCluster(t, func(g *GroupConfig) { g.InitialRebalanceDelay = 10 * time.Second })
+	gt := newGroupTester(t, c)
+	s := c.server(c.waitController(10 * time.Second))
+	rc := dialGroupListener(t, s)
+	parkJoin(t, gt, rc, "retire")
+
+	// End the term: revoke the controller's session lease.
+	ec := gt.cli.Etcd()
+	resp, err := ec.Get(testCtx(t), client.ControllerPrefix, clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("election key: %v %+v", err, resp)
+	}
+	if _, err := ec.Revoke(testCtx(t), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	if id, status, _ := rc.read(); id != 2 || status != client.GroupStatusNotActive {
+		t.Fatalf("parked join at the end of the term: id %d status %d", id, status)
+	}
+	// The member is elected again and serves new connections...
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		_, err := gt.try(kmsg.NewPtrListGroupsRequest())
+		return err
+	})
+	fresh := dialGroupListener(t, s)
+	fresh.send(1, kmsg.NewPtrListGroupsRequest())
+	if id, status, _ := fresh.read(); id != 1 || status != client.GroupStatusOK {
+		t.Fatalf("new connection: id %d status %d", id, status)
+	}
+	// ...but not the retired one.
+	rc.send(3, kmsg.NewPtrListGroupsRequest())
+	if id, status, _ := rc.read(); id != 3 || status != client.GroupStatusNotActive {
+		t.Fatalf("retired connection: id %d status %d", id, status)
+	}
 }
