@@ -17,11 +17,16 @@ package dataplane
 //
 // A request is decoded here (a malformed one closes the connection at once), copied and
 // sent on a goroutine: a JoinGroup is a long poll that may last a whole rebalance, and
-// the event loop never waits. The coordinator's answer is the response body at the
-// request's version; this node puts the client's correlation id in front of it. No
-// answer (no coordinator published, a coordinator that failed over, a timeout) is
-// answered here with NOT_COORDINATOR where the response has a group-scoped error, so
-// the client looks its coordinator up again and retries.
+// the event loop never waits. Kafka applies a connection's requests in order (Java's
+// commitAsync relies on it: of two pipelined OffsetCommits the later offset stays), so
+// each request takes its place in its connection's client.GroupOrder here, on the loop,
+// and the goroutine writes it to the coordinator only after the one before it — the
+// answers may come back in any order (a parked JoinGroup holds up no one), and the
+// response queue puts them back in the client's order. The coordinator's answer is the
+// response body at the request's version; this node puts the client's correlation id in
+// front of it. No answer (no coordinator published, a coordinator that failed over, a
+// timeout) is answered here with NOT_COORDINATOR where the response has a group-scoped
+// error, so the client looks its coordinator up again and retries.
 //
 // Every request is forwarded whatever FindCoordinator said about its group: the control
 // plane holds every group's state, so any node can relay any group. ListGroups is the
@@ -131,12 +136,19 @@ func handleGroupRequest(s *Server, r *request) error {
 		return err
 	}
 	host, m := r.conn.ip, s.metrics
+	// The place is taken here, on the loop, in the order the requests arrived; async
+	// gives it to exactly one ForwardGroupRequest (it runs op whenever there is a
+	// control plane).
+	var place *client.GroupPlace
+	if s.cp != nil {
+		place = r.conn.groupOrder.Next()
+	}
 	var body []byte
 	s.async(r, groupForwardTimeoutMs(req), func(ctx context.Context) (err error) {
 		m.groupForwards.Inc()
 		m.groupForwarding.Add(1)
 		defer m.groupForwarding.Add(-1)
-		body, err = s.cp.ForwardGroupRequest(ctx, host, frame)
+		body, err = s.cp.ForwardGroupRequest(ctx, place, host, frame)
 		if err == nil && key == listGroupsKey {
 			body, err = s.ownGroupsOnly(body, version)
 		}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/proto"
 	"github.com/gregor-streaming/gregor/segment"
 	"github.com/gregor-streaming/gregor/sendfile"
@@ -92,6 +93,9 @@ type connState struct {
 	mailMu     sync.Mutex
 	mailbox    []func()
 	mailClosed bool
+	// groupOrder keeps the connection's group requests in order on their way to the
+	// coordinator (11_groups.go); Next is called on the loop.
+	groupOrder client.GroupOrder
 	// closeRequested is set by a posted function that wants the connection closed (a
 	// forwarded request the group coordinator could not decode, as a handler's error
 	// closes it for one decoded here). Loop-owned.

@@ -25,12 +25,13 @@ type ControlPlane interface {
 	CreatePartitions(ctx context.Context, name string, total int32) (int64, error)
 	AllocateProducerIDs(ctx context.Context) (client.ProducerIDBlock, error)
 	// ForwardGroupRequest sends a Kafka group request (header and body as the client
-	// sent it) to the active group coordinator and returns the response body, encoded
-	// at the request's version. It blocks until answered (a JoinGroup may wait for a
-	// whole rebalance), so it is called from a goroutine. client.ErrGroupBadRequest
-	// means the request was malformed: close the connection. Other errors mean no
-	// answer: reply with a retriable coordinator error.
-	ForwardGroupRequest(ctx context.Context, clientHost string, request []byte) ([]byte, error)
+	// sent it) to the active group coordinator, after the requests before it in its
+	// client connection's order (place, from client.GroupOrder.Next; nil: no order), and
+	// returns the response body, encoded at the request's version. It blocks until
+	// answered (a JoinGroup may wait for a whole rebalance), so it is called from a
+	// goroutine. client.ErrGroupBadRequest means the request was malformed: close the
+	// connection. Other errors mean no answer: reply with a retriable coordinator error.
+	ForwardGroupRequest(ctx context.Context, place *client.GroupPlace, clientHost string, request []byte) ([]byte, error)
 }
 
 // adminTimeout bounds a control-plane operation made for a client request when the

@@ -47,6 +47,6 @@ func (c *ClientControlPlane) AllocateProducerIDs(ctx context.Context) (client.Pr
 }
 
 // ForwardGroupRequest implements ControlPlane.
-func (c *ClientControlPlane) ForwardGroupRequest(ctx context.Context, clientHost string, request []byte) ([]byte, error) {
-	return c.Client.ForwardGroupRequest(ctx, clientHost, request)
+func (c *ClientControlPlane) ForwardGroupRequest(ctx context.Context, place *client.GroupPlace, clientHost string, request []byte) ([]byte, error) {
+	return c.Client.ForwardGroupRequestInOrder(ctx, place, clientHost, request)
 }

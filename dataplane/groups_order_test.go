@@ -4,9 +4,12 @@ package dataplane
 // connection's requests reach the coordinator.
 
 import (
+	"context"
 	"math"
 	"testing"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -31,5 +34,53 @@ func TestGroupForwardTimeouts(t *testing.T) {
 				t.Fatalf("%d ms, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestPipelinedOffsetCommitsKeepOrder: OffsetCommits a client pipelines on one
+// connection are applied in their order, as Kafka does (Java's commitAsync relies on
+// it): after each burst of increasing offsets, the committed offset is the burst's
+// last. Before, each was forwarded from a goroutine of its own and an older offset could
+// be written last.
+func TestPipelinedOffsetCommitsKeepOrder(t *testing.T) {
+	n := startCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n.createTopic(t, ctx, "t", 1)
+	c := dial(t, n.srv)
+	const bursts, perBurst = 20, 50
+	commit := func(offset int64) *kmsg.OffsetCommitRequest {
+		req := kmsg.NewPtrOffsetCommitRequest()
+		req.Group, req.Generation = "ordered", -1
+		req.Topics = []kmsg.OffsetCommitRequestTopic{{Topic: "t", Partitions: []kmsg.OffsetCommitRequestTopicPartition{{Partition: 0, Offset: offset}}}}
+		return req
+	}
+	corr := int32(0)
+	for b := range bursts {
+		var frames []byte
+		var reqs []kmsg.Request
+		for i := range perBurst {
+			req := commit(int64(b*perBurst + i))
+			frames = append(frames, frameRequest(req, 7, corr+int32(i))...)
+			reqs = append(reqs, req)
+		}
+		if _, err := c.Write(frames); err != nil {
+			t.Fatal(err)
+		}
+		for i, req := range reqs {
+			resp := readAnswer(t, c, req, corr+int32(i)).(*kmsg.OffsetCommitResponse)
+			if code := resp.Topics[0].Partitions[0].ErrorCode; code != 0 {
+				t.Fatalf("burst %d commit %d: %v", b, i, kerr.ErrorForCode(code))
+			}
+		}
+		corr += perBurst
+		fetch := kmsg.NewPtrOffsetFetchRequest()
+		fetch.Group = "ordered"
+		fetch.Topics = []kmsg.OffsetFetchRequestTopic{{Topic: "t", Partitions: []int32{0}}}
+		resp := roundTrip(t, c, fetch, 5, corr).(*kmsg.OffsetFetchResponse)
+		corr++
+		if got, want := resp.Topics[0].Partitions[0].Offset, int64((b+1)*perBurst-1); got != want {
+			t.Fatalf("burst %d: committed offset %d, want the last, %d", b, got, want)
+		}
 	}
 }

@@ -15,6 +15,16 @@ package client
 // size counts the bytes after itself. id is the sender's, echoed. host is the Kafka
 // client's address (DescribeGroups reports it). The Kafka request is passed exactly as
 // the client sent it; the body of a GroupStatusOK answer is encoded at its version.
+//
+// Order: the coordinator applies a connection's requests in the order it reads them,
+// and the sender writes each Kafka client connection's requests in the order they
+// arrived (GroupOrder), so a client's pipelined requests are applied in its order, as
+// Kafka does. A "not active" answer retires the connection: the coordinator answers
+// every request it reads afterwards "not active" too, the sender sends nothing more on
+// it (it closes once the requests in flight on it are answered) and resends the "not
+// active" ones to the coordinator it looks up again, each client connection's in their
+// order. A request whose deadline passes is given up alone: the connection serves on;
+// only a broken connection fails every request in flight on it.
 
 import (
 	"bufio"
@@ -26,6 +36,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -63,7 +74,8 @@ const (
 	groupFrameEagerMax = 1 << 20
 	// groupHostMax bounds the client host field.
 	groupHostMax = 1024
-	// groupForwardAttempts bounds how often one request is resent after a stale address.
+	// groupForwardAttempts bounds how often one request is sent (the first time, and
+	// again after "not active" answers or failed coordinator look-ups).
 	groupForwardAttempts = 4
 	// groupWriteTimeout bounds one write to the coordinator; past it the connection is
 	// closed.
@@ -143,8 +155,14 @@ type groupReply struct {
 	body   []byte
 }
 
+// errGroupConnRetired refuses a request on a connection that got a "not active" answer.
+var errGroupConnRetired = errors.New("client: group coordinator connection retired")
+
 // groupConn is one connection to a coordinator's internal listener.
+//
+// Lock order: groupForwarder.mu, then groupConn.mu; wmu is never held with either.
 type groupConn struct {
+	f    *groupForwarder
 	nc   net.Conn
 	addr string
 
@@ -153,25 +171,199 @@ type groupConn struct {
 	mu      sync.Mutex
 	pending map[int32]chan groupReply
 	nextID  int32
-	err     error // set once the connection failed; no more requests are taken
+	// retired is set by a "not active" answer: the coordinator answers every later
+	// request on the connection "not active" too, so no more are sent, and the
+	// connection closes once the requests in flight are answered.
+	retired bool
+	err     error // set once the connection failed or closed; no more requests are taken
 }
 
-// groupForwarder keeps the connection to the active coordinator.
+// groupForwarder keeps the connections to the coordinator: the current one, and those
+// retired with requests still in flight (closed by Client.Close too).
 type groupForwarder struct {
-	mu   sync.Mutex
-	conn *groupConn
+	mu    sync.Mutex
+	conn  *groupConn
+	conns map[*groupConn]struct{} // every connection not failed yet
 }
 
-// ForwardGroupRequest sends one Kafka group request (header and body, as the client sent
-// it) to the active group coordinator and returns the response body at the request's
-// version. It blocks until the answer, ctx's end or a failure of the connection: call it
-// from a goroutine of its own. A stale coordinator address is looked up again and the
-// request resent; other failures return an error and the caller answers its client with
-// a retriable coordinator error (the client finds its coordinator again and retries).
+// GroupOrder keeps the group requests of one Kafka client connection in the order they
+// arrived on their way to the coordinator: Kafka applies a connection's requests in
+// order, and clients rely on it (of two pipelined OffsetCommits, the later offset
+// stays). A request is written to the internal connection only once the one before it
+// has been; the answers come back in any order (a JoinGroup parked for a rebalance does
+// not hold up the requests behind it: only their writes wait for its write).
+//
+// A request answered "not active" is resent, to the next coordinator, before any request
+// behind it: all of an order's requests in flight ride one internal connection, and the
+// order moves to a new one only once every request in flight on the old one is answered.
+// That is quick: the coordinator answers every request it reads after a "not active"
+// with "not active" too (controlplane/group_server.go), and those are resent in their
+// order.
+//
+// The zero GroupOrder is ready for use; it is safe for concurrent use.
+type GroupOrder struct {
+	mu   sync.Mutex
+	next uint64 // the seq of the next place
+	// waiting holds the places to be written (for the first time or again), by seq;
+	// only the first may write. sent holds those written and not answered yet.
+	// Invariant: a place is in at most one of them, and in sent exactly when its conn
+	// is set.
+	waiting []*GroupPlace
+	sent    []*GroupPlace
+	// changed is closed (and cleared) when waiting or sent change; nil while no one
+	// waits.
+	changed chan struct{}
+}
+
+// GroupPlace is one request's place in a GroupOrder, from GroupOrder.Next to the return
+// of the ForwardGroupRequestInOrder given it.
+type GroupPlace struct {
+	o    *GroupOrder
+	seq  uint64
+	conn *groupConn // while in o.sent
+}
+
+// Next reserves the next place in o. Call it in the order the requests arrived (on the
+// client connection's event loop), and give the place to exactly one
+// ForwardGroupRequestInOrder: the places after it wait for that call.
+func (o *GroupOrder) Next() *GroupPlace {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	p := &GroupPlace{o: o, seq: o.next}
+	o.next++
+	o.waiting = append(o.waiting, p)
+	return p
+}
+
+// changedLocked returns the channel closed at o's next change (o.mu held).
+func (o *GroupOrder) changedLocked() chan struct{} {
+	if o.changed == nil {
+		o.changed = make(chan struct{})
+	}
+	return o.changed
+}
+
+// changedNowLocked wakes whoever waits for a change (o.mu held).
+func (o *GroupOrder) changedNowLocked() {
+	if o.changed != nil {
+		close(o.changed)
+		o.changed = nil
+	}
+}
+
+// turn waits until p may be written — it is the first waiting place, and its order's
+// requests in flight are all on the current connection — and returns that connection.
+func (p *GroupPlace) turn(ctx context.Context, c *Client) (*groupConn, error) {
+	o := p.o
+	for {
+		o.mu.Lock()
+		first := o.waiting[0] == p
+		o.mu.Unlock()
+		var gc *groupConn
+		if first {
+			var err error
+			if gc, err = c.groupConn(ctx); err != nil {
+				return nil, err
+			}
+		}
+		o.mu.Lock()
+		if o.waiting[0] == p && gc != nil && o.allSentOnLocked(gc) {
+			o.mu.Unlock()
+			return gc, nil
+		}
+		changed := o.changedLocked()
+		o.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (o *GroupOrder) allSentOnLocked(gc *groupConn) bool {
+	for _, q := range o.sent {
+		if q.conn != gc {
+			return false
+		}
+	}
+	return true
+}
+
+// written moves p, written on gc, from waiting to sent. p was first in line when it
+// began writing; an earlier place answered "not active" meanwhile may have gone back in
+// front of it. Then either the coordinator read p after that answer, and answers p "not
+// active" too (p goes back behind that place), or before it, and applied it after that
+// place, as in their order (the earlier one, a parked JoinGroup say, was then dropped
+// by the coordinator's end of term, and is sent again).
+func (p *GroupPlace) written(gc *groupConn) {
+	o := p.o
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.waiting = removePlace(o.waiting, p)
+	p.conn = gc
+	o.sent = append(o.sent, p)
+	o.changedNowLocked()
+}
+
+// again puts p, answered "not active", back among the waiting places, in its order.
+func (p *GroupPlace) again() {
+	o := p.o
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.sent = removePlace(o.sent, p)
+	p.conn = nil
+	i := 0
+	for i < len(o.waiting) && o.waiting[i].seq < p.seq {
+		i++
+	}
+	o.waiting = slices.Insert(o.waiting, i, p)
+	o.changedNowLocked()
+}
+
+// leave ends p: the places behind it no longer wait for it.
+func (p *GroupPlace) leave() {
+	o := p.o
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.waiting = removePlace(o.waiting, p)
+	o.sent = removePlace(o.sent, p)
+	p.conn = nil
+	o.changedNowLocked()
+}
+
+func removePlace(ps []*GroupPlace, p *GroupPlace) []*GroupPlace {
+	if i := slices.Index(ps, p); i >= 0 {
+		return slices.Delete(ps, i, i+1)
+	}
+	return ps
+}
+
+// ForwardGroupRequest is ForwardGroupRequestInOrder for a request in an order of its
+// own: it waits for no other request.
 func (c *Client) ForwardGroupRequest(ctx context.Context, host string, kafkaRequest []byte) ([]byte, error) {
+	return c.ForwardGroupRequestInOrder(ctx, nil, host, kafkaRequest)
+}
+
+// ForwardGroupRequestInOrder sends one Kafka group request (header and body, as the
+// client sent it) to the active group coordinator, once the requests before it in its
+// order (place; nil: an order of its own) have been sent, and returns the response
+// body at the request's version. It blocks until the answer, ctx's end or a failure of
+// the connection: call it from a goroutine of its own. A request answered "not active"
+// (a stale coordinator address, a failover) is resent, in its order, to the coordinator
+// looked up again; other failures return an error and the caller answers its client
+// with a retriable coordinator error (the client finds its coordinator again and
+// retries). ctx's end fails this request alone: the connection serves on, and a late
+// answer is dropped.
+func (c *Client) ForwardGroupRequestInOrder(ctx context.Context, place *GroupPlace, host string, kafkaRequest []byte) ([]byte, error) {
+	if place == nil {
+		place = new(GroupOrder).Next()
+	}
+	defer place.leave()
 	var lastErr error
 	for attempt := 0; attempt < groupForwardAttempts; attempt++ {
 		if attempt > 0 {
+			// The place stays first in line meanwhile: nothing behind it overtakes.
 			t := time.NewTimer(time.Duration(attempt) * 50 * time.Millisecond)
 			select {
 			case <-ctx.Done():
@@ -180,19 +372,31 @@ func (c *Client) ForwardGroupRequest(ctx context.Context, host string, kafkaRequ
 			case <-t.C:
 			}
 		}
-		gc, err := c.groupConn(ctx)
+		gc, err := place.turn(ctx, c)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
 			lastErr = err
 			continue
 		}
-		rep, err := gc.do(ctx, host, kafkaRequest)
+		if ctx.Err() != nil {
+			return nil, ctx.Err() // not sent: the coordinator never sees it
+		}
+		id, ch, err := gc.send(host, kafkaRequest)
+		if errors.Is(err, errGroupConnRetired) {
+			lastErr = ErrNoGroupCoordinator
+			continue
+		}
+		if err != nil {
+			return nil, err // the connection failed: every request in flight on it fails
+		}
+		place.written(gc)
+		rep, err := gc.wait(ctx, id, ch)
 		if err != nil {
 			if ctx.Err() != nil {
-				// This request's deadline: the connection serves on (the others on it
-				// wait for their own answers; a late answer to this one is dropped).
 				return nil, ctx.Err()
 			}
-			c.dropGroupConn(gc)
 			return nil, err
 		}
 		switch rep.status {
@@ -200,8 +404,8 @@ func (c *Client) ForwardGroupRequest(ctx context.Context, host string, kafkaRequ
 			return rep.body, nil
 		case GroupStatusBadRequest:
 			return nil, ErrGroupBadRequest
-		default:
-			c.dropGroupConn(gc)
+		default: // not active: gc is retired (readLoop)
+			place.again()
 			lastErr = ErrNoGroupCoordinator
 		}
 	}
@@ -215,9 +419,9 @@ func (c *Client) groupConn(ctx context.Context) (*groupConn, error) {
 	defer f.mu.Unlock()
 	if f.conn != nil {
 		f.conn.mu.Lock()
-		failed := f.conn.err != nil
+		usable := f.conn.err == nil && !f.conn.retired
 		f.conn.mu.Unlock()
-		if !failed {
+		if usable {
 			return f.conn, nil
 		}
 		f.conn = nil
@@ -238,43 +442,43 @@ func (c *Client) groupConn(ctx context.Context) (*groupConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: group coordinator %s at %s: %w", gc.Name, gc.Addr, errors.Join(ErrNoGroupCoordinator, err))
 	}
-	conn := &groupConn{nc: nc, addr: gc.Addr, pending: map[int32]chan groupReply{}}
+	conn := &groupConn{f: f, nc: nc, addr: gc.Addr, pending: map[int32]chan groupReply{}}
+	if f.conns == nil {
+		f.conns = map[*groupConn]struct{}{}
+	}
+	f.conns[conn] = struct{}{}
 	go conn.readLoop()
 	f.conn = conn
 	return conn, nil
 }
 
-// dropGroupConn closes gc if it is still the current connection.
-func (c *Client) dropGroupConn(gc *groupConn) {
-	f := &c.groups
-	f.mu.Lock()
-	if f.conn == gc {
-		f.conn = nil
-	}
-	f.mu.Unlock()
-	gc.fail(errors.New("client: group coordinator connection dropped"))
-}
-
-// closeGroups closes the coordinator connection (Client.Close).
+// closeGroups closes the coordinator connections (Client.Close).
 func (c *Client) closeGroups() {
 	f := &c.groups
 	f.mu.Lock()
-	gc := f.conn
+	conns := make([]*groupConn, 0, len(f.conns))
+	for gc := range f.conns {
+		conns = append(conns, gc)
+	}
 	f.conn = nil
 	f.mu.Unlock()
-	if gc != nil {
+	for _, gc := range conns {
 		gc.fail(errors.New("client: closed"))
 	}
 }
 
-// do sends one request and waits for its answer.
-func (gc *groupConn) do(ctx context.Context, host string, kafkaRequest []byte) (groupReply, error) {
+// send registers a waiter for one request and writes the request.
+func (gc *groupConn) send(host string, kafkaRequest []byte) (int32, chan groupReply, error) {
 	ch := make(chan groupReply, 1)
 	gc.mu.Lock()
-	if gc.err != nil {
+	switch {
+	case gc.err != nil:
 		err := gc.err
 		gc.mu.Unlock()
-		return groupReply{}, err
+		return 0, nil, fmt.Errorf("client: group coordinator %s: %w", gc.addr, err)
+	case gc.retired:
+		gc.mu.Unlock()
+		return 0, nil, errGroupConnRetired
 	}
 	gc.nextID++
 	id := gc.nextID
@@ -290,9 +494,14 @@ func (gc *groupConn) do(ctx context.Context, host string, kafkaRequest []byte) (
 	gc.wmu.Unlock()
 	if err != nil {
 		gc.fail(err)
-		return groupReply{}, fmt.Errorf("client: group coordinator %s: %w", gc.addr, err)
+		return 0, nil, fmt.Errorf("client: group coordinator %s: %w", gc.addr, err)
 	}
-	// A late answer finds no waiter and is dropped (readLoop).
+	return id, ch, nil
+}
+
+// wait waits for the answer to request id. At ctx's end it stops waiting: a late answer
+// finds no waiter and is dropped (readLoop), and the connection serves on.
+func (gc *groupConn) wait(ctx context.Context, id int32, ch chan groupReply) (groupReply, error) {
 	select {
 	case rep, ok := <-ch:
 		if !ok {
@@ -304,13 +513,21 @@ func (gc *groupConn) do(ctx context.Context, host string, kafkaRequest []byte) (
 		return rep, nil
 	case <-ctx.Done():
 		gc.mu.Lock()
-		delete(gc.pending, id)
+		if gc.pending != nil {
+			delete(gc.pending, id)
+		}
+		idle := gc.retired && len(gc.pending) == 0
 		gc.mu.Unlock()
+		if idle {
+			gc.fail(errGroupConnRetired)
+		}
 		return groupReply{}, ctx.Err()
 	}
 }
 
-// readLoop delivers answers to their waiters until the connection fails.
+// readLoop delivers answers to their waiters until the connection fails, or until it
+// is retired — by a "not active" answer, whether or not its request is still awaited —
+// and every request in flight on it is answered.
 func (gc *groupConn) readLoop() {
 	br := bufio.NewReaderSize(gc.nc, 64<<10)
 	for {
@@ -324,9 +541,17 @@ func (gc *groupConn) readLoop() {
 		gc.mu.Lock()
 		ch := gc.pending[id]
 		delete(gc.pending, id)
+		if rep.status == GroupStatusNotActive {
+			gc.retired = true // groupConn dials anew from now on
+		}
+		idle := gc.retired && len(gc.pending) == 0
 		gc.mu.Unlock()
 		if ch != nil {
 			ch <- rep
+		}
+		if idle {
+			gc.fail(errGroupConnRetired)
+			return
 		}
 	}
 }
@@ -346,6 +571,12 @@ func (gc *groupConn) fail(err error) {
 	for _, ch := range pending {
 		close(ch)
 	}
+	gc.f.mu.Lock()
+	delete(gc.f.conns, gc)
+	if gc.f.conn == gc {
+		gc.f.conn = nil
+	}
+	gc.f.mu.Unlock()
 }
 
 // PutGroupCoordinator publishes the active controller's internal listener under its

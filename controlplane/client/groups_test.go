@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -23,12 +24,16 @@ type fakeRequest struct {
 	fc   *fakeCoordinator
 }
 
-// answer writes the answer to r.
+// answer writes the answer to r. A "not active" answer retires the connection, as the
+// real coordinator does: requests read on it afterwards are answered "not active" at
+// once, without reaching the test.
 func (r fakeRequest) answer(status byte, body string) {
 	r.fc.mu.Lock()
-	nc := r.fc.conns[r.conn]
-	r.fc.mu.Unlock()
-	_, _ = nc.Write(AppendGroupResponse(nil, r.id, status, []byte(body)))
+	defer r.fc.mu.Unlock()
+	if status == GroupStatusNotActive {
+		r.fc.retired[r.conn] = true
+	}
+	_, _ = r.fc.conns[r.conn].Write(AppendGroupResponse(nil, r.id, status, []byte(body)))
 }
 
 // fakeCoordinator is an internal listener, published under GroupCoordinatorKey, that
@@ -36,9 +41,10 @@ func (r fakeRequest) answer(status byte, body string) {
 type fakeCoordinator struct {
 	ln   net.Listener
 	reqs chan fakeRequest
-	mu   sync.Mutex
-	// conns are the accepted connections; writes to one are serialised by the test.
-	conns []net.Conn
+	// mu guards conns and retired, and serialises writes.
+	mu      sync.Mutex
+	conns   []net.Conn // in accept order
+	retired map[int]bool
 }
 
 func startFakeCoordinator(t *testing.T, c *Client) *fakeCoordinator {
@@ -47,7 +53,7 @@ func startFakeCoordinator(t *testing.T, c *Client) *fakeCoordinator {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fc := &fakeCoordinator{ln: ln, reqs: make(chan fakeRequest, 1024)}
+	fc := &fakeCoordinator{ln: ln, reqs: make(chan fakeRequest, 1024), retired: map[int]bool{}}
 	t.Cleanup(func() {
 		_ = ln.Close()
 		fc.mu.Lock()
@@ -77,7 +83,15 @@ func startFakeCoordinator(t *testing.T, c *Client) *fakeCoordinator {
 					if err != nil {
 						return
 					}
-					fc.reqs <- fakeRequest{conn: n, id: id, body: string(req), fc: fc}
+					r := fakeRequest{conn: n, id: id, body: string(req), fc: fc}
+					fc.mu.Lock()
+					retired := fc.retired[n]
+					fc.mu.Unlock()
+					if retired {
+						r.answer(GroupStatusNotActive, "")
+						continue
+					}
+					fc.reqs <- r
 				}
 			}()
 		}
@@ -179,5 +193,80 @@ func TestGroupForwardTimeoutKeepsConnection(t *testing.T) {
 	}
 	if n := fc.connCount(); n != 1 || thirdReq.conn != 0 {
 		t.Fatalf("%d connections (third request on #%d), want one", n, thirdReq.conn)
+	}
+}
+
+// TestGroupOrderKeptAcrossResend: one client connection's requests (a GroupOrder) are
+// written in their order, none waiting for the answers before it; when the coordinator
+// answers them "not active" (in any order: here the sixth first), they are resent to
+// the next coordinator in their order, and a request that arrived meanwhile follows them.
+func TestGroupOrderKeptAcrossResend(t *testing.T) {
+	c, fc := newForwardingClient(t)
+	var o GroupOrder
+	results := map[int]<-chan forwardResult{}
+	start := func(i int, place *GroupPlace) {
+		out := make(chan forwardResult, 1)
+		results[i] = out
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			body, err := c.ForwardGroupRequestInOrder(ctx, place, "127.0.0.1", []byte(fmt.Sprint(i)))
+			out <- forwardResult{string(body), err}
+		}()
+	}
+	const n = 20
+	places := make([]*GroupPlace, n)
+	for i := range places {
+		places[i] = o.Next()
+	}
+	for i := n - 1; i >= 0; i-- { // the goroutines start in the wrong order
+		start(i, places[i])
+	}
+	expect := func(conn, count int) []fakeRequest {
+		t.Helper()
+		var got []fakeRequest
+		for i := range count {
+			r := fc.next(t)
+			if r.conn != conn || r.body != fmt.Sprint(i) {
+				t.Fatalf("request %d: %q on connection %d, want %d on %d", i, r.body, r.conn, i, conn)
+			}
+			got = append(got, r)
+		}
+		return got
+	}
+	first := expect(0, n) // all written, none answered
+	first[5].answer(GroupStatusNotActive, "")
+	start(n, o.Next()) // arrives during the failover
+	// The sixth, answered, dials the next coordinator but is not resent ahead of the
+	// five before it: they may be answered "not active" too.
+	deadline := time.Now().Add(10 * time.Second)
+	for fc.connCount() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("no new connection after a \"not active\" answer")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case r := <-fc.reqs:
+		t.Fatalf("%q sent on connection %d while the requests before it were in flight", r.body, r.conn)
+	case <-time.After(100 * time.Millisecond):
+	}
+	for i := n - 1; i >= 0; i-- {
+		if i != 5 {
+			first[i].answer(GroupStatusNotActive, "")
+		}
+	}
+	for _, r := range expect(1, n+1) {
+		r.answer(GroupStatusOK, "answer "+r.body)
+	}
+	for i := range n + 1 {
+		if r := await(t, results[i]); r.err != nil || r.body != fmt.Sprint("answer ", i) {
+			t.Fatalf("request %d: %q %v", i, r.body, r.err)
+		}
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.waiting) != 0 || len(o.sent) != 0 {
+		t.Fatalf("%d places waiting and %d sent after every answer", len(o.waiting), len(o.sent))
 	}
 }
