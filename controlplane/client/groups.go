@@ -155,8 +155,12 @@ type groupReply struct {
 	body   []byte
 }
 
-// errGroupConnRetired refuses a request on a connection that got a "not active" answer.
+// errGroupConnRetired closes a retired connection once its requests are answered.
 var errGroupConnRetired = errors.New("client: group coordinator connection retired")
+
+// errGroupConnRefused: the connection takes no more requests (retired or closed) — the
+// request was not sent, and goes to the current connection instead.
+var errGroupConnRefused = errors.New("client: group coordinator connection takes no more requests")
 
 // groupConn is one connection to a coordinator's internal listener.
 //
@@ -384,12 +388,12 @@ func (c *Client) ForwardGroupRequestInOrder(ctx context.Context, place *GroupPla
 			return nil, ctx.Err() // not sent: the coordinator never sees it
 		}
 		id, ch, err := gc.send(host, kafkaRequest)
-		if errors.Is(err, errGroupConnRetired) {
+		if errors.Is(err, errGroupConnRefused) {
 			lastErr = ErrNoGroupCoordinator
 			continue
 		}
 		if err != nil {
-			return nil, err // the connection failed: every request in flight on it fails
+			return nil, err // the write failed: every request in flight on gc fails
 		}
 		place.written(gc)
 		rep, err := gc.wait(ctx, id, ch)
@@ -467,18 +471,14 @@ func (c *Client) closeGroups() {
 	}
 }
 
-// send registers a waiter for one request and writes the request.
+// send registers a waiter for one request and writes the request. It refuses
+// (errGroupConnRefused) once gc is retired or closed.
 func (gc *groupConn) send(host string, kafkaRequest []byte) (int32, chan groupReply, error) {
 	ch := make(chan groupReply, 1)
 	gc.mu.Lock()
-	switch {
-	case gc.err != nil:
-		err := gc.err
+	if gc.err != nil || gc.retired {
 		gc.mu.Unlock()
-		return 0, nil, fmt.Errorf("client: group coordinator %s: %w", gc.addr, err)
-	case gc.retired:
-		gc.mu.Unlock()
-		return 0, nil, errGroupConnRetired
+		return 0, nil, errGroupConnRefused
 	}
 	gc.nextID++
 	id := gc.nextID
