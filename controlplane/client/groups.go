@@ -24,7 +24,10 @@ package client
 // it (it closes once the requests in flight on it are answered) and resends the "not
 // active" ones to the coordinator it looks up again, each client connection's in their
 // order. A request whose deadline passes is given up alone: the connection serves on;
-// only a broken connection fails every request in flight on it.
+// only a broken connection fails every request in flight on it. The sender also watches
+// GroupCoordinatorKey: when another coordinator is published, the connection to the
+// old one is retired too, and what it has not answered after groupRetiredGrace fails
+// (a paused or cut-off coordinator answers nothing and closes nothing).
 
 import (
 	"bufio"
@@ -177,9 +180,13 @@ type groupConn struct {
 	nextID  int32
 	// retired is set by a "not active" answer: the coordinator answers every later
 	// request on the connection "not active" too, so no more are sent, and the
-	// connection closes once the requests in flight are answered.
+	// connection closes once the requests in flight are answered. It is also set when
+	// another coordinator is published (coordinatorChanged).
 	retired bool
-	err     error // set once the connection failed or closed; no more requests are taken
+	// rev is the revision of the GroupCoordinatorKey value the connection was dialed
+	// for: a change of the key after it means another coordinator.
+	rev int64
+	err error // set once the connection failed or closed; no more requests are taken
 }
 
 // groupForwarder keeps the connections to the coordinator: the current one, and those
@@ -188,7 +195,17 @@ type groupForwarder struct {
 	mu    sync.Mutex
 	conn  *groupConn
 	conns map[*groupConn]struct{} // every connection not failed yet
+	// stopWatch ends the watch of GroupCoordinatorKey, started with the first
+	// connection.
+	stopWatch context.CancelFunc
 }
+
+// groupRetiredGrace is how long a connection retired because another coordinator was
+// published still waits for the answers to its requests in flight. A coordinator whose
+// term ended answers them "not active" at once (and they are resent); one that is
+// paused or cut off never answers: they fail then, and their clients retry. (A var for
+// tests.)
+var groupRetiredGrace = 5 * time.Second
 
 // GroupOrder keeps the group requests of one Kafka client connection in the order they
 // arrived on their way to the coordinator: Kafka applies a connection's requests in
@@ -446,11 +463,16 @@ func (c *Client) groupConn(ctx context.Context) (*groupConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: group coordinator %s at %s: %w", gc.Name, gc.Addr, errors.Join(ErrNoGroupCoordinator, err))
 	}
-	conn := &groupConn{f: f, nc: nc, addr: gc.Addr, pending: map[int32]chan groupReply{}}
+	conn := &groupConn{f: f, nc: nc, addr: gc.Addr, rev: resp.Kvs[0].ModRevision, pending: map[int32]chan groupReply{}}
 	if f.conns == nil {
 		f.conns = map[*groupConn]struct{}{}
 	}
 	f.conns[conn] = struct{}{}
+	if f.stopWatch == nil {
+		wctx, cancel := context.WithCancel(context.Background())
+		f.stopWatch = cancel
+		go c.watchGroupCoordinator(wctx, resp.Header.Revision+1)
+	}
 	go conn.readLoop()
 	f.conn = conn
 	return conn, nil
@@ -465,11 +487,93 @@ func (c *Client) closeGroups() {
 		conns = append(conns, gc)
 	}
 	f.conn = nil
+	if f.stopWatch != nil {
+		f.stopWatch()
+	}
 	f.mu.Unlock()
 	for _, gc := range conns {
 		gc.fail(errors.New("client: closed"))
 	}
 }
+
+// watchGroupCoordinator retires the connections to a coordinator that is no longer the
+// one published, from revision rev on, until ctx ends. Without it a connection to a
+// coordinator that stopped answering without closing it (a paused process, a cut-off
+// node) would keep taking requests that no one answers: a request's deadline fails that
+// request alone, and a SyncGroup's is as long as the rebalance the coordinator bounds.
+func (c *Client) watchGroupCoordinator(ctx context.Context, rev int64) {
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		for resp := range c.etcd.Watch(ctx, GroupCoordinatorKey, clientv3.WithRev(rev)) {
+			if err := resp.Err(); err != nil {
+				break // compacted or the watch failed: look at the key again, then watch on
+			}
+			for _, ev := range resp.Events {
+				c.groups.coordinatorChanged(ev.Kv.ModRevision) // a delete's ModRevision is its own
+			}
+			rev = resp.Header.Revision + 1
+			backoff = 50 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+		gctx, cancel := c.opContext(ctx)
+		resp, err := c.etcd.Get(gctx, GroupCoordinatorKey)
+		cancel()
+		if err != nil {
+			continue // rev stays: the watch resumes where it was, or fails again
+		}
+		changed := resp.Header.Revision // deleted: anything dialed before is stale
+		if len(resp.Kvs) > 0 {
+			changed = resp.Kvs[0].ModRevision
+		}
+		c.groups.coordinatorChanged(changed)
+		rev = resp.Header.Revision + 1
+	}
+}
+
+// coordinatorChanged retires the connections dialed for a GroupCoordinatorKey value
+// older than rev (the revision of a change of the key).
+func (f *groupForwarder) coordinatorChanged(rev int64) {
+	var stale []*groupConn
+	f.mu.Lock()
+	for gc := range f.conns {
+		if gc.rev < rev {
+			stale = append(stale, gc)
+		}
+	}
+	if f.conn != nil && f.conn.rev < rev {
+		f.conn = nil
+	}
+	f.mu.Unlock()
+	for _, gc := range stale {
+		gc.retire(groupRetiredGrace)
+	}
+}
+
+// retire takes no more requests on gc, closes it once its requests in flight are
+// answered, and fails those still unanswered after grace.
+func (gc *groupConn) retire(grace time.Duration) {
+	gc.mu.Lock()
+	if gc.err != nil {
+		gc.mu.Unlock()
+		return
+	}
+	gc.retired = true
+	idle := len(gc.pending) == 0
+	gc.mu.Unlock()
+	if idle {
+		gc.fail(errGroupConnRetired)
+		return
+	}
+	time.AfterFunc(grace, func() { gc.fail(errGroupCoordinatorMoved) })
+}
+
+// errGroupCoordinatorMoved fails the requests a retired coordinator did not answer.
+var errGroupCoordinatorMoved = fmt.Errorf("client: another group coordinator was published: %w", ErrNoGroupCoordinator)
 
 // send registers a waiter for one request and writes the request. It refuses
 // (errGroupConnRefused) once gc is retired or closed.

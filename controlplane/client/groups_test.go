@@ -270,3 +270,31 @@ func TestGroupOrderKeptAcrossResend(t *testing.T) {
 		t.Fatalf("%d places waiting and %d sent after every answer", len(o.waiting), len(o.sent))
 	}
 }
+
+// TestGroupCoordinatorChangeRetiresSilentConnection: a coordinator that stops answering
+// without closing its connections (a paused process) is left once another is
+// published — its unanswered requests fail after a grace period (their clients retry),
+// and new requests go to the new one — instead of the old connection taking requests
+// no one answers for as long as it stays open.
+func TestGroupCoordinatorChangeRetiresSilentConnection(t *testing.T) {
+	defer func(g time.Duration) { groupRetiredGrace = g }(groupRetiredGrace)
+	groupRetiredGrace = 300 * time.Millisecond
+	c, old := newForwardingClient(t)
+	stuck := forward(c, time.Minute, "sync") // a follower's SyncGroup waits long
+	old.next(t)                              // read, never answered
+	moved := startFakeCoordinator(t, c)
+	if r := await(t, stuck); !errors.Is(r.err, ErrNoGroupCoordinator) {
+		t.Fatalf("request to the silent coordinator: %q %v, want a coordinator error", r.body, r.err)
+	}
+	next := forward(c, 10*time.Second, "heartbeat")
+	r := moved.next(t)
+	r.answer(GroupStatusOK, "ok")
+	if res := await(t, next); res.err != nil || res.body != "ok" {
+		t.Fatalf("request after the change: %q %v", res.body, res.err)
+	}
+	select {
+	case r := <-old.reqs:
+		t.Fatalf("%q sent to the old coordinator after the change", r.body)
+	default:
+	}
+}
