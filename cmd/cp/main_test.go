@@ -99,6 +99,7 @@ func (m *member) stop() {
 	if m.cmd == nil {
 		return
 	}
+	_ = m.cmd.Process.Signal(syscall.SIGCONT) // a paused member would not hear SIGTERM
 	_ = m.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-m.exited:
