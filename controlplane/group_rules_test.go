@@ -227,3 +227,36 @@ func TestGroupCommitLargerThanOneTransaction(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupLeaveAndDeleteAsKafka: LeaveGroup v3 to an unknown group answers each member
+// (v0-2 at the top level); DeleteGroups deletes an Empty group that only holds pending
+// member ids, and answers a group named twice once.
+func TestGroupLeaveAndDeleteAsKafka(t *testing.T) {
+	c := newTestCluster(t, 1)
+	gt := newGroupTester(t, c)
+
+	lr := &kmsg.LeaveGroupRequest{Version: 3, Group: "ghost", Members: []kmsg.LeaveGroupRequestMember{{MemberID: "m1"}, {MemberID: "m2"}}}
+	resp := gt.call(lr).(*kmsg.LeaveGroupResponse)
+	if resp.ErrorCode != 0 || len(resp.Members) != 2 || resp.Members[0].ErrorCode != kerr.UnknownMemberID.Code || resp.Members[1].MemberID != "m2" {
+		t.Fatalf("v3 leave of an unknown group: %+v", resp)
+	}
+	lr1 := &kmsg.LeaveGroupRequest{Version: 1, Group: "ghost", MemberID: "m1"}
+	if code := gt.call(lr1).(*kmsg.LeaveGroupResponse).ErrorCode; code != kerr.UnknownMemberID.Code {
+		t.Fatalf("v1 leave of an unknown group: %d", code)
+	}
+
+	if first := gt.call(joinReq("pending-only", "", consumerMeta("x"))).(*kmsg.JoinGroupResponse); first.ErrorCode != kerr.MemberIDRequired.Code {
+		t.Fatalf("first join step: %d", first.ErrorCode)
+	}
+	dr := kmsg.NewPtrDeleteGroupsRequest()
+	dr.Groups = []string{"pending-only", "pending-only", "nope"}
+	got := gt.call(dr).(*kmsg.DeleteGroupsResponse).Groups
+	if len(got) != 2 || got[0].Group != "pending-only" || got[0].ErrorCode != 0 || got[1].Group != "nope" || got[1].ErrorCode != kerr.GroupIDNotFound.Code {
+		t.Fatalf("delete: %+v", got)
+	}
+	for _, g := range gt.call(kmsg.NewPtrListGroupsRequest()).(*kmsg.ListGroupsResponse).Groups {
+		if g.Group == "pending-only" {
+			t.Fatalf("deleted group still listed: %+v", g)
+		}
+	}
+}

@@ -471,7 +471,17 @@ func (rt *groupRuntime) handleLeave(req *kmsg.LeaveGroupRequest) *kmsg.LeaveGrou
 		resp.ErrorCode = kerr.InvalidGroupID.Code
 		return resp
 	case g == nil:
+		// As Kafka: v3+ answers each member (the top level has no error), v0-2 carry
+		// the member's error at the top.
 		resp.ErrorCode = kerr.UnknownMemberID.Code
+		if req.Version >= 3 {
+			resp.ErrorCode = 0
+			for _, l := range leaving {
+				rm := kmsg.NewLeaveGroupResponseMember()
+				rm.MemberID, rm.InstanceID, rm.ErrorCode = l.MemberID, l.InstanceID, kerr.UnknownMemberID.Code
+				resp.Members = append(resp.Members, rm)
+			}
+		}
 		return resp
 	case g.state == stateDead:
 		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
@@ -586,7 +596,8 @@ func (rt *groupRuntime) handleDescribe(req *kmsg.DescribeGroupsRequest) *kmsg.De
 func (rt *groupRuntime) handleDeleteGroups(req *kmsg.DeleteGroupsRequest, send func(kmsg.Response), notActive func()) {
 	resp := req.ResponseKind().(*kmsg.DeleteGroupsResponse)
 	codes := make([]int16, len(req.Groups))
-	outstanding := 1 // released after the loop
+	first := map[string]int{} // each group's first place in the request
+	outstanding := 1          // released after the loop
 	lost := false
 	finish := func() {
 		outstanding--
@@ -598,23 +609,29 @@ func (rt *groupRuntime) handleDeleteGroups(req *kmsg.DeleteGroupsRequest, send f
 			return
 		}
 		for i, id := range req.Groups {
+			if first[id] != i {
+				continue // a group named twice is answered once, as Kafka does
+			}
 			dg := kmsg.NewDeleteGroupsResponseGroup()
 			dg.Group, dg.ErrorCode = id, codes[i]
 			resp.Groups = append(resp.Groups, dg)
 		}
 		send(resp)
 	}
-	seen := map[string]bool{}
 	for i, id := range req.Groups {
+		if _, dup := first[id]; dup {
+			continue
+		}
+		first[id] = i
 		g := rt.groups[id]
 		switch {
 		case !validGroupID(id):
 			codes[i] = kerr.InvalidGroupID.Code
-		case seen[id]:
-			codes[i] = kerr.InvalidRequest.Code
 		case g == nil || g.state == stateDead:
 			codes[i] = kerr.GroupIDNotFound.Code
-		case len(g.members) > 0 || len(g.pending) > 0 || g.state != stateEmpty:
+		case len(g.members) > 0 || g.state != stateEmpty:
+			// Pending member ids (a first join step) do not keep an Empty group: as in
+			// Kafka, it is deleted, and their second step finds no group.
 			codes[i] = kerr.NonEmptyGroup.Code
 		default:
 			outstanding++
@@ -626,7 +643,6 @@ func (rt *groupRuntime) handleDeleteGroups(req *kmsg.DeleteGroupsRequest, send f
 				finish()
 			})
 		}
-		seen[id] = true
 	}
 	finish()
 }
