@@ -112,6 +112,15 @@ type group struct {
 	// pendingCommits counts the commits of each partition queued but not yet written:
 	// expiry leaves those partitions (and the group) alone.
 	pendingCommits map[topicPartition]int
+	// offsetWrites counts the writes of the group's offsets (commits, deletes, expiry)
+	// queued but not yet completed: an OffsetFetch waits for them.
+	offsetWrites int
+	// subscribed are the topics the members of a consumer group subscribe to, taken
+	// from their metadata for the selected protocol when a generation is formed (as
+	// Kafka's initNextGeneration); subscribedKnown is false when some member's metadata
+	// is missing or does not parse — then nothing is expired or refused for it.
+	subscribed      map[string]bool
+	subscribedKnown bool
 
 	joinTimer *time.Timer
 	// joinDeadline bounds an initial delayed join (rebalance timeout); newMemberAdded
@@ -401,6 +410,7 @@ func (rt *groupRuntime) replaceStaticMember(g *group, old *member, newID string,
 	}
 	old.sessionTimeout = time.Duration(req.SessionTimeoutMillis) * time.Millisecond
 	old.rebalanceTimeout = rebalanceTimeoutOf(req)
+	g.updateSubscribedTopics()
 	rt.heartbeat(g, old, now)
 	res := joinResult{memberID: newID, generation: g.generation, protocol: g.protocol,
 		protoType: g.protocolType, leader: currentLeader}
@@ -536,6 +546,7 @@ func (rt *groupRuntime) completeJoin(g *group, now time.Time) {
 		return
 	}
 	g.protocol = g.selectProtocol()
+	g.updateSubscribedTopics()
 	g.transition(stateCompletingRebalance, now)
 	for _, m := range g.sortedMembers() {
 		if m.awaitingJoin == nil {

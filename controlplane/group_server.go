@@ -313,12 +313,31 @@ func (rt *groupRuntime) handle(h groupHeader, host string, req kmsg.Request, rep
 			send(resp)
 		})
 	case *kmsg.OffsetFetchRequest:
-		resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
-		rt.fetchOffsets(req, resp)
-		if resp.ErrorCode != 0 && h.version < 2 {
-			setPartitionErrors(resp, resp.ErrorCode)
+		answer := func() {
+			resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
+			rt.fetchOffsets(req, resp)
+			if resp.ErrorCode != 0 && h.version < 2 {
+				setPartitionErrors(resp, resp.ErrorCode)
+			}
+			send(resp)
 		}
-		send(resp)
+		if g := rt.groups[req.Group]; g == nil || g.offsetWrites == 0 {
+			answer()
+			return
+		}
+		// A commit or delete of this group's offsets is being written (a client may
+		// pipeline OffsetCommit and OffsetFetch on one connection, and Kafka answers
+		// the fetch with the commit applied): answer once the store has completed
+		// what was queued before — it completes in order.
+		rt.store.submit(nil, func(err error) {
+			rt.mu.Lock()
+			defer rt.mu.Unlock()
+			if errors.Is(err, errNotActive) {
+				notActive()
+				return
+			}
+			answer()
+		})
 	case *kmsg.ListGroupsRequest:
 		send(rt.handleList(req))
 	case *kmsg.DescribeGroupsRequest:

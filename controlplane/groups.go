@@ -206,6 +206,7 @@ func (lg *loadedGroups) build(now time.Time) map[string]*group {
 		if len(g.members) > 0 {
 			g.state = stateStable
 		}
+		g.updateSubscribedTopics()
 		groups[name] = g
 	}
 	for name, offs := range lg.offsets {
@@ -255,7 +256,7 @@ func (rt *groupRuntime) getGroup(id string, create bool) *group {
 // maybeForget drops an empty group that holds nothing worth keeping.
 func (rt *groupRuntime) maybeForget(g *group) {
 	if g.state == stateEmpty && len(g.members) == 0 && len(g.pending) == 0 && len(g.offsets) == 0 &&
-		len(g.pendingCommits) == 0 && !g.persisted {
+		g.offsetWrites == 0 && !g.persisted {
 		if rt.groups[g.id] == g {
 			delete(rt.groups, g.id)
 		}
@@ -340,7 +341,9 @@ func (rt *groupRuntime) expire(now time.Time) {
 		switch {
 		case len(g.pending) > 0:
 			continue
-		case g.state == stateEmpty && g.protocolType == "":
+		case g.state == stateEmpty && g.protocolType == "" && !g.persisted:
+			// Manually assigned consumers only (a group record means members once,
+			// written by a version that cleared the protocol type of an emptied group).
 			since = func(o offsetRecord) time.Time { return time.UnixMilli(o.CommitMs) }
 		case g.state == stateEmpty:
 			if now.Sub(g.stateSince) < rt.cfg.OffsetsRetention {
@@ -356,8 +359,8 @@ func (rt *groupRuntime) expire(now time.Time) {
 				continue
 			}
 			since = func(offsetRecord) time.Time { return g.stateSince }
-		case g.state == stateStable && g.protocolType == consumerProtocolType:
-			subscribed = g.subscribedTopics()
+		case g.state == stateStable && g.protocolType == consumerProtocolType && g.subscribedKnown:
+			subscribed = g.subscribed
 			since = func(o offsetRecord) time.Time { return time.UnixMilli(o.CommitMs) }
 		default:
 			continue
@@ -373,13 +376,6 @@ func (rt *groupRuntime) expire(now time.Time) {
 			}
 		}
 		rt.expireOffsets(g, gone)
-		if g.state == stateEmpty && g.protocolType == "" && len(gone) == len(g.offsets) && g.persisted &&
-			len(g.pendingCommits) == 0 {
-			// A group record without members or a protocol type (written by an
-			// earlier version): nothing is left to keep it.
-			rt.deleteGroup(g, func(int16) {})
-			continue
-		}
 		rt.maybeForget(g)
 	}
 }
@@ -404,9 +400,11 @@ func (rt *groupRuntime) expireOffsets(g *group, gone []topicPartition) {
 	for i, tp := range gone {
 		ops[i] = storeOp{key: offsetKey(g.id, tp), del: true}
 	}
+	g.offsetWrites++
 	rt.submitChunked(ops, func(errs []error) {
 		rt.mu.Lock()
 		defer rt.mu.Unlock()
+		g.offsetWrites--
 		n := 0
 		for i, tp := range gone {
 			// A commit queued since is written after this delete, and its completion
@@ -423,6 +421,7 @@ func (rt *groupRuntime) expireOffsets(g *group, gone []topicPartition) {
 
 // deleteGroup removes an empty group and its offsets; done runs with the lock held.
 func (rt *groupRuntime) deleteGroup(g *group, done func(code int16)) {
+	emptySince := g.stateSince
 	g.transition(stateDead, time.Now())
 	rt.store.submit([]storeOp{{key: groupKey(g.id), del: true}, {key: offsetsPrefix(g.id), del: true, prefix: true}}, func(err error) {
 		rt.mu.Lock()
@@ -433,7 +432,7 @@ func (rt *groupRuntime) deleteGroup(g *group, done func(code int16)) {
 				delete(rt.groups, g.id)
 			}
 		} else if g.state == stateDead {
-			g.transition(stateEmpty, g.stateSince) // not deleted: still there
+			g.transition(stateEmpty, emptySince) // not deleted: still there, as empty as before
 		}
 		done(code)
 	})
@@ -543,10 +542,12 @@ func (rt *groupRuntime) commitOffsets(req *kmsg.OffsetCommitRequest, reply func(
 	for tp := range seen {
 		g.pendingCommits[tp]++
 	}
+	g.offsetWrites++
 	start := time.Now()
 	rt.submitChunked(ops, func(errs []error) {
 		rt.mu.Lock()
 		defer rt.mu.Unlock()
+		g.offsetWrites--
 		for tp := range seen {
 			if g.pendingCommits[tp]--; g.pendingCommits[tp] <= 0 {
 				delete(g.pendingCommits, tp)
@@ -704,11 +705,13 @@ func (rt *groupRuntime) deleteOffsets(req *kmsg.OffsetDeleteRequest, reply func(
 	case g == nil || g.state == stateDead:
 		reply(kerr.GroupIDNotFound.Code, nil)
 		return
-	case len(g.members) > 0 && g.protocolType != consumerProtocolType:
+	case len(g.members) > 0 && !g.subscribedKnown:
+		// Not a consumer group, or one whose subscriptions are not known: like
+		// Kafka, only an empty one loses offsets.
 		reply(kerr.NonEmptyGroup.Code, nil)
 		return
 	}
-	subscribed := g.subscribedTopics()
+	subscribed := g.subscribed
 	codes := map[topicPartition]int16{}
 	var ops []storeOp
 	var gone []topicPartition
@@ -731,9 +734,11 @@ func (rt *groupRuntime) deleteOffsets(req *kmsg.OffsetDeleteRequest, reply func(
 		reply(0, codes)
 		return
 	}
+	g.offsetWrites++
 	rt.submitChunked(ops, func(errs []error) {
 		rt.mu.Lock()
 		defer rt.mu.Unlock()
+		g.offsetWrites--
 		for i, tp := range gone {
 			code := storeCode(errs[i])
 			if code == notActiveCode {
@@ -749,22 +754,24 @@ func (rt *groupRuntime) deleteOffsets(req *kmsg.OffsetDeleteRequest, reply func(
 	})
 }
 
-// subscribedTopics are the topics a consumer group's members subscribe to (from their
-// metadata for the selected protocol).
-func (g *group) subscribedTopics() map[string]bool {
-	out := map[string]bool{}
-	if g.protocolType != consumerProtocolType {
-		return out
+// updateSubscribedTopics computes subscribed from the members' metadata for the
+// selected protocol.
+func (g *group) updateSubscribedTopics() {
+	g.subscribed, g.subscribedKnown = map[string]bool{}, g.protocolType == consumerProtocolType
+	if !g.subscribedKnown {
+		return
 	}
 	for _, m := range g.members {
 		var md kmsg.ConsumerMemberMetadata
-		if md.ReadFrom(m.metadataFor(g.protocol)) == nil {
-			for _, t := range md.Topics {
-				out[t] = true
-			}
+		b := m.metadataFor(g.protocol)
+		if len(b) == 0 || md.ReadFrom(b) != nil {
+			g.subscribed, g.subscribedKnown = map[string]bool{}, false
+			return
+		}
+		for _, t := range md.Topics {
+			g.subscribed[t] = true
 		}
 	}
-	return out
 }
 
 // ---- lag ----

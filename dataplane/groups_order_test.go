@@ -39,9 +39,11 @@ func TestGroupForwardTimeouts(t *testing.T) {
 
 // TestPipelinedOffsetCommitsKeepOrder: OffsetCommits a client pipelines on one
 // connection are applied in their order, as Kafka does (Java's commitAsync relies on
-// it): after each burst of increasing offsets, the committed offset is the burst's
-// last. Before, each was forwarded from a goroutine of its own and an older offset could
-// be written last.
+// it), and an OffsetFetch pipelined behind them sees the last: after each burst of
+// increasing offsets with a fetch at its end, the fetched offset is the burst's last.
+// Before, each commit was forwarded from a goroutine of its own and an older offset
+// could be written last; and a fetch was answered from memory before the commits ahead
+// of it were written.
 func TestPipelinedOffsetCommitsKeepOrder(t *testing.T) {
 	n := startCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -64,6 +66,10 @@ func TestPipelinedOffsetCommitsKeepOrder(t *testing.T) {
 			frames = append(frames, frameRequest(req, 7, corr+int32(i))...)
 			reqs = append(reqs, req)
 		}
+		fetch := kmsg.NewPtrOffsetFetchRequest()
+		fetch.Group = "ordered"
+		fetch.Topics = []kmsg.OffsetFetchRequestTopic{{Topic: "t", Partitions: []int32{0}}}
+		frames = append(frames, frameRequest(fetch, 5, corr+perBurst)...)
 		if _, err := c.Write(frames); err != nil {
 			t.Fatal(err)
 		}
@@ -73,14 +79,10 @@ func TestPipelinedOffsetCommitsKeepOrder(t *testing.T) {
 				t.Fatalf("burst %d commit %d: %v", b, i, kerr.ErrorForCode(code))
 			}
 		}
-		corr += perBurst
-		fetch := kmsg.NewPtrOffsetFetchRequest()
-		fetch.Group = "ordered"
-		fetch.Topics = []kmsg.OffsetFetchRequestTopic{{Topic: "t", Partitions: []int32{0}}}
-		resp := roundTrip(t, c, fetch, 5, corr).(*kmsg.OffsetFetchResponse)
-		corr++
+		resp := readAnswer(t, c, fetch, corr+perBurst).(*kmsg.OffsetFetchResponse)
+		corr += perBurst + 1
 		if got, want := resp.Topics[0].Partitions[0].Offset, int64((b+1)*perBurst-1); got != want {
-			t.Fatalf("burst %d: committed offset %d, want the last, %d", b, got, want)
+			t.Fatalf("burst %d: fetched offset %d, want the last committed, %d", b, got, want)
 		}
 	}
 }

@@ -198,14 +198,16 @@ type groupForwarder struct {
 	// stopWatch ends the watch of GroupCoordinatorKey, started with the first
 	// connection.
 	stopWatch context.CancelFunc
+	// retiredGrace replaces groupRetiredGrace when set (tests; before the first
+	// request).
+	retiredGrace time.Duration
 }
 
 // groupRetiredGrace is how long a connection retired because another coordinator was
 // published still waits for the answers to its requests in flight. A coordinator whose
 // term ended answers them "not active" at once (and they are resent); one that is
-// paused or cut off never answers: they fail then, and their clients retry. (A var for
-// tests.)
-var groupRetiredGrace = 5 * time.Second
+// paused or cut off never answers: they fail then, and their clients retry.
+const groupRetiredGrace = 5 * time.Second
 
 // GroupOrder keeps the group requests of one Kafka client connection in the order they
 // arrived on their way to the coordinator: Kafka applies a connection's requests in
@@ -406,7 +408,9 @@ func (c *Client) ForwardGroupRequestInOrder(ctx context.Context, place *GroupPla
 		}
 		id, ch, err := gc.send(host, kafkaRequest)
 		if errors.Is(err, errGroupConnRefused) {
-			lastErr = ErrNoGroupCoordinator
+			// Not sent (gc was retired meanwhile): not an attempt. turn dials anew or
+			// finds the current connection; ctx bounds the loop.
+			attempt--
 			continue
 		}
 		if err != nil {
@@ -425,9 +429,11 @@ func (c *Client) ForwardGroupRequestInOrder(ctx context.Context, place *GroupPla
 			return rep.body, nil
 		case GroupStatusBadRequest:
 			return nil, ErrGroupBadRequest
-		default: // not active: gc is retired (readLoop)
+		case GroupStatusNotActive: // gc is retired (readLoop)
 			place.again()
 			lastErr = ErrNoGroupCoordinator
+		default:
+			return nil, fmt.Errorf("client: group coordinator %s: unknown answer status %d", gc.addr, rep.status)
 		}
 	}
 	return nil, lastErr
@@ -509,7 +515,8 @@ func (c *Client) watchGroupCoordinator(ctx context.Context, rev int64) {
 				break // compacted or the watch failed: look at the key again, then watch on
 			}
 			for _, ev := range resp.Events {
-				c.groups.coordinatorChanged(ev.Kv.ModRevision) // a delete's ModRevision is its own
+				// A delete's ModRevision is its own; its address is none.
+				c.groups.coordinatorChanged(ev.Kv.ModRevision, coordinatorAddr(ev.Kv.Value))
 			}
 			rev = resp.Header.Revision + 1
 			backoff = 50 * time.Millisecond
@@ -526,31 +533,46 @@ func (c *Client) watchGroupCoordinator(ctx context.Context, rev int64) {
 		if err != nil {
 			continue // rev stays: the watch resumes where it was, or fails again
 		}
-		changed := resp.Header.Revision // deleted: anything dialed before is stale
+		changed, addr := resp.Header.Revision, "" // deleted: anything dialed before is stale
 		if len(resp.Kvs) > 0 {
-			changed = resp.Kvs[0].ModRevision
+			changed, addr = resp.Kvs[0].ModRevision, coordinatorAddr(resp.Kvs[0].Value)
 		}
-		c.groups.coordinatorChanged(changed)
+		c.groups.coordinatorChanged(changed, addr)
 		rev = resp.Header.Revision + 1
 	}
 }
 
+// coordinatorAddr is the address of a GroupCoordinatorKey value ("" if none).
+func coordinatorAddr(v []byte) string {
+	var gc GroupCoordinator
+	if json.Unmarshal(v, &gc) != nil {
+		return ""
+	}
+	return gc.Addr
+}
+
 // coordinatorChanged retires the connections dialed for a GroupCoordinatorKey value
-// older than rev (the revision of a change of the key).
-func (f *groupForwarder) coordinatorChanged(rev int64) {
+// older than rev (the revision of a change of the key) unless the change names their
+// address again (the same controller publishing again, after a put whose answer it
+// missed: its term, and the requests waiting in it, go on).
+func (f *groupForwarder) coordinatorChanged(rev int64, addr string) {
 	var stale []*groupConn
 	f.mu.Lock()
 	for gc := range f.conns {
-		if gc.rev < rev {
+		if gc.rev < rev && gc.addr != addr {
 			stale = append(stale, gc)
 		}
 	}
-	if f.conn != nil && f.conn.rev < rev {
+	if f.conn != nil && slices.Contains(stale, f.conn) {
 		f.conn = nil
+	}
+	grace := groupRetiredGrace
+	if f.retiredGrace > 0 {
+		grace = f.retiredGrace
 	}
 	f.mu.Unlock()
 	for _, gc := range stale {
-		gc.retire(groupRetiredGrace)
+		gc.retire(grace)
 	}
 }
 

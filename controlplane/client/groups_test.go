@@ -277,11 +277,10 @@ func TestGroupOrderKeptAcrossResend(t *testing.T) {
 // and new requests go to the new one — instead of the old connection taking requests
 // no one answers for as long as it stays open.
 func TestGroupCoordinatorChangeRetiresSilentConnection(t *testing.T) {
-	defer func(g time.Duration) { groupRetiredGrace = g }(groupRetiredGrace)
-	groupRetiredGrace = 300 * time.Millisecond
 	c, old := newForwardingClient(t)
-	stuck := forward(c, time.Minute, "sync") // a follower's SyncGroup waits long
-	old.next(t)                              // read, never answered
+	c.groups.retiredGrace = 300 * time.Millisecond // before the first request
+	stuck := forward(c, time.Minute, "sync")       // a follower's SyncGroup waits long
+	old.next(t)                                    // read, never answered
 	moved := startFakeCoordinator(t, c)
 	if r := await(t, stuck); !errors.Is(r.err, ErrNoGroupCoordinator) {
 		t.Fatalf("request to the silent coordinator: %q %v, want a coordinator error", r.body, r.err)
@@ -296,5 +295,30 @@ func TestGroupCoordinatorChangeRetiresSilentConnection(t *testing.T) {
 	case r := <-old.reqs:
 		t.Fatalf("%q sent to the old coordinator after the change", r.body)
 	default:
+	}
+}
+
+// TestGroupCoordinatorRepublishedKeepsConnection: the same coordinator publishing its
+// address again (a put whose answer it missed, retried) is no change of coordinator:
+// a request waiting on it (a JoinGroup parked for a rebalance, say) is not failed.
+func TestGroupCoordinatorRepublishedKeepsConnection(t *testing.T) {
+	c, fc := newForwardingClient(t)
+	c.groups.retiredGrace = 100 * time.Millisecond // before the first request
+	waiting := forward(c, time.Minute, "join")
+	r := fc.next(t)
+	v, _ := json.Marshal(GroupCoordinator{Name: "fake", Addr: fc.ln.Addr().String()})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Etcd().Put(ctx, GroupCoordinatorKey, string(v)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case res := <-waiting:
+		t.Fatalf("the waiting request ended when its coordinator published itself again: %q %v", res.body, res.err)
+	case <-time.After(500 * time.Millisecond): // five grace periods
+	}
+	r.answer(GroupStatusOK, "joined")
+	if res := await(t, waiting); res.err != nil || res.body != "joined" {
+		t.Fatalf("waiting request: %q %v", res.body, res.err)
 	}
 }
