@@ -540,6 +540,7 @@ func (rt *groupRuntime) completeJoin(g *group, now time.Time) {
 		// empty consumer group as one, and offset expiry tells it from a group of
 		// manually assigned consumers (which never had a protocol type).
 		g.protocol, g.leader = "", ""
+		g.updateSubscribedTopics() // none
 		g.transition(stateEmpty, now)
 		rt.persistGroup(g, nil)
 		rt.maybeForget(g)

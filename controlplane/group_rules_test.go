@@ -188,6 +188,14 @@ func TestGroupOffsetExpiryRules(t *testing.T) {
 			t.Fatalf("ListGroups: %+v", g)
 		}
 	}
+	// Nobody subscribes to anything in an emptied group: its offsets may be deleted.
+	od := &kmsg.OffsetDeleteRequest{Group: "xg", Topics: []kmsg.OffsetDeleteRequestTopic{{Topic: "sub", Partitions: []kmsg.OffsetDeleteRequestTopicPartition{{Partition: 0}}}}}
+	if resp := gt.call(od).(*kmsg.OffsetDeleteResponse); resp.ErrorCode != 0 || resp.Topics[0].Partitions[0].ErrorCode != 0 {
+		t.Fatalf("OffsetDelete in the emptied group: %+v", resp)
+	}
+	if got := gt.fetch("xg", "sub", 0); got[0].Offset != -1 {
+		t.Fatalf("deleted offset still there: %+v", got[0])
+	}
 }
 
 // TestGroupCommitLargerThanOneTransaction commits more than one etcd request can hold
