@@ -72,7 +72,6 @@ type member struct {
 	// being armed (its callback waiting for the lock) finds a newer number and does
 	// nothing.
 	sessionSeq uint64
-	isNew      bool // joined in the current rebalance: not kept alive forever awaiting it
 	// persistedMetadata is the selected protocol's metadata of a member loaded from etcd.
 	persistedMetadata []byte
 }
