@@ -346,11 +346,8 @@ func (rt *groupRuntime) expire(now time.Time) {
 			// written by a version that cleared the protocol type of an emptied group).
 			since = func(o offsetRecord) time.Time { return time.UnixMilli(o.CommitMs) }
 		case g.state == stateEmpty:
-			if now.Sub(g.stateSince) < rt.cfg.OffsetsRetention {
-				since = func(offsetRecord) time.Time { return g.stateSince }
-				break
-			}
-			if len(g.pendingCommits) == 0 && !g.hasExplicitRetentionAfter(now) {
+			if now.Sub(g.stateSince) >= rt.cfg.OffsetsRetention && len(g.pendingCommits) == 0 &&
+				!g.hasExplicitRetentionAfter(now) {
 				rt.deleteGroup(g, func(code int16) {
 					if code == 0 {
 						rt.metrics.groupsExpired.Inc()
@@ -358,6 +355,8 @@ func (rt *groupRuntime) expire(now time.Time) {
 				})
 				continue
 			}
+			// Only offsets with a retention of their own (or, past the group's, not
+			// under a commit) go before the group does.
 			since = func(offsetRecord) time.Time { return g.stateSince }
 		case g.state == stateStable && g.protocolType == consumerProtocolType && g.subscribedKnown:
 			subscribed = g.subscribed
