@@ -85,7 +85,9 @@ type connState struct {
 	parkRest  []sendfile.Piece // the goroutine's result, read after parkDone
 	parkErr   error
 
-	// staged holds the produce appends of the current pass, flushed at its end.
+	// in keeps the request bytes a pass could not handle; staged holds the produce
+	// appends of the current pass, flushed at its end.
+	in     inbound
 	staged stagedAppends
 
 	// mailbox holds functions posted from other goroutines (purgatory wakes and
@@ -138,67 +140,79 @@ func (cs *connState) onTraffic() gnet.Action {
 		}
 		// Reading stopped at the in-flight limit and writing freed room: read on.
 		// Otherwise the next bytes or the parked writer's wake bring us back.
-		if handled == 0 || cs.queue.len() >= cs.s.cfg.MaxInFlightPerConnection || cs.c.InboundBuffered() < proto.FrameSizeBytes {
+		if handled == 0 || cs.queue.len() >= cs.s.cfg.MaxInFlightPerConnection || !cs.in.pending() {
 			return gnet.None
 		}
 	}
 }
 
-// readFrames handles every whole request in the inbound buffer, up to the in-flight
-// limit. A size prefix out of range, a bad header or an unknown API closes the
-// connection before anything is allocated for it.
+// readFrames handles the whole requests that have arrived, oldest first, up to the
+// in-flight limit: the backlog's, then those in what gnet has just read, in place. What
+// the pass cannot handle is kept in cs.in (see inbound), copied at most once. A size
+// prefix out of range, a bad header or an unknown API closes the connection before
+// anything is allocated for it.
 //
-// The pass works on one view of everything buffered and discards what it consumed only
-// at the end, so produce requests can stage their records as views and the pass appends
-// each partition's records with one write (flushStaged) — pipelined producers get one
-// append per partition per pass.
+// Produce requests stage their records as views of the frames, and the pass appends each
+// partition's records with one write at its end (flushStaged) — pipelined producers get
+// one append per partition per pass; the buffers under those views go back to the pool
+// only after that.
 func (cs *connState) readFrames() (handled int, err error) {
-	n := cs.c.InboundBuffered()
-	if n == 0 {
-		cs.frameSinceNs.Store(0)
-		return 0, nil
-	}
-	buf, err := cs.c.Peek(n)
+	in := &cs.in
+	// Everything gnet read, as a view of the event loop's buffer: gnet keeps nothing.
+	fresh, err := cs.c.Next(-1)
 	if err != nil {
 		return 0, err
 	}
-	consumed := 0
+	partials := in.partials
 	defer func() {
 		if ferr := cs.flushStaged(); ferr != nil && err == nil {
 			err = ferr
 		}
-		// gnet's Discard(0) discards everything: call it only for what was consumed.
-		if consumed > 0 {
-			if _, derr := cs.c.Discard(consumed); derr != nil && err == nil {
-				err = derr
-			}
+		in.endPass()
+		switch {
+		case in.partial == nil:
+			cs.frameSinceNs.Store(0)
+		case in.partials != partials:
+			// A new request began arriving: its read deadline starts now.
+			cs.frameSinceNs.Store(time.Now().UnixNano())
+		}
+		if handled > 0 {
+			cs.lastRequestNs.Store(time.Now().UnixNano())
 		}
 	}()
-	for ; cs.queue.len() < cs.s.cfg.MaxInFlightPerConnection; handled++ {
-		rest := buf[consumed:]
-		if len(rest) == 0 {
-			cs.frameSinceNs.Store(0)
-			return handled, nil
+	maxFrame := cs.s.cfg.MaxFrameBytes
+	if in.partial != nil && len(fresh) > 0 {
+		if fresh, err = in.fill(fresh, maxFrame); err != nil {
+			return 0, err
 		}
-		size, ok, err := proto.FrameSize(rest, cs.s.cfg.MaxFrameBytes)
+	}
+	room := func() bool { return cs.queue.len() < cs.s.cfg.MaxInFlightPerConnection }
+	for ; in.pending() && room(); handled++ {
+		if err := cs.handleFrame(in.nextFrame()); err != nil {
+			return handled, err
+		}
+	}
+	if in.pending() || in.partial != nil {
+		// Older frames still wait (or the partial frame took all of fresh): keep the rest
+		// behind them.
+		return handled, in.stash(fresh, maxFrame)
+	}
+	consumed := 0
+	for ; room(); handled++ {
+		rest := fresh[consumed:]
+		size, ok, err := proto.FrameSize(rest, maxFrame)
 		if err != nil {
 			return handled, err
 		}
 		if !ok || len(rest) < proto.FrameSizeBytes+size {
-			if cs.frameSinceNs.Load() == 0 {
-				cs.frameSinceNs.Store(time.Now().UnixNano())
-			}
-			return handled, nil
+			break
 		}
-		cs.frameSinceNs.Store(0)
-		cs.lastRequestNs.Store(time.Now().UnixNano())
-		err = cs.handleFrame(rest[proto.FrameSizeBytes : proto.FrameSizeBytes+size])
 		consumed += proto.FrameSizeBytes + size
-		if err != nil {
+		if err := cs.handleFrame(rest[proto.FrameSizeBytes : proto.FrameSizeBytes+size]); err != nil {
 			return handled, err
 		}
 	}
-	return handled, nil
+	return handled, in.stash(fresh[consumed:], maxFrame)
 }
 
 // handleFrame decodes one request's header and runs its handler, which fills the
@@ -314,6 +328,7 @@ func (cs *connState) collectParked() error {
 // onClose frees the queue (except a head a parked goroutine still writes: it frees that
 // itself) and closes the duplicate socket, which ends that goroutine.
 func (cs *connState) onClose() {
+	cs.in.release()
 	cs.mailMu.Lock()
 	cs.mailClosed = true
 	cs.mailbox = nil
