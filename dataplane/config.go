@@ -41,6 +41,10 @@ const (
 	// DefaultCopyBelowBytes: file regions smaller than this are copied, not sendfile'd
 	// (one syscall less for a tiny fetch).
 	DefaultCopyBelowBytes = 0
+	// DefaultReadBufferBytes is each event loop's socket read buffer: a request that fits
+	// in one read is handled where it was read, with no copy; a larger one is assembled
+	// in a buffer of its own (one copy of each byte).
+	DefaultReadBufferBytes = 1 << 20
 	// housekeepingInterval is how often deadlines are checked.
 	housekeepingInterval = time.Second
 )
@@ -71,6 +75,10 @@ type Config struct {
 	FrameReadTimeout         time.Duration
 	IdleTimeout              time.Duration
 	WriteTimeout             time.Duration
+	// ReadBufferBytes is each event loop's read buffer (rounded up to a power of two).
+	ReadBufferBytes int
+	// Pprof serves Go's profiles under /debug/pprof/ on the HTTP handler.
+	Pprof bool
 	// CopyBelowBytes sends file regions below this size by pread+write.
 	CopyBelowBytes int64
 	// ControlPlane is the control plane; cmd/dp wires controlplane/client.
@@ -112,6 +120,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxFrameBytes == 0 {
 		c.MaxFrameBytes = proto.DefaultMaxFrameBytes
 	}
+	if c.ReadBufferBytes == 0 {
+		c.ReadBufferBytes = DefaultReadBufferBytes
+	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = DefaultMaxConnections
 	}
@@ -151,7 +162,7 @@ func (c Config) withDefaults() (Config, error) {
 	if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
 		return c, fmt.Errorf("dataplane: advertised address %q: %w", c.Advertise, err)
 	}
-	if c.EventLoops < 1 || c.MaxFrameBytes < 64 || c.MaxConnections < 1 || c.MaxConnectionsPerIP < 1 || c.MaxInFlightPerConnection < 1 {
+	if c.EventLoops < 1 || c.MaxFrameBytes < 64 || c.MaxConnections < 1 || c.MaxConnectionsPerIP < 1 || c.MaxInFlightPerConnection < 1 || c.ReadBufferBytes < 1 {
 		return c, fmt.Errorf("dataplane: limits out of range: %+v", c)
 	}
 	return c, nil

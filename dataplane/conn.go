@@ -180,39 +180,9 @@ func (cs *connState) readFrames() (handled int, err error) {
 			cs.lastRequestNs.Store(time.Now().UnixNano())
 		}
 	}()
-	maxFrame := cs.s.cfg.MaxFrameBytes
-	if in.partial != nil && len(fresh) > 0 {
-		if fresh, err = in.fill(fresh, maxFrame); err != nil {
-			return 0, err
-		}
-	}
-	room := func() bool { return cs.queue.len() < cs.s.cfg.MaxInFlightPerConnection }
-	for ; in.pending() && room(); handled++ {
-		if err := cs.handleFrame(in.nextFrame()); err != nil {
-			return handled, err
-		}
-	}
-	if in.pending() || in.partial != nil {
-		// Older frames still wait (or the partial frame took all of fresh): keep the rest
-		// behind them.
-		return handled, in.stash(fresh, maxFrame)
-	}
-	consumed := 0
-	for ; room(); handled++ {
-		rest := fresh[consumed:]
-		size, ok, err := proto.FrameSize(rest, maxFrame)
-		if err != nil {
-			return handled, err
-		}
-		if !ok || len(rest) < proto.FrameSizeBytes+size {
-			break
-		}
-		consumed += proto.FrameSizeBytes + size
-		if err := cs.handleFrame(rest[proto.FrameSizeBytes : proto.FrameSizeBytes+size]); err != nil {
-			return handled, err
-		}
-	}
-	return handled, in.stash(fresh[consumed:], maxFrame)
+	return in.frames(fresh, cs.s.cfg.MaxFrameBytes,
+		func() bool { return cs.queue.len() < cs.s.cfg.MaxInFlightPerConnection },
+		cs.handleFrame)
 }
 
 // handleFrame decodes one request's header and runs its handler, which fills the

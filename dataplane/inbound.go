@@ -113,6 +113,44 @@ func (p *bufferPool) Put(b []byte) {
 	p.mu.Unlock()
 }
 
+// frames hands the whole frames that have arrived to handle (without their size
+// prefixes), oldest first, while room allows: the backlog's, then those in fresh — the
+// bytes just read, handled in place. What is left of fresh is kept (stash). It returns
+// how many frames it handled; an error from handle or a size prefix out of range stops it.
+func (in *inbound) frames(fresh []byte, maxFrameBytes int, room func() bool, handle func([]byte) error) (handled int, err error) {
+	if in.partial != nil && len(fresh) > 0 {
+		if fresh, err = in.fill(fresh, maxFrameBytes); err != nil {
+			return 0, err
+		}
+	}
+	for ; in.pending() && room(); handled++ {
+		if err := handle(in.nextFrame()); err != nil {
+			return handled, err
+		}
+	}
+	if in.pending() || in.partial != nil {
+		// Older frames still wait (or the partial frame took all of fresh): keep the rest
+		// behind them.
+		return handled, in.stash(fresh, maxFrameBytes)
+	}
+	consumed := 0
+	for ; room(); handled++ {
+		rest := fresh[consumed:]
+		size, ok, err := proto.FrameSize(rest, maxFrameBytes)
+		if err != nil {
+			return handled, err
+		}
+		if !ok || len(rest) < proto.FrameSizeBytes+size {
+			break
+		}
+		consumed += proto.FrameSizeBytes + size
+		if err := handle(rest[proto.FrameSizeBytes : proto.FrameSizeBytes+size]); err != nil {
+			return handled, err
+		}
+	}
+	return handled, in.stash(fresh[consumed:], maxFrameBytes)
+}
+
 // pending reports whether the backlog holds a whole frame to handle.
 func (in *inbound) pending() bool { return len(in.backlog) > 0 }
 

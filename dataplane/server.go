@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,6 +109,7 @@ func (s *Server) Start() error {
 			gnet.WithNumEventLoop(s.cfg.EventLoops),
 			gnet.WithMulticore(true),
 			gnet.WithReuseAddr(true),
+			gnet.WithReadBufferCap(s.cfg.ReadBufferBytes),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithTicker(true),
 			gnet.WithLogger(gnetLogger{s.logger}),
@@ -248,9 +250,17 @@ func (g gnetLogger) Warnf(format string, args ...any)  { g.l.Warn(fmt.Sprintf(fo
 func (g gnetLogger) Errorf(format string, args ...any) { g.l.Error(fmt.Sprintf(format, args...)) }
 func (g gnetLogger) Fatalf(format string, args ...any) { g.l.Error(fmt.Sprintf(format, args...)) }
 
-// HTTPHandler serves /metrics (Prometheus text), /healthz and /readyz.
+// HTTPHandler serves /metrics (Prometheus text), /healthz and /readyz, and Go's profiles
+// under /debug/pprof/ when the config asks for them.
 func (s *Server) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
+	if s.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
 		s.cfg.Metrics.WritePrometheus(w)
 	})

@@ -98,6 +98,8 @@ func parseFlags(args []string) (options, error) {
 	intFlag(&o.limits.MaxFrameBytes, "max-frame-bytes", proto.DefaultMaxFrameBytes, "largest request accepted")
 	intFlag(&o.limits.MaxConnections, "max-connections", dataplane.DefaultMaxConnections, "open client connections in all")
 	intFlag(&o.limits.MaxConnectionsPerIP, "max-connections-per-ip", dataplane.DefaultMaxConnectionsPerIP, "open client connections from one address")
+	intFlag(&o.limits.ReadBufferBytes, "read-buffer-bytes", dataplane.DefaultReadBufferBytes, "each event loop's socket read buffer (a request that fits is handled without a copy)")
+	fs.BoolVar(&o.limits.Pprof, "pprof", envDefault("pprof", "false") == "true", "serve Go's profiles under /debug/pprof/ on --http (env GREGOR_DP_PPROF)")
 	intFlag(&o.limits.MaxInFlightPerConnection, "max-in-flight", dataplane.DefaultMaxInFlightPerConnection, "requests read but not answered on one connection")
 	durFlag(&o.limits.FrameReadTimeout, "frame-read-timeout", dataplane.DefaultFrameReadTimeout, "time for a request to arrive once its first byte has")
 	durFlag(&o.limits.IdleTimeout, "idle-timeout", dataplane.DefaultIdleTimeout, "close connections idle this long")
