@@ -139,8 +139,7 @@ func compareCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		eta := ""
 		if i > 0 {
-			left := time.Since(began) / time.Duration(i) * time.Duration(len(jobs)-i)
-			eta = fmt.Sprintf(", about %s left", left.Round(time.Minute))
+			eta = ", about " + roughly(time.Since(began)/time.Duration(i)*time.Duration(len(jobs)-i)) + " left"
 		}
 		fmt.Fprintf(stderr, "\nbench-compare: [run %d/%d%s] round %d/%d · %s (%s) · %s · %s\n",
 			i+1, len(jobs), eta, j.round, *rounds, j.side.name, j.side.Label, j.w.Name, j.driver)
@@ -316,6 +315,14 @@ func gitRevParse(rev string) string {
 		return c
 	}
 	return "unknown"
+}
+
+// roughly writes an estimate to the second below two minutes, to the minute above.
+func roughly(d time.Duration) string {
+	if d < 2*time.Minute {
+		return d.Round(time.Second).String()
+	}
+	return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
 }
 
 // sleepCtx sleeps for d or until ctx is done.

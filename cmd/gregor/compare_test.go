@@ -159,3 +159,13 @@ func TestCompareReportExitStatus(t *testing.T) {
 		}
 	}
 }
+
+func TestRoughly(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		16400 * time.Millisecond: "16s", 90 * time.Second: "1m30s", 47*time.Minute + 40*time.Second: "48m", 2 * time.Hour: "2h0m",
+	} {
+		if got := roughly(d); got != want {
+			t.Errorf("roughly(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
