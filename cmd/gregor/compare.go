@@ -145,13 +145,15 @@ func compareCmd(args []string, stdout, stderr io.Writer) int {
 			i+1, len(jobs), eta, j.round, *rounds, j.side.name, j.side.Label, j.w.Name, j.driver)
 		run := perf.CompareRun{Round: j.round, Side: j.side.name, Workload: j.w.Name, Driver: j.driver, Load: perf.LoadAverage()}
 		res, err := compareOne(ctx, j, stderr)
+		if err != nil && ctx.Err() != nil {
+			// An interrupted run measured nothing worth keeping; its servers are stopped.
+			fmt.Fprintf(stderr, "bench-compare: interrupted during %s on %s\n", j.w.Name, j.side.name)
+			break
+		}
 		run.Result = res
 		if err != nil {
 			run.Error = err.Error()
 			fmt.Fprintf(stderr, "bench-compare: %s on %s failed: %v\n", j.w.Name, j.side.name, err)
-		}
-		if ctx.Err() != nil && err != nil {
-			break // an interrupted run measured nothing worth keeping
 		}
 		c.Runs = append(c.Runs, run)
 		if err := perf.WriteJSON(*out, c); err != nil {
@@ -164,7 +166,7 @@ func compareCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	c.FinishedAt = time.Now().UTC()
 	c.LoadAfter = perf.LoadAverage()
-	c.Interrupted = ctx.Err() != nil
+	c.Interrupted = len(c.Runs) < len(jobs)
 	if err := perf.WriteJSON(*out, c); err != nil {
 		fmt.Fprintln(stderr, "gregor bench-compare:", err)
 		return 1
