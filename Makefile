@@ -18,7 +18,7 @@ TEST_TIMEOUT ?= 20m
 # (only a doc.go saying what will live there) is skipped with a note.
 PROGRAMS := cp:gregor-cp dp:gregor-dp gregor:gregor
 
-.PHONY: all build run test test-short test-deps bench bench-full bench-micro fuzz lint deps clean
+.PHONY: all build run test test-short test-deps bench bench-full bench-micro bench-compare fuzz lint deps clean
 
 all: build
 
@@ -74,6 +74,59 @@ bench-full: build
 	scripts/install-peers.sh
 	$(BIN)/gregor bench-suite --full
 
+# bench-compare: whole-system A/B of BASE's servers against the working tree's on the
+# quick workloads — the check every change to the produce or fetch path goes through,
+# since a micro-benchmark with one request in flight does not see what pipelining
+# clients do to a server. BASE's gregor-cp and gregor-dp are built in a git worktree
+# under $(BENCH_COMPARE) (removed once built, unless it was there before; the binaries
+# are kept there, per commit, for the next comparison with the same base). The runs
+# alternate A B A B, ROUNDS each, every one on freshly started servers, and the working
+# tree's bin/gregor drives both. DRIVERS: kafka-raw (default; the broker's limit) and/or
+# kafka; WORKLOADS: names to run, comma-separated (default: all). Prints a Markdown table
+# for BENCHMARKS.md and saves every run in perf/results/compare-*.json; exits 3 when a
+# figure lost 10% or more (marked **LOSS**), 1 when a run failed.
+#   make bench-compare BASE=edce2d0~1
+#   make bench-compare BASE=main ROUNDS=5 DRIVERS=kafka-raw,kafka WORKLOADS=max-rate-16p-1kb
+BENCH_COMPARE := .bench-compare
+ROUNDS        ?= 3
+DRIVERS       ?= kafka-raw
+WORKLOADS     ?=
+BASE_COMMIT    = $(shell git rev-parse --short=12 --verify --quiet '$(BASE)^{commit}' 2>/dev/null)
+BASE_BIN       = $(BENCH_COMPARE)/bin-$(BASE_COMMIT)
+
+# BASE is checked before anything is built.
+ifneq ($(filter bench-compare,$(MAKECMDGOALS)),)
+ifeq ($(BASE),)
+$(error bench-compare: say what to compare against: make bench-compare BASE=<rev>)
+endif
+ifeq ($(BASE_COMMIT),)
+$(error bench-compare: BASE=$(BASE) is not a commit)
+endif
+endif
+
+# The worktree is added with --force: one left registered by a run killed outright (its
+# directory gone, its entry not) is then re-added instead of refused.
+bench-compare: build
+	@if [ -x $(BASE_BIN)/gregor-cp ] && [ -x $(BASE_BIN)/gregor-dp ]; then \
+	  echo "bench-compare: $(BASE) ($(BASE_COMMIT)) already built in $(BASE_BIN)/"; \
+	else \
+	  src=$(BENCH_COMPARE)/src-$(BASE_COMMIT); created=; \
+	  trap 'if [ -n "$$created" ]; then git worktree remove --force '"$$src"'; fi' EXIT; \
+	  trap 'exit 130' INT TERM; \
+	  if [ ! -d $$src ]; then \
+	    git worktree add --force --detach $$src $(BASE_COMMIT) || exit 1; created=1; \
+	  fi; \
+	  echo "bench-compare: building $(BASE) ($(BASE_COMMIT)) in $$src"; \
+	  mkdir -p $(BASE_BIN) && \
+	  (cd $$src && $(GO) build -o $(CURDIR)/$(BASE_BIN)/gregor-cp ./cmd/cp && \
+	    $(GO) build -o $(CURDIR)/$(BASE_BIN)/gregor-dp ./cmd/dp) || \
+	  { rm -f $(BASE_BIN)/gregor-cp $(BASE_BIN)/gregor-dp; exit 1; }; \
+	fi
+	$(BIN)/gregor bench-compare --base-bin $(BASE_BIN) --base-label '$(BASE)' --base-commit $(BASE_COMMIT) \
+	  --new-bin $(BIN) --new-label 'working tree' --rounds $(ROUNDS) --drivers $(DRIVERS) \
+	  $(if $(WORKLOADS),--only $(WORKLOADS)) \
+	  --command 'make bench-compare BASE=$(BASE) ROUNDS=$(ROUNDS) DRIVERS=$(DRIVERS)$(if $(WORKLOADS), WORKLOADS=$(WORKLOADS))'
+
 # bench-micro: the Go micro-benchmarks of the hot paths (storage, codec, zero-copy
 # writer, data-plane round trips) and of consumer groups (rebalance, OffsetCommit, on an
 # in-process cluster); compare runs with benchstat.
@@ -96,4 +149,5 @@ lint: deps
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(BENCH_COMPARE)
+	git worktree prune

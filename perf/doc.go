@@ -6,9 +6,10 @@
 //
 // The package itself holds what is system-independent — workloads, rate control, latency
 // accounting, the run loop, results and their reports (terminal table, JSON,
-// BENCHMARKS.md section, SVG charts). The drivers for the Kafka protocol, NATS JetStream
-// and Redis Streams, and the code that starts the peers, live in perf/drivers so that this
-// package can be tested against an in-memory sink without any server.
+// BENCHMARKS.md section, SVG charts, the A/B table comparing two builds of Gregor). The
+// drivers for the Kafka protocol, NATS JetStream and Redis Streams, and the code that
+// starts the peers, live in perf/drivers so that this package can be tested against an
+// in-memory sink without any server.
 //
 // Every message carries, in its first 8 bytes, the time it was meant to be sent (Unix
 // nanoseconds, little endian). The consumer subtracts it from the time of arrival, so

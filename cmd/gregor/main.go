@@ -4,11 +4,14 @@
 //	gregor bench --workload FILE --driver kafka|kafka-raw|jetstream|redis [--bootstrap ADDR]
 //	gregor bench-suite --quick|--full [--bootstrap ADDR]
 //	gregor bench-report [--suite perf/results/suite-quick.json]
+//	gregor bench-compare --base-bin DIR [--new-bin bin] [--rounds 3] [--drivers kafka-raw]
 //
 // bench runs one workload on one system and prints a table; bench-suite runs every
 // workload of perf/workloads on every system available and rewrites the generated
 // section of BENCHMARKS.md; bench-report regenerates that section and the charts from a
-// saved suite without running anything.
+// saved suite without running anything; bench-compare runs the quick workloads on two
+// builds of Gregor's servers, rounds interleaved, and prints a Markdown table of the
+// medians, their ratios and the losses (make bench-compare BASE=<rev> builds the base).
 package main
 
 import (
@@ -24,6 +27,9 @@ const usage = `usage:
       run every workload on every available system and rewrite BENCHMARKS.md
   gregor bench-report [--suite FILE] [--benchmarks FILE]
       regenerate BENCHMARKS.md's section and the charts from a saved suite
+  gregor bench-compare --base-bin DIR [flags]
+      A/B two builds of gregor-cp and gregor-dp on the quick workloads (gregor
+      bench-compare -h for flags and exit statuses; make bench-compare BASE=<rev>)
 `
 
 func main() {
@@ -44,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return suiteCmd(args[1:], stdout, stderr)
 	case "bench-report":
 		return reportCmd(args[1:], stdout, stderr)
+	case "bench-compare":
+		return compareCmd(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

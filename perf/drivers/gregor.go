@@ -35,10 +35,12 @@ func StartGregor(binDir string) (g *Gregor, err error) {
 	if err != nil {
 		return nil, err
 	}
-	g = &Gregor{cleanup: func() { os.RemoveAll(dir) }}
+	// started, not g: a failed return sets the result g to nil before this runs.
+	started := &Gregor{cleanup: func() { os.RemoveAll(dir) }}
+	g = started
 	defer func() {
 		if err != nil {
-			g.Stop()
+			started.Stop()
 		}
 	}()
 	ports := make([]int, 6)

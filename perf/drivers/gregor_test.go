@@ -68,3 +68,23 @@ func TestStartGregor(t *testing.T) {
 		}
 	}
 }
+
+// TestStartGregorFails checks that a cluster that cannot start is reported, not a
+// panic, and that its data directory is removed.
+func TestStartGregorFails(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp) // where StartGregor makes its data directory
+	bin := t.TempDir()
+	for _, b := range []string{"gregor-cp", "gregor-dp"} {
+		if err := os.WriteFile(filepath.Join(bin, b), []byte("#!/bin/sh\necho no etcd here >&2\nexit 1\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g, err := StartGregor(bin)
+	if err == nil || g != nil || !strings.Contains(err.Error(), "gregor-cp exited while starting") || !strings.Contains(err.Error(), "no etcd here") {
+		t.Fatalf("StartGregor = %v, %v", g, err)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) > 0 {
+		t.Errorf("left in TMPDIR: %v", left)
+	}
+}
