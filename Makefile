@@ -80,7 +80,7 @@ bench-full: build
 # clients do to a server. BASE's gregor-cp and gregor-dp are built in a git worktree
 # under $(BENCH_COMPARE) (removed once built, unless it was there before; the binaries
 # are kept there, per commit, for the next comparison with the same base). The runs
-# alternate A B A B, ROUNDS each, every one on freshly started servers, and the working
+# alternate (A B, then B A), ROUNDS each, every one on freshly started servers, and the working
 # tree's bin/gregor drives both. DRIVERS: kafka-raw (default; the broker's limit) and/or
 # kafka; WORKLOADS: names to run, comma-separated (default: all). Prints a Markdown table
 # for BENCHMARKS.md and saves every run in perf/results/compare-*.json; exits 3 when a

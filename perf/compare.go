@@ -392,7 +392,7 @@ func RenderComparison(c *Comparison, tables []*CompareTable) string {
 	if c.LoadBefore != "" {
 		p("- **Load average** (1/5/15 min) before: %s, after: %s — on %d cores; other work on the machine skews every figure  \n", c.LoadBefore, c.LoadAfter, c.Machine.Cores)
 	}
-	p("- **Rounds:** %d per side, interleaved A B A B …; every run on a freshly started gregor-cp and gregor-dp with an empty data directory, both sides driven by the same client (`bin/gregor` of the new tree)  \n", c.Rounds)
+	p("- **Rounds:** %d per side, interleaved (A B in odd rounds, B A in even ones); every run on a freshly started gregor-cp and gregor-dp with an empty data directory, both sides driven by the same client (`bin/gregor` of the new tree)  \n", c.Rounds)
 	if c.Mode == "quick" {
 		p("- **Workloads:** quick (warmup ≤ %v, test ≤ %v, catch-up backlog ≤ %s)  \n", QuickWarmupMax, QuickTestMax, formatBytes(QuickBacklogMax))
 	}

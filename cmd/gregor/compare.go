@@ -48,7 +48,7 @@ func compareCmd(args []string, stdout, stderr io.Writer) int {
 	baseCommit := fs.String("base-commit", "", "the base's commit, for the header (default: git rev-parse of --base-label, else unknown)")
 	newLabel := fs.String("new-label", "working tree", "how the report names the new build")
 	newCommit := fs.String("new-commit", "", "the new build's commit, for the header (default: the working tree's, -dirty if changed)")
-	rounds := fs.Int("rounds", 3, "runs of every workload per side, interleaved A B A B …")
+	rounds := fs.Int("rounds", 3, "runs of every workload per side, interleaved A B, B A, …")
 	drv := fs.String("drivers", "kafka-raw", "Kafka drivers, comma-separated: kafka-raw (pre-encoded batches: the broker's limit) and/or kafka (franz-go)")
 	dir := fs.String("workloads", filepath.Join("perf", "workloads"), "directory of workload files, run scaled as --quick does")
 	only := fs.String("only", "", "workloads to run, comma-separated names or file names (default: all in --workloads)")
@@ -188,7 +188,7 @@ func compareCmd(args []string, stdout, stderr io.Writer) int {
 const compareUsage = `usage: gregor bench-compare --base-bin DIR [flags]
 
 Whole-system A/B comparison of two builds of Gregor's servers (gregor-cp, gregor-dp) on
-the quick bench workloads: every workload is run on each side in turn (A B A B …) for
+the quick bench workloads: every workload is run on each side in turn (A B, then B A, …) for
 --rounds rounds, each run on a freshly started cluster with an empty data directory
 (removed after the run), both sides driven by this binary's client code. Prints, per
 workload and driver, the median of every figure for each side, the ratio new/base and
@@ -271,15 +271,23 @@ func selectWorkloads(ws []*perf.Workload, paths []string, only string) ([]*perf.
 	return kw, kp, nil
 }
 
-// comparePlan orders the runs: round by round, workload by workload, the base then the
-// new build, so each pair of runs that is compared is made minutes apart at most and a
-// drift in the machine's load falls on both sides.
+// comparePlan orders the runs: round by round, workload by workload, the two builds
+// back to back (base first in odd rounds, new first in even ones), so each pair of runs
+// that is compared is made minutes apart at most and a drift in the machine's load falls
+// on both sides.
 func comparePlan(rounds int, ws []*perf.Workload, paths []string, drvs []string, base, next compareSide) []compareJob {
 	var jobs []compareJob
 	for r := 1; r <= rounds; r++ {
+		// Odd rounds run the base first, even ones the new tree (A B, then B A), so a
+		// steady drift of the machine or an advantage of going first or second falls on
+		// both sides alike.
+		order := []compareSide{base, next}
+		if r%2 == 0 {
+			order = []compareSide{next, base}
+		}
 		for i, w := range ws {
 			for _, d := range drvs {
-				for _, s := range []compareSide{base, next} {
+				for _, s := range order {
 					jobs = append(jobs, compareJob{round: r, side: s, w: w, path: paths[i], driver: d})
 				}
 			}

@@ -71,12 +71,13 @@ func TestComparePlanAlternates(t *testing.T) {
 		t.Fatalf("%d jobs", len(jobs))
 	}
 	for i, j := range jobs {
+		// Odd rounds A B, even rounds B A.
 		want := perf.SideBase
-		if i%2 == 1 {
+		if (i%2 == 1) != (j.round%2 == 0) {
 			want = perf.SideNew
 		}
 		if j.side.name != want {
-			t.Errorf("job %d runs %s, want %s (A B A B …)", i, j.side.name, want)
+			t.Errorf("job %d (round %d) runs %s, want %s (A B, then B A)", i, j.round, j.side.name, want)
 		}
 		if i%2 == 1 && (j.w != jobs[i-1].w || j.driver != jobs[i-1].driver || j.round != jobs[i-1].round) {
 			t.Errorf("job %d is not the pair of job %d: %+v %+v", i, i-1, j, jobs[i-1])
@@ -119,7 +120,7 @@ func TestCompareFailedRuns(t *testing.T) {
 	for _, r := range c.Runs {
 		order = append(order, r.Side)
 	}
-	if strings.Join(order, " ") != "base new base new" || c.Rounds != 2 || c.LoadAfter == "" {
+	if strings.Join(order, " ") != "base new new base" || c.Rounds != 2 || c.LoadAfter == "" {
 		t.Errorf("runs %v, comparison %+v", order, c)
 	}
 	if md, err := os.ReadFile(strings.TrimSuffix(out, ".json") + ".md"); err != nil || string(md) != stdout {
