@@ -271,9 +271,17 @@ func TestPipelinedProduceRandomSplits(t *testing.T) {
 // node share it, as they share the machine).
 func BenchmarkProducePipelined(b *testing.B) {
 	const partitions, records = 16, 16
-	for _, bc := range []struct{ conns, depth int }{{1, 8}, {4, 8}, {4, 32}} {
-		b.Run(fmt.Sprintf("conns%d-depth%d", bc.conns, bc.depth), func(b *testing.B) {
-			s := startServer(b, Config{})
+	for _, bc := range []struct{ conns, depth, readBuffer int }{
+		{1, 8, 0}, {4, 8, 0}, {4, 32, 0},
+		// gnet's default read buffer: most requests span reads and are assembled by copy.
+		{4, 8, 64 << 10},
+	} {
+		name := fmt.Sprintf("conns%d-depth%d", bc.conns, bc.depth)
+		if bc.readBuffer != 0 {
+			name += fmt.Sprintf("-read%dKiB", bc.readBuffer>>10)
+		}
+		b.Run(name, func(b *testing.B) {
+			s := startServer(b, Config{ReadBufferBytes: bc.readBuffer})
 			leadPartitions(b, s, partitions)
 			ps := make([]*pipeliner, bc.conns)
 			for i := range ps {
