@@ -64,7 +64,10 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 			if v, err := strconv.Atoi(topic.Configs[client.ConfigMinInsyncReplicas]); err == nil {
 				minISR = v
 			}
-			if err := s.BecomeLeader(tp.Topic, tp.Partition, st.LeaderEpoch, len(st.ISR), minISR); err != nil {
+			// The log's settings come from this snapshot's topic, not from the view
+			// last reconciled: that one lacks a topic created since, and the log
+			// would open with the defaults.
+			if err := s.becomeLeader(topic, tp.Partition, st.LeaderEpoch, len(st.ISR), minISR); err != nil {
 				errs = append(errs, err)
 			}
 		} else if p := s.replicas.get(tp.Topic, tp.Partition); p != nil {
@@ -85,6 +88,15 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 	}
 	s.cluster.Store(snap)
 	return errors.Join(errs...)
+}
+
+// logConfig gives the storage settings of topic's logs: Config.LogConfig's if set, else
+// the topic's configs over the storage engine's defaults.
+func (s *Server) logConfig(topic client.Topic) segment.Config {
+	if s.cfg.LogConfig != nil {
+		return s.cfg.LogConfig(topic.Name)
+	}
+	return TopicLogConfig(topic, segment.Config{Logger: s.logger})
 }
 
 // snapshot is the metadata view last reconciled.
