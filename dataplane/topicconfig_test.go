@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"strconv"
 	"strings"
 	"testing"
@@ -48,6 +49,7 @@ func TestReconcileAppliesTopicConfigs(t *testing.T) {
 	}
 	c := dial(t, s)
 	big := batch(1, strings.Repeat("x", 3000), -1, -1, -1)
+	mid := batch(1, strings.Repeat("m", 700), -1, -1, -1) // the tag is in the value and a header: about 1.5 KB
 	small := batch(1, "s", -1, -1, -1)
 	// expect produces records and checks the error code and, if accepted, whether the
 	// broker stamped them (message.timestamp.type=LogAppendTime).
@@ -62,6 +64,7 @@ func TestReconcileAppliesTopicConfigs(t *testing.T) {
 		}
 	}
 	expect("3000-byte batch, limit 2000", 1, big, kerr.MessageTooLarge.Code, false)
+	expect("three batches of 1.5 KB, 4.5 KB in all, segment.bytes 4096", 1, bytes.Join([][]byte{mid, mid, mid}, nil), kerr.RecordListTooLarge.Code, false)
 	expect("acks=all below min.insync.replicas", -1, small, kerr.NotEnoughReplicas.Code, false)
 	expect("small batch", 1, small, 0, true)
 
