@@ -2,9 +2,11 @@ package dataplane
 
 import (
 	"bytes"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/segment"
@@ -69,7 +71,7 @@ func TestReconcileAppliesTopicConfigs(t *testing.T) {
 	expect("small batch", 1, small, 0, true)
 
 	// The view changes, and the open log follows: the limit is the whole batch's size,
-	// inclusive.
+	// inclusive; max.message.bytes=0 refuses every batch.
 	rev := int64(1)
 	limit := func(v string) {
 		t.Helper()
@@ -82,6 +84,8 @@ func TestReconcileAppliesTopicConfigs(t *testing.T) {
 	expect("batch one byte over the limit", 1, small, kerr.MessageTooLarge.Code, false)
 	limit(strconv.Itoa(len(small)))
 	expect("batch of exactly the limit", 1, small, 0, false)
+	limit("0")
+	expect("any batch, limit 0", 1, small, kerr.MessageTooLarge.Code, false)
 	// And back to the defaults: everything set before is undone.
 	if err := s.Reconcile(configSnapshot(rev+1, "t", nil)); err != nil {
 		t.Fatal(err)
@@ -92,5 +96,77 @@ func TestReconcileAppliesTopicConfigs(t *testing.T) {
 	expect("3000-byte batch, default limit", -1, big, 0, false)
 	if s.replicas.get("t", 0) != p {
 		t.Fatal("the replica was reopened instead of reconfigured")
+	}
+}
+
+// TestTopicLogConfigValues: Kafka values that segment.Config has no direct spelling for
+// (its zero fields mean "default") keep their Kafka meaning in the log, and values that
+// would overflow a time.Duration saturate.
+func TestTopicLogConfigValues(t *testing.T) {
+	open := func(configs map[string]string) *segment.Log {
+		t.Helper()
+		l, err := segment.Open(t.TempDir(), TopicLogConfig(client.Topic{Configs: configs}, segment.Config{}))
+		if err != nil {
+			t.Fatalf("%v: %v", configs, err)
+		}
+		t.Cleanup(func() { _ = l.Close() })
+		return l
+	}
+	appendN := func(l *segment.Log, n int) {
+		t.Helper()
+		for range n {
+			if _, err := l.Append(batch(1, strings.Repeat("r", 100), -1, -1, -1), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Long.MAX_VALUE, Kafka's "never", for both times: the log opens and keeps rolling
+	// by size only, and retention deletes nothing.
+	const never = "9223372036854775807"
+	l := open(map[string]string{client.ConfigSegmentMs: never, client.ConfigRetentionMs: never, client.ConfigSegmentBytes: "400"})
+	appendN(l, 6)
+	if res, err := l.DeleteRetained(l.LogEndOffset()); err != nil || res.Segments != 0 || l.NumSegments() < 3 {
+		t.Fatalf("retention.ms=MAX deleted %+v (%v); %d segments", res, err, l.NumSegments())
+	}
+	if got := millis(math.MaxInt64); got != math.MaxInt64 {
+		t.Fatalf("millis(MaxInt64) = %v", got)
+	}
+	// retention.ms=0: every segment whose records are older than now goes, once the
+	// clock has moved past the newest record.
+	l = open(map[string]string{client.ConfigRetentionMs: "0"})
+	appendN(l, 3)
+	waitPastMillis(t, time.Now().UnixMilli())
+	if res, err := l.DeleteRetained(l.LogEndOffset()); err != nil || res.Segments != 1 || l.LogStartOffset() != 3 {
+		t.Fatalf("retention.ms=0: %+v %v, log start %d", res, err, l.LogStartOffset())
+	}
+	// retention.bytes=1: only the active segment stays.
+	l = open(map[string]string{client.ConfigRetentionBytes: "1", client.ConfigSegmentBytes: "400"})
+	appendN(l, 6)
+	n := l.NumSegments()
+	if res, err := l.DeleteRetained(l.LogEndOffset()); err != nil || res.Segments != n-1 || l.NumSegments() != 1 {
+		t.Fatalf("retention.bytes=1: %+v %v, %d of %d segments left", res, err, l.NumSegments(), n)
+	}
+	// retention.bytes=-1: no size limit.
+	l = open(map[string]string{client.ConfigRetentionBytes: "-1", client.ConfigSegmentBytes: "400"})
+	appendN(l, 6)
+	if res, err := l.DeleteRetained(l.LogEndOffset()); err != nil || res.Segments != 0 {
+		t.Fatalf("retention.bytes=-1 deleted %+v %v", res, err)
+	}
+	// max.message.bytes=0: no batch fits.
+	l = open(map[string]string{client.ConfigMaxMessageBytes: "0"})
+	if _, err := l.Append(batch(1, "", -1, -1, -1), 0); err == nil {
+		t.Fatal("max.message.bytes=0 accepted a batch")
+	}
+}
+
+// waitPastMillis waits until the clock's millisecond is past ms.
+func waitPastMillis(t *testing.T, ms int64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().UnixMilli() <= ms {
+		if time.Now().After(deadline) {
+			t.Fatal("the clock does not move")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
