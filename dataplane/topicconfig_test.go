@@ -11,6 +11,7 @@ import (
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/segment"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Topic configs reach the partitions' logs and the produce path: the configs a topic
@@ -168,5 +169,55 @@ func waitPastMillis(t *testing.T, ms int64) {
 			t.Fatal("the clock does not move")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestDescribeConfigsEffectiveValues: DescribeConfigs reports what the node enforces: a
+// value set on the topic as set, and one stored by an earlier version that is refused now
+// (and ignored) as the default.
+func TestDescribeConfigsEffectiveValues(t *testing.T) {
+	s := startServer(t, Config{})
+	if err := s.Reconcile(configSnapshot(1, "t", map[string]string{
+		client.ConfigMaxMessageBytes:   "51200",
+		client.ConfigCompressionType:   "gzip",
+		client.ConfigRetentionBytes:    "0",
+		client.ConfigMinInsyncReplicas: "2",
+	})); err != nil {
+		t.Fatal(err)
+	}
+	req := kmsg.NewPtrDescribeConfigsRequest()
+	res := kmsg.NewDescribeConfigsRequestResource()
+	res.ResourceType, res.ResourceName = kmsg.ConfigResourceTypeTopic, "t"
+	req.Resources = append(req.Resources, res)
+	resp := roundTrip(t, dial(t, s), req, 2, 1).(*kmsg.DescribeConfigsResponse)
+	got := map[string]kmsg.DescribeConfigsResponseResourceConfig{}
+	for _, c := range resp.Resources[0].Configs {
+		got[c.Name] = c
+	}
+	for name, want := range map[string]struct {
+		value     string
+		isDefault bool
+	}{
+		client.ConfigMaxMessageBytes:   {"51200", false},
+		client.ConfigMinInsyncReplicas: {"2", false},
+		client.ConfigCompressionType:   {"producer", true},
+		client.ConfigRetentionBytes:    {"-1", true},
+		client.ConfigSegmentBytes:      {strconv.Itoa(segment.DefaultSegmentBytes), true},
+	} {
+		c, ok := got[name]
+		source := kmsg.ConfigSourceDynamicTopicConfig
+		if want.isDefault {
+			source = kmsg.ConfigSourceDefaultConfig
+		}
+		if !ok || c.Value == nil || *c.Value != want.value || c.Source != source {
+			value := "<none>"
+			if c.Value != nil {
+				value = *c.Value
+			}
+			t.Errorf("%s: %q from %v, want %q from %v", name, value, c.Source, want.value, source)
+		}
+	}
+	if p := s.replicas.get("t", 0); p.log.MaxBatchBytes() != 51200 {
+		t.Fatalf("the log enforces max.message.bytes %d", p.log.MaxBatchBytes())
 	}
 }
