@@ -62,7 +62,7 @@ func handleProduce(s *Server, r *request) error {
 			default:
 				// Validate now (one CRC per batch), so each request is answered on its
 				// own; the append itself waits for the end of the pass.
-				if res.ErrorCode = validateRecords(records, p.log.MaxBatchBytes()); res.ErrorCode == 0 {
+				if res.ErrorCode = validateRecords(records, p.log.MaxBatchBytes(), p.log.SegmentBytes()); res.ErrorCode == 0 {
 					st.entries = append(st.entries, stagedEntry{p: p, records: records, pos: len(buf.B)})
 				}
 			}
@@ -100,9 +100,11 @@ func (s *Server) fenced() bool {
 	return s.cfg.LeaseSafeUntil != nil && time.Now().After(s.cfg.LeaseSafeUntil())
 }
 
-// validateRecords checks every batch of a partition's records and returns the Kafka
-// error code for the first bad one (0: all good).
-func validateRecords(records []byte, maxBatchBytes int) int16 {
+// validateRecords checks a partition's records as Kafka does and returns the error code
+// to answer (0: all good): each batch, as sent (compressed), against the topic's
+// max.message.bytes (MESSAGE_TOO_LARGE) and its CRC, then all of them against its
+// segment.bytes (RECORD_LIST_TOO_LARGE).
+func validateRecords(records []byte, maxBatchBytes int, segmentBytes int64) int16 {
 	if len(records) == 0 {
 		return kerr.CorruptMessage.Code
 	}
@@ -112,6 +114,9 @@ func validateRecords(records []byte, maxBatchBytes int) int16 {
 			return produceErrorCode(err)
 		}
 		pos += h.Size()
+	}
+	if int64(len(records)) > segmentBytes {
+		return kerr.RecordListTooLarge.Code
 	}
 	return 0
 }

@@ -51,7 +51,7 @@ func handleDescribeConfigs(s *Server, r *request) error {
 				resp.Resources = append(resp.Resources, rr)
 				continue
 			}
-			set, defaults = t.Configs, topicConfigDefaults
+			set, defaults = effectiveConfigs(t.Configs), topicConfigDefaults
 		case kmsg.ConfigResourceTypeBroker:
 			if res.ResourceName != "" && res.ResourceName != strconv.Itoa(int(s.cfg.NodeID)) {
 				rr.ErrorCode = kerr.InvalidRequest.Code
@@ -76,6 +76,19 @@ func handleDescribeConfigs(s *Server, r *request) error {
 	}
 	writeResponse(r, resp)
 	return nil
+}
+
+// effectiveConfigs are the configs of a topic that take effect: a value stored by an
+// earlier version that the control plane now refuses (compression.type=gzip, say) is
+// ignored by the node, so the topic is described with the default instead.
+func effectiveConfigs(configs map[string]string) map[string]string {
+	out := make(map[string]string, len(configs))
+	for k, v := range configs {
+		if client.ValidateConfigs(map[string]string{k: v}) == nil {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // describe lists configs: every name known (or only the names asked for), each with its

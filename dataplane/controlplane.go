@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"errors"
+	"math"
 	"strconv"
 	"time"
 
@@ -64,7 +65,10 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 			if v, err := strconv.Atoi(topic.Configs[client.ConfigMinInsyncReplicas]); err == nil {
 				minISR = v
 			}
-			if err := s.BecomeLeader(tp.Topic, tp.Partition, st.LeaderEpoch, len(st.ISR), minISR); err != nil {
+			// The log's settings come from this snapshot's topic, not from the view
+			// last reconciled: that one lacks a topic created since, and the log
+			// would open with the defaults.
+			if err := s.becomeLeader(topic, tp.Partition, st.LeaderEpoch, len(st.ISR), minISR); err != nil {
 				errs = append(errs, err)
 			}
 		} else if p := s.replicas.get(tp.Topic, tp.Partition); p != nil {
@@ -87,6 +91,15 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 	return errors.Join(errs...)
 }
 
+// logConfig gives the storage settings of topic's logs: Config.LogConfig's if set, else
+// the topic's configs over the storage engine's defaults.
+func (s *Server) logConfig(topic client.Topic) segment.Config {
+	if s.cfg.LogConfig != nil {
+		return s.cfg.LogConfig(topic.Name)
+	}
+	return TopicLogConfig(topic, segment.Config{Logger: s.logger})
+}
+
 // snapshot is the metadata view last reconciled.
 func (s *Server) snapshot() *client.Snapshot {
 	if snap := s.cluster.Load(); snap != nil {
@@ -105,7 +118,9 @@ func contains(ids []int32, id int32) bool {
 }
 
 // TopicLogConfig turns a topic's configs into its logs' storage settings; values were
-// validated by the control plane when set.
+// validated by the control plane when set. Where a Kafka value has no direct counterpart
+// in segment.Config (whose zero fields mean "default"), it is mapped to one that behaves
+// the same.
 func TopicLogConfig(topic client.Topic, base segment.Config) segment.Config {
 	cfg := base
 	num := func(key string) (int64, bool) {
@@ -113,9 +128,15 @@ func TopicLogConfig(topic client.Topic, base segment.Config) segment.Config {
 		return v, err == nil
 	}
 	if v, ok := num(client.ConfigRetentionMs); ok {
-		cfg.RetentionAge = time.Duration(v) * time.Millisecond
-		if v < 0 {
+		switch {
+		case v < 0:
 			cfg.RetentionAge = -1
+		case v == 0:
+			// retention.ms=0 deletes every segment whose newest record is older than
+			// now; an age of 1ns, 0 whole milliseconds, does exactly that.
+			cfg.RetentionAge = time.Nanosecond
+		default:
+			cfg.RetentionAge = millis(v)
 		}
 	}
 	if v, ok := num(client.ConfigRetentionBytes); ok {
@@ -125,15 +146,26 @@ func TopicLogConfig(topic client.Topic, base segment.Config) segment.Config {
 		cfg.SegmentBytes = v
 	}
 	if v, ok := num(client.ConfigSegmentMs); ok {
-		cfg.SegmentAge = time.Duration(v) * time.Millisecond
+		cfg.SegmentAge = millis(v)
 	}
 	if v, ok := num(client.ConfigMaxMessageBytes); ok {
-		cfg.MaxBatchBytes = int(v)
+		// Every batch is larger than 0 bytes, so max.message.bytes=0 refuses all of
+		// them, as a limit of 1 byte does; 0 would mean the default here.
+		cfg.MaxBatchBytes = int(max(v, 1))
 	}
 	if topic.Configs[client.ConfigMessageTimestampType] == "LogAppendTime" {
 		cfg.TimestampType = segment.LogAppendTime
 	}
 	return cfg
+}
+
+// millis converts a config's milliseconds to a duration, saturating: Kafka users set
+// segment.ms or retention.ms to Long.MAX_VALUE to mean "never", which would overflow.
+func millis(ms int64) time.Duration {
+	if ms > math.MaxInt64/int64(time.Millisecond) {
+		return math.MaxInt64
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 // errorCode maps a control-plane error to the Kafka code a client gets: the code it

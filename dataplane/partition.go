@@ -3,6 +3,7 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -41,6 +42,9 @@ type Partition struct {
 	// set once the partition's metrics are registered.
 	reportedHW atomic.Int64
 	gauges     atomic.Bool
+	// configs are the topic configs the log's settings were last made from; guarded by
+	// the replica manager's mu.
+	configs map[string]string
 }
 
 // IsLeader reports whether this node leads the partition.
@@ -63,15 +67,14 @@ func (p *Partition) advanceHighWatermark() {
 // replicaManager owns the partition replicas of this node, one directory each,
 // <data-dir>/<topic>-<partition>.
 type replicaManager struct {
-	dir    string
-	logCfg func(topic string) segment.Config
+	dir string
 
 	mu         sync.RWMutex
 	partitions map[string]map[int32]*Partition
 }
 
-func newReplicaManager(dir string, logCfg func(topic string) segment.Config) *replicaManager {
-	return &replicaManager{dir: dir, logCfg: logCfg, partitions: map[string]map[int32]*Partition{}}
+func newReplicaManager(dir string) *replicaManager {
+	return &replicaManager{dir: dir, partitions: map[string]map[int32]*Partition{}}
 }
 
 // get returns the replica of topic-partition on this node, or nil.
@@ -94,17 +97,31 @@ func (rm *replicaManager) partitionDir(topic string, partition int32) string {
 }
 
 // becomeLeader opens (or creates) the replica's log if needed and makes this node its
-// leader at leaderEpoch with the given ISR size.
-func (rm *replicaManager) becomeLeader(topic string, partition, leaderEpoch int32, isrSize int, minISR int) (*Partition, error) {
+// leader at leaderEpoch with the given ISR size. configs are the topic's configs and
+// logCfg the log settings made from them: an open log whose settings were made from
+// other configs takes the new ones, so a log follows its topic's configs whenever the
+// view changes, even a log opened before the topic's configs were known. Settings that
+// cannot be applied are an error, but the node leads all the same: refusing leadership
+// would make the partition unavailable, not the settings take effect.
+func (rm *replicaManager) becomeLeader(topic string, partition, leaderEpoch int32, isrSize int, minISR int,
+	configs map[string]string, logCfg func() segment.Config) (*Partition, error) {
 	rm.mu.Lock()
 	defer rm.mu.Unlock()
 	p := rm.partitions[topic][partition]
+	var cfgErr error
+	if p != nil && !maps.Equal(p.configs, configs) {
+		if err := p.log.UpdateConfig(logCfg()); err != nil {
+			cfgErr = fmt.Errorf("dataplane: configs of %s-%d: %w", topic, partition, err)
+		} else {
+			p.configs = configs
+		}
+	}
 	if p == nil {
-		log, err := segment.Open(rm.partitionDir(topic, partition), rm.logCfg(topic))
+		log, err := segment.Open(rm.partitionDir(topic, partition), logCfg())
 		if err != nil {
 			return nil, fmt.Errorf("dataplane: open %s-%d: %w", topic, partition, err)
 		}
-		p = &Partition{Topic: topic, Index: partition, log: log}
+		p = &Partition{Topic: topic, Index: partition, log: log, configs: configs}
 		p.leaderEpoch.Store(-1)
 		if err := p.producers.rebuild(log); err != nil {
 			_ = log.Close()
@@ -119,7 +136,7 @@ func (rm *replicaManager) becomeLeader(topic string, partition, leaderEpoch int3
 	p.minInsyncReplicas.Store(int32(minISR))
 	p.leaderEpoch.Store(leaderEpoch)
 	p.advanceHighWatermark()
-	return p, nil
+	return p, cfgErr
 }
 
 // deleteTopic closes and removes every replica of topic.

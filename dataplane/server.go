@@ -70,32 +70,32 @@ func New(cfg Config) (*Server, error) {
 		perIP:   map[string]int{},
 	}
 	s.cp = cfg.ControlPlane
-	logCfg := cfg.LogConfig
-	if logCfg == nil {
-		logCfg = func(topic string) segment.Config {
-			base := segment.Config{Logger: s.logger}
-			if t, ok := s.snapshot().Topics[topic]; ok {
-				return TopicLogConfig(t, base)
-			}
-			return base
-		}
-	}
-	s.replicas = newReplicaManager(cfg.DataDir, logCfg)
+	s.replicas = newReplicaManager(cfg.DataDir)
 	s.metrics = newServerMetrics(cfg.Metrics, s)
 	return s, nil
 }
 
 // BecomeLeader opens the replica of topic-partition (creating its log if needed) and
 // makes this node its leader at leaderEpoch, with an ISR of isrSize replicas and the
-// topic's min.insync.replicas. The control-plane glue calls it when the partition state
-// names this node leader.
+// topic's min.insync.replicas. The log's settings come from the topic's configs in the
+// view last reconciled (Reconcile itself uses the view it is applying).
 func (s *Server) BecomeLeader(topic string, partition, leaderEpoch int32, isrSize, minInsyncReplicas int) error {
-	p, err := s.replicas.becomeLeader(topic, partition, leaderEpoch, isrSize, minInsyncReplicas)
-	if err != nil {
-		return err
+	t, ok := s.snapshot().Topics[topic]
+	if !ok {
+		t = client.Topic{Name: topic}
 	}
-	p.wakeWaiters()
-	return nil
+	return s.becomeLeader(t, partition, leaderEpoch, isrSize, minInsyncReplicas)
+}
+
+// becomeLeader is BecomeLeader with the topic as the caller's view has it: its configs
+// set the log's storage settings, when the log opens and whenever they change.
+func (s *Server) becomeLeader(topic client.Topic, partition, leaderEpoch int32, isrSize, minInsyncReplicas int) error {
+	p, err := s.replicas.becomeLeader(topic.Name, partition, leaderEpoch, isrSize, minInsyncReplicas,
+		topic.Configs, func() segment.Config { return s.logConfig(topic) })
+	if p != nil {
+		p.wakeWaiters()
+	}
+	return err
 }
 
 // DeleteTopic removes this node's replicas of topic and their data.

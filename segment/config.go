@@ -66,6 +66,8 @@ type Config struct {
 	// IndexMaxBytes is segment.index.bytes (default 10 MiB).
 	IndexMaxBytes int
 	// MaxBatchBytes is max.message.bytes: larger batches are refused (default 1 MiB+12).
+	// A limit below a batch header's 61 bytes refuses every batch, as Kafka's
+	// max.message.bytes=0 does.
 	MaxBatchBytes int
 	// RetentionAge is retention.ms; negative means keep forever, zero the default
 	// (7 days, as Kafka).
@@ -121,8 +123,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("segment: index.interval.bytes %d is negative", c.IndexIntervalBytes)
 	case c.IndexMaxBytes < minIndexMaxBytes || c.IndexMaxBytes > math.MaxInt32:
 		return c, fmt.Errorf("segment: segment.index.bytes %d out of range [%d, %d]", c.IndexMaxBytes, minIndexMaxBytes, math.MaxInt32)
-	case c.MaxBatchBytes < 61:
-		return c, fmt.Errorf("segment: max.message.bytes %d smaller than a batch header", c.MaxBatchBytes)
+	case c.MaxBatchBytes < 0:
+		return c, fmt.Errorf("segment: max.message.bytes %d is negative", c.MaxBatchBytes)
 	case c.Flush.Messages < 0 || c.Flush.Interval < 0:
 		return c, fmt.Errorf("segment: negative flush policy %+v", c.Flush)
 	}

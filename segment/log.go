@@ -63,6 +63,12 @@ type Log struct {
 
 	checkpointMu sync.Mutex
 
+	// maxBatchBytes and segmentBytes copy cfg.MaxBatchBytes and cfg.SegmentBytes for
+	// readers that do not take mu: a producer validating a request must not wait behind
+	// an append's write, which holds mu, and UpdateConfig may change them meanwhile.
+	maxBatchBytes atomic.Int64
+	segmentBytes  atomic.Int64
+
 	stop chan struct{}
 	bg   sync.WaitGroup
 }
@@ -98,6 +104,8 @@ func Open(dir string, cfg Config) (*Log, error) {
 	}
 	l := &Log{dir: dir, cfg: cfg, logger: cfg.Logger.With("log", dir), stop: make(chan struct{})}
 	l.flushCond = sync.NewCond(&l.flushMu)
+	l.maxBatchBytes.Store(int64(cfg.MaxBatchBytes))
+	l.segmentBytes.Store(cfg.SegmentBytes)
 	if err := l.load(); err != nil {
 		for _, s := range l.segments {
 			s.close()
@@ -363,12 +371,13 @@ func (l *Log) AppendValidated(parts [][]byte, leaderEpoch int32) (AppendInfo, er
 	return l.append(parts, leaderEpoch, true, false)
 }
 
-// MaxBatchBytes is the largest batch the log accepts (max.message.bytes).
-func (l *Log) MaxBatchBytes() int {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	return l.cfg.MaxBatchBytes
-}
+// MaxBatchBytes is the largest batch the log accepts (max.message.bytes). It takes no
+// lock.
+func (l *Log) MaxBatchBytes() int { return int(l.maxBatchBytes.Load()) }
+
+// SegmentBytes is the size past which the active segment rolls (segment.bytes). It takes
+// no lock.
+func (l *Log) SegmentBytes() int64 { return l.segmentBytes.Load() }
 
 // AppendAsFollower appends batches replicated from the leader, keeping their offsets and
 // leader epochs. Their offsets must increase and start at or after the log end offset,
@@ -392,6 +401,7 @@ type scanned struct {
 // false (parts validated by the caller) it reads the headers only.
 func (l *Log) validate(parts [][]byte, assign, checkCRC bool) (scanned, error) {
 	sc := scanned{maxTimestamp: -1, firstBase: -1, lastOffset: -1}
+	maxBatchBytes := l.MaxBatchBytes() // validation runs before mu is taken
 	total := 0
 	for _, b := range parts {
 		total += len(b)
@@ -404,7 +414,7 @@ func (l *Log) validate(parts [][]byte, assign, checkCRC bool) (scanned, error) {
 			var h proto.RecordBatchHeader
 			var err error
 			if checkCRC {
-				h, err = proto.ValidateRecordBatch(b[pos:], l.cfg.MaxBatchBytes)
+				h, err = proto.ValidateRecordBatch(b[pos:], maxBatchBytes)
 			} else if h, err = proto.ParseRecordBatchHeader(b[pos:]); err == nil && h.Size() > len(b)-pos {
 				err = proto.ErrBatchTruncated
 			}
@@ -1034,7 +1044,8 @@ func (l *Log) DeleteRetained(upperBound int64) (RetentionResult, error) {
 }
 
 // UpdateConfig applies new settings (a topic's configs changed). Segment and index sizes
-// apply to new segments; retention and flush settings from the next use.
+// apply to new segments; the batch size limit, retention and flush settings from the
+// next use.
 func (l *Log) UpdateConfig(cfg Config) error {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -1047,6 +1058,8 @@ func (l *Log) UpdateConfig(cfg Config) error {
 	}
 	cfg.IndexMaxBytes = l.cfg.IndexMaxBytes // the active segment's indexes are already sized
 	l.cfg = cfg
+	l.maxBatchBytes.Store(int64(cfg.MaxBatchBytes))
+	l.segmentBytes.Store(cfg.SegmentBytes)
 	return nil
 }
 

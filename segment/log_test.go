@@ -736,6 +736,75 @@ func TestUpdateConfig(t *testing.T) {
 	}
 }
 
+// TestUpdateConfigLimits: the batch size limit and segment size follow UpdateConfig at
+// once, for Append and for the lock-free getters producers validate with; a limit below
+// a batch header refuses every batch (Kafka's max.message.bytes=0). Appends run beside
+// the updates, so the race detector sees the limit read outside the log's lock.
+func TestUpdateConfigLimits(t *testing.T) {
+	clock := newTestClock()
+	cfg := testConfig(clock)
+	l := openLog(t, t.TempDir(), cfg)
+	defer l.Close()
+	b := makeBatch("m", 1, 2000, clock.Ms())
+	if l.MaxBatchBytes() != cfg.MaxBatchBytes || l.SegmentBytes() != cfg.SegmentBytes {
+		t.Fatalf("limits %d %d, want %d %d", l.MaxBatchBytes(), l.SegmentBytes(), cfg.MaxBatchBytes, cfg.SegmentBytes)
+	}
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		c := makeBatch("c", 1, 10, clock.Ms())
+		for range 1000 {
+			if _, e := l.Append(c, 0); e != nil && !errors.Is(e, proto.ErrBatchTooLarge) {
+				err = e
+			}
+		}
+		done <- err
+	}()
+	for i := 0; ; i++ { // until the appends are done, so that the two overlap
+		c := cfg
+		c.MaxBatchBytes = 1 + i%2*(1<<20)
+		if err := l.UpdateConfig(c); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("append beside config updates: %v", err)
+			}
+		default:
+			continue
+		}
+		break
+	}
+	small := cfg
+	small.MaxBatchBytes, small.SegmentBytes = len(b)-1, 128<<10
+	if err := l.UpdateConfig(small); err != nil {
+		t.Fatal(err)
+	}
+	if l.MaxBatchBytes() != len(b)-1 || l.SegmentBytes() != 128<<10 {
+		t.Fatalf("limits %d %d after update", l.MaxBatchBytes(), l.SegmentBytes())
+	}
+	if _, err := l.Append(b, 0); !errors.Is(err, proto.ErrBatchTooLarge) {
+		t.Fatalf("batch of %d bytes with limit %d: %v", len(b), len(b)-1, err)
+	}
+	small.MaxBatchBytes = len(b)
+	if err := l.UpdateConfig(small); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l, b, 0)
+	small.MaxBatchBytes = 1
+	if err := l.UpdateConfig(small); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Append(makeBatch("z", 1, 0, clock.Ms()), 0); !errors.Is(err, proto.ErrBatchTooLarge) {
+		t.Fatalf("limit 1 accepted a batch: %v", err)
+	}
+	small.MaxBatchBytes = -1
+	if err := l.UpdateConfig(small); err == nil {
+		t.Fatal("negative max.message.bytes accepted")
+	}
+}
+
 func TestScanBatchHeaders(t *testing.T) {
 	clock := newTestClock()
 	l := openLog(t, t.TempDir(), testConfig(clock))

@@ -56,7 +56,27 @@ func TestValidateConfigs(t *testing.T) {
 		{ConfigUncleanLeaderElection, "yes", false},
 		{ConfigSegmentBytes, "13", false},
 		{ConfigCleanupPolicy, "compact", false},
-		{ConfigCompressionType, "zstd", true},
+		{ConfigCompressionType, "producer", true},
+		// Kafka recompresses for every other value; Gregor stores batches as sent.
+		{ConfigCompressionType, "zstd", false},
+		{ConfigCompressionType, "gzip", false},
+		{ConfigCompressionType, "snappy", false},
+		{ConfigCompressionType, "lz4", false},
+		{ConfigCompressionType, "uncompressed", false},
+		{ConfigCompressionType, "Producer", false},
+		{ConfigCleanupPolicy, "delete", true},
+		{ConfigCleanupPolicy, "delete,compact", false},
+		{ConfigMaxMessageBytes, "0", true},
+		{ConfigMaxMessageBytes, "-1", false},
+		{ConfigMaxMessageBytes, "2147483648", false},
+		{ConfigRetentionBytes, "-1", true},
+		{ConfigRetentionBytes, "1", true},
+		{ConfigRetentionBytes, "0", false},
+		{ConfigRetentionBytes, "00", false},
+		{ConfigRetentionBytes, "-0", false},
+		{ConfigRetentionBytes, "-2", false},
+		{ConfigSegmentMs, "9223372036854775807", true},
+		{ConfigSegmentMs, "0", false},
 		{"no.such.config", "1", false},
 	}
 	for _, tc := range tests {
@@ -69,6 +89,15 @@ func TestValidateConfigs(t *testing.T) {
 				t.Fatalf("error %v has code %d, want INVALID_CONFIG", err, code)
 			}
 		})
+	}
+}
+
+// TestCompressionTypeRefusalSaysWhy: a client refused compression.type=zstd learns that
+// only "producer" is supported, not merely that the value is invalid.
+func TestCompressionTypeRefusalSaysWhy(t *testing.T) {
+	err := ValidateConfigs(map[string]string{ConfigCompressionType: "zstd"})
+	if err == nil || !strings.Contains(err.Error(), `only "producer" is supported`) {
+		t.Fatalf("got %v", err)
 	}
 }
 

@@ -55,10 +55,18 @@ func oneOf(values ...string) configRule {
 	}
 }
 
+// sizeLimit is retention.bytes's rule: -1 (no limit) or positive. Kafka's 0 deletes every
+// segment, the active one rolled first, but the storage engine's size retention always
+// keeps the active segment, so 0 is refused rather than half done.
+func sizeLimit(v string) bool {
+	n, err := strconv.ParseInt(v, 10, 64)
+	return err == nil && (n == -1 || n > 0)
+}
+
 // configRules validates each known config's value.
 var configRules = map[string]configRule{
 	ConfigRetentionMs:           longAtLeast(-1),
-	ConfigRetentionBytes:        longAtLeast(-1),
+	ConfigRetentionBytes:        sizeLimit,
 	ConfigSegmentBytes:          intAtLeast(segmentBytesMin),
 	ConfigSegmentMs:             longAtLeast(1),
 	ConfigMinInsyncReplicas:     intAtLeast(1),
@@ -66,8 +74,17 @@ var configRules = map[string]configRule{
 	ConfigUncleanLeaderElection: oneOf("true", "false"),
 	ConfigMaxMessageBytes:       intAtLeast(0),
 	// Compaction is not implemented, so only "delete" is accepted.
-	ConfigCleanupPolicy:   oneOf("delete"),
-	ConfigCompressionType: oneOf("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"),
+	ConfigCleanupPolicy: oneOf("delete"),
+	// Any other value makes Kafka recompress each batch (even "uncompressed": it
+	// decompresses); Gregor stores batches as the producer sent them.
+	ConfigCompressionType: oneOf("producer"),
+}
+
+// configHints explain the refusal of a value a Kafka broker would take.
+var configHints = map[string]string{
+	ConfigRetentionBytes:  ": -1 (no limit) or a positive size; 0 (delete every segment) is not supported",
+	ConfigCleanupPolicy:   `: only "delete" is supported (no compaction)`,
+	ConfigCompressionType: `: only "producer" is supported (batches are stored as the producer compressed them)`,
 }
 
 // ValidateTopicName applies Kafka's topic name rules: 1..249 characters from
@@ -102,7 +119,7 @@ func ValidateConfigs(configs map[string]string) error {
 			return errorf(kerr.InvalidConfig, "unknown or unsupported topic config %q", k)
 		}
 		if len(v) > configValueMax || !rule(v) {
-			return errorf(kerr.InvalidConfig, "invalid value %q for topic config %q", v, k)
+			return errorf(kerr.InvalidConfig, "invalid value %q for topic config %q%s", v, k, configHints[k])
 		}
 	}
 	return nil

@@ -1,0 +1,330 @@
+package dataplane
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/segment"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Topic configs reach the partitions' logs and the produce path: the configs a topic
+// has when its log opens, and any it has later.
+
+// configSnapshot is a metadata view in which node 0 (startServer's) leads partition 0 of
+// topic with configs.
+func configSnapshot(rev int64, topic string, configs map[string]string) *client.Snapshot {
+	tp := client.TopicPartition{Topic: topic}
+	return &client.Snapshot{
+		Revision: rev,
+		Topics:   map[string]client.Topic{topic: {Name: topic, ID: "id-" + topic, Partitions: 1, ReplicationFactor: 1, Configs: configs}},
+		Partitions: map[client.TopicPartition]client.PartitionState{tp: {Topic: topic, Replicas: []int32{0},
+			Leader: 0, ISR: []int32{0}}},
+	}
+}
+
+// TestReconcileAppliesTopicConfigs: the log of a topic seen for the first time opens
+// with the topic's configs (it used to open with the defaults: its settings were looked
+// up in the view last reconciled, which did not have the topic yet), and an open log
+// takes the configs of every later view.
+func TestReconcileAppliesTopicConfigs(t *testing.T) {
+	s := startServer(t, Config{})
+	if err := s.Reconcile(configSnapshot(1, "t", map[string]string{
+		client.ConfigMaxMessageBytes:      "2000",
+		client.ConfigSegmentBytes:         "4096",
+		client.ConfigMessageTimestampType: "LogAppendTime",
+		client.ConfigMinInsyncReplicas:    "2",
+	})); err != nil {
+		t.Fatal(err)
+	}
+	p := s.replicas.get("t", 0)
+	if p == nil || !p.IsLeader() {
+		t.Fatal("the node does not lead t-0")
+	}
+	if p.log.MaxBatchBytes() != 2000 || p.log.SegmentBytes() != 4096 {
+		t.Fatalf("log opened with max.message.bytes %d, segment.bytes %d", p.log.MaxBatchBytes(), p.log.SegmentBytes())
+	}
+	c := dial(t, s)
+	big := batch(1, strings.Repeat("x", 3000), -1, -1, -1)
+	mid := batch(1, strings.Repeat("m", 700), -1, -1, -1) // the tag is in the value and a header: about 1.5 KB
+	small := batch(1, "s", -1, -1, -1)
+	// expect produces records and checks the error code and, if accepted, whether the
+	// broker stamped them (message.timestamp.type=LogAppendTime).
+	expect := func(what string, acks int16, records []byte, want int16, stamped bool) {
+		t.Helper()
+		rp := produce(t, c, 7, "t", 0, acks, records)
+		if rp.ErrorCode != want {
+			t.Fatalf("%s: error %v, want %v", what, kerr.ErrorForCode(rp.ErrorCode), kerr.ErrorForCode(want))
+		}
+		if want == 0 && (rp.LogAppendTime != -1) != stamped {
+			t.Fatalf("%s: log append time %d, want stamped %v", what, rp.LogAppendTime, stamped)
+		}
+	}
+	expect("3000-byte batch, limit 2000", 1, big, kerr.MessageTooLarge.Code, false)
+	expect("three batches of 1.5 KB, 4.5 KB in all, segment.bytes 4096", 1, bytes.Join([][]byte{mid, mid, mid}, nil), kerr.RecordListTooLarge.Code, false)
+	expect("acks=all below min.insync.replicas", -1, small, kerr.NotEnoughReplicas.Code, false)
+	expect("small batch", 1, small, 0, true)
+
+	// The view changes, and the open log follows: the limit is the whole batch's size,
+	// inclusive; max.message.bytes=0 refuses every batch.
+	rev := int64(1)
+	limit := func(v string) {
+		t.Helper()
+		rev++
+		if err := s.Reconcile(configSnapshot(rev, "t", map[string]string{client.ConfigMaxMessageBytes: v})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	limit(strconv.Itoa(len(small) - 1))
+	expect("batch one byte over the limit", 1, small, kerr.MessageTooLarge.Code, false)
+	limit(strconv.Itoa(len(small)))
+	expect("batch of exactly the limit", 1, small, 0, false)
+	limit("0")
+	expect("any batch, limit 0", 1, small, kerr.MessageTooLarge.Code, false)
+	// And back to the defaults: everything set before is undone.
+	if err := s.Reconcile(configSnapshot(rev+1, "t", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if p.log.MaxBatchBytes() != segment.DefaultMaxBatchBytes || p.log.SegmentBytes() != segment.DefaultSegmentBytes {
+		t.Fatalf("defaults not restored: %d %d", p.log.MaxBatchBytes(), p.log.SegmentBytes())
+	}
+	expect("3000-byte batch, default limit", -1, big, 0, false)
+	if s.replicas.get("t", 0) != p {
+		t.Fatal("the replica was reopened instead of reconfigured")
+	}
+}
+
+// TestTopicLogConfigValues: Kafka values that segment.Config has no direct spelling for
+// (its zero fields mean "default") keep their Kafka meaning in the log, and values that
+// would overflow a time.Duration saturate.
+func TestTopicLogConfigValues(t *testing.T) {
+	open := func(configs map[string]string) *segment.Log {
+		t.Helper()
+		l, err := segment.Open(t.TempDir(), TopicLogConfig(client.Topic{Configs: configs}, segment.Config{}))
+		if err != nil {
+			t.Fatalf("%v: %v", configs, err)
+		}
+		t.Cleanup(func() { _ = l.Close() })
+		return l
+	}
+	appendN := func(l *segment.Log, n int) {
+		t.Helper()
+		for range n {
+			if _, err := l.Append(batch(1, strings.Repeat("r", 100), -1, -1, -1), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Long.MAX_VALUE, Kafka's "never", for both times: the log opens and keeps rolling
+	// by size only, and retention deletes nothing.
+	const never = "9223372036854775807"
+	l := open(map[string]string{client.ConfigSegmentMs: never, client.ConfigRetentionMs: never, client.ConfigSegmentBytes: "400"})
+	appendN(l, 6)
+	if res, err := l.DeleteRetained(l.LogEndOffset()); err != nil || res.Segments != 0 || l.NumSegments() < 3 {
+		t.Fatalf("retention.ms=MAX deleted %+v (%v); %d segments", res, err, l.NumSegments())
+	}
+	if got := millis(math.MaxInt64); got != math.MaxInt64 {
+		t.Fatalf("millis(MaxInt64) = %v", got)
+	}
+	// retention.ms=0: every segment whose records are older than now goes, once the
+	// clock has moved past the newest record.
+	l = open(map[string]string{client.ConfigRetentionMs: "0"})
+	appendN(l, 3)
+	waitPastMillis(t, time.Now().UnixMilli())
+	if res, err := l.DeleteRetained(l.LogEndOffset()); err != nil || res.Segments != 1 || l.LogStartOffset() != 3 {
+		t.Fatalf("retention.ms=0: %+v %v, log start %d", res, err, l.LogStartOffset())
+	}
+	// retention.bytes=1: only the active segment stays.
+	l = open(map[string]string{client.ConfigRetentionBytes: "1", client.ConfigSegmentBytes: "400"})
+	appendN(l, 6)
+	n := l.NumSegments()
+	if res, err := l.DeleteRetained(l.LogEndOffset()); err != nil || res.Segments != n-1 || l.NumSegments() != 1 {
+		t.Fatalf("retention.bytes=1: %+v %v, %d of %d segments left", res, err, l.NumSegments(), n)
+	}
+	// retention.bytes=-1: no size limit.
+	l = open(map[string]string{client.ConfigRetentionBytes: "-1", client.ConfigSegmentBytes: "400"})
+	appendN(l, 6)
+	if res, err := l.DeleteRetained(l.LogEndOffset()); err != nil || res.Segments != 0 {
+		t.Fatalf("retention.bytes=-1 deleted %+v %v", res, err)
+	}
+	// max.message.bytes=0: no batch fits.
+	l = open(map[string]string{client.ConfigMaxMessageBytes: "0"})
+	if _, err := l.Append(batch(1, "", -1, -1, -1), 0); err == nil {
+		t.Fatal("max.message.bytes=0 accepted a batch")
+	}
+}
+
+// waitPastMillis waits until the clock's millisecond is past ms.
+func waitPastMillis(t *testing.T, ms int64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().UnixMilli() <= ms {
+		if time.Now().After(deadline) {
+			t.Fatal("the clock does not move")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestTopicConfigsThroughCreateTopics creates topics with franz-go's admin client on a
+// node following a real control plane and checks each config at work: retention by
+// bytes and by time (the node's retention check runs every 20 ms), segment.ms,
+// min.insync.replicas; and the values refused (INVALID_CONFIG) create no topic.
+func TestTopicConfigsThroughCreateTopics(t *testing.T) {
+	n := startClusterWith(t, Config{RetentionCheckInterval: 20 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(n.srv.Addr()), kgo.RequiredAcks(kgo.LeaderAck()),
+		kgo.DisableIdempotentWrite(), kgo.ProducerLinger(0), kgo.RecordRetries(0),
+		kgo.ProducerBatchCompression(kgo.NoCompression())) // sizes as written
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	create := func(topic string, configs map[string]*string) error {
+		t.Helper()
+		resp, err := adm.CreateTopics(ctx, 1, 1, configs, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp[topic].Err
+	}
+	for topic, configs := range map[string]map[string]*string{
+		"by-bytes": {"retention.bytes": kadmStr("1"), "segment.bytes": kadmStr("1024")},
+		"by-time":  {"retention.ms": kadmStr("0")},
+		"seg-ms":   {"segment.ms": kadmStr("1")},
+		"min-isr":  {"min.insync.replicas": kadmStr("2")},
+	} {
+		if err := create(topic, configs); err != nil {
+			t.Fatalf("create %s: %v", topic, err)
+		}
+	}
+	for topic, configs := range map[string]map[string]*string{
+		"zstd":         {"compression.type": kadmStr("zstd")},
+		"uncompressed": {"compression.type": kadmStr("uncompressed")},
+		"compact":      {"cleanup.policy": kadmStr("compact")},
+		"purge":        {"retention.bytes": kadmStr("0")},
+	} {
+		if err := create(topic, configs); !errors.Is(err, kerr.InvalidConfig) {
+			t.Fatalf("%s: %v, want INVALID_CONFIG", topic, err)
+		}
+		if _, ok := n.cp.Snapshot().Topics[topic]; ok {
+			t.Fatalf("topic %s, refused for its configs, exists", topic)
+		}
+	}
+	produce := func(topic string, count int) {
+		t.Helper()
+		for range count {
+			if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: bytes.Repeat([]byte("v"), 300)}).FirstErr(); err != nil {
+				t.Fatalf("produce to %s: %v", topic, err)
+			}
+		}
+	}
+	startOf := func(topic string) int64 {
+		listed, err := adm.ListStartOffsets(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, _ := listed.Lookup(topic, 0)
+		return o.Offset
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 10s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	produce("by-bytes", 10)
+	byBytes := n.srv.replicas.get("by-bytes", 0).log
+	bases := byBytes.SegmentBaseOffsets()
+	active := bases[len(bases)-1]
+	if active < 6 { // retention may have deleted the older segments already
+		t.Fatalf("segment.bytes=1024: the active segment starts at %d after 10 batches of 300 bytes", active)
+	}
+	waitFor("retention.bytes=1 keeps only the active segment", func() bool { return startOf("by-bytes") == active })
+
+	produce("by-time", 3)
+	waitFor("retention.ms=0 deletes what was written", func() bool { return startOf("by-time") == 3 })
+
+	produce("seg-ms", 1)
+	waitPastMillis(t, time.Now().UnixMilli()+1)
+	produce("seg-ms", 1)
+	if got := n.srv.replicas.get("seg-ms", 0).log.NumSegments(); got != 2 {
+		t.Fatalf("segment.ms=1: %d segments after two appends 2 ms apart", got)
+	}
+
+	all, err := kgo.NewClient(kgo.SeedBrokers(n.srv.Addr()), kgo.RecordRetries(0), kgo.RequestRetries(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer all.Close()
+	if err := all.ProduceSync(ctx, &kgo.Record{Topic: "min-isr", Value: []byte("x")}).FirstErr(); !errors.Is(err, kerr.NotEnoughReplicas) {
+		t.Fatalf("acks=all with min.insync.replicas=2 and an ISR of 1: %v", err)
+	}
+	produce("min-isr", 1) // acks=1 does not need the ISR
+}
+
+// TestDescribeConfigsEffectiveValues: DescribeConfigs reports what the node enforces: a
+// value set on the topic as set, and one stored by an earlier version that is refused now
+// (and ignored) as the default.
+func TestDescribeConfigsEffectiveValues(t *testing.T) {
+	s := startServer(t, Config{})
+	if err := s.Reconcile(configSnapshot(1, "t", map[string]string{
+		client.ConfigMaxMessageBytes:   "51200",
+		client.ConfigCompressionType:   "gzip",
+		client.ConfigRetentionBytes:    "0",
+		client.ConfigMinInsyncReplicas: "2",
+	})); err != nil {
+		t.Fatal(err)
+	}
+	req := kmsg.NewPtrDescribeConfigsRequest()
+	res := kmsg.NewDescribeConfigsRequestResource()
+	res.ResourceType, res.ResourceName = kmsg.ConfigResourceTypeTopic, "t"
+	req.Resources = append(req.Resources, res)
+	resp := roundTrip(t, dial(t, s), req, 2, 1).(*kmsg.DescribeConfigsResponse)
+	got := map[string]kmsg.DescribeConfigsResponseResourceConfig{}
+	for _, c := range resp.Resources[0].Configs {
+		got[c.Name] = c
+	}
+	for name, want := range map[string]struct {
+		value     string
+		isDefault bool
+	}{
+		client.ConfigMaxMessageBytes:   {"51200", false},
+		client.ConfigMinInsyncReplicas: {"2", false},
+		client.ConfigCompressionType:   {"producer", true},
+		client.ConfigRetentionBytes:    {"-1", true},
+		client.ConfigSegmentBytes:      {strconv.Itoa(segment.DefaultSegmentBytes), true},
+	} {
+		c, ok := got[name]
+		source := kmsg.ConfigSourceDynamicTopicConfig
+		if want.isDefault {
+			source = kmsg.ConfigSourceDefaultConfig
+		}
+		if !ok || c.Value == nil || *c.Value != want.value || c.Source != source {
+			value := "<none>"
+			if c.Value != nil {
+				value = *c.Value
+			}
+			t.Errorf("%s: %q from %v, want %q from %v", name, value, c.Source, want.value, source)
+		}
+	}
+	if p := s.replicas.get("t", 0); p.log.MaxBatchBytes() != 51200 {
+		t.Fatalf("the log enforces max.message.bytes %d", p.log.MaxBatchBytes())
+	}
+}
