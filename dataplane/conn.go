@@ -129,7 +129,7 @@ func (cs *connState) onTraffic() gnet.Action {
 		return gnet.Close
 	}
 	for {
-		handled, err := cs.readFrames()
+		_, err := cs.readFrames()
 		if err != nil {
 			cs.s.logger.Debug("closing connection", "remote", cs.ip, "err", err)
 			return gnet.Close
@@ -138,9 +138,11 @@ func (cs *connState) onTraffic() gnet.Action {
 			cs.s.logger.Debug("write failed", "remote", cs.ip, "err", err)
 			return gnet.Close
 		}
-		// Reading stopped at the in-flight limit and writing freed room: read on.
-		// Otherwise the next bytes or the parked writer's wake bring us back.
-		if handled == 0 || cs.queue.len() >= cs.s.cfg.MaxInFlightPerConnection || !cs.in.pending() {
+		// Whole frames wait (reading stopped at the in-flight limit and writing freed
+		// room, or readFrom completed one): read on — a pass with room and a pending
+		// frame handles at least that frame. Otherwise the next bytes or the parked
+		// writer's wake bring us back.
+		if cs.queue.len() >= cs.s.cfg.MaxInFlightPerConnection || !cs.in.pending() {
 			return gnet.None
 		}
 	}
@@ -180,9 +182,15 @@ func (cs *connState) readFrames() (handled int, err error) {
 			cs.lastRequestNs.Store(time.Now().UnixNano())
 		}
 	}()
-	return in.frames(fresh, cs.s.cfg.MaxFrameBytes,
+	handled, err = in.frames(fresh, cs.s.cfg.MaxFrameBytes,
 		func() bool { return cs.queue.len() < cs.s.cfg.MaxInFlightPerConnection },
 		cs.handleFrame)
+	if err == nil && in.partial != nil {
+		// The rest of a frame that spans reads goes from the socket straight into its
+		// buffer; a frame it completes waits in the backlog for the next pass.
+		err = in.readFrom(cs.fd)
+	}
+	return handled, err
 }
 
 // handleFrame decodes one request's header and runs its handler, which fills the

@@ -49,11 +49,32 @@ func (n *node) client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 	return cl
 }
 
-// createTopic creates topic with partitions (replication factor 1) through n.
+// createTopic creates topic with partitions (replication factor 1) through n, and waits
+// until the group coordinator knows it: its metadata view follows etcd by watch, so for a
+// moment after CreateTopics answers it still refuses commits to the topic
+// (UNKNOWN_TOPIC_OR_PARTITION), as Kafka's coordinator does while its metadata cache lags.
+// A commit to a probe group, deleted after, tells.
 func (n *node) createTopic(t testing.TB, ctx context.Context, topic string, partitions int32) {
 	t.Helper()
-	if resp, err := kadm.NewClient(n.client(t)).CreateTopics(ctx, partitions, 1, nil, topic); err != nil || resp[topic].Err != nil {
+	adm := kadm.NewClient(n.client(t))
+	if resp, err := adm.CreateTopics(ctx, partitions, 1, nil, topic); err != nil || resp[topic].Err != nil {
 		t.Fatalf("create %s: %v %+v", topic, err, resp)
+	}
+	if !n.coordinated {
+		return
+	}
+	probe := kadm.Offsets{}
+	probe.Add(kadm.Offset{Topic: topic, Partition: partitions - 1, At: 0, LeaderEpoch: -1})
+	checkFor(t, 10*time.Second, func() error {
+		resp, err := adm.CommitOffsets(ctx, "createTopic-probe", probe)
+		if err != nil {
+			return err
+		}
+		return resp.Error()
+	})
+	// The probe's group must not show in the tests' group listings.
+	if resp, err := adm.DeleteGroups(ctx, "createTopic-probe"); err != nil || resp.Error() != nil {
+		t.Fatalf("delete the probe group: %v %v", err, resp.Error())
 	}
 }
 

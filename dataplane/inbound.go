@@ -2,11 +2,13 @@ package dataplane
 
 import (
 	"encoding/binary"
-
+	"io"
 	"math/bits"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gregor-streaming/gregor/proto"
+	"golang.org/x/sys/unix"
 )
 
 // Inbound bytes: how a connection's requests get from the socket to their handlers.
@@ -25,23 +27,27 @@ import (
 //   - the whole frames a pass could not handle (the in-flight limit) are copied once into
 //     a backlog chunk, and later handled in place from there;
 //   - an incomplete frame is copied into a buffer reserved for its whole size (the size
-//     prefix tells it), which the next reads fill until it is whole; it then joins the
-//     backlog as a chunk of its own, without a copy.
+//     prefix tells it), and the rest of it is read from the socket straight into that
+//     buffer (readFrom) — the bulk of a large request is never copied in user space; it
+//     then joins the backlog as a chunk of its own, without a copy.
 //
-// Frames never span chunks. Buffers come from a free list of power-of-two classes and go back
+// Frames never span chunks. Buffers come from a bounded free list (bufferPool) and go back
 // once the pass that handled their last frame has ended — produce requests stage views of
 // their records until the end of the pass (flushStaged). Only the 4-byte size prefix of a
-// frame split inside it is copied twice, and a frame larger than frameReserveMaxBytes is
-// not reserved whole up front (a client must send bytes to make the node hold memory): its
-// buffer grows by doubling, which copies its bytes about twice on average.
+// frame split inside it is copied twice. Reserving what a size prefix claims is bounded
+// node-wide (partialReserveMaxBytes): past that budget a frame's buffer grows by doubling
+// with what arrives, so a client must send bytes to make the node hold more memory.
 type inbound struct {
 	// backlog holds whole frames not yet handled, in arrival order; the next one starts at
 	// backlog[0][head:].
 	backlog [][]byte
 	head    int
 	// partial is an incomplete frame, size prefix included: len is what has arrived, cap
-	// its whole size once the prefix is known (up to frameReserveMaxBytes). nil: none.
+	// its whole size once the prefix is known (or less, past the reserve budget). nil:
+	// none. Invariant: while partial is not nil, it is the last thing read from the socket.
 	partial []byte
+	// reserved is what partial holds of the node's reserve budget (its capacity).
+	reserved int
 	// partials counts the partial frames begun, so a pass can tell a new one.
 	partials uint64
 	// spent are backlog chunks whose frames were all handled during this pass: they go
@@ -49,40 +55,65 @@ type inbound struct {
 	spent [][]byte
 }
 
-// frameReserveMaxBytes is the largest frame whose whole size is reserved as soon as its
-// size prefix arrives. Producers send requests of a few MiB at most (1 MiB batches,
-// several partitions); a larger claimed size grows its buffer as bytes arrive instead.
-const frameReserveMaxBytes = 8 << 20
+// partialReserveMaxBytes bounds the capacity of all buffers of frames still arriving,
+// node-wide. Within it a frame's whole size is reserved when its size prefix arrives (the
+// rest is read straight into it); past it, buffers grow with what arrives.
+const partialReserveMaxBytes = 256 << 20
+
+// partialReserved is the capacity of the node's partial-frame buffers.
+var partialReserved atomic.Int64
+
+// partialGrowMinBytes is the least a partial frame's buffer grows to past the budget.
+const partialGrowMinBytes = 64 << 10
+
+// backlogChunkMinBytes is the least capacity of a backlog chunk.
+const backlogChunkMinBytes = 64 << 10
 
 // inboundPool recycles the connections' backlog and partial-frame buffers.
 var inboundPool = bufferPool{idleMaxBytes: inboundIdleMaxBytes}
 
-// inboundIdleMaxBytes bounds the request buffers a node keeps idle for reuse.
-const inboundIdleMaxBytes = 64 << 20
+// inboundIdleMaxBytes bounds the request buffers a node keeps idle for reuse: enough for
+// a few producers' requests of 16 MiB and more in flight at once.
+const inboundIdleMaxBytes = 256 << 20
 
-// bufferPool is a free list of byte slices in power-of-two size classes, bounded by the
-// bytes it keeps idle. Unlike sync.Pool it is not emptied by garbage collections: those
-// come at moments that depend on timing, and a node that allocated its largest buffers
-// again after each would allocate in proportion to what it buffers.
+// bufferPool is a free list of byte slices in size classes (see bufferClass), bounded by
+// the bytes it keeps idle. Unlike sync.Pool it is not emptied by garbage collections:
+// those come at moments that depend on timing, and a node that allocated its largest
+// buffers again after each would allocate in proportion to what it buffers.
 type bufferPool struct {
 	mu           sync.Mutex
-	free         [bufferClassMax + 1][][]byte
+	free         [bufferClasses][][]byte
 	idleBytes    int
 	idleMaxBytes int
 }
 
-// Size classes: 4 KiB (2^12) to 16 MiB (2^24). Larger buffers are neither pooled nor
-// rounded up.
+// Size classes: 4 KiB, then four per power of two up to 128 MiB (above the default
+// 100 MiB frame limit). Larger buffers are neither pooled nor rounded up.
 const (
-	bufferClassMin = 12
-	bufferClassMax = 24
+	bufferClassMinShift = 12
+	bufferClassMaxShift = 27
+	bufferClasses       = 1 + (bufferClassMaxShift-bufferClassMinShift)*4
 )
+
+// bufferClass returns the class of a buffer of n bytes and its size: the smallest of
+// 2^k, 1.25·2^k, 1.5·2^k, 1.75·2^k at least n, so a buffer wastes at most a fifth of
+// itself. ok is false above the largest class.
+func bufferClass(n int) (index, size int, ok bool) {
+	if n <= 1<<bufferClassMinShift {
+		return 0, 1 << bufferClassMinShift, true
+	}
+	k := bits.Len(uint(n-1)) - 1 // 2^k < n ≤ 2^(k+1)
+	step := 1 << (k - 2)
+	m := (n - 1<<k + step - 1) / step // 1..4
+	index = 1 + (k-bufferClassMinShift)*4 + m - 1
+	return index, 1<<k + m*step, index < bufferClasses
+}
 
 // Get returns a slice of length n, from the free list when one of its class is idle.
 // Its bytes are whatever the last user left.
 func (p *bufferPool) Get(n int) []byte {
-	class := max(bits.Len(uint(n-1)), bufferClassMin)
-	if n <= 0 || class > bufferClassMax {
+	class, size, ok := bufferClass(n)
+	if n <= 0 || !ok {
 		return make([]byte, n)
 	}
 	p.mu.Lock()
@@ -95,22 +126,33 @@ func (p *bufferPool) Get(n int) []byte {
 		return b[:n]
 	}
 	p.mu.Unlock()
-	return make([]byte, n, 1<<class)
+	return make([]byte, n, size)
 }
 
-// Put keeps b for reuse if it is of a class and the idle bound allows.
+// Put keeps b for reuse if its capacity is a class size. Past the idle bound it drops
+// idle buffers of other classes, largest first, to make room: the sizes in use now are
+// worth more than the sizes a past workload left, which would otherwise fill the bound
+// for good and have every buffer of today's sizes allocated anew.
 func (p *bufferPool) Put(b []byte) {
 	c := cap(b)
-	class := bits.Len(uint(c - 1))
-	if c == 0 || c != 1<<class || class < bufferClassMin || class > bufferClassMax {
+	class, size, ok := bufferClass(c)
+	if c == 0 || !ok || size != c || c > p.idleMaxBytes {
 		return
 	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := len(p.free) - 1; i >= 0 && p.idleBytes+c > p.idleMaxBytes; i-- {
+		for i != class && len(p.free[i]) > 0 && p.idleBytes+c > p.idleMaxBytes {
+			last := len(p.free[i]) - 1
+			p.idleBytes -= cap(p.free[i][last])
+			p.free[i][last] = nil
+			p.free[i] = p.free[i][:last]
+		}
+	}
 	if p.idleBytes+c <= p.idleMaxBytes {
 		p.free[class] = append(p.free[class], b[:0])
 		p.idleBytes += c
 	}
-	p.mu.Unlock()
 }
 
 // frames hands the whole frames that have arrived to handle (without their size
@@ -192,15 +234,75 @@ func (in *inbound) fill(fresh []byte, maxFrameBytes int) ([]byte, error) {
 	whole := proto.FrameSizeBytes + size
 	take := min(whole-len(in.partial), len(fresh))
 	if len(in.partial)+take > cap(in.partial) {
-		in.partial = regrow(in.partial, reserveFor(whole, len(in.partial)+take))
+		in.grow(whole, len(in.partial)+take)
 	}
 	in.partial = append(in.partial, fresh[:take]...)
-	fresh = fresh[take:]
-	if len(in.partial) == whole {
-		in.backlog = append(in.backlog, in.partial)
-		in.partial = nil
+	in.completeIf(whole)
+	return fresh[take:], nil
+}
+
+// readFrom reads the rest of the partial frame from the socket fd straight into its
+// buffer, until it is whole or the socket has nothing more (gnet reads what follows).
+// The partial frame is the last thing read from the socket, so these are its bytes. A
+// partial frame whose size prefix is not whole yet is left to gnet.
+func (in *inbound) readFrom(fd int) error {
+	for in.partial != nil && len(in.partial) >= proto.FrameSizeBytes {
+		whole := proto.FrameSizeBytes + int(binary.BigEndian.Uint32(in.partial))
+		if len(in.partial) == cap(in.partial) {
+			in.grow(whole, len(in.partial)+1)
+		}
+		n, err := unix.Read(fd, in.partial[len(in.partial):min(cap(in.partial), whole)])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return nil
+		case err != nil:
+			return err
+		case n == 0:
+			return io.EOF
+		}
+		in.partial = in.partial[:len(in.partial)+n]
+		in.completeIf(whole)
 	}
-	return fresh, nil
+	return nil
+}
+
+// completeIf moves the partial frame to the backlog once it holds whole bytes, and gives
+// its reservation back.
+func (in *inbound) completeIf(whole int) {
+	if len(in.partial) < whole {
+		return
+	}
+	in.backlog = append(in.backlog, in.partial)
+	in.partial = nil
+	partialReserved.Add(-int64(in.reserved))
+	in.reserved = 0
+}
+
+// reserve returns a buffer for a partial frame of whole bytes (prefix included) holding
+// b, at least need bytes long in capacity: whole, if the node's reserve budget allows;
+// else need doubled (at least partialGrowMinBytes, at most whole). It charges the budget
+// with the new buffer and releases the old one's charge.
+func (in *inbound) reserve(b []byte, whole, need int) []byte {
+	want := whole
+	if partialReserved.Load()-int64(in.reserved)+int64(whole) > partialReserveMaxBytes {
+		want = min(whole, max(2*need, partialGrowMinBytes))
+	}
+	want = max(want, need)
+	nb := append(inboundPool.Get(want)[:0], b...)
+	partialReserved.Add(int64(cap(nb) - in.reserved))
+	in.reserved = cap(nb)
+	return nb
+}
+
+// grow gives the partial frame (of whole bytes) room for need bytes.
+func (in *inbound) grow(whole, need int) {
+	old := in.partial
+	in.partial = in.reserve(old, whole, need)
+	if cap(old) > 0 {
+		inboundPool.Put(old)
+	}
 }
 
 // stash keeps rest, bytes of the loop's buffer the pass did not handle: its whole frames
@@ -219,38 +321,21 @@ func (in *inbound) stash(rest []byte, maxFrameBytes int) error {
 		whole += proto.FrameSizeBytes + size
 	}
 	if whole > 0 {
-		chunk := inboundPool.Get(whole)
+		// Chunks take a power of two (≥ 64 KiB): their sizes vary from pass to pass, and
+		// few classes are reused more often than many.
+		chunk := inboundPool.Get(max(1<<bits.Len(uint(whole-1)), backlogChunkMinBytes))[:whole]
 		copy(chunk, rest[:whole])
 		in.backlog = append(in.backlog, chunk)
 	}
 	if tail := rest[whole:]; len(tail) > 0 {
-		want := max(len(tail), proto.FrameSizeBytes)
+		frame := proto.FrameSizeBytes // the prefix, until it is whole
 		if size, ok, _ := proto.FrameSize(tail, maxFrameBytes); ok {
-			want = reserveFor(proto.FrameSizeBytes+size, len(tail))
+			frame += size
 		}
-		in.partial = append(inboundPool.Get(want)[:0], tail...)
+		in.partial = in.reserve(tail, frame, max(len(tail), proto.FrameSizeBytes))
 		in.partials++
 	}
 	return nil
-}
-
-// reserveFor is the capacity to give a frame of size whole (prefix included) of which
-// have bytes must fit now: all of it up to frameReserveMaxBytes, else twice what has
-// arrived (at least frameReserveMaxBytes, at most whole).
-func reserveFor(whole, have int) int {
-	if whole <= frameReserveMaxBytes {
-		return whole
-	}
-	return min(whole, max(frameReserveMaxBytes, 2*have))
-}
-
-// regrow returns a pooled buffer of capacity at least n holding b's bytes, and puts b back.
-func regrow(b []byte, n int) []byte {
-	nb := append(inboundPool.Get(n)[:0], b...)
-	if cap(b) > 0 {
-		inboundPool.Put(b)
-	}
-	return nb
 }
 
 // endPass returns the chunks the pass used up to the pool: no view of them remains once
@@ -271,6 +356,7 @@ func (in *inbound) release() {
 	}
 	if in.partial != nil {
 		inboundPool.Put(in.partial)
+		partialReserved.Add(-int64(in.reserved))
 	}
 	*in = inbound{}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/gregor-streaming/gregor/proto"
+	"golang.org/x/sys/unix"
 )
 
 // frameStream frames each body with its size prefix.
@@ -71,11 +72,54 @@ func FuzzInboundFrames(f *testing.F) {
 			in.endPass()
 			return err
 		}
-		var err error
+		// Some bytes reach inbound the way gnet's reads bring them (fresh), others are
+		// left in a socket for readFrom to take while a frame is partial.
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fds[0])
+		defer unix.Close(fds[1])
+		inSocket := 0 // bytes written to the socket and not yet read from it
 		for rest := stream; len(rest) > 0 && err == nil; {
 			n := min(len(rest), 1+rng.IntN(3*maxFrame/2))
 			if rng.IntN(3) == 0 {
 				n = min(len(rest), 1+rng.IntN(5))
+			}
+			if in.partial != nil && inSocket == 0 && rng.IntN(2) == 0 {
+				// The socket holds what follows; readFrom takes what the partial frame
+				// lacks and no more.
+				w, werr := unix.Write(fds[1], rest[:n])
+				if werr != nil {
+					t.Fatal(werr)
+				}
+				before := len(in.partial)
+				if err = in.readFrom(fds[0]); err != nil {
+					break
+				}
+				took := w
+				if in.partial != nil {
+					took = len(in.partial) - before
+				} else if len(in.backlog) > 0 {
+					last := in.backlog[len(in.backlog)-1]
+					took = len(last) - before
+				}
+				inSocket = w - took
+				rest = rest[took:]
+				if inSocket > 0 {
+					// What readFrom left is gnet's to read: drain it as the next fresh.
+					buf := make([]byte, inSocket)
+					if r, rerr := unix.Read(fds[0], buf); rerr != nil || r != inSocket {
+						t.Fatalf("socket read: %d %v, want %d", r, rerr, inSocket)
+					}
+					rest = rest[inSocket:]
+					inSocket = 0
+					err = pass(buf)
+					clear(buf)
+				} else {
+					err = pass(nil)
+				}
+				continue
 			}
 			// The loop's buffer is reused by the next read: give frames a copy that is
 			// scribbled over once the pass ends.
@@ -107,34 +151,65 @@ func FuzzInboundFrames(f *testing.F) {
 	})
 }
 
+// TestBufferClasses: every size maps to the smallest class that holds it, classes grow
+// by at most a quarter, and a class size maps to itself.
+func TestBufferClasses(t *testing.T) {
+	prev := 0
+	for i := range bufferClasses {
+		_, size, _ := bufferClass(prev + 1)
+		if idx, s, ok := bufferClass(size); !ok || idx != i || s != size {
+			t.Fatalf("class %d: size %d maps to class %d size %d (ok %v)", i, size, idx, s, ok)
+		}
+		if prev > 0 && size > prev+prev/4+1 {
+			t.Fatalf("class %d: %d after %d, more than a quarter more", i, size, prev)
+		}
+		if _, s, _ := bufferClass(prev + 1); s != size {
+			t.Fatalf("%d bytes get class size %d, want %d", prev+1, s, size)
+		}
+		prev = size
+	}
+	if prev != 1<<bufferClassMaxShift {
+		t.Fatalf("largest class %d, want %d", prev, 1<<bufferClassMaxShift)
+	}
+	if _, _, ok := bufferClass(prev + 1); ok {
+		t.Fatal("a size above the largest class has a class")
+	}
+}
+
 // TestBufferPool: buffers come back by class, within the idle bound, and foreign or
 // oversize slices are not kept.
 func TestBufferPool(t *testing.T) {
 	p := bufferPool{idleMaxBytes: 64 << 10}
 	b := p.Get(5000)
-	if len(b) != 5000 || cap(b) != 8192 {
-		t.Fatalf("Get(5000): len %d cap %d, want 5000 and 8192", len(b), cap(b))
+	if len(b) != 5000 || cap(b) != 5120 {
+		t.Fatalf("Get(5000): len %d cap %d, want 5000 and 5120", len(b), cap(b))
 	}
 	b[0] = 42
 	p.Put(b)
-	if c := p.Get(6000); cap(c) != 8192 || c[0] != 42 {
-		t.Fatalf("Get(6000) did not reuse the 8 KiB buffer (cap %d)", cap(c))
+	if c := p.Get(5100); cap(c) != 5120 || c[0] != 42 {
+		t.Fatalf("Get(5100) did not reuse the 5 KiB buffer (cap %d)", cap(c))
 	}
-	if c := p.Get(100); cap(c) != 1<<bufferClassMin {
-		t.Fatalf("Get(100): cap %d, want the smallest class %d", cap(c), 1<<bufferClassMin)
+	if c := p.Get(100); cap(c) != 1<<bufferClassMinShift {
+		t.Fatalf("Get(100): cap %d, want the smallest class %d", cap(c), 1<<bufferClassMinShift)
 	}
 	p.Put(make([]byte, 10, 5000)) // not a class size
-	p.Put(make([]byte, 0, 1<<(bufferClassMax+1)))
+	p.Put(make([]byte, 0, 1<<(bufferClassMaxShift+1)))
 	if p.idleBytes != 0 {
 		t.Fatalf("kept %d bytes of foreign buffers", p.idleBytes)
 	}
 	for range 20 {
 		p.Put(make([]byte, 0, 8192))
 	}
-	if p.idleBytes > p.idleMaxBytes {
-		t.Fatalf("%d bytes idle, bound %d", p.idleBytes, p.idleMaxBytes)
+	if p.idleBytes > p.idleMaxBytes || len(p.free[4]) != 8 {
+		t.Fatalf("%d bytes idle in %d 8 KiB buffers, bound %d", p.idleBytes, len(p.free[4]), p.idleMaxBytes)
 	}
-	if big := p.Get(64 << 20); len(big) != 64<<20 {
+	// Another size makes room for itself: the idle 8 KiB buffers give way.
+	p.Put(make([]byte, 0, 16384))
+	p.Put(make([]byte, 0, 16384))
+	if c := p.Get(16384); cap(c) != 16384 || p.idleBytes > p.idleMaxBytes || len(p.free[4]) != 4 {
+		t.Fatalf("after two 16 KiB buffers: %d bytes idle, %d of 8 KiB (want 4)", p.idleBytes, len(p.free[4]))
+	}
+	if big := p.Get(200 << 20); len(big) != 200<<20 {
 		t.Fatalf("Get of an unpooled size: len %d", len(big))
 	}
 }

@@ -23,6 +23,8 @@ import (
 type node struct {
 	srv *Server
 	cp  *ClientControlPlane
+	// coordinated: the control plane coordinates groups (it has an internal listener).
+	coordinated bool
 }
 
 // startCluster starts a one-member control plane (real embedded etcd, fast timers) and
@@ -64,7 +66,7 @@ func startClusterListen(t *testing.T, cfg Config, cpListen string) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{cp: &ClientControlPlane{Client: cl}}
+	n := &node{cp: &ClientControlPlane{Client: cl}, coordinated: cpListen != ""}
 	md, err := cl.WatchMetadata(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
