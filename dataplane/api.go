@@ -54,6 +54,15 @@ func init() {
 	}
 }
 
+// advertisedMin is the lowest version ApiVersions lists for the API: its min, except
+// for Produce (produceAdvertisedMin).
+func (a *apiVersion) advertisedMin() int16 {
+	if a.key == produceKey {
+		return produceAdvertisedMin
+	}
+	return a.min
+}
+
 func lookupAPI(key int16) *apiVersion {
 	if key < 0 || int(key) >= len(apiTable) {
 		return nil
