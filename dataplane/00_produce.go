@@ -1,6 +1,7 @@
 package dataplane
 
-// Produce, key 0, versions 3-8 (hand-written codec in proto: no allocation per request).
+// Produce, key 0, versions 3-8 (hand-written codec in proto: no allocation per request),
+// advertised from v0 (see produceAdvertisedMin).
 // The produce requests of one connection's read pass are validated one by one, then each
 // partition's records are appended with one vectored write (see flushStaged):
 // RecordBatch v2 only (v3 is the first version that carries
@@ -22,6 +23,15 @@ import (
 )
 
 const produceKey = int16(kmsg.Produce)
+
+// produceAdvertisedMin is the lowest Produce version ApiVersions lists: 0, although only
+// v3+ are served. librdkafka before 2.11.1 (Debian's is 2.0.2) enables gzip, snappy and
+// lz4 only if Produce v0 lies in the broker's range, and otherwise sends those batches
+// uncompressed. Kafka 4 lists Produce from v0 for the same reason (KAFKA-18659) and
+// closes the connection on a v0-2 request; so does this node, because handleFrame checks
+// the served range (apis' min). Clients pick the highest version both sides support, so
+// none sends v0-2 because of the wider range.
+const produceAdvertisedMin = 0
 
 func handleProduce(s *Server, r *request) error {
 	req, err := proto.ParseProduceRequest(r.body)

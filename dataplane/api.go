@@ -14,8 +14,9 @@ type apiVersion struct {
 	handle   func(s *Server, r *request) error
 }
 
-// apis lists what the node advertises in ApiVersions. Only complete implementations go
-// here: clients change their behaviour when they see an API (see KAFKA-COMPAT.md).
+// apis lists what the node advertises in ApiVersions, with the versions it serves (listed
+// from advertisedMin). Only complete implementations go here: clients change their
+// behaviour when they see an API (docs/kafka-compat.md, which gives each bound's reason).
 // Requests for anything else close the connection, as Kafka does for unknown keys.
 // apiTable indexes it by key. Both are set in init: handlers refer to them.
 var (
@@ -52,6 +53,15 @@ func init() {
 	for i := range apis {
 		apiTable[apis[i].key] = &apis[i]
 	}
+}
+
+// advertisedMin is the lowest version ApiVersions lists for the API: its min, except
+// for Produce (produceAdvertisedMin).
+func (a *apiVersion) advertisedMin() int16 {
+	if a.key == produceKey {
+		return produceAdvertisedMin
+	}
+	return a.min
 }
 
 func lookupAPI(key int16) *apiVersion {

@@ -147,6 +147,66 @@ func TestProduceFetchAllVersions(t *testing.T) {
 	}
 }
 
+// TestProduceBelowV3 covers Produce's two ranges: ApiVersions (v0 and v3) lists Produce
+// from v0, for librdkafka's compression check, and every other API at the versions it is
+// served; a Produce v0, v1 or v2 request (acks=1 or 0, on a connection that has been
+// answered before, pipelined ahead of another request) closes the connection as Kafka 4
+// does: no byte answers it or the request after it, and nothing is appended.
+func TestProduceBelowV3(t *testing.T) {
+	s := startServer(t, Config{})
+	if err := s.BecomeLeader("old", 0, 0, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []int16{0, 3} {
+		c := dial(t, s)
+		av := roundTrip(t, c, kmsg.NewPtrApiVersionsRequest(), v, 1).(*kmsg.ApiVersionsResponse)
+		if av.ErrorCode != 0 || len(av.ApiKeys) != len(apis) {
+			t.Fatalf("ApiVersions v%d: %+v", v, av)
+		}
+		for _, k := range av.ApiKeys {
+			a := lookupAPI(k.ApiKey)
+			wantMin := a.min
+			if k.ApiKey == produceKey {
+				wantMin = 0
+				if a.min != proto.ProduceVersionMin || k.MaxVersion != proto.ProduceVersionMax {
+					t.Fatalf("Produce served from v%d, listed up to v%d", a.min, k.MaxVersion)
+				}
+			}
+			if k.MinVersion != wantMin || k.MaxVersion != a.max {
+				t.Fatalf("ApiVersions v%d lists %s as %d..%d, want %d..%d",
+					v, kmsg.NameForKey(k.ApiKey), k.MinVersion, k.MaxVersion, wantMin, a.max)
+			}
+		}
+	}
+	for v := int16(0); v < proto.ProduceVersionMin; v++ {
+		for _, acks := range []int16{1, 0} {
+			t.Run(fmt.Sprintf("v%d/acks=%d", v, acks), func(t *testing.T) {
+				c := dial(t, s)
+				roundTrip(t, c, kmsg.NewPtrApiVersionsRequest(), 3, 1)
+				wire := frameRequest(produceReq("old", 0, acks, batch(2, "old", -1, -1, -1)), v, 2)
+				wire = append(wire, frameRequest(kmsg.NewPtrApiVersionsRequest(), 3, 3)...)
+				if _, err := c.Write(wire); err != nil {
+					t.Fatal(err)
+				}
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				n, err := io.ReadFull(c, make([]byte, 1))
+				if n != 0 || err == nil {
+					t.Fatal("answered")
+				}
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					t.Fatal("connection still open")
+				}
+			})
+		}
+	}
+	c := dial(t, s)
+	resp := roundTrip(t, c, fetchReq("old", 0, 0, 1<<20, 0, 0), proto.FetchVersionMax, 9).(*kmsg.FetchResponse)
+	if fp := resp.Topics[0].Partitions[0]; fp.ErrorCode != 0 || fp.HighWatermark != 0 || len(fp.RecordBatches) != 0 {
+		t.Fatalf("a refused produce left records: %+v", fp)
+	}
+	checkServes(t, s)
+}
+
 func TestProduceErrors(t *testing.T) {
 	s := startServer(t, Config{})
 	if err := s.BecomeLeader("t", 0, 0, 1, 2); err != nil { // min.insync.replicas 2 > ISR 1

@@ -16,10 +16,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Compatibility with the clients of KAFKA-COMPAT.md besides franz-go (whose process test
-// is TestProcessesWithKcatAndFranzGo): sarama (Go), kcat (librdkafka) and kafka-python
-// (Debian packages, which `make test` installs), each against real gregor-cp and
-// gregor-dp processes. Each test creates a topic, produces keyed records with headers with
+// Compatibility with the clients of docs/kafka-compat.md besides franz-go (whose process
+// test is TestProcessesWithKcatAndFranzGo): sarama (Go), kcat (librdkafka) and
+// kafka-python (Debian packages, which `make test` installs), each against real gregor-cp
+// and gregor-dp processes. Each test creates a topic, produces keyed records with headers with
 // acks=all and acks=1, reads everything back byte-exact, checks that a key always lands in
 // one partition, in order, looks offsets up by time, and deletes the topic.
 

@@ -313,15 +313,17 @@ func TestMaxMessageBytesKafkaPython(t *testing.T) {
 }
 
 // TestMaxMessageBytesConfluentKafka: librdkafka (confluent-kafka) on a topic created
-// with max.message.bytes=51200: an uncompressed 60 KB record gets MESSAGE_TOO_LARGE, a
-// small one is accepted and read back. Uncompressed only: librdkafka 2.0 compresses
-// nothing for a broker whose Produce versions start above v0, as Gregor's do (it logs
-// "Broker does not support compression type", the bug Kafka 4 still advertises
-// Produce v0 for, KAFKA-18659).
+// with max.message.bytes=51200, as TestMaxMessageBytesKafkaPython: a 10 MB record that
+// gzips to about 90 KB and an uncompressed 60 KB one get MESSAGE_TOO_LARGE; a 200 KB
+// record that gzips far under the limit (refused if librdkafka sent it uncompressed, as
+// it did while Gregor listed Produce from v3 only) and a small one are accepted and read
+// back.
 func TestMaxMessageBytesConfluentKafka(t *testing.T) {
 	needBinary(t, "/usr/lib/python3/dist-packages/confluent_kafka/__init__.py", "python3-confluent-kafka")
 	runMaxMessagePython(t, maxMessageConfluentScript, "maxmsg-confluent", []pyCase{
+		{name: "10MB-gzip", codec: "gzip", kind: "blocks", size: 10 << 20, tooLarge: true},
 		{name: "60KB-plain", codec: "none", kind: "random", size: 60 << 10, tooLarge: true},
+		{name: "200KB-gzip", codec: "gzip", kind: "fill", size: 200 << 10},
 		{name: "small", codec: "none", kind: "fill", size: 100},
 	})
 }
