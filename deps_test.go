@@ -19,7 +19,7 @@ func deps(t *testing.T, pkg string) []string {
 	return strings.Fields(string(out))
 }
 
-// TestDependencyDirection keeps the layering of DESIGN.md: the leaf packages (proto,
+// TestDependencyDirection keeps the layering of docs/architecture.md: the leaf packages (proto,
 // segment, sendfile) import neither the data plane nor the control plane, and the data
 // plane reaches the control plane only through controlplane/client.
 func TestDependencyDirection(t *testing.T) {

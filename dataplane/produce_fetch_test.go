@@ -550,7 +550,7 @@ func TestGarbageBodiesCloseTheConnection(t *testing.T) {
 	checkServes(t, s)
 }
 
-// TestBadHeadersAndBatches covers the rest of RELIABILITY.md's bad-input list at the
+// TestBadHeadersAndBatches covers the rest of the bad input a node must survive, at the
 // request level: a version above the maximum closes the connection; a flexible request
 // whose header lacks its tag buffer, or a non-flexible one that carries one, closes it or
 // is refused; an unknown compression codec gets its code (stale producer epochs and

@@ -31,7 +31,7 @@ var (
 )
 
 // Log is one partition replica's log: an ordered list of LogSegments in one directory,
-// the last of which (the active segment) takes appends. See DESIGN.md "On disk" and the
+// the last of which (the active segment) takes appends. See docs/architecture.md (the storage engine) and the
 // formats in index.go and checkpoint.go.
 //
 // Concurrency: appends, truncation, retention and roll take the write lock; reads, offset

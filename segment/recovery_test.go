@@ -13,7 +13,7 @@ import (
 	"github.com/gregor-streaming/gregor/proto"
 )
 
-// The crash cases of RELIABILITY.md R14. Each writes the same log (fixture), stops it
+// The crash cases: mid-append, mid-roll, mid-checkpoint, torn tail, flipped bit, lost index. Each writes the same log (fixture), stops it
 // (crash: as SIGKILL, page cache kept; or a clean Close), damages the files as a crash or
 // a disk would, reopens and asserts the exact recovered state: the log end offset, the
 // batches read back byte for byte (a prefix of what was written), the indexes usable at
@@ -716,7 +716,7 @@ func TestRecoveryTrustsSegmentsBelowTheRecoveryPoint(t *testing.T) {
 }
 
 // TestRecoveryCannotSeeFieldsOutsideTheCRC documents a limit of the batch format:
-// baseOffset and partitionLeaderEpoch lie outside the CRC (KAFKA-COMPAT.md) and
+// baseOffset and partitionLeaderEpoch lie outside the CRC (Kafka's record format) and
 // offsets may legitimately jump (a follower's append may start past the log end), so a
 // flipped bit there that keeps offsets increasing is not detected by recovery. The batch
 // is kept with the wrong offset or epoch, as in Kafka.
