@@ -79,6 +79,8 @@ type dpProcess struct {
 	args                  []string
 	listen, httpAddr, dir string
 	cmd                   *exec.Cmd
+	// out, if set, also receives the process's output (from the next start).
+	out io.Writer
 }
 
 func (p *dpProcess) start() {
@@ -87,6 +89,10 @@ func (p *dpProcess) start() {
 	p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
 	if testing.Verbose() == false {
 		p.cmd.Stdout, p.cmd.Stderr = io.Discard, io.Discard
+	}
+	if p.out != nil {
+		p.cmd.Stdout = io.MultiWriter(p.cmd.Stdout, p.out)
+		p.cmd.Stderr = p.cmd.Stdout
 	}
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)
