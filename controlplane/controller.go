@@ -137,9 +137,8 @@ func (s *Server) lead(ctx context.Context, sess *concurrency.Session, e *concurr
 	defer func() { gcancel(); <-groupsDone }()
 	t := time.NewTicker(reconcileInterval)
 	defer t.Stop()
-	epochs := map[int32]int64{}
 	for {
-		s.reconcile(ctx, e, epochs)
+		s.reconcile(ctx, e)
 		select {
 		case <-ctx.Done():
 			s.logger.Info("controller stepping down")
@@ -153,91 +152,101 @@ func (s *Server) lead(ctx context.Context, sess *concurrency.Session, e *concurr
 	}
 }
 
-// planElections applies ElectLeader to every partition of snap. A node whose broker
-// epoch differs from the one recorded in epochs re-registered (restarted) without this
-// controller seeing it leave — its lease expiry and new registration arrived between
-// two reconciles — so for this plan it counts as dead: it loses its leaderships (with
-// the leader epoch bumped) and its ISR memberships, as if the expiry had been seen; a
-// partition whose only ISR member it was is re-elected to it on the next pass, with
-// another bump. It returns the old and new states of the changed partitions and the
-// restarted nodes.
-func planElections(snap *client.Snapshot, epochs map[int32]int64) (olds, nexts []client.PartitionState, restarted map[int32]bool) {
-	live := snap.Brokers
-	for id, b := range snap.Brokers {
-		if old, seen := epochs[id]; seen && old != b.Epoch {
-			if restarted == nil {
-				restarted = map[int32]bool{}
-				live = maps.Clone(snap.Brokers)
-			}
-			restarted[id] = true
-			delete(live, id)
-		}
-	}
+// planElections applies ElectLeader to every partition of snap, with the nodes that
+// count as live for it (liveFor). It returns the old and new states of the changed
+// partitions, and the nodes that lost a leadership or ISR membership because they
+// restarted.
+func planElections(snap *client.Snapshot) (olds, nexts []client.PartitionState, restarted map[int32]bool) {
 	for tp, st := range snap.Partitions {
 		topic, ok := snap.Topics[tp.Topic]
 		if !ok {
 			continue // a topic being deleted
 		}
+		live, stale := liveFor(st, snap.Brokers)
 		if next, changed := ElectLeader(st, live, topic.UncleanLeaderElection()); changed {
 			olds = append(olds, st)
 			nexts = append(nexts, next)
+			for _, id := range stale {
+				if restarted == nil {
+					restarted = map[int32]bool{}
+				}
+				restarted[id] = true
+			}
 		}
 	}
 	return olds, nexts, restarted
 }
 
+// liveFor returns the nodes that count as live for a partition, and the registered
+// nodes it leaves out. A node registered after the partition's state was written (its
+// broker epoch above the state's mod revision) while that state names it leader or ISR
+// member is out: the state was written for an earlier process of the node, which
+// crashed — the node restarted and took its registration over, or re-registered after
+// an expiry no pass saw — and whose log may have lost what it had not flushed, so its
+// leadership and ISR membership are void, as Kafka voids them when a broker comes back
+// with a new epoch. Moving them writes the state, which makes it newer than the
+// registration: a partition left offline elects the node on the next pass, with a new
+// leader epoch, and an offline partition elects a returning ISR member in any case.
+// Comparing revisions rather than remembering each node's epoch also holds across a
+// change of controller.
+func liveFor(st client.PartitionState, brokers map[int32]client.Broker) (map[int32]client.Broker, []int32) {
+	if st.Leader == client.NoLeader {
+		return brokers, nil
+	}
+	var stale []int32
+	check := func(id int32) {
+		if b, ok := brokers[id]; ok && b.Epoch > st.ModRevision && !slices.Contains(stale, id) {
+			stale = append(stale, id)
+		}
+	}
+	check(st.Leader)
+	for _, id := range st.ISR {
+		check(id)
+	}
+	if stale == nil {
+		return brokers, nil
+	}
+	live := maps.Clone(brokers)
+	for _, id := range stale {
+		delete(live, id)
+	}
+	return live, stale
+}
+
 // reconcile plans elections on the current view and writes them, fenced on this node
-// still holding the election key, in batches of electionTxnPartitionsMax. epochs is the
-// broker epoch of every node as of the last fully written plan.
-func (s *Server) reconcile(ctx context.Context, e *concurrency.Election, epochs map[int32]int64) {
+// still holding the election key, in batches of electionTxnPartitionsMax.
+func (s *Server) reconcile(ctx context.Context, e *concurrency.Election) {
 	snap := s.view.Snapshot()
-	olds, nexts, restarted := planElections(snap, epochs)
-	allWritten := true
+	olds, nexts, restarted := planElections(snap)
+	for id := range restarted {
+		s.logger.Info("node restarted: moving what its earlier process held", "node", id, "epoch", snap.Brokers[id].Epoch)
+	}
 	for start := 0; start < len(olds); start += electionTxnPartitionsMax {
 		end := min(start+electionTxnPartitionsMax, len(olds))
-		allWritten = s.writeElections(ctx, e, olds[start:end], nexts[start:end]) && allWritten
-	}
-	for id := range epochs {
-		if _, ok := snap.Brokers[id]; !ok {
-			delete(epochs, id) // seen leaving: its next registration is a plain join
-		}
-	}
-	for id, b := range snap.Brokers {
-		// A restarted node's new epoch is recorded only once its old leaderships are
-		// gone; until then every pass treats it as dead again.
-		if !restarted[id] || allWritten {
-			if restarted[id] {
-				s.logger.Info("node re-registered unseen; its old leaderships were moved", "node", id, "epoch", b.Epoch)
-			}
-			epochs[id] = b.Epoch
-		}
+		s.writeElections(ctx, e, olds[start:end], nexts[start:end])
 	}
 }
 
 // writeElections writes a batch of partition changes in one transaction; if any
-// compare fails, each is retried alone so one conflict does not hold up the rest.
-// It reports whether every change was written.
-func (s *Server) writeElections(ctx context.Context, e *concurrency.Election, olds, nexts []client.PartitionState) bool {
+// compare fails, each is retried alone so one conflict does not hold up the rest. What
+// is not written is planned again on the next pass.
+func (s *Server) writeElections(ctx context.Context, e *concurrency.Election, olds, nexts []client.PartitionState) {
 	if len(olds) == 0 {
-		return true
+		return
 	}
 	ok, err := s.electionTxn(ctx, e, olds, nexts)
 	if err != nil {
 		s.logger.Warn("controller write failed", "partitions", len(olds), "err", err)
-		return false
+		return
 	}
 	if ok {
-		return true
+		return
 	}
-	all := true
 	for i := range olds {
-		ok, err := s.electionTxn(ctx, e, olds[i:i+1], nexts[i:i+1])
-		if err != nil {
+		if _, err := s.electionTxn(ctx, e, olds[i:i+1], nexts[i:i+1]); err != nil {
 			s.logger.Warn("controller write failed", "partition", olds[i].TopicPartition().String(), "err", err)
 		}
-		all = all && ok
 	}
-	return all
 }
 
 // electionTxn commits the changes if every partition is unchanged since it was read and

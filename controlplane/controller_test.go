@@ -3,6 +3,7 @@ package controlplane
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -322,29 +323,33 @@ func TestClientSurvivesMemberLoss(t *testing.T) {
 	}
 }
 
-// TestPlanElectionsRestartedNode: a node whose broker epoch changed between two plans
-// (lease expiry and re-registration both unseen) loses its leaderships and ISR
-// memberships as if its death had been seen.
+// TestPlanElectionsRestartedNode: a node registered after a partition's state was
+// written (broker epoch above the state's mod revision) counts as dead for that
+// partition while the state names it leader or ISR member — the state was written for an
+// earlier process of the node — so it loses its leaderships (leader epoch bumped) and ISR
+// memberships; once the state is rewritten, a partition it left offline elects it again
+// with another bump. An offline partition elects a returning ISR member at once.
 func TestPlanElectionsRestartedNode(t *testing.T) {
 	tp := func(p int32) client.TopicPartition { return client.TopicPartition{Topic: "t", Partition: p} }
 	st := func(p, leader int32, isr ...int32) client.PartitionState {
-		return client.PartitionState{Topic: "t", Partition: p, Replicas: []int32{1, 2}, Leader: leader, LeaderEpoch: 3, ISR: isr, PartitionEpoch: 7}
+		return client.PartitionState{Topic: "t", Partition: p, Replicas: []int32{1, 2}, Leader: leader, LeaderEpoch: 3,
+			ISR: isr, PartitionEpoch: 7, ModRevision: 25}
 	}
 	snap := &client.Snapshot{
 		Brokers: map[int32]client.Broker{1: {ID: 1, Epoch: 10}, 2: {ID: 2, Epoch: 20}},
-		Topics:  map[string]client.Topic{"t": {Name: "t", Partitions: 3}},
+		Topics:  map[string]client.Topic{"t": {Name: "t", Partitions: 4}},
 		Partitions: map[client.TopicPartition]client.PartitionState{
 			tp(0): st(0, 2, 2, 1),
 			tp(1): st(1, 1, 1, 2),
 			tp(2): st(2, 2, 2),
+			tp(3): st(3, 1, 1),
 		},
 	}
-	for _, epochs := range []map[int32]int64{{}, {1: 10, 2: 20}} {
-		if olds, _, restarted := planElections(snap, epochs); len(olds) != 0 || restarted != nil {
-			t.Fatalf("epochs %v: %d changes, restarted %v; want none", epochs, len(olds), restarted)
-		}
+	if olds, _, restarted := planElections(snap); len(olds) != 0 || restarted != nil {
+		t.Fatalf("states newer than every registration: %d changes, restarted %v; want none", len(olds), restarted)
 	}
-	olds, nexts, restarted := planElections(snap, map[int32]int64{1: 10, 2: 15})
+	snap.Brokers = map[int32]client.Broker{1: {ID: 1, Epoch: 10}, 2: {ID: 2, Epoch: 30}} // node 2 took its registration over
+	olds, nexts, restarted := planElections(snap)
 	if !restarted[2] || len(restarted) != 1 {
 		t.Fatalf("restarted %v, want node 2", restarted)
 	}
@@ -368,5 +373,26 @@ func TestPlanElectionsRestartedNode(t *testing.T) {
 		if g.Leader != w.leader || g.LeaderEpoch != w.leaderEpoch || !slices.Equal(g.ISR, w.isr) || g.PartitionEpoch != 8 {
 			t.Fatalf("partition %d: %+v, want leader %d epoch %d isr %v", p, g, w.leader, w.leaderEpoch, w.isr)
 		}
+	}
+	// The controller's writes land after the registration: the partition node 2 left
+	// offline elects it, with another leader epoch; nothing else changes.
+	next := maps.Clone(snap.Partitions)
+	for p, g := range got {
+		g.ModRevision = 31
+		next[tp(p)] = g
+	}
+	snap.Partitions = next
+	olds, nexts, restarted = planElections(snap)
+	if len(olds) != 1 || olds[0].Partition != 2 || restarted != nil {
+		t.Fatalf("second pass: changed %v, restarted %v; want partition 2 only", olds, restarted)
+	}
+	if n := nexts[0]; n.Leader != 2 || n.LeaderEpoch != 5 || !slices.Equal(n.ISR, []int32{2}) {
+		t.Fatalf("second pass: partition 2 %+v, want leader 2 epoch 5", n)
+	}
+	// An offline partition written before the node's new registration elects it at once.
+	snap.Partitions = map[client.TopicPartition]client.PartitionState{tp(0): st(0, client.NoLeader, 2)}
+	olds, nexts, _ = planElections(snap)
+	if len(olds) != 1 || nexts[0].Leader != 2 || nexts[0].LeaderEpoch != 4 {
+		t.Fatalf("offline partition: %+v", nexts)
 	}
 }

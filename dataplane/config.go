@@ -94,6 +94,14 @@ type Config struct {
 	// may have moved this node's leaderships, so the node acknowledges no more writes
 	// (NOT_LEADER_OR_FOLLOWER) until its lease is renewed. nil: never fenced.
 	LeaseSafeUntil func() time.Time
+	// BrokerEpoch is this node's registration epoch (controlplane/client's
+	// Registration.Broker().Epoch). With it set, Reconcile leads only partitions whose
+	// state was written after this registration, and none once the view shows another
+	// registration of this node id: a leadership given to an earlier process of the node
+	// (before a crash and restart) waits until the controller gives it to this one with
+	// a new leader epoch, and a process whose registration a later one took over stops
+	// leading. 0: not checked.
+	BrokerEpoch int64
 	// Upkeep intervals; see the Default… constants of housekeeping.go.
 	HWReportInterval       time.Duration
 	RetentionCheckInterval time.Duration

@@ -44,12 +44,20 @@ const adminTimeout = 30 * time.Second
 // the others, and deletes the replicas of topics that no longer exist. cmd/dp calls it
 // for every snapshot the watch delivers; it is idempotent. Calls are serialised and a
 // snapshot older than one already applied is ignored, so a slow reconcile of an old view
-// cannot reopen the log of a topic a newer view deleted.
+// cannot reopen the log of a topic a newer view deleted. With Config.BrokerEpoch set, a
+// leadership is taken only from a state written for this process's registration.
 func (s *Server) Reconcile(snap *client.Snapshot) error {
 	s.reconcileMu.Lock()
 	defer s.reconcileMu.Unlock()
 	if cur := s.cluster.Load(); cur != nil && snap.Revision < cur.Revision {
 		return nil
+	}
+	// mine reports whether a state naming this node leader was written for this process.
+	mine := func(client.PartitionState) bool { return true }
+	if epoch := s.cfg.BrokerEpoch; epoch != 0 {
+		me, ok := snap.Brokers[s.cfg.NodeID]
+		ours := ok && me.Epoch == epoch // else another process of this node took over
+		mine = func(st client.PartitionState) bool { return ours && st.ModRevision > epoch }
 	}
 	var errs []error
 	for tp, st := range snap.Partitions {
@@ -60,7 +68,7 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 		if !ok {
 			continue
 		}
-		if st.Leader == s.cfg.NodeID {
+		if st.Leader == s.cfg.NodeID && mine(st) {
 			minISR := 1
 			if v, err := strconv.Atoi(topic.Configs[client.ConfigMinInsyncReplicas]); err == nil {
 				minISR = v
@@ -72,7 +80,7 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 				errs = append(errs, err)
 			}
 		} else if p := s.replicas.get(tp.Topic, tp.Partition); p != nil {
-			p.leaderEpoch.Store(-1) // another node leads: refuse produce and fetch
+			p.leaderEpoch.Store(-1) // another node or process leads: refuse produce and fetch
 			p.wakeWaiters()
 		}
 	}

@@ -2,6 +2,10 @@
 // its partition replicas' logs under --data-dir, registers with the control plane at --cp
 // and follows its metadata by watch, and serves /metrics, /healthz and /readyz on --http.
 // Every flag also reads from an environment variable (GREGOR_DP_ID, …).
+//
+// The data directory is locked while the process runs (.lock) and holds the node's
+// incarnation id (incarnation): restarted on the same directory after a crash, the node
+// takes its registration over at once instead of waiting for the old lease to expire.
 package main
 
 import (
@@ -124,6 +128,7 @@ func parseFlags(args []string) (options, error) {
 }
 
 func run(ctx context.Context, o options, logger *slog.Logger) error {
+	started := time.Now()
 	host, portStr, err := net.SplitHostPort(o.advertise)
 	if err != nil {
 		return fmt.Errorf("--advertise: %w", err)
@@ -131,6 +136,19 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	port, err := strconv.Atoi(portStr)
 	if err != nil {
 		return fmt.Errorf("--advertise port: %w", err)
+	}
+	// The lock first: everything after it may assume no other process uses the directory.
+	release, err := lockDataDir(o.dataDir)
+	if err != nil {
+		return err
+	}
+	defer release()
+	incarnation, created, err := loadIncarnation(o.dataDir)
+	if err != nil {
+		return err
+	}
+	if created {
+		logger.Info("new data directory incarnation", "data", o.dataDir)
 	}
 	set := metrics.NewSet()
 	etcdLatency := func(op string, d time.Duration) {
@@ -158,12 +176,19 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	cp.Metadata = md
 	// Register before listening: the registration is what hands out producer ids, and a
 	// client that learns of the node a moment early retries its connection.
-	reg, err := register(ctx, cl, client.Broker{ID: int32(o.id), Host: host, Port: int32(port), Rack: o.rack}, logger)
+	me := client.Broker{ID: int32(o.id), Host: host, Port: int32(port), Rack: o.rack, Incarnation: incarnation}
+	reg, err := register(ctx, cl, me, logger)
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
 	defer reg.Close()
 	cp.Registration = reg
+	// Reconcile only views that include this registration: the data plane tells a
+	// leadership given to this process from one given to an earlier process of the node
+	// by comparing the partition state with the registration.
+	if _, err := md.WaitRevision(ctx, reg.Broker().Epoch); err != nil {
+		return fmt.Errorf("watch metadata: %w", err)
+	}
 	hwc := reg.NewHWCheckpointer(client.DefaultHWCheckpointInterval)
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -174,7 +199,7 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	cfg.NodeID, cfg.Listen, cfg.Advertise, cfg.DataDir = int32(o.id), o.listen, o.advertise, o.dataDir
 	cfg.EventLoops, cfg.CopyBelowBytes, cfg.AutoCreateTopics = o.eventLoops, o.copyBelow, o.autoCreateTopics
 	cfg.ControlPlane, cfg.HWRecorder, cfg.Logger, cfg.Metrics = cp, hwc, logger, set
-	cfg.LeaseSafeUntil = reg.SafeUntil
+	cfg.LeaseSafeUntil, cfg.BrokerEpoch = reg.SafeUntil, reg.Broker().Epoch
 	srv, err := dataplane.New(cfg)
 	if err != nil {
 		return err
@@ -198,27 +223,34 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	go func() { httpErr <- httpSrv.ListenAndServe() }()
 	defer httpSrv.Close()
 
-	logger.Info("gregor-dp serving", "kafka", o.listen, "advertise", o.advertise, "http", o.httpAddr, "cp", o.cp, "data", o.dataDir)
+	logger.Info("gregor-dp serving", "kafka", o.listen, "advertise", o.advertise, "http", o.httpAddr, "cp", o.cp, "data", o.dataDir,
+		"epoch", reg.Broker().Epoch, "startup", time.Since(started).Round(time.Millisecond))
 	for {
 		select {
 		case <-ctx.Done():
 			logger.Info("gregor-dp stopping")
 			return nil
 		case <-reg.Lost():
-			return errors.New("lost the control-plane registration (lease expired): stopping so that a restart registers again")
+			return errors.New("lost the control-plane registration (lease expired, or taken over by a later process of this node): stopping so that a restart registers again")
 		case err := <-httpErr:
 			return fmt.Errorf("http: %w", err)
 		case <-reconcile:
-			if err := srv.Reconcile(md.Snapshot()); err != nil {
+			snap := md.Snapshot()
+			if err := srv.Reconcile(snap); err != nil { // leads nothing once taken over
 				logger.Error("reconcile", "err", err)
+			}
+			if b, ok := snap.Brokers[me.ID]; ok && b.Epoch > reg.Broker().Epoch {
+				return fmt.Errorf("a later process of node %d took the registration over (epoch %d, this process's %d): stopping", me.ID, b.Epoch, reg.Broker().Epoch)
 			}
 		}
 	}
 }
 
-// register registers the node, waiting out the lease of a previous incarnation of the
-// same id (a node restarted after a crash finds its old registration alive for up to
-// registrationTTL) — a bounded wait, with progress in the log.
+// register registers the node. A registration of the same id by an earlier process on
+// this data directory (same incarnation: a crash and restart) is taken over at once; one
+// by another incarnation (another directory or host, or this directory before a reboot)
+// may be a live node, so register waits for its lease to expire — a bounded wait, with
+// progress in the log.
 func register(ctx context.Context, cl *client.Client, b client.Broker, logger *slog.Logger) (*client.Registration, error) {
 	deadline := time.Now().Add(3 * registrationTTL)
 	for {
@@ -226,7 +258,7 @@ func register(ctx context.Context, cl *client.Client, b client.Broker, logger *s
 		if err == nil || !errors.Is(err, client.ErrBrokerIDInUse) || time.Now().After(deadline) {
 			return reg, err
 		}
-		logger.Info("node id still registered by a previous run; waiting for its lease to expire", "id", b.ID)
+		logger.Info("node id registered by another incarnation (another data directory or host, or before a reboot); waiting for its lease to expire", "id", b.ID)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()

@@ -26,11 +26,12 @@ type AlterISRRequest struct {
 // compare-and-swap on the partition epoch. It returns the new state.
 //
 // Refusals: UNKNOWN_TOPIC_OR_PARTITION; NOT_LEADER_FOR_PARTITION (this node does not
-// lead it); FENCED_LEADER_EPOCH (leader epoch mismatch); INVALID_UPDATE_VERSION
-// (partition epoch mismatch, or another writer won the race: re-read and decide again);
-// INVALID_REQUEST (ISR without the leader, outside the replicas, or with duplicates);
-// INELIGIBLE_REPLICA (an added member is not registered); STALE_BROKER_EPOCH (this
-// node's registration is lost — it must not act as leader).
+// lead it, or not yet: the state was written before this registration);
+// FENCED_LEADER_EPOCH (leader epoch mismatch); INVALID_UPDATE_VERSION (partition epoch
+// mismatch, or another writer won the race: re-read and decide again); INVALID_REQUEST
+// (ISR without the leader, outside the replicas, or with duplicates); INELIGIBLE_REPLICA
+// (an added member is not registered); STALE_BROKER_EPOCH (this node's registration is
+// lost or was taken over — it must not act as leader).
 func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (PartitionState, error) {
 	c := r.c
 	cur, err := c.GetPartition(ctx, req.TopicPartition)
@@ -41,6 +42,11 @@ func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (Parti
 	switch {
 	case cur.Leader != me:
 		return cur, errorf(kerr.NotLeaderForPartition, "%s: node %d is not the leader (leader %d)", req.TopicPartition, me, cur.Leader)
+	case cur.ModRevision < r.broker.Epoch:
+		// The state predates this registration: it names an earlier process of this node
+		// leader, whose log may have lost unflushed data. This process leads only once the
+		// controller has elected it, with a new leader epoch.
+		return cur, errorf(kerr.NotLeaderForPartition, "%s: leadership was given to an earlier registration of node %d (epoch %d); waiting for the controller", req.TopicPartition, me, r.broker.Epoch)
 	case cur.LeaderEpoch != req.LeaderEpoch:
 		return cur, errorf(kerr.FencedLeaderEpoch, "%s: leader epoch %d, current %d", req.TopicPartition, req.LeaderEpoch, cur.LeaderEpoch)
 	case cur.PartitionEpoch != req.PartitionEpoch:
@@ -57,7 +63,7 @@ func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (Parti
 		clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision),
 		// Fencing: a leader whose registration expired may not change the ISR, or it could
 		// shrink it to itself just before the controller moves leadership away.
-		clientv3.Compare(clientv3.CreateRevision(BrokerKey(me)), "=", r.broker.Epoch),
+		brokerEpochIs(me, r.broker.Epoch),
 	}
 	var added []int32
 	for _, id := range req.NewISR {
@@ -78,7 +84,7 @@ func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (Parti
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].ModRevision != cur.ModRevision {
 		return cur, fmt.Errorf("client: alter isr %s: %w", req.TopicPartition, ErrConcurrentUpdate)
 	}
-	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].CreateRevision != r.broker.Epoch {
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].ModRevision != r.broker.Epoch {
 		return cur, fmt.Errorf("client: alter isr %s: %w", req.TopicPartition, ErrRegistrationLost)
 	}
 	return cur, errorf(kerr.IneligibleReplica, "%s: new ISR member among %v is not registered", req.TopicPartition, added)
@@ -134,7 +140,7 @@ func (r *Registration) AllocateProducerIDs(ctx context.Context) (ProducerIDBlock
 		tr, err := c.txn(ctx, "allocate_producer_ids",
 			[]clientv3.Cmp{
 				clientv3.Compare(clientv3.ModRevision(ProducerIDNextKey), "=", modRev),
-				clientv3.Compare(clientv3.CreateRevision(BrokerKey(r.broker.ID)), "=", r.broker.Epoch),
+				brokerEpochIs(r.broker.ID, r.broker.Epoch),
 			},
 			[]clientv3.Op{clientv3.OpPut(ProducerIDNextKey, strconv.FormatInt(next+ProducerIDBlockSize, 10))},
 			clientv3.OpGet(BrokerKey(r.broker.ID)))
@@ -144,7 +150,7 @@ func (r *Registration) AllocateProducerIDs(ctx context.Context) (ProducerIDBlock
 		if tr.Succeeded {
 			return block, nil
 		}
-		if kvs := tr.Responses[0].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].CreateRevision != r.broker.Epoch {
+		if kvs := tr.Responses[0].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].ModRevision != r.broker.Epoch {
 			return ProducerIDBlock{}, fmt.Errorf("client: allocate producer ids: %w", ErrRegistrationLost)
 		}
 	}

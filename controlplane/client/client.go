@@ -177,7 +177,7 @@ func (c *Client) LiveBrokers(ctx context.Context) ([]Broker, int64, error) {
 	}
 	out := make([]Broker, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		b, err := decodeBroker(string(kv.Key), kv.Value, kv.CreateRevision)
+		b, err := decodeBroker(string(kv.Key), kv.Value, kv.ModRevision)
 		if err != nil {
 			return nil, 0, fmt.Errorf("client: live brokers: %w", err)
 		}

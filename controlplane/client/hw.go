@@ -89,7 +89,7 @@ func (h *HWCheckpointer) Flush(ctx context.Context) error {
 		return nil
 	}
 	r := h.r
-	fence := clientv3.Compare(clientv3.CreateRevision(BrokerKey(r.broker.ID)), "=", r.broker.Epoch)
+	fence := brokerEpochIs(r.broker.ID, r.broker.Epoch)
 	var firstErr error
 	var ops []clientv3.Op
 	var tps []TopicPartition

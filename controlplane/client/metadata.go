@@ -286,7 +286,7 @@ func applyPut(s *Snapshot, kv *mvccpb.KeyValue) (Change, error) {
 	key := string(kv.Key)
 	switch {
 	case strings.HasPrefix(key, BrokersPrefix):
-		b, err := decodeBroker(key, kv.Value, kv.CreateRevision)
+		b, err := decodeBroker(key, kv.Value, kv.ModRevision)
 		if err != nil {
 			return Change{}, err
 		}

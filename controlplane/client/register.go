@@ -24,13 +24,19 @@ const (
 	// failed renewal (another member may answer the next one).
 	keepAliveIntervalMin = 100 * time.Millisecond
 	keepAliveRetry       = 100 * time.Millisecond
+	// registerAttemptsMax bounds the rounds of one Register: a round is lost only to a
+	// registration of the same id changing between its read and its write (an expiry,
+	// another registration or takeover), so more than a few means something is wrong.
+	registerAttemptsMax = 4
 )
 
 // Registration is a live registration of one data-plane node. Its lease is kept alive
-// in the background until Close, or until it is lost (Lost is closed): then the node is
-// fenced — the controller moves its leaderships away and its AlterISR and HW writes are
-// refused — until it registers again, which gives it a new broker epoch. Between a last
-// successful renewal and Lost, SafeUntil says how long the node may still act.
+// in the background until Close, or until it is lost (Lost is closed): its lease expired
+// or was revoked — by a later process of the same node taking the registration over —
+// and the node is fenced: the controller moves its leaderships away and its AlterISR, HW
+// and producer-id writes are refused (they compare the broker epoch), until it registers
+// again, which gives it a new broker epoch. Between a last successful renewal and Lost,
+// SafeUntil says how long the node may still act.
 type Registration struct {
 	c      *Client
 	broker Broker
@@ -47,8 +53,19 @@ type Registration struct {
 }
 
 // Register puts b under a lease of ttl (DefaultLeaseTTL if zero; rounded up to whole
-// seconds) and keeps it alive. A live registration of the same id makes it fail with
-// ErrBrokerIDInUse.
+// seconds) and keeps it alive.
+//
+// A live registration of the same id makes it fail with ErrBrokerIDInUse, unless it has
+// b's (non-empty) Incarnation: then b is a later process of the same node, whose earlier
+// process crashed or is to be fenced, and Register takes the registration over at once,
+// as Kafka's controller accepts a registration of the incarnation it knows. The key is
+// replaced under the new lease in one transaction that compares it is still the one
+// read, which gives a new, higher broker epoch — every write of the old process compares
+// its own epoch, so all are refused from then on — and the old lease is revoked, so that
+// the old process, if it still runs, finds its next renewal refused and stops (Lost).
+// The controller sees the new epoch and takes the node's leaderships through a new
+// leader epoch, as after an expiry. Waiting for the old lease instead would keep the
+// node's partitions offline for up to a TTL after every crash.
 func (c *Client) Register(ctx context.Context, b Broker, ttl time.Duration) (*Registration, error) {
 	if ttl == 0 {
 		ttl = DefaultLeaseTTL
@@ -67,25 +84,80 @@ func (c *Client) Register(ctx context.Context, b Broker, ttl time.Duration) (*Re
 	if err != nil {
 		return nil, fmt.Errorf("client: register %d: grant lease: %w", b.ID, err)
 	}
-	key := BrokerKey(b.ID)
-	resp, err := c.txn(ctx, "register",
-		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
-		[]clientv3.Op{clientv3.OpPut(key, mustJSON(b), clientv3.WithLease(grant.ID))})
-	if err != nil || !resp.Succeeded {
+	epoch, replaced, err := c.putRegistration(ctx, b, grant.ID)
+	if err != nil {
 		c.revoke(grant.ID)
-		if err != nil {
-			return nil, fmt.Errorf("client: register %d: %w", b.ID, err)
-		}
-		return nil, fmt.Errorf("client: register %d: %w", b.ID, ErrBrokerIDInUse)
+		return nil, fmt.Errorf("client: register %d: %w", b.ID, err)
 	}
-	b.Epoch = resp.Header.Revision
+	b.Epoch = epoch
+	if replaced != nil {
+		// The key no longer uses the old lease; revoking it is what tells a still-running
+		// old process. If the revoke fails the old process learns from its metadata view
+		// instead, and its writes are refused either way.
+		if err := c.revoke(clientv3.LeaseID(replaced.lease)); err != nil {
+			c.logger.Warn("took over the registration but could not revoke the old lease", slog.Int("broker", int(b.ID)), slog.Any("err", err))
+		}
+		c.logger.Info("registered, taking over the registration of an earlier process of this node",
+			slog.Int("broker", int(b.ID)), slog.Int64("epoch", b.Epoch), slog.Int64("old_epoch", replaced.epoch))
+	}
 	kctx, kcancel := context.WithCancel(context.Background())
 	r := &Registration{c: c, broker: b, lease: grant.ID, ttl: time.Duration(grant.TTL) * time.Second,
 		cancel: kcancel, lost: make(chan struct{}), done: make(chan struct{})}
 	r.safeUntil.Store(start.Add(r.ttl).UnixNano())
 	go r.keepAlive(kctx)
-	c.logger.Info("registered", slog.Int("broker", int(b.ID)), slog.Int64("epoch", b.Epoch))
+	if replaced == nil {
+		c.logger.Info("registered", slog.Int("broker", int(b.ID)), slog.Int64("epoch", b.Epoch))
+	}
 	return r, nil
+}
+
+// replacedRegistration is the registration a takeover replaced.
+type replacedRegistration struct {
+	epoch int64
+	lease int64
+}
+
+// putRegistration writes b's registration key under lease: created if absent, or
+// replaced if it holds a registration of b's incarnation. It returns the new broker
+// epoch and what it replaced (nil if it created the key).
+func (c *Client) putRegistration(ctx context.Context, b Broker, lease clientv3.LeaseID) (int64, *replacedRegistration, error) {
+	key, value := BrokerKey(b.ID), mustJSON(b)
+	put := clientv3.OpPut(key, value, clientv3.WithLease(lease))
+	for range registerAttemptsMax {
+		resp, err := c.txn(ctx, "register", []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
+			[]clientv3.Op{put}, clientv3.OpGet(key))
+		if err != nil {
+			return 0, nil, err
+		}
+		if resp.Succeeded {
+			return resp.Header.Revision, nil, nil
+		}
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			continue // the Else read runs at the compare's revision; kept for safety
+		}
+		cur, err := decodeBroker(key, kvs[0].Value, kvs[0].ModRevision)
+		if err != nil || b.Incarnation == "" || cur.Incarnation != b.Incarnation {
+			// Not provably this node's: another machine or data directory claims the
+			// id, or an earlier version registered it. Wait for its lease.
+			return 0, nil, ErrBrokerIDInUse
+		}
+		resp, err = c.txn(ctx, "register_takeover",
+			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", kvs[0].ModRevision)}, []clientv3.Op{put})
+		if err != nil {
+			return 0, nil, err
+		}
+		if resp.Succeeded {
+			return resp.Header.Revision, &replacedRegistration{epoch: cur.Epoch, lease: kvs[0].Lease}, nil
+		}
+	}
+	return 0, nil, fmt.Errorf("registration of the id changed under %d attempts in a row", registerAttemptsMax)
+}
+
+// brokerEpochIs compares, in a transaction, that node id is registered with epoch: the
+// fence of every write a node makes as itself.
+func brokerEpochIs(id int32, epoch int64) clientv3.Cmp {
+	return clientv3.Compare(clientv3.ModRevision(BrokerKey(id)), "=", epoch)
 }
 
 // keepAlive renews the lease every ttl/3 with one KeepAliveOnce each, so that it knows
@@ -96,6 +168,10 @@ func (c *Client) Register(ctx context.Context, b Broker, ttl time.Duration) (*Re
 func (r *Registration) keepAlive(kctx context.Context) {
 	defer close(r.done)
 	defer close(r.lost)
+	// Once the registration is lost — above all when a later process of the node took it
+	// over, which the controller acts on before this lease would have expired — the node
+	// must not act on its last renewal: SafeUntil is in the past before Lost is closed.
+	defer r.safeUntil.Store(0)
 	interval := max(r.ttl/3, keepAliveIntervalMin)
 	for {
 		deadline := time.Unix(0, r.safeUntil.Load())
@@ -133,14 +209,20 @@ func (r *Registration) keepAlive(kctx context.Context) {
 
 // SafeUntil is when this registration may have expired at the latest as far as this
 // node can tell: etcd cannot have expired the lease (and the controller cannot have
-// moved this node's leaderships) before it. A node must not acknowledge writes as a
-// leader past it; reading it is one atomic load, cheap enough for the produce path.
+// moved this node's leaderships because of an expiry) before it. A node must not
+// acknowledge writes as a leader past it; reading it is one atomic load, cheap enough
+// for the produce path. A takeover by a later process of the same node ends the
+// registration earlier: it is meant for a process that is gone (the data plane proves
+// that with its data directory's lock), and one still running sees SafeUntil drop to
+// the past as soon as its next renewal is refused, and its leaderships end as soon as
+// its metadata view shows the new registration.
 func (r *Registration) SafeUntil() time.Time { return time.Unix(0, r.safeUntil.Load()) }
 
 // Broker returns the registered node, with its epoch.
 func (r *Registration) Broker() Broker { return r.broker }
 
-// Lost is closed when the registration ends: its lease expired or was revoked, or Close.
+// Lost is closed when the registration ends: its lease expired or was revoked (also by
+// a takeover), or Close. SafeUntil is in the past from then on.
 func (r *Registration) Lost() <-chan struct{} { return r.lost }
 
 // Close revokes the lease, so the node leaves the registry at once rather than after

@@ -68,8 +68,16 @@ type Broker struct {
 	Port int32  `json:"port"`
 	// Rack is optional; replica assignment spreads replicas over racks when set.
 	Rack string `json:"rack,omitempty"`
-	// Epoch is the etcd create revision of the registration key: it changes every time
-	// the node registers again, so it plays Kafka's broker epoch. Not stored in the value.
+	// Incarnation identifies the node's storage (Kafka's incarnation id): a process that
+	// presents the incarnation of the live registration of its id is a later process of
+	// the same node, and Register lets it take that registration over at once instead of
+	// waiting for the old lease to expire. Empty: no takeover, for this registration or
+	// from it.
+	Incarnation string `json:"incarnation,omitempty"`
+	// Epoch is the etcd mod revision of the registration key, Kafka's broker epoch: a
+	// registration writes the key, creating it or taking it over, and nothing else does,
+	// so the epoch changes, and only grows, every time the node registers. Not stored in
+	// the value.
 	Epoch int64 `json:"-"`
 }
 
@@ -188,7 +196,8 @@ func parsePartitionKey(key string) (TopicPartition, error) {
 	return TopicPartition{Topic: rest[:i], Partition: int32(p)}, nil
 }
 
-func decodeBroker(key string, value []byte, createRev int64) (Broker, error) {
+// decodeBroker decodes a registration; modRev is the key's mod revision, the epoch.
+func decodeBroker(key string, value []byte, modRev int64) (Broker, error) {
 	var b Broker
 	if err := json.Unmarshal(value, &b); err != nil {
 		return b, fmt.Errorf("decode broker %s: %w", key, err)
@@ -200,7 +209,7 @@ func decodeBroker(key string, value []byte, createRev int64) (Broker, error) {
 	if id != b.ID {
 		return b, fmt.Errorf("decode broker %s: value has id %d", key, b.ID)
 	}
-	b.Epoch = createRev
+	b.Epoch = modRev
 	return b, nil
 }
 

@@ -124,7 +124,7 @@ func brokersUnchanged(brokers []Broker, assignment [][]int32) []clientv3.Cmp {
 	var cmps []clientv3.Cmp
 	for _, b := range brokers {
 		if used[b.ID] {
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(BrokerKey(b.ID)), "=", b.Epoch))
+			cmps = append(cmps, brokerEpochIs(b.ID, b.Epoch))
 		}
 	}
 	return cmps

@@ -1,0 +1,67 @@
+package dataplane
+
+import (
+	"testing"
+
+	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// TestReconcileLeadsOnlyForItsRegistration: with a broker epoch configured, a node
+// leads a partition only from a state written after its registration: not from one
+// written for an earlier process of the node (a restart before the controller has moved
+// that process's leadership), and no longer once the view shows a newer registration of
+// its id (a later process took it over). Produce follows: refused, accepted, refused.
+func TestReconcileLeadsOnlyForItsRegistration(t *testing.T) {
+	s := startServer(t, Config{NodeID: 1, BrokerEpoch: 20})
+	rev := int64(0)
+	reconcile := func(brokerEpoch, stateRev int64, leaderEpoch int32) {
+		t.Helper()
+		rev++
+		tp := client.TopicPartition{Topic: "r"}
+		snap := &client.Snapshot{
+			Revision: rev,
+			Brokers:  map[int32]client.Broker{},
+			Topics:   map[string]client.Topic{"r": {Name: "r", ID: "id", Partitions: 1, ReplicationFactor: 1}},
+			Partitions: map[client.TopicPartition]client.PartitionState{tp: {Topic: "r", Replicas: []int32{1}, Leader: 1,
+				LeaderEpoch: leaderEpoch, ISR: []int32{1}, ModRevision: stateRev}},
+		}
+		if brokerEpoch != 0 {
+			snap.Brokers[1] = client.Broker{ID: 1, Host: "127.0.0.1", Port: 9092, Epoch: brokerEpoch}
+		}
+		if err := s.Reconcile(snap); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := dial(t, s)
+	produceCode := func() int16 {
+		t.Helper()
+		return produce(t, c, 7, "r", 0, -1, batch(1, "x", -1, -1, -1)).ErrorCode
+	}
+
+	reconcile(20, 10, 3) // the state names the node's earlier process leader
+	if p := s.replicas.get("r", 0); p != nil && p.IsLeader() {
+		t.Fatal("led a partition from a state older than its registration")
+	}
+	if code := produceCode(); code == 0 {
+		t.Fatal("produce accepted before the controller elected this process")
+	}
+	reconcile(20, 25, 5) // the controller elected this process, with a new leader epoch
+	if p := s.replicas.get("r", 0); p == nil || p.leaderEpoch.Load() != 5 {
+		t.Fatal("not leading at leader epoch 5 after the controller elected this process")
+	}
+	if code := produceCode(); code != 0 {
+		t.Fatalf("produce refused while leading: %d", code)
+	}
+	reconcile(30, 25, 5) // a later process of the node took the registration over
+	if s.replicas.get("r", 0).IsLeader() {
+		t.Fatal("still leading after another process took the registration over")
+	}
+	if code := produceCode(); code != kerr.NotLeaderForPartition.Code {
+		t.Fatalf("produce after the takeover: code %d, want NOT_LEADER_OR_FOLLOWER", code)
+	}
+	reconcile(0, 26, 6) // no registration of the node in the view (its lease expired)
+	if s.replicas.get("r", 0).IsLeader() {
+		t.Fatal("leading without a registration in the view")
+	}
+}
