@@ -18,6 +18,8 @@ const (
 	// DefaultCatchUpTimeout bounds each phase of a catch-up workload (building the
 	// backlog, draining it): 4 GiB at a pessimistic 20 MB/s takes under four minutes.
 	DefaultCatchUpTimeout = 10 * time.Minute
+	// catchUpStall fails a catch-up drain that reads nothing for this long.
+	catchUpStall = 30 * time.Second
 	// flushTimeout bounds waiting for the last acknowledgements after producers stop.
 	flushTimeout = 30 * time.Second
 	// progressEveryDefault is how often the progress line is printed.
@@ -331,9 +333,18 @@ func (r *run) runCatchUp(ctx context.Context, producers []Producer, topics []str
 		return windowSample{}, consumers, err
 	}
 	deadline := time.Now().Add(r.cfg.CatchUpTimeout)
+	// A drain that stops (the server gone, a consumer wedged) fails after catchUpStall
+	// rather than waiting out the whole timeout.
+	lastCount, lastProgress := r.consMsgs.Load(), time.Now()
 	for r.consMsgs.Load() < backlog*int64(w.SubscriptionsPerTopic) {
-		if time.Now().After(deadline) {
+		now := time.Now()
+		if now.After(deadline) {
 			return windowSample{}, consumers, fmt.Errorf("perf: consumers read %d of %d backlog messages in %v", r.consMsgs.Load(), backlog, r.cfg.CatchUpTimeout)
+		}
+		if n := r.consMsgs.Load(); n != lastCount {
+			lastCount, lastProgress = n, now
+		} else if now.Sub(lastProgress) > catchUpStall {
+			return windowSample{}, consumers, fmt.Errorf("perf: consumers read nothing for %v, stuck at %d of %d backlog messages", catchUpStall, n, backlog)
 		}
 		if err := ctx.Err(); err != nil {
 			return windowSample{}, consumers, err
