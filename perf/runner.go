@@ -268,11 +268,11 @@ func (r *run) runTimed(ctx context.Context, producers []Producer) (windowSample,
 	wait := r.startProducers(ctx, producers, &stop, limit, fail)
 	r.phase.Store("warmup")
 	var werr error
-	sleepCtx(failed, w.Warmup)
+	Sleep(failed, w.Warmup)
 	r.resetRecorders()
 	start := r.snapshot()
 	r.phase.Store("test")
-	sleepCtx(failed, w.Test)
+	Sleep(failed, w.Test)
 	end := r.snapshot()
 	win := r.window(start, end)
 	r.phase.Store("stopping")
@@ -562,8 +562,8 @@ func (r *run) snapshotCounts() counters {
 		consMsgs: r.consMsgs.Load(), consBytes: r.consBytes.Load()}
 }
 
-// sleepCtx sleeps for d or until ctx is done.
-func sleepCtx(ctx context.Context, d time.Duration) {
+// Sleep sleeps for d or until ctx is done.
+func Sleep(ctx context.Context, d time.Duration) {
 	if d <= 0 {
 		return
 	}

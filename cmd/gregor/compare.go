@@ -161,7 +161,7 @@ func compareCmd(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		if i < len(jobs)-1 {
-			sleepCtx(ctx, *settle)
+			perf.Sleep(ctx, *settle)
 		}
 	}
 	c.FinishedAt = time.Now().UTC()
@@ -333,17 +333,4 @@ func roughly(d time.Duration) string {
 		return d.Round(time.Second).String()
 	}
 	return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
-}
-
-// sleepCtx sleeps for d or until ctx is done.
-func sleepCtx(ctx context.Context, d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }
