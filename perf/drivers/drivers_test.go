@@ -82,8 +82,12 @@ func runBoth(t *testing.T, d perf.Driver, wantCPU bool) {
 				if res.EndToEndLatency.Count == 0 {
 					t.Error("no end-to-end latency")
 				}
-				if r := res.PublishRateMsgs; r < 3000*0.9 || r > 3000*1.1 {
-					t.Errorf("publish rate %.0f msg/s, want ≈ 3000", r)
+				// The driver must follow the workload's rate, not run flat out (tens of
+				// thousands of messages a second here). Within a one-second window on a
+				// loaded machine a stalled publisher catches up in a burst (the rate is kept
+				// in intended send times), so the bound is loose; it is not a timing test.
+				if r := res.PublishRateMsgs; r < 3000*0.5 || r > 3000*1.5 {
+					t.Errorf("publish rate %.0f msg/s, want about 3000 (0.5× to 1.5×)", r)
 				}
 			}
 			if wantCPU && !w.IsCatchUp() && res.ServerCPUSeconds <= 0 { // a drain may be shorter than a clock tick
