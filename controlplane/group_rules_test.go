@@ -22,7 +22,7 @@ func TestGroupStaticMemberReplacement(t *testing.T) {
 	c := newGroupCluster(t, func(g *GroupConfig) { g.InitialRebalanceDelay = 300 * time.Millisecond })
 	c.registerDP(1, "", 2*time.Second)
 	gt := newGroupTester(t, c)
-	createGroupTopic(t, gt.cli, "s", 2)
+	gt.createTopic("s", 2)
 
 	// userData makes a subscription whose bytes differ from the last one (as a
 	// restarted consumer's usually do: owned partitions, generation) on the same topic.
@@ -101,8 +101,8 @@ func TestGroupOffsetExpiryRules(t *testing.T) {
 	c := newGroupCluster(t, func(g *GroupConfig) { g.OffsetsRetention = retention })
 	c.registerDP(1, "", 2*time.Second)
 	gt := newGroupTester(t, c)
-	createGroupTopic(t, gt.cli, "sub", 1)
-	createGroupTopic(t, gt.cli, "other", 1)
+	gt.createTopic("sub", 1)
+	gt.createTopic("other", 1)
 
 	j := gt.join("xg", consumerMeta("sub"))
 	if s := gt.sync("xg", j.MemberID, j.Generation, map[string][]byte{j.MemberID: consumerAssignment("sub", 0)}); s.ErrorCode != 0 {
@@ -207,7 +207,7 @@ func TestGroupCommitLargerThanOneTransaction(t *testing.T) {
 	c := newTestCluster(t, 1)
 	c.registerDP(1, "", 2*time.Second)
 	gt := newGroupTester(t, c)
-	createGroupTopic(t, gt.cli, "big", parts)
+	gt.createTopic("big", parts)
 
 	meta := strings.Repeat("m", 4000)
 	r := kmsg.NewPtrOffsetCommitRequest()

@@ -21,6 +21,7 @@ import (
 // requests over the internal listener, through client.ForwardGroupRequest.
 type groupTester struct {
 	t   testing.TB
+	c   *testCluster
 	cli *client.Client
 }
 
@@ -28,7 +29,7 @@ func newGroupTester(t testing.TB, c *testCluster) *groupTester {
 	t.Helper()
 	cli := c.client()
 	c.waitController(10 * time.Second)
-	gt := &groupTester{t: t, cli: cli}
+	gt := &groupTester{t: t, c: c, cli: cli}
 	// Wait until the coordinator is published and answering.
 	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		_, err := gt.try(kmsg.NewPtrListGroupsRequest())
@@ -165,11 +166,28 @@ func (gt *groupTester) fetch(group, topic string, parts ...int32) map[int32]kmsg
 	return out
 }
 
-func createGroupTopic(t *testing.T, cli *client.Client, name string, parts int32) {
-	t.Helper()
-	if _, _, err := cli.CreateTopic(testCtx(t), client.TopicSpec{Name: name, Partitions: parts, ReplicationFactor: 1}); err != nil {
-		t.Fatal(err)
+// createTopic creates a topic and waits until every running member's metadata view has
+// it: the coordinator checks commits against its view, which follows etcd by watch, so
+// for a moment after the creation it still answers UNKNOWN_TOPIC_OR_PARTITION (as Kafka's
+// coordinator does while its metadata cache lags).
+func (gt *groupTester) createTopic(name string, parts int32) {
+	gt.t.Helper()
+	if _, _, err := gt.cli.CreateTopic(testCtx(gt.t), client.TopicSpec{Name: name, Partitions: parts, ReplicationFactor: 1}); err != nil {
+		gt.t.Fatal(err)
 	}
+	checkFor(gt.t, 10*time.Second, 10*time.Millisecond, func() error {
+		gt.c.mu.Lock()
+		defer gt.c.mu.Unlock()
+		for i, s := range gt.c.servers {
+			if s == nil {
+				continue
+			}
+			if snap := s.snapshot(); snap == nil || snap.Topics[name].Partitions != parts {
+				return fmt.Errorf("member %d does not see topic %s yet", i, name)
+			}
+		}
+		return nil
+	})
 }
 
 // joinAll joins n members concurrently (second step) and returns their answers.
@@ -200,7 +218,7 @@ func TestGroupJoinSyncCommit(t *testing.T) {
 	c := newGroupCluster(t, func(g *GroupConfig) { g.InitialRebalanceDelay = 300 * time.Millisecond })
 	c.registerDP(1, "", 2*time.Second)
 	gt := newGroupTester(t, c)
-	createGroupTopic(t, gt.cli, "orders", 4)
+	gt.createTopic("orders", 4)
 
 	joins := gt.joinAll("g1", 2, consumerMeta("orders"))
 	gen := joins[0].Generation
@@ -378,7 +396,7 @@ func TestGroupBadInput(t *testing.T) {
 	c := newTestCluster(t, 1)
 	c.registerDP(1, "", 2*time.Second)
 	gt := newGroupTester(t, c)
-	createGroupTopic(t, gt.cli, "t", 2)
+	gt.createTopic("t", 2)
 
 	joinCode := func(r *kmsg.JoinGroupRequest) int16 {
 		return gt.call(r).(*kmsg.JoinGroupResponse).ErrorCode
@@ -507,7 +525,7 @@ func TestGroupsSurviveControllerFailover(t *testing.T) {
 	c := newTestCluster(t, 3)
 	c.registerDP(1, "", 5*time.Second)
 	gt := newGroupTester(t, c)
-	createGroupTopic(t, gt.cli, "events", 3)
+	gt.createTopic("events", 3)
 
 	first := gt.call(joinReq("fg", "", consumerMeta("events"))).(*kmsg.JoinGroupResponse)
 	j := gt.call(func() *kmsg.JoinGroupRequest {
@@ -578,7 +596,7 @@ func TestGroupStaticMembersAndInitialDelay(t *testing.T) {
 	c := newGroupCluster(t, func(g *GroupConfig) { g.InitialRebalanceDelay = 300 * time.Millisecond })
 	c.registerDP(1, "", 2*time.Second)
 	gt := newGroupTester(t, c)
-	createGroupTopic(t, gt.cli, "s", 2)
+	gt.createTopic("s", 2)
 
 	static := func(instance, memberID string) *kmsg.JoinGroupRequest {
 		r := joinReq("sg", memberID, consumerMeta("s"))
@@ -675,7 +693,7 @@ func TestGroupExpiry(t *testing.T) {
 	c := newGroupCluster(t, func(g *GroupConfig) { g.OffsetsRetention = 500 * time.Millisecond })
 	c.registerDP(1, "", 2*time.Second)
 	gt := newGroupTester(t, c)
-	createGroupTopic(t, gt.cli, "e", 1)
+	gt.createTopic("e", 1)
 	// A consumer group that empties keeps its offsets for the retention period after
 	// it empties, then goes with them; a group of manual commits loses each offset
 	// that long after its commit.
