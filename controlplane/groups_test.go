@@ -62,13 +62,23 @@ func (gt *groupTester) try(req kmsg.Request) (kmsg.Response, error) {
 	return resp, nil
 }
 
+// call is try that fails the test on an error, after retrying — as clients do — while
+// no coordinator is active: on a loaded machine the controller's election lease can lapse
+// and another term begin in the middle of a test.
 func (gt *groupTester) call(req kmsg.Request) kmsg.Response {
 	gt.t.Helper()
-	resp, err := gt.try(req)
-	if err != nil {
-		gt.t.Fatalf("%T: %v", req, err)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := gt.try(req)
+		switch {
+		case err == nil:
+			return resp
+		case (errors.Is(err, kerr.CoordinatorNotAvailable) || errors.Is(err, kerr.NotCoordinator)) && time.Now().Before(deadline):
+			time.Sleep(50 * time.Millisecond)
+		default:
+			gt.t.Fatalf("%T: %v", req, err)
+		}
 	}
-	return resp
 }
 
 func consumerMeta(topics ...string) []byte {
