@@ -76,36 +76,29 @@ func byWorkload(results []*Result) (names []string, groups map[string][]*Result)
 	return names, groups
 }
 
-// row is one line of a workload's comparison table.
-type row struct {
-	name string
-	// value extracts the figure; ok false prints "-".
-	value  func(r *Result) (v float64, ok bool)
-	format func(v float64) string
-	// higherIsBetter orients the ratio: the reference's advantage is ref/this for
-	// rates and this/ref for latencies and costs.
-	higherIsBetter bool
-}
+// comparisonRows are the figures of a suite table, systems side by side: those of
+// CompareFigures that describe a system's run as a whole (the per-process CPU and the
+// sendfile share have rows of their own, the publish delay is the harness's), with CPU
+// at the suite's precision.
+var comparisonRows = suiteFigures()
 
-func lat(f func(r *Result) float64) func(r *Result) (float64, bool) {
-	return func(r *Result) (float64, bool) { v := f(r); return v, v > 0 }
-}
-
-var comparisonRows = []row{
-	{"publish rate (msg/s)", func(r *Result) (float64, bool) { return r.PublishRateMsgs, r.PublishRateMsgs > 0 }, groupInt, true},
-	{"publish rate (MB/s)", func(r *Result) (float64, bool) { return r.PublishRateMBs, r.PublishRateMBs > 0 }, func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }, true},
-	{"consume rate (msg/s)", func(r *Result) (float64, bool) { return r.ConsumeRateMsgs, r.ConsumeRateMsgs > 0 }, groupInt, true},
-	{"consume rate (MB/s)", func(r *Result) (float64, bool) { return r.ConsumeRateMBs, r.ConsumeRateMBs > 0 }, func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }, true},
-	{"publish latency p50", lat(func(r *Result) float64 { return r.PublishLatency.P50Us }), FormatMicros, false},
-	{"publish latency p99", lat(func(r *Result) float64 { return r.PublishLatency.P99Us }), FormatMicros, false},
-	{"publish latency p99.9", lat(func(r *Result) float64 { return r.PublishLatency.P999Us }), FormatMicros, false},
-	{"publish latency max", lat(func(r *Result) float64 { return r.PublishLatency.MaxUs }), FormatMicros, false},
-	{"end-to-end latency p50", lat(func(r *Result) float64 { return r.EndToEndLatency.P50Us }), FormatMicros, false},
-	{"end-to-end latency p99", lat(func(r *Result) float64 { return r.EndToEndLatency.P99Us }), FormatMicros, false},
-	{"end-to-end latency p99.9", lat(func(r *Result) float64 { return r.EndToEndLatency.P999Us }), FormatMicros, false},
-	{"end-to-end latency max", lat(func(r *Result) float64 { return r.EndToEndLatency.MaxUs }), FormatMicros, false},
-	{"server CPU (core-s per GB moved)", func(r *Result) (float64, bool) { return r.ServerCPUPerGB, r.ServerCPUPerGB > 0 }, func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }, false},
-	{"client CPU (core-s in window)", func(r *Result) (float64, bool) { return r.ClientCPUSeconds, r.ClientCPUSeconds > 0 }, func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }, false},
+func suiteFigures() []Figure {
+	own := map[string]bool{"publish delay p99 (behind schedule)": true, "fetched bytes sent by sendfile (%)": true}
+	precision := map[string]func(float64) string{
+		"server CPU (core-s per GB moved)": fixed(2),
+		"client CPU (core-s in window)":    fixed(1),
+	}
+	var rows []Figure
+	for _, f := range CompareFigures {
+		if f.Part || own[f.Name] {
+			continue
+		}
+		if format, ok := precision[f.Name]; ok {
+			f.Format = format
+		}
+		rows = append(rows, f)
+	}
+	return rows
 }
 
 // ratio is the reference's advantage over v: > 1 means the reference is better.
@@ -202,21 +195,21 @@ func Section(s *Suite, chartDir, handReading string) string {
 		for _, rw := range comparisonRows {
 			cells := make([]string, len(rs))
 			has := false
-			ref, refOK := rw.value(rs[0])
+			ref, refOK := rw.Value(rs[0])
 			for i, r := range rs {
-				v, ok := rw.value(r)
+				v, ok := rw.Value(r)
 				if !ok {
 					cells[i] = "-"
 					continue
 				}
 				has = true
-				cells[i] = rw.format(v)
+				cells[i] = rw.Format(v)
 				if i > 0 && refOK {
-					cells[i] += ratio(ref, v, rw.higherIsBetter)
+					cells[i] += ratio(ref, v, rw.HigherIsBetter)
 				}
 			}
 			if has {
-				p("| %s | %s |\n", rw.name, strings.Join(cells, " | "))
+				p("| %s | %s |\n", rw.Name, strings.Join(cells, " | "))
 			}
 		}
 		multi := false // a system of several processes (Gregor: cp and dp) gets a breakdown
