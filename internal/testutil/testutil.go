@@ -50,7 +50,9 @@ type TimeoutError struct {
 	Last  error
 }
 
-func (e *TimeoutError) Error() string { return "not within " + e.After.String() + ": " + e.Last.Error() }
+func (e *TimeoutError) Error() string {
+	return "not within " + e.After.String() + ": " + e.Last.Error()
+}
 
 // Unwrap returns the condition's last error.
 func (e *TimeoutError) Unwrap() error { return e.Last }
