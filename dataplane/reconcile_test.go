@@ -40,28 +40,28 @@ func TestReconcileLeadsOnlyForItsRegistration(t *testing.T) {
 	}
 
 	reconcile(20, 10, 3) // the state names the node's earlier process leader
-	if p := s.replicas.get("r", 0); p != nil && p.IsLeader() {
+	if p := s.replicas.Partition("r", 0); p != nil && p.IsLeader() {
 		t.Fatal("led a partition from a state older than its registration")
 	}
 	if code := produceCode(); code == 0 {
 		t.Fatal("produce accepted before the controller elected this process")
 	}
 	reconcile(20, 25, 5) // the controller elected this process, with a new leader epoch
-	if p := s.replicas.get("r", 0); p == nil || p.leaderEpoch.Load() != 5 {
+	if p := s.replicas.Partition("r", 0); p == nil || p.LeaderEpoch() != 5 {
 		t.Fatal("not leading at leader epoch 5 after the controller elected this process")
 	}
 	if code := produceCode(); code != 0 {
 		t.Fatalf("produce refused while leading: %d", code)
 	}
 	reconcile(30, 25, 5) // a later process of the node took the registration over
-	if s.replicas.get("r", 0).IsLeader() {
+	if s.replicas.Partition("r", 0).IsLeader() {
 		t.Fatal("still leading after another process took the registration over")
 	}
 	if code := produceCode(); code != kerr.NotLeaderForPartition.Code {
 		t.Fatalf("produce after the takeover: code %d, want NOT_LEADER_OR_FOLLOWER", code)
 	}
 	reconcile(0, 26, 6) // no registration of the node in the view (its lease expired)
-	if s.replicas.get("r", 0).IsLeader() {
+	if s.replicas.Partition("r", 0).IsLeader() {
 		t.Fatal("leading without a registration in the view")
 	}
 }
