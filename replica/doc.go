@@ -25,8 +25,9 @@
 // state (PartitionState, LeaderAndIsr) says.
 //
 // What it leaves to others: dataplane handles requests (decoding, validation of the
-// batches, Kafka error codes at the request boundary, the purgatory of parked requests
-// and its timers, metrics), reads the log for fetches, applies retention and
+// batches, the Kafka error codes of everything but replica's own rules — the producer
+// and leader-epoch checks answer with theirs —, the purgatory of parked requests and
+// its timers, metrics), reads the log for fetches, applies retention and
 // checkpoints, and turns the control plane's metadata into PartitionStates; replica
 // never imports dataplane or the control plane. segment stores the bytes and knows
 // nothing of roles, epochs' meaning or producers.
