@@ -134,10 +134,10 @@ func validateRecords(records []byte, maxBatchBytes int, segmentBytes int64) int1
 // stagedAppends are the produce appends of one connection's pass: entries in arrival
 // order, and the requests they answer.
 type stagedAppends struct {
-	entries  []stagedEntry
-	requests []stagedProduce
-	append   replica.LeaderAppend // scratch for one partition's append
-	accepted []int                // scratch: the entries of that append
+	entries      []stagedEntry
+	requests     []stagedProduce
+	leaderAppend replica.LeaderAppend // scratch for one partition's append
+	accepted     []int                // scratch: the entries of that append
 }
 
 // stagedEntry is one partition of one produce request, validated and waiting for the
@@ -187,7 +187,7 @@ func (cs *connState) flushStaged() error {
 // result.
 func (s *Server) appendStaged(st *stagedAppends, first int) {
 	p := st.entries[first].p
-	a := &st.append
+	a := &st.leaderAppend
 	a.Begin(p)
 	accepted := st.accepted[:0]
 	for i := first; i < len(st.entries); i++ {

@@ -43,10 +43,10 @@ const adminTimeout = 30 * time.Second
 // Reconcile brings this node's replicas in line with a metadata snapshot: it leads the
 // partitions whose state names it leader (opening or creating their logs), follows
 // (without fetching yet) the others it has a replica of, and deletes the replicas of
-// topics that no longer exist. cmd/dp calls it
-// for every snapshot the watch delivers; it is idempotent. Calls are serialised and a
-// snapshot older than one already applied is ignored, so a slow reconcile of an old view
-// cannot reopen the log of a topic a newer view deleted. With Config.BrokerEpoch set, a
+// topics that no longer exist. cmd/dp calls it for every snapshot the watch delivers; it
+// is idempotent. Calls are serialised and a snapshot older than one already applied is
+// ignored, so a slow reconcile of an old view cannot reopen the log of a topic a newer
+// view deleted. With Config.BrokerEpoch set, a
 // leadership is taken only from a state written for this process's registration.
 func (s *Server) Reconcile(snap *client.Snapshot) error {
 	s.reconcileMu.Lock()
