@@ -13,10 +13,10 @@ package dataplane
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/gregor-streaming/gregor/proto"
+	"github.com/gregor-streaming/gregor/replica"
 	"github.com/gregor-streaming/gregor/segment"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -59,7 +59,7 @@ func handleProduce(s *Server, r *request) error {
 				return err
 			}
 			res := proto.ProducePartitionResult{Partition: index, BaseOffset: -1, LogAppendTimeMs: -1, LogStartOffset: -1}
-			p := s.replicas.getBytes(name, index)
+			p := s.replicas.PartitionBytes(name, index)
 			switch {
 			case !acksValid:
 				res.ErrorCode = kerr.InvalidRequiredAcks.Code
@@ -67,12 +67,12 @@ func handleProduce(s *Server, r *request) error {
 				res.ErrorCode = kerr.UnknownTopicOrPartition.Code
 			case !p.IsLeader() || fenced:
 				res.ErrorCode = kerr.NotLeaderForPartition.Code
-			case req.Acks == -1 && p.isrSize.Load() < p.minInsyncReplicas.Load():
+			case req.Acks == -1 && p.UnderMinISR():
 				res.ErrorCode = kerr.NotEnoughReplicas.Code
 			default:
 				// Validate now (one CRC per batch), so each request is answered on its
 				// own; the append itself waits for the end of the pass.
-				if res.ErrorCode = validateRecords(records, p.log.MaxBatchBytes(), p.log.SegmentBytes()); res.ErrorCode == 0 {
+				if res.ErrorCode = validateRecords(records, p.Log().MaxBatchBytes(), p.Log().SegmentBytes()); res.ErrorCode == 0 {
 					st.entries = append(st.entries, stagedEntry{p: p, records: records, pos: len(buf.B)})
 				}
 			}
@@ -134,16 +134,16 @@ func validateRecords(records []byte, maxBatchBytes int, segmentBytes int64) int1
 // stagedAppends are the produce appends of one connection's pass: entries in arrival
 // order, and the requests they answer.
 type stagedAppends struct {
-	entries  []stagedEntry
-	requests []stagedProduce
-	parts    [][]byte // scratch for one partition's append
-	accepted []int    // scratch: the entries of that append
+	entries      []stagedEntry
+	requests     []stagedProduce
+	leaderAppend replica.LeaderAppend // scratch for one partition's append
+	accepted     []int                // scratch: the entries of that append
 }
 
 // stagedEntry is one partition of one produce request, validated and waiting for the
 // pass's append. pos is where its answer lies in the request's response buffer.
 type stagedEntry struct {
-	p       *Partition
+	p       *replica.Partition
 	records []byte
 	pos     int
 	res     proto.ProducePartitionResult
@@ -183,13 +183,13 @@ func (cs *connState) flushStaged() error {
 }
 
 // appendStaged appends every staged entry of entries[first]'s partition with one write,
-// after the idempotent-producer checks, and records each entry's result.
+// after the idempotent-producer checks (replica.LeaderAppend), and records each entry's
+// result.
 func (s *Server) appendStaged(st *stagedAppends, first int) {
 	p := st.entries[first].p
-	epoch := p.leaderEpoch.Load()
-	p.mu.Lock()
-	next := p.log.LogEndOffset()
-	parts, accepted := st.parts[:0], st.accepted[:0]
+	a := &st.leaderAppend
+	a.Begin(p)
+	accepted := st.accepted[:0]
 	for i := first; i < len(st.entries); i++ {
 		e := &st.entries[i]
 		if e.p != p || e.done {
@@ -197,62 +197,29 @@ func (s *Server) appendStaged(st *stagedAppends, first int) {
 		}
 		e.done = true
 		e.res.LogAppendTimeMs, e.res.LogStartOffset = -1, -1
-		code, dupFirst, dupLast := p.checkProducers(e.records)
-		switch {
-		case code != 0:
-			e.res.ErrorCode, e.res.BaseOffset = code, -1
-			continue
-		case dupFirst >= 0:
-			e.res.BaseOffset, e.last = dupFirst, dupLast
-			continue
+		as := a.Add(e.records)
+		e.res.ErrorCode, e.res.BaseOffset, e.last = as.ErrorCode, as.FirstOffset, as.LastOffset
+		if as.ErrorCode == 0 && !as.Duplicate {
+			accepted = append(accepted, i)
 		}
-		// Offsets are known before the append: this partition's appends all run under
-		// p.mu, so the log end offset cannot move meanwhile. The producer state takes the
-		// batches now, so the next entry's sequence check sees them.
-		e.res.BaseOffset = next
-		for pos := 0; pos < len(e.records); {
-			h, _ := proto.ParseRecordBatchHeader(e.records[pos:])
-			p.producers.update(&h, next)
-			next += int64(h.RecordCount)
-			pos += h.Size()
-		}
-		e.last = next - 1
-		parts = append(parts, e.records)
-		accepted = append(accepted, i)
 	}
-	st.parts, st.accepted = parts[:0], accepted[:0]
-	if len(parts) == 0 {
-		p.mu.Unlock()
+	st.accepted = accepted[:0]
+	info, err := a.Commit()
+	if len(accepted) == 0 {
 		return
 	}
-	info, err := p.log.AppendValidated(parts, epoch)
-	clear(parts)
-	if err == nil && info.FirstOffset != st.entries[accepted[0]].res.BaseOffset {
-		err = fmt.Errorf("dataplane: append landed at %d, not the expected %d", info.FirstOffset, st.entries[accepted[0]].res.BaseOffset)
-	}
 	if err != nil {
-		// Nothing (or not what the producer state assumed) was written: rebuild the
-		// producer state from the log and fail the entries.
-		p.producers = producerStates{}
-		if rerr := p.producers.rebuild(p.log); rerr != nil {
-			s.logger.Error("rebuild producer state", "topic", p.Topic, "partition", p.Index, "err", rerr)
-		}
-		p.mu.Unlock()
 		for _, i := range accepted {
 			st.entries[i].res.ErrorCode, st.entries[i].res.BaseOffset = produceErrorCode(err), -1
 		}
 		return
 	}
-	logStart := p.log.LogStartOffset()
 	for _, i := range accepted {
-		st.entries[i].res.LogAppendTimeMs, st.entries[i].res.LogStartOffset = info.LogAppendTime, logStart
+		st.entries[i].res.LogAppendTimeMs, st.entries[i].res.LogStartOffset = info.LogAppendTime, info.LogStartOffset
 	}
-	p.mu.Unlock()
 	s.metrics.recordsIn.Add(int(info.Records))
 	s.metrics.bytesIn.Add(info.Bytes)
 	s.metrics.appends.Inc()
-	p.advanceHighWatermark()
-	p.wakeWaiters()
 }
 
 // answerStaged writes a staged request's results into its response and answers it, or
@@ -308,35 +275,9 @@ func (s *Server) answerStaged(st *stagedAppends, sp *stagedProduce) {
 // produceWait is a partition answer waiting for the high watermark to reach need; pos is
 // where the answer lies in the response buffer.
 type produceWait struct {
-	p    *Partition
+	p    *replica.Partition
 	need int64
 	pos  int
-}
-
-// checkProducers runs the idempotent-producer checks over a partition's batches: an
-// error code, or the offsets of the batch a retry duplicates (dupFirst ≥ 0), or neither.
-// The caller holds p.mu.
-func (p *Partition) checkProducers(records []byte) (code int16, dupFirst, dupLast int64) {
-	dupFirst, dupLast = -1, -1
-	batches := 0
-	for pos := 0; pos < len(records); batches++ {
-		h, err := proto.ParseRecordBatchHeader(records[pos:])
-		if err != nil || h.Size() > len(records)-pos {
-			return kerr.CorruptMessage.Code, -1, -1
-		}
-		dup, c := p.producers.check(&h)
-		if c != 0 {
-			return c, -1, -1
-		}
-		if dup != nil {
-			dupFirst, dupLast = dup.firstOffset, dup.lastOffset
-		}
-		pos += h.Size()
-	}
-	if dupFirst >= 0 && batches > 1 {
-		return kerr.OutOfOrderSequenceNumber.Code, -1, -1
-	}
-	return 0, dupFirst, dupLast
 }
 
 // produceErrorCode maps an append error to the code Kafka answers with.

@@ -55,7 +55,7 @@ func handleFetch(s *Server, r *request) error {
 		name, parts, _ := walk.NextTopic()
 		for range parts {
 			fp, _ := walk.NextPartition()
-			if p := s.replicas.getBytes(name, fp.Partition); p != nil {
+			if p := s.replicas.PartitionBytes(name, fp.Partition); p != nil {
 				w.parts = append(w.parts, p)
 			}
 		}
@@ -118,23 +118,17 @@ func (f *fetch) collect() int {
 		for range partitions {
 			rp, _ := walk.NextPartition()
 			part := proto.FetchPartition{Partition: rp.Partition, HighWatermark: -1, LastStableOffset: -1, LogStartOffset: -1}
-			p := f.s.replicas.getBytes(name, rp.Partition)
-			switch {
-			case p == nil:
+			p := f.s.replicas.PartitionBytes(name, rp.Partition)
+			if p == nil {
 				part.ErrorCode = kerr.UnknownTopicOrPartition.Code
-			case !p.IsLeader():
-				part.ErrorCode = kerr.NotLeaderForPartition.Code
-			case rp.CurrentLeaderEpoch >= 0 && rp.CurrentLeaderEpoch < p.leaderEpoch.Load():
-				part.ErrorCode = kerr.FencedLeaderEpoch.Code
-			case rp.CurrentLeaderEpoch > p.leaderEpoch.Load():
-				part.ErrorCode = kerr.UnknownLeaderEpoch.Code
-			default:
+			} else if part.ErrorCode = p.CheckLeaderEpoch(rp.CurrentLeaderEpoch); part.ErrorCode == 0 {
 				hw := p.HighWatermark()
-				part.HighWatermark, part.LastStableOffset, part.LogStartOffset = hw, hw, p.log.LogStartOffset()
+				log := p.Log()
+				part.HighWatermark, part.LastStableOffset, part.LogStartOffset = hw, hw, log.LogStartOffset()
 				limit := min(int(rp.PartitionMaxBytes), remaining)
 				from := len(f.regions)
 				var err error
-				f.regions, err = p.log.Read(f.regions, rp.FetchOffset, limit, hw, total == 0)
+				f.regions, err = log.Read(f.regions, rp.FetchOffset, limit, hw, total == 0)
 				switch {
 				case errors.Is(err, segment.ErrOffsetOutOfRange):
 					part.ErrorCode = kerr.OffsetOutOfRange.Code

@@ -46,26 +46,22 @@ func handleListOffsets(s *Server, r *request) error {
 }
 
 func (s *Server) listOffset(topic string, q *kmsg.ListOffsetsRequestTopicPartition, rp *kmsg.ListOffsetsResponseTopicPartition) int16 {
-	p := s.replicas.get(topic, q.Partition)
-	switch {
-	case p == nil:
+	p := s.replicas.Partition(topic, q.Partition)
+	if p == nil {
 		return kerr.UnknownTopicOrPartition.Code
-	case !p.IsLeader():
-		return kerr.NotLeaderForPartition.Code
-	case q.CurrentLeaderEpoch >= 0 && q.CurrentLeaderEpoch < p.leaderEpoch.Load():
-		return kerr.FencedLeaderEpoch.Code
-	case q.CurrentLeaderEpoch > p.leaderEpoch.Load():
-		return kerr.UnknownLeaderEpoch.Code
 	}
-	rp.LeaderEpoch = p.leaderEpoch.Load()
+	if code := p.CheckLeaderEpoch(q.CurrentLeaderEpoch); code != 0 {
+		return code
+	}
+	rp.LeaderEpoch = p.LeaderEpoch()
 	hw := p.HighWatermark()
 	switch q.Timestamp {
 	case listOffsetsEarliest:
-		rp.Offset = p.log.LogStartOffset()
+		rp.Offset = p.Log().LogStartOffset()
 	case listOffsetsLatest:
 		rp.Offset = hw
 	default:
-		off, ts, found, err := p.log.OffsetForTimestamp(q.Timestamp)
+		off, ts, found, err := p.Log().OffsetForTimestamp(q.Timestamp)
 		if err != nil {
 			return kerr.KafkaStorageError.Code
 		}

@@ -1,8 +1,10 @@
 // Package dataplane is the Kafka-protocol data-plane node (gregor-dp): a gnet event-loop
 // server that decodes requests with proto, answers them in request order per connection,
 // and writes responses zero-copy through sendfile (header bytes, then file regions of
-// segment logs). It talks to the control plane only through a small interface that
-// cmd/dp satisfies with controlplane/client. Handler files are named by API key
+// segment logs). It handles requests only: the partition replicas, their roles, high
+// watermarks, producer state and appends are package replica's, which the handlers
+// call. It talks to the control plane only through a small interface that cmd/dp
+// satisfies with controlplane/client. Handler files are named by API key
 // (18_apiversions.go, …) and open with the versions they serve.
 package dataplane
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/replica"
 	"github.com/gregor-streaming/gregor/segment"
 	"github.com/twmb/franz-go/pkg/kerr"
 )
@@ -40,11 +41,12 @@ type ControlPlane interface {
 const adminTimeout = 30 * time.Second
 
 // Reconcile brings this node's replicas in line with a metadata snapshot: it leads the
-// partitions whose state names it leader (opening or creating their logs), stops leading
-// the others, and deletes the replicas of topics that no longer exist. cmd/dp calls it
-// for every snapshot the watch delivers; it is idempotent. Calls are serialised and a
-// snapshot older than one already applied is ignored, so a slow reconcile of an old view
-// cannot reopen the log of a topic a newer view deleted. With Config.BrokerEpoch set, a
+// partitions whose state names it leader (opening or creating their logs), follows
+// (without fetching yet) the others it has a replica of, and deletes the replicas of
+// topics that no longer exist. cmd/dp calls it for every snapshot the watch delivers; it
+// is idempotent. Calls are serialised and a snapshot older than one already applied is
+// ignored, so a slow reconcile of an old view cannot reopen the log of a topic a newer
+// view deleted. With Config.BrokerEpoch set, a
 // leadership is taken only from a state written for this process's registration.
 func (s *Server) Reconcile(snap *client.Snapshot) error {
 	s.reconcileMu.Lock()
@@ -68,29 +70,40 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 		if !ok {
 			continue
 		}
-		if st.Leader == s.cfg.NodeID && mine(st) {
-			minISR := 1
-			if v, err := strconv.Atoi(topic.Configs[client.ConfigMinInsyncReplicas]); err == nil {
-				minISR = v
-			}
+		minISR := 1
+		if v, err := strconv.Atoi(topic.Configs[client.ConfigMinInsyncReplicas]); err == nil {
+			minISR = v
+		}
+		rst := replica.PartitionState{
+			LeaderAndIsr: replica.LeaderAndIsr{Leader: st.Leader, LeaderEpoch: st.LeaderEpoch, ISR: st.ISR,
+				PartitionEpoch: st.PartitionEpoch},
+			Replicas:          st.Replicas,
+			MinInsyncReplicas: minISR,
+		}
+		switch {
+		case st.Leader == s.cfg.NodeID && mine(st):
 			// The log's settings come from this snapshot's topic, not from the view
 			// last reconciled: that one lacks a topic created since, and the log
 			// would open with the defaults.
-			if err := s.becomeLeader(topic, tp.Partition, st.LeaderEpoch, len(st.ISR), minISR); err != nil {
+			if err := s.becomeLeader(topic, tp.Partition, rst); err != nil {
 				errs = append(errs, err)
 			}
-		} else if p := s.replicas.get(tp.Topic, tp.Partition); p != nil {
-			p.leaderEpoch.Store(-1) // another node or process leads: refuse produce and fetch
-			p.wakeWaiters()
+		case st.Leader == s.cfg.NodeID:
+			// Another process of this node leads: refuse produce and fetch.
+			if p := s.replicas.Partition(tp.Topic, tp.Partition); p != nil {
+				p.Resign()
+			}
+		default:
+			s.replicas.MakeFollower(tp.Topic, tp.Partition, rst)
 		}
 	}
-	local, err := s.replicas.existingReplicas()
+	local, err := s.replicas.ReplicasOnDisk()
 	if err != nil {
 		errs = append(errs, err)
 	}
 	for topic := range local {
 		if _, ok := snap.Topics[topic]; !ok {
-			if err := s.replicas.deleteTopic(topic); err != nil {
+			if err := s.replicas.DeleteTopic(topic); err != nil {
 				errs = append(errs, err)
 			}
 		}

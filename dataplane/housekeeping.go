@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/replica"
 )
 
 // Background upkeep of the replicas, off the event loops: high-watermark checkpoints to
@@ -49,72 +50,65 @@ func (s *Server) upkeep(stop <-chan struct{}) {
 	}
 }
 
-func (s *Server) eachPartition(fn func(p *Partition)) {
-	s.replicas.mu.RLock()
-	var all []*Partition
-	for _, parts := range s.replicas.partitions {
-		for _, p := range parts {
-			all = append(all, p)
-		}
-	}
-	s.replicas.mu.RUnlock()
-	for _, p := range all {
-		fn(p)
-	}
-}
-
 // reportHighWatermarks records the high watermark of every led partition that moved,
 // and keeps the per-partition gauges current.
 func (s *Server) reportHighWatermarks() {
 	snap := s.snapshot()
-	s.eachPartition(func(p *Partition) {
-		s.partitionGauges(p)
+	all := s.replicas.Partitions()
+	s.partitionGauges(all)
+	for _, p := range all {
 		if s.cfg.HWRecorder == nil || !p.IsLeader() {
-			return
+			continue
 		}
-		hw := p.HighWatermark()
-		if p.reportedHW.Swap(hw) == hw {
-			return
+		hw, moved := p.CheckpointHighWatermark()
+		if !moved {
+			continue
 		}
 		s.cfg.HWRecorder.Record(client.TopicPartition{Topic: p.Topic, Partition: p.Index},
-			client.HWCheckpoint{TopicID: snap.Topics[p.Topic].ID, LeaderEpoch: p.leaderEpoch.Load(), HighWatermark: hw})
-	})
+			client.HWCheckpoint{TopicID: snap.Topics[p.Topic].ID, LeaderEpoch: p.LeaderEpoch(), HighWatermark: hw})
+	}
 }
 
-// partitionGauges registers the partition's log end offset and high watermark gauges
-// once.
-func (s *Server) partitionGauges(p *Partition) {
-	if p.gauges.Swap(true) {
-		return
+// partitionGauges registers the log end offset and high watermark gauges of each
+// replica once, and forgets the replicas that are gone. Only the upkeep goroutine calls
+// it.
+func (s *Server) partitionGauges(all []*replica.Partition) {
+	seen := make(map[*replica.Partition]struct{}, len(all))
+	for _, p := range all {
+		seen[p] = struct{}{}
+		if _, ok := s.gauged[p]; ok {
+			continue
+		}
+		labels := fmt.Sprintf(`{topic=%q,partition="%d"}`, p.Topic, p.Index)
+		s.cfg.Metrics.GetOrCreateGauge("gregor_partition_log_end_offset"+labels, func() float64 { return float64(p.Log().LogEndOffset()) })
+		s.cfg.Metrics.GetOrCreateGauge("gregor_partition_high_watermark"+labels, func() float64 { return float64(p.HighWatermark()) })
 	}
-	labels := fmt.Sprintf(`{topic=%q,partition="%d"}`, p.Topic, p.Index)
-	s.cfg.Metrics.GetOrCreateGauge("gregor_partition_log_end_offset"+labels, func() float64 { return float64(p.log.LogEndOffset()) })
-	s.cfg.Metrics.GetOrCreateGauge("gregor_partition_high_watermark"+labels, func() float64 { return float64(p.HighWatermark()) })
+	s.gauged = seen
 }
 
 // applyRetention deletes expired segments of the led partitions, never past the high
 // watermark.
 func (s *Server) applyRetention() {
-	s.eachPartition(func(p *Partition) {
+	for _, p := range s.replicas.Partitions() {
 		if !p.IsLeader() {
-			return
+			continue
 		}
-		res, err := p.log.DeleteRetained(p.HighWatermark())
+		res, err := p.Log().DeleteRetained(p.HighWatermark())
 		if err != nil {
 			s.logger.Error("retention", "topic", p.Topic, "partition", p.Index, "err", err)
-			return
+			continue
 		}
 		if res.Segments > 0 {
 			s.logger.Info("retention deleted segments", "topic", p.Topic, "partition", p.Index,
 				"segments", res.Segments, "bytes", res.Bytes, "logStartOffset", res.LogStartOffset)
 		}
-	})
+	}
 }
 
 func (s *Server) checkpointRecoveryPoints() {
-	s.eachPartition(func(p *Partition) {
-		if err := p.log.Checkpoint(); err != nil {
+	for _, p := range s.replicas.Partitions() {
+		if err := p.Log().Checkpoint(); err != nil {
 			s.logger.Error("recovery-point checkpoint", "topic", p.Topic, "partition", p.Index, "err", err)
 		}
-	})
+	}
 }

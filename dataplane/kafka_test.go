@@ -229,7 +229,7 @@ func TestFranzGoEndToEnd(t *testing.T) {
 	if err != nil || dresp["orders"].Err != nil {
 		t.Fatalf("delete: %v %+v", err, dresp)
 	}
-	if n.srv.replicas.get("orders", 0) != nil {
+	if n.srv.replicas.Partition("orders", 0) != nil {
 		t.Fatal("replica of a deleted topic still open")
 	}
 }
@@ -292,7 +292,7 @@ func TestAdminRequests(t *testing.T) {
 	if got := n.cp.Snapshot().Topics["grow"].Partitions; got != 4 {
 		t.Fatalf("%d partitions after growing", got)
 	}
-	if n.srv.replicas.get("grow", 3) == nil {
+	if n.srv.replicas.Partition("grow", 3) == nil {
 		t.Fatal("the node does not lead the new partition")
 	}
 	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "grow", Partition: 3, Value: []byte("new")}).FirstErr(); err != nil {

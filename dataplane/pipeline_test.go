@@ -257,7 +257,7 @@ func TestPipelinedProduceRandomSplits(t *testing.T) {
 	}
 	wg.Wait()
 	for p := range int32(2) {
-		if leo := s.replicas.get(pipelineTopic, p).log.LogEndOffset(); leo != next {
+		if leo := s.replicas.Partition(pipelineTopic, p).Log().LogEndOffset(); leo != next {
 			t.Fatalf("partition %d: log end offset %d, want %d", p, leo, next)
 		}
 	}

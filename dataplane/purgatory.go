@@ -1,19 +1,18 @@
 package dataplane
 
 import (
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gregor-streaming/gregor/replica"
 )
 
 // Delayed requests (Kafka's purgatories): a fetch waiting for min_bytes, a produce
 // waiting for the high watermark (acks=all). A waiter is parked on the partitions it
-// reads or writes; an append or a high-watermark move wakes them, and a timer ends the
-// wait. Every decision runs on the waiter's connection's event loop: wakes and timers
-// only post to the connection's mailbox.
-
-// maxWaitersPerPartition bounds a partition's waiter list (a flood of long polls).
-const maxWaitersPerPartition = 10_000
+// reads or writes (each replica.Partition keeps the list of its waiters); an append, a
+// high-watermark move or a role change wakes them, and a timer ends the wait. Every
+// decision runs on the waiter's connection's event loop: wakes and timers only post to
+// the connection's mailbox.
 
 // waiter is one delayed request.
 type waiter struct {
@@ -23,7 +22,7 @@ type waiter struct {
 	// expire runs on the loop at the deadline: it answers with what there is.
 	expire func()
 	// parts are the partitions to wait on.
-	parts []*Partition
+	parts []*replica.Partition
 	timer *time.Timer
 	// done is set, on the loop, once the request is answered.
 	done bool
@@ -46,7 +45,7 @@ func (w *waiter) park(wait time.Duration, size *atomic.Int64) {
 	w.size = size
 	size.Add(1)
 	for _, p := range w.parts {
-		p.addWaiter(w)
+		p.AddWaiter(w)
 	}
 	w.timer = time.AfterFunc(wait, func() {
 		posted := w.cs.post(func() {
@@ -62,8 +61,13 @@ func (w *waiter) park(wait time.Duration, size *atomic.Int64) {
 	})
 }
 
-// wake runs on the loop after a partition changed.
-func (w *waiter) wake() {
+// Wake implements replica.Waiter: a partition w waits on changed, so w is handed to
+// its connection's loop to try again.
+func (w *waiter) Wake() { w.cs.post(w.retry) }
+
+// retry runs on the loop after a partition changed: it answers the request if it can
+// now, else parks it on its partitions again.
+func (w *waiter) retry() {
 	if w.done {
 		return
 	}
@@ -74,32 +78,7 @@ func (w *waiter) wake() {
 		return
 	}
 	for _, p := range w.parts { // still waiting: listen again
-		p.addWaiter(w)
-	}
-}
-
-// waiters is a partition's list of parked requests.
-type waiters struct {
-	mu   sync.Mutex
-	list []*waiter
-}
-
-func (p *Partition) addWaiter(w *waiter) {
-	p.waiters.mu.Lock()
-	if len(p.waiters.list) < maxWaitersPerPartition {
-		p.waiters.list = append(p.waiters.list, w)
-	}
-	p.waiters.mu.Unlock()
-}
-
-// wakeWaiters hands every parked request on p to its connection's loop.
-func (p *Partition) wakeWaiters() {
-	p.waiters.mu.Lock()
-	list := p.waiters.list
-	p.waiters.list = nil
-	p.waiters.mu.Unlock()
-	for _, w := range list {
-		w.cs.post(w.wake)
+		p.AddWaiter(w)
 	}
 }
 

@@ -1,9 +1,11 @@
 package dataplane
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/replica"
 	"github.com/twmb/franz-go/pkg/kerr"
 )
 
@@ -40,28 +42,73 @@ func TestReconcileLeadsOnlyForItsRegistration(t *testing.T) {
 	}
 
 	reconcile(20, 10, 3) // the state names the node's earlier process leader
-	if p := s.replicas.get("r", 0); p != nil && p.IsLeader() {
+	if p := s.replicas.Partition("r", 0); p != nil && p.IsLeader() {
 		t.Fatal("led a partition from a state older than its registration")
 	}
 	if code := produceCode(); code == 0 {
 		t.Fatal("produce accepted before the controller elected this process")
 	}
 	reconcile(20, 25, 5) // the controller elected this process, with a new leader epoch
-	if p := s.replicas.get("r", 0); p == nil || p.leaderEpoch.Load() != 5 {
+	if p := s.replicas.Partition("r", 0); p == nil || p.LeaderEpoch() != 5 {
 		t.Fatal("not leading at leader epoch 5 after the controller elected this process")
 	}
 	if code := produceCode(); code != 0 {
 		t.Fatalf("produce refused while leading: %d", code)
 	}
 	reconcile(30, 25, 5) // a later process of the node took the registration over
-	if s.replicas.get("r", 0).IsLeader() {
+	if s.replicas.Partition("r", 0).IsLeader() {
 		t.Fatal("still leading after another process took the registration over")
 	}
 	if code := produceCode(); code != kerr.NotLeaderForPartition.Code {
 		t.Fatalf("produce after the takeover: code %d, want NOT_LEADER_OR_FOLLOWER", code)
 	}
 	reconcile(0, 26, 6) // no registration of the node in the view (its lease expired)
-	if s.replicas.get("r", 0).IsLeader() {
+	if s.replicas.Partition("r", 0).IsLeader() {
 		t.Fatal("leading without a registration in the view")
+	}
+}
+
+// TestReconcileFollowsPartitionsLedElsewhere: a replica this node has of a partition
+// another node now leads becomes that leader's follower, with its epoch and ISR, and
+// refuses produce; a partition it has no replica of gets none.
+func TestReconcileFollowsPartitionsLedElsewhere(t *testing.T) {
+	s := startServer(t, Config{NodeID: 1})
+	rev := int64(0)
+	reconcile := func(leader, leaderEpoch int32) {
+		t.Helper()
+		rev++
+		state := func(p int32) client.PartitionState {
+			return client.PartitionState{Topic: "f", Partition: p, Replicas: []int32{1, 2}, Leader: leader,
+				LeaderEpoch: leaderEpoch, ISR: []int32{1, 2}, PartitionEpoch: leaderEpoch}
+		}
+		snap := &client.Snapshot{
+			Revision: rev,
+			Topics:   map[string]client.Topic{"f": {Name: "f", ID: "id", Partitions: 2, ReplicationFactor: 2}},
+			Partitions: map[client.TopicPartition]client.PartitionState{
+				{Topic: "f", Partition: 0}: state(0),
+				{Topic: "f", Partition: 1}: {Topic: "f", Partition: 1, Replicas: []int32{1, 2}, Leader: 2, LeaderEpoch: 1, ISR: []int32{2}},
+			},
+		}
+		if err := s.Reconcile(snap); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reconcile(1, 3)
+	p := s.replicas.Partition("f", 0)
+	if p == nil || p.Role() != replica.RoleLeader || p.LeaderEpoch() != 3 {
+		t.Fatalf("not leading partition 0 at epoch 3: %v", p)
+	}
+	reconcile(2, 4)
+	if p.Role() != replica.RoleFollower || p.LeaderEpoch() != 4 {
+		t.Fatalf("partition 0: %v at epoch %d, want a follower at 4", p.Role(), p.LeaderEpoch())
+	}
+	if la := p.LeaderAndIsr(); la.Leader != 2 || !slices.Equal(la.ISR, []int32{1, 2}) || la.PartitionEpoch != 4 {
+		t.Fatalf("partition 0's leadership: %+v", la)
+	}
+	if rp := produce(t, dial(t, s), 7, "f", 0, 1, batch(1, "x", -1, -1, -1)); rp.ErrorCode != kerr.NotLeaderForPartition.Code {
+		t.Fatalf("produce to a follower: code %d", rp.ErrorCode)
+	}
+	if s.replicas.Partition("f", 1) != nil {
+		t.Fatal("a replica was opened for a partition this node never led")
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/replica"
 	"github.com/gregor-streaming/gregor/segment"
 	"github.com/gregor-streaming/gregor/sendfile"
 	"github.com/panjf2000/gnet/v2"
@@ -31,7 +32,10 @@ type Server struct {
 	// fetchCounters counts response bytes by path (sendfile, copy, header bytes), shared
 	// by every connection's writers.
 	fetchCounters sendfile.Counters
-	replicas      *replicaManager
+	replicas      *replica.Manager
+	// gauged are the replicas whose gauges are registered; only the upkeep goroutine
+	// touches it.
+	gauged map[*replica.Partition]struct{}
 	// cp is the control plane (nil: this node serves only what it was told to lead,
 	// as in the storage-level tests); cluster is the metadata view last reconciled.
 	cp          ControlPlane
@@ -70,36 +74,46 @@ func New(cfg Config) (*Server, error) {
 		perIP:   map[string]int{},
 	}
 	s.cp = cfg.ControlPlane
-	s.replicas = newReplicaManager(cfg.DataDir)
+	s.replicas = replica.NewManager(replica.Config{Dir: cfg.DataDir, NodeID: cfg.NodeID, Logger: s.logger})
 	s.metrics = newServerMetrics(cfg.Metrics, s)
 	return s, nil
 }
 
 // BecomeLeader opens the replica of topic-partition (creating its log if needed) and
 // makes this node its leader at leaderEpoch, with an ISR of isrSize replicas and the
-// topic's min.insync.replicas. The log's settings come from the topic's configs in the
-// view last reconciled (Reconcile itself uses the view it is applying).
+// topic's min.insync.replicas. The ISR is this node and isrSize-1 unnamed replicas
+// (ids -1, -2, …) that never fetch, so with isrSize > 1 the high watermark stays where
+// it is. The log's settings come from the topic's configs in the view last reconciled
+// (Reconcile itself uses the view it is applying).
 func (s *Server) BecomeLeader(topic string, partition, leaderEpoch int32, isrSize, minInsyncReplicas int) error {
 	t, ok := s.snapshot().Topics[topic]
 	if !ok {
 		t = client.Topic{Name: topic}
 	}
-	return s.becomeLeader(t, partition, leaderEpoch, isrSize, minInsyncReplicas)
+	isr := make([]int32, 0, isrSize)
+	if isrSize > 0 {
+		isr = append(isr, s.cfg.NodeID)
+	}
+	for i := 1; i < isrSize; i++ {
+		isr = append(isr, int32(-i))
+	}
+	return s.becomeLeader(t, partition, replica.PartitionState{
+		LeaderAndIsr:      replica.LeaderAndIsr{Leader: s.cfg.NodeID, LeaderEpoch: leaderEpoch, ISR: isr},
+		Replicas:          isr,
+		MinInsyncReplicas: minInsyncReplicas,
+	})
 }
 
 // becomeLeader is BecomeLeader with the topic as the caller's view has it: its configs
 // set the log's storage settings, when the log opens and whenever they change.
-func (s *Server) becomeLeader(topic client.Topic, partition, leaderEpoch int32, isrSize, minInsyncReplicas int) error {
-	p, err := s.replicas.becomeLeader(topic.Name, partition, leaderEpoch, isrSize, minInsyncReplicas,
+func (s *Server) becomeLeader(topic client.Topic, partition int32, st replica.PartitionState) error {
+	_, err := s.replicas.MakeLeader(topic.Name, partition, st,
 		topic.Configs, func() segment.Config { return s.logConfig(topic) })
-	if p != nil {
-		p.wakeWaiters()
-	}
 	return err
 }
 
 // DeleteTopic removes this node's replicas of topic and their data.
-func (s *Server) DeleteTopic(topic string) error { return s.replicas.deleteTopic(topic) }
+func (s *Server) DeleteTopic(topic string) error { return s.replicas.DeleteTopic(topic) }
 
 // Start listens and serves on the configured address until Stop. It returns once the
 // listener is up.
@@ -151,7 +165,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return s.replicas.closeAll()
+	return s.replicas.Close()
 }
 
 // Addr is the listener's address as configured.

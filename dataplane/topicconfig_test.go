@@ -47,12 +47,12 @@ func TestReconcileAppliesTopicConfigs(t *testing.T) {
 	})); err != nil {
 		t.Fatal(err)
 	}
-	p := s.replicas.get("t", 0)
+	p := s.replicas.Partition("t", 0)
 	if p == nil || !p.IsLeader() {
 		t.Fatal("the node does not lead t-0")
 	}
-	if p.log.MaxBatchBytes() != 2000 || p.log.SegmentBytes() != 4096 {
-		t.Fatalf("log opened with max.message.bytes %d, segment.bytes %d", p.log.MaxBatchBytes(), p.log.SegmentBytes())
+	if p.Log().MaxBatchBytes() != 2000 || p.Log().SegmentBytes() != 4096 {
+		t.Fatalf("log opened with max.message.bytes %d, segment.bytes %d", p.Log().MaxBatchBytes(), p.Log().SegmentBytes())
 	}
 	c := dial(t, s)
 	big := batch(1, strings.Repeat("x", 3000), -1, -1, -1)
@@ -95,11 +95,11 @@ func TestReconcileAppliesTopicConfigs(t *testing.T) {
 	if err := s.Reconcile(configSnapshot(rev+1, "t", nil)); err != nil {
 		t.Fatal(err)
 	}
-	if p.log.MaxBatchBytes() != segment.DefaultMaxBatchBytes || p.log.SegmentBytes() != segment.DefaultSegmentBytes {
-		t.Fatalf("defaults not restored: %d %d", p.log.MaxBatchBytes(), p.log.SegmentBytes())
+	if p.Log().MaxBatchBytes() != segment.DefaultMaxBatchBytes || p.Log().SegmentBytes() != segment.DefaultSegmentBytes {
+		t.Fatalf("defaults not restored: %d %d", p.Log().MaxBatchBytes(), p.Log().SegmentBytes())
 	}
 	expect("3000-byte batch, default limit", -1, big, 0, false)
-	if s.replicas.get("t", 0) != p {
+	if s.replicas.Partition("t", 0) != p {
 		t.Fatal("the replica was reopened instead of reconfigured")
 	}
 }
@@ -250,7 +250,7 @@ func TestTopicConfigsThroughCreateTopics(t *testing.T) {
 		}
 	}
 	produce("by-bytes", 10)
-	byBytes := n.srv.replicas.get("by-bytes", 0).log
+	byBytes := n.srv.replicas.Partition("by-bytes", 0).Log()
 	bases := byBytes.SegmentBaseOffsets()
 	active := bases[len(bases)-1]
 	if active < 6 { // retention may have deleted the older segments already
@@ -264,7 +264,7 @@ func TestTopicConfigsThroughCreateTopics(t *testing.T) {
 	produce("seg-ms", 1)
 	waitPastMillis(t, time.Now().UnixMilli()+1)
 	produce("seg-ms", 1)
-	if got := n.srv.replicas.get("seg-ms", 0).log.NumSegments(); got != 2 {
+	if got := n.srv.replicas.Partition("seg-ms", 0).Log().NumSegments(); got != 2 {
 		t.Fatalf("segment.ms=1: %d segments after two appends 2 ms apart", got)
 	}
 
@@ -324,7 +324,7 @@ func TestDescribeConfigsEffectiveValues(t *testing.T) {
 			t.Errorf("%s: %q from %v, want %q from %v", name, value, c.Source, want.value, source)
 		}
 	}
-	if p := s.replicas.get("t", 0); p.log.MaxBatchBytes() != 51200 {
-		t.Fatalf("the log enforces max.message.bytes %d", p.log.MaxBatchBytes())
+	if p := s.replicas.Partition("t", 0); p.Log().MaxBatchBytes() != 51200 {
+		t.Fatalf("the log enforces max.message.bytes %d", p.Log().MaxBatchBytes())
 	}
 }

@@ -15,7 +15,7 @@
 // and recovery after an unclean stop, which cuts the log at the first bad byte and
 // rebuilds the indexes.
 //
-// It knows nothing of the network or of the control plane: the data plane (and the
-// replica package, once replication has one) calls it. Log's doc comment gives the
+// It knows nothing of the network or of the control plane: the replica package calls it
+// for everything that moves a log's end, the data plane for reads. Log's doc comment gives the
 // concurrency contract and lock order; docs/architecture.md the design.
 package segment

@@ -1,4 +1,4 @@
-package dataplane
+package replica
 
 import (
 	"math"
@@ -9,10 +9,12 @@ import (
 )
 
 // Idempotent producers (KIP-98): per partition, each producer id's epoch and the
-// sequence ranges and offsets of its last five batches. A retried batch (same sequences)
-// is answered with the offset it got the first time and not written again; a gap in the
-// sequence is refused. The state is rebuilt from the log's batch headers when the
-// partition opens, so it survives restarts.
+// sequence ranges and offsets of its last five batches (Kafka's ProducerStateManager,
+// without transactions). A retried batch (same sequences) is answered with the offset it
+// got the first time and not written again; a gap in the sequence is refused. The state
+// is rebuilt from the log's batch headers when the partition opens, so it survives
+// restarts, and after a truncation; a follower keeps it from the batches it appends, so
+// a retry after a failover is still recognised.
 
 // producerBatchesKept is how many recent batches per producer are remembered (clients
 // keep at most five in flight).
@@ -40,7 +42,8 @@ func (s *producerState) add(b producerBatch) {
 	s.n = min(s.n+1, producerBatchesKept)
 }
 
-// producerStates maps producer ids to their state. The partition's mu guards it.
+// producerStates maps producer ids to their state. The partition's append lock (mu)
+// guards it.
 type producerStates struct {
 	m map[int64]*producerState
 }
@@ -79,7 +82,9 @@ func (ps *producerStates) check(h *proto.RecordBatchHeader) (dup *producerBatch,
 	return nil, 0
 }
 
-// update records an appended batch (with its assigned offsets).
+// update records a batch written at firstOffset: by a leader before its append (so the
+// next batch of the same append is checked against it), by a follower or a rebuild with
+// the offsets the batch carries.
 func (ps *producerStates) update(h *proto.RecordBatchHeader, firstOffset int64) {
 	if h.ProducerID < 0 {
 		return
@@ -113,4 +118,31 @@ func addSeq(seq, n int32) int32 {
 	} else {
 		return int32(s)
 	}
+}
+
+// checkRecords runs the checks over one request's records, batch by batch: an error
+// code, or the offsets of the batch a retry duplicates (dupFirst ≥ 0), or neither. A
+// duplicate must come alone: a retry resends exactly what was sent, so a duplicate
+// beside other batches means the producer lost track of its sequence.
+func (ps *producerStates) checkRecords(records []byte) (code int16, dupFirst, dupLast int64) {
+	dupFirst, dupLast = -1, -1
+	batches := 0
+	for pos := 0; pos < len(records); batches++ {
+		h, err := proto.ParseRecordBatchHeader(records[pos:])
+		if err != nil || h.Size() > len(records)-pos {
+			return kerr.CorruptMessage.Code, -1, -1
+		}
+		dup, c := ps.check(&h)
+		if c != 0 {
+			return c, -1, -1
+		}
+		if dup != nil {
+			dupFirst, dupLast = dup.firstOffset, dup.lastOffset
+		}
+		pos += h.Size()
+	}
+	if dupFirst >= 0 && batches > 1 {
+		return kerr.OutOfOrderSequenceNumber.Code, -1, -1
+	}
+	return 0, dupFirst, dupLast
 }

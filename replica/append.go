@@ -1,0 +1,163 @@
+package replica
+
+import (
+	"fmt"
+
+	"github.com/gregor-streaming/gregor/proto"
+	"github.com/gregor-streaming/gregor/segment"
+)
+
+// LeaderAppend appends the records of several produce requests to a leader's log with
+// one write (Kafka's appendRecordsToLeader, for all the requests of one pass of a
+// connection): Begin takes the partition's append lock, Add checks one request's
+// records against the idempotent-producer state and assigns their offsets, Commit
+// writes what was accepted, moves the high watermark, releases the lock and wakes the
+// requests parked on the partition.
+//
+// A LeaderAppend is reusable scratch: keep one per connection, so that steady-state
+// appends allocate nothing. It is not safe for concurrent use. Between Begin and Commit
+// the caller holds the partition's append lock: it must call Commit, and take no other
+// partition's lock meanwhile.
+type LeaderAppend struct {
+	p *Partition
+	// epoch is the leader epoch written into the batches.
+	epoch int32
+	// next is the offset the next accepted records get. Offsets are known before the
+	// write: the partition's appends all hold its append lock, so the log end offset
+	// cannot move meanwhile.
+	next int64
+	// first is the offset the first accepted records got.
+	first int64
+	parts [][]byte
+}
+
+// Assignment is LeaderAppend.Add's decision on one request's records.
+type Assignment struct {
+	// ErrorCode is the Kafka error that refuses the records, 0 if none.
+	ErrorCode int16
+	// Duplicate is set for a producer's retry of a recent batch: it is not written
+	// again, and the offsets are those it got the first time.
+	Duplicate bool
+	// FirstOffset and LastOffset are the records' offsets, -1 when refused.
+	FirstOffset, LastOffset int64
+}
+
+// Begin starts an append to p, taking its append lock.
+func (a *LeaderAppend) Begin(p *Partition) {
+	if a.p != nil {
+		panic("replica: LeaderAppend.Begin before the previous Commit")
+	}
+	// An append that raced a loss of leadership still lands, with epoch -1: the
+	// producer was answered by the leader check before the pass's appends.
+	a.epoch = p.leaderEpochIfLeader()
+	p.mu.Lock()
+	a.p = p
+	a.next = p.log.LogEndOffset()
+	a.first = a.next
+	a.parts = a.parts[:0]
+}
+
+// Add checks one request's records (validated batches) against the idempotent-producer
+// rules and, if they are to be written, assigns their offsets and records them in the
+// producer state, so that the next Add of the same append sees them.
+func (a *LeaderAppend) Add(records []byte) Assignment {
+	p := a.p
+	code, dupFirst, dupLast := p.producers.checkRecords(records)
+	switch {
+	case code != 0:
+		return Assignment{ErrorCode: code, FirstOffset: -1, LastOffset: -1}
+	case dupFirst >= 0:
+		return Assignment{Duplicate: true, FirstOffset: dupFirst, LastOffset: dupLast}
+	}
+	first := a.next
+	for pos := 0; pos < len(records); {
+		h, _ := proto.ParseRecordBatchHeader(records[pos:])
+		p.producers.update(&h, a.next)
+		a.next += int64(h.RecordCount)
+		pos += h.Size()
+	}
+	a.parts = append(a.parts, records)
+	return Assignment{FirstOffset: first, LastOffset: a.next - 1}
+}
+
+// Commit writes the records Add accepted with one append, with the leader epoch, and
+// releases the append lock. With nothing accepted it writes nothing and returns a zero
+// AppendInfo. On error nothing was written (or not where the offsets were assigned): the
+// producer state is rebuilt from the log and every accepted request must be failed.
+func (a *LeaderAppend) Commit() (segment.AppendInfo, error) {
+	p := a.p
+	if p == nil {
+		panic("replica: LeaderAppend.Commit without Begin")
+	}
+	a.p = nil
+	if len(a.parts) == 0 {
+		p.mu.Unlock()
+		return segment.AppendInfo{}, nil
+	}
+	info, err := p.log.AppendValidated(a.parts, a.epoch)
+	clear(a.parts) // the records belong to the requests' buffers
+	a.parts = a.parts[:0]
+	if err == nil && info.FirstOffset != a.first {
+		err = fmt.Errorf("replica: append landed at %d, not the expected %d", info.FirstOffset, a.first)
+	}
+	if err != nil {
+		p.producers = producerStates{}
+		if rerr := p.producers.rebuild(p.log); rerr != nil {
+			p.logger.Error("rebuild producer state", "topic", p.Topic, "partition", p.Index, "err", rerr)
+		}
+		p.mu.Unlock()
+		return segment.AppendInfo{}, err
+	}
+	p.maybeIncrementHighWatermark(info.LastOffset + 1)
+	p.mu.Unlock()
+	p.wakeWaiters()
+	return info, nil
+}
+
+// AppendAsFollower appends batches fetched from the leader as they are, with the
+// leader's offsets and leader epochs (segment.Log.AppendAsFollower), and keeps the
+// idempotent-producer state from them, so that this node, once leader, recognises a
+// retried batch.
+func (p *Partition) AppendAsFollower(records []byte) (segment.AppendInfo, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	info, err := p.log.AppendAsFollower(records)
+	if err != nil {
+		return info, err
+	}
+	for pos := 0; pos < len(records); {
+		h, _ := proto.ParseRecordBatchHeader(records[pos:]) // validated by the append
+		p.producers.update(&h, h.BaseOffset)
+		pos += h.Size()
+	}
+	return info, nil
+}
+
+// TruncateTo cuts the log before the batch holding offset (a follower truncating to the
+// leader's end offset for its epoch, segment.Log.TruncateTo) and returns the new log end
+// offset. The high watermark follows it down, and the producer state is rebuilt from
+// what remains.
+func (p *Partition) TruncateTo(offset int64) (int64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	before := p.log.LogEndOffset()
+	leo, err := p.log.TruncateTo(offset)
+	if err != nil || leo == before {
+		return leo, err
+	}
+	if p.highWatermark.Load() > leo {
+		p.highWatermark.Store(leo)
+	}
+	p.producers = producerStates{}
+	if err := p.producers.rebuild(p.log); err != nil {
+		return leo, fmt.Errorf("replica: rebuild producer state of %s-%d: %w", p.Topic, p.Index, err)
+	}
+	return leo, nil
+}
+
+// EndOffsetForEpoch answers OffsetForLeaderEpoch for this replica: the largest leader
+// epoch ≤ epoch its log knows and the offset where that epoch ended (the log end offset
+// for the latest), or (-1, -1).
+func (p *Partition) EndOffsetForEpoch(epoch int32) (int32, int64) {
+	return p.log.EndOffsetForEpoch(epoch)
+}

@@ -1,0 +1,190 @@
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/gregor-streaming/gregor/segment"
+)
+
+// Config is a Manager's setting.
+type Config struct {
+	// Dir is the data directory: one sub-directory per replica, <topic>-<partition>.
+	Dir string
+	// NodeID is this node's id: the replica of an assignment that is not a follower.
+	NodeID int32
+	// Logger takes what the replicas log (nil: slog.Default()).
+	Logger *slog.Logger
+}
+
+// Manager owns the partition replicas of this node (Kafka's ReplicaManager, without the
+// request handling): one directory each under the data directory, opened when the node
+// first leads the partition, and the role changes the controller's state asks for.
+//
+// Concurrency: mu guards the map of replicas and each replica's configs; lookups take
+// the read lock. Lock order: mu before any Partition's locks.
+type Manager struct {
+	cfg Config
+
+	mu         sync.RWMutex
+	partitions map[string]map[int32]*Partition
+}
+
+// NewManager makes the replica manager of a data directory; it opens nothing yet.
+func NewManager(cfg Config) *Manager {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Manager{cfg: cfg, partitions: map[string]map[int32]*Partition{}}
+}
+
+// Partition returns the replica of topic-partition on this node, or nil.
+func (m *Manager) Partition(topic string, partition int32) *Partition {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.partitions[topic][partition]
+}
+
+// PartitionBytes is Partition for a topic name held as bytes (no conversion is
+// allocated).
+func (m *Manager) PartitionBytes(topic []byte, partition int32) *Partition {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.partitions[string(topic)][partition]
+}
+
+// Partitions lists every replica on this node.
+func (m *Manager) Partitions() []*Partition {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var all []*Partition
+	for _, parts := range m.partitions {
+		for _, p := range parts {
+			all = append(all, p)
+		}
+	}
+	return all
+}
+
+// PartitionDir is where the replica of topic-partition keeps its log.
+func (m *Manager) PartitionDir(topic string, partition int32) string {
+	return filepath.Join(m.cfg.Dir, topic+"-"+strconv.Itoa(int(partition)))
+}
+
+// MakeLeader opens (or creates) the replica's log if needed and makes this node its
+// leader as st says, then wakes the requests parked on it. configs are the topic's
+// configs and logConfig the log settings made from them: an open log whose settings
+// were made from other configs takes the new ones, so a log follows its topic's configs
+// whenever the view changes, even a log opened before the topic's configs were known.
+// Settings that cannot be applied are an error, but the node leads all the same:
+// refusing leadership would make the partition unavailable, not the settings take
+// effect. The replica is returned whenever it exists, error or not.
+func (m *Manager) MakeLeader(topic string, partition int32, st PartitionState,
+	configs map[string]string, logConfig func() segment.Config) (*Partition, error) {
+	m.mu.Lock()
+	p := m.partitions[topic][partition]
+	var cfgErr error
+	if p != nil && !maps.Equal(p.configs, configs) {
+		if err := p.log.UpdateConfig(logConfig()); err != nil {
+			cfgErr = fmt.Errorf("replica: configs of %s-%d: %w", topic, partition, err)
+		} else {
+			p.configs = configs
+		}
+	}
+	if p == nil {
+		log, err := segment.Open(m.PartitionDir(topic, partition), logConfig())
+		if err != nil {
+			m.mu.Unlock()
+			return nil, fmt.Errorf("replica: open %s-%d: %w", topic, partition, err)
+		}
+		if p, err = newPartition(topic, partition, m.cfg.NodeID, log, m.cfg.Logger); err != nil {
+			_ = log.Close()
+			m.mu.Unlock()
+			return nil, err
+		}
+		p.configs = configs
+		if m.partitions[topic] == nil {
+			m.partitions[topic] = map[int32]*Partition{}
+		}
+		m.partitions[topic][partition] = p
+	}
+	p.makeLeader(st)
+	m.mu.Unlock()
+	p.wakeWaiters()
+	return p, cfgErr
+}
+
+// MakeFollower makes the replica of topic-partition, if this node has one, a follower of
+// st.Leader (Partition.MakeFollower) and returns it; else it returns nil. It opens no
+// log: followers do not fetch yet, so a node keeps a replica only where it has led.
+func (m *Manager) MakeFollower(topic string, partition int32, st PartitionState) *Partition {
+	p := m.Partition(topic, partition)
+	if p != nil {
+		p.MakeFollower(st)
+	}
+	return p
+}
+
+// DeleteTopic closes and removes every replica of topic, with its data.
+func (m *Manager) DeleteTopic(topic string) error {
+	m.mu.Lock()
+	parts := m.partitions[topic]
+	delete(m.partitions, topic)
+	m.mu.Unlock()
+	var errs []error
+	for _, p := range parts {
+		p.resign()
+		if err := p.log.Delete(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close closes every log cleanly and forgets the replicas.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	for _, parts := range m.partitions {
+		for _, p := range parts {
+			if err := p.log.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	m.partitions = map[string]map[int32]*Partition{}
+	return errors.Join(errs...)
+}
+
+// ReplicasOnDisk lists the topic-partition directories under the data directory, open
+// or not: after a restart, the replicas of topics deleted meanwhile are found here.
+func (m *Manager) ReplicasOnDisk() (map[string][]int32, error) {
+	entries, err := os.ReadDir(m.cfg.Dir)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]int32{}
+	for _, e := range entries {
+		i := strings.LastIndexByte(e.Name(), '-')
+		if !e.IsDir() || i <= 0 {
+			continue
+		}
+		p, err := strconv.ParseInt(e.Name()[i+1:], 10, 32)
+		if err != nil || p < 0 {
+			continue
+		}
+		out[e.Name()[:i]] = append(out[e.Name()[:i]], int32(p))
+	}
+	return out, nil
+}

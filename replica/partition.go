@@ -1,0 +1,387 @@
+package replica
+
+import (
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gregor-streaming/gregor/segment"
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// Role is what this node does for a partition.
+type Role uint8
+
+// The roles of a replica.
+const (
+	// RoleNone: the node neither leads nor follows. A replica starts so, and returns to
+	// it when the controller's state names this node leader for an earlier process of
+	// it, or when its topic is deleted.
+	RoleNone Role = iota
+	// RoleFollower: another node leads. Followers do not fetch yet.
+	RoleFollower
+	// RoleLeader: this node leads: it takes produce, serves fetches and owns the high
+	// watermark.
+	RoleLeader
+)
+
+// String names the role.
+func (r Role) String() string {
+	switch r {
+	case RoleLeader:
+		return "leader"
+	case RoleFollower:
+		return "follower"
+	default:
+		return "none"
+	}
+}
+
+// LeaderAndIsr is a partition's leadership as the controller decided it (Kafka's
+// LeaderAndIsr).
+type LeaderAndIsr struct {
+	// Leader is the leading node's id, or -1 while the partition has none.
+	Leader int32
+	// LeaderEpoch counts leader changes; every batch carries the epoch it was led in.
+	LeaderEpoch int32
+	// ISR is the in-sync replica set.
+	ISR []int32
+	// PartitionEpoch counts every change of the leadership or the ISR: the version an
+	// ISR change is compared against.
+	PartitionEpoch int32
+}
+
+// PartitionState is what a node is told about one of its replicas (Kafka's
+// LeaderAndIsrPartitionState): the leadership, the assignment and the topic's
+// min.insync.replicas.
+type PartitionState struct {
+	LeaderAndIsr
+	// Replicas is the assignment; Replicas[0] is the preferred leader.
+	Replicas []int32
+	// MinInsyncReplicas is the topic's min.insync.replicas: acks=all produce is refused
+	// while the ISR is smaller.
+	MinInsyncReplicas int
+}
+
+// Replica is the leader's view of one follower (Kafka's Replica): where the follower's
+// log ends, as its fetches report, and when it last caught up with the leader's log
+// end. Followers do not fetch yet, so nothing moves these from their initial "unknown".
+// Fields are atomics: fetches update them, the high watermark and ISR rules read them.
+type Replica struct {
+	// ID is the follower's node id.
+	ID int32
+	// logEndOffset is the follower's log end offset, -1 until it fetches.
+	logEndOffset atomic.Int64
+	// lastCaughtUpTimeNs is when the follower last reached the leader's log end (Unix
+	// nanoseconds), 0 until it does.
+	lastCaughtUpTimeNs atomic.Int64
+}
+
+func newReplica(id int32) *Replica {
+	r := &Replica{ID: id}
+	r.reset()
+	return r
+}
+
+// reset forgets the follower's progress: a new leader knows nothing of it.
+func (r *Replica) reset() {
+	r.logEndOffset.Store(-1)
+	r.lastCaughtUpTimeNs.Store(0)
+}
+
+// LogEndOffset is the follower's log end offset as its last fetch reported it, or -1.
+func (r *Replica) LogEndOffset() int64 { return r.logEndOffset.Load() }
+
+// LastCaughtUpTime is when the follower last reached the leader's log end, or the zero
+// time.
+func (r *Replica) LastCaughtUpTime() time.Time {
+	if ns := r.lastCaughtUpTimeNs.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+// Partition is one partition replica on this node (Kafka's kafka.cluster.Partition): its
+// log, its role and leader epoch, the ISR and followers' progress, the high watermark,
+// and the idempotent-producer state. See the package comment for who calls what.
+//
+// Concurrency: stateMu guards the leadership (written by role changes, rare); the append
+// lock mu guards the producer state and serialises everything that moves the log end
+// (appends as leader and as follower, truncation) with the high watermark. The hot path
+// reads only atomics: role and leader epoch (packed in one word, so a reader never sees
+// one without the other), ISR size, min.insync.replicas, high watermark.
+//
+// Lock order: Manager.mu, then stateMu, then mu, then the log's locks; waiters.mu is a
+// leaf.
+type Partition struct {
+	// Topic and Index name the partition; fixed at creation.
+	Topic string
+	Index int32
+
+	localID int32
+	log     *segment.Log
+	logger  *slog.Logger
+
+	// stateMu guards the fields below it down to followers (Kafka's
+	// leaderIsrUpdateLock).
+	stateMu        sync.RWMutex
+	leaderID       int32
+	partitionEpoch int32
+	replicas       []int32
+	isr            []int32
+	// followers is the progress of every assigned replica but this node. Invariant:
+	// non-empty only while leading.
+	followers map[int32]*Replica
+
+	// state packs the role (bits 32-39) and the leader epoch (bits 0-31). Written under
+	// stateMu. Invariant: the epoch is -1 in RoleNone.
+	state atomic.Uint64
+	// isrSize is len(isr), for the acks=all check without the lock. Written under
+	// stateMu. Invariant: isrSize == len(isr).
+	isrSize atomic.Int32
+	// minInsyncReplicas is the topic's min.insync.replicas for acks=all.
+	minInsyncReplicas atomic.Int32
+
+	// mu is the append lock: appends, truncation and the producer state they check and
+	// update.
+	mu        sync.Mutex
+	producers producerStates
+	// highWatermark: consumers read below it. Written under mu (so it moves in the order
+	// of the appends that move it), read lock-free.
+	// Invariant: 0 <= highWatermark <= log end offset.
+	highWatermark atomic.Int64
+	// checkpointedHW is the high watermark last handed out for a checkpoint.
+	checkpointedHW atomic.Int64
+
+	waiters waiters
+
+	// configs are the topic configs the log's settings were last made from. Guarded by
+	// the Manager's mu.
+	configs map[string]string
+}
+
+// newPartition makes the replica of an open log, in RoleNone, with its producer state
+// rebuilt from the log.
+func newPartition(topic string, index, localID int32, log *segment.Log, logger *slog.Logger) (*Partition, error) {
+	p := &Partition{Topic: topic, Index: index, localID: localID, log: log, logger: logger, leaderID: -1}
+	p.storeState(RoleNone, -1)
+	if err := p.producers.rebuild(log); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Log is the partition's log. Reads, retention and checkpoints use it directly;
+// everything that changes the log's end goes through the Partition.
+func (p *Partition) Log() *segment.Log { return p.log }
+
+func packState(role Role, epoch int32) uint64 { return uint64(role)<<32 | uint64(uint32(epoch)) }
+
+func (p *Partition) storeState(role Role, epoch int32) { p.state.Store(packState(role, epoch)) }
+
+// loadState is the role and leader epoch from one load.
+func (p *Partition) loadState() (Role, int32) {
+	s := p.state.Load()
+	return Role(s >> 32), int32(uint32(s))
+}
+
+// IsLeader reports whether this node leads the partition.
+func (p *Partition) IsLeader() bool { return Role(p.state.Load()>>32) == RoleLeader }
+
+// Role is what this node does for the partition.
+func (p *Partition) Role() Role {
+	r, _ := p.loadState()
+	return r
+}
+
+// LeaderEpoch is the partition's leader epoch as this node knows it (the epoch it leads
+// with, or its leader's as a follower), or -1 in RoleNone.
+func (p *Partition) LeaderEpoch() int32 {
+	_, e := p.loadState()
+	return e
+}
+
+// leaderEpochIfLeader is the epoch this node leads with, or -1.
+func (p *Partition) leaderEpochIfLeader() int32 {
+	if r, e := p.loadState(); r == RoleLeader {
+		return e
+	}
+	return -1
+}
+
+// CheckLeaderEpoch answers whether a request naming currentLeaderEpoch (-1: none) may be
+// served by this replica, as Kafka's checkCurrentLeaderEpoch does for a leader: 0, or
+// NOT_LEADER_OR_FOLLOWER when this node does not lead, FENCED_LEADER_EPOCH when the
+// client's epoch is older (it must refresh its metadata), UNKNOWN_LEADER_EPOCH when newer
+// (this node has not learnt of it yet).
+func (p *Partition) CheckLeaderEpoch(currentLeaderEpoch int32) int16 {
+	role, epoch := p.loadState()
+	switch {
+	case role != RoleLeader:
+		return kerr.NotLeaderForPartition.Code
+	case currentLeaderEpoch >= 0 && currentLeaderEpoch < epoch:
+		return kerr.FencedLeaderEpoch.Code
+	case currentLeaderEpoch > epoch:
+		return kerr.UnknownLeaderEpoch.Code
+	}
+	return 0
+}
+
+// UnderMinISR reports whether the ISR is smaller than min.insync.replicas, when
+// acks=all produce is refused (NOT_ENOUGH_REPLICAS).
+func (p *Partition) UnderMinISR() bool { return p.isrSize.Load() < p.minInsyncReplicas.Load() }
+
+// HighWatermark is the offset below which records are committed: consumers read below
+// it, acks=all produce completes once it passes the batch.
+func (p *Partition) HighWatermark() int64 { return p.highWatermark.Load() }
+
+// CheckpointHighWatermark returns the high watermark and whether it moved since the last
+// call, for a caller that records it (batched) in the control plane.
+func (p *Partition) CheckpointHighWatermark() (hw int64, moved bool) {
+	hw = p.highWatermark.Load()
+	return hw, p.checkpointedHW.Swap(hw) != hw
+}
+
+// LeaderAndIsr is the leadership as this node last learnt it; the ISR is a copy.
+func (p *Partition) LeaderAndIsr() LeaderAndIsr {
+	p.stateMu.RLock()
+	defer p.stateMu.RUnlock()
+	return LeaderAndIsr{Leader: p.leaderID, LeaderEpoch: p.LeaderEpoch(), ISR: slices.Clone(p.isr), PartitionEpoch: p.partitionEpoch}
+}
+
+// Replicas is the partition's assignment as this node last learnt it (a copy).
+func (p *Partition) Replicas() []int32 {
+	p.stateMu.RLock()
+	defer p.stateMu.RUnlock()
+	return slices.Clone(p.replicas)
+}
+
+// Follower is the leader's view of follower id, or nil when this node does not lead or
+// id is not an assigned follower.
+func (p *Partition) Follower(id int32) *Replica {
+	p.stateMu.RLock()
+	defer p.stateMu.RUnlock()
+	return p.followers[id]
+}
+
+// makeLeader makes this node the partition's leader at st's epoch (Kafka's
+// Partition.makeLeader). Followers' progress is kept for a follower still assigned
+// under the same leader epoch and reset under a new one: a new leader knows nothing of
+// where its followers are. With the ISR this node alone the high watermark becomes the
+// log end offset.
+func (p *Partition) makeLeader(st PartitionState) {
+	p.stateMu.Lock()
+	defer p.stateMu.Unlock()
+	role, epoch := p.loadState()
+	newLeadership := role != RoleLeader || epoch != st.LeaderEpoch
+	followers := make(map[int32]*Replica, len(st.Replicas))
+	for _, id := range st.Replicas {
+		if id == p.localID {
+			continue
+		}
+		r := p.followers[id]
+		switch {
+		case r == nil:
+			r = newReplica(id)
+		case newLeadership:
+			r.reset()
+		}
+		followers[id] = r
+	}
+	p.followers = followers
+	p.setLeadership(st, p.localID)
+	p.storeState(RoleLeader, st.LeaderEpoch)
+	p.mu.Lock()
+	p.maybeIncrementHighWatermark(p.log.LogEndOffset())
+	p.mu.Unlock()
+}
+
+// MakeFollower records that another node (st.Leader) leads the partition at st's epoch
+// (Kafka's Partition.makeFollower): this node refuses produce and fetch for it, and the
+// requests parked on it are woken to answer so.
+func (p *Partition) MakeFollower(st PartitionState) {
+	p.stateMu.Lock()
+	p.followers = nil
+	p.setLeadership(st, st.Leader)
+	p.storeState(RoleFollower, st.LeaderEpoch)
+	p.stateMu.Unlock()
+	p.wakeWaiters()
+}
+
+// Resign leaves the partition in RoleNone: the controller's state names this node
+// leader, but for an earlier process of it, so this one neither leads nor follows until
+// the controller elects it. Parked requests are woken to answer so.
+func (p *Partition) Resign() {
+	p.resign()
+	p.wakeWaiters()
+}
+
+func (p *Partition) resign() {
+	p.stateMu.Lock()
+	p.followers = nil
+	p.storeState(RoleNone, -1)
+	p.stateMu.Unlock()
+}
+
+// setLeadership stores st's leadership with leader as the leading node. The caller holds
+// stateMu.
+func (p *Partition) setLeadership(st PartitionState, leader int32) {
+	p.leaderID = leader
+	p.partitionEpoch = st.PartitionEpoch
+	p.replicas = slices.Clone(st.Replicas)
+	p.isr = slices.Clone(st.ISR)
+	p.isrSize.Store(int32(len(p.isr)))
+	p.minInsyncReplicas.Store(int32(st.MinInsyncReplicas))
+}
+
+// maybeIncrementHighWatermark applies the high-watermark rule after the log end moved to
+// logEndOffset: while the ISR is this node alone (or empty), the high watermark is the
+// log end offset; with followers in the ISR it stays until their progress moves it.
+// The caller holds mu.
+func (p *Partition) maybeIncrementHighWatermark(logEndOffset int64) {
+	if p.isrSize.Load() <= 1 {
+		p.highWatermark.Store(logEndOffset)
+	}
+}
+
+// maxWaitersPerPartition bounds a partition's waiter list (a flood of long polls).
+const maxWaitersPerPartition = 10_000
+
+// Waiter is a request parked on a partition until the partition changes (Kafka's
+// delayed operations, as a partition sees them): dataplane's fetch and produce
+// purgatory implements it.
+type Waiter interface {
+	// Wake is called, once per registration, after the partition's log end, high
+	// watermark or role changed. It must not block: it hands the request to whatever
+	// re-checks it, which registers it again with AddWaiter if it must wait on.
+	Wake()
+}
+
+// waiters is a partition's list of parked requests.
+type waiters struct {
+	mu   sync.Mutex
+	list []Waiter
+}
+
+// AddWaiter parks w on the partition until its next change. Past
+// maxWaitersPerPartition, w is not registered: it waits for its deadline only.
+func (p *Partition) AddWaiter(w Waiter) {
+	p.waiters.mu.Lock()
+	if len(p.waiters.list) < maxWaitersPerPartition {
+		p.waiters.list = append(p.waiters.list, w)
+	}
+	p.waiters.mu.Unlock()
+}
+
+// wakeWaiters wakes, and forgets, every request parked on p.
+func (p *Partition) wakeWaiters() {
+	p.waiters.mu.Lock()
+	list := p.waiters.list
+	p.waiters.list = nil
+	p.waiters.mu.Unlock()
+	for _, w := range list {
+		w.Wake()
+	}
+}
