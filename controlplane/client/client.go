@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/gregor-streaming/gregor/controlplane/client/zapslog"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 )
 
 // Defaults for Config.
@@ -177,7 +178,7 @@ func (c *Client) LiveBrokers(ctx context.Context) ([]Broker, int64, error) {
 	}
 	out := make([]Broker, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		b, err := decodeBroker(string(kv.Key), kv.Value, kv.ModRevision)
+		b, err := cluster.DecodeBroker(string(kv.Key), kv.Value, kv.ModRevision)
 		if err != nil {
 			return nil, 0, fmt.Errorf("client: live brokers: %w", err)
 		}
