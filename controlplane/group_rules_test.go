@@ -16,6 +16,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/gregor-streaming/gregor/controlplane/internal/grouptest"
 )
 
 func TestGroupStaticMemberReplacement(t *testing.T) {
@@ -29,7 +31,7 @@ func TestGroupStaticMemberReplacement(t *testing.T) {
 	static := func(instance, memberID, userData string) *kmsg.JoinGroupRequest {
 		m := kmsg.NewConsumerMemberMetadata()
 		m.Topics, m.UserData = []string{"s"}, []byte(userData)
-		r := joinReq("rg", memberID, m.AppendTo(nil))
+		r := grouptest.JoinRequest("rg", memberID, m.AppendTo(nil))
 		r.InstanceID = kmsg.StringPtr(instance)
 		return r
 	}
@@ -47,7 +49,7 @@ func TestGroupStaticMemberReplacement(t *testing.T) {
 	if b.MemberID == b.LeaderID {
 		leader, follower, leaderInst, followerInst = b, a, "i-b", "i-a"
 	}
-	assign := map[string][]byte{leader.MemberID: consumerAssignment("s", 0), follower.MemberID: consumerAssignment("s", 1)}
+	assign := map[string][]byte{leader.MemberID: grouptest.ConsumerAssignment("s", 0), follower.MemberID: grouptest.ConsumerAssignment("s", 1)}
 	go gt.sync("rg", follower.MemberID, gen, nil)
 	if s := gt.sync("rg", leader.MemberID, gen, assign); s.ErrorCode != 0 {
 		t.Fatalf("sync: %d", s.ErrorCode)
@@ -65,7 +67,7 @@ func TestGroupStaticMemberReplacement(t *testing.T) {
 		if back.LeaderID == back.MemberID || len(back.Members) != 0 {
 			t.Fatalf("%s rejoin: leader %q, %d members: a replaced static member must not assign", inst, back.LeaderID, len(back.Members))
 		}
-		if s := gt.sync("rg", back.MemberID, gen, nil); s.ErrorCode != 0 || string(s.MemberAssignment) != string(consumerAssignment("s", part)) {
+		if s := gt.sync("rg", back.MemberID, gen, nil); s.ErrorCode != 0 || string(s.MemberAssignment) != string(grouptest.ConsumerAssignment("s", part)) {
 			t.Fatalf("%s rejoin sync: %d %x", inst, s.ErrorCode, s.MemberAssignment)
 		}
 		return back
@@ -104,8 +106,8 @@ func TestGroupOffsetExpiryRules(t *testing.T) {
 	gt.createTopic("sub", 1)
 	gt.createTopic("other", 1)
 
-	j := gt.join("xg", consumerMeta("sub"))
-	if s := gt.sync("xg", j.MemberID, j.Generation, map[string][]byte{j.MemberID: consumerAssignment("sub", 0)}); s.ErrorCode != 0 {
+	j := gt.join("xg", grouptest.ConsumerMeta("sub"))
+	if s := gt.sync("xg", j.MemberID, j.Generation, map[string][]byte{j.MemberID: grouptest.ConsumerAssignment("sub", 0)}); s.ErrorCode != 0 {
 		t.Fatalf("sync: %d", s.ErrorCode)
 	}
 	stop := make(chan struct{})
@@ -253,7 +255,7 @@ func TestGroupLeaveAndDeleteAsKafka(t *testing.T) {
 		t.Fatalf("v1 leave of an unknown group: %d", code)
 	}
 
-	if first := gt.call(joinReq("pending-only", "", consumerMeta("x"))).(*kmsg.JoinGroupResponse); first.ErrorCode != kerr.MemberIDRequired.Code {
+	if first := gt.call(grouptest.JoinRequest("pending-only", "", grouptest.ConsumerMeta("x"))).(*kmsg.JoinGroupResponse); first.ErrorCode != kerr.MemberIDRequired.Code {
 		t.Fatalf("first join step: %d", first.ErrorCode)
 	}
 	dr := kmsg.NewPtrDeleteGroupsRequest()

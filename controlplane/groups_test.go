@@ -9,12 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/internal/grouptest"
 )
 
 // groupTester sends group requests the way a data-plane node forwards them: Kafka
@@ -38,19 +38,10 @@ func newGroupTester(t testing.TB, c *testCluster) *groupTester {
 	return gt
 }
 
-// encodeGroupRequest is a request header v1 (client id "test-client") and the body.
-func encodeGroupRequest(req kmsg.Request, clientID string) []byte {
-	b := kbin.AppendInt16(nil, req.Key())
-	b = kbin.AppendInt16(b, req.GetVersion())
-	b = kbin.AppendInt32(b, 7)
-	b = kbin.AppendNullableString(b, &clientID)
-	return req.AppendTo(b)
-}
-
 func (gt *groupTester) try(req kmsg.Request) (kmsg.Response, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	body, err := gt.cli.ForwardGroupRequest(ctx, "127.0.0.9", encodeGroupRequest(req, "test-client"))
+	body, err := gt.cli.ForwardGroupRequest(ctx, "127.0.0.9", grouptest.EncodeRequest(req, "test-client"))
 	if err != nil {
 		return nil, err
 	}
@@ -81,39 +72,14 @@ func (gt *groupTester) call(req kmsg.Request) kmsg.Response {
 	}
 }
 
-func consumerMeta(topics ...string) []byte {
-	m := kmsg.NewConsumerMemberMetadata()
-	m.Topics = topics
-	return m.AppendTo(nil)
-}
-
-func consumerAssignment(topic string, parts ...int32) []byte {
-	a := kmsg.NewConsumerMemberAssignment()
-	at := kmsg.NewConsumerMemberAssignmentTopic()
-	at.Topic, at.Partitions = topic, parts
-	a.Topics = append(a.Topics, at)
-	return a.AppendTo(nil)
-}
-
-func joinReq(group, memberID string, meta []byte) *kmsg.JoinGroupRequest {
-	r := kmsg.NewPtrJoinGroupRequest()
-	r.Version = 5
-	r.Group, r.MemberID, r.ProtocolType = group, memberID, "consumer"
-	r.SessionTimeoutMillis, r.RebalanceTimeoutMillis = 1000, 2000
-	p := kmsg.NewJoinGroupRequestProtocol()
-	p.Name, p.Metadata = "range", meta
-	r.Protocols = append(r.Protocols, p)
-	return r
-}
-
 // join does the two-step join and returns the answer of the second step.
 func (gt *groupTester) join(group string, meta []byte) *kmsg.JoinGroupResponse {
 	gt.t.Helper()
-	first := gt.call(joinReq(group, "", meta)).(*kmsg.JoinGroupResponse)
+	first := gt.call(grouptest.JoinRequest(group, "", meta)).(*kmsg.JoinGroupResponse)
 	if first.ErrorCode != kerr.MemberIDRequired.Code || first.MemberID == "" {
 		gt.t.Fatalf("first join: code %d member %q, want MEMBER_ID_REQUIRED and an id", first.ErrorCode, first.MemberID)
 	}
-	return gt.call(joinReq(group, first.MemberID, meta)).(*kmsg.JoinGroupResponse)
+	return gt.call(grouptest.JoinRequest(group, first.MemberID, meta)).(*kmsg.JoinGroupResponse)
 }
 
 func (gt *groupTester) sync(group, member string, gen int32, assign map[string][]byte) *kmsg.SyncGroupResponse {
@@ -230,7 +196,7 @@ func TestGroupJoinSyncCommit(t *testing.T) {
 	gt := newGroupTester(t, c)
 	gt.createTopic("orders", 4)
 
-	joins := gt.joinAll("g1", 2, consumerMeta("orders"))
+	joins := gt.joinAll("g1", 2, grouptest.ConsumerMeta("orders"))
 	gen := joins[0].Generation
 	var leader *kmsg.JoinGroupResponse
 	for _, j := range joins {
@@ -254,8 +220,8 @@ func TestGroupJoinSyncCommit(t *testing.T) {
 		follower = joins[1]
 	}
 	assign := map[string][]byte{
-		leader.MemberID:   consumerAssignment("orders", 0, 1),
-		follower.MemberID: consumerAssignment("orders", 2, 3),
+		leader.MemberID:   grouptest.ConsumerAssignment("orders", 0, 1),
+		follower.MemberID: grouptest.ConsumerAssignment("orders", 2, 3),
 	}
 	// The follower's SyncGroup waits for the leader's.
 	var fsync *kmsg.SyncGroupResponse
@@ -299,7 +265,7 @@ func TestGroupJoinSyncCommit(t *testing.T) {
 	// A third member triggers a rebalance: the others learn it from their heartbeat,
 	// rejoin, and a new generation forms with three.
 	third := make(chan *kmsg.JoinGroupResponse, 1)
-	go func() { third <- gt.join("g1", consumerMeta("orders")) }()
+	go func() { third <- gt.join("g1", grouptest.ConsumerMeta("orders")) }()
 	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
 		if code := gt.heartbeat("g1", leader.MemberID, gen); code != kerr.RebalanceInProgress.Code {
 			return fmt.Errorf("heartbeat code %d, want REBALANCE_IN_PROGRESS", code)
@@ -311,7 +277,7 @@ func TestGroupJoinSyncCommit(t *testing.T) {
 		t.Fatalf("commit while preparing: %d", code)
 	}
 	rejoin := func(m string) *kmsg.JoinGroupResponse {
-		return gt.call(joinReq("g1", m, consumerMeta("orders"))).(*kmsg.JoinGroupResponse)
+		return gt.call(grouptest.JoinRequest("g1", m, grouptest.ConsumerMeta("orders"))).(*kmsg.JoinGroupResponse)
 	}
 	var wg sync.WaitGroup
 	var r1, r2 *kmsg.JoinGroupResponse
@@ -411,38 +377,38 @@ func TestGroupBadInput(t *testing.T) {
 	joinCode := func(r *kmsg.JoinGroupRequest) int16 {
 		return gt.call(r).(*kmsg.JoinGroupResponse).ErrorCode
 	}
-	r := joinReq("", "", consumerMeta("t"))
+	r := grouptest.JoinRequest("", "", grouptest.ConsumerMeta("t"))
 	if code := joinCode(r); code != kerr.InvalidGroupID.Code {
 		t.Errorf("empty group id: %d", code)
 	}
-	r = joinReq("g", "", consumerMeta("t"))
+	r = grouptest.JoinRequest("g", "", grouptest.ConsumerMeta("t"))
 	r.SessionTimeoutMillis = 10
 	if code := joinCode(r); code != kerr.InvalidSessionTimeout.Code {
 		t.Errorf("short session: %d", code)
 	}
-	r = joinReq("g", "", make([]byte, memberBytesMax+1))
+	r = grouptest.JoinRequest("g", "", make([]byte, 1<<20+1)) // past the 1 MiB bound of a member's metadata
 	if code := joinCode(r); code != kerr.InvalidRequest.Code {
 		t.Errorf("oversized metadata: %d", code)
 	}
-	r = joinReq("g", "", []byte{0, 0, 0x7f, 0xff, 0xff, 0xff})
+	r = grouptest.JoinRequest("g", "", []byte{0, 0, 0x7f, 0xff, 0xff, 0xff})
 	if code := joinCode(r); code != kerr.InconsistentGroupProtocol.Code {
 		t.Errorf("garbage consumer metadata: %d", code)
 	}
-	r = joinReq("g", "", consumerMeta("t"))
+	r = grouptest.JoinRequest("g", "", grouptest.ConsumerMeta("t"))
 	r.ProtocolType = ""
 	if code := joinCode(r); code != kerr.InconsistentGroupProtocol.Code {
 		t.Errorf("empty protocol type: %d", code)
 	}
-	if code := joinCode(joinReq("g", "made-up-member", consumerMeta("t"))); code != kerr.UnknownMemberID.Code {
+	if code := joinCode(grouptest.JoinRequest("g", "made-up-member", grouptest.ConsumerMeta("t"))); code != kerr.UnknownMemberID.Code {
 		t.Errorf("unknown member id: %d", code)
 	}
 
-	j := gt.join("g", consumerMeta("t"))
+	j := gt.join("g", grouptest.ConsumerMeta("t"))
 	if j.ErrorCode != 0 {
 		t.Fatalf("join: %d", j.ErrorCode)
 	}
 	// A member of another protocol type, or without a common protocol, is refused.
-	other := joinReq("g", "", []byte("x"))
+	other := grouptest.JoinRequest("g", "", []byte("x"))
 	other.ProtocolType = "connect"
 	if code := joinCode(other); code != kerr.InconsistentGroupProtocol.Code {
 		t.Errorf("other protocol type: %d", code)
@@ -460,7 +426,7 @@ func TestGroupBadInput(t *testing.T) {
 	if s := gt.sync("unknown-group", "who", 1, nil); s.ErrorCode != kerr.UnknownMemberID.Code {
 		t.Errorf("sync unknown group: %d", s.ErrorCode)
 	}
-	if s := gt.sync("g", j.MemberID, j.Generation, map[string][]byte{j.MemberID: consumerAssignment("t", 0, 1)}); s.ErrorCode != 0 {
+	if s := gt.sync("g", j.MemberID, j.Generation, map[string][]byte{j.MemberID: grouptest.ConsumerAssignment("t", 0, 1)}); s.ErrorCode != 0 {
 		t.Fatalf("sync: %d", s.ErrorCode)
 	}
 	// Commits: unknown topic and partition, oversized metadata, unknown group with a
@@ -511,7 +477,7 @@ func TestGroupBadInput(t *testing.T) {
 	}
 	// A body that does not decode is refused as a bad request (the data-plane node
 	// closes its client's connection).
-	b := encodeGroupRequest(kmsg.NewPtrHeartbeatRequest(), "x")
+	b := grouptest.EncodeRequest(kmsg.NewPtrHeartbeatRequest(), "x")
 	_, err := gt.cli.ForwardGroupRequest(testCtx(t), "h", append(b[:len(b)-4], 0xff))
 	if !errors.Is(err, client.ErrGroupBadRequest) {
 		t.Errorf("truncated body: %v", err)
@@ -537,13 +503,13 @@ func TestGroupsSurviveControllerFailover(t *testing.T) {
 	gt := newGroupTester(t, c)
 	gt.createTopic("events", 3)
 
-	first := gt.call(joinReq("fg", "", consumerMeta("events"))).(*kmsg.JoinGroupResponse)
+	first := gt.call(grouptest.JoinRequest("fg", "", grouptest.ConsumerMeta("events"))).(*kmsg.JoinGroupResponse)
 	j := gt.call(func() *kmsg.JoinGroupRequest {
-		r := joinReq("fg", first.MemberID, consumerMeta("events"))
+		r := grouptest.JoinRequest("fg", first.MemberID, grouptest.ConsumerMeta("events"))
 		r.SessionTimeoutMillis = 10000
 		return r
 	}()).(*kmsg.JoinGroupResponse)
-	if s := gt.sync("fg", j.MemberID, j.Generation, map[string][]byte{j.MemberID: consumerAssignment("events", 0, 1, 2)}); s.ErrorCode != 0 {
+	if s := gt.sync("fg", j.MemberID, j.Generation, map[string][]byte{j.MemberID: grouptest.ConsumerAssignment("events", 0, 1, 2)}); s.ErrorCode != 0 {
 		t.Fatalf("sync: %d", s.ErrorCode)
 	}
 	for p := range int32(3) {
@@ -609,7 +575,7 @@ func TestGroupStaticMembersAndInitialDelay(t *testing.T) {
 	gt.createTopic("s", 2)
 
 	static := func(instance, memberID string) *kmsg.JoinGroupRequest {
-		r := joinReq("sg", memberID, consumerMeta("s"))
+		r := grouptest.JoinRequest("sg", memberID, grouptest.ConsumerMeta("s"))
 		r.InstanceID = kmsg.StringPtr(instance)
 		r.SessionTimeoutMillis = 5000
 		return r
@@ -638,7 +604,7 @@ func TestGroupStaticMembersAndInitialDelay(t *testing.T) {
 		t.Fatalf("leader sees %d members", len(leader.Members))
 	}
 	go gt.sync("sg", follower.MemberID, 1, nil)
-	if s := gt.sync("sg", leader.MemberID, 1, map[string][]byte{leader.MemberID: consumerAssignment("s", 0), follower.MemberID: consumerAssignment("s", 1)}); s.ErrorCode != 0 {
+	if s := gt.sync("sg", leader.MemberID, 1, map[string][]byte{leader.MemberID: grouptest.ConsumerAssignment("s", 0), follower.MemberID: grouptest.ConsumerAssignment("s", 1)}); s.ErrorCode != 0 {
 		t.Fatalf("sync: %d", s.ErrorCode)
 	}
 	// The follower restarts: same instance id, no member id. It gets a new member id,
@@ -647,7 +613,7 @@ func TestGroupStaticMembersAndInitialDelay(t *testing.T) {
 	if back.ErrorCode != 0 || back.Generation != 1 || back.MemberID == follower.MemberID {
 		t.Fatalf("static rejoin: code %d generation %d member %q", back.ErrorCode, back.Generation, back.MemberID)
 	}
-	if s := gt.sync("sg", back.MemberID, 1, nil); s.ErrorCode != 0 || string(s.MemberAssignment) != string(consumerAssignment("s", 1)) {
+	if s := gt.sync("sg", back.MemberID, 1, nil); s.ErrorCode != 0 || string(s.MemberAssignment) != string(grouptest.ConsumerAssignment("s", 1)) {
 		t.Fatalf("static rejoin sync: %d", s.ErrorCode)
 	}
 	// The old incarnation is fenced.
@@ -681,7 +647,7 @@ func TestGroupPendingMemberExpires(t *testing.T) {
 	c := newTestCluster(t, 1)
 	gt := newGroupTester(t, c)
 	// A first join step whose second step never comes leaves no member behind.
-	r := joinReq("pg", "", consumerMeta("x"))
+	r := grouptest.JoinRequest("pg", "", grouptest.ConsumerMeta("x"))
 	r.SessionTimeoutMillis = 200
 	first := gt.call(r).(*kmsg.JoinGroupResponse)
 	if first.ErrorCode != kerr.MemberIDRequired.Code {
@@ -694,7 +660,7 @@ func TestGroupPendingMemberExpires(t *testing.T) {
 		}
 		return nil
 	})
-	if code := gt.call(joinReq("pg", first.MemberID, consumerMeta("x"))).(*kmsg.JoinGroupResponse).ErrorCode; code != kerr.UnknownMemberID.Code {
+	if code := gt.call(grouptest.JoinRequest("pg", first.MemberID, grouptest.ConsumerMeta("x"))).(*kmsg.JoinGroupResponse).ErrorCode; code != kerr.UnknownMemberID.Code {
 		t.Fatalf("second step after expiry: %d", code)
 	}
 }
@@ -707,8 +673,8 @@ func TestGroupExpiry(t *testing.T) {
 	// A consumer group that empties keeps its offsets for the retention period after
 	// it empties, then goes with them; a group of manual commits loses each offset
 	// that long after its commit.
-	j := gt.join("eg", consumerMeta("e"))
-	if s := gt.sync("eg", j.MemberID, j.Generation, map[string][]byte{j.MemberID: consumerAssignment("e", 0)}); s.ErrorCode != 0 {
+	j := gt.join("eg", grouptest.ConsumerMeta("e"))
+	if s := gt.sync("eg", j.MemberID, j.Generation, map[string][]byte{j.MemberID: grouptest.ConsumerAssignment("e", 0)}); s.ErrorCode != 0 {
 		t.Fatalf("sync: %d", s.ErrorCode)
 	}
 	if code := gt.commit("eg", j.MemberID, j.Generation, "e", 0, 9, ""); code != 0 {

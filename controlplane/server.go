@@ -31,6 +31,8 @@ import (
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/client/zapslog"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/controlplane/groups"
 )
 
 // Defaults and limits.
@@ -98,14 +100,16 @@ type Server struct {
 	httpLn  net.Listener
 
 	// listener is the internal listener; groupRT the group coordinator while this node
-	// is the active controller (nil otherwise).
+	// is the active controller (nil otherwise); groupMetrics its counters, kept across
+	// terms.
 	listener     net.Listener
-	groupRT      atomic.Pointer[groupRuntime]
+	groupRT      atomic.Pointer[groups.Coordinator]
+	groupMetrics *groups.Metrics
 	groupConnsMu sync.Mutex
 	groupConns   map[*groupServerConn]struct{}
 	// hwCache holds the HW checkpoints read for lag, refreshed after hwCacheTTL.
 	hwMu    sync.Mutex
-	hwCache map[topicPartition]int64
+	hwCache map[cluster.TopicPartition]int64
 	hwAt    time.Time
 
 	// kick wakes the controller when the metadata changes.
