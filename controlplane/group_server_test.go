@@ -17,6 +17,7 @@ import (
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/internal/grouptest"
+	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
 // rawGroupConn speaks the internal protocol by hand to one control-plane member, the way
@@ -80,7 +81,7 @@ func parkJoin(t *testing.T, gt *groupTester, rc *rawGroupConn, group string) {
 	rc.send(2, grouptest.JoinRequest(group, first.MemberID, grouptest.ConsumerMeta("t")))
 	dr := kmsg.NewPtrDescribeGroupsRequest()
 	dr.Groups = []string{group}
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		if g := gt.call(dr).(*kmsg.DescribeGroupsResponse).Groups[0]; g.State != "PreparingRebalance" || len(g.Members) != 1 {
 			return fmt.Errorf("state %s with %d members", g.State, len(g.Members))
 		}
@@ -104,7 +105,7 @@ func TestGroupAnswerAfterConnectionClosed(t *testing.T) {
 		rc := dialGroupListener(t, s)
 		parkJoin(t, gt, rc, group)
 		_ = rc.nc.Close()
-		checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		testutil.CheckFor(t, 10*time.Second, func() error {
 			if n := groupConnCount(s); n != base {
 				return fmt.Errorf("%d connections, want %d", n, base)
 			}
@@ -116,7 +117,7 @@ func TestGroupAnswerAfterConnectionClosed(t *testing.T) {
 	closeParked("completes")
 	dr := kmsg.NewPtrDescribeGroupsRequest()
 	dr.Groups = []string{"completes"}
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		if g := gt.call(dr).(*kmsg.DescribeGroupsResponse).Groups[0]; g.State != "CompletingRebalance" {
 			return fmt.Errorf("state %s", g.State)
 		}
@@ -157,7 +158,7 @@ func TestGroupConnRetiredByNotActive(t *testing.T) {
 		t.Fatalf("parked join at the end of the term: id %d status %d", id, status)
 	}
 	// The member is elected again and serves new connections...
-	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 15*time.Second, func() error {
 		_, err := gt.try(kmsg.NewPtrListGroupsRequest())
 		return err
 	})

@@ -15,10 +15,10 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/controlplane/controller"
 	"github.com/gregor-streaming/gregor/controlplane/groups"
 )
 
@@ -56,7 +56,8 @@ const (
 // are fenced on e's key; once it has loaded the groups, this node's internal listener
 // is published (under the controller session's lease, so it goes with the session).
 // It returns when ctx ends, the coordinator stopped.
-func (s *Server) runGroups(ctx context.Context, sess *concurrency.Session, e *concurrency.Election) {
+func (s *Server) runGroups(ctx context.Context, term controller.Term) {
+	sess, e := term.Session, term.Election
 	txn := func(ctx context.Context, cmps []clientv3.Cmp, ops []clientv3.Op) (*clientv3.TxnResponse, error) {
 		return s.cli.Txn(ctx, "group_store", cmps, ops)
 	}
@@ -82,7 +83,10 @@ func (s *Server) runGroups(ctx context.Context, sess *concurrency.Session, e *co
 				return
 			}
 			s.logger.Warn("publishing the group coordinator failed; retrying", "err", err)
-			sleepCtx(ctx, backoff)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
 			backoff = min(2*backoff, coordinatorPublishRetryMax)
 		}
 	})

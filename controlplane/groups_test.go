@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/internal/grouptest"
+	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
 // groupTester sends group requests the way a data-plane node forwards them: Kafka
@@ -31,7 +30,7 @@ func newGroupTester(t testing.TB, c *testCluster) *groupTester {
 	c.waitController(10 * time.Second)
 	gt := &groupTester{t: t, c: c, cli: cli}
 	// Wait until the coordinator is published and answering.
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		_, err := gt.try(kmsg.NewPtrListGroupsRequest())
 		return err
 	})
@@ -53,37 +52,111 @@ func (gt *groupTester) try(req kmsg.Request) (kmsg.Response, error) {
 	return resp, nil
 }
 
-// call is try that fails the test on an error, after retrying — as clients do — while
-// no coordinator is active: on a loaded machine the controller's election lease can lapse
-// and another term begin in the middle of a test.
+// callE is try, retried — as clients do — while no coordinator is active: on a loaded
+// machine the controller's election lease can lapse and another term begin in the
+// middle of a test. It is safe from any goroutine.
+func (gt *groupTester) callE(req kmsg.Request) (kmsg.Response, error) {
+	var resp kmsg.Response
+	var final error
+	err := testutil.Eventually(30*time.Second, func() error {
+		var err error
+		resp, err = gt.try(req)
+		if errors.Is(err, kerr.CoordinatorNotAvailable) || errors.Is(err, kerr.NotCoordinator) {
+			return err
+		}
+		final = err
+		return nil
+	})
+	if err == nil {
+		err = final
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%T: %w", req, err)
+	}
+	return resp, nil
+}
+
+// call is callE that fails the test on an error; only for the test's own goroutine
+// (from another, use async with callE).
 func (gt *groupTester) call(req kmsg.Request) kmsg.Response {
 	gt.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := gt.try(req)
-		switch {
-		case err == nil:
-			return resp
-		case (errors.Is(err, kerr.CoordinatorNotAvailable) || errors.Is(err, kerr.NotCoordinator)) && time.Now().Before(deadline):
-			time.Sleep(50 * time.Millisecond)
-		default:
-			gt.t.Fatalf("%T: %v", req, err)
+	resp, err := gt.callE(req)
+	if err != nil {
+		gt.t.Fatal(err)
+	}
+	return resp
+}
+
+// asyncWait bounds waiting for work a test runs on another goroutine: past callE's own
+// bound (retries for 30 s, each try up to 20 s), it is never coming.
+const asyncWait = 2 * time.Minute
+
+type asyncResult[T any] struct {
+	v   T
+	err error
+}
+
+// async runs f on a goroutine of its own (a request that waits for others, such as a
+// JoinGroup). The function it returns, called once on the test's goroutine, waits for
+// f's result and fails the test if f failed or did not return within asyncWait.
+func async[T any](t testing.TB, f func() (T, error)) func() T {
+	ch := make(chan asyncResult[T], 1)
+	go func() {
+		v, err := f()
+		ch <- asyncResult[T]{v, err}
+	}()
+	return func() T {
+		t.Helper()
+		select {
+		case r := <-ch:
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			return r.v
+		case <-time.After(asyncWait):
+			t.Fatalf("not done within %v", asyncWait)
 		}
+		panic("unreachable")
 	}
 }
 
 // join does the two-step join and returns the answer of the second step.
 func (gt *groupTester) join(group string, meta []byte) *kmsg.JoinGroupResponse {
 	gt.t.Helper()
-	first := gt.call(grouptest.JoinRequest(group, "", meta)).(*kmsg.JoinGroupResponse)
-	if first.ErrorCode != kerr.MemberIDRequired.Code || first.MemberID == "" {
-		gt.t.Fatalf("first join: code %d member %q, want MEMBER_ID_REQUIRED and an id", first.ErrorCode, first.MemberID)
+	j, err := gt.joinE(group, meta)
+	if err != nil {
+		gt.t.Fatal(err)
 	}
-	return gt.call(grouptest.JoinRequest(group, first.MemberID, meta)).(*kmsg.JoinGroupResponse)
+	return j
 }
 
-func (gt *groupTester) sync(group, member string, gen int32, assign map[string][]byte) *kmsg.SyncGroupResponse {
-	gt.t.Helper()
+// joinE is join for any goroutine.
+func (gt *groupTester) joinE(group string, meta []byte) (*kmsg.JoinGroupResponse, error) {
+	resp, err := gt.callE(grouptest.JoinRequest(group, "", meta))
+	if err != nil {
+		return nil, err
+	}
+	first := resp.(*kmsg.JoinGroupResponse)
+	if first.ErrorCode != kerr.MemberIDRequired.Code || first.MemberID == "" {
+		return nil, fmt.Errorf("first join: code %d member %q, want MEMBER_ID_REQUIRED and an id", first.ErrorCode, first.MemberID)
+	}
+	if resp, err = gt.callE(grouptest.JoinRequest(group, first.MemberID, meta)); err != nil {
+		return nil, err
+	}
+	return resp.(*kmsg.JoinGroupResponse), nil
+}
+
+// joinAsync joins (two steps) on another goroutine.
+func (gt *groupTester) joinAsync(group string, meta []byte) func() *kmsg.JoinGroupResponse {
+	return async(gt.t, func() (*kmsg.JoinGroupResponse, error) { return gt.joinE(group, meta) })
+}
+
+// callAsync sends req on another goroutine.
+func (gt *groupTester) callAsync(req kmsg.Request) func() kmsg.Response {
+	return async(gt.t, func() (kmsg.Response, error) { return gt.callE(req) })
+}
+
+func syncReq(group, member string, gen int32, assign map[string][]byte) *kmsg.SyncGroupRequest {
 	r := kmsg.NewPtrSyncGroupRequest()
 	r.Version = 3
 	r.Group, r.MemberID, r.Generation = group, member, gen
@@ -92,7 +165,25 @@ func (gt *groupTester) sync(group, member string, gen int32, assign map[string][
 		ga.MemberID, ga.MemberAssignment = id, a
 		r.GroupAssignment = append(r.GroupAssignment, ga)
 	}
-	return gt.call(r).(*kmsg.SyncGroupResponse)
+	return r
+}
+
+func (gt *groupTester) sync(group, member string, gen int32, assign map[string][]byte) *kmsg.SyncGroupResponse {
+	gt.t.Helper()
+	return gt.call(syncReq(group, member, gen, assign)).(*kmsg.SyncGroupResponse)
+}
+
+// syncAsync sends a SyncGroup on another goroutine (a follower's waits for the
+// leader's).
+func (gt *groupTester) syncAsync(group, member string, gen int32, assign map[string][]byte) func() *kmsg.SyncGroupResponse {
+	req := syncReq(group, member, gen, assign)
+	return async(gt.t, func() (*kmsg.SyncGroupResponse, error) {
+		resp, err := gt.callE(req)
+		if err != nil {
+			return nil, err
+		}
+		return resp.(*kmsg.SyncGroupResponse), nil
+	})
 }
 
 func (gt *groupTester) heartbeat(group, member string, gen int32) int16 {
@@ -151,7 +242,7 @@ func (gt *groupTester) createTopic(name string, parts int32) {
 	if _, _, err := gt.cli.CreateTopic(testCtx(gt.t), client.TopicSpec{Name: name, Partitions: parts, ReplicationFactor: 1}); err != nil {
 		gt.t.Fatal(err)
 	}
-	checkFor(gt.t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(gt.t, 10*time.Second, func() error {
 		gt.c.mu.Lock()
 		defer gt.c.mu.Unlock()
 		for i, s := range gt.c.servers {
@@ -169,13 +260,14 @@ func (gt *groupTester) createTopic(name string, parts int32) {
 // joinAll joins n members concurrently (second step) and returns their answers.
 func (gt *groupTester) joinAll(group string, n int, meta []byte) []*kmsg.JoinGroupResponse {
 	gt.t.Helper()
-	out := make([]*kmsg.JoinGroupResponse, n)
-	var wg sync.WaitGroup
+	waits := make([]func() *kmsg.JoinGroupResponse, n)
 	for i := range n {
-		wg.Add(1)
-		go func() { defer wg.Done(); out[i] = gt.join(group, meta) }()
+		waits[i] = gt.joinAsync(group, meta)
 	}
-	wg.Wait()
+	out := make([]*kmsg.JoinGroupResponse, n)
+	for i, wait := range waits {
+		out[i] = wait()
+	}
 	return out
 }
 
@@ -224,14 +316,11 @@ func TestGroupJoinSyncCommit(t *testing.T) {
 		follower.MemberID: grouptest.ConsumerAssignment("orders", 2, 3),
 	}
 	// The follower's SyncGroup waits for the leader's.
-	var fsync *kmsg.SyncGroupResponse
-	done := make(chan struct{})
-	go func() { defer close(done); fsync = gt.sync("g1", follower.MemberID, gen, nil) }()
+	fsyncWait := gt.syncAsync("g1", follower.MemberID, gen, nil)
 	if ls := gt.sync("g1", leader.MemberID, gen, assign); ls.ErrorCode != 0 || string(ls.MemberAssignment) != string(assign[leader.MemberID]) {
 		t.Fatalf("leader sync: code %d", ls.ErrorCode)
 	}
-	<-done
-	if fsync.ErrorCode != 0 || string(fsync.MemberAssignment) != string(assign[follower.MemberID]) {
+	if fsync := fsyncWait(); fsync.ErrorCode != 0 || string(fsync.MemberAssignment) != string(assign[follower.MemberID]) {
 		t.Fatalf("follower sync: code %d assignment %x", fsync.ErrorCode, fsync.MemberAssignment)
 	}
 	if code := gt.heartbeat("g1", follower.MemberID, gen); code != 0 {
@@ -264,9 +353,8 @@ func TestGroupJoinSyncCommit(t *testing.T) {
 
 	// A third member triggers a rebalance: the others learn it from their heartbeat,
 	// rejoin, and a new generation forms with three.
-	third := make(chan *kmsg.JoinGroupResponse, 1)
-	go func() { third <- gt.join("g1", grouptest.ConsumerMeta("orders")) }()
-	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	third := gt.joinAsync("g1", grouptest.ConsumerMeta("orders"))
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if code := gt.heartbeat("g1", leader.MemberID, gen); code != kerr.RebalanceInProgress.Code {
 			return fmt.Errorf("heartbeat code %d, want REBALANCE_IN_PROGRESS", code)
 		}
@@ -276,16 +364,12 @@ func TestGroupJoinSyncCommit(t *testing.T) {
 	if code := gt.commit("g1", leader.MemberID, gen, "orders", 0, 7, ""); code != 0 {
 		t.Fatalf("commit while preparing: %d", code)
 	}
-	rejoin := func(m string) *kmsg.JoinGroupResponse {
-		return gt.call(grouptest.JoinRequest("g1", m, grouptest.ConsumerMeta("orders"))).(*kmsg.JoinGroupResponse)
+	rejoin := func(m string) func() kmsg.Response {
+		return gt.callAsync(grouptest.JoinRequest("g1", m, grouptest.ConsumerMeta("orders")))
 	}
-	var wg sync.WaitGroup
-	var r1, r2 *kmsg.JoinGroupResponse
-	wg.Add(2)
-	go func() { defer wg.Done(); r1 = rejoin(leader.MemberID) }()
-	go func() { defer wg.Done(); r2 = rejoin(follower.MemberID) }()
-	wg.Wait()
-	r3 := <-third
+	w1, w2 := rejoin(leader.MemberID), rejoin(follower.MemberID)
+	r1, r2 := w1().(*kmsg.JoinGroupResponse), w2().(*kmsg.JoinGroupResponse)
+	r3 := third()
 	for _, r := range []*kmsg.JoinGroupResponse{r1, r2, r3} {
 		if r.ErrorCode != 0 || r.Generation != gen+1 {
 			t.Fatalf("rejoin: code %d generation %d, want generation %d", r.ErrorCode, r.Generation, gen+1)
@@ -346,7 +430,7 @@ func TestGroupJoinSyncCommit(t *testing.T) {
 	if lresp := gt.call(lr).(*kmsg.LeaveGroupResponse); lresp.Members[0].ErrorCode != 0 || lresp.Members[1].ErrorCode != 0 {
 		t.Fatalf("leave all: %+v", lresp)
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		dresp := gt.call(dr).(*kmsg.DescribeGroupsResponse)
 		if s := dresp.Groups[0].State; s != "Empty" {
 			return fmt.Errorf("state %s", s)
@@ -486,7 +570,7 @@ func TestGroupBadInput(t *testing.T) {
 	// with DescribeGroups, which does not keep the member alive).
 	dr := kmsg.NewPtrDescribeGroupsRequest()
 	dr.Groups = []string{"g"}
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		if g := gt.call(dr).(*kmsg.DescribeGroupsResponse).Groups[0]; g.State != "Empty" || len(g.Members) != 0 {
 			return fmt.Errorf("state %s with %d members", g.State, len(g.Members))
 		}
@@ -525,7 +609,7 @@ func TestGroupsSurviveControllerFailover(t *testing.T) {
 	}
 	// The member carries on in its generation with the new coordinator; the offsets
 	// are there; a stale generation is still fenced.
-	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 15*time.Second, func() error {
 		resp, err := gt.try(&kmsg.HeartbeatRequest{Version: 3, Group: "fg", MemberID: j.MemberID, Generation: j.Generation})
 		if err != nil {
 			return err
@@ -553,7 +637,7 @@ func TestGroupsSurviveControllerFailover(t *testing.T) {
 		t.Fatalf("after restart: %+v", got[0])
 	}
 	// The cluster view shows the group and its offsets on every member.
-	checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		for i := range 3 {
 			s := c.server(i)
 			views, err := s.groupViewsFromStore(testCtx(t), nil)
@@ -580,16 +664,13 @@ func TestGroupStaticMembersAndInitialDelay(t *testing.T) {
 		r.SessionTimeoutMillis = 5000
 		return r
 	}
-	// Two static members (no MEMBER_ID_REQUIRED step for them) arriving 100 ms apart
-	// land in one first generation: the initial delay waited for the second.
+	// Two static members (no MEMBER_ID_REQUIRED step for them) joining together land in
+	// one first generation: the initial delay waited for the second. (How the delay
+	// extends while members keep arriving is tested on a fake clock in package groups.)
 	start := time.Now()
-	var a, b *kmsg.JoinGroupResponse
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); a = gt.call(static("i-a", "")).(*kmsg.JoinGroupResponse) }()
-	time.Sleep(100 * time.Millisecond) // the gap the delay must cover
-	b = gt.call(static("i-b", "")).(*kmsg.JoinGroupResponse)
-	wg.Wait()
+	wa := gt.callAsync(static("i-a", ""))
+	b := gt.call(static("i-b", "")).(*kmsg.JoinGroupResponse)
+	a := wa().(*kmsg.JoinGroupResponse)
 	if a.ErrorCode != 0 || b.ErrorCode != 0 || a.Generation != 1 || b.Generation != 1 {
 		t.Fatalf("joins: %d/%d generations %d/%d", a.ErrorCode, b.ErrorCode, a.Generation, b.Generation)
 	}
@@ -603,9 +684,12 @@ func TestGroupStaticMembersAndInitialDelay(t *testing.T) {
 	if len(leader.Members) != 2 {
 		t.Fatalf("leader sees %d members", len(leader.Members))
 	}
-	go gt.sync("sg", follower.MemberID, 1, nil)
+	fsync := gt.syncAsync("sg", follower.MemberID, 1, nil)
 	if s := gt.sync("sg", leader.MemberID, 1, map[string][]byte{leader.MemberID: grouptest.ConsumerAssignment("s", 0), follower.MemberID: grouptest.ConsumerAssignment("s", 1)}); s.ErrorCode != 0 {
 		t.Fatalf("sync: %d", s.ErrorCode)
+	}
+	if s := fsync(); s.ErrorCode != 0 {
+		t.Fatalf("follower sync: %d", s.ErrorCode)
 	}
 	// The follower restarts: same instance id, no member id. It gets a new member id,
 	// the same generation and its assignment, without a rebalance.
@@ -641,93 +725,4 @@ func instanceOf(r, a *kmsg.JoinGroupResponse, ia, ib string) string {
 		return ia
 	}
 	return ib
-}
-
-func TestGroupPendingMemberExpires(t *testing.T) {
-	c := newTestCluster(t, 1)
-	gt := newGroupTester(t, c)
-	// A first join step whose second step never comes leaves no member behind.
-	r := grouptest.JoinRequest("pg", "", grouptest.ConsumerMeta("x"))
-	r.SessionTimeoutMillis = 200
-	first := gt.call(r).(*kmsg.JoinGroupResponse)
-	if first.ErrorCode != kerr.MemberIDRequired.Code {
-		t.Fatalf("first step: %d", first.ErrorCode)
-	}
-	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
-		lg := gt.call(kmsg.NewPtrListGroupsRequest()).(*kmsg.ListGroupsResponse)
-		if len(lg.Groups) != 0 {
-			return fmt.Errorf("groups: %+v", lg.Groups)
-		}
-		return nil
-	})
-	if code := gt.call(grouptest.JoinRequest("pg", first.MemberID, grouptest.ConsumerMeta("x"))).(*kmsg.JoinGroupResponse).ErrorCode; code != kerr.UnknownMemberID.Code {
-		t.Fatalf("second step after expiry: %d", code)
-	}
-}
-
-func TestGroupExpiry(t *testing.T) {
-	c := newGroupCluster(t, func(g *GroupConfig) { g.OffsetsRetention = 500 * time.Millisecond })
-	c.registerDP(1, "", 2*time.Second)
-	gt := newGroupTester(t, c)
-	gt.createTopic("e", 1)
-	// A consumer group that empties keeps its offsets for the retention period after
-	// it empties, then goes with them; a group of manual commits loses each offset
-	// that long after its commit.
-	j := gt.join("eg", grouptest.ConsumerMeta("e"))
-	if s := gt.sync("eg", j.MemberID, j.Generation, map[string][]byte{j.MemberID: grouptest.ConsumerAssignment("e", 0)}); s.ErrorCode != 0 {
-		t.Fatalf("sync: %d", s.ErrorCode)
-	}
-	if code := gt.commit("eg", j.MemberID, j.Generation, "e", 0, 9, ""); code != 0 {
-		t.Fatalf("commit: %d", code)
-	}
-	if code := gt.commit("manual", "", -1, "e", 0, 4, ""); code != 0 {
-		t.Fatalf("manual commit: %d", code)
-	}
-	// A manual group committing more often than the retention keeps its offsets.
-	for range 4 {
-		time.Sleep(200 * time.Millisecond)
-		if code := gt.commit("manual2", "", -1, "e", 0, 6, ""); code != 0 {
-			t.Fatalf("manual commit: %d", code)
-		}
-	}
-	if got := gt.fetch("manual2", "e", 0); got[0].Offset != 6 {
-		t.Fatalf("a manual offset recommitted within the retention expired: %+v", got[0])
-	}
-	// While the member lives (heartbeating past the retention), nothing expires.
-	deadline := time.Now().Add(time.Second)
-	for time.Now().Before(deadline) {
-		if code := gt.heartbeat("eg", j.MemberID, j.Generation); code != 0 {
-			t.Fatalf("heartbeat: %d", code)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if got := gt.fetch("eg", "e", 0); got[0].Offset != 9 {
-		t.Fatalf("a live group's offset expired: %+v", got[0])
-	}
-	if got := gt.fetch("manual", "e", 0); got[0].Offset != -1 {
-		t.Fatalf("a manual commit outlived the retention: %+v", got[0])
-	}
-	lr := &kmsg.LeaveGroupRequest{Version: 3, Group: "eg", Members: []kmsg.LeaveGroupRequestMember{{MemberID: j.MemberID}}}
-	gt.call(lr)
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		lg := gt.call(kmsg.NewPtrListGroupsRequest()).(*kmsg.ListGroupsResponse)
-		if len(lg.Groups) != 0 {
-			return fmt.Errorf("groups left: %+v", lg.Groups)
-		}
-		return nil
-	})
-	// manual2 went with its offset once no commit came for the retention period. The
-	// keys go once the deletes are written.
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		resp, err := gt.cli.Etcd().Get(testCtx(t), "/gregor/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
-		if err != nil {
-			return err
-		}
-		for _, kv := range resp.Kvs {
-			if k := string(kv.Key); strings.HasPrefix(k, client.GroupsPrefix) || strings.HasPrefix(k, client.OffsetsPrefix) {
-				return fmt.Errorf("key left after expiry: %s", k)
-			}
-		}
-		return nil
-	})
 }

@@ -17,12 +17,6 @@ import (
 // in one process (tests) without sharing counters.
 type metrics struct {
 	set *vm.Set
-	// controllerChanges counts changes of the active controller seen by this node.
-	controllerChanges *vm.Counter
-	// electionsWon counts the times this node became the controller.
-	electionsWon *vm.Counter
-	// leaderElections counts partition leader changes written by this node as controller.
-	leaderElections *vm.Counter
 
 	opMu sync.Mutex
 	ops  map[string]*vm.Histogram
@@ -31,11 +25,8 @@ type metrics struct {
 func newMetrics(s *Server) *metrics {
 	set := vm.NewSet()
 	m := &metrics{
-		set:               set,
-		controllerChanges: set.NewCounter("gregor_cp_controller_changes_total"),
-		electionsWon:      set.NewCounter("gregor_cp_controller_elections_won_total"),
-		leaderElections:   set.NewCounter("gregor_cp_partition_leader_elections_total"),
-		ops:               map[string]*vm.Histogram{},
+		set: set,
+		ops: map[string]*vm.Histogram{},
 	}
 	s.groupMetrics = groups.NewMetrics(set)
 	set.NewGauge("gregor_cp_groups", func() float64 {
