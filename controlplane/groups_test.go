@@ -156,27 +156,15 @@ func (gt *groupTester) callAsync(req kmsg.Request) func() kmsg.Response {
 	return async(gt.t, func() (kmsg.Response, error) { return gt.callE(req) })
 }
 
-func syncReq(group, member string, gen int32, assign map[string][]byte) *kmsg.SyncGroupRequest {
-	r := kmsg.NewPtrSyncGroupRequest()
-	r.Version = 3
-	r.Group, r.MemberID, r.Generation = group, member, gen
-	for id, a := range assign {
-		ga := kmsg.NewSyncGroupRequestGroupAssignment()
-		ga.MemberID, ga.MemberAssignment = id, a
-		r.GroupAssignment = append(r.GroupAssignment, ga)
-	}
-	return r
-}
-
 func (gt *groupTester) sync(group, member string, gen int32, assign map[string][]byte) *kmsg.SyncGroupResponse {
 	gt.t.Helper()
-	return gt.call(syncReq(group, member, gen, assign)).(*kmsg.SyncGroupResponse)
+	return gt.call(grouptest.SyncRequest(group, member, gen, assign)).(*kmsg.SyncGroupResponse)
 }
 
 // syncAsync sends a SyncGroup on another goroutine (a follower's waits for the
 // leader's).
 func (gt *groupTester) syncAsync(group, member string, gen int32, assign map[string][]byte) func() *kmsg.SyncGroupResponse {
-	req := syncReq(group, member, gen, assign)
+	req := grouptest.SyncRequest(group, member, gen, assign)
 	return async(gt.t, func() (*kmsg.SyncGroupResponse, error) {
 		resp, err := gt.callE(req)
 		if err != nil {
@@ -188,10 +176,7 @@ func (gt *groupTester) syncAsync(group, member string, gen int32, assign map[str
 
 func (gt *groupTester) heartbeat(group, member string, gen int32) int16 {
 	gt.t.Helper()
-	r := kmsg.NewPtrHeartbeatRequest()
-	r.Version = 3
-	r.Group, r.MemberID, r.Generation = group, member, gen
-	return gt.call(r).(*kmsg.HeartbeatResponse).ErrorCode
+	return gt.call(grouptest.HeartbeatRequest(group, member, gen)).(*kmsg.HeartbeatResponse).ErrorCode
 }
 
 func (gt *groupTester) commit(group, member string, gen int32, topic string, part int32, offset int64, meta string) int16 {

@@ -11,8 +11,10 @@
 //   - Registration.NewHWCheckpointer: batched, asynchronous high-watermark checkpoints;
 //   - Registration.AllocateProducerIDs: producer-id blocks, never reused.
 //
-// Refusals a Kafka client must see carry a Kafka error code (see Error). The key schema
-// is documented in controlplane/SCHEMA.md.
+// Refusals a Kafka client must see carry a Kafka error code (see Error). The cluster
+// model and the key schema are controlplane/cluster's (this package keeps their old
+// names as aliases: Broker, Topic, PartitionState, …), documented in
+// controlplane/SCHEMA.md.
 package client
 
 import (

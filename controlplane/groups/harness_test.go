@@ -386,34 +386,9 @@ func joinReq(group string, session time.Duration, topics ...string) *kmsg.JoinGr
 	return r
 }
 
-func (h *harness) syncReq(group, member string, gen int32, assign map[string][]byte) *kmsg.SyncGroupRequest {
-	r := kmsg.NewPtrSyncGroupRequest()
-	r.Version = 3
-	r.Group, r.MemberID, r.Generation = group, member, gen
-	for _, id := range slices.Sorted(mapKeys(assign)) {
-		ga := kmsg.NewSyncGroupRequestGroupAssignment()
-		ga.MemberID, ga.MemberAssignment = id, assign[id]
-		r.GroupAssignment = append(r.GroupAssignment, ga)
-	}
-	return r
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 func (h *harness) heartbeat(group, member string, gen int32) int16 {
 	h.t.Helper()
-	r := kmsg.NewPtrHeartbeatRequest()
-	r.Version = 3
-	r.Group, r.MemberID, r.Generation = group, member, gen
-	return h.call(r).(*kmsg.HeartbeatResponse).ErrorCode
+	return h.call(grouptest.HeartbeatRequest(group, member, gen)).(*kmsg.HeartbeatResponse).ErrorCode
 }
 
 // commit commits one offset (OffsetCommit v7; generation -1 and no member for a
@@ -506,7 +481,7 @@ func (h *harness) form(group string, n int, session time.Duration) []joined {
 		if m.id != m.leader {
 			a = nil
 		}
-		syncs = append(syncs, h.send(h.syncReq(group, m.id, m.gen, a)))
+		syncs = append(syncs, h.send(grouptest.SyncRequest(group, m.id, m.gen, a)))
 	}
 	for i, p := range syncs {
 		if s := p.wait().(*kmsg.SyncGroupResponse); s.ErrorCode != 0 || string(s.MemberAssignment) != string(assign[ms[i].id]) {

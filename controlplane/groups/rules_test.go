@@ -142,7 +142,7 @@ func TestSyncTimeoutRemovesMembersThatDoNotSync(t *testing.T) {
 		leader, follower = j1, j0
 	}
 	// The follower syncs and waits for the leader's assignment, which never comes.
-	fsync := h.send(h.syncReq("g", follower.MemberID, follower.Generation, nil))
+	fsync := h.send(grouptest.SyncRequest("g", follower.MemberID, follower.Generation, nil))
 	h.advance(1999 * time.Millisecond)
 	if fsync.answered() {
 		t.Fatal("the follower's SyncGroup was answered before the leader's")
@@ -199,7 +199,7 @@ func TestJoinSyncRoundWithSeveralMembers(t *testing.T) {
 	syncs := map[string]*pending{}
 	for _, j := range answers {
 		if j.MemberID != j.LeaderID {
-			syncs[j.MemberID] = h.send(h.syncReq("g", j.MemberID, 1, nil))
+			syncs[j.MemberID] = h.send(grouptest.SyncRequest("g", j.MemberID, 1, nil))
 		}
 	}
 	for id, p := range syncs {
@@ -208,7 +208,7 @@ func TestJoinSyncRoundWithSeveralMembers(t *testing.T) {
 		}
 	}
 	leaderID := answers[0].LeaderID
-	syncs[leaderID] = h.send(h.syncReq("g", leaderID, 1, assign))
+	syncs[leaderID] = h.send(grouptest.SyncRequest("g", leaderID, 1, assign))
 	for id, p := range syncs {
 		if s := p.wait().(*kmsg.SyncGroupResponse); s.ErrorCode != 0 || string(s.MemberAssignment) != string(assign[id]) {
 			t.Fatalf("sync %s: code %d assignment %x", id, s.ErrorCode, s.MemberAssignment)
@@ -266,8 +266,8 @@ func TestStaticMemberRejoinKeepsGeneration(t *testing.T) {
 		leader, follower, followerInst = jb, ja, "i-a"
 	}
 	assign := map[string][]byte{leader.MemberID: grouptest.ConsumerAssignment("t", 0), follower.MemberID: grouptest.ConsumerAssignment("t", 1)}
-	fsync := h.send(h.syncReq("sg", follower.MemberID, 1, nil))
-	if s := h.call(h.syncReq("sg", leader.MemberID, 1, assign)).(*kmsg.SyncGroupResponse); s.ErrorCode != 0 {
+	fsync := h.send(grouptest.SyncRequest("sg", follower.MemberID, 1, nil))
+	if s := h.call(grouptest.SyncRequest("sg", leader.MemberID, 1, assign)).(*kmsg.SyncGroupResponse); s.ErrorCode != 0 {
 		t.Fatalf("leader sync: %d", s.ErrorCode)
 	}
 	fsync.wait()
@@ -279,7 +279,7 @@ func TestStaticMemberRejoinKeepsGeneration(t *testing.T) {
 		back.LeaderID != leader.MemberID || len(back.Members) != 0 {
 		t.Fatalf("static rejoin: %+v", back)
 	}
-	if s := h.call(h.syncReq("sg", back.MemberID, 1, nil)).(*kmsg.SyncGroupResponse); s.ErrorCode != 0 || string(s.MemberAssignment) != string(assign[follower.MemberID]) {
+	if s := h.call(grouptest.SyncRequest("sg", back.MemberID, 1, nil)).(*kmsg.SyncGroupResponse); s.ErrorCode != 0 || string(s.MemberAssignment) != string(assign[follower.MemberID]) {
 		t.Fatalf("static rejoin sync: %d %x", s.ErrorCode, s.MemberAssignment)
 	}
 	old := kmsg.NewPtrHeartbeatRequest()

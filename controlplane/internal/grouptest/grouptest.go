@@ -4,6 +4,9 @@
 package grouptest
 
 import (
+	"maps"
+	"slices"
+
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -45,4 +48,25 @@ func EncodeRequest(req kmsg.Request, clientID string) []byte {
 	b = kbin.AppendInt32(b, 7)
 	b = kbin.AppendNullableString(b, &clientID)
 	return req.AppendTo(b)
+}
+
+// SyncRequest is a SyncGroup v3; assign (the leader's) goes in member id order.
+func SyncRequest(group, member string, gen int32, assign map[string][]byte) *kmsg.SyncGroupRequest {
+	r := kmsg.NewPtrSyncGroupRequest()
+	r.Version = 3
+	r.Group, r.MemberID, r.Generation = group, member, gen
+	for _, id := range slices.Sorted(maps.Keys(assign)) {
+		ga := kmsg.NewSyncGroupRequestGroupAssignment()
+		ga.MemberID, ga.MemberAssignment = id, assign[id]
+		r.GroupAssignment = append(r.GroupAssignment, ga)
+	}
+	return r
+}
+
+// HeartbeatRequest is a Heartbeat v3.
+func HeartbeatRequest(group, member string, gen int32) *kmsg.HeartbeatRequest {
+	r := kmsg.NewPtrHeartbeatRequest()
+	r.Version = 3
+	r.Group, r.MemberID, r.Generation = group, member, gen
+	return r
 }
