@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
 // TestTopicAdmin: validation errors carry their Kafka codes; create, add partitions
@@ -145,7 +146,7 @@ func TestRegistry(t *testing.T) {
 	}
 	// SafeUntil moves forward with every renewal and never claims more than one TTL.
 	firstSafe := again.SafeUntil()
-	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		now := time.Now()
 		s := again.SafeUntil()
 		if s.After(now.Add(time.Second)) {
@@ -436,7 +437,7 @@ func TestHTTP(t *testing.T) {
 	if code, body := get("/readyz"); code != http.StatusOK {
 		t.Fatalf("/readyz %d %s", code, body)
 	}
-	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		_, body := get("/metrics")
 		for _, want := range []string{"gregor_cp_is_controller 1", "gregor_cp_live_dataplane_nodes 1", "gregor_cp_offline_partitions 0",
 			"gregor_cp_under_replicated_partitions 0", "gregor_cp_controller_changes_total 1", `gregor_cp_etcd_op_duration_seconds_bucket{op="get_metadata"`} {

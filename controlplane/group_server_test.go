@@ -16,6 +16,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/internal/grouptest"
+	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
 // rawGroupConn speaks the internal protocol by hand to one control-plane member, the way
@@ -41,7 +43,7 @@ func dialGroupListener(t testing.TB, s *Server) *rawGroupConn {
 func (rc *rawGroupConn) send(id int32, req kmsg.Request) {
 	rc.t.Helper()
 	_ = rc.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if _, err := rc.nc.Write(client.AppendGroupRequest(nil, id, "127.0.0.8", encodeGroupRequest(req, "raw"))); err != nil {
+	if _, err := rc.nc.Write(client.AppendGroupRequest(nil, id, "127.0.0.8", grouptest.EncodeRequest(req, "raw"))); err != nil {
 		rc.t.Fatal(err)
 	}
 }
@@ -69,17 +71,17 @@ func groupConnCount(s *Server) int {
 // shows the group preparing its rebalance).
 func parkJoin(t *testing.T, gt *groupTester, rc *rawGroupConn, group string) {
 	t.Helper()
-	rc.send(1, joinReq(group, "", consumerMeta("t")))
+	rc.send(1, grouptest.JoinRequest(group, "", grouptest.ConsumerMeta("t")))
 	id, status, body := rc.read()
 	first := kmsg.NewPtrJoinGroupResponse()
 	first.Version = 5
 	if id != 1 || status != client.GroupStatusOK || first.ReadFrom(body) != nil || first.ErrorCode != kerr.MemberIDRequired.Code {
 		t.Fatalf("first join: id %d status %d %+v", id, status, first)
 	}
-	rc.send(2, joinReq(group, first.MemberID, consumerMeta("t")))
+	rc.send(2, grouptest.JoinRequest(group, first.MemberID, grouptest.ConsumerMeta("t")))
 	dr := kmsg.NewPtrDescribeGroupsRequest()
 	dr.Groups = []string{group}
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		if g := gt.call(dr).(*kmsg.DescribeGroupsResponse).Groups[0]; g.State != "PreparingRebalance" || len(g.Members) != 1 {
 			return fmt.Errorf("state %s with %d members", g.State, len(g.Members))
 		}
@@ -103,7 +105,7 @@ func TestGroupAnswerAfterConnectionClosed(t *testing.T) {
 		rc := dialGroupListener(t, s)
 		parkJoin(t, gt, rc, group)
 		_ = rc.nc.Close()
-		checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		testutil.CheckFor(t, 10*time.Second, func() error {
 			if n := groupConnCount(s); n != base {
 				return fmt.Errorf("%d connections, want %d", n, base)
 			}
@@ -115,7 +117,7 @@ func TestGroupAnswerAfterConnectionClosed(t *testing.T) {
 	closeParked("completes")
 	dr := kmsg.NewPtrDescribeGroupsRequest()
 	dr.Groups = []string{"completes"}
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		if g := gt.call(dr).(*kmsg.DescribeGroupsResponse).Groups[0]; g.State != "CompletingRebalance" {
 			return fmt.Errorf("state %s", g.State)
 		}
@@ -156,7 +158,7 @@ func TestGroupConnRetiredByNotActive(t *testing.T) {
 		t.Fatalf("parked join at the end of the term: id %d status %d", id, status)
 	}
 	// The member is elected again and serves new connections...
-	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 15*time.Second, func() error {
 		_, err := gt.try(kmsg.NewPtrListGroupsRequest())
 		return err
 	})

@@ -4,17 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/internal/grouptest"
+	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
 // groupTester sends group requests the way a data-plane node forwards them: Kafka
@@ -31,26 +30,17 @@ func newGroupTester(t testing.TB, c *testCluster) *groupTester {
 	c.waitController(10 * time.Second)
 	gt := &groupTester{t: t, c: c, cli: cli}
 	// Wait until the coordinator is published and answering.
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		_, err := gt.try(kmsg.NewPtrListGroupsRequest())
 		return err
 	})
 	return gt
 }
 
-// encodeGroupRequest is a request header v1 (client id "test-client") and the body.
-func encodeGroupRequest(req kmsg.Request, clientID string) []byte {
-	b := kbin.AppendInt16(nil, req.Key())
-	b = kbin.AppendInt16(b, req.GetVersion())
-	b = kbin.AppendInt32(b, 7)
-	b = kbin.AppendNullableString(b, &clientID)
-	return req.AppendTo(b)
-}
-
 func (gt *groupTester) try(req kmsg.Request) (kmsg.Response, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	body, err := gt.cli.ForwardGroupRequest(ctx, "127.0.0.9", encodeGroupRequest(req, "test-client"))
+	body, err := gt.cli.ForwardGroupRequest(ctx, "127.0.0.9", grouptest.EncodeRequest(req, "test-client"))
 	if err != nil {
 		return nil, err
 	}
@@ -62,79 +52,131 @@ func (gt *groupTester) try(req kmsg.Request) (kmsg.Response, error) {
 	return resp, nil
 }
 
-// call is try that fails the test on an error, after retrying — as clients do — while
-// no coordinator is active: on a loaded machine the controller's election lease can lapse
-// and another term begin in the middle of a test.
+// callE is try, retried — as clients do — while no coordinator is active: on a loaded
+// machine the controller's election lease can lapse and another term begin in the
+// middle of a test. It is safe from any goroutine.
+func (gt *groupTester) callE(req kmsg.Request) (kmsg.Response, error) {
+	var resp kmsg.Response
+	var final error
+	err := testutil.Eventually(30*time.Second, func() error {
+		var err error
+		resp, err = gt.try(req)
+		if errors.Is(err, kerr.CoordinatorNotAvailable) || errors.Is(err, kerr.NotCoordinator) {
+			return err
+		}
+		final = err
+		return nil
+	})
+	if err == nil {
+		err = final
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%T: %w", req, err)
+	}
+	return resp, nil
+}
+
+// call is callE that fails the test on an error; only for the test's own goroutine
+// (from another, use async with callE).
 func (gt *groupTester) call(req kmsg.Request) kmsg.Response {
 	gt.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := gt.try(req)
-		switch {
-		case err == nil:
-			return resp
-		case (errors.Is(err, kerr.CoordinatorNotAvailable) || errors.Is(err, kerr.NotCoordinator)) && time.Now().Before(deadline):
-			time.Sleep(50 * time.Millisecond)
-		default:
-			gt.t.Fatalf("%T: %v", req, err)
-		}
+	resp, err := gt.callE(req)
+	if err != nil {
+		gt.t.Fatal(err)
 	}
+	return resp
 }
 
-func consumerMeta(topics ...string) []byte {
-	m := kmsg.NewConsumerMemberMetadata()
-	m.Topics = topics
-	return m.AppendTo(nil)
+// asyncWait bounds waiting for work a test runs on another goroutine: past callE's own
+// bound (retries for 30 s, each try up to 20 s), it is never coming.
+const asyncWait = 2 * time.Minute
+
+type asyncResult[T any] struct {
+	v   T
+	err error
 }
 
-func consumerAssignment(topic string, parts ...int32) []byte {
-	a := kmsg.NewConsumerMemberAssignment()
-	at := kmsg.NewConsumerMemberAssignmentTopic()
-	at.Topic, at.Partitions = topic, parts
-	a.Topics = append(a.Topics, at)
-	return a.AppendTo(nil)
-}
-
-func joinReq(group, memberID string, meta []byte) *kmsg.JoinGroupRequest {
-	r := kmsg.NewPtrJoinGroupRequest()
-	r.Version = 5
-	r.Group, r.MemberID, r.ProtocolType = group, memberID, "consumer"
-	r.SessionTimeoutMillis, r.RebalanceTimeoutMillis = 1000, 2000
-	p := kmsg.NewJoinGroupRequestProtocol()
-	p.Name, p.Metadata = "range", meta
-	r.Protocols = append(r.Protocols, p)
-	return r
+// async runs f on a goroutine of its own (a request that waits for others, such as a
+// JoinGroup). The function it returns, called once on the test's goroutine, waits for
+// f's result and fails the test if f failed or did not return within asyncWait.
+func async[T any](t testing.TB, f func() (T, error)) func() T {
+	ch := make(chan asyncResult[T], 1)
+	go func() {
+		v, err := f()
+		ch <- asyncResult[T]{v, err}
+	}()
+	return func() T {
+		t.Helper()
+		select {
+		case r := <-ch:
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			return r.v
+		case <-time.After(asyncWait):
+			t.Fatalf("not done within %v", asyncWait)
+		}
+		panic("unreachable")
+	}
 }
 
 // join does the two-step join and returns the answer of the second step.
 func (gt *groupTester) join(group string, meta []byte) *kmsg.JoinGroupResponse {
 	gt.t.Helper()
-	first := gt.call(joinReq(group, "", meta)).(*kmsg.JoinGroupResponse)
-	if first.ErrorCode != kerr.MemberIDRequired.Code || first.MemberID == "" {
-		gt.t.Fatalf("first join: code %d member %q, want MEMBER_ID_REQUIRED and an id", first.ErrorCode, first.MemberID)
+	j, err := gt.joinE(group, meta)
+	if err != nil {
+		gt.t.Fatal(err)
 	}
-	return gt.call(joinReq(group, first.MemberID, meta)).(*kmsg.JoinGroupResponse)
+	return j
+}
+
+// joinE is join for any goroutine.
+func (gt *groupTester) joinE(group string, meta []byte) (*kmsg.JoinGroupResponse, error) {
+	resp, err := gt.callE(grouptest.JoinRequest(group, "", meta))
+	if err != nil {
+		return nil, err
+	}
+	first := resp.(*kmsg.JoinGroupResponse)
+	if first.ErrorCode != kerr.MemberIDRequired.Code || first.MemberID == "" {
+		return nil, fmt.Errorf("first join: code %d member %q, want MEMBER_ID_REQUIRED and an id", first.ErrorCode, first.MemberID)
+	}
+	if resp, err = gt.callE(grouptest.JoinRequest(group, first.MemberID, meta)); err != nil {
+		return nil, err
+	}
+	return resp.(*kmsg.JoinGroupResponse), nil
+}
+
+// joinAsync joins (two steps) on another goroutine.
+func (gt *groupTester) joinAsync(group string, meta []byte) func() *kmsg.JoinGroupResponse {
+	return async(gt.t, func() (*kmsg.JoinGroupResponse, error) { return gt.joinE(group, meta) })
+}
+
+// callAsync sends req on another goroutine.
+func (gt *groupTester) callAsync(req kmsg.Request) func() kmsg.Response {
+	return async(gt.t, func() (kmsg.Response, error) { return gt.callE(req) })
 }
 
 func (gt *groupTester) sync(group, member string, gen int32, assign map[string][]byte) *kmsg.SyncGroupResponse {
 	gt.t.Helper()
-	r := kmsg.NewPtrSyncGroupRequest()
-	r.Version = 3
-	r.Group, r.MemberID, r.Generation = group, member, gen
-	for id, a := range assign {
-		ga := kmsg.NewSyncGroupRequestGroupAssignment()
-		ga.MemberID, ga.MemberAssignment = id, a
-		r.GroupAssignment = append(r.GroupAssignment, ga)
-	}
-	return gt.call(r).(*kmsg.SyncGroupResponse)
+	return gt.call(grouptest.SyncRequest(group, member, gen, assign)).(*kmsg.SyncGroupResponse)
+}
+
+// syncAsync sends a SyncGroup on another goroutine (a follower's waits for the
+// leader's).
+func (gt *groupTester) syncAsync(group, member string, gen int32, assign map[string][]byte) func() *kmsg.SyncGroupResponse {
+	req := grouptest.SyncRequest(group, member, gen, assign)
+	return async(gt.t, func() (*kmsg.SyncGroupResponse, error) {
+		resp, err := gt.callE(req)
+		if err != nil {
+			return nil, err
+		}
+		return resp.(*kmsg.SyncGroupResponse), nil
+	})
 }
 
 func (gt *groupTester) heartbeat(group, member string, gen int32) int16 {
 	gt.t.Helper()
-	r := kmsg.NewPtrHeartbeatRequest()
-	r.Version = 3
-	r.Group, r.MemberID, r.Generation = group, member, gen
-	return gt.call(r).(*kmsg.HeartbeatResponse).ErrorCode
+	return gt.call(grouptest.HeartbeatRequest(group, member, gen)).(*kmsg.HeartbeatResponse).ErrorCode
 }
 
 func (gt *groupTester) commit(group, member string, gen int32, topic string, part int32, offset int64, meta string) int16 {
@@ -185,7 +227,7 @@ func (gt *groupTester) createTopic(name string, parts int32) {
 	if _, _, err := gt.cli.CreateTopic(testCtx(gt.t), client.TopicSpec{Name: name, Partitions: parts, ReplicationFactor: 1}); err != nil {
 		gt.t.Fatal(err)
 	}
-	checkFor(gt.t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(gt.t, 10*time.Second, func() error {
 		gt.c.mu.Lock()
 		defer gt.c.mu.Unlock()
 		for i, s := range gt.c.servers {
@@ -203,13 +245,14 @@ func (gt *groupTester) createTopic(name string, parts int32) {
 // joinAll joins n members concurrently (second step) and returns their answers.
 func (gt *groupTester) joinAll(group string, n int, meta []byte) []*kmsg.JoinGroupResponse {
 	gt.t.Helper()
-	out := make([]*kmsg.JoinGroupResponse, n)
-	var wg sync.WaitGroup
+	waits := make([]func() *kmsg.JoinGroupResponse, n)
 	for i := range n {
-		wg.Add(1)
-		go func() { defer wg.Done(); out[i] = gt.join(group, meta) }()
+		waits[i] = gt.joinAsync(group, meta)
 	}
-	wg.Wait()
+	out := make([]*kmsg.JoinGroupResponse, n)
+	for i, wait := range waits {
+		out[i] = wait()
+	}
 	return out
 }
 
@@ -230,7 +273,7 @@ func TestGroupJoinSyncCommit(t *testing.T) {
 	gt := newGroupTester(t, c)
 	gt.createTopic("orders", 4)
 
-	joins := gt.joinAll("g1", 2, consumerMeta("orders"))
+	joins := gt.joinAll("g1", 2, grouptest.ConsumerMeta("orders"))
 	gen := joins[0].Generation
 	var leader *kmsg.JoinGroupResponse
 	for _, j := range joins {
@@ -254,18 +297,15 @@ func TestGroupJoinSyncCommit(t *testing.T) {
 		follower = joins[1]
 	}
 	assign := map[string][]byte{
-		leader.MemberID:   consumerAssignment("orders", 0, 1),
-		follower.MemberID: consumerAssignment("orders", 2, 3),
+		leader.MemberID:   grouptest.ConsumerAssignment("orders", 0, 1),
+		follower.MemberID: grouptest.ConsumerAssignment("orders", 2, 3),
 	}
 	// The follower's SyncGroup waits for the leader's.
-	var fsync *kmsg.SyncGroupResponse
-	done := make(chan struct{})
-	go func() { defer close(done); fsync = gt.sync("g1", follower.MemberID, gen, nil) }()
+	fsyncWait := gt.syncAsync("g1", follower.MemberID, gen, nil)
 	if ls := gt.sync("g1", leader.MemberID, gen, assign); ls.ErrorCode != 0 || string(ls.MemberAssignment) != string(assign[leader.MemberID]) {
 		t.Fatalf("leader sync: code %d", ls.ErrorCode)
 	}
-	<-done
-	if fsync.ErrorCode != 0 || string(fsync.MemberAssignment) != string(assign[follower.MemberID]) {
+	if fsync := fsyncWait(); fsync.ErrorCode != 0 || string(fsync.MemberAssignment) != string(assign[follower.MemberID]) {
 		t.Fatalf("follower sync: code %d assignment %x", fsync.ErrorCode, fsync.MemberAssignment)
 	}
 	if code := gt.heartbeat("g1", follower.MemberID, gen); code != 0 {
@@ -298,9 +338,8 @@ func TestGroupJoinSyncCommit(t *testing.T) {
 
 	// A third member triggers a rebalance: the others learn it from their heartbeat,
 	// rejoin, and a new generation forms with three.
-	third := make(chan *kmsg.JoinGroupResponse, 1)
-	go func() { third <- gt.join("g1", consumerMeta("orders")) }()
-	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	third := gt.joinAsync("g1", grouptest.ConsumerMeta("orders"))
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if code := gt.heartbeat("g1", leader.MemberID, gen); code != kerr.RebalanceInProgress.Code {
 			return fmt.Errorf("heartbeat code %d, want REBALANCE_IN_PROGRESS", code)
 		}
@@ -310,16 +349,12 @@ func TestGroupJoinSyncCommit(t *testing.T) {
 	if code := gt.commit("g1", leader.MemberID, gen, "orders", 0, 7, ""); code != 0 {
 		t.Fatalf("commit while preparing: %d", code)
 	}
-	rejoin := func(m string) *kmsg.JoinGroupResponse {
-		return gt.call(joinReq("g1", m, consumerMeta("orders"))).(*kmsg.JoinGroupResponse)
+	rejoin := func(m string) func() kmsg.Response {
+		return gt.callAsync(grouptest.JoinRequest("g1", m, grouptest.ConsumerMeta("orders")))
 	}
-	var wg sync.WaitGroup
-	var r1, r2 *kmsg.JoinGroupResponse
-	wg.Add(2)
-	go func() { defer wg.Done(); r1 = rejoin(leader.MemberID) }()
-	go func() { defer wg.Done(); r2 = rejoin(follower.MemberID) }()
-	wg.Wait()
-	r3 := <-third
+	w1, w2 := rejoin(leader.MemberID), rejoin(follower.MemberID)
+	r1, r2 := w1().(*kmsg.JoinGroupResponse), w2().(*kmsg.JoinGroupResponse)
+	r3 := third()
 	for _, r := range []*kmsg.JoinGroupResponse{r1, r2, r3} {
 		if r.ErrorCode != 0 || r.Generation != gen+1 {
 			t.Fatalf("rejoin: code %d generation %d, want generation %d", r.ErrorCode, r.Generation, gen+1)
@@ -380,7 +415,7 @@ func TestGroupJoinSyncCommit(t *testing.T) {
 	if lresp := gt.call(lr).(*kmsg.LeaveGroupResponse); lresp.Members[0].ErrorCode != 0 || lresp.Members[1].ErrorCode != 0 {
 		t.Fatalf("leave all: %+v", lresp)
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		dresp := gt.call(dr).(*kmsg.DescribeGroupsResponse)
 		if s := dresp.Groups[0].State; s != "Empty" {
 			return fmt.Errorf("state %s", s)
@@ -411,38 +446,38 @@ func TestGroupBadInput(t *testing.T) {
 	joinCode := func(r *kmsg.JoinGroupRequest) int16 {
 		return gt.call(r).(*kmsg.JoinGroupResponse).ErrorCode
 	}
-	r := joinReq("", "", consumerMeta("t"))
+	r := grouptest.JoinRequest("", "", grouptest.ConsumerMeta("t"))
 	if code := joinCode(r); code != kerr.InvalidGroupID.Code {
 		t.Errorf("empty group id: %d", code)
 	}
-	r = joinReq("g", "", consumerMeta("t"))
+	r = grouptest.JoinRequest("g", "", grouptest.ConsumerMeta("t"))
 	r.SessionTimeoutMillis = 10
 	if code := joinCode(r); code != kerr.InvalidSessionTimeout.Code {
 		t.Errorf("short session: %d", code)
 	}
-	r = joinReq("g", "", make([]byte, memberBytesMax+1))
+	r = grouptest.JoinRequest("g", "", make([]byte, 1<<20+1)) // past the 1 MiB bound of a member's metadata
 	if code := joinCode(r); code != kerr.InvalidRequest.Code {
 		t.Errorf("oversized metadata: %d", code)
 	}
-	r = joinReq("g", "", []byte{0, 0, 0x7f, 0xff, 0xff, 0xff})
+	r = grouptest.JoinRequest("g", "", []byte{0, 0, 0x7f, 0xff, 0xff, 0xff})
 	if code := joinCode(r); code != kerr.InconsistentGroupProtocol.Code {
 		t.Errorf("garbage consumer metadata: %d", code)
 	}
-	r = joinReq("g", "", consumerMeta("t"))
+	r = grouptest.JoinRequest("g", "", grouptest.ConsumerMeta("t"))
 	r.ProtocolType = ""
 	if code := joinCode(r); code != kerr.InconsistentGroupProtocol.Code {
 		t.Errorf("empty protocol type: %d", code)
 	}
-	if code := joinCode(joinReq("g", "made-up-member", consumerMeta("t"))); code != kerr.UnknownMemberID.Code {
+	if code := joinCode(grouptest.JoinRequest("g", "made-up-member", grouptest.ConsumerMeta("t"))); code != kerr.UnknownMemberID.Code {
 		t.Errorf("unknown member id: %d", code)
 	}
 
-	j := gt.join("g", consumerMeta("t"))
+	j := gt.join("g", grouptest.ConsumerMeta("t"))
 	if j.ErrorCode != 0 {
 		t.Fatalf("join: %d", j.ErrorCode)
 	}
 	// A member of another protocol type, or without a common protocol, is refused.
-	other := joinReq("g", "", []byte("x"))
+	other := grouptest.JoinRequest("g", "", []byte("x"))
 	other.ProtocolType = "connect"
 	if code := joinCode(other); code != kerr.InconsistentGroupProtocol.Code {
 		t.Errorf("other protocol type: %d", code)
@@ -460,7 +495,7 @@ func TestGroupBadInput(t *testing.T) {
 	if s := gt.sync("unknown-group", "who", 1, nil); s.ErrorCode != kerr.UnknownMemberID.Code {
 		t.Errorf("sync unknown group: %d", s.ErrorCode)
 	}
-	if s := gt.sync("g", j.MemberID, j.Generation, map[string][]byte{j.MemberID: consumerAssignment("t", 0, 1)}); s.ErrorCode != 0 {
+	if s := gt.sync("g", j.MemberID, j.Generation, map[string][]byte{j.MemberID: grouptest.ConsumerAssignment("t", 0, 1)}); s.ErrorCode != 0 {
 		t.Fatalf("sync: %d", s.ErrorCode)
 	}
 	// Commits: unknown topic and partition, oversized metadata, unknown group with a
@@ -511,7 +546,7 @@ func TestGroupBadInput(t *testing.T) {
 	}
 	// A body that does not decode is refused as a bad request (the data-plane node
 	// closes its client's connection).
-	b := encodeGroupRequest(kmsg.NewPtrHeartbeatRequest(), "x")
+	b := grouptest.EncodeRequest(kmsg.NewPtrHeartbeatRequest(), "x")
 	_, err := gt.cli.ForwardGroupRequest(testCtx(t), "h", append(b[:len(b)-4], 0xff))
 	if !errors.Is(err, client.ErrGroupBadRequest) {
 		t.Errorf("truncated body: %v", err)
@@ -520,7 +555,7 @@ func TestGroupBadInput(t *testing.T) {
 	// with DescribeGroups, which does not keep the member alive).
 	dr := kmsg.NewPtrDescribeGroupsRequest()
 	dr.Groups = []string{"g"}
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		if g := gt.call(dr).(*kmsg.DescribeGroupsResponse).Groups[0]; g.State != "Empty" || len(g.Members) != 0 {
 			return fmt.Errorf("state %s with %d members", g.State, len(g.Members))
 		}
@@ -537,13 +572,13 @@ func TestGroupsSurviveControllerFailover(t *testing.T) {
 	gt := newGroupTester(t, c)
 	gt.createTopic("events", 3)
 
-	first := gt.call(joinReq("fg", "", consumerMeta("events"))).(*kmsg.JoinGroupResponse)
+	first := gt.call(grouptest.JoinRequest("fg", "", grouptest.ConsumerMeta("events"))).(*kmsg.JoinGroupResponse)
 	j := gt.call(func() *kmsg.JoinGroupRequest {
-		r := joinReq("fg", first.MemberID, consumerMeta("events"))
+		r := grouptest.JoinRequest("fg", first.MemberID, grouptest.ConsumerMeta("events"))
 		r.SessionTimeoutMillis = 10000
 		return r
 	}()).(*kmsg.JoinGroupResponse)
-	if s := gt.sync("fg", j.MemberID, j.Generation, map[string][]byte{j.MemberID: consumerAssignment("events", 0, 1, 2)}); s.ErrorCode != 0 {
+	if s := gt.sync("fg", j.MemberID, j.Generation, map[string][]byte{j.MemberID: grouptest.ConsumerAssignment("events", 0, 1, 2)}); s.ErrorCode != 0 {
 		t.Fatalf("sync: %d", s.ErrorCode)
 	}
 	for p := range int32(3) {
@@ -559,7 +594,7 @@ func TestGroupsSurviveControllerFailover(t *testing.T) {
 	}
 	// The member carries on in its generation with the new coordinator; the offsets
 	// are there; a stale generation is still fenced.
-	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 15*time.Second, func() error {
 		resp, err := gt.try(&kmsg.HeartbeatRequest{Version: 3, Group: "fg", MemberID: j.MemberID, Generation: j.Generation})
 		if err != nil {
 			return err
@@ -587,7 +622,7 @@ func TestGroupsSurviveControllerFailover(t *testing.T) {
 		t.Fatalf("after restart: %+v", got[0])
 	}
 	// The cluster view shows the group and its offsets on every member.
-	checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		for i := range 3 {
 			s := c.server(i)
 			views, err := s.groupViewsFromStore(testCtx(t), nil)
@@ -609,21 +644,18 @@ func TestGroupStaticMembersAndInitialDelay(t *testing.T) {
 	gt.createTopic("s", 2)
 
 	static := func(instance, memberID string) *kmsg.JoinGroupRequest {
-		r := joinReq("sg", memberID, consumerMeta("s"))
+		r := grouptest.JoinRequest("sg", memberID, grouptest.ConsumerMeta("s"))
 		r.InstanceID = kmsg.StringPtr(instance)
 		r.SessionTimeoutMillis = 5000
 		return r
 	}
-	// Two static members (no MEMBER_ID_REQUIRED step for them) arriving 100 ms apart
-	// land in one first generation: the initial delay waited for the second.
+	// Two static members (no MEMBER_ID_REQUIRED step for them) joining together land in
+	// one first generation: the initial delay waited for the second. (How the delay
+	// extends while members keep arriving is tested on a fake clock in package groups.)
 	start := time.Now()
-	var a, b *kmsg.JoinGroupResponse
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); a = gt.call(static("i-a", "")).(*kmsg.JoinGroupResponse) }()
-	time.Sleep(100 * time.Millisecond) // the gap the delay must cover
-	b = gt.call(static("i-b", "")).(*kmsg.JoinGroupResponse)
-	wg.Wait()
+	wa := gt.callAsync(static("i-a", ""))
+	b := gt.call(static("i-b", "")).(*kmsg.JoinGroupResponse)
+	a := wa().(*kmsg.JoinGroupResponse)
 	if a.ErrorCode != 0 || b.ErrorCode != 0 || a.Generation != 1 || b.Generation != 1 {
 		t.Fatalf("joins: %d/%d generations %d/%d", a.ErrorCode, b.ErrorCode, a.Generation, b.Generation)
 	}
@@ -637,9 +669,12 @@ func TestGroupStaticMembersAndInitialDelay(t *testing.T) {
 	if len(leader.Members) != 2 {
 		t.Fatalf("leader sees %d members", len(leader.Members))
 	}
-	go gt.sync("sg", follower.MemberID, 1, nil)
-	if s := gt.sync("sg", leader.MemberID, 1, map[string][]byte{leader.MemberID: consumerAssignment("s", 0), follower.MemberID: consumerAssignment("s", 1)}); s.ErrorCode != 0 {
+	fsync := gt.syncAsync("sg", follower.MemberID, 1, nil)
+	if s := gt.sync("sg", leader.MemberID, 1, map[string][]byte{leader.MemberID: grouptest.ConsumerAssignment("s", 0), follower.MemberID: grouptest.ConsumerAssignment("s", 1)}); s.ErrorCode != 0 {
 		t.Fatalf("sync: %d", s.ErrorCode)
+	}
+	if s := fsync(); s.ErrorCode != 0 {
+		t.Fatalf("follower sync: %d", s.ErrorCode)
 	}
 	// The follower restarts: same instance id, no member id. It gets a new member id,
 	// the same generation and its assignment, without a rebalance.
@@ -647,7 +682,7 @@ func TestGroupStaticMembersAndInitialDelay(t *testing.T) {
 	if back.ErrorCode != 0 || back.Generation != 1 || back.MemberID == follower.MemberID {
 		t.Fatalf("static rejoin: code %d generation %d member %q", back.ErrorCode, back.Generation, back.MemberID)
 	}
-	if s := gt.sync("sg", back.MemberID, 1, nil); s.ErrorCode != 0 || string(s.MemberAssignment) != string(consumerAssignment("s", 1)) {
+	if s := gt.sync("sg", back.MemberID, 1, nil); s.ErrorCode != 0 || string(s.MemberAssignment) != string(grouptest.ConsumerAssignment("s", 1)) {
 		t.Fatalf("static rejoin sync: %d", s.ErrorCode)
 	}
 	// The old incarnation is fenced.
@@ -675,93 +710,4 @@ func instanceOf(r, a *kmsg.JoinGroupResponse, ia, ib string) string {
 		return ia
 	}
 	return ib
-}
-
-func TestGroupPendingMemberExpires(t *testing.T) {
-	c := newTestCluster(t, 1)
-	gt := newGroupTester(t, c)
-	// A first join step whose second step never comes leaves no member behind.
-	r := joinReq("pg", "", consumerMeta("x"))
-	r.SessionTimeoutMillis = 200
-	first := gt.call(r).(*kmsg.JoinGroupResponse)
-	if first.ErrorCode != kerr.MemberIDRequired.Code {
-		t.Fatalf("first step: %d", first.ErrorCode)
-	}
-	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
-		lg := gt.call(kmsg.NewPtrListGroupsRequest()).(*kmsg.ListGroupsResponse)
-		if len(lg.Groups) != 0 {
-			return fmt.Errorf("groups: %+v", lg.Groups)
-		}
-		return nil
-	})
-	if code := gt.call(joinReq("pg", first.MemberID, consumerMeta("x"))).(*kmsg.JoinGroupResponse).ErrorCode; code != kerr.UnknownMemberID.Code {
-		t.Fatalf("second step after expiry: %d", code)
-	}
-}
-
-func TestGroupExpiry(t *testing.T) {
-	c := newGroupCluster(t, func(g *GroupConfig) { g.OffsetsRetention = 500 * time.Millisecond })
-	c.registerDP(1, "", 2*time.Second)
-	gt := newGroupTester(t, c)
-	gt.createTopic("e", 1)
-	// A consumer group that empties keeps its offsets for the retention period after
-	// it empties, then goes with them; a group of manual commits loses each offset
-	// that long after its commit.
-	j := gt.join("eg", consumerMeta("e"))
-	if s := gt.sync("eg", j.MemberID, j.Generation, map[string][]byte{j.MemberID: consumerAssignment("e", 0)}); s.ErrorCode != 0 {
-		t.Fatalf("sync: %d", s.ErrorCode)
-	}
-	if code := gt.commit("eg", j.MemberID, j.Generation, "e", 0, 9, ""); code != 0 {
-		t.Fatalf("commit: %d", code)
-	}
-	if code := gt.commit("manual", "", -1, "e", 0, 4, ""); code != 0 {
-		t.Fatalf("manual commit: %d", code)
-	}
-	// A manual group committing more often than the retention keeps its offsets.
-	for range 4 {
-		time.Sleep(200 * time.Millisecond)
-		if code := gt.commit("manual2", "", -1, "e", 0, 6, ""); code != 0 {
-			t.Fatalf("manual commit: %d", code)
-		}
-	}
-	if got := gt.fetch("manual2", "e", 0); got[0].Offset != 6 {
-		t.Fatalf("a manual offset recommitted within the retention expired: %+v", got[0])
-	}
-	// While the member lives (heartbeating past the retention), nothing expires.
-	deadline := time.Now().Add(time.Second)
-	for time.Now().Before(deadline) {
-		if code := gt.heartbeat("eg", j.MemberID, j.Generation); code != 0 {
-			t.Fatalf("heartbeat: %d", code)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if got := gt.fetch("eg", "e", 0); got[0].Offset != 9 {
-		t.Fatalf("a live group's offset expired: %+v", got[0])
-	}
-	if got := gt.fetch("manual", "e", 0); got[0].Offset != -1 {
-		t.Fatalf("a manual commit outlived the retention: %+v", got[0])
-	}
-	lr := &kmsg.LeaveGroupRequest{Version: 3, Group: "eg", Members: []kmsg.LeaveGroupRequestMember{{MemberID: j.MemberID}}}
-	gt.call(lr)
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		lg := gt.call(kmsg.NewPtrListGroupsRequest()).(*kmsg.ListGroupsResponse)
-		if len(lg.Groups) != 0 {
-			return fmt.Errorf("groups left: %+v", lg.Groups)
-		}
-		return nil
-	})
-	// manual2 went with its offset once no commit came for the retention period. The
-	// keys go once the deletes are written.
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		resp, err := gt.cli.Etcd().Get(testCtx(t), "/gregor/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
-		if err != nil {
-			return err
-		}
-		for _, kv := range resp.Kvs {
-			if k := string(kv.Key); strings.HasPrefix(k, client.GroupsPrefix) || strings.HasPrefix(k, client.OffsetsPrefix) {
-				return fmt.Errorf("key left after expiry: %s", k)
-			}
-		}
-		return nil
-	})
 }

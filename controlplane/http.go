@@ -146,7 +146,7 @@ func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), readyCheckTimeout)
 		hws := s.highWatermarks(ctx)
 		if rt := s.groupRT.Load(); rt != nil {
-			v.Groups, v.GroupsSource = rt.views(hws), "coordinator"
+			v.Groups, v.GroupsSource = rt.Views(hws), "coordinator"
 		} else if gs, err := s.groupViewsFromStore(ctx, hws); err == nil {
 			v.Groups, v.GroupsSource = gs, "etcd"
 		}

@@ -8,64 +8,30 @@ import (
 	"time"
 
 	vm "github.com/VictoriaMetrics/metrics"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/groups"
 )
 
 // metrics are one node's metrics. Each Server has its own set, so several nodes can run
 // in one process (tests) without sharing counters.
 type metrics struct {
 	set *vm.Set
-	// controllerChanges counts changes of the active controller seen by this node.
-	controllerChanges *vm.Counter
-	// electionsWon counts the times this node became the controller.
-	electionsWon *vm.Counter
-	// leaderElections counts partition leader changes written by this node as controller.
-	leaderElections *vm.Counter
 
 	opMu sync.Mutex
 	ops  map[string]*vm.Histogram
-
-	// Group coordinator.
-	rebalances       *vm.Counter
-	sessionExpiries  *vm.Counter
-	offsetCommits    *vm.Counter // partitions committed
-	offsetsExpired   *vm.Counter
-	groupsExpired    *vm.Counter
-	groupBadRequests *vm.Counter
-	commitLatency    *vm.Histogram
-	storeBatchOps    *vm.Histogram
-	storeBatchTime   *vm.Histogram
-	groupRequests    [64]*vm.Counter
 }
 
 func newMetrics(s *Server) *metrics {
 	set := vm.NewSet()
 	m := &metrics{
-		set:               set,
-		controllerChanges: set.NewCounter("gregor_cp_controller_changes_total"),
-		electionsWon:      set.NewCounter("gregor_cp_controller_elections_won_total"),
-		leaderElections:   set.NewCounter("gregor_cp_partition_leader_elections_total"),
-		ops:               map[string]*vm.Histogram{},
-		rebalances:        set.NewCounter("gregor_cp_group_rebalances_total"),
-		sessionExpiries:   set.NewCounter("gregor_cp_group_session_expiries_total"),
-		offsetCommits:     set.NewCounter("gregor_cp_group_offsets_committed_total"),
-		offsetsExpired:    set.NewCounter("gregor_cp_group_offsets_expired_total"),
-		groupsExpired:     set.NewCounter("gregor_cp_groups_expired_total"),
-		groupBadRequests:  set.NewCounter("gregor_cp_group_bad_requests_total"),
-		commitLatency:     set.NewHistogram("gregor_cp_group_offset_commit_duration_seconds"),
-		storeBatchOps:     set.NewHistogram("gregor_cp_group_store_batch_ops"),
-		storeBatchTime:    set.NewHistogram("gregor_cp_group_store_batch_duration_seconds"),
+		set: set,
+		ops: map[string]*vm.Histogram{},
 	}
-	for key := range m.groupRequests {
-		if isGroupAPI(int16(key)) {
-			m.groupRequests[key] = set.NewCounter(fmt.Sprintf(`gregor_cp_group_requests_total{api=%q}`, kmsg.NameForKey(int16(key))))
-		}
-	}
+	s.groupMetrics = groups.NewMetrics(set)
 	set.NewGauge("gregor_cp_groups", func() float64 {
 		if rt := s.groupRT.Load(); rt != nil {
-			return float64(rt.groupCount())
+			return float64(rt.GroupCount())
 		}
 		return 0
 	})
@@ -123,19 +89,6 @@ func (m *metrics) observeOp(op string, d time.Duration) {
 	h.Update(d.Seconds())
 }
 
-// groupRequest counts one forwarded group request.
-func (m *metrics) groupRequest(key int16) {
-	if key >= 0 && int(key) < len(m.groupRequests) && m.groupRequests[key] != nil {
-		m.groupRequests[key].Inc()
-	}
-}
-
-// observeGroupStore records one group-store transaction.
-func (m *metrics) observeGroupStore(ops int, d time.Duration) {
-	m.storeBatchOps.Update(float64(ops))
-	m.storeBatchTime.Update(d.Seconds())
-}
-
 // writeGroupLag writes the active coordinator's consumer lag per group and partition
 // (committed offset behind the leader's last checkpointed high watermark) and per group.
 func (s *Server) writeGroupLag(w io.Writer) {
@@ -145,7 +98,7 @@ func (s *Server) writeGroupLag(w io.Writer) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), readyCheckTimeout)
 	defer cancel()
-	for _, g := range rt.views(s.highWatermarks(ctx)) {
+	for _, g := range rt.Views(s.highWatermarks(ctx)) {
 		for _, o := range g.Offsets {
 			if o.Lag >= 0 {
 				vm.WriteGaugeUint64(w, fmt.Sprintf(`gregor_group_lag{group=%q,topic=%q,partition="%d"}`, g.Group, o.Topic, o.Partition), uint64(o.Lag))

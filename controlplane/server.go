@@ -1,15 +1,18 @@
 // Package controlplane is the control-plane node (gregor-cp): an embedded etcd member,
-// the controller (one active in the cluster, elected with concurrency.Election) and the
-// node's HTTP endpoints. Data-plane nodes talk to it only through controlplane/client,
-// over etcd; SCHEMA.md in this folder documents every key.
+// its HTTP endpoints (/metrics, /healthz, /readyz, /v1/cluster) and its lifecycle. It
+// wires the parts of the control plane together: the controller (package controller:
+// one active in the cluster, elected through etcd, keeping partition leaders and ISRs
+// right) and, for each term this node is the controller, the group coordinator
+// (package groups), which it serves on its internal listener (Config.Listen), where
+// data-plane nodes forward their clients' group requests.
 //
-// The controller does not sit on the request path of topic admin or ISR changes: those
-// are compare-and-swap transactions the client commits itself. The controller reacts to
-// what only it can decide — a data-plane node's registration expiring — by moving
-// leadership of that node's partitions and removing it from ISRs (see ElectLeader).
+// Data-plane nodes talk to the control plane only through controlplane/client, over
+// etcd; the model and key schema both sides share are in controlplane/cluster, and
+// SCHEMA.md in this folder documents every key.
 //
-// The internal listener (Config.Listen) serves group coordination: data-plane nodes
-// forward their clients' group requests to the active controller there (groups.go).
+// Dependencies point one way (deps_test.go): controlplane ──► controller, groups ──►
+// cluster; the controller and the client also use cluster, and the controller the
+// client; nothing below imports the node.
 package controlplane
 
 import (
@@ -31,6 +34,9 @@ import (
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/client/zapslog"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/controlplane/controller"
+	"github.com/gregor-streaming/gregor/controlplane/groups"
 )
 
 // Defaults and limits.
@@ -51,10 +57,8 @@ const (
 	readyCheckTimeout = time.Second
 	// resignTimeout bounds waiting for the controller loops on Close.
 	resignTimeout = 2 * time.Second
-	// shutdownTimeout bounds resigning and closing on Close.
+	// shutdownTimeout bounds the HTTP server's shutdown on Close.
 	shutdownTimeout = 5 * time.Second
-	// retryBackoffMax bounds the wait between attempts of the background loops.
-	retryBackoffMax = 2 * time.Second
 )
 
 // Config configures a control-plane node.
@@ -98,22 +102,20 @@ type Server struct {
 	httpLn  net.Listener
 
 	// listener is the internal listener; groupRT the group coordinator while this node
-	// is the active controller (nil otherwise).
+	// is the active controller (nil otherwise); groupMetrics its counters, kept across
+	// terms.
 	listener     net.Listener
-	groupRT      atomic.Pointer[groupRuntime]
+	groupRT      atomic.Pointer[groups.Coordinator]
+	groupMetrics *groups.Metrics
 	groupConnsMu sync.Mutex
 	groupConns   map[*groupServerConn]struct{}
 	// hwCache holds the HW checkpoints read for lag, refreshed after hwCacheTTL.
 	hwMu    sync.Mutex
-	hwCache map[topicPartition]int64
+	hwCache map[cluster.TopicPartition]int64
 	hwAt    time.Time
 
-	// kick wakes the controller when the metadata changes.
-	kick chan struct{}
-	// isController is 1 while this node is the active controller.
-	isController atomic.Bool
-	// controller is the name of the active controller as last observed ("" if none).
-	controller atomic.Pointer[string]
+	// ctl is the controller: campaigning, reconciling while elected, observing.
+	ctl *controller.Controller
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -228,9 +230,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}
-	s := &Server{cfg: cfg, logger: logger, kick: make(chan struct{}, 1)}
-	s.controller.Store(new(string))
+	s := &Server{cfg: cfg, logger: logger}
 	s.metrics = newMetrics(s)
+	s.ctl = controller.New(controller.Config{Name: cfg.Name, TTL: cfg.ControllerTTL, Logger: logger,
+		Metrics: s.metrics.set, OnTerm: s.runGroups})
 	e, err := embed.StartEtcd(ecfg)
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: start etcd: %w", err)
@@ -270,8 +273,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// startControl opens the local etcd client and starts the view, the controller
-// campaign and the controller observer.
+// startControl opens the local etcd client and starts the view and the controller.
 func (s *Server) startControl(ctx context.Context) error {
 	ec, err := clientv3.New(clientv3.Config{
 		Endpoints:          []string{"http://" + s.cfg.ClientAddr},
@@ -284,25 +286,19 @@ func (s *Server) startControl(ctx context.Context) error {
 	}
 	s.ec = ec
 	s.cli = client.Wrap(ec, client.Config{Logger: s.logger, ObserveOp: s.metrics.observeOp})
-	view, err := s.cli.WatchMetadata(ctx, func(client.Change) { s.wakeController() })
+	view, err := s.cli.WatchMetadata(ctx, func(client.Change) { s.ctl.Wake() })
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)
 	}
 	s.view = view
 	rctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.wg.Add(2)
-	go func() { defer s.wg.Done(); s.campaign(rctx) }()
-	go func() { defer s.wg.Done(); s.observeController(rctx) }()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.ctl.Run(rctx, controller.Conn{Etcd: s.ec, Client: s.cli, View: view})
+	}()
 	return nil
-}
-
-// wakeController asks the controller loop to reconcile; it never blocks.
-func (s *Server) wakeController() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
 }
 
 // Client returns the node's own control-plane client (over its local member).
@@ -312,10 +308,10 @@ func (s *Server) Client() *client.Client { return s.cli }
 func (s *Server) Metadata() *client.Metadata { return s.view }
 
 // IsController reports whether this node is the active controller.
-func (s *Server) IsController() bool { return s.isController.Load() }
+func (s *Server) IsController() bool { return s.ctl.IsController() }
 
 // Controller returns the name of the active controller as this node last saw it.
-func (s *Server) Controller() string { return *s.controller.Load() }
+func (s *Server) Controller() string { return s.ctl.Current() }
 
 // Name returns the member name.
 func (s *Server) Name() string { return s.cfg.Name }

@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
 // takeoverTTL is the lease of the registrations in the takeover tests: long enough
@@ -92,7 +93,7 @@ func TestRegistrationTakeover(t *testing.T) {
 	// leader epoch (offline, then the node again: two bumps), written after the new
 	// registration.
 	after := map[int32]client.PartitionState{}
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		for p := int32(0); p < 2; p++ {
 			st, err := admin.GetPartition(ctx, client.TopicPartition{Topic: "t", Partition: p})
 			if err != nil {

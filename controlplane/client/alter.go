@@ -8,6 +8,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 )
 
 // AlterISRRequest is a partition leader's request to change the ISR (Kafka's
@@ -72,7 +74,7 @@ func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (Parti
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(BrokerKey(id)), ">", 0))
 		}
 	}
-	resp, err := c.txn(ctx, "alter_isr", cmps, []clientv3.Op{clientv3.OpPut(key, mustJSON(next))},
+	resp, err := c.txn(ctx, "alter_isr", cmps, []clientv3.Op{clientv3.OpPut(key, cluster.MustJSON(next))},
 		clientv3.OpGet(key), clientv3.OpGet(BrokerKey(me)))
 	if err != nil {
 		return cur, fmt.Errorf("client: alter isr %s: %w", req.TopicPartition, err)

@@ -11,8 +11,10 @@
 //   - Registration.NewHWCheckpointer: batched, asynchronous high-watermark checkpoints;
 //   - Registration.AllocateProducerIDs: producer-id blocks, never reused.
 //
-// Refusals a Kafka client must see carry a Kafka error code (see Error). The key schema
-// is documented in controlplane/SCHEMA.md.
+// Refusals a Kafka client must see carry a Kafka error code (see Error). The cluster
+// model and the key schema are controlplane/cluster's (this package keeps their old
+// names as aliases: Broker, Topic, PartitionState, …), documented in
+// controlplane/SCHEMA.md.
 package client
 
 import (
@@ -27,6 +29,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/gregor-streaming/gregor/controlplane/client/zapslog"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 )
 
 // Defaults for Config.
@@ -177,7 +180,7 @@ func (c *Client) LiveBrokers(ctx context.Context) ([]Broker, int64, error) {
 	}
 	out := make([]Broker, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		b, err := decodeBroker(string(kv.Key), kv.Value, kv.ModRevision)
+		b, err := cluster.DecodeBroker(string(kv.Key), kv.Value, kv.ModRevision)
 		if err != nil {
 			return nil, 0, fmt.Errorf("client: live brokers: %w", err)
 		}

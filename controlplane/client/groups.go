@@ -47,16 +47,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// GroupCoordinatorKey holds the active controller's internal listener (GroupCoordinator).
-const GroupCoordinatorKey = RootPrefix + "group-coordinator"
-
-// GroupCoordinator is the value of GroupCoordinatorKey.
-type GroupCoordinator struct {
-	// Name is the control-plane member's name; Addr its internal listener (host:port).
-	Name string `json:"name"`
-	Addr string `json:"addr"`
-}
-
 // Status bytes of an internal response.
 const (
 	// GroupStatusOK: the body is the Kafka response.

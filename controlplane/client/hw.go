@@ -10,6 +10,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 )
 
 // HW checkpoint limits.
@@ -110,7 +112,7 @@ func (h *HWCheckpointer) Flush(ctx context.Context) error {
 		ops, tps = ops[:0], tps[:0]
 	}
 	for tp, cp := range batch {
-		ops = append(ops, clientv3.OpPut(HWKey(tp.Topic, tp.Partition), mustJSON(cp)))
+		ops = append(ops, clientv3.OpPut(HWKey(tp.Topic, tp.Partition), cluster.MustJSON(cp)))
 		tps = append(tps, tp)
 		if len(ops) == hwPutsPerTxnMax {
 			write()

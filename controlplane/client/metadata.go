@@ -13,6 +13,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 )
 
 // Watch retry bounds.
@@ -286,21 +288,21 @@ func applyPut(s *Snapshot, kv *mvccpb.KeyValue) (Change, error) {
 	key := string(kv.Key)
 	switch {
 	case strings.HasPrefix(key, BrokersPrefix):
-		b, err := decodeBroker(key, kv.Value, kv.ModRevision)
+		b, err := cluster.DecodeBroker(key, kv.Value, kv.ModRevision)
 		if err != nil {
 			return Change{}, err
 		}
 		s.Brokers[b.ID] = b
 		return Change{Kind: BrokerPut, BrokerID: b.ID, Broker: b}, nil
 	case strings.HasPrefix(key, TopicsPrefix):
-		t, err := decodeTopic(key, kv.Value)
+		t, err := cluster.DecodeTopic(key, kv.Value)
 		if err != nil {
 			return Change{}, err
 		}
 		s.Topics[t.Name] = t
 		return Change{Kind: TopicPut, TopicName: t.Name, Topic: t}, nil
 	case strings.HasPrefix(key, PartitionsPrefix):
-		p, err := decodePartition(key, kv.Value, kv.ModRevision)
+		p, err := cluster.DecodePartition(key, kv.Value, kv.ModRevision)
 		if err != nil {
 			return Change{}, err
 		}
@@ -314,7 +316,7 @@ func applyPut(s *Snapshot, kv *mvccpb.KeyValue) (Change, error) {
 func applyDelete(s *Snapshot, key string) (Change, error) {
 	switch {
 	case strings.HasPrefix(key, BrokersPrefix):
-		id, err := parseBrokerKey(key)
+		id, err := cluster.ParseBrokerKey(key)
 		if err != nil {
 			return Change{}, err
 		}
@@ -325,7 +327,7 @@ func applyDelete(s *Snapshot, key string) (Change, error) {
 		delete(s.Topics, name)
 		return Change{Kind: TopicDeleted, TopicName: name}, nil
 	case strings.HasPrefix(key, PartitionsPrefix):
-		tp, err := parsePartitionKey(key)
+		tp, err := cluster.ParsePartitionKey(key)
 		if err != nil {
 			return Change{}, err
 		}

@@ -11,6 +11,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 )
 
 // Registration limits.
@@ -121,7 +123,7 @@ type replacedRegistration struct {
 // replaced if it holds a registration of b's incarnation. It returns the new broker
 // epoch and what it replaced (nil if it created the key).
 func (c *Client) putRegistration(ctx context.Context, b Broker, lease clientv3.LeaseID) (int64, *replacedRegistration, error) {
-	key, value := BrokerKey(b.ID), mustJSON(b)
+	key, value := BrokerKey(b.ID), cluster.MustJSON(b)
 	put := clientv3.OpPut(key, value, clientv3.WithLease(lease))
 	for range registerAttemptsMax {
 		resp, err := c.txn(ctx, "register", []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
@@ -136,7 +138,7 @@ func (c *Client) putRegistration(ctx context.Context, b Broker, lease clientv3.L
 		if len(kvs) == 0 {
 			continue // the Else read runs at the compare's revision; kept for safety
 		}
-		cur, err := decodeBroker(key, kvs[0].Value, kvs[0].ModRevision)
+		cur, err := cluster.DecodeBroker(key, kvs[0].Value, kvs[0].ModRevision)
 		if err != nil || b.Incarnation == "" || cur.Incarnation != b.Incarnation {
 			// Not provably this node's: another machine or data directory claims the
 			// id, or an earlier version registered it. Wait for its lease.

@@ -8,6 +8,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kerr"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 )
 
 // Topic defaults, used when a CreateTopics request asks for the broker default (-1).
@@ -79,11 +81,11 @@ func (c *Client) CreateTopic(ctx context.Context, spec TopicSpec) (Topic, int64,
 		key := TopicKey(t.Name)
 		cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, brokersUnchanged(brokers, assignment)...)
 		ops := make([]clientv3.Op, 0, len(assignment)+2)
-		ops = append(ops, clientv3.OpPut(key, mustJSON(t)),
+		ops = append(ops, clientv3.OpPut(key, cluster.MustJSON(t)),
 			// A checkpoint left by an earlier topic of this name must not be read as ours.
 			clientv3.OpDelete(TopicHWPrefix(t.Name), clientv3.WithPrefix()))
 		for p, replicas := range assignment {
-			ops = append(ops, clientv3.OpPut(PartitionKey(t.Name, int32(p)), mustJSON(initialState(replicas))))
+			ops = append(ops, clientv3.OpPut(PartitionKey(t.Name, int32(p)), cluster.MustJSON(initialState(replicas))))
 		}
 		resp, err := c.txn(ctx, "create_topic", cmps, ops, clientv3.OpGet(key, clientv3.WithCountOnly()))
 		if err != nil {
@@ -140,7 +142,7 @@ func (c *Client) GetTopic(ctx context.Context, name string) (Topic, int64, error
 	if len(resp.Kvs) == 0 {
 		return Topic{}, 0, errorf(kerr.UnknownTopicOrPartition, "topic %q does not exist", name)
 	}
-	t, err := decodeTopic(key, resp.Kvs[0].Value)
+	t, err := cluster.DecodeTopic(key, resp.Kvs[0].Value)
 	if err != nil {
 		return Topic{}, 0, fmt.Errorf("client: get topic %s: %w", name, err)
 	}
@@ -197,9 +199,9 @@ func (c *Client) CreatePartitions(ctx context.Context, name string, total int32)
 		old := t.Partitions
 		t.Partitions = total
 		cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", modRev)}, brokersUnchanged(brokers, assignment)...)
-		ops := []clientv3.Op{clientv3.OpPut(key, mustJSON(t))}
+		ops := []clientv3.Op{clientv3.OpPut(key, cluster.MustJSON(t))}
 		for i, replicas := range assignment {
-			ops = append(ops, clientv3.OpPut(PartitionKey(name, old+int32(i)), mustJSON(initialState(replicas))))
+			ops = append(ops, clientv3.OpPut(PartitionKey(name, old+int32(i)), cluster.MustJSON(initialState(replicas))))
 		}
 		resp, err := c.txn(ctx, "create_partitions", cmps, ops, clientv3.OpGet(key))
 		if err != nil {
@@ -231,5 +233,5 @@ func (c *Client) GetPartition(ctx context.Context, tp TopicPartition) (Partition
 	if len(resp.Kvs) == 0 {
 		return PartitionState{}, errorf(kerr.UnknownTopicOrPartition, "partition %s does not exist", tp)
 	}
-	return decodePartition(key, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+	return cluster.DecodePartition(key, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
 }

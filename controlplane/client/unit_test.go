@@ -178,15 +178,3 @@ func assertEven(t *testing.T, what string, counts map[int32]int, brokers []Broke
 		}
 	}
 }
-
-func TestPartitionKeyRoundTrip(t *testing.T) {
-	for _, tp := range []TopicPartition{{"a", 0}, {"a.b-c_d", 4095}, {"x", 17}} {
-		got, err := parsePartitionKey(PartitionKey(tp.Topic, tp.Partition))
-		if err != nil || got != tp {
-			t.Fatalf("round trip %v: %v, %v", tp, got, err)
-		}
-	}
-	if _, err := parsePartitionKey(PartitionsPrefix + "noslash"); err == nil {
-		t.Fatal("key without partition accepted")
-	}
-}

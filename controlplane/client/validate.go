@@ -6,21 +6,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 )
 
-// Topic configs Gregor understands. Unknown configs are refused (INVALID_CONFIG) rather
-// than stored and ignored, so a client never believes a setting took effect when it did not.
-const (
-	ConfigRetentionMs           = "retention.ms"
-	ConfigRetentionBytes        = "retention.bytes"
-	ConfigSegmentBytes          = "segment.bytes"
-	ConfigSegmentMs             = "segment.ms"
-	ConfigMinInsyncReplicas     = "min.insync.replicas"
-	ConfigMessageTimestampType  = "message.timestamp.type"
-	ConfigUncleanLeaderElection = "unclean.leader.election.enable"
-	ConfigMaxMessageBytes       = "max.message.bytes"
-	ConfigCleanupPolicy         = "cleanup.policy"
-	ConfigCompressionType       = "compression.type"
-)
-
 // Bounds on config values (Kafka's own minimums where it has them).
 const (
 	segmentBytesMin = 14 // Kafka's minimum: one record batch header

@@ -1,4 +1,4 @@
-package controlplane
+package groups
 
 // The classic consumer-group state machine, as Kafka's GroupCoordinator runs it:
 //
@@ -7,7 +7,7 @@ package controlplane
 //	  │                    └──── join by leader, new metadata, leave, expiry ────┤ leader's SyncGroup
 //	  └──── last member gone ◀──────────────────────────────────────────── Stable ◀┘
 //
-// Every method here runs with groupRuntime.mu held; replies are queued to connection
+// Every method here runs with Coordinator.mu held; replies are queued to connection
 // writers and never block. Timers take the lock themselves and check that what they were
 // set for still holds.
 
@@ -17,6 +17,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -67,7 +68,7 @@ type member struct {
 	awaitingJoin     func(joinResult)
 	awaitingSync     func(code int16, assignment []byte)
 	lastHeartbeat    time.Time
-	heartbeatTimer   *time.Timer
+	heartbeatTimer   clockwork.Timer
 	// sessionSeq names the armed session timer: a timer that fired while another was
 	// being armed (its callback waiting for the lock) finds a newer number and does
 	// nothing.
@@ -103,7 +104,7 @@ type group struct {
 	leader       string
 	members      map[string]*member
 	// pending are member ids handed out with MEMBER_ID_REQUIRED, awaiting their join.
-	pending map[string]*time.Timer
+	pending map[string]clockwork.Timer
 	// static maps group.instance.id to the member id that holds it.
 	static map[string]string
 	// offsets are the committed offsets (durable: updated after the write).
@@ -121,13 +122,13 @@ type group struct {
 	subscribed      map[string]bool
 	subscribedKnown bool
 
-	joinTimer *time.Timer
+	joinTimer clockwork.Timer
 	// joinDeadline bounds an initial delayed join (rebalance timeout); newMemberAdded
 	// is set when a member joined during the delay.
 	joinDeadline   time.Time
 	initialDelay   bool
 	newMemberAdded bool
-	syncTimer      *time.Timer
+	syncTimer      clockwork.Timer
 	// timerSeq invalidates timers set for an earlier state.
 	timerSeq uint64
 	// persisted is set once a record exists in etcd (delete it with the group).
@@ -136,7 +137,7 @@ type group struct {
 
 func newGroup(id string, now time.Time) *group {
 	return &group{id: id, state: stateEmpty, stateSince: now, members: map[string]*member{},
-		pending: map[string]*time.Timer{}, static: map[string]string{}, offsets: map[topicPartition]offsetRecord{},
+		pending: map[string]clockwork.Timer{}, static: map[string]string{}, offsets: map[topicPartition]offsetRecord{},
 		pendingCommits: map[topicPartition]int{}}
 }
 
@@ -262,9 +263,9 @@ type joinRequest struct {
 	reply      func(joinResult)
 }
 
-func (rt *groupRuntime) join(g *group, jr joinRequest) {
+func (co *Coordinator) join(g *group, jr joinRequest) {
 	req := jr.req
-	now := time.Now()
+	now := co.clock.Now()
 	if g.state == stateDead {
 		jr.reply(joinResult{code: kerr.CoordinatorNotAvailable.Code, memberID: req.MemberID})
 		return
@@ -280,13 +281,13 @@ func (rt *groupRuntime) join(g *group, jr joinRequest) {
 		}
 	}
 	if req.MemberID == "" {
-		rt.joinUnknownMember(g, jr, now)
+		co.joinUnknownMember(g, jr, now)
 		return
 	}
 	if t, ok := g.pending[req.MemberID]; ok {
 		t.Stop()
 		delete(g.pending, req.MemberID)
-		rt.addMemberAndRebalance(g, jr, req.MemberID, now)
+		co.addMemberAndRebalance(g, jr, req.MemberID, now)
 		return
 	}
 	m, ok := g.members[req.MemberID]
@@ -296,18 +297,18 @@ func (rt *groupRuntime) join(g *group, jr joinRequest) {
 	}
 	switch g.state {
 	case statePreparingRebalance:
-		rt.updateMemberAndRebalance(g, m, jr, now)
+		co.updateMemberAndRebalance(g, m, jr, now)
 	case stateCompletingRebalance:
 		if m.sameProtocols(req.Protocols) {
 			// The member missed the answer: give it the current generation again.
 			jr.reply(g.joinResultFor(m, true))
 			return
 		}
-		rt.updateMemberAndRebalance(g, m, jr, now)
+		co.updateMemberAndRebalance(g, m, jr, now)
 	case stateStable:
 		if g.leader == m.id || !m.sameProtocols(req.Protocols) {
 			// A leader's rejoin forces a rebalance (it saw metadata change).
-			rt.updateMemberAndRebalance(g, m, jr, now)
+			co.updateMemberAndRebalance(g, m, jr, now)
 			return
 		}
 		jr.reply(g.joinResultFor(m, false))
@@ -330,19 +331,19 @@ func (g *group) joinResultFor(m *member, withMembers bool) joinResult {
 	return res
 }
 
-func (rt *groupRuntime) joinUnknownMember(g *group, jr joinRequest, now time.Time) {
+func (co *Coordinator) joinUnknownMember(g *group, jr joinRequest, now time.Time) {
 	req := jr.req
-	if rt.cfg.MaxSize > 0 && len(g.members)+len(g.pending) >= rt.cfg.MaxSize {
+	if co.cfg.MaxSize > 0 && len(g.members)+len(g.pending) >= co.cfg.MaxSize {
 		jr.reply(joinResult{code: kerr.GroupMaxSizeReached.Code})
 		return
 	}
 	if req.InstanceID != nil {
 		id := newMemberID(*req.InstanceID)
 		if oldID, ok := g.static[*req.InstanceID]; ok {
-			rt.replaceStaticMember(g, g.members[oldID], id, jr, now)
+			co.replaceStaticMember(g, g.members[oldID], id, jr, now)
 			return
 		}
-		rt.addMemberAndRebalance(g, jr, id, now)
+		co.addMemberAndRebalance(g, jr, id, now)
 		return
 	}
 	id := newMemberID(jr.clientID)
@@ -350,17 +351,17 @@ func (rt *groupRuntime) joinUnknownMember(g *group, jr joinRequest, now time.Tim
 		// Two-step join (KIP-394): the member learns its id, then joins with it; a
 		// pending id not used within the session timeout is dropped.
 		sess := time.Duration(req.SessionTimeoutMillis) * time.Millisecond
-		g.pending[id] = time.AfterFunc(sess, func() { rt.expirePending(g, id) })
+		g.pending[id] = co.clock.AfterFunc(sess, func() { co.expirePending(g, id) })
 		jr.reply(joinResult{code: kerr.MemberIDRequired.Code, memberID: id})
 		return
 	}
-	rt.addMemberAndRebalance(g, jr, id, now)
+	co.addMemberAndRebalance(g, jr, id, now)
 }
 
-func (rt *groupRuntime) expirePending(g *group, id string) {
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	if rt.stopped || rt.groups[g.id] != g {
+func (co *Coordinator) expirePending(g *group, id string) {
+	co.mu.Lock()
+	defer co.mu.Unlock()
+	if co.stopped || co.groups[g.id] != g {
 		return
 	}
 	if _, ok := g.pending[id]; !ok {
@@ -368,9 +369,9 @@ func (rt *groupRuntime) expirePending(g *group, id string) {
 	}
 	delete(g.pending, id)
 	if g.state == statePreparingRebalance {
-		rt.maybeCompleteJoin(g)
+		co.maybeCompleteJoin(g)
 	}
-	rt.maybeForget(g)
+	co.maybeForget(g)
 }
 
 // replaceStaticMember gives a returning static member (known instance id, no member id)
@@ -382,7 +383,7 @@ func (rt *groupRuntime) expirePending(g *group, id string) {
 // assignment comes with its SyncGroup. Anything else rebalances. (Comparing the
 // selected protocol, not the metadata bytes, matters: a restarted consumer's
 // subscription usually differs in its owned partitions or generation.)
-func (rt *groupRuntime) replaceStaticMember(g *group, old *member, newID string, jr joinRequest, now time.Time) {
+func (co *Coordinator) replaceStaticMember(g *group, old *member, newID string, jr joinRequest, now time.Time) {
 	req := jr.req
 	currentLeader := g.leader
 	delete(g.members, old.id)
@@ -397,23 +398,23 @@ func (rt *groupRuntime) replaceStaticMember(g *group, old *member, newID string,
 		g.leader = newID
 	}
 	if g.state != stateStable {
-		rt.updateMemberAndRebalance(g, old, jr, now)
+		co.updateMemberAndRebalance(g, old, jr, now)
 		return
 	}
 	previous := old.protocols
 	old.protocols = req.Protocols
 	if g.selectProtocol() != g.protocol {
 		old.protocols = previous
-		rt.updateMemberAndRebalance(g, old, jr, now)
+		co.updateMemberAndRebalance(g, old, jr, now)
 		return
 	}
 	old.sessionTimeout = time.Duration(req.SessionTimeoutMillis) * time.Millisecond
 	old.rebalanceTimeout = rebalanceTimeoutOf(req)
 	g.updateSubscribedTopics()
-	rt.heartbeat(g, old, now)
+	co.heartbeat(g, old, now)
 	res := joinResult{memberID: newID, generation: g.generation, protocol: g.protocol,
 		protoType: g.protocolType, leader: currentLeader}
-	rt.persistGroup(g, func(code int16) {
+	co.persistGroup(g, func(code int16) {
 		if code != 0 {
 			res = joinResult{code: code, memberID: newID}
 		}
@@ -428,7 +429,7 @@ func rebalanceTimeoutOf(req *kmsg.JoinGroupRequest) time.Duration {
 	return time.Duration(req.RebalanceTimeoutMillis) * time.Millisecond
 }
 
-func (rt *groupRuntime) addMemberAndRebalance(g *group, jr joinRequest, id string, now time.Time) {
+func (co *Coordinator) addMemberAndRebalance(g *group, jr joinRequest, id string, now time.Time) {
 	req := jr.req
 	m := &member{id: id, instanceID: req.InstanceID, clientID: jr.clientID, clientHost: jr.clientHost}
 	if len(g.members) == 0 {
@@ -441,12 +442,12 @@ func (rt *groupRuntime) addMemberAndRebalance(g *group, jr joinRequest, id strin
 	if g.state == statePreparingRebalance && g.initialDelay {
 		g.newMemberAdded = true
 	}
-	rt.updateMemberAndRebalance(g, m, jr, now)
+	co.updateMemberAndRebalance(g, m, jr, now)
 }
 
 // updateMemberAndRebalance records the member's join and moves the group to (or keeps
 // it in) PreparingRebalance.
-func (rt *groupRuntime) updateMemberAndRebalance(g *group, m *member, jr joinRequest, now time.Time) {
+func (co *Coordinator) updateMemberAndRebalance(g *group, m *member, jr joinRequest, now time.Time) {
 	req := jr.req
 	if m.awaitingJoin != nil {
 		// A second join replaces the first (the client gave up on it).
@@ -458,17 +459,17 @@ func (rt *groupRuntime) updateMemberAndRebalance(g *group, m *member, jr joinReq
 	m.awaitingJoin = jr.reply
 	m.lastHeartbeat = now
 	if g.state != statePreparingRebalance {
-		rt.prepareRebalance(g, now)
+		co.prepareRebalance(g, now)
 	}
-	rt.maybeCompleteJoin(g)
+	co.maybeCompleteJoin(g)
 }
 
 // prepareRebalance starts a join phase: members awaiting their assignment are told to
 // rejoin, and the phase ends when every member has rejoined or at the rebalance
 // timeout. An empty group first waits group.initial.rebalance.delay for more members.
-func (rt *groupRuntime) prepareRebalance(g *group, now time.Time) {
+func (co *Coordinator) prepareRebalance(g *group, now time.Time) {
 	if g.state == stateCompletingRebalance {
-		rt.failAwaitingSync(g, kerr.RebalanceInProgress.Code)
+		co.failAwaitingSync(g, kerr.RebalanceInProgress.Code)
 	}
 	wasEmpty := g.state == stateEmpty
 	g.transition(statePreparingRebalance, now)
@@ -476,64 +477,64 @@ func (rt *groupRuntime) prepareRebalance(g *group, now time.Time) {
 	stopTimer(g.joinTimer)
 	seq := g.timerSeq
 	timeout := g.rebalanceTimeout()
-	if wasEmpty && rt.cfg.InitialRebalanceDelay > 0 {
+	if wasEmpty && co.cfg.InitialRebalanceDelay > 0 {
 		g.initialDelay, g.newMemberAdded = true, false
 		g.joinDeadline = now.Add(timeout)
-		g.joinTimer = time.AfterFunc(min(rt.cfg.InitialRebalanceDelay, timeout), func() { rt.joinTimeout(g, seq) })
+		g.joinTimer = co.clock.AfterFunc(min(co.cfg.InitialRebalanceDelay, timeout), func() { co.joinTimeout(g, seq) })
 		return
 	}
 	g.initialDelay = false
-	g.joinTimer = time.AfterFunc(timeout, func() { rt.joinTimeout(g, seq) })
+	g.joinTimer = co.clock.AfterFunc(timeout, func() { co.joinTimeout(g, seq) })
 }
 
 // joinTimeout ends a join phase: the initial delay extends while members keep
 // arriving (within the rebalance timeout); otherwise members that did not rejoin are
 // removed and the generation completes.
-func (rt *groupRuntime) joinTimeout(g *group, seq uint64) {
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	if rt.stopped || rt.groups[g.id] != g || g.timerSeq != seq || g.state != statePreparingRebalance {
+func (co *Coordinator) joinTimeout(g *group, seq uint64) {
+	co.mu.Lock()
+	defer co.mu.Unlock()
+	if co.stopped || co.groups[g.id] != g || g.timerSeq != seq || g.state != statePreparingRebalance {
 		return
 	}
-	now := time.Now()
+	now := co.clock.Now()
 	if g.initialDelay {
 		remaining := g.joinDeadline.Sub(now)
 		if g.newMemberAdded && remaining > 0 {
 			g.newMemberAdded = false
-			g.joinTimer = time.AfterFunc(min(rt.cfg.InitialRebalanceDelay, remaining), func() { rt.joinTimeout(g, seq) })
+			g.joinTimer = co.clock.AfterFunc(min(co.cfg.InitialRebalanceDelay, remaining), func() { co.joinTimeout(g, seq) })
 			return
 		}
 		g.initialDelay = false
 	}
-	rt.completeJoin(g, now)
+	co.completeJoin(g, now)
 }
 
 // maybeCompleteJoin completes the join phase once everyone has rejoined (not during an
 // initial delay, which exists to wait for more members).
-func (rt *groupRuntime) maybeCompleteJoin(g *group) {
+func (co *Coordinator) maybeCompleteJoin(g *group) {
 	if g.state == statePreparingRebalance && !g.initialDelay && g.allJoined() {
-		rt.completeJoin(g, time.Now())
+		co.completeJoin(g, co.clock.Now())
 	}
 }
 
-func (rt *groupRuntime) completeJoin(g *group, now time.Time) {
+func (co *Coordinator) completeJoin(g *group, now time.Time) {
 	stopTimer(g.joinTimer)
 	// Dynamic members that did not rejoin are out; static ones keep their place until
 	// their session expires.
 	for _, m := range g.sortedMembers() {
 		if m.awaitingJoin == nil && m.instanceID == nil {
-			rt.removeMember(g, m)
+			co.removeMember(g, m)
 		}
 	}
 	if len(g.members) > 0 && !g.hasJoinedLeader() {
 		// Only static members that did not rejoin remain: wait for them (or for
 		// their sessions to end) for another rebalance timeout.
 		seq := g.timerSeq
-		g.joinTimer = time.AfterFunc(g.rebalanceTimeout(), func() { rt.joinTimeout(g, seq) })
+		g.joinTimer = co.clock.AfterFunc(g.rebalanceTimeout(), func() { co.joinTimeout(g, seq) })
 		return
 	}
 	g.generation++
-	rt.metrics.rebalances.Inc()
+	co.metrics.rebalances.Inc()
 	if len(g.members) == 0 {
 		// The protocol type stays, as in Kafka: ListGroups and DescribeGroups show an
 		// empty consumer group as one, and offset expiry tells it from a group of
@@ -541,8 +542,8 @@ func (rt *groupRuntime) completeJoin(g *group, now time.Time) {
 		g.protocol, g.leader = "", ""
 		g.updateSubscribedTopics() // none
 		g.transition(stateEmpty, now)
-		rt.persistGroup(g, nil)
-		rt.maybeForget(g)
+		co.persistGroup(g, nil)
+		co.maybeForget(g)
 		return
 	}
 	g.protocol = g.selectProtocol()
@@ -555,11 +556,11 @@ func (rt *groupRuntime) completeJoin(g *group, now time.Time) {
 		res := g.joinResultFor(m, true)
 		m.awaitingJoin(res)
 		m.awaitingJoin = nil
-		rt.heartbeat(g, m, now)
+		co.heartbeat(g, m, now)
 	}
 	// Members that never send SyncGroup are removed after the rebalance timeout.
 	seq := g.timerSeq
-	g.syncTimer = time.AfterFunc(g.rebalanceTimeout(), func() { rt.syncTimeout(g, seq) })
+	g.syncTimer = co.clock.AfterFunc(g.rebalanceTimeout(), func() { co.syncTimeout(g, seq) })
 }
 
 // hasJoinedLeader keeps the leader if it rejoined, else elects the first member that
@@ -584,7 +585,7 @@ type syncRequest struct {
 	reply func(code int16, assignment []byte)
 }
 
-func (rt *groupRuntime) sync(g *group, sr syncRequest) {
+func (co *Coordinator) sync(g *group, sr syncRequest) {
 	req := sr.req
 	m, ok := g.members[req.MemberID]
 	switch {
@@ -609,20 +610,20 @@ func (rt *groupRuntime) sync(g *group, sr syncRequest) {
 	case statePreparingRebalance:
 		sr.reply(kerr.RebalanceInProgress.Code, nil)
 	case stateStable:
-		rt.heartbeat(g, m, time.Now())
+		co.heartbeat(g, m, co.clock.Now())
 		sr.reply(0, m.assignment)
 	case stateCompletingRebalance:
 		if m.awaitingSync != nil {
 			m.awaitingSync(kerr.RebalanceInProgress.Code, nil)
 		}
 		m.awaitingSync = sr.reply
-		rt.heartbeat(g, m, time.Now())
+		co.heartbeat(g, m, co.clock.Now())
 		if g.leader != m.id {
 			return
 		}
 		assignments := map[string][]byte{}
 		for _, a := range req.GroupAssignment {
-			if err := rt.checkAssignment(g, a.MemberAssignment); err != nil {
+			if err := co.checkAssignment(g, a.MemberAssignment); err != nil {
 				m.awaitingSync = nil
 				sr.reply(kerr.InvalidRequest.Code, nil)
 				return
@@ -633,17 +634,17 @@ func (rt *groupRuntime) sync(g *group, sr syncRequest) {
 		for id, x := range g.members {
 			x.assignment = assignments[id]
 		}
-		rt.persistGroup(g, func(code int16) {
+		co.persistGroup(g, func(code int16) {
 			if g.state != stateCompletingRebalance || g.generation != gen {
 				return // a rebalance began meanwhile: those waiting were answered
 			}
 			if code != 0 {
-				rt.failAwaitingSync(g, code)
-				rt.prepareRebalance(g, time.Now())
+				co.failAwaitingSync(g, code)
+				co.prepareRebalance(g, co.clock.Now())
 				return
 			}
 			stopTimer(g.syncTimer)
-			g.transition(stateStable, time.Now())
+			g.transition(stateStable, co.clock.Now())
 			for _, x := range g.members {
 				if x.awaitingSync != nil {
 					x.awaitingSync(0, x.assignment)
@@ -657,7 +658,7 @@ func (rt *groupRuntime) sync(g *group, sr syncRequest) {
 }
 
 // checkAssignment bounds an assignment and, for consumers, checks its format.
-func (rt *groupRuntime) checkAssignment(g *group, b []byte) error {
+func (co *Coordinator) checkAssignment(g *group, b []byte) error {
 	if len(b) > memberBytesMax {
 		return kerr.InvalidRequest
 	}
@@ -671,22 +672,22 @@ func (rt *groupRuntime) checkAssignment(g *group, b []byte) error {
 }
 
 // syncTimeout removes the members that did not send SyncGroup in time and rebalances.
-func (rt *groupRuntime) syncTimeout(g *group, seq uint64) {
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	if rt.stopped || rt.groups[g.id] != g || g.timerSeq != seq || g.state != stateCompletingRebalance {
+func (co *Coordinator) syncTimeout(g *group, seq uint64) {
+	co.mu.Lock()
+	defer co.mu.Unlock()
+	if co.stopped || co.groups[g.id] != g || g.timerSeq != seq || g.state != stateCompletingRebalance {
 		return
 	}
 	for _, m := range g.sortedMembers() {
 		if m.awaitingSync == nil {
-			rt.removeMember(g, m)
+			co.removeMember(g, m)
 		}
 	}
-	rt.prepareRebalance(g, time.Now())
-	rt.maybeCompleteJoin(g)
+	co.prepareRebalance(g, co.clock.Now())
+	co.maybeCompleteJoin(g)
 }
 
-func (rt *groupRuntime) failAwaitingSync(g *group, code int16) {
+func (co *Coordinator) failAwaitingSync(g *group, code int16) {
 	for _, m := range g.members {
 		m.assignment = nil
 		if m.awaitingSync != nil {
@@ -708,17 +709,17 @@ func (g *group) instanceMatches(instanceID *string, memberID string) bool {
 }
 
 // heartbeat renews m's session and (re)arms its expiry.
-func (rt *groupRuntime) heartbeat(g *group, m *member, now time.Time) {
+func (co *Coordinator) heartbeat(g *group, m *member, now time.Time) {
 	m.lastHeartbeat = now
 	if m.heartbeatTimer == nil {
-		rt.armSession(g, m, m.sessionTimeout)
+		co.armSession(g, m, m.sessionTimeout)
 	}
 }
 
-func (rt *groupRuntime) armSession(g *group, m *member, d time.Duration) {
+func (co *Coordinator) armSession(g *group, m *member, d time.Duration) {
 	m.sessionSeq++
 	seq := m.sessionSeq
-	m.heartbeatTimer = time.AfterFunc(d, func() { rt.sessionCheck(g, m, seq) })
+	m.heartbeatTimer = co.clock.AfterFunc(d, func() { co.sessionCheck(g, m, seq) })
 }
 
 // stopSession disarms m's session timer; the next heartbeat arms a new one.
@@ -732,39 +733,39 @@ func (m *member) stopSession() {
 // answer are kept: the join phase and the wait for the leader's SyncGroup are bounded by
 // the rebalance timeout, which removes those that do not show up. (An abandoned
 // two-step join is a pending id, dropped after one session timeout.)
-func (rt *groupRuntime) sessionCheck(g *group, m *member, seq uint64) {
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	if rt.stopped || rt.groups[g.id] != g || g.members[m.id] != m || m.sessionSeq != seq {
+func (co *Coordinator) sessionCheck(g *group, m *member, seq uint64) {
+	co.mu.Lock()
+	defer co.mu.Unlock()
+	if co.stopped || co.groups[g.id] != g || g.members[m.id] != m || m.sessionSeq != seq {
 		return
 	}
-	now := time.Now()
+	now := co.clock.Now()
 	left := m.lastHeartbeat.Add(m.sessionTimeout).Sub(now)
 	keep := left > 0 || m.awaitingSync != nil || m.awaitingJoin != nil
 	if keep {
-		rt.armSession(g, m, max(left, 10*time.Millisecond))
+		co.armSession(g, m, max(left, 10*time.Millisecond))
 		return
 	}
 	m.heartbeatTimer = nil
-	rt.metrics.sessionExpiries.Inc()
-	rt.s.logger.Info("group member session expired", "group", g.id, "member", m.id)
-	rt.removeMemberAndUpdate(g, m)
+	co.metrics.sessionExpiries.Inc()
+	co.logger.Info("group member session expired", "group", g.id, "member", m.id)
+	co.removeMemberAndUpdate(g, m)
 }
 
 // removeMemberAndUpdate removes m (leave or expiry) and moves the group on.
-func (rt *groupRuntime) removeMemberAndUpdate(g *group, m *member) {
-	rt.removeMember(g, m)
-	rt.membersLeft(g)
+func (co *Coordinator) removeMemberAndUpdate(g *group, m *member) {
+	co.removeMember(g, m)
+	co.membersLeft(g)
 }
 
 // membersLeft moves the group on after members left: a new generation without them.
-func (rt *groupRuntime) membersLeft(g *group) {
+func (co *Coordinator) membersLeft(g *group) {
 	switch g.state {
 	case stateStable, stateCompletingRebalance:
-		rt.prepareRebalance(g, time.Now())
-		rt.maybeCompleteJoin(g)
+		co.prepareRebalance(g, co.clock.Now())
+		co.maybeCompleteJoin(g)
 	case statePreparingRebalance:
-		rt.maybeCompleteJoin(g)
+		co.maybeCompleteJoin(g)
 	}
 }
 
@@ -780,7 +781,7 @@ func (m *member) answerWaiting(code int16) {
 	}
 }
 
-func (rt *groupRuntime) removeMember(g *group, m *member) {
+func (co *Coordinator) removeMember(g *group, m *member) {
 	m.answerWaiting(kerr.UnknownMemberID.Code)
 	m.stopSession()
 	delete(g.members, m.id)
@@ -789,7 +790,7 @@ func (rt *groupRuntime) removeMember(g *group, m *member) {
 	}
 }
 
-func stopTimer(t *time.Timer) {
+func stopTimer(t clockwork.Timer) {
 	if t != nil {
 		t.Stop()
 	}

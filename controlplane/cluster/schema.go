@@ -1,4 +1,4 @@
-package client
+package cluster
 
 import (
 	"encoding/json"
@@ -173,8 +173,8 @@ func TopicHWPrefix(name string) string { return HWPrefix + name + "/" }
 // HWKey returns the HW checkpoint key of one partition.
 func HWKey(topic string, p int32) string { return TopicHWPrefix(topic) + strconv.Itoa(int(p)) }
 
-// parseBrokerKey returns the node id in a BrokersPrefix key.
-func parseBrokerKey(key string) (int32, error) {
+// ParseBrokerKey returns the node id in a BrokersPrefix key.
+func ParseBrokerKey(key string) (int32, error) {
 	id, err := strconv.ParseInt(strings.TrimPrefix(key, BrokersPrefix), 10, 32)
 	if err != nil {
 		return 0, fmt.Errorf("broker key %q: %w", key, err)
@@ -182,8 +182,8 @@ func parseBrokerKey(key string) (int32, error) {
 	return int32(id), nil
 }
 
-// parsePartitionKey returns the topic and partition in a PartitionsPrefix key.
-func parsePartitionKey(key string) (TopicPartition, error) {
+// ParsePartitionKey returns the topic and partition in a PartitionsPrefix key.
+func ParsePartitionKey(key string) (TopicPartition, error) {
 	rest := strings.TrimPrefix(key, PartitionsPrefix)
 	i := strings.LastIndexByte(rest, '/')
 	if i <= 0 {
@@ -196,13 +196,13 @@ func parsePartitionKey(key string) (TopicPartition, error) {
 	return TopicPartition{Topic: rest[:i], Partition: int32(p)}, nil
 }
 
-// decodeBroker decodes a registration; modRev is the key's mod revision, the epoch.
-func decodeBroker(key string, value []byte, modRev int64) (Broker, error) {
+// DecodeBroker decodes a registration; modRev is the key's mod revision, the epoch.
+func DecodeBroker(key string, value []byte, modRev int64) (Broker, error) {
 	var b Broker
 	if err := json.Unmarshal(value, &b); err != nil {
 		return b, fmt.Errorf("decode broker %s: %w", key, err)
 	}
-	id, err := parseBrokerKey(key)
+	id, err := ParseBrokerKey(key)
 	if err != nil {
 		return b, err
 	}
@@ -213,7 +213,8 @@ func decodeBroker(key string, value []byte, modRev int64) (Broker, error) {
 	return b, nil
 }
 
-func decodeTopic(key string, value []byte) (Topic, error) {
+// DecodeTopic decodes a topic; the key must name the topic the value names.
+func DecodeTopic(key string, value []byte) (Topic, error) {
 	var t Topic
 	if err := json.Unmarshal(value, &t); err != nil {
 		return t, fmt.Errorf("decode topic %s: %w", key, err)
@@ -224,9 +225,11 @@ func decodeTopic(key string, value []byte) (Topic, error) {
 	return t, nil
 }
 
-func decodePartition(key string, value []byte, modRev int64) (PartitionState, error) {
+// DecodePartition decodes a partition state; the key gives its topic and partition and
+// modRev its ModRevision.
+func DecodePartition(key string, value []byte, modRev int64) (PartitionState, error) {
 	var s PartitionState
-	tp, err := parsePartitionKey(key)
+	tp, err := ParsePartitionKey(key)
 	if err != nil {
 		return s, err
 	}
@@ -237,11 +240,13 @@ func decodePartition(key string, value []byte, modRev int64) (PartitionState, er
 	return s, nil
 }
 
-// mustJSON encodes one of this package's value types; they cannot fail to encode.
-func mustJSON(v any) string {
+// MustJSON encodes a value of this schema (or any other value that cannot fail to
+// encode: no channels, functions or cyclic pointers); a failure is a programmer error and
+// panics.
+func MustJSON(v any) string {
 	b, err := json.Marshal(v)
 	if err != nil {
-		panic(fmt.Sprintf("client: encode %T: %v", v, err))
+		panic(fmt.Sprintf("cluster: encode %T: %v", v, err))
 	}
 	return string(b)
 }

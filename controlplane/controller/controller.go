@@ -1,17 +1,34 @@
-package controlplane
+// Package controller is the control plane's controller: one control-plane node at a
+// time, elected through etcd (concurrency.Election), keeps every partition's leader and
+// ISR right as data-plane nodes come and go.
+//
+// It does not sit on the request path of topic admin or ISR changes: those are
+// compare-and-swap transactions the client commits itself. It reacts to what only it
+// can decide — a data-plane node's registration expiring, or a node restarting — by
+// moving leadership of that node's partitions and removing it from ISRs (ElectLeader,
+// a pure function, decides; the reconcile loop writes, fenced on the election key). It
+// also observes who the controller is, for every node, elected or not.
+//
+// A term of controllership may run more than the reconcile loop: Config.OnTerm (the
+// node runs the group coordinator there).
+package controller
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	vm "github.com/VictoriaMetrics/metrics"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 )
 
 // Controller limits.
@@ -23,7 +40,109 @@ const (
 	// transaction: a failover of a node leading thousands of partitions takes a few
 	// transactions, not thousands. A batch that loses a race is retried one by one.
 	electionTxnPartitionsMax = 128
+	// resignTimeout bounds resigning the election after a term.
+	resignTimeout = 5 * time.Second
+	// retryBackoffMin and retryBackoffMax bound the wait between attempts of the loops.
+	retryBackoffMin = 50 * time.Millisecond
+	retryBackoffMax = 2 * time.Second
 )
+
+// Config configures a Controller.
+type Config struct {
+	// Name is this node's name: the value of its election key.
+	Name string
+	// TTL is the controller session's lease (rounded up to whole seconds): a controller
+	// that dies is replaced about this long after its last keepalive.
+	TTL time.Duration
+	// Logger receives the controller's logs.
+	Logger *slog.Logger
+	// Metrics is where the controller's counters are registered.
+	Metrics *vm.Set
+	// OnTerm, if set, runs for each term of controllership alongside the reconcile
+	// loop, until its ctx ends (the term is over); the term ends only once it returned.
+	OnTerm func(ctx context.Context, term Term)
+}
+
+// Conn is how the controller reaches the cluster, once the node's etcd is up.
+type Conn struct {
+	// Etcd is the node's etcd client (sessions, the election, the controller observer).
+	Etcd *clientv3.Client
+	// Client commits the controller's transactions (and times them).
+	Client *client.Client
+	// View is the node's metadata view the controller reconciles against.
+	View *client.Metadata
+}
+
+// Term is one term of controllership: the session whose lease holds the election key,
+// and the election won. Writes of the term compare the key's create revision
+// (Election.Key, Election.Rev), so they fail once the term is over.
+type Term struct {
+	Session  *concurrency.Session
+	Election *concurrency.Election
+}
+
+// Controller campaigns for controllership, reconciles while elected, and observes who
+// the controller is.
+type Controller struct {
+	cfg  Config
+	conn Conn // set by Run, before its loops start
+	// kick wakes the reconcile loop when the metadata changes.
+	kick chan struct{}
+	// isController is set while this node is the active controller.
+	isController atomic.Bool
+	// current is the name of the active controller as last observed ("" if none).
+	current atomic.Pointer[string]
+
+	// controllerChanges counts changes of the active controller seen by this node.
+	controllerChanges *vm.Counter
+	// electionsWon counts the times this node became the controller.
+	electionsWon *vm.Counter
+	// leaderElections counts partition leader changes written by this node as controller.
+	leaderElections *vm.Counter
+}
+
+// New returns a controller that has not started campaigning (Run). Its counters are
+// registered in cfg.Metrics at once.
+func New(cfg Config) *Controller {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = vm.NewSet()
+	}
+	c := &Controller{cfg: cfg, kick: make(chan struct{}, 1),
+		controllerChanges: cfg.Metrics.NewCounter("gregor_cp_controller_changes_total"),
+		electionsWon:      cfg.Metrics.NewCounter("gregor_cp_controller_elections_won_total"),
+		leaderElections:   cfg.Metrics.NewCounter("gregor_cp_partition_leader_elections_total"),
+	}
+	c.current.Store(new(string))
+	return c
+}
+
+// Run campaigns for controllership and observes the controller, over conn, until ctx
+// ends. It is called once.
+func (c *Controller) Run(ctx context.Context, conn Conn) {
+	c.conn = conn
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); c.campaign(ctx) }()
+	go func() { defer wg.Done(); c.observeController(ctx) }()
+	wg.Wait()
+}
+
+// Wake asks the reconcile loop to run now (the metadata changed); it never blocks.
+func (c *Controller) Wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// IsController reports whether this node is the active controller.
+func (c *Controller) IsController() bool { return c.isController.Load() }
+
+// Current returns the name of the active controller as this node last saw it.
+func (c *Controller) Current() string { return *c.current.Load() }
 
 // ElectLeader decides the next state of a partition given the live nodes, the way
 // Kafka's controller does when brokers are fenced:
@@ -91,18 +210,18 @@ func ElectLeader(st client.PartitionState, live map[int32]client.Broker, unclean
 
 // campaign runs for the node's lifetime: it campaigns for controllership, leads while
 // elected, and campaigns again after losing the session.
-func (s *Server) campaign(ctx context.Context) {
-	ttl := int((s.cfg.ControllerTTL + time.Second - 1) / time.Second)
-	backoff := 50 * time.Millisecond
+func (c *Controller) campaign(ctx context.Context) {
+	ttl := int((c.cfg.TTL + time.Second - 1) / time.Second)
+	backoff := retryBackoffMin
 	for ctx.Err() == nil {
-		sess, err := concurrency.NewSession(s.ec, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
+		sess, err := concurrency.NewSession(c.conn.Etcd, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
 		if err != nil {
-			s.logger.Warn("controller session failed; retrying", "err", err)
+			c.cfg.Logger.Warn("controller session failed; retrying", "err", err)
 			sleepCtx(ctx, backoff)
 			backoff = min(2*backoff, retryBackoffMax)
 			continue
 		}
-		backoff = 50 * time.Millisecond
+		backoff = retryBackoffMin
 		e := concurrency.NewElection(sess, client.ControllerPrefix)
 		cctx, cancel := context.WithCancel(ctx)
 		go func() {
@@ -112,10 +231,10 @@ func (s *Server) campaign(ctx context.Context) {
 			case <-cctx.Done():
 			}
 		}()
-		err = e.Campaign(cctx, s.cfg.Name)
+		err = e.Campaign(cctx, c.cfg.Name)
 		if err == nil {
-			s.lead(cctx, sess, e)
-			rctx, rcancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			c.lead(cctx, sess, e)
+			rctx, rcancel := context.WithTimeout(context.Background(), resignTimeout)
 			_ = e.Resign(rctx)
 			rcancel()
 		}
@@ -126,27 +245,29 @@ func (s *Server) campaign(ctx context.Context) {
 
 // lead is the active controller's loop: reconcile on every metadata change and every
 // reconcileInterval, until the session ends or ctx is canceled.
-func (s *Server) lead(ctx context.Context, sess *concurrency.Session, e *concurrency.Election) {
-	s.isController.Store(true)
-	defer s.isController.Store(false)
-	s.metrics.electionsWon.Inc()
-	s.logger.Info("became controller", "key", e.Key(), "rev", e.Rev())
-	gctx, gcancel := context.WithCancel(ctx)
-	groupsDone := make(chan struct{})
-	go func() { defer close(groupsDone); s.runGroups(gctx, sess, e) }()
-	defer func() { gcancel(); <-groupsDone }()
+func (c *Controller) lead(ctx context.Context, sess *concurrency.Session, e *concurrency.Election) {
+	c.isController.Store(true)
+	defer c.isController.Store(false)
+	c.electionsWon.Inc()
+	c.cfg.Logger.Info("became controller", "key", e.Key(), "rev", e.Rev())
+	if c.cfg.OnTerm != nil {
+		tctx, tcancel := context.WithCancel(ctx)
+		termDone := make(chan struct{})
+		go func() { defer close(termDone); c.cfg.OnTerm(tctx, Term{Session: sess, Election: e}) }()
+		defer func() { tcancel(); <-termDone }()
+	}
 	t := time.NewTicker(reconcileInterval)
 	defer t.Stop()
 	for {
-		s.reconcile(ctx, e)
+		c.reconcile(ctx, e)
 		select {
 		case <-ctx.Done():
-			s.logger.Info("controller stepping down")
+			c.cfg.Logger.Info("controller stepping down")
 			return
 		case <-sess.Done():
-			s.logger.Warn("controller session lost")
+			c.cfg.Logger.Warn("controller session lost")
 			return
-		case <-s.kick:
+		case <-c.kick:
 		case <-t.C:
 		}
 	}
@@ -215,51 +336,51 @@ func liveFor(st client.PartitionState, brokers map[int32]client.Broker) (map[int
 
 // reconcile plans elections on the current view and writes them, fenced on this node
 // still holding the election key, in batches of electionTxnPartitionsMax.
-func (s *Server) reconcile(ctx context.Context, e *concurrency.Election) {
-	snap := s.view.Snapshot()
+func (c *Controller) reconcile(ctx context.Context, e *concurrency.Election) {
+	snap := c.conn.View.Snapshot()
 	olds, nexts, restarted := planElections(snap)
 	for id := range restarted {
-		s.logger.Info("node restarted: moving what its earlier process held", "node", id, "epoch", snap.Brokers[id].Epoch)
+		c.cfg.Logger.Info("node restarted: moving what its earlier process held", "node", id, "epoch", snap.Brokers[id].Epoch)
 	}
 	for start := 0; start < len(olds); start += electionTxnPartitionsMax {
 		end := min(start+electionTxnPartitionsMax, len(olds))
-		s.writeElections(ctx, e, olds[start:end], nexts[start:end])
+		c.writeElections(ctx, e, olds[start:end], nexts[start:end])
 	}
 }
 
 // writeElections writes a batch of partition changes in one transaction; if any
 // compare fails, each is retried alone so one conflict does not hold up the rest. What
 // is not written is planned again on the next pass.
-func (s *Server) writeElections(ctx context.Context, e *concurrency.Election, olds, nexts []client.PartitionState) {
+func (c *Controller) writeElections(ctx context.Context, e *concurrency.Election, olds, nexts []client.PartitionState) {
 	if len(olds) == 0 {
 		return
 	}
-	ok, err := s.electionTxn(ctx, e, olds, nexts)
+	ok, err := c.electionTxn(ctx, e, olds, nexts)
 	if err != nil {
-		s.logger.Warn("controller write failed", "partitions", len(olds), "err", err)
+		c.cfg.Logger.Warn("controller write failed", "partitions", len(olds), "err", err)
 		return
 	}
 	if ok {
 		return
 	}
 	for i := range olds {
-		if _, err := s.electionTxn(ctx, e, olds[i:i+1], nexts[i:i+1]); err != nil {
-			s.logger.Warn("controller write failed", "partition", olds[i].TopicPartition().String(), "err", err)
+		if _, err := c.electionTxn(ctx, e, olds[i:i+1], nexts[i:i+1]); err != nil {
+			c.cfg.Logger.Warn("controller write failed", "partition", olds[i].TopicPartition().String(), "err", err)
 		}
 	}
 }
 
 // electionTxn commits the changes if every partition is unchanged since it was read and
 // this node still holds the controller key.
-func (s *Server) electionTxn(ctx context.Context, e *concurrency.Election, olds, nexts []client.PartitionState) (bool, error) {
+func (c *Controller) electionTxn(ctx context.Context, e *concurrency.Election, olds, nexts []client.PartitionState) (bool, error) {
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(e.Key()), "=", e.Rev())}
 	ops := make([]clientv3.Op, 0, len(olds))
 	for i, old := range olds {
 		key := client.PartitionKey(old.Topic, old.Partition)
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", old.ModRevision))
-		ops = append(ops, clientv3.OpPut(key, mustJSON(nexts[i])))
+		ops = append(ops, clientv3.OpPut(key, cluster.MustJSON(nexts[i])))
 	}
-	resp, err := s.cli.Txn(ctx, "controller_elect", cmps, ops)
+	resp, err := c.conn.Client.Txn(ctx, "controller_elect", cmps, ops)
 	if err != nil {
 		return false, fmt.Errorf("controller: elect %d partitions: %w", len(olds), err)
 	}
@@ -267,9 +388,9 @@ func (s *Server) electionTxn(ctx context.Context, e *concurrency.Election, olds,
 		for i, old := range olds {
 			n := nexts[i]
 			if n.Leader != old.Leader {
-				s.metrics.leaderElections.Inc()
+				c.leaderElections.Inc()
 			}
-			s.logger.Info("partition state changed", "partition", old.TopicPartition().String(),
+			c.cfg.Logger.Info("partition state changed", "partition", old.TopicPartition().String(),
 				"leader", n.Leader, "leaderEpoch", n.LeaderEpoch, "isr", n.ISR, "partitionEpoch", n.PartitionEpoch)
 		}
 	}
@@ -278,33 +399,33 @@ func (s *Server) electionTxn(ctx context.Context, e *concurrency.Election, olds,
 
 // observeController follows the controller election key for the whole life of the node
 // (controller or not), for /v1/cluster and the controller-changes metric.
-func (s *Server) observeController(ctx context.Context) {
-	backoff := 50 * time.Millisecond
+func (c *Controller) observeController(ctx context.Context) {
+	backoff := retryBackoffMin
 	var lastKey string
 	for ctx.Err() == nil {
 		err := func() error {
 			gctx, gcancel := context.WithTimeout(ctx, client.DefaultRequestTimeout)
-			resp, err := s.ec.Get(gctx, client.ControllerPrefix, clientv3.WithFirstCreate()...)
+			resp, err := c.conn.Etcd.Get(gctx, client.ControllerPrefix, clientv3.WithFirstCreate()...)
 			gcancel()
 			if err != nil {
 				return err
 			}
-			backoff = 50 * time.Millisecond
-			lastKey = s.setController(resp, lastKey)
+			backoff = retryBackoffMin
+			lastKey = c.setController(resp, lastKey)
 			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 			defer cancel()
-			wch := s.ec.Watch(wctx, client.ControllerPrefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+			wch := c.conn.Etcd.Watch(wctx, client.ControllerPrefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
 			for wr := range wch {
 				if err := wr.Err(); err != nil {
 					return err
 				}
 				gctx, gcancel := context.WithTimeout(ctx, client.DefaultRequestTimeout)
-				resp, err := s.ec.Get(gctx, client.ControllerPrefix, clientv3.WithFirstCreate()...)
+				resp, err := c.conn.Etcd.Get(gctx, client.ControllerPrefix, clientv3.WithFirstCreate()...)
 				gcancel()
 				if err != nil {
 					return err
 				}
-				lastKey = s.setController(resp, lastKey)
+				lastKey = c.setController(resp, lastKey)
 			}
 			return nil
 		}()
@@ -312,7 +433,7 @@ func (s *Server) observeController(ctx context.Context) {
 			return
 		}
 		if err != nil {
-			s.logger.Warn("controller observer: retrying", "err", err)
+			c.cfg.Logger.Warn("controller observer: retrying", "err", err)
 		}
 		sleepCtx(ctx, backoff)
 		backoff = min(2*backoff, retryBackoffMax)
@@ -321,26 +442,17 @@ func (s *Server) observeController(ctx context.Context) {
 
 // setController records the current controller from the election's first-created key
 // and counts a change when the key differs from lastKey. It returns the current key.
-func (s *Server) setController(resp *clientv3.GetResponse, lastKey string) string {
+func (c *Controller) setController(resp *clientv3.GetResponse, lastKey string) string {
 	name, key := "", ""
 	if len(resp.Kvs) > 0 {
 		name, key = string(resp.Kvs[0].Value), string(resp.Kvs[0].Key)
 	}
-	s.controller.Store(&name)
+	c.current.Store(&name)
 	if key != "" && key != lastKey {
-		s.metrics.controllerChanges.Inc()
-		s.logger.Info("controller is", "name", name)
+		c.controllerChanges.Inc()
+		c.cfg.Logger.Info("controller is", "name", name)
 	}
 	return key
-}
-
-// mustJSON encodes a value of the client package's types; they cannot fail to encode.
-func mustJSON(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(fmt.Sprintf("controlplane: encode %T: %v", v, err))
-	}
-	return string(b)
 }
 
 // sleepCtx waits d or until ctx ends.

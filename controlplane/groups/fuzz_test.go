@@ -1,19 +1,21 @@
-package controlplane
+package groups
 
 import (
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/gregor-streaming/gregor/controlplane/internal/grouptest"
 )
 
 // FuzzGroupRequest: any bytes forwarded as a group request either decode or are
 // refused; none panics. Seeds are real requests of every group API.
 func FuzzGroupRequest(f *testing.F) {
-	join := joinReq("g", "", consumerMeta("t"))
+	join := grouptest.JoinRequest("g", "", grouptest.ConsumerMeta("t"))
 	sync := kmsg.NewPtrSyncGroupRequest()
 	sync.Version, sync.Group, sync.MemberID = 3, "g", "m"
-	sync.GroupAssignment = []kmsg.SyncGroupRequestGroupAssignment{{MemberID: "m", MemberAssignment: consumerAssignment("t", 0)}}
+	sync.GroupAssignment = []kmsg.SyncGroupRequestGroupAssignment{{MemberID: "m", MemberAssignment: grouptest.ConsumerAssignment("t", 0)}}
 	commit := kmsg.NewPtrOffsetCommitRequest()
 	commit.Version, commit.Group = 7, "g"
 	commit.Topics = []kmsg.OffsetCommitRequestTopic{{Topic: "t", Partitions: []kmsg.OffsetCommitRequestTopicPartition{{Partition: 1, Offset: 5}}}}
@@ -21,14 +23,11 @@ func FuzzGroupRequest(f *testing.F) {
 		&kmsg.LeaveGroupRequest{Version: 3, Group: "g"}, &kmsg.OffsetFetchRequest{Version: 5, Group: "g"},
 		&kmsg.ListGroupsRequest{Version: 2}, &kmsg.DescribeGroupsRequest{Version: 4, Groups: []string{"g"}},
 		&kmsg.DeleteGroupsRequest{Version: 1, Groups: []string{"g"}}, &kmsg.OffsetDeleteRequest{Group: "g"}} {
-		f.Add(encodeGroupRequest(r, "fuzz"))
+		f.Add(grouptest.EncodeRequest(r, "fuzz"))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, req, body, err := parseGroupHeader(b)
+		_, req, err := ParseRequest(b)
 		if err != nil {
-			return
-		}
-		if req.ReadFrom(body) != nil {
 			return
 		}
 		switch r := req.(type) {
@@ -38,7 +37,7 @@ func FuzzGroupRequest(f *testing.F) {
 			g := newGroup("g", time.Time{})
 			g.protocolType = consumerProtocolType
 			for _, a := range r.GroupAssignment {
-				_ = (&groupRuntime{}).checkAssignment(g, a.MemberAssignment)
+				_ = (&Coordinator{}).checkAssignment(g, a.MemberAssignment)
 			}
 		}
 	})
