@@ -2,61 +2,110 @@
 package gregor_test
 
 import (
-	"os/exec"
+	"go/build"
+	"io/fs"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
 
-const module = "github.com/gregor-streaming/gregor"
+// packageMap is the module's package map: for each package (relative to the module
+// root), the packages of this module its code may import. The arrows point one way,
+// from the programs down to the leaves:
+//
+//	cmd/dp ─→ dataplane ─→ replica ─→ segment ─→ proto
+//	              │    └──→ sendfile
+//	              └──→ controlplane/client ─→ controlplane/cluster
+//	cmd/cp ─→ controlplane ─→ controlplane/{controller, groups} ─→ controlplane/cluster
+//
+// The leaves (proto, segment, sendfile) know nothing of the rest; replica, the home of
+// replication, knows storage but neither request handling nor the control plane; the
+// data plane reaches the control plane only through its client; the control plane never
+// imports the data plane. docs/architecture.md draws the same map. A package missing
+// here fails the test: add it with its arrows.
+var packageMap = map[string][]string{
+	"proto":    {},
+	"sendfile": {},
+	"segment":  {"proto"},
+	"replica":  {"proto", "segment"},
+	"dataplane": {
+		"controlplane/client", "controlplane/cluster", "proto", "replica", "segment", "sendfile",
+	},
 
-// deps lists the packages pkg depends on, through `go list -deps`.
-func deps(t *testing.T, pkg string) []string {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-deps", pkg).Output()
-	if err != nil {
-		t.Fatalf("go list -deps %s: %v", pkg, err)
-	}
-	return strings.Fields(string(out))
+	"controlplane/cluster":        {},
+	"controlplane/client/zapslog": {},
+	"controlplane/client":         {"controlplane/client/zapslog", "controlplane/cluster"},
+	"controlplane/controller":     {"controlplane/client", "controlplane/cluster"},
+	"controlplane/groups":         {"controlplane/cluster"},
+	"controlplane": {
+		"controlplane/client", "controlplane/client/zapslog", "controlplane/cluster",
+		"controlplane/controller", "controlplane/groups",
+	},
+
+	"cmd/cp":       {"controlplane"},
+	"cmd/dp":       {"controlplane/client", "dataplane", "proto"},
+	"cmd/gregor":   {"perf", "perf/drivers"},
+	"perf":         {},
+	"perf/drivers": {"perf", "proto"},
+
+	// Helpers for tests only (testOnly below).
+	"internal/testutil":               {},
+	"internal/testcluster":            {"controlplane", "controlplane/client", "dataplane"},
+	"controlplane/internal/grouptest": {},
+	".":                               {},
 }
 
-// TestDependencyDirection keeps the layering of docs/architecture.md: the leaf packages (proto,
-// segment, sendfile) import neither the data plane nor the control plane, and the data
-// plane reaches the control plane only through controlplane/client (and the cluster
-// model it shares, controlplane/cluster). The control plane's own arrows are checked by
-// controlplane/deps_test.go.
-func TestDependencyDirection(t *testing.T) {
-	rules := []struct {
-		pkg       string
-		forbidden []string
-		allowed   []string
-	}{
-		{"proto", []string{"dataplane", "controlplane", "segment", "sendfile"}, nil},
-		{"segment", []string{"dataplane", "controlplane", "sendfile"}, nil},
-		{"sendfile", []string{"dataplane", "controlplane", "segment"}, nil},
-		{"dataplane", []string{"controlplane"}, []string{"controlplane/client", "controlplane/cluster"}},
-	}
-	for _, r := range rules {
-		t.Run(r.pkg, func(t *testing.T) {
-			for _, d := range deps(t, module+"/"+r.pkg) {
-				rel, ours := strings.CutPrefix(d, module+"/")
-				if !ours {
-					continue
-				}
-				for _, f := range r.forbidden {
-					if rel != f && !strings.HasPrefix(rel, f+"/") {
-						continue
-					}
-					ok := false
-					for _, a := range r.allowed {
-						if rel == a || strings.HasPrefix(rel, a+"/") {
-							ok = true
-						}
-					}
-					if !ok {
-						t.Errorf("%s depends on %s", r.pkg, rel)
-					}
-				}
+// testOnly are the packages that only tests import, from any package.
+var testOnly = []string{"internal/testutil", "internal/testcluster", "controlplane/internal/grouptest"}
+
+const modulePath = "github.com/gregor-streaming/gregor/"
+
+// TestPackageMap reads every package's imports (go/build: no build of its own) and fails
+// on each import of this module that packageMap does not allow, naming the file and
+// line of the import. Tests may also import the test helpers, and packages above their
+// own (an end-to-end test of dataplane through a whole node) as Go's cycle rule lets them.
+func TestPackageMap(t *testing.T) {
+	seen := map[string]bool{}
+	err := filepath.WalkDir(".", func(dir string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		if name := d.Name(); dir != "." && (strings.HasPrefix(name, ".") || name == "testdata" || name == "node_modules") {
+			return filepath.SkipDir
+		}
+		pkg, err := build.ImportDir(dir, 0)
+		if _, none := err.(*build.NoGoError); none {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		rel := filepath.ToSlash(dir)
+		seen[rel] = true
+		allowed, ok := packageMap[rel]
+		if !ok {
+			t.Errorf("%s is not in packageMap: add it with the packages it may import", rel)
+			return nil
+		}
+		for path, pos := range pkg.ImportPos {
+			ours, isOurs := strings.CutPrefix(path, modulePath)
+			switch {
+			case !isOurs || slices.Contains(allowed, ours):
+			case slices.Contains(testOnly, ours) && !slices.Contains(testOnly, rel):
+				t.Errorf("%s imports the test helper %s outside a test (%s)", rel, ours, pos[0])
+			default:
+				t.Errorf("%s imports %s (%s): not one of its arrows %v", rel, ours, pos[0], allowed)
 			}
-		})
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for pkg := range packageMap {
+		if !seen[pkg] {
+			t.Errorf("packageMap lists %s, which does not exist", pkg)
+		}
 	}
 }

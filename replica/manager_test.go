@@ -3,10 +3,8 @@ package replica
 import (
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/gregor-streaming/gregor/internal/testutil"
@@ -90,21 +88,5 @@ func TestMakeLeaderAppliesConfigs(t *testing.T) {
 	}
 	if _, err := m.MakeLeader("t", 0, leaderState(2, local), map[string]string{"max.message.bytes": "3000"}, cfg(3000)); err != nil || p.Log().MaxBatchBytes() != 3000 {
 		t.Fatalf("new configs: %d: %v", p.Log().MaxBatchBytes(), err)
-	}
-}
-
-// TestImports: replica sits between segment and dataplane; it never imports the data
-// plane or the control plane.
-func TestImports(t *testing.T) {
-	const module = "github.com/gregor-streaming/gregor/"
-	out, err := exec.Command("go", "list", "-deps", ".").Output()
-	if err != nil {
-		t.Fatalf("go list -deps: %v", err)
-	}
-	for _, dep := range strings.Fields(string(out)) {
-		rel, ours := strings.CutPrefix(dep, module)
-		if ours && (strings.HasPrefix(rel, "dataplane") || strings.HasPrefix(rel, "controlplane") || strings.HasPrefix(rel, "cmd")) {
-			t.Errorf("replica depends on %s", rel)
-		}
 	}
 }
