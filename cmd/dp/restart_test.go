@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/node"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -125,8 +126,8 @@ func TestRestartTakesOverRegistration(t *testing.T) {
 	for _, d := range served {
 		servedAfter = max(servedAfter, d)
 	}
-	if servedAfter >= registrationTTL {
-		t.Fatalf("served %v after the kill; the old registration's lease (TTL %v) was waited for", servedAfter, registrationTTL)
+	if servedAfter >= node.DefaultRegistrationTTL {
+		t.Fatalf("served %v after the kill; the old registration's lease (TTL %v) was waited for", servedAfter, node.DefaultRegistrationTTL)
 	}
 	if !strings.Contains(out.String(), "taking over the registration") {
 		t.Fatalf("the restarted node did not take its registration over; its output:\n%s", out)
@@ -151,7 +152,7 @@ func TestRestartTakesOverRegistration(t *testing.T) {
 		t.Fatalf("produce after the restart: %v", err)
 	}
 	t.Logf("killed and restarted: serving its partitions %s after the kill (registration TTL %v); broker epoch %d -> %d",
-		served, registrationTTL, old.Epoch, now.Epoch)
+		served, node.DefaultRegistrationTTL, old.Epoch, now.Epoch)
 }
 
 // TestDataDirInUseRefused: a second process on a data directory whose process is
@@ -222,7 +223,7 @@ func TestTakeoverStopsPausedProcess(t *testing.T) {
 	exited := make(chan error, 1)
 	go func() { exited <- dp.cmd.Wait() }()
 	start := time.Now()
-	later, err := cl.Register(ctx, client.Broker{ID: 1, Host: "127.0.0.1", Port: 1, Incarnation: old.Incarnation}, registrationTTL)
+	later, err := cl.Register(ctx, client.Broker{ID: 1, Host: "127.0.0.1", Port: 1, Incarnation: old.Incarnation}, node.DefaultRegistrationTTL)
 	if err != nil {
 		_ = dp.cmd.Process.Signal(syscall.SIGCONT)
 		t.Fatalf("takeover with the node's incarnation: %v", err)
@@ -242,8 +243,8 @@ func TestTakeoverStopsPausedProcess(t *testing.T) {
 		if !errors.As(err, &exit) || exit.ExitCode() == 0 {
 			t.Fatalf("the earlier process ended with %v; want a non-zero exit", err)
 		}
-	case <-time.After(registrationTTL / 2):
-		t.Fatalf("the earlier process still runs %v after the takeover; its output:\n%s", registrationTTL/2, out)
+	case <-time.After(node.DefaultRegistrationTTL / 2):
+		t.Fatalf("the earlier process still runs %v after the takeover; its output:\n%s", node.DefaultRegistrationTTL/2, out)
 	}
 	logs := out.String()
 	if !strings.Contains(logs, "took the registration over") && !strings.Contains(logs, "lost the control-plane registration") {
