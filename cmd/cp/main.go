@@ -4,7 +4,11 @@
 //
 // Every flag can also be set from the environment: --client-addr from
 // GREGOR_CP_CLIENT_ADDR, and so on (a flag on the command line wins).
-
+//
+// Every listener accepts port 0. Once the node serves (etcd ready, the controller
+// campaign started), it writes the addresses it bound to addresses.json in --data-dir
+// (beside etcd's member directory; written atomically, see node.Addresses and
+// docs/nodes.md), so whoever started it reads the picked ports back.
 package main
 
 import (
@@ -19,6 +23,7 @@ import (
 	"time"
 
 	"github.com/gregor-streaming/gregor/controlplane"
+	"github.com/gregor-streaming/gregor/node"
 )
 
 // envPrefix prefixes the environment variable of every flag.
@@ -105,6 +110,12 @@ func run(args []string) int {
 	cancel()
 	if err != nil {
 		logger.Error("start failed", "err", err)
+		return 1
+	}
+	if err := node.WriteAddresses(cfg.DataDir, node.Addresses{PID: os.Getpid(), Client: s.ClientAddr(), Peer: s.PeerAddr(),
+		Listen: s.ListenAddr(), HTTP: s.HTTPAddr()}); err != nil {
+		logger.Error("start failed", "err", err)
+		s.Close()
 		return 1
 	}
 	<-ctx.Done()

@@ -6,7 +6,12 @@
 // The data directory is locked while the process runs (.lock) and holds the node's
 // incarnation id (incarnation): restarted on the same directory after a crash, the node
 // takes its registration over at once instead of waiting for the old lease to expire.
-
+//
+// Once serving, the node writes the addresses it bound to addresses.json in the data
+// directory (written atomically; see node.Addresses and docs/nodes.md): with --listen
+// 127.0.0.1:0 and --http 127.0.0.1:0 the ports are picked by the system, and whoever
+// started the node reads them back from there. The advertised address defaults to the
+// bound Kafka address.
 package main
 
 import (
@@ -131,6 +136,10 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	cfg.Server.EventLoops, cfg.Server.CopyBelowBytes, cfg.Server.AutoCreateTopics = o.eventLoops, o.copyBelow, o.autoCreateTopics
 	dp, err := node.StartDataPlane(ctx, cfg)
 	if err != nil {
+		return err
+	}
+	if err := node.WriteAddresses(o.dataDir, dp.Addresses()); err != nil {
+		_ = dp.Stop(context.Background())
 		return err
 	}
 	select {
