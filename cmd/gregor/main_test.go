@@ -84,10 +84,10 @@ func TestBenchNoBroker(t *testing.T) {
 // TestBenchAgainstGregor runs one workload through the CLI against a real single-node
 // Gregor cluster and checks the table and the JSON result.
 func TestBenchAgainstGregor(t *testing.T) {
-	c := testcluster.New(t)
+	c := testcluster.New(t, testcluster.Options{})
 	_, file := writeWorkload(t)
 	out := t.TempDir()
-	code, stdout, stderr := runCLI("bench", "--workload", file, "--driver", "kafka-raw", "--bootstrap", c.Kafka,
+	code, stdout, stderr := runCLI("bench", "--workload", file, "--driver", "kafka-raw", "--bootstrap", c.Brokers()[0],
 		"--metrics", "http://127.0.0.1:1/metrics", "--out", out)
 	if code != 0 {
 		t.Fatalf("code %d\n%s\n%s", code, stdout, stderr)
@@ -108,7 +108,7 @@ func TestBenchAgainstGregor(t *testing.T) {
 // that are installed and a real single-node Gregor cluster, and checks BENCHMARKS.md
 // outside the markers is untouched.
 func TestSuiteRewritesOnlyItsSection(t *testing.T) {
-	c := testcluster.New(t)
+	c := testcluster.New(t, testcluster.Options{})
 	dir, _ := writeWorkload(t)
 	out := t.TempDir()
 	bench := filepath.Join(t.TempDir(), "BENCHMARKS.md")
@@ -123,7 +123,7 @@ func TestSuiteRewritesOnlyItsSection(t *testing.T) {
 		}
 	}
 	code, stdout, stderr := runCLI("bench-suite", "--quick", "--workloads", dir, "--out", out, "--benchmarks", bench,
-		"--drivers", drv, "--bootstrap", c.Kafka, "--metrics", "http://127.0.0.1:1/metrics")
+		"--drivers", drv, "--bootstrap", c.Brokers()[0], "--metrics", "http://127.0.0.1:1/metrics")
 	if code != 0 {
 		t.Fatalf("code %d\n%s\n%s", code, stdout, stderr)
 	}

@@ -131,7 +131,7 @@ func TestRedisDriver(t *testing.T) {
 // listening process (this one).
 func kafkaCluster(t *testing.T) string {
 	t.Helper()
-	return testcluster.New(t).Kafka
+	return testcluster.New(t, testcluster.Options{}).Brokers()[0]
 }
 
 func TestKafkaDrivers(t *testing.T) {
