@@ -2,9 +2,11 @@ package testcluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
@@ -12,6 +14,9 @@ import (
 
 	"github.com/gregor-streaming/gregor/internal/reserve"
 )
+
+// linkRestartTimeout bounds retrying a link's listen after a restart (see restart).
+const linkRestartTimeout = 5 * time.Second
 
 // Direction is one stream of a link: Upstream carries the bytes from the side that
 // dialed (a Kafka client, a data-plane node's etcd client, an etcd peer) to the side
@@ -80,11 +85,32 @@ func (l *Link) Addr() string { return l.res.Addr() }
 func (l *Link) setUpstream(upstream string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if upstream == l.upstream {
+		return nil
+	}
 	l.upstream = upstream
-	if err := l.p.Update(&toxiproxy.Proxy{Listen: l.Addr(), Upstream: upstream, Enabled: true}); err != nil {
+	err := l.p.Update(&toxiproxy.Proxy{Listen: l.Addr(), Upstream: upstream, Enabled: true})
+	if errors.Is(err, syscall.EADDRINUSE) {
+		err = l.restart() // stopped with the old upstream, not started with the new
+	}
+	if err != nil {
 		return fmt.Errorf("testcluster: link %s: upstream %s: %w", l.name, upstream, err)
 	}
 	return nil
+}
+
+// restart starts the stopped proxy again on its port. The port stays reserved, but the
+// kernel may refuse the listen for a moment while the sockets of the connections just
+// closed are torn down: that is retried, within a bound.
+func (l *Link) restart() error {
+	deadline := time.Now().Add(linkRestartTimeout)
+	for {
+		err := l.p.Start()
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // addToxic adds a toxic of type kind to one direction.
@@ -142,7 +168,7 @@ func (l *Link) Heal() error {
 	if l.cut {
 		l.cut = false
 		l.p.Stop()
-		if err := l.p.Start(); err != nil {
+		if err := l.restart(); err != nil {
 			return fmt.Errorf("testcluster: link %s: restart after a cut: %w", l.name, err)
 		}
 	}

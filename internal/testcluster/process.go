@@ -42,6 +42,18 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
+// Binaries returns the paths of the gregor-cp and gregor-dp binaries the harness runs,
+// building them on first use, for tests that start a process of their own beside a
+// cluster (a second process on a node's data directory, say).
+func Binaries(t testing.TB) (cp, dp string) {
+	t.Helper()
+	cp, dp, err := binaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp, dp
+}
+
 // binaries builds gregor-cp and gregor-dp into binDir once.
 func binaries() (cp, dp string, err error) {
 	if binDir == "" {
@@ -73,8 +85,9 @@ type process struct {
 	err  error         // its exit status, once done
 }
 
-// startProcess starts bin with args, logging to logPath.
-func startProcess(bin, logPath string, args ...string) (*process, error) {
+// startProcess starts bin with args and the test's environment plus env, logging to
+// logPath.
+func startProcess(bin, logPath string, env []string, args ...string) (*process, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -85,6 +98,7 @@ func startProcess(bin, logPath string, args ...string) (*process, error) {
 		out = io.MultiWriter(f, os.Stderr)
 	}
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		_ = f.Close()
@@ -146,15 +160,17 @@ func (p *process) kill() {
 	<-p.done
 }
 
-// stop sends SIGTERM and waits for the exit, killing the process after timeout.
-func (p *process) stop(timeout time.Duration) {
-	_ = p.cmd.Process.Signal(syscall.SIGCONT) // a paused process cannot handle SIGTERM
+// stop sends SIGTERM and waits for the exit, killing the process after timeout; it
+// returns the exit status.
+func (p *process) stop(timeout time.Duration) error {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.cmd.Process.Signal(syscall.SIGCONT) // a paused process handles SIGTERM once continued
 	select {
 	case <-p.done:
 	case <-time.After(timeout):
 		p.kill()
 	}
+	return p.err
 }
 
 // waitAddresses waits for the addresses file the process writes in dir once it serves.

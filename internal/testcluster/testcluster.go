@@ -80,6 +80,10 @@ const (
 	logTailLines = 60
 	// Fast etcd timers for tests.
 	etcdTickMs, etcdElectionMs = 10, 100
+	// defaultMinSessionTimeout is the group coordinator's shortest session in tests
+	// (Options.Groups), and minSessionEnv gregor-cp's variable for it.
+	defaultMinSessionTimeout = time.Second
+	minSessionEnv            = "GREGOR_CP_GROUP_MIN_SESSION_TIMEOUT"
 	// defaultRegistrationTTL is the data-plane nodes' lease in tests: short, so that
 	// failover tests wait little, long enough for a loaded machine's keepalives.
 	defaultRegistrationTTL = 2 * time.Second
@@ -89,6 +93,8 @@ const (
 type Options struct {
 	// ControlPlanes and DataPlanes are the numbers of nodes (default 1 each).
 	ControlPlanes, DataPlanes int
+	// ControlPlaneOnly starts no data-plane nodes (DataPlanes is ignored).
+	ControlPlaneOnly bool
 	// Processes runs the nodes as gregor-cp and gregor-dp processes (built once per test
 	// binary; the package's TestMain must call Main) instead of inside the test.
 	Processes bool
@@ -97,7 +103,9 @@ type Options struct {
 	// ControllerTTL is the controller session's lease (default controlplane's).
 	ControllerTTL time.Duration
 	// Groups configures the group coordinator (zero fields: controlplane's defaults,
-	// except MinSessionTimeout: 1s, so that tests may ask for short sessions).
+	// except MinSessionTimeout: 1s, so that tests may ask for short sessions). Processes
+	// get the fields set here as flags, and the 1s default through the environment, so
+	// that a test may set any group setting through gregor-cp's environment variables.
 	Groups controlplane.GroupConfig
 	// AutoCreateTopics turns on auto.create.topics.enable on the data-plane nodes.
 	AutoCreateTopics bool
@@ -141,8 +149,10 @@ type Node interface {
 	HTTPAddr() string
 	start() error
 	kill()
-	stop()
+	stop() error
 	signal(syscall.Signal) error
+	// Running reports whether the node runs (see nodeState.Running).
+	Running() bool
 	setDown(bool)
 	isDown() bool
 	process() *process
@@ -188,6 +198,43 @@ func (n *nodeState) isDown() bool {
 }
 func (n *nodeState) process() *process { return n.proc }
 
+// Running reports whether the node runs: started, not killed, stopped or paused by the
+// harness, and (as a process) not exited on its own.
+func (n *nodeState) Running() bool {
+	if n.isDown() {
+		return false
+	}
+	if n.proc != nil {
+		select {
+		case <-n.proc.done:
+			return false
+		default:
+		}
+	}
+	return true
+}
+
+// Exited is closed when the node's current process exits (nil in process).
+func (n *nodeState) Exited() <-chan struct{} {
+	if n.proc == nil {
+		return nil
+	}
+	return n.proc.done
+}
+
+// ExitErr is the exit status of the node's current process once Exited is closed.
+func (n *nodeState) ExitErr() error {
+	<-n.proc.done
+	return n.proc.err
+}
+
+// Log returns what the node's processes have written so far (every start's output, in
+// order; "" in process, where logs go to testutil.Quiet).
+func (n *nodeState) Log() string {
+	b, _ := os.ReadFile(n.logPath())
+	return string(b)
+}
+
 func (n *nodeState) signal(sig syscall.Signal) error {
 	if n.proc == nil {
 		return fmt.Errorf("testcluster: %s runs in the test process: only processes can be paused", n.name)
@@ -196,11 +243,11 @@ func (n *nodeState) signal(sig syscall.Signal) error {
 }
 
 // startProc starts the node's binary and waits for its addresses file.
-func (n *nodeState) startProc(bin string, args ...string) error {
+func (n *nodeState) startProc(bin string, env []string, args ...string) error {
 	if err := os.MkdirAll(n.dir, 0o755); err != nil {
 		return err
 	}
-	p, err := startProcess(bin, n.logPath(), args...)
+	p, err := startProcess(bin, n.logPath(), env, args...)
 	if err != nil {
 		return err
 	}
@@ -220,6 +267,7 @@ type CP struct {
 	// peers is the proxy in front of the member's etcd peer listener: its advertised
 	// peer URL. front is the harness's own, never-faulted way to its client listener.
 	peers, front *Link
+	peerRes      *reserve.Reservation // the peer port reserved for the first start
 	srv          *controlplane.Server // in process
 }
 
@@ -258,6 +306,19 @@ func (d *DP) Addr() string {
 // Node is the in-process node (nil with Processes).
 func (d *DP) Node() *node.DataPlane { return d.dp }
 
+// Running reports whether the node runs (see nodeState.Running); an in-process node
+// that stopped on its own does not.
+func (d *DP) Running() bool {
+	if d.dp != nil {
+		select {
+		case <-d.dp.Done():
+			return false
+		default:
+		}
+	}
+	return d.nodeState.Running()
+}
+
 // New starts a cluster and stops it at the test's cleanup.
 func New(t testing.TB, opts Options) *Cluster {
 	t.Helper()
@@ -267,11 +328,11 @@ func New(t testing.TB, opts Options) *Cluster {
 	if opts.DataPlanes <= 0 {
 		opts.DataPlanes = 1
 	}
+	if opts.ControlPlaneOnly {
+		opts.DataPlanes = 0
+	}
 	if opts.RegistrationTTL <= 0 {
 		opts.RegistrationTTL = defaultRegistrationTTL
-	}
-	if opts.Groups.MinSessionTimeout == 0 {
-		opts.Groups.MinSessionTimeout = time.Second
 	}
 	c := &Cluster{t: t, opts: opts, dir: t.TempDir(), api: newToxiServer(), replicas: map[[2]int32]*Link{}}
 	t.Cleanup(c.close)
@@ -329,8 +390,14 @@ func (c *Cluster) startControlPlane() error {
 	var initial []string
 	for i := range c.opts.ControlPlanes {
 		m := &CP{nodeState: nodeState{c: c, name: fmt.Sprintf("cp%d", i+1), dir: filepath.Join(c.dir, fmt.Sprintf("cp%d", i+1))}}
-		var err error
-		if m.peers, err = c.newLink("peers->"+m.name, ""); err != nil {
+		// The member's peer port is reserved now, so that its link starts with the
+		// upstream it will have (startWith reserves a new one on a restart).
+		res, err := reserve.TCP("127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		m.peerRes = res
+		if m.peers, err = c.newLink("peers->"+m.name, res.Addr()); err != nil {
 			return err
 		}
 		if m.front, err = c.newLink("harness->"+m.name, ""); err != nil {
@@ -356,9 +423,13 @@ func (m *CP) start() error { return m.startWith("") }
 // startWith starts the member (initialCluster is ignored by etcd on a restart).
 func (m *CP) startWith(initialCluster string) error {
 	c := m.c
-	res, err := reserve.TCP("127.0.0.1:0")
-	if err != nil {
-		return err
+	res := m.peerRes // reserved by startControlPlane for the first start
+	m.peerRes = nil
+	if res == nil {
+		var err error
+		if res, err = reserve.TCP("127.0.0.1:0"); err != nil {
+			return err
+		}
 	}
 	defer res.Close()
 	if err := m.peers.setUpstream(res.Addr()); err != nil {
@@ -377,13 +448,21 @@ func (m *CP) startWith(initialCluster string) error {
 			args = append(args, "--controller-ttl", c.opts.ControllerTTL.String())
 		}
 		args = append(args, groupFlags(c.opts.Groups)...)
-		if err := m.startProc(cpBin, append(args, c.opts.CPFlags...)...); err != nil {
+		var env []string
+		if _, ok := os.LookupEnv(minSessionEnv); !ok && c.opts.Groups.MinSessionTimeout == 0 {
+			env = append(env, minSessionEnv+"="+defaultMinSessionTimeout.String())
+		}
+		if err := m.startProc(cpBin, env, append(args, c.opts.CPFlags...)...); err != nil {
 			return err
 		}
 	} else {
+		groups := c.opts.Groups
+		if groups.MinSessionTimeout == 0 {
+			groups.MinSessionTimeout = defaultMinSessionTimeout
+		}
 		cfg := controlplane.Config{Name: m.name, DataDir: m.Dir(), ClientAddr: "127.0.0.1:0", PeerAddr: res.Addr(),
 			AdvertisePeerAddr: m.peers.Addr(), InitialCluster: initialCluster, Listen: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-			Groups: c.opts.Groups, TickMs: etcdTickMs, ElectionMs: etcdElectionMs, ControllerTTL: c.opts.ControllerTTL,
+			Groups: groups, TickMs: etcdTickMs, ElectionMs: etcdElectionMs, ControllerTTL: c.opts.ControllerTTL,
 			Logger: testutil.Quiet().With("node", m.name)}
 		if c.opts.ControlPlane != nil {
 			c.opts.ControlPlane(&cfg)
@@ -448,12 +527,12 @@ func (m *CP) kill() {
 	m.srv.Close()
 }
 
-func (m *CP) stop() {
+func (m *CP) stop() error {
 	if m.proc != nil {
-		m.proc.stop(stopTimeout)
-		return
+		return m.proc.stop(stopTimeout)
 	}
 	m.srv.Close()
+	return nil
 }
 
 // start starts the node on its directory, advertising its clients link, with one etcd
@@ -476,7 +555,7 @@ func (d *DP) start() error {
 		if c.opts.AutoCreateTopics {
 			args = append(args, "--auto-create-topics")
 		}
-		if err := d.startProc(dpBin, append(args, c.opts.DPFlags...)...); err != nil {
+		if err := d.startProc(dpBin, nil, append(args, c.opts.DPFlags...)...); err != nil {
 			return err
 		}
 	} else {
@@ -514,14 +593,13 @@ func (d *DP) kill() {
 	d.dp.Abort()
 }
 
-func (d *DP) stop() {
+func (d *DP) stop() error {
 	if d.proc != nil {
-		d.proc.stop(stopTimeout)
-		return
+		return d.proc.stop(stopTimeout)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
-	_ = d.dp.Stop(ctx)
+	return d.dp.Stop(ctx)
 }
 
 // Kill ends node n at once: a process gets SIGKILL. An in-process data-plane node is
@@ -534,11 +612,12 @@ func (c *Cluster) Kill(n Node) {
 	n.kill()
 }
 
-// Stop stops node n gracefully (SIGTERM for a process).
-func (c *Cluster) Stop(n Node) {
+// Stop stops node n gracefully (SIGTERM for a process, killed after 15s) and returns
+// how it ended: a process's exit status, an in-process node's Stop error.
+func (c *Cluster) Stop(n Node) error {
 	c.t.Helper()
 	n.setDown(true)
-	n.stop()
+	return n.stop()
 }
 
 // Pause stops process n with SIGSTOP: it holds its sockets and answers nothing.
@@ -562,16 +641,26 @@ func (c *Cluster) Resume(n Node) {
 	n.setDown(false)
 }
 
-// Restart starts node n again on the same data directory, with the same name or id; a
-// node still running is killed first. Its links follow it to its new ports.
-func (c *Cluster) Restart(n Node) {
+// Restart starts nodes again on their data directories, with the same names and ids;
+// a node still running (or paused) is killed first. The nodes start at once — members
+// of a control plane restarted whole wait for each other's quorum — and their links
+// follow them to their new ports.
+func (c *Cluster) Restart(nodes ...Node) {
 	c.t.Helper()
-	if !n.isDown() {
-		c.Kill(n)
-	} else if err := n.signal(syscall.SIGCONT); err == nil { // paused: kill it first
-		c.Kill(n)
+	for _, n := range nodes {
+		if n.process() != nil || !n.isDown() {
+			c.Kill(n) // a no-op for an exited process; SIGKILL ends a paused one too
+		}
 	}
-	if err := n.start(); err != nil {
+	errs := make(chan error, len(nodes))
+	for _, n := range nodes {
+		go func() { errs <- n.start() }()
+	}
+	var all []error
+	for range nodes {
+		all = append(all, <-errs)
+	}
+	if err := errors.Join(all...); err != nil {
 		c.t.Fatal(err)
 	}
 }
@@ -633,16 +722,26 @@ func (c *Cluster) close() {
 	if cl != nil {
 		_ = cl.Close()
 	}
+	// Processes are killed: what a test checks has happened by now, and a graceful stop
+	// of a control plane losing its members one by one waits out quorum losses. Nodes
+	// in the test process stop cleanly, to release what they hold.
+	end := func(n Node) {
+		if n.process() != nil {
+			n.kill()
+		} else {
+			_ = n.stop()
+		}
+	}
 	var wg sync.WaitGroup
 	for _, d := range c.DPs {
 		if d.proc != nil || d.dp != nil {
-			wg.Go(d.stop)
+			wg.Go(func() { end(d) })
 		}
 	}
 	wg.Wait()
 	for _, m := range c.CPs {
 		if m.proc != nil || m.srv != nil {
-			wg.Go(m.stop)
+			wg.Go(func() { end(m) })
 		}
 	}
 	wg.Wait()
@@ -667,11 +766,14 @@ func (c *Cluster) nodes() []Node {
 	return ns
 }
 
-// Brokers are the data-plane nodes' advertised addresses (their client links).
+// Brokers are the running data-plane nodes' advertised addresses (their client links):
+// a Kafka bootstrap list.
 func (c *Cluster) Brokers() []string {
 	var bs []string
 	for _, d := range c.DPs {
-		bs = append(bs, d.Addr())
+		if d.Running() {
+			bs = append(bs, d.Addr())
+		}
 	}
 	return bs
 }
@@ -778,7 +880,7 @@ func (c *Cluster) leader(t testing.TB, topic string, partition int32) (*DP, erro
 		return nil, fmt.Errorf("%s-%d: leader %d is not a live node", topic, partition, st.Leader)
 	}
 	d := c.DPs[st.Leader-1]
-	if d.isDown() {
+	if !d.Running() {
 		return nil, fmt.Errorf("%s-%d: leader %s is down (its lease has not expired yet)", topic, partition, d.name)
 	}
 	return d, nil
@@ -822,6 +924,20 @@ func (c *Cluster) Metrics(t testing.TB, n Node) string {
 	return s
 }
 
+// MetricsText scrapes the node's /metrics.
+func (n *nodeState) MetricsText() (string, error) { return scrape(n.HTTPAddr()) }
+
+// RunningCPs are the control-plane members that run (see Node.Running).
+func (c *Cluster) RunningCPs() []*CP {
+	var ms []*CP
+	for _, m := range c.CPs {
+		if m.Running() {
+			ms = append(ms, m)
+		}
+	}
+	return ms
+}
+
 // scrape GETs /metrics from an HTTP listener.
 func scrape(addr string) (string, error) {
 	hc := http.Client{Timeout: 5 * time.Second}
@@ -856,29 +972,65 @@ func (c *Cluster) Metric(t testing.TB, n Node, name string) (float64, bool) {
 	return 0, false
 }
 
-// ControllerName returns the name of the active controller, as the members agree on it.
-func (c *Cluster) ControllerName(t testing.TB) string {
+// WaitController waits until the running members are ready and agree on one active
+// controller among them, exactly one reporting itself as it, and returns it.
+func (c *Cluster) WaitController(t testing.TB) *CP {
 	t.Helper()
-	var name string
-	testutil.CheckFor(t, leaderTimeout, func() error {
-		seen := map[string]bool{}
-		for _, m := range c.CPs {
-			if m.isDown() {
-				continue
-			}
-			v, err := m.View()
-			if err != nil {
-				return err
-			}
-			seen[v.Controller] = true
-			name = v.Controller
-		}
-		if len(seen) != 1 || name == "" {
-			return fmt.Errorf("members see controllers %v", seen)
-		}
-		return nil
+	var ctl *CP
+	testutil.CheckFor(t, leaderTimeout, func() (err error) {
+		ctl, err = c.agreedController()
+		return err
 	})
-	return name
+	return ctl
+}
+
+func (c *Cluster) agreedController() (*CP, error) {
+	name, self := "", 0
+	var ms []*CP
+	for _, m := range c.CPs {
+		if !m.Running() {
+			continue
+		}
+		ms = append(ms, m)
+		if err := m.Ready(); err != nil {
+			return nil, err
+		}
+		v, err := m.View()
+		if err != nil {
+			return nil, err
+		}
+		if v.Controller == "" || (name != "" && v.Controller != name) {
+			return nil, fmt.Errorf("%s sees controller %q, others %q", m.name, v.Controller, name)
+		}
+		name = v.Controller
+		if v.IsController {
+			self++
+		}
+	}
+	if self != 1 {
+		return nil, fmt.Errorf("%d of %d running members act as controller", self, len(ms))
+	}
+	for _, m := range ms {
+		if m.name == name {
+			return m, nil
+		}
+	}
+	return nil, fmt.Errorf("controller %s is none of the running members", name)
+}
+
+// Ready returns nil when the member answers /readyz with 200 (etcd has a leader and a
+// linearizable read succeeds).
+func (m *CP) Ready() error {
+	hc := http.Client{Timeout: 2 * time.Second}
+	resp, err := hc.Get("http://" + m.HTTPAddr() + "/readyz")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s /readyz: %s", m.name, resp.Status)
+	}
+	return nil
 }
 
 // View returns the member's /v1/cluster document.

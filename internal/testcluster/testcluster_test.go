@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"testing"
 	"time"
 
@@ -170,18 +169,6 @@ func TestThreeMembers(t *testing.T) {
 	if now := c.WaitLeader(t, "t", 0); now == old {
 		t.Fatalf("partition 0 still led by the killed %s", old.Name())
 	}
-	ready := func(m *testcluster.CP) error {
-		hc := http.Client{Timeout: 2 * time.Second}
-		resp, err := hc.Get("http://" + m.HTTPAddr() + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s", m.Name(), resp.Status)
-		}
-		return nil
-	}
 	for _, m := range c.CPs {
 		if err := c.PeerLink(m).Cut(); err != nil {
 			t.Fatal(err)
@@ -189,7 +176,7 @@ func TestThreeMembers(t *testing.T) {
 	}
 	c.CheckFor(t, 20*time.Second, func() error {
 		for _, m := range c.CPs {
-			if ready(m) == nil {
+			if m.Ready() == nil {
 				return fmt.Errorf("%s still ready", m.Name())
 			}
 		}
@@ -198,7 +185,7 @@ func TestThreeMembers(t *testing.T) {
 	c.HealAll()
 	c.CheckFor(t, 30*time.Second, func() error {
 		for _, m := range c.CPs {
-			if err := ready(m); err != nil {
+			if err := m.Ready(); err != nil {
 				return err
 			}
 		}
