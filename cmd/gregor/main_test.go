@@ -5,13 +5,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/gregor-streaming/gregor/internal/reserve"
 	"github.com/gregor-streaming/gregor/internal/testcluster"
 	"github.com/gregor-streaming/gregor/perf"
-	"github.com/gregor-streaming/gregor/perf/drivers"
 )
 
 // tinyWorkload is a one-second fixed-rate run.
@@ -70,11 +69,13 @@ func TestUsage(t *testing.T) {
 
 func TestBenchNoBroker(t *testing.T) {
 	_, file := writeWorkload(t)
-	port, err := drivers.FreePort()
+	// A reserved port: bound by no listener, and no other test's either.
+	res, err := reserve.TCP("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
+	defer res.Close()
+	addr := res.Addr()
 	code, _, stderr := runCLI("bench", "--workload", file, "--driver", "kafka", "--bootstrap", addr)
 	if code != 1 || !strings.Contains(stderr, "no Kafka-compatible broker at "+addr) {
 		t.Errorf("code %d, stderr %q", code, stderr)
