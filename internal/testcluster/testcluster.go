@@ -22,11 +22,13 @@
 //   - a data-plane node → a control-plane member (ControlPlaneLink): the node's etcd
 //     endpoints are one proxy per member, so each pair can be cut apart;
 //   - → a control-plane member from its peers (PeerLink): etcd gives each member one
-//     peer URL for all peers, so the proxy in front of a member's peer listener is shared
-//     by every peer dialing it. Cutting it stops every connection the peers open to the
-//     member; etcd also carries messages over connections the member opens itself (to
-//     the other members' proxies), so cutting one member's PeerLink is not a full
-//     partition of that member — cut every member's PeerLink for that;
+//     peer URL for all peers, so there is no proxy per pair of members: the proxy in
+//     front of a member's peer listener is shared by every peer dialing it, and cutting
+//     it isolates that member. It stops every connection the peers open to the member;
+//     the connections the member opens to the others go through their links and stay up,
+//     but without the first half etcd cannot make progress with it: within about an
+//     election timeout the member is unready and, if it led, the others elect a leader
+//     (TestPeerLinkIsolatesMember). A cut between two given members is not possible;
 //   - a data-plane node → another (ReplicaLink): a hook for follower fetchers, which
 //     will dial their leaders through it; nothing uses it yet.
 //
@@ -673,7 +675,7 @@ func (c *Cluster) ClientLink(d *DP) *Link { return d.clients }
 func (c *Cluster) ControlPlaneLink(d *DP, m *CP) *Link { return d.cps[c.cpIndex(m)] }
 
 // PeerLink is the link from every peer to control-plane member m (the proxy its peer
-// URL names). See the package comment for what cutting it does and does not do.
+// URL names): cutting it isolates m from the other members (see the package comment).
 func (c *Cluster) PeerLink(m *CP) *Link { return m.peers }
 
 // ReplicaLink is the link from data-plane node from to node to, made on first use: a

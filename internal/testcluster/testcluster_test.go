@@ -192,3 +192,46 @@ func TestThreeMembers(t *testing.T) {
 		return nil
 	})
 }
+
+// TestPeerLinkIsolatesMember: cutting the peer link of the etcd leader's member leaves
+// that member unready and the others electing a leader among themselves; the heal
+// brings it back.
+func TestPeerLinkIsolatesMember(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{ControlPlanes: 3, ControlPlaneOnly: true})
+	c.WaitController(t)
+	v, err := c.CPs[0].View()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leader *testcluster.CP
+	for _, m := range c.CPs {
+		if mv, err := m.View(); err == nil && mv.EtcdMember == v.EtcdLeader {
+			leader = m
+		}
+	}
+	if leader == nil {
+		t.Fatalf("no member is the etcd leader %s", v.EtcdLeader)
+	}
+	if err := c.PeerLink(leader).Cut(); err != nil {
+		t.Fatal(err)
+	}
+	c.CheckFor(t, 20*time.Second, func() error {
+		if leader.Ready() == nil {
+			return fmt.Errorf("%s, cut off, is still ready", leader.Name())
+		}
+		for _, m := range c.CPs {
+			if m == leader {
+				continue
+			}
+			if err := m.Ready(); err != nil {
+				return err
+			}
+			if mv, err := m.View(); err != nil || mv.EtcdLeader == v.EtcdLeader {
+				return fmt.Errorf("%s: etcd leader still %s (%v)", m.Name(), v.EtcdLeader, err)
+			}
+		}
+		return nil
+	})
+	c.HealAll()
+	c.CheckFor(t, 30*time.Second, leader.Ready)
+}
