@@ -577,7 +577,24 @@ func (d *DP) start() error {
 		d.setAddrs(dp.Addresses())
 	}
 	d.setDown(false)
-	return d.clients.setUpstream(d.kafkaAddr())
+	// The links to the node's Kafka listener follow it to its new port.
+	if err := d.clients.setUpstream(d.kafkaAddr()); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	var replicas []*Link
+	for pair, l := range c.replicas {
+		if pair[1] == d.ID {
+			replicas = append(replicas, l)
+		}
+	}
+	c.mu.Unlock()
+	for _, l := range replicas {
+		if err := l.setUpstream(d.kafkaAddr()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // kafkaAddr is the node's bound Kafka listener (behind its clients link).

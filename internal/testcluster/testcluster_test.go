@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -19,6 +21,26 @@ func ping(cl *kgo.Client, d time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	return cl.Ping(ctx)
+}
+
+// apiVersions sends a Kafka ApiVersions v0 request to addr and reads the answer's size.
+func apiVersions(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	// size 10; api key 18, version 0, correlation id 1, client id null.
+	req := []byte{0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff}
+	if _, err := conn.Write(req); err != nil {
+		return err
+	}
+	var size [4]byte
+	if _, err := io.ReadFull(conn, size[:]); err != nil {
+		return fmt.Errorf("ApiVersions through %s: %w", addr, err)
+	}
+	return nil
 }
 
 func produce(t *testing.T, cl *kgo.Client, topic string, values ...string) {
@@ -146,7 +168,9 @@ func TestProcessFaults(t *testing.T) {
 	c.CheckFor(t, 10*time.Second, func() error { return ping(cl, time.Second) })
 
 	epoch := c.Metadata(t).Brokers[dp.ID].Epoch
+	replica := c.ReplicaLink(dp, dp) // made before the restart, it must follow the node
 	c.Restart(dp)
+	c.CheckFor(t, 10*time.Second, func() error { return apiVersions(replica.Addr()) })
 	if got := consumeAll(t, c, "t", 3); fmt.Sprint(got) != "[a b c]" {
 		t.Fatalf("after restart read %v, want [a b c]", got)
 	}
