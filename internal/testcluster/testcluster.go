@@ -161,7 +161,10 @@ type Node interface {
 	logPath() string
 }
 
-// nodeState is what CP and DP share: where the node lives and whether it runs.
+// nodeState is what CP and DP share: where the node lives and whether it runs. Its
+// fields change only while no test method runs on the node (New, Restart: they wait for
+// the starts they launch), so the test's goroutine reads them without the lock, except
+// the addresses and down, which the lock guards.
 type nodeState struct {
 	c    *Cluster
 	name string
@@ -173,11 +176,17 @@ type nodeState struct {
 	down  bool // killed, stopped or paused
 }
 
+// Name is the node's name: "cp1", "dp2".
 func (n *nodeState) Name() string { return n.name }
-func (n *nodeState) Dir() string  { return filepath.Join(n.dir, "data") }
-func (n *nodeState) logPath() string {
-	return filepath.Join(n.dir, "log")
-}
+
+// Dir is the node's data directory (gregor-dp's or gregor-cp's --data-dir), kept
+// across restarts.
+func (n *nodeState) Dir() string { return filepath.Join(n.dir, "data") }
+
+// logPath is the node's log file as a process, beside its data directory.
+func (n *nodeState) logPath() string { return filepath.Join(n.dir, "log") }
+
+// HTTPAddr is the node's bound HTTP listener (it changes on restart).
 func (n *nodeState) HTTPAddr() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
