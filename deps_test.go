@@ -14,9 +14,9 @@ import (
 // root), the packages of this module its code may import. The arrows point one way,
 // from the programs down to the leaves:
 //
-//	cmd/dp ─→ dataplane ─→ replica ─→ segment ─→ proto
-//	              │    └──→ sendfile
-//	              └──→ controlplane/client ─→ controlplane/cluster
+//	cmd/dp ─→ node ─→ dataplane ─→ replica ─→ segment ─→ proto
+//	            │         │    └──→ sendfile
+//	            └─────────┴──→ controlplane/client ─→ controlplane/cluster
 //	cmd/cp ─→ controlplane ─→ controlplane/{controller, groups} ─→ controlplane/cluster
 //
 // The leaves (proto, segment, sendfile) know nothing of the rest; replica, the home of
@@ -40,18 +40,23 @@ var packageMap = map[string][]string{
 	"controlplane/groups":         {"controlplane/cluster"},
 	"controlplane": {
 		"controlplane/client", "controlplane/client/zapslog", "controlplane/cluster",
-		"controlplane/controller", "controlplane/groups",
+		"controlplane/controller", "controlplane/groups", "internal/reserve",
 	},
 
-	"cmd/cp":       {"controlplane"},
-	"cmd/dp":       {"controlplane/client", "dataplane", "proto"},
+	"node":             {"controlplane/client", "dataplane", "internal/reserve"},
+	"internal/reserve": {},
+
+	"cmd/cp":       {"controlplane", "node"},
+	"cmd/dp":       {"dataplane", "node", "proto"},
 	"cmd/gregor":   {"perf", "perf/drivers"},
 	"perf":         {},
 	"perf/drivers": {"perf", "proto"},
 
 	// Helpers for tests only (testOnly below).
-	"internal/testutil":               {},
-	"internal/testcluster":            {"controlplane", "controlplane/client", "dataplane"},
+	"internal/testutil": {},
+	"internal/testcluster": {
+		"controlplane", "controlplane/client", "internal/reserve", "internal/testutil", "node",
+	},
 	"controlplane/internal/grouptest": {},
 	".":                               {},
 }

@@ -37,6 +37,7 @@ import (
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/controlplane/controller"
 	"github.com/gregor-streaming/gregor/controlplane/groups"
+	"github.com/gregor-streaming/gregor/internal/reserve"
 )
 
 // Defaults and limits.
@@ -67,10 +68,16 @@ type Config struct {
 	Name string
 	// DataDir holds etcd's data; a node restarted on it rejoins its cluster.
 	DataDir string
-	// ClientAddr is the etcd client listener (host:port); data-plane nodes connect here.
+	// ClientAddr is the etcd client listener (host:port; port 0 picks one, see
+	// Server.ClientAddr); data-plane nodes connect here.
 	ClientAddr string
-	// PeerAddr is the etcd peer listener (host:port).
+	// PeerAddr is the etcd peer listener (host:port; port 0 picks one, see
+	// Server.PeerAddr).
 	PeerAddr string
+	// AdvertisePeerAddr is the peer address the other members are told to dial
+	// (host:port); empty means the bound PeerAddr. The cluster harness advertises a
+	// proxy in front of the member, so that it can cut the member's inbound peer links.
+	AdvertisePeerAddr string
 	// InitialCluster lists every member as name=host:port (or name=http://host:port),
 	// comma-separated; empty means a cluster of this node alone. Ignored on restart.
 	InitialCluster string
@@ -165,9 +172,15 @@ func (cfg *Config) etcdConfig(logger *slog.Logger) (*embed.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("peer address: %w", err)
 	}
+	advertisePeerU := peerU
+	if cfg.AdvertisePeerAddr != "" {
+		if advertisePeerU, err = peerURL(cfg.AdvertisePeerAddr); err != nil {
+			return nil, fmt.Errorf("advertised peer address: %w", err)
+		}
+	}
 	initial := cfg.InitialCluster
 	if initial == "" {
-		initial = cfg.Name + "=" + peerU.String()
+		initial = cfg.Name + "=" + advertisePeerU.String()
 	}
 	if initial, err = normalizeInitialCluster(initial); err != nil {
 		return nil, err
@@ -181,7 +194,7 @@ func (cfg *Config) etcdConfig(logger *slog.Logger) (*embed.Config, error) {
 	ec.ListenClientUrls = []url.URL{*clientU}
 	ec.AdvertiseClientUrls = []url.URL{*clientU}
 	ec.ListenPeerUrls = []url.URL{*peerU}
-	ec.AdvertisePeerUrls = []url.URL{*peerU}
+	ec.AdvertisePeerUrls = []url.URL{*advertisePeerU}
 	ec.InitialCluster = initial
 	ec.InitialClusterToken = clusterToken
 	ec.ClusterState = embed.ClusterStateFlagNew
@@ -226,8 +239,22 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		logger = slog.Default()
 	}
 	logger = logger.With("cp", cfg.Name)
+	// etcd's ports asked for as 0 are reserved here and bound by etcd: the member must
+	// know them first, to advertise them (see package reserve).
+	clientRes, clientAddr, err := reserve.Resolve(cfg.ClientAddr)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: client address: %w", err)
+	}
+	peerRes, peerAddr, err := reserve.Resolve(cfg.PeerAddr)
+	if err != nil {
+		_ = clientRes.Close()
+		return nil, fmt.Errorf("controlplane: peer address: %w", err)
+	}
+	releasePorts := func() { _, _ = clientRes.Close(), peerRes.Close() }
+	cfg.ClientAddr, cfg.PeerAddr = clientAddr, peerAddr
 	ecfg, err := cfg.etcdConfig(logger)
 	if err != nil {
+		releasePorts()
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}
 	s := &Server{cfg: cfg, logger: logger}
@@ -235,6 +262,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.ctl = controller.New(controller.Config{Name: cfg.Name, TTL: cfg.ControllerTTL, Logger: logger,
 		Metrics: s.metrics.set, OnTerm: s.runGroups})
 	e, err := embed.StartEtcd(ecfg)
+	releasePorts()
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: start etcd: %w", err)
 	}
@@ -312,6 +340,13 @@ func (s *Server) IsController() bool { return s.ctl.IsController() }
 
 // Controller returns the name of the active controller as this node last saw it.
 func (s *Server) Controller() string { return s.ctl.Current() }
+
+// ClientAddr returns the etcd client listener's address (with the port picked for
+// port 0).
+func (s *Server) ClientAddr() string { return s.cfg.ClientAddr }
+
+// PeerAddr returns the etcd peer listener's address (with the port picked for port 0).
+func (s *Server) PeerAddr() string { return s.cfg.PeerAddr }
 
 // Name returns the member name.
 func (s *Server) Name() string { return s.cfg.Name }

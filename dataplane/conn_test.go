@@ -15,23 +15,27 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/gregor-streaming/gregor/internal/reserve"
 )
 
-// freeAddr returns a loopback address with a free port.
-func freeAddr(t testing.TB) string {
+// listenAddr reserves a loopback port for a listener the test starts (package reserve:
+// no window in which another process takes it); the reservation is given up at the
+// test's end, the listener holding the port by then.
+func listenAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	r, err := reserve.TCP("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Cleanup(func() { _ = r.Close() })
+	return r.Addr()
 }
 
 // startServer runs a data-plane listener for the test's duration.
 func startServer(t testing.TB, cfg Config) *Server {
 	t.Helper()
-	cfg.Listen = freeAddr(t)
+	cfg.Listen = listenAddr(t)
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}

@@ -13,30 +13,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gregor-streaming/gregor/controlplane/client"
-	"github.com/gregor-streaming/gregor/proto"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-)
 
-// checkFor polls cond until it returns nil or timeout passes (then fails with its error).
-// (cmd/dp, cmd/cp and controlplane have their own: internal/testcluster imports this package.)
-func checkFor(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/internal/testutil"
+	"github.com/gregor-streaming/gregor/proto"
+)
 
 // client is a franz-go client of n, closed when the test ends.
 func (n *node) client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
@@ -65,7 +50,7 @@ func (n *node) createTopic(t testing.TB, ctx context.Context, topic string, part
 	}
 	probe := kadm.Offsets{}
 	probe.Add(kadm.Offset{Topic: topic, Partition: partitions - 1, At: 0, LeaderEpoch: -1})
-	checkFor(t, 10*time.Second, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		resp, err := adm.CommitOffsets(ctx, "createTopic-probe", probe)
 		if err != nil {
 			return err
@@ -245,7 +230,7 @@ func countValue(m map[string]int32, v int32) int {
 // waitLiveNodes waits until s's metadata view has n live data-plane nodes.
 func waitLiveNodes(t testing.TB, s *Server, n int) {
 	t.Helper()
-	checkFor(t, 10*time.Second, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		if got := len(s.snapshot().Brokers); got != n {
 			return fmt.Errorf("%d live nodes in the view, want %d", got, n)
 		}
@@ -593,7 +578,7 @@ func TestConsumerGroupFranzGo(t *testing.T) {
 
 	a := joinGroup(t, ctx, n.srv.Addr(), group, topic)
 	b := joinGroup(t, ctx, n.srv.Addr(), group, topic)
-	checkFor(t, 30*time.Second, func() error {
+	testutil.CheckFor(t, 30*time.Second, func() error {
 		ownsA, readA, errA := a.state()
 		ownsB, readB, errB := b.state()
 		if err := errors.Join(errA, errB); err != nil {

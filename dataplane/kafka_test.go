@@ -5,21 +5,27 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/gregor-streaming/gregor/controlplane"
-	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/gregor-streaming/gregor/controlplane"
+	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
 // node is one in-process data-plane node registered with a real embedded control plane.
+//
+// These tests look inside the node (its replicas, counters, metrics), so they run in
+// this package; the node assembly (package node) and the cluster harness
+// (internal/testcluster) import dataplane and cannot be used here. startClusterListen
+// is the minimal wiring they need: the control plane as its command starts it, and the
+// node registered, started and reconciled in the assembly's order.
 type node struct {
 	srv *Server
 	cp  *ClientControlPlane
@@ -49,20 +55,19 @@ func startClusterWithoutGroups(t *testing.T) *node {
 // (empty: none, so no group coordinator is published).
 func startClusterListen(t *testing.T, cfg Config, cpListen string) *node {
 	t.Helper()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := testutil.Quiet()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	clientAddr := freeAddr(t)
 	cps, err := controlplane.Start(ctx, controlplane.Config{
 		Name: "cp1", DataDir: filepath.Join(t.TempDir(), "etcd"),
-		ClientAddr: clientAddr, PeerAddr: freeAddr(t), TickMs: 10, ElectionMs: 100, Logger: quiet,
+		ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", TickMs: 10, ElectionMs: 100, Logger: quiet,
 		Listen: cpListen, Groups: controlplane.GroupConfig{MinSessionTimeout: time.Second},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(cps.Close)
-	cl, err := client.New(client.Config{Endpoints: []string{clientAddr}, Logger: quiet})
+	cl, err := client.New(client.Config{Endpoints: []string{cps.ClientAddr()}, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +77,7 @@ func startClusterListen(t *testing.T, cfg Config, cpListen string) *node {
 		t.Fatal(err)
 	}
 	n.cp.Metadata = md
-	listen := freeAddr(t)
+	listen := listenAddr(t)
 	host, port := splitHostPort(t, listen)
 	reg, err := cl.Register(ctx, client.Broker{ID: 1, Host: host, Port: port}, 2*time.Second)
 	if err != nil {

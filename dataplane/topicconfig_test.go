@@ -10,12 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gregor-streaming/gregor/controlplane/client"
-	"github.com/gregor-streaming/gregor/segment"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/segment"
 )
 
 // Topic configs reach the partitions' logs and the produce path: the configs a topic

@@ -49,8 +49,8 @@ const benchPartitions = 64
 // benchGroupCluster starts a cluster with the benchmarks' topic.
 func benchGroupCluster(b *testing.B, topic string) *testcluster.Cluster {
 	b.Helper()
-	c := testcluster.New(b)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Kafka))
+	c := testcluster.New(b, testcluster.Options{DirectClients: true})
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers()[0]))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -347,9 +347,9 @@ func BenchmarkGroupRebalance(b *testing.B) {
 			group := fmt.Sprintf("rebalance-%d-%d", n, time.Now().UnixNano())
 			ms := make([]*rawMember, n)
 			for i := range ms {
-				ms[i] = newRawMember(b, c.Kafka, group, "rebalance")
+				ms[i] = newRawMember(b, c.Brokers()[0], group, "rebalance")
 			}
-			formGroup(ctx, b, c.Kafka, ms)
+			formGroup(ctx, b, c.Brokers()[0], ms)
 			b.ReportAllocs()
 			b.ResetTimer()
 			var total time.Duration
@@ -375,7 +375,7 @@ func BenchmarkOffsetCommit(b *testing.B) {
 				reqs := make([]*kmsg.OffsetCommitRequest, committers)
 				cls := make([]*kgo.Client, committers)
 				for i := range reqs {
-					cl, err := kgo.NewClient(kgo.SeedBrokers(c.Kafka))
+					cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers()[0]))
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -470,7 +470,7 @@ func BenchmarkGroupJoinKgo(b *testing.B) {
 				var once sync.Once
 				cls := make([]*kgo.Client, n)
 				for i := range cls {
-					cl, err := kgo.NewClient(kgo.SeedBrokers(c.Kafka), kgo.ConsumerGroup(group), kgo.ConsumeTopics("joinkgo"),
+					cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers()[0]), kgo.ConsumerGroup(group), kgo.ConsumeTopics("joinkgo"),
 						kgo.SessionTimeout(10*time.Second), kgo.HeartbeatInterval(100*time.Millisecond),
 						kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
 							mu.Lock()

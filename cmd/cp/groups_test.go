@@ -11,10 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +23,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/internal/testcluster"
+	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
 // groupCall sends one Kafka group request through the internal listener of the active
@@ -61,104 +60,11 @@ func consumerJoin(group, memberID, topic string, session time.Duration) *kmsg.Jo
 	return req
 }
 
-// startGroupMembers starts n gregor-cp processes as one control plane and waits for its
-// controller. The members take their group flags from the environment (t.Setenv).
-func startGroupMembers(t *testing.T, n int) []*member {
-	t.Helper()
-	var ms []*member
-	t.Cleanup(func() {
-		for _, m := range ms {
-			if m.cmd != nil {
-				m.kill() // a clean stop is TestThreeProcessFailover's
-			}
-		}
-		if t.Failed() {
-			for _, m := range ms {
-				b, _ := os.ReadFile(m.logPath)
-				var keep []string
-				for _, l := range strings.Split(string(b), "\n") {
-					if !strings.Contains(l, "logger=etcd") {
-						keep = append(keep, l)
-					}
-				}
-				t.Logf("%s log (etcd's own lines left out):\n%s", m.name, strings.Join(keep, "\n"))
-			}
-		}
-	})
-	// A port freeAddr found free can be taken before the process binds it (another
-	// test's process, or the local port of an outgoing connection): a start that fails
-	// to bind is retried on fresh ports.
-	for attempt := 1; ; attempt++ {
-		dir := t.TempDir()
-		ms = nil
-		for i := 1; i <= n; i++ {
-			ms = append(ms, &member{name: fmt.Sprintf("cp%d", i), client: freeAddr(t), peer: freeAddr(t), http: freeAddr(t),
-				dataDir: filepath.Join(dir, fmt.Sprintf("cp%d", i)), logPath: filepath.Join(dir, fmt.Sprintf("cp%d.log", i))})
-		}
-		for _, m := range ms {
-			m.start(t, strings.Join(initialOf(ms), ","))
-		}
-		err := waitMembers(ms)
-		if err == nil {
-			return ms
-		}
-		bindFailed := false
-		for _, m := range ms {
-			m.kill()
-			b, _ := os.ReadFile(m.logPath)
-			bindFailed = bindFailed || strings.Contains(string(b), "address already in use")
-		}
-		if !bindFailed || attempt == 3 {
-			t.Fatal(err)
-		}
-		t.Logf("start %d: a port was taken meanwhile; again on fresh ports", attempt)
-	}
-}
-
-// waitMembers waits until every member is ready and they agree on a controller: 45 s,
-// or a member exiting.
-func waitMembers(ms []*member) error {
-	deadline := time.Now().Add(45 * time.Second)
-	for {
-		err := func() error {
-			for _, m := range ms {
-				if err := m.ready(); err != nil {
-					return err
-				}
-			}
-			_, err := agreedController(ms)
-			return err
-		}()
-		if err == nil {
-			return nil
-		}
-		for _, m := range ms {
-			select {
-			case <-m.exited:
-				return fmt.Errorf("%s exited", m.name)
-			default:
-			}
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// groupClient returns a control-plane client of the members, with a registered
+// groupClient returns the harness's control-plane client of c, with a registered
 // data-plane node (topics need one to be placed) and the given topic.
-func groupClient(t *testing.T, ms []*member, topic string, partitions int32) *client.Client {
+func groupClient(t *testing.T, c *testcluster.Cluster, topic string, partitions int32) *client.Client {
 	t.Helper()
-	var eps []string
-	for _, m := range ms {
-		eps = append(eps, m.client)
-	}
-	cli, err := client.New(client.Config{Endpoints: eps, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := c.ControlPlaneClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := cli.Register(ctx, client.Broker{ID: 1, Host: "127.0.0.1", Port: 9092}, 10*time.Second); err != nil {
@@ -175,7 +81,7 @@ func groupClient(t *testing.T, ms []*member, topic string, partitions int32) *cl
 // INVALID_SESSION_TIMEOUT, a third member of a group of at most two with
 // GROUP_MAX_SIZE_REACHED — and a new group forms at once (no initial delay).
 func TestGroupFlagsAndEnv(t *testing.T) {
-	out, err := exec.Command(binPath, "--help").CombinedOutput()
+	out, err := exec.Command(cpBinary(t), "--help").CombinedOutput()
 	if err != nil {
 		t.Fatalf("--help: %v\n%s", err, out)
 	}
@@ -188,8 +94,8 @@ func TestGroupFlagsAndEnv(t *testing.T) {
 	t.Setenv("GREGOR_CP_GROUP_MIN_SESSION_TIMEOUT", "2s")
 	t.Setenv("GREGOR_CP_GROUP_MAX_SESSION_TIMEOUT", "5s")
 	t.Setenv("GREGOR_CP_GROUP_MAX_SIZE", "2")
-	ms := startGroupMembers(t, 1)
-	cli := groupClient(t, ms, "flags", 2)
+	c := startMembers(t, 1)
+	cli := groupClient(t, c, "flags", 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -252,7 +158,7 @@ func TestGroupFlagsAndEnv(t *testing.T) {
 	}
 	hb := kmsg.NewPtrHeartbeatRequest()
 	hb.Version, hb.Group, hb.Generation, hb.MemberID = 3, "g", a.Generation, a.MemberID
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		h, err := groupCall[*kmsg.HeartbeatResponse](ctx, cli, hb)
 		if err != nil {
 			return err
@@ -308,8 +214,8 @@ func TestGroupOffsetsNeverGoBackwards(t *testing.T) {
 		partitions = 8
 		topic      = "r13"
 	)
-	ms := startGroupMembers(t, 3)
-	cli := groupClient(t, ms, topic, partitions)
+	c := startMembers(t, 3)
+	cli := groupClient(t, c, topic, partitions)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -441,7 +347,7 @@ func TestGroupOffsetsNeverGoBackwards(t *testing.T) {
 		for i, c := range cs {
 			base[i] = c.acked.Load()
 		}
-		checkFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		testutil.CheckFor(t, 30*time.Second, func() error {
 			for i, c := range cs {
 				if c.acked.Load() < base[i]+5 {
 					return fmt.Errorf("%s: %d commits acknowledged since %s", c.group, c.acked.Load()-base[i], what)
@@ -453,33 +359,24 @@ func TestGroupOffsetsNeverGoBackwards(t *testing.T) {
 	}
 	progress("the start")
 	for round, fault := range []syscall.Signal{syscall.SIGKILL, syscall.SIGKILL, syscall.SIGSTOP} {
-		name, err := agreedController(ms)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var target *member
-		for _, m := range ms {
-			if m.name == name {
-				target = m
-			}
-		}
-		what := fmt.Sprintf("%v (round %d) of the active controller (%s)", fault, round+1, name)
+		target := c.WaitController(t)
+		what := fmt.Sprintf("%v (round %d) of the active controller (%s)", fault, round+1, target.Name())
 		if fault == syscall.SIGSTOP {
 			// A paused coordinator answers nothing and closes nothing: the data
 			// plane must leave it for the next one all the same (it learns of the
 			// next from its watch of the published coordinator, which takes 10-15 s
 			// when its etcd stream was on the paused member: gRPC's keepalive, floored
 			// at 10 s, is what notices a silent server).
-			_ = target.cmd.Process.Signal(syscall.SIGSTOP)
+			c.Pause(target)
 			progress(what)
-			_ = target.cmd.Process.Signal(syscall.SIGCONT)
+			c.Resume(target)
 		} else {
-			target.kill()
+			c.Kill(target)
 			progress(what)
-			target.start(t, strings.Join(initialOf(ms), ","))
+			c.Restart(target)
 		}
-		checkFor(t, 30*time.Second, 50*time.Millisecond, target.ready)
-		checkFor(t, 15*time.Second, 20*time.Millisecond, func() error { _, err := agreedController(ms); return err })
+		testutil.CheckFor(t, 30*time.Second, target.Ready)
+		c.WaitController(t)
 	}
 	close(stop)
 	wg.Wait()
@@ -504,13 +401,4 @@ func TestGroupOffsetsNeverGoBackwards(t *testing.T) {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		t.Fatal("the test ran out of time")
 	}
-}
-
-// initialOf is the --initial-cluster list of ms.
-func initialOf(ms []*member) []string {
-	var out []string
-	for _, m := range ms {
-		out = append(out, m.name+"="+m.peer)
-	}
-	return out
 }

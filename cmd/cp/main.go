@@ -4,6 +4,11 @@
 //
 // Every flag can also be set from the environment: --client-addr from
 // GREGOR_CP_CLIENT_ADDR, and so on (a flag on the command line wins).
+//
+// Every listener accepts port 0. Once the node serves (etcd ready, the controller
+// campaign started), it writes the addresses it bound to addresses.json in --data-dir
+// (beside etcd's member directory; written atomically, see node.Addresses and
+// docs/nodes.md), so whoever started it reads the picked ports back.
 package main
 
 import (
@@ -18,6 +23,7 @@ import (
 	"time"
 
 	"github.com/gregor-streaming/gregor/controlplane"
+	"github.com/gregor-streaming/gregor/node"
 )
 
 // envPrefix prefixes the environment variable of every flag.
@@ -43,8 +49,9 @@ func run(args []string) int {
 	)
 	fs.StringVar(&cfg.Name, "name", "cp1", "member name (unique in the cluster)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "data/cp1", "etcd data directory; restarting on it rejoins the cluster")
-	fs.StringVar(&cfg.ClientAddr, "client-addr", "127.0.0.1:2379", "etcd client listener; data-plane nodes connect here")
-	fs.StringVar(&cfg.PeerAddr, "peer-addr", "127.0.0.1:2380", "etcd peer listener")
+	fs.StringVar(&cfg.ClientAddr, "client-addr", "127.0.0.1:2379", "etcd client listener; data-plane nodes connect here (port 0 picks one)")
+	fs.StringVar(&cfg.PeerAddr, "peer-addr", "127.0.0.1:2380", "etcd peer listener (port 0 picks one)")
+	fs.StringVar(&cfg.AdvertisePeerAddr, "advertise-peer-addr", "", "peer address the other members dial, host:port (default: the bound --peer-addr)")
 	fs.StringVar(&cfg.InitialCluster, "initial-cluster", "", "all members as name=host:peerport,...; empty: this member alone")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:9093", "internal listener: data-plane nodes forward consumer-group requests here")
 	fs.DurationVar(&cfg.Groups.InitialRebalanceDelay, "group-initial-rebalance-delay", controlplane.DefaultInitialRebalanceDelay, "how long a new group's first rebalance waits for more members (group.initial.rebalance.delay.ms)")
@@ -103,6 +110,12 @@ func run(args []string) int {
 	cancel()
 	if err != nil {
 		logger.Error("start failed", "err", err)
+		return 1
+	}
+	if err := node.WriteAddresses(cfg.DataDir, node.Addresses{PID: os.Getpid(), Client: s.ClientAddr(), Peer: s.PeerAddr(),
+		Listen: s.ListenAddr(), HTTP: s.HTTPAddr()}); err != nil {
+		logger.Error("start failed", "err", err)
+		s.Close()
 		return 1
 	}
 	<-ctx.Done()

@@ -14,6 +14,8 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/gregor-streaming/gregor/internal/testcluster"
 )
 
 // Compatibility with the clients of docs/kafka-compat.md besides franz-go (whose process
@@ -27,9 +29,8 @@ import (
 // node's Kafka address.
 func startProcessCluster(t *testing.T) string {
 	t.Helper()
-	dp := newDP(t, startCPProcess(t), 1)
-	dp.start()
-	return dp.listen
+	_, dp := startNode(t, testcluster.Options{})
+	return dp.Addr()
 }
 
 // withAdmin runs fn with a franz-go admin client of the node at addr.

@@ -8,9 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gregor-streaming/gregor/proto"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/gregor-streaming/gregor/proto"
 )
 
 // librdkafka's compression against real gregor-cp and gregor-dp processes. librdkafka

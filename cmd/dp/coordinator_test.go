@@ -10,6 +10,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/gregor-streaming/gregor/internal/testcluster"
+	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
 // TestGroupCoordinatorNodeDies runs a franz-go group consumer against two data-plane
@@ -17,12 +20,9 @@ import (
 // consumer finds the other, keeps consuming the partitions that node leads and commits
 // its offsets through it.
 func TestGroupCoordinatorNodeDies(t *testing.T) {
-	cpAddr := startCP(t)
-	dps := map[int32]*dpProcess{1: newDP(t, cpAddr, 1), 2: newDP(t, cpAddr, 2)}
-	for _, p := range dps {
-		p.start()
-	}
-	seeds := kgo.SeedBrokers(dps[1].listen, dps[2].listen)
+	c := testcluster.New(t, testcluster.Options{DataPlanes: 2, Processes: true})
+	dps := map[int32]*testcluster.DP{1: c.DP(1), 2: c.DP(2)}
+	seeds := kgo.SeedBrokers(c.Brokers()...)
 	const topic, group = "coord-dies", "coord-dies-group"
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -37,11 +37,11 @@ func TestGroupCoordinatorNodeDies(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Both nodes see both nodes before FindCoordinator is asked (else it hashes over one).
-	checkFor(t, 20*time.Second, func() error {
+	testutil.CheckFor(t, 20*time.Second, func() error {
 		for _, p := range dps {
-			md, err := kadm.NewClient(mustClient(t, p.listen)).BrokerMetadata(ctx)
+			md, err := kadm.NewClient(mustClient(t, p.Addr())).BrokerMetadata(ctx)
 			if err != nil || len(md.Brokers) != 2 {
-				return fmt.Errorf("node at %s sees %d brokers (%v)", p.listen, len(md.Brokers), err)
+				return fmt.Errorf("node at %s sees %d brokers (%v)", p.Addr(), len(md.Brokers), err)
 			}
 		}
 		return nil
@@ -63,10 +63,24 @@ func TestGroupCoordinatorNodeDies(t *testing.T) {
 		t.Fatal(err)
 	}
 	survivor := 3 - victim
-	md, err := adm.Metadata(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Every partition has a leader in the node's view (the other node's view may lag
+	// the creation by a moment).
+	var md kadm.Metadata
+	testutil.CheckFor(t, 20*time.Second, func() (err error) {
+		if md, err = adm.Metadata(ctx, topic); err != nil {
+			return err
+		}
+		ps := md.Topics[topic].Partitions
+		for _, p := range ps {
+			if p.Leader < 0 {
+				return fmt.Errorf("partition %d has no leader", p.Partition)
+			}
+		}
+		if len(ps) != 4 {
+			return fmt.Errorf("%d partitions in the metadata, want 4", len(ps))
+		}
+		return nil
+	})
 	var survivorParts []int32
 	for _, p := range md.Topics[topic].Partitions {
 		if p.Leader == survivor {
@@ -103,7 +117,7 @@ func TestGroupCoordinatorNodeDies(t *testing.T) {
 	}()
 	defer func() { stopPolling(); <-polled }()
 
-	producer := mustClient(t, dps[survivor].listen, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	producer := mustClient(t, dps[survivor].Addr(), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	produce := func(tag string, n int) []string {
 		var vals []string
 		for i := range n {
@@ -117,7 +131,7 @@ func TestGroupCoordinatorNodeDies(t *testing.T) {
 		return vals
 	}
 	waitSeen := func(vals []string) {
-		checkFor(t, 60*time.Second, func() error {
+		testutil.CheckFor(t, 60*time.Second, func() error {
 			mu.Lock()
 			defer mu.Unlock()
 			for _, v := range vals {
@@ -130,13 +144,13 @@ func TestGroupCoordinatorNodeDies(t *testing.T) {
 	}
 	waitSeen(produce("before", 20))
 
-	dps[victim].kill()
+	c.Kill(dps[victim])
 	waitSeen(produce("after", 20))
 
 	// FindCoordinator now names the survivor, and the consumer's offsets for its
 	// partitions reach their ends through it.
-	survivorCl := mustClient(t, dps[survivor].listen)
-	checkFor(t, 30*time.Second, func() error {
+	survivorCl := mustClient(t, dps[survivor].Addr())
+	testutil.CheckFor(t, 30*time.Second, func() error {
 		id, err := coordinator(survivorCl)
 		if err != nil {
 			return err
@@ -154,7 +168,7 @@ func TestGroupCoordinatorNodeDies(t *testing.T) {
 			t.Fatalf("end offset of partition %d: %+v", p, end)
 		}
 	}
-	checkFor(t, 30*time.Second, func() error {
+	testutil.CheckFor(t, 30*time.Second, func() error {
 		offs, err := sadm.FetchOffsets(ctx, group)
 		if err != nil {
 			return err

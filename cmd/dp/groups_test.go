@@ -32,12 +32,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -53,6 +49,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/gregor-streaming/gregor/controlplane"
+	"github.com/gregor-streaming/gregor/internal/testcluster"
+	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
 // Timings of the group tests: short sessions so that a SIGKILLed member is replaced in
@@ -70,8 +68,8 @@ const (
 	groupBatchPerPartition = 5
 )
 
-// groupMemberBinary is testdata/groupmember, built on first use next to the gregor-dp
-// binary (TestMain removes that directory).
+// groupMemberBinary is testdata/groupmember, built on first use next to the harness's
+// gregor-dp binary (testcluster.Main removes that directory).
 var (
 	groupMemberOnce   sync.Once
 	groupMemberBinary string
@@ -81,6 +79,7 @@ var (
 func buildGroupMember(t *testing.T) string {
 	t.Helper()
 	groupMemberOnce.Do(func() {
+		_, dpBinary := testcluster.Binaries(t)
 		groupMemberBinary = filepath.Join(filepath.Dir(dpBinary), "groupmember")
 		out, err := exec.Command("go", "build", "-o", groupMemberBinary, "./testdata/groupmember").CombinedOutput()
 		if err != nil {
@@ -93,122 +92,15 @@ func buildGroupMember(t *testing.T) string {
 	return groupMemberBinary
 }
 
-// groupCP is one gregor-cp process of a group test's control plane.
-type groupCP struct {
-	name, client, peer, listen, http, dataDir, logPath string
-	cmd                                                *exec.Cmd
-	exited                                             chan struct{}
-}
-
-// groupDP is the gregor-dp process of a group test.
-type groupDP struct {
-	id                             int
-	listen, http, dataDir, logPath string
-	cmd                            *exec.Cmd
-	exited                         chan struct{}
-}
-
-// groupCluster is a control plane of gregor-cp processes and gregor-dp processes, each
-// logging to a file printed if the test fails.
-type groupCluster struct {
-	t       *testing.T
-	cps     []*groupCP
-	dps     []*groupDP
-	initial string
-	cpArgs  []string
-}
-
-// newGroupCluster starts nCP control-plane members and nDP data-plane nodes. cpArgs are
-// added to every gregor-cp's flags (after the group defaults of the tests).
-func newGroupCluster(t *testing.T, nCP, nDP int, cpArgs ...string) *groupCluster {
+// newGroupCluster starts nCP control-plane members and nDP data-plane nodes as
+// processes with the group tests' settings (etcd timers for busy cores, a 1s controller
+// lease, no initial rebalance delay); cpArgs are added to every gregor-cp's flags.
+func newGroupCluster(t *testing.T, nCP, nDP int, cpArgs ...string) *testcluster.Cluster {
 	t.Helper()
-	c := &groupCluster{t: t, cpArgs: cpArgs}
-	t.Cleanup(func() {
-		// SIGKILL: what is checked happened before; a clean stop of a three-member
-		// control plane waits out quorum losses (TestThreeProcessFailover stops cleanly).
-		for _, d := range c.dps {
-			d.kill()
-		}
-		for _, m := range c.cps {
-			m.kill()
-		}
-		if t.Failed() {
-			for _, m := range c.cps {
-				b, _ := os.ReadFile(m.logPath)
-				t.Logf("%s log (etcd's own lines left out):\n%s", m.name, tail(withoutEtcdLines(string(b)), 80))
-			}
-			for _, d := range c.dps {
-				b, _ := os.ReadFile(d.logPath)
-				t.Logf("dp%d log:\n%s", d.id, tail(string(b), 80))
-			}
-		}
-	})
-	// A port freeAddr found free can be taken before the process binds it (by another
-	// test's process, or as the local port of an outgoing connection): a first start
-	// that fails to bind is retried on fresh ports.
-	for attempt := 1; ; attempt++ {
-		dir := t.TempDir()
-		c.cps = nil
-		var initial []string
-		for i := 1; i <= nCP; i++ {
-			m := &groupCP{name: fmt.Sprintf("cp%d", i), client: freeAddr(t), peer: freeAddr(t), listen: freeAddr(t), http: freeAddr(t),
-				dataDir: filepath.Join(dir, fmt.Sprintf("cp%d", i)), logPath: filepath.Join(dir, fmt.Sprintf("cp%d.log", i))}
-			c.cps = append(c.cps, m)
-			initial = append(initial, m.name+"="+m.peer)
-		}
-		c.initial = strings.Join(initial, ",")
-		for _, m := range c.cps {
-			c.startCP(m)
-		}
-		_, err := c.tryWaitController(c.cps)
-		if err == nil {
-			break
-		}
-		bindFailed := false
-		for _, m := range c.cps {
-			m.kill()
-			bindFailed = bindFailed || logSays(m.logPath, "address already in use")
-		}
-		if !bindFailed || attempt == 3 {
-			t.Fatal(err)
-		}
-		t.Logf("control plane start %d: a port was taken meanwhile; again on fresh ports", attempt)
-	}
-	dir := t.TempDir()
-	for i := 1; i <= nDP; i++ {
-		d := &groupDP{id: i, dataDir: filepath.Join(dir, fmt.Sprintf("dp%d", i)), logPath: filepath.Join(dir, fmt.Sprintf("dp%d.log", i))}
-		c.dps = append(c.dps, d)
-		for attempt := 1; ; attempt++ {
-			d.listen, d.http = freeAddr(t), freeAddr(t)
-			err := c.tryStartDP(d)
-			if err == nil {
-				break
-			}
-			d.kill()
-			if !logSays(d.logPath, "address already in use") || attempt == 3 {
-				t.Fatal(err)
-			}
-			t.Logf("dp%d start %d: a port was taken meanwhile; again on fresh ports", d.id, attempt)
-		}
-	}
-	return c
-}
-
-// logSays reports whether the log file holds s.
-func logSays(path, s string) bool {
-	b, _ := os.ReadFile(path)
-	return strings.Contains(string(b), s)
-}
-
-// withoutEtcdLines drops the embedded etcd's and its client's log lines.
-func withoutEtcdLines(s string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if !strings.Contains(l, "logger=etcd") {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
+	return testcluster.New(t, testcluster.Options{ControlPlanes: nCP, DataPlanes: nDP, Processes: true,
+		ControllerTTL: time.Second, Groups: controlplane.GroupConfig{MinSessionTimeout: groupMinSessionTimeout},
+		CPFlags: append([]string{"--etcd-heartbeat-ms", "50", "--etcd-election-ms", "500",
+			"--group-initial-rebalance-delay", "0s"}, cpArgs...)})
 }
 
 // tail returns the last n lines of s.
@@ -220,251 +112,21 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func openLog(t *testing.T, path string) *os.File {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
-
-func (c *groupCluster) startCP(m *groupCP) {
-	c.t.Helper()
-	logf := openLog(c.t, m.logPath)
-	args := []string{"--name", m.name, "--data-dir", m.dataDir, "--client-addr", m.client, "--peer-addr", m.peer,
-		"--initial-cluster", c.initial, "--listen", m.listen, "--http", m.http,
-		"--etcd-heartbeat-ms", "50", "--etcd-election-ms", "500", "--controller-ttl", "1s", "--log-level", "warn",
-		"--group-initial-rebalance-delay", "0s", "--group-min-session-timeout", groupMinSessionTimeout.String()}
-	m.cmd = exec.Command(cpBinary, append(args, c.cpArgs...)...)
-	m.cmd.Stdout, m.cmd.Stderr = logf, logf
-	if err := m.cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
-	m.exited = make(chan struct{})
-	go func(cmd *exec.Cmd, exited chan struct{}) { _ = cmd.Wait(); logf.Close(); close(exited) }(m.cmd, m.exited)
-}
-
-func (m *groupCP) running() bool {
-	if m.cmd == nil {
-		return false
-	}
-	select {
-	case <-m.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-func (m *groupCP) kill() {
-	if m.running() {
-		_ = m.cmd.Process.Signal(syscall.SIGKILL)
-		<-m.exited
-	}
-}
-
-var groupHTTP = &http.Client{Timeout: 2 * time.Second}
-
-func (m *groupCP) view() (controlplane.ClusterView, error) {
-	var v controlplane.ClusterView
-	resp, err := groupHTTP.Get("http://" + m.http + "/v1/cluster")
-	if err != nil {
-		return v, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return v, fmt.Errorf("%s /v1/cluster: %s", m.name, resp.Status)
-	}
-	return v, json.NewDecoder(resp.Body).Decode(&v)
-}
-
-func (m *groupCP) metrics() (string, error) {
-	resp, err := groupHTTP.Get("http://" + m.http + "/metrics")
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
-}
-
-func httpReady(addr string) error {
-	resp, err := groupHTTP.Get("http://" + addr + "/readyz")
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s /readyz: %s", addr, resp.Status)
-	}
-	return nil
-}
-
-// waitController waits until the given members are ready and agree on one controller
-// among them, and returns it.
-func (c *groupCluster) waitController(ms []*groupCP) *groupCP {
-	c.t.Helper()
-	ctl, err := c.tryWaitController(ms)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return ctl
-}
-
-// tryWaitController is waitController returning its failure: 40 s, or a member exiting.
-func (c *groupCluster) tryWaitController(ms []*groupCP) (*groupCP, error) {
-	deadline := time.Now().Add(40 * time.Second)
-	for {
-		ctl, err := agreedGroupController(ms)
-		if err == nil {
-			return ctl, nil
-		}
-		for _, m := range ms {
-			if !m.running() {
-				return nil, fmt.Errorf("%s exited", m.name)
-			}
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("no agreed controller within 40s: %w", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// agreedGroupController returns the controller every member reports, exactly one of
-// them reporting itself as controller.
-func agreedGroupController(ms []*groupCP) (*groupCP, error) {
-	name, self := "", 0
-	for _, m := range ms {
-		if err := httpReady(m.http); err != nil {
-			return nil, err
-		}
-		v, err := m.view()
-		if err != nil {
-			return nil, err
-		}
-		if v.Controller == "" || (name != "" && v.Controller != name) {
-			return nil, fmt.Errorf("%s sees controller %q, others %q", m.name, v.Controller, name)
-		}
-		name = v.Controller
-		if v.IsController {
-			self++
-		}
-	}
-	if self != 1 {
-		return nil, fmt.Errorf("%d of %d members act as controller", self, len(ms))
-	}
-	for _, m := range ms {
-		if m.name == name {
-			return m, nil
-		}
-	}
-	return nil, fmt.Errorf("controller %s is none of the members asked", name)
-}
-
-// liveCPs returns the running control-plane members.
-func (c *groupCluster) liveCPs() []*groupCP {
-	var out []*groupCP
-	for _, m := range c.cps {
-		if m.running() {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-func (c *groupCluster) cpEndpoints() string {
-	var eps []string
-	for _, m := range c.cps {
-		eps = append(eps, m.client)
-	}
-	return strings.Join(eps, ",")
-}
-
-func (c *groupCluster) startDP(d *groupDP) {
-	c.t.Helper()
-	if err := c.tryStartDP(d); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-// tryStartDP starts the node and waits until it is ready: 40 s, or the process exiting.
-func (c *groupCluster) tryStartDP(d *groupDP) error {
-	logf, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	d.cmd = exec.Command(dpBinary, "--id", strconv.Itoa(d.id), "--data-dir", d.dataDir, "--listen", d.listen,
-		"--cp", c.cpEndpoints(), "--http", d.http, "--log-level", "warn")
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	if err := d.cmd.Start(); err != nil {
-		logf.Close()
-		return err
-	}
-	d.exited = make(chan struct{})
-	go func(cmd *exec.Cmd, exited chan struct{}) { _ = cmd.Wait(); logf.Close(); close(exited) }(d.cmd, d.exited)
-	deadline := time.Now().Add(40 * time.Second)
-	for {
-		err := httpReady(d.http)
-		switch {
-		case err == nil:
-			return nil
-		case !d.running():
-			return fmt.Errorf("dp%d exited", d.id)
-		case time.Now().After(deadline):
-			return fmt.Errorf("dp%d not ready within 40s: %w", d.id, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (d *groupDP) running() bool {
-	if d.cmd == nil {
-		return false
-	}
-	select {
-	case <-d.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-func (d *groupDP) kill() {
-	if d.running() {
-		_ = d.cmd.Process.Signal(syscall.SIGKILL)
-		<-d.exited
-	}
-}
-
-// brokers is the Kafka bootstrap list of the running data-plane nodes.
-func (c *groupCluster) brokers() []string {
-	var out []string
-	for _, d := range c.dps {
-		if d.running() {
-			out = append(out, d.listen)
-		}
-	}
-	return out
-}
-
 // restartControlPlane SIGKILLs every control-plane member and starts them again on their
 // data directories. A data-plane node that lost its registration meanwhile exits by
 // design (a supervisor restarts it): it is restarted, and the test says so.
-func (c *groupCluster) restartControlPlane() {
-	c.t.Helper()
-	for _, m := range c.cps {
-		m.kill()
+func restartControlPlane(t *testing.T, c *testcluster.Cluster) {
+	t.Helper()
+	var all []testcluster.Node
+	for _, m := range c.CPs {
+		all = append(all, m)
 	}
-	for _, m := range c.cps {
-		c.startCP(m)
-	}
-	c.waitController(c.cps)
-	for _, d := range c.dps {
-		if !d.running() {
-			c.t.Logf("dp%d exited while the control plane was down (registration lost); restarting it", d.id)
-			c.startDP(d)
+	c.Restart(all...)
+	c.WaitController(t)
+	for _, d := range c.DPs {
+		if !d.Running() {
+			t.Logf("%s exited while the control plane was down (registration lost); restarting it", d.Name())
+			c.Restart(d)
 		}
 	}
 }
@@ -773,7 +435,7 @@ func groupMemberCommand(t *testing.T, client string, brokers []string, group, to
 // members, and a watcher of the coordinator's view.
 type groupRun struct {
 	t       *testing.T
-	c       *groupCluster
+	c       *testcluster.Cluster
 	client  groupClient
 	group   string
 	topic   string
@@ -784,9 +446,9 @@ type groupRun struct {
 	violations   []string
 }
 
-func newGroupRun(t *testing.T, c *groupCluster, client groupClient, group, topic string) *groupRun {
+func newGroupRun(t *testing.T, c *testcluster.Cluster, client groupClient, group, topic string) *groupRun {
 	r := &groupRun{t: t, c: c, client: client, group: group, topic: topic}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.brokers()...), kgo.RetryTimeout(5*time.Second))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers()...), kgo.RetryTimeout(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -811,7 +473,7 @@ func newGroupRun(t *testing.T, c *groupCluster, client groupClient, group, topic
 func (r *groupRun) startMember(name string) *groupMember {
 	r.t.Helper()
 	m := &groupMember{name: name, identity: name, kind: r.client.name, exited: make(chan struct{})}
-	m.cmd = r.client.command(r.t, r.c.brokers(), r.group, r.topic)
+	m.cmd = r.client.command(r.t, r.c.Brokers(), r.group, r.topic)
 	m.cmd.Stdout, m.cmd.Stderr = m, m // one pipe: the lines keep their order
 	if err := m.cmd.Start(); err != nil {
 		r.t.Fatal(err)
@@ -877,7 +539,7 @@ func consumerAssignments(g kadm.DescribedGroup, topic string) (map[string][]int3
 func (r *groupRun) waitSplit(members []*groupMember, timeout time.Duration) map[int32]*groupMember {
 	r.t.Helper()
 	var owners map[int32]*groupMember
-	checkFor(r.t, timeout, func() error {
+	testutil.CheckFor(r.t, timeout, func() error {
 		owners = map[int32]*groupMember{}
 		reported := map[string][]int32{}
 		for _, m := range members {
@@ -933,7 +595,7 @@ func (r *groupRun) waitSplit(members []*groupMember, timeout time.Duration) map[
 func (r *groupRun) produceBatch(batch string) []string {
 	r.t.Helper()
 	// Uncompressed: kafka-python has no snappy (franz-go's default) without python3-snappy.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(r.c.brokers()...), kgo.DefaultProduceTopic(r.topic),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.c.Brokers()...), kgo.DefaultProduceTopic(r.topic),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	if err != nil {
 		r.t.Fatal(err)
@@ -972,7 +634,7 @@ func reads(members ...*groupMember) map[string]int {
 // waitRead waits until every value has been read by one of the members.
 func (r *groupRun) waitRead(values []string, timeout time.Duration, members ...*groupMember) {
 	r.t.Helper()
-	checkFor(r.t, timeout, func() error {
+	testutil.CheckFor(r.t, timeout, func() error {
 		for _, m := range members {
 			if !m.running() {
 				r.t.Fatalf("member %s exited", m.name)
@@ -995,7 +657,7 @@ func (r *groupRun) waitRead(values []string, timeout time.Duration, members ...*
 // waitCommitted waits until the group's committed offset of every partition is want.
 func (r *groupRun) waitCommitted(want int64, timeout time.Duration) {
 	r.t.Helper()
-	checkFor(r.t, timeout, func() error {
+	testutil.CheckFor(r.t, timeout, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		offs, err := r.adm.FetchOffsets(ctx, r.group)
@@ -1021,7 +683,7 @@ func (r *groupRun) waitCommitted(want int64, timeout time.Duration) {
 // waitState waits until the coordinator reports the group in state.
 func (r *groupRun) waitState(state string, timeout time.Duration) {
 	r.t.Helper()
-	checkFor(r.t, timeout, func() error {
+	testutil.CheckFor(r.t, timeout, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		gs, err := r.adm.DescribeGroups(ctx, r.group)
@@ -1156,46 +818,46 @@ func checkOffsetsView(v controlplane.GroupView, topic string, committed, hw int6
 func (r *groupRun) waitGroupView(check func(controlplane.GroupView) error, metric string, value int64) {
 	r.t.Helper()
 	var want controlplane.GroupView
-	checkFor(r.t, 30*time.Second, func() error {
-		var ctl *groupCP
-		for _, m := range r.c.liveCPs() {
-			if v, err := m.view(); err == nil && v.IsController {
+	testutil.CheckFor(r.t, 30*time.Second, func() error {
+		var ctl *testcluster.CP
+		for _, m := range r.c.RunningCPs() {
+			if v, err := m.View(); err == nil && v.IsController {
 				ctl = m
 			}
 		}
 		if ctl == nil {
 			return errors.New("no controller")
 		}
-		v, err := ctl.view()
+		v, err := ctl.View()
 		if err != nil {
 			return err
 		}
 		if v.GroupsSource != "coordinator" {
-			return fmt.Errorf("controller %s: groups from %q", ctl.name, v.GroupsSource)
+			return fmt.Errorf("controller %s: groups from %q", ctl.Name(), v.GroupsSource)
 		}
 		i := slices.IndexFunc(v.Groups, func(g controlplane.GroupView) bool { return g.Group == r.group })
 		if i < 0 {
-			return fmt.Errorf("controller %s: group %s not in /v1/cluster", ctl.name, r.group)
+			return fmt.Errorf("controller %s: group %s not in /v1/cluster", ctl.Name(), r.group)
 		}
 		if err := check(v.Groups[i]); err != nil {
-			return fmt.Errorf("controller %s: %w", ctl.name, err)
+			return fmt.Errorf("controller %s: %w", ctl.Name(), err)
 		}
-		metrics, err := ctl.metrics()
+		metrics, err := ctl.MetricsText()
 		if err != nil {
 			return err
 		}
 		for p := range groupPartitions {
 			line := fmt.Sprintf("%s{group=%q,topic=%q,partition=\"%d\"} %d", metric, r.group, r.topic, p, value)
 			if !strings.Contains(metrics, line+"\n") {
-				return fmt.Errorf("controller %s: /metrics lacks %s", ctl.name, line)
+				return fmt.Errorf("controller %s: /metrics lacks %s", ctl.Name(), line)
 			}
 		}
 		want = v.Groups[i]
 		return nil
 	})
-	checkFor(r.t, 30*time.Second, func() error {
-		for _, m := range r.c.liveCPs() {
-			v, err := m.view()
+	testutil.CheckFor(r.t, 30*time.Second, func() error {
+		for _, m := range r.c.RunningCPs() {
+			v, err := m.View()
 			if err != nil {
 				return err
 			}
@@ -1204,7 +866,7 @@ func (r *groupRun) waitGroupView(check func(controlplane.GroupView) error, metri
 			}
 			i := slices.IndexFunc(v.Groups, func(g controlplane.GroupView) bool { return g.Group == r.group })
 			if v.GroupsSource != "etcd" || i < 0 {
-				return fmt.Errorf("%s: groups from %q, group %s at %d", m.name, v.GroupsSource, r.group, i)
+				return fmt.Errorf("%s: groups from %q, group %s at %d", m.Name(), v.GroupsSource, r.group, i)
 			}
 			got, exp := map[int32]int64{}, map[int32]int64{}
 			for _, o := range v.Groups[i].Offsets {
@@ -1214,7 +876,7 @@ func (r *groupRun) waitGroupView(check func(controlplane.GroupView) error, metri
 				exp[o.Partition] = o.Offset
 			}
 			if fmt.Sprint(got) != fmt.Sprint(exp) {
-				return fmt.Errorf("%s (from etcd): offsets %v, the controller %v", m.name, got, exp)
+				return fmt.Errorf("%s (from etcd): offsets %v, the controller %v", m.Name(), got, exp)
 			}
 		}
 		return nil
@@ -1228,7 +890,7 @@ func runGroupScenario(t *testing.T, clientName string) {
 	start := time.Now()
 	c := newGroupCluster(t, 3, 1)
 	group, topic := "g-"+clientName, "t-"+clientName
-	createTopic(t, c.brokers()[0], topic, groupPartitions)
+	createTopic(t, c.Brokers()[0], topic, groupPartitions)
 	r := newGroupRun(t, c, client, group, topic)
 	ctx, cancel := context.WithCancel(context.Background())
 	watched := make(chan struct{})
@@ -1265,17 +927,17 @@ func runGroupScenario(t *testing.T, clientName string) {
 	// The coordinator fails over under a running group: the new active controller
 	// takes the group over from etcd, the members carry on (rejoining if they must)
 	// and every record is read.
-	ctl0 := c.waitController(c.liveCPs())
+	ctl0 := c.WaitController(t)
 	assignsBefore = m1.assignCount() + m2.assignCount()
-	phase("SIGKILL of the active controller " + ctl0.name + " under m1 and m2")
-	ctl0.kill()
-	c.waitController(c.liveCPs())
+	phase("SIGKILL of the active controller " + ctl0.Name() + " under m1 and m2")
+	c.Kill(ctl0)
+	c.WaitController(t)
 	a2 := r.produceBatch("A2")
 	r.waitRead(a2, 60*time.Second, m1, m2)
 	r.waitSplit([]*groupMember{m1, m2}, 30*time.Second)
 	r.waitCommitted(2*per, 30*time.Second)
-	c.startCP(ctl0)
-	c.waitController(c.cps)
+	c.Restart(ctl0)
+	c.WaitController(t)
 	phase(fmt.Sprintf("the group carried on across the failover (%d assignment changes reported by m1 and m2)",
 		m1.assignCount()+m2.assignCount()-assignsBefore))
 
@@ -1298,23 +960,23 @@ func runGroupScenario(t *testing.T, clientName string) {
 
 	// Controller failover: the committed offsets are where a new member starts.
 	cc := r.produceBatch("C")
-	ctl := c.waitController(c.liveCPs())
-	phase("SIGKILL of the active controller " + ctl.name)
-	ctl.kill()
-	c.waitController(c.liveCPs())
+	ctl := c.WaitController(t)
+	phase("SIGKILL of the active controller " + ctl.Name())
+	c.Kill(ctl)
+	c.WaitController(t)
 	m4 := r.startMember("m4")
 	r.waitRead(cc, 60*time.Second, m4)
 	r.waitCommitted(4*per, 30*time.Second)
 	r.checkResumed(m4, cc, 3*per)
 	m4.stop(t)
 	r.waitState("Empty", 30*time.Second)
-	c.startCP(ctl)
-	c.waitController(c.cps)
+	c.Restart(ctl)
+	c.WaitController(t)
 
 	// The whole control plane SIGKILLed and restarted: the offsets are still there.
 	d := r.produceBatch("D")
 	phase("SIGKILL and restart of the whole control plane")
-	c.restartControlPlane()
+	restartControlPlane(t, c)
 	// Lag: batch D produced, nothing read since: per records behind in each partition.
 	r.waitGroupView(func(v controlplane.GroupView) error {
 		return checkOffsetsView(v, topic, 4*per, 5*per)
@@ -1357,7 +1019,7 @@ func TestGroupSarama(t *testing.T)         { runGroupScenario(t, "sarama") }
 func TestGroupStaticMember(t *testing.T) {
 	c := newGroupCluster(t, 1, 1)
 	const topic, group = "t-static", "g-static"
-	createTopic(t, c.brokers()[0], topic, groupPartitions)
+	createTopic(t, c.Brokers()[0], topic, groupPartitions)
 	instance := ""
 	client := groupClient{name: "franz-go (static)", generations: true, need: func(*testing.T) {},
 		command: func(t *testing.T, brokers []string, group, topic string) *exec.Cmd {
@@ -1379,8 +1041,8 @@ func TestGroupStaticMember(t *testing.T) {
 	s2.identity = instance
 	r.waitSplit([]*groupMember{s1, s2}, 60*time.Second)
 	var leader string
-	checkFor(t, 30*time.Second, func() error {
-		v, err := c.cps[0].view()
+	testutil.CheckFor(t, 30*time.Second, func() error {
+		v, err := c.CPs[0].View()
 		if err != nil {
 			return err
 		}
@@ -1507,7 +1169,7 @@ func (r *groupRun) checkAdmin(want int64) {
 	case "sarama":
 		cfg := sarama.NewConfig()
 		cfg.Version = sarama.V2_4_0_0 // OffsetDelete
-		admin, err := sarama.NewClusterAdmin(r.c.brokers(), cfg)
+		admin, err := sarama.NewClusterAdmin(r.c.Brokers(), cfg)
 		if err != nil {
 			r.t.Fatal(err)
 		}
@@ -1548,19 +1210,19 @@ func (r *groupRun) checkAdmin(want int64) {
 		}
 	case "kafka-python":
 		deleteOffset()
-		out, err := exec.Command("/usr/bin/python3", "-c", kafkaPythonAdminScript, strings.Join(r.c.brokers(), ","), r.group, r.topic).CombinedOutput()
+		out, err := exec.Command("/usr/bin/python3", "-c", kafkaPythonAdminScript, strings.Join(r.c.Brokers(), ","), r.group, r.topic).CombinedOutput()
 		wantOut := fmt.Sprintf("LISTED True\nDESCRIBED 0 Empty 0\nOFFSETS %s\nDELETED NoError\nLISTED False\n", strings.Join(afterDelete, ","))
 		if err != nil || string(out) != wantOut {
 			r.t.Fatalf("kafka-python admin: %v\n%s\nwant\n%s", err, out, wantOut)
 		}
 	case "confluent-kafka":
-		out, err := exec.Command("/usr/bin/python3", "-c", confluentAdminScript, strings.Join(r.c.brokers(), ","), r.group).CombinedOutput()
+		out, err := exec.Command("/usr/bin/python3", "-c", confluentAdminScript, strings.Join(r.c.Brokers(), ","), r.group).CombinedOutput()
 		if err != nil || (string(out) != "DESCRIBED Empty consumer 0\n" && string(out) != "DESCRIBED Empty "+emptyGroupProtocolType+" 0\n") {
 			r.t.Fatalf("confluent-kafka list_groups: %v\n%s", err, out)
 		}
 		deleteOffset()
 		deleteGroup()
-		out, err = exec.Command("/usr/bin/python3", "-c", confluentAdminScript, strings.Join(r.c.brokers(), ","), r.group).CombinedOutput()
+		out, err = exec.Command("/usr/bin/python3", "-c", confluentAdminScript, strings.Join(r.c.Brokers(), ","), r.group).CombinedOutput()
 		if err != nil || !strings.HasPrefix(string(out), "GONE") {
 			r.t.Fatalf("confluent-kafka list_groups after the delete: %v\n%s", err, out)
 		}
@@ -1587,7 +1249,7 @@ func (r *groupRun) checkAdmin(want int64) {
 		deleteGroup()
 	}
 	// Gone: not listed, no offsets.
-	checkFor(r.t, 10*time.Second, func() error {
+	testutil.CheckFor(r.t, 10*time.Second, func() error {
 		listed, err := r.adm.ListGroups(ctx)
 		if err != nil {
 			return err

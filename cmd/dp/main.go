@@ -6,16 +6,19 @@
 // The data directory is locked while the process runs (.lock) and holds the node's
 // incarnation id (incarnation): restarted on the same directory after a crash, the node
 // takes its registration over at once instead of waiting for the old lease to expire.
+//
+// Once serving, the node writes the addresses it bound to addresses.json in the data
+// directory (written atomically; see node.Addresses and docs/nodes.md): with --listen
+// 127.0.0.1:0 and --http 127.0.0.1:0 the ports are picked by the system, and whoever
+// started the node reads them back from there. The advertised address defaults to the
+// bound Kafka address.
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -23,21 +26,20 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
-	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/dataplane"
+	"github.com/gregor-streaming/gregor/node"
 	"github.com/gregor-streaming/gregor/proto"
 )
 
-// registrationTTL is how long the node stays in the registry after it stops renewing its
-// lease: the control plane moves its partitions' leadership once it expires.
-const registrationTTL = 6 * time.Second
+// stopTimeout bounds stopping the node on SIGTERM or SIGINT.
+const stopTimeout = 15 * time.Second
 
 type options struct {
 	id                           int
 	dataDir, listen, advertise   string
 	cp, httpAddr, rack, logLevel string
 	eventLoops                   int
+	registrationTTL              time.Duration
 	copyBelow                    int64
 	autoCreateTopics             bool
 	limits                       dataplane.Config // the connection limits and deadlines
@@ -108,9 +110,10 @@ func parseFlags(args []string) (options, error) {
 	durFlag(&o.limits.FrameReadTimeout, "frame-read-timeout", dataplane.DefaultFrameReadTimeout, "time for a request to arrive once its first byte has")
 	durFlag(&o.limits.IdleTimeout, "idle-timeout", dataplane.DefaultIdleTimeout, "close connections idle this long")
 	durFlag(&o.limits.WriteTimeout, "write-timeout", dataplane.DefaultWriteTimeout, "cut a reader that takes no bytes of a response for this long")
+	durFlag(&o.registrationTTL, "registration-ttl", node.DefaultRegistrationTTL, "lease of the node's registration: its partitions move this long after it stops renewing it")
 	str(&o.dataDir, "data-dir", "./data/dp1", "directory of the partition logs")
 	str(&o.listen, "listen", "127.0.0.1:9092", "Kafka listener host:port")
-	str(&o.advertise, "advertise", "", "host:port clients are told to connect to (default: --listen)")
+	str(&o.advertise, "advertise", "", "host:port clients are told to connect to (default: the bound --listen address)")
 	str(&o.cp, "cp", "127.0.0.1:2379", "control-plane etcd client addresses, comma-separated")
 	str(&o.httpAddr, "http", "127.0.0.1:9644", "HTTP listener for /metrics, /healthz, /readyz")
 	str(&o.rack, "rack", "", "rack id, for spreading replicas")
@@ -121,148 +124,31 @@ func parseFlags(args []string) (options, error) {
 	if o.id < 0 || o.id > 1<<30 {
 		return o, fmt.Errorf("gregor-dp: --id %d out of range", o.id)
 	}
-	if o.advertise == "" {
-		o.advertise = o.listen
-	}
 	return o, nil
 }
 
 func run(ctx context.Context, o options, logger *slog.Logger) error {
-	started := time.Now()
-	host, portStr, err := net.SplitHostPort(o.advertise)
-	if err != nil {
-		return fmt.Errorf("--advertise: %w", err)
+	cfg := node.Config{
+		ID: int32(o.id), DataDir: o.dataDir, Listen: o.listen, Advertise: o.advertise, HTTP: o.httpAddr,
+		ControlPlane: strings.Split(o.cp, ","), Rack: o.rack, RegistrationTTL: o.registrationTTL, Logger: logger,
+		Server: o.limits, // the limits and deadlines from the flags
 	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return fmt.Errorf("--advertise port: %w", err)
-	}
-	// The lock first: everything after it may assume no other process uses the directory.
-	release, err := lockDataDir(o.dataDir)
+	cfg.Server.EventLoops, cfg.Server.CopyBelowBytes, cfg.Server.AutoCreateTopics = o.eventLoops, o.copyBelow, o.autoCreateTopics
+	dp, err := node.StartDataPlane(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer release()
-	incarnation, created, err := loadIncarnation(o.dataDir)
-	if err != nil {
+	if err := node.WriteAddresses(o.dataDir, dp.Addresses()); err != nil {
+		_ = dp.Stop(context.Background())
 		return err
 	}
-	if created {
-		logger.Info("new data directory incarnation", "data", o.dataDir)
-	}
-	set := metrics.NewSet()
-	etcdLatency := func(op string, d time.Duration) {
-		set.GetOrCreateHistogram(fmt.Sprintf("gregor_cp_op_duration_seconds{op=%q}", op)).Update(d.Seconds())
-	}
-	cl, err := client.New(client.Config{Endpoints: strings.Split(o.cp, ","), Logger: logger, ObserveOp: etcdLatency})
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-
-	cp := &dataplane.ClientControlPlane{Client: cl}
-	// Follow the metadata before serving, so the first client sees the cluster.
-	reconcile := make(chan struct{}, 1)
-	md, err := cl.WatchMetadata(ctx, func(client.Change) {
-		select {
-		case reconcile <- struct{}{}:
-		default:
-		}
-	})
-	if err != nil {
-		return fmt.Errorf("watch metadata: %w", err)
-	}
-	defer md.Close()
-	cp.Metadata = md
-	// Register before listening: the registration is what hands out producer ids, and a
-	// client that learns of the node a moment early retries its connection.
-	me := client.Broker{ID: int32(o.id), Host: host, Port: int32(port), Rack: o.rack, Incarnation: incarnation}
-	reg, err := register(ctx, cl, me, logger)
-	if err != nil {
-		return fmt.Errorf("register: %w", err)
-	}
-	defer reg.Close()
-	cp.Registration = reg
-	// Reconcile only views that include this registration: the data plane tells a
-	// leadership given to this process from one given to an earlier process of the node
-	// by comparing the partition state with the registration.
-	if _, err := md.WaitRevision(ctx, reg.Broker().Epoch); err != nil {
-		return fmt.Errorf("watch metadata: %w", err)
-	}
-	hwc := reg.NewHWCheckpointer(client.DefaultHWCheckpointInterval)
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	select {
+	case <-ctx.Done():
+		logger.Info("gregor-dp stopping")
+		sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 		defer cancel()
-		_ = hwc.Close(cctx)
-	}()
-	cfg := o.limits // the limits and deadlines from the flags
-	cfg.NodeID, cfg.Listen, cfg.Advertise, cfg.DataDir = int32(o.id), o.listen, o.advertise, o.dataDir
-	cfg.EventLoops, cfg.CopyBelowBytes, cfg.AutoCreateTopics = o.eventLoops, o.copyBelow, o.autoCreateTopics
-	cfg.ControlPlane, cfg.HWRecorder, cfg.Logger, cfg.Metrics = cp, hwc, logger, set
-	cfg.LeaseSafeUntil, cfg.BrokerEpoch = reg.SafeUntil, reg.Broker().Epoch
-	srv, err := dataplane.New(cfg)
-	if err != nil {
-		return err
-	}
-	if err := srv.Start(); err != nil {
-		return err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Stop(sctx); err != nil {
-			logger.Error("stop", "err", err)
-		}
-	}()
-	if err := srv.Reconcile(md.Snapshot()); err != nil {
-		logger.Error("reconcile", "err", err)
-	}
-
-	httpSrv := &http.Server{Addr: o.httpAddr, Handler: srv.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second}
-	httpErr := make(chan error, 1)
-	go func() { httpErr <- httpSrv.ListenAndServe() }()
-	defer httpSrv.Close()
-
-	logger.Info("gregor-dp serving", "kafka", o.listen, "advertise", o.advertise, "http", o.httpAddr, "cp", o.cp, "data", o.dataDir,
-		"epoch", reg.Broker().Epoch, "startup", time.Since(started).Round(time.Millisecond))
-	for {
-		select {
-		case <-ctx.Done():
-			logger.Info("gregor-dp stopping")
-			return nil
-		case <-reg.Lost():
-			return errors.New("lost the control-plane registration (lease expired, or taken over by a later process of this node): stopping so that a restart registers again")
-		case err := <-httpErr:
-			return fmt.Errorf("http: %w", err)
-		case <-reconcile:
-			snap := md.Snapshot()
-			if err := srv.Reconcile(snap); err != nil { // leads nothing once taken over
-				logger.Error("reconcile", "err", err)
-			}
-			if b, ok := snap.Brokers[me.ID]; ok && b.Epoch > reg.Broker().Epoch {
-				return fmt.Errorf("a later process of node %d took the registration over (epoch %d, this process's %d): stopping", me.ID, b.Epoch, reg.Broker().Epoch)
-			}
-		}
-	}
-}
-
-// register registers the node. A registration of the same id by an earlier process on
-// this data directory (same incarnation: a crash and restart) is taken over at once; one
-// by another incarnation (another directory or host, or this directory before a reboot)
-// may be a live node, so register waits for its lease to expire — a bounded wait, with
-// progress in the log.
-func register(ctx context.Context, cl *client.Client, b client.Broker, logger *slog.Logger) (*client.Registration, error) {
-	deadline := time.Now().Add(3 * registrationTTL)
-	for {
-		reg, err := cl.Register(ctx, b, registrationTTL)
-		if err == nil || !errors.Is(err, client.ErrBrokerIDInUse) || time.Now().After(deadline) {
-			return reg, err
-		}
-		logger.Info("node id registered by another incarnation (another data directory or host, or before a reboot); waiting for its lease to expire", "id", b.ID)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
+		return dp.Stop(sctx)
+	case <-dp.Done():
+		return dp.Err()
 	}
 }

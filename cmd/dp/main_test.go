@@ -3,10 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,142 +10,35 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/gregor-streaming/gregor/controlplane"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/gregor-streaming/gregor/internal/testcluster"
+	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
-// dpBinary and cpBinary are gregor-dp and gregor-cp built once for the process-level
-// tests.
-var dpBinary, cpBinary string
+func TestMain(m *testing.M) { testcluster.Main(m) }
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "gregor-dp-test")
-	if err != nil {
-		panic(err)
-	}
-	dpBinary = filepath.Join(dir, "gregor-dp")
-	if out, err := exec.Command("go", "build", "-race", "-o", dpBinary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build gregor-dp: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	cpBinary = filepath.Join(dir, "gregor-cp")
-	if out, err := exec.Command("go", "build", "-o", cpBinary, "../cp").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build gregor-cp: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-func freeAddr(t *testing.T) string {
+// startNode runs one gregor-cp and one gregor-dp process (the binaries of this package
+// and cmd/cp, built by the harness) and returns the cluster and its node.
+func startNode(t *testing.T, opts testcluster.Options) (*testcluster.Cluster, *testcluster.DP) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// checkFor polls f until it returns nil or the timeout passes.
-func checkFor(t *testing.T, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// dpProcess runs gregor-dp as a child process.
-type dpProcess struct {
-	t                     *testing.T
-	args                  []string
-	listen, httpAddr, dir string
-	cmd                   *exec.Cmd
-	// out, if set, also receives the process's output (from the next start).
-	out io.Writer
-}
-
-func (p *dpProcess) start() {
-	p.t.Helper()
-	p.cmd = exec.Command(dpBinary, p.args...)
-	p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
-	if testing.Verbose() == false {
-		p.cmd.Stdout, p.cmd.Stderr = io.Discard, io.Discard
-	}
-	if p.out != nil {
-		p.cmd.Stdout = io.MultiWriter(p.cmd.Stdout, p.out)
-		p.cmd.Stderr = p.cmd.Stdout
-	}
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	checkFor(p.t, 30*time.Second, func() error {
-		resp, err := http.Get("http://" + p.httpAddr + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("readyz %d", resp.StatusCode)
-		}
-		return nil
-	})
-}
-
-func (p *dpProcess) kill() {
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	_, _ = p.cmd.Process.Wait()
-}
-
-// startCP runs a one-member control plane in the test process (real embedded etcd).
-func startCP(t *testing.T) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	addr := freeAddr(t)
-	cp, err := controlplane.Start(ctx, controlplane.Config{
-		Name: "cp1", DataDir: filepath.Join(t.TempDir(), "etcd"), ClientAddr: addr, PeerAddr: freeAddr(t),
-		TickMs: 10, ElectionMs: 100, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Listen: "127.0.0.1:0", Groups: controlplane.GroupConfig{MinSessionTimeout: time.Second},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cp.Close)
-	return addr
-}
-
-func newDP(t *testing.T, cpAddr string, id int) *dpProcess {
-	p := &dpProcess{t: t, listen: freeAddr(t), httpAddr: freeAddr(t), dir: t.TempDir()}
-	p.args = []string{"--id", strconv.Itoa(id), "--data-dir", p.dir, "--listen", p.listen, "--cp", cpAddr, "--http", p.httpAddr}
-	t.Cleanup(p.kill)
-	return p
+	opts.Processes = true
+	c := testcluster.New(t, opts)
+	return c, c.DP(1)
 }
 
 // TestCrashUnderLoad SIGKILLs the node while franz-go produces with acks=all, restarts
 // it on the same data directory, and reads back every acknowledged record (the storage
 // engine recovers the logs; the page cache kept what was written).
 func TestCrashUnderLoad(t *testing.T) {
-	cpAddr := startCP(t)
-	dp := newDP(t, cpAddr, 1)
-	dp.start()
+	c, dp := startNode(t, testcluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	admCl, err := kgo.NewClient(kgo.SeedBrokers(dp.listen))
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(dp.Addr()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +47,7 @@ func TestCrashUnderLoad(t *testing.T) {
 	}
 	admCl.Close()
 
-	producer, err := kgo.NewClient(kgo.SeedBrokers(dp.listen), kgo.RecordRetries(0), kgo.ProduceRequestTimeout(2*time.Second),
+	producer, err := kgo.NewClient(kgo.SeedBrokers(dp.Addr()), kgo.RecordRetries(0), kgo.ProduceRequestTimeout(2*time.Second),
 		kgo.RequestRetries(0), kgo.DisableIdempotentWrite())
 	if err != nil {
 		t.Fatal(err)
@@ -189,7 +78,7 @@ func TestCrashUnderLoad(t *testing.T) {
 			}
 		}
 	}()
-	checkFor(t, 30*time.Second, func() error {
+	testutil.CheckFor(t, 30*time.Second, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(acked) < 2000 {
@@ -197,7 +86,7 @@ func TestCrashUnderLoad(t *testing.T) {
 		}
 		return nil
 	})
-	dp.kill()
+	c.Kill(dp)
 	close(stop)
 	wg.Wait()
 	producer.Close()
@@ -207,9 +96,9 @@ func TestCrashUnderLoad(t *testing.T) {
 	t.Logf("%d records acknowledged before SIGKILL", nAcked)
 
 	restartedAt := time.Now()
-	dp.start() // same id, same data directory
+	c.Restart(dp) // same id, same data directory
 	readyAfter := time.Since(restartedAt)
-	served, missing := readBackAcked(t, dp.listen, "crash", acked, restartedAt, crashReadBackMax)
+	served, missing := readBackAcked(t, dp.Addr(), "crash", acked, restartedAt, crashReadBackMax)
 	if len(missing) > 0 {
 		sample := missing[:min(len(missing), 5)]
 		t.Fatalf("%d of %d acknowledged records not read back within %v of the restart (readyz after %v; %s); missing e.g. %v",
@@ -288,38 +177,6 @@ func readBackAcked(t *testing.T, addr, topic string, acked map[string]bool, sinc
 	return served, missing
 }
 
-// startCPProcess runs gregor-cp as a child process and returns its etcd client address.
-func startCPProcess(t *testing.T) string {
-	t.Helper()
-	clientAddr, peerAddr, httpAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	cmd := exec.Command(cpBinary, "--name", "cp1", "--data-dir", filepath.Join(t.TempDir(), "cp1"),
-		"--client-addr", clientAddr, "--peer-addr", peerAddr, "--initial-cluster", "cp1="+peerAddr,
-		"--listen", freeAddr(t), "--http", httpAddr, "--etcd-heartbeat-ms", "10", "--etcd-election-ms", "100",
-		"--log-level", "error")
-	if !testing.Verbose() {
-		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_, _ = cmd.Process.Wait()
-	})
-	checkFor(t, 30*time.Second, func() error {
-		resp, err := http.Get("http://" + httpAddr + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("readyz %d", resp.StatusCode)
-		}
-		return nil
-	})
-	return clientAddr
-}
-
 // TestProcessesWithKcatAndFranzGo runs a cluster as `make run` does — one gregor-cp and one
 // gregor-dp process — and drives it with kcat (librdkafka) and franz-go: create a topic,
 // produce with acks=all (kcat) and acks=1 (franz-go), consume byte-exact, list offsets by
@@ -332,12 +189,10 @@ func TestProcessesWithKcatAndFranzGo(t *testing.T) {
 		}
 		t.Skip("kcat missing (Debian package kcat)")
 	}
-	cpAddr := startCPProcess(t)
-	dp := newDP(t, cpAddr, 1)
-	dp.start()
+	c, dp := startNode(t, testcluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(dp.listen), kgo.ConsumeTopics("procs"),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(dp.Addr()), kgo.ConsumeTopics("procs"),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -352,13 +207,13 @@ func TestProcessesWithKcatAndFranzGo(t *testing.T) {
 	for i := range 100 {
 		fmt.Fprintf(&in, "key%d:value-%03d\n", i%5, i)
 	}
-	kc := exec.Command("kcat", "-b", dp.listen, "-P", "-t", "procs", "-K:", "-X", "acks=all")
+	kc := exec.Command("kcat", "-b", dp.Addr(), "-P", "-t", "procs", "-K:", "-X", "acks=all")
 	kc.Stdin = strings.NewReader(in.String())
 	if out, err := kc.CombinedOutput(); err != nil {
 		t.Fatalf("kcat: %v\n%s", err, out)
 	}
 	// franz-go with acks=1 (idempotence needs acks=all, so it is off here).
-	leaderAcks, err := kgo.NewClient(kgo.SeedBrokers(dp.listen), kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
+	leaderAcks, err := kgo.NewClient(kgo.SeedBrokers(dp.Addr()), kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,14 +258,11 @@ func TestProcessesWithKcatAndFranzGo(t *testing.T) {
 	if resp, err := adm.DeleteTopics(ctx, "procs"); err != nil || resp["procs"].Err != nil {
 		t.Fatalf("delete: %v %+v", err, resp)
 	}
-	if _, err := os.Stat(filepath.Join(dp.dir, "procs-0")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dp.Dir(), "procs-0")); !os.IsNotExist(err) {
 		t.Fatalf("deleted topic's log still on disk: %v", err)
 	}
 	// A clean stop: SIGTERM, exit 0.
-	if err := dp.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := dp.cmd.Wait(); err != nil {
+	if err := c.Stop(dp); err != nil {
 		t.Fatalf("gregor-dp did not stop cleanly: %v", err)
 	}
 }

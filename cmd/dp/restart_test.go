@@ -1,52 +1,22 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/internal/testcluster"
+	"github.com/gregor-streaming/gregor/node"
 )
-
-// syncBuffer collects a child process's output for checks while it runs.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// cpClient opens a control-plane client for the test's own reads and writes.
-func cpClient(t *testing.T, cpAddr string) *client.Client {
-	t.Helper()
-	cl, err := client.New(client.Config{Endpoints: []string{cpAddr}, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cl.Close() })
-	return cl
-}
 
 // registered returns node id's registration as the control plane holds it.
 func registered(t *testing.T, ctx context.Context, cl *client.Client, id int32) client.Broker {
@@ -95,13 +65,12 @@ func produceAcked(t *testing.T, ctx context.Context, addr, topic string, partiti
 // serves its partitions again — at a new leader epoch — well before the old
 // registration's lease would have expired: no wait of a lease TTL after every crash.
 func TestRestartTakesOverRegistration(t *testing.T) {
-	cpAddr := startCP(t)
-	cl := cpClient(t, cpAddr)
-	dp := newDP(t, cpAddr, 1)
-	dp.start()
+	// The default lease: the restart must be served well within it.
+	c, dp := startNode(t, testcluster.Options{RegistrationTTL: node.DefaultRegistrationTTL})
+	cl := c.ControlPlaneClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	acked := produceAcked(t, ctx, dp.listen, "restart", 2, 200)
+	acked := produceAcked(t, ctx, dp.Addr(), "restart", 2, 200)
 	old := registered(t, ctx, cl, 1)
 	before := map[int32]client.PartitionState{}
 	for p := range int32(2) {
@@ -112,12 +81,10 @@ func TestRestartTakesOverRegistration(t *testing.T) {
 		before[p] = st
 	}
 
-	out := &syncBuffer{}
-	dp.out = out
-	dp.kill()
+	c.Kill(dp)
 	killedAt := time.Now()
-	dp.start()
-	served, missing := readBackAcked(t, dp.listen, "restart", acked, killedAt, crashReadBackMax)
+	c.Restart(dp)
+	served, missing := readBackAcked(t, dp.Addr(), "restart", acked, killedAt, crashReadBackMax)
 	if len(missing) > 0 {
 		t.Fatalf("%d of %d acknowledged records not read back after the restart (%s)", len(missing), len(acked), served)
 	}
@@ -125,10 +92,10 @@ func TestRestartTakesOverRegistration(t *testing.T) {
 	for _, d := range served {
 		servedAfter = max(servedAfter, d)
 	}
-	if servedAfter >= registrationTTL {
-		t.Fatalf("served %v after the kill; the old registration's lease (TTL %v) was waited for", servedAfter, registrationTTL)
+	if servedAfter >= node.DefaultRegistrationTTL {
+		t.Fatalf("served %v after the kill; the old registration's lease (TTL %v) was waited for", servedAfter, node.DefaultRegistrationTTL)
 	}
-	if !strings.Contains(out.String(), "taking over the registration") {
+	if out := dp.Log(); !strings.Contains(out, "taking over the registration") {
 		t.Fatalf("the restarted node did not take its registration over; its output:\n%s", out)
 	}
 	now := registered(t, ctx, cl, 1)
@@ -142,7 +109,7 @@ func TestRestartTakesOverRegistration(t *testing.T) {
 		}
 	}
 	// And it takes writes again.
-	pr, err := kgo.NewClient(kgo.SeedBrokers(dp.listen), kgo.DefaultProduceTopic("restart"))
+	pr, err := kgo.NewClient(kgo.SeedBrokers(dp.Addr()), kgo.DefaultProduceTopic("restart"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +118,7 @@ func TestRestartTakesOverRegistration(t *testing.T) {
 		t.Fatalf("produce after the restart: %v", err)
 	}
 	t.Logf("killed and restarted: serving its partitions %s after the kill (registration TTL %v); broker epoch %d -> %d",
-		served, registrationTTL, old.Epoch, now.Epoch)
+		served, node.DefaultRegistrationTTL, old.Epoch, now.Epoch)
 }
 
 // TestDataDirInUseRefused: a second process on a data directory whose process is
@@ -159,41 +126,30 @@ func TestRestartTakesOverRegistration(t *testing.T) {
 // neither takes the live node's registration over nor touches its logs. The paused
 // process, continued, serves on under its registration.
 func TestDataDirInUseRefused(t *testing.T) {
-	cpAddr := startCP(t)
-	cl := cpClient(t, cpAddr)
-	dp := newDP(t, cpAddr, 1)
-	dp.start()
+	c, dp := startNode(t, testcluster.Options{})
+	cl := c.ControlPlaneClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	acked := produceAcked(t, ctx, dp.listen, "inuse", 1, 10)
+	acked := produceAcked(t, ctx, dp.Addr(), "inuse", 1, 10)
 	reg := registered(t, ctx, cl, 1)
 
-	if err := dp.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	continued := false
-	cont := func() {
-		if !continued {
-			continued = true
-			_ = dp.cmd.Process.Signal(syscall.SIGCONT)
-		}
-	}
-	defer cont()
+	c.Pause(dp)
 	sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
 	defer scancel()
-	second := exec.CommandContext(sctx, dpBinary, "--id", "1", "--data-dir", dp.dir, "--listen", freeAddr(t),
-		"--cp", cpAddr, "--http", freeAddr(t))
+	_, dpBinary := testcluster.Binaries(t)
+	second := exec.CommandContext(sctx, dpBinary, "--id", "1", "--data-dir", dp.Dir(), "--listen", "127.0.0.1:0",
+		"--cp", c.CPs[0].ClientAddr(), "--http", "127.0.0.1:0")
 	out, err := second.CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || sctx.Err() != nil || !strings.Contains(string(out), "in use by another process") {
 		t.Fatalf("second process on a locked data directory: %v; output:\n%s", err, out)
 	}
-	cont()
+	c.Resume(dp)
 
 	if now := registered(t, ctx, cl, 1); now.Epoch != reg.Epoch {
 		t.Fatalf("registration changed from epoch %d to %d", reg.Epoch, now.Epoch)
 	}
-	served, missing := readBackAcked(t, dp.listen, "inuse", acked, time.Now(), crashReadBackMax)
+	served, missing := readBackAcked(t, dp.Addr(), "inuse", acked, time.Now(), crashReadBackMax)
 	if len(missing) > 0 {
 		t.Fatalf("after SIGCONT: %d of %d records not read back (%s)", len(missing), len(acked), served)
 	}
@@ -205,26 +161,18 @@ func TestDataDirInUseRefused(t *testing.T) {
 // process, continued, finds its renewal refused and the takeover in its metadata view,
 // and stops well before its own lease would have run out.
 func TestTakeoverStopsPausedProcess(t *testing.T) {
-	cpAddr := startCP(t)
-	cl := cpClient(t, cpAddr)
-	dp := newDP(t, cpAddr, 1)
-	out := &syncBuffer{}
-	dp.out = out
-	dp.start()
+	c, dp := startNode(t, testcluster.Options{RegistrationTTL: node.DefaultRegistrationTTL})
+	cl := c.ControlPlaneClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	produceAcked(t, ctx, dp.listen, "paused", 1, 10)
+	produceAcked(t, ctx, dp.Addr(), "paused", 1, 10)
 	old := registered(t, ctx, cl, 1)
 
-	if err := dp.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- dp.cmd.Wait() }()
+	c.Pause(dp)
 	start := time.Now()
-	later, err := cl.Register(ctx, client.Broker{ID: 1, Host: "127.0.0.1", Port: 1, Incarnation: old.Incarnation}, registrationTTL)
+	later, err := cl.Register(ctx, client.Broker{ID: 1, Host: "127.0.0.1", Port: 1, Incarnation: old.Incarnation}, node.DefaultRegistrationTTL)
 	if err != nil {
-		_ = dp.cmd.Process.Signal(syscall.SIGCONT)
+		c.Resume(dp)
 		t.Fatalf("takeover with the node's incarnation: %v", err)
 	}
 	defer later.Close()
@@ -232,20 +180,19 @@ func TestTakeoverStopsPausedProcess(t *testing.T) {
 	if later.Broker().Epoch <= old.Epoch {
 		t.Fatalf("epoch %d not above %d", later.Broker().Epoch, old.Epoch)
 	}
-	if err := dp.cmd.Process.Signal(syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
+	c.Resume(dp)
 	continuedAt := time.Now()
 	select {
-	case err := <-exited:
+	case <-dp.Exited():
+		err := dp.ExitErr()
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) || exit.ExitCode() == 0 {
 			t.Fatalf("the earlier process ended with %v; want a non-zero exit", err)
 		}
-	case <-time.After(registrationTTL / 2):
-		t.Fatalf("the earlier process still runs %v after the takeover; its output:\n%s", registrationTTL/2, out)
+	case <-time.After(node.DefaultRegistrationTTL / 2):
+		t.Fatalf("the earlier process still runs %v after the takeover; its output:\n%s", node.DefaultRegistrationTTL/2, dp.Log())
 	}
-	logs := out.String()
+	logs := dp.Log()
 	if !strings.Contains(logs, "took the registration over") && !strings.Contains(logs, "lost the control-plane registration") {
 		t.Fatalf("the earlier process did not stop for the takeover; its output:\n%s", logs)
 	}

@@ -5,13 +5,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/gregor-streaming/gregor/internal/reserve"
 	"github.com/gregor-streaming/gregor/internal/testcluster"
 	"github.com/gregor-streaming/gregor/perf"
-	"github.com/gregor-streaming/gregor/perf/drivers"
 )
 
 // tinyWorkload is a one-second fixed-rate run.
@@ -70,11 +69,13 @@ func TestUsage(t *testing.T) {
 
 func TestBenchNoBroker(t *testing.T) {
 	_, file := writeWorkload(t)
-	port, err := drivers.FreePort()
+	// A reserved port: bound by no listener, and no other test's either.
+	res, err := reserve.TCP("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
+	defer res.Close()
+	addr := res.Addr()
 	code, _, stderr := runCLI("bench", "--workload", file, "--driver", "kafka", "--bootstrap", addr)
 	if code != 1 || !strings.Contains(stderr, "no Kafka-compatible broker at "+addr) {
 		t.Errorf("code %d, stderr %q", code, stderr)
@@ -84,10 +85,10 @@ func TestBenchNoBroker(t *testing.T) {
 // TestBenchAgainstGregor runs one workload through the CLI against a real single-node
 // Gregor cluster and checks the table and the JSON result.
 func TestBenchAgainstGregor(t *testing.T) {
-	c := testcluster.New(t)
+	c := testcluster.New(t, testcluster.Options{})
 	_, file := writeWorkload(t)
 	out := t.TempDir()
-	code, stdout, stderr := runCLI("bench", "--workload", file, "--driver", "kafka-raw", "--bootstrap", c.Kafka,
+	code, stdout, stderr := runCLI("bench", "--workload", file, "--driver", "kafka-raw", "--bootstrap", c.Brokers()[0],
 		"--metrics", "http://127.0.0.1:1/metrics", "--out", out)
 	if code != 0 {
 		t.Fatalf("code %d\n%s\n%s", code, stdout, stderr)
@@ -108,7 +109,7 @@ func TestBenchAgainstGregor(t *testing.T) {
 // that are installed and a real single-node Gregor cluster, and checks BENCHMARKS.md
 // outside the markers is untouched.
 func TestSuiteRewritesOnlyItsSection(t *testing.T) {
-	c := testcluster.New(t)
+	c := testcluster.New(t, testcluster.Options{})
 	dir, _ := writeWorkload(t)
 	out := t.TempDir()
 	bench := filepath.Join(t.TempDir(), "BENCHMARKS.md")
@@ -123,7 +124,7 @@ func TestSuiteRewritesOnlyItsSection(t *testing.T) {
 		}
 	}
 	code, stdout, stderr := runCLI("bench-suite", "--quick", "--workloads", dir, "--out", out, "--benchmarks", bench,
-		"--drivers", drv, "--bootstrap", c.Kafka, "--metrics", "http://127.0.0.1:1/metrics")
+		"--drivers", drv, "--bootstrap", c.Brokers()[0], "--metrics", "http://127.0.0.1:1/metrics")
 	if code != 0 {
 		t.Fatalf("code %d\n%s\n%s", code, stdout, stderr)
 	}

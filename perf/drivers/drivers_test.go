@@ -2,13 +2,13 @@ package drivers
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gregor-streaming/gregor/internal/reserve"
 	"github.com/gregor-streaming/gregor/internal/testcluster"
 	"github.com/gregor-streaming/gregor/perf"
 )
@@ -131,7 +131,7 @@ func TestRedisDriver(t *testing.T) {
 // listening process (this one).
 func kafkaCluster(t *testing.T) string {
 	t.Helper()
-	return testcluster.New(t).Kafka
+	return testcluster.New(t, testcluster.Options{}).Brokers()[0]
 }
 
 func TestKafkaDrivers(t *testing.T) {
@@ -151,11 +151,13 @@ func TestKafkaDrivers(t *testing.T) {
 // TestKafkaNoBroker: pointed at nothing, the Kafka drivers fail at once, saying where
 // they looked.
 func TestKafkaNoBroker(t *testing.T) {
-	port, err := FreePort()
+	// A reserved port: bound by no listener, and no other test's either.
+	res, err := reserve.TCP("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	defer res.Close()
+	addr := res.Addr()
 	for _, name := range []string{"kafka", "kafka-raw"} {
 		start := time.Now()
 		_, err := New(name, Options{Bootstrap: addr})

@@ -4,12 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 )
 
 // Gregor is a single-node Gregor cluster (one gregor-cp, one gregor-dp) the harness
-// started from built binaries, with the flags scripts/run.sh uses, on free loopback ports
-// and with its data in a temporary directory.
+// started from built binaries, with the flags scripts/run.sh uses, on loopback ports
+// the processes pick themselves (port 0, read back from their addresses files) and with
+// its data in a temporary directory.
 type Gregor struct {
 	// Bootstrap is the data plane's Kafka address.
 	Bootstrap string
@@ -43,40 +43,32 @@ func StartGregor(binDir string) (g *Gregor, err error) {
 			started.Stop()
 		}
 	}()
-	ports := make([]int, 6)
-	for i := range ports {
-		if ports[i], err = FreePort(); err != nil {
-			return nil, err
-		}
-	}
-	addr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[i]) }
 	abs, err := filepath.Abs(binDir)
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range []string{"cp1", "dp1"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return nil, err
-		}
-	}
+	cpDir, dpDir := filepath.Join(dir, "cp1"), filepath.Join(dir, "dp1")
+	// Every port is 0: each process binds its own and reports it in its addresses file.
 	g.cp, err = StartProcess("gregor-cp", dir, filepath.Join(abs, "gregor-cp"),
-		"--name", "cp1", "--data-dir", filepath.Join(dir, "cp1"), "--client-addr", addr(0), "--peer-addr", addr(1),
-		"--initial-cluster", "cp1="+addr(1), "--listen", addr(2), "--http", addr(3))
+		"--name", "cp1", "--data-dir", cpDir, "--client-addr", "127.0.0.1:0", "--peer-addr", "127.0.0.1:0",
+		"--listen", "127.0.0.1:0", "--http", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("gregor: %w", err)
 	}
-	if err := g.cp.WaitListening(addr(0)); err != nil {
+	cpAddrs, err := g.cp.WaitAddresses(cpDir)
+	if err != nil {
 		return nil, fmt.Errorf("gregor: %w", err)
 	}
 	g.dp, err = StartProcess("gregor-dp", dir, filepath.Join(abs, "gregor-dp"),
-		"--id", "1", "--data-dir", filepath.Join(dir, "dp1"), "--listen", addr(4), "--cp", addr(0), "--http", addr(5))
+		"--id", "1", "--data-dir", dpDir, "--listen", "127.0.0.1:0", "--cp", cpAddrs.Client, "--http", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("gregor: %w", err)
 	}
-	if err := g.dp.WaitListening(addr(4)); err != nil {
+	dpAddrs, err := g.dp.WaitAddresses(dpDir)
+	if err != nil {
 		return nil, fmt.Errorf("gregor: %w", err)
 	}
-	g.Bootstrap, g.MetricsURL = addr(4), "http://"+addr(5)+"/metrics"
+	g.Bootstrap, g.MetricsURL = dpAddrs.Kafka, "http://"+dpAddrs.HTTP+"/metrics"
 	return g, nil
 }
 
