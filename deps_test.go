@@ -50,7 +50,7 @@ var packageMap = map[string][]string{
 	"cmd/dp":       {"dataplane", "node", "proto"},
 	"cmd/gregor":   {"perf", "perf/drivers"},
 	"perf":         {},
-	"perf/drivers": {"perf", "proto"},
+	"perf/drivers": {"internal/reserve", "perf", "proto"},
 
 	// Helpers for tests only (testOnly below).
 	"internal/testutil": {},

@@ -85,6 +85,13 @@ func TCP(addr string) (*Reservation, error) {
 // Addr is the reserved address, host:port, with the port picked for port 0.
 func (r *Reservation) Addr() string { return r.addr }
 
+// Port returns the reserved port.
+func (r *Reservation) Port() int {
+	_, port, _ := net.SplitHostPort(r.addr)
+	n, _ := strconv.Atoi(port)
+	return n
+}
+
 // Close gives the port up. It is safe to call more than once.
 func (r *Reservation) Close() error {
 	if r == nil || r.fd < 0 {

@@ -7,9 +7,8 @@ import (
 )
 
 // Gregor is a single-node Gregor cluster (one gregor-cp, one gregor-dp) the harness
-// started from built binaries, with the flags scripts/run.sh uses, on loopback ports
-// the processes pick themselves (port 0, read back from their addresses files) and with
-// its data in a temporary directory.
+// started from built binaries, with the flags scripts/run.sh uses, on reserved loopback
+// ports (ReservePorts) and with its data in a temporary directory.
 type Gregor struct {
 	// Bootstrap is the data plane's Kafka address.
 	Bootstrap string
@@ -47,28 +46,35 @@ func StartGregor(binDir string) (g *Gregor, err error) {
 	if err != nil {
 		return nil, err
 	}
-	cpDir, dpDir := filepath.Join(dir, "cp1"), filepath.Join(dir, "dp1")
-	// Every port is 0: each process binds its own and reports it in its addresses file.
-	g.cp, err = StartProcess("gregor-cp", dir, filepath.Join(abs, "gregor-cp"),
-		"--name", "cp1", "--data-dir", cpDir, "--client-addr", "127.0.0.1:0", "--peer-addr", "127.0.0.1:0",
-		"--listen", "127.0.0.1:0", "--http", "127.0.0.1:0")
+	ports, err := ReservePorts(6)
 	if err != nil {
 		return nil, fmt.Errorf("gregor: %w", err)
 	}
-	cpAddrs, err := g.cp.WaitAddresses(cpDir)
+	defer ReleasePorts(ports)
+	addr := func(i int) string { return ports[i].Addr() }
+	for _, d := range []string{"cp1", "dp1"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	g.cp, err = StartProcess("gregor-cp", dir, filepath.Join(abs, "gregor-cp"),
+		"--name", "cp1", "--data-dir", filepath.Join(dir, "cp1"), "--client-addr", addr(0), "--peer-addr", addr(1),
+		"--initial-cluster", "cp1="+addr(1), "--listen", addr(2), "--http", addr(3))
 	if err != nil {
+		return nil, fmt.Errorf("gregor: %w", err)
+	}
+	if err := g.cp.WaitListening(addr(0)); err != nil {
 		return nil, fmt.Errorf("gregor: %w", err)
 	}
 	g.dp, err = StartProcess("gregor-dp", dir, filepath.Join(abs, "gregor-dp"),
-		"--id", "1", "--data-dir", dpDir, "--listen", "127.0.0.1:0", "--cp", cpAddrs.Client, "--http", "127.0.0.1:0")
+		"--id", "1", "--data-dir", filepath.Join(dir, "dp1"), "--listen", addr(4), "--cp", addr(0), "--http", addr(5))
 	if err != nil {
 		return nil, fmt.Errorf("gregor: %w", err)
 	}
-	dpAddrs, err := g.dp.WaitAddresses(dpDir)
-	if err != nil {
+	if err := g.dp.WaitListening(addr(4)); err != nil {
 		return nil, fmt.Errorf("gregor: %w", err)
 	}
-	g.Bootstrap, g.MetricsURL = dpAddrs.Kafka, "http://"+dpAddrs.HTTP+"/metrics"
+	g.Bootstrap, g.MetricsURL = addr(4), "http://"+addr(5)+"/metrics"
 	return g, nil
 }
 

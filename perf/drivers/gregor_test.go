@@ -12,10 +12,11 @@ import (
 )
 
 // fakeGregor is a stand-in for gregor-cp and gregor-dp: it checks it was given the flags
-// of scripts/run.sh, listens where --client-addr (cp) or --listen (dp) say (port 0: a
-// port of its choosing) and reports it in --data-dir's addresses.json, as the real ones do.
+// of scripts/run.sh and listens where --client-addr (cp) or --listen (dp) say, with
+// SO_REUSEADDR as the real ones (Go's listeners, gnet) set it: the port is reserved
+// beside it (ReservePorts).
 const fakeGregor = `#!/usr/bin/env python3
-import json, os, socket, sys, time
+import socket, sys, time
 args = sys.argv[1:]
 flags = dict(zip(args[::2], args[1::2]))
 need = {"gregor-cp": ["--name", "--data-dir", "--client-addr", "--peer-addr", "--listen", "--http"],
@@ -24,13 +25,8 @@ missing = [f for f in need if f not in flags]
 if missing:
     sys.exit("missing flags: %s" % missing)
 host, port = flags.get("--client-addr", flags["--listen"]).rsplit(":", 1)
-s = socket.socket(); s.bind((host, int(port))); s.listen(8)
-bound = "%s:%d" % s.getsockname()
-os.makedirs(flags["--data-dir"], exist_ok=True)
-tmp = os.path.join(flags["--data-dir"], "addresses.json.tmp")
-with open(tmp, "w") as f:
-    json.dump({"pid": os.getpid(), "client": bound, "kafka": bound, "http": "127.0.0.1:1"}, f)
-os.rename(tmp, os.path.join(flags["--data-dir"], "addresses.json"))
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, int(port))); s.listen(8)
 time.sleep(60)
 `
 

@@ -52,10 +52,12 @@ func newJetStream(o Options) (d *jetStreamDriver, err error) {
 			return nil, err
 		}
 		d.cleanup = cleanup
-		port, err := FreePort()
+		ports, err := ReservePorts(1)
 		if err != nil {
 			return nil, err
 		}
+		defer ReleasePorts(ports)
+		port := ports[0].Port()
 		// -js with the store in the run's directory; loopback only; no monitoring port.
 		d.proc, err = StartProcess("nats-server", dir, "nats-server", "-js", "-sd", dir+"/js", "-a", "127.0.0.1", "-p", strconv.Itoa(port))
 		if err != nil {

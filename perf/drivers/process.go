@@ -2,9 +2,9 @@ package drivers
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/gregor-streaming/gregor/internal/reserve"
 	"net"
 	"os"
 	"os/exec"
@@ -84,35 +84,6 @@ func (p *Process) WaitListening(addr string) error {
 	return fmt.Errorf("%s not listening on %s after %v: %s", p.Name, addr, peerStartTimeout, p.LogTail())
 }
 
-// GregorAddresses is the addresses.json a gregor-cp or gregor-dp process writes in its
-// data directory once it serves (see docs/nodes.md). It is read here rather than with
-// package node, which would link the servers into the bench tool.
-type GregorAddresses struct {
-	PID    int    `json:"pid"`
-	Kafka  string `json:"kafka"`
-	HTTP   string `json:"http"`
-	Client string `json:"client"`
-}
-
-// WaitAddresses waits for the addresses file this process writes in dataDir once it
-// serves, failing early if the process exits.
-func (p *Process) WaitAddresses(dataDir string) (GregorAddresses, error) {
-	deadline := time.Now().Add(peerStartTimeout)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.exited:
-			return GregorAddresses{}, fmt.Errorf("%s exited while starting (%v): %s", p.Name, p.waitErr, p.LogTail())
-		default:
-		}
-		var a GregorAddresses
-		if b, err := os.ReadFile(filepath.Join(dataDir, "addresses.json")); err == nil && json.Unmarshal(b, &a) == nil && a.PID == p.PID() {
-			return a, nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return GregorAddresses{}, fmt.Errorf("%s wrote no addresses.json within %v: %s", p.Name, peerStartTimeout, p.LogTail())
-}
-
 // LogTail is the end of the process's output.
 func (p *Process) LogTail() string {
 	data, _ := os.ReadFile(p.logPath)
@@ -141,18 +112,31 @@ func (p *Process) Stop() error {
 	}
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago. Another process may
-// take it before the peer binds it; starting the peer then fails and says so. Only the
-// third-party peers (nats-server, redis-server) use it: they take a port number and
-// cannot report one they picked (redis-server's port 0 turns TCP off); Gregor's
-// processes bind port 0 and report it (WaitAddresses).
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// ReservePorts reserves n loopback TCP ports (package internal/reserve): each stays
+// bound, not listening, until its Close, so no other process's bind to port 0 takes it
+// while the server it is meant for starts and binds it beside the reservation (every
+// server started here sets SO_REUSEADDR: Go's listeners, gnet with WithReuseAddr,
+// redis-server). Passing explicit ports, rather than port 0 read back, keeps the
+// drivers working with any build of Gregor, which bench-compare's base may be.
+// Close them once the server listens.
+func ReservePorts(n int) ([]*reserve.Reservation, error) {
+	rs := make([]*reserve.Reservation, 0, n)
+	for range n {
+		r, err := reserve.TCP("127.0.0.1:0")
+		if err != nil {
+			ReleasePorts(rs)
+			return nil, err
+		}
+		rs = append(rs, r)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return rs, nil
+}
+
+// ReleasePorts closes reservations.
+func ReleasePorts(rs []*reserve.Reservation) {
+	for _, r := range rs {
+		_ = r.Close()
+	}
 }
 
 // procScanMax bounds how many processes PIDListening looks at.

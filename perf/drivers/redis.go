@@ -57,10 +57,12 @@ func newRedis(o Options) (d *redisDriver, err error) {
 			return nil, err
 		}
 		d.cleanup = cleanup
-		port, err := FreePort()
+		ports, err := ReservePorts(1)
 		if err != nil {
 			return nil, err
 		}
+		defer ReleasePorts(ports)
+		port := ports[0].Port()
 		// AOF on, fsync every second (the default of appendonly): the reply is sent after
 		// the command is written to the AOF (page cache), no RDB snapshots.
 		d.proc, err = StartProcess("redis-server", dir, "redis-server",
