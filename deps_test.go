@@ -43,7 +43,7 @@ var packageMap = map[string][]string{
 		"controlplane/controller", "controlplane/groups", "internal/reserve",
 	},
 
-	"node":             {"controlplane/client", "dataplane", "internal/reserve"},
+	"node":             {"controlplane/client", "controlplane/cluster", "dataplane", "internal/reserve"},
 	"internal/reserve": {},
 
 	"cmd/cp":       {"controlplane", "node"},
@@ -55,7 +55,8 @@ var packageMap = map[string][]string{
 	// Helpers for tests only (testOnly below).
 	"internal/testutil": {},
 	"internal/testcluster": {
-		"controlplane", "controlplane/client", "internal/reserve", "internal/testutil", "node",
+		"controlplane", "controlplane/client", "controlplane/cluster", "internal/reserve",
+		"internal/testutil", "node",
 	},
 	"controlplane/internal/grouptest": {},
 	".":                               {},

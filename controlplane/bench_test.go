@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 )
 
 // reportPercentiles reports the p50 and p99 of lat (milliseconds) under prefix.
@@ -62,7 +63,7 @@ func BenchmarkWatchPropagation(b *testing.B) {
 			watcher := c.client()
 			ctx := testCtx(b)
 			seen := make(chan int32, 1024)
-			tp := client.TopicPartition{Topic: "watched"}
+			tp := cluster.TopicPartition{Topic: "watched"}
 			view, err := watcher.WatchMetadata(ctx, func(ch client.Change) {
 				if ch.Kind == client.PartitionPut && ch.TopicPartition == tp {
 					seen <- ch.State.PartitionEpoch

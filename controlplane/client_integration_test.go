@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
@@ -43,11 +44,11 @@ func TestTopicAdmin(t *testing.T) {
 		{"slash", client.TopicSpec{Name: "a/b", Partitions: 1, ReplicationFactor: 1}, kerr.InvalidTopicException},
 		{"too long", client.TopicSpec{Name: strings.Repeat("n", 250), Partitions: 1, ReplicationFactor: 1}, kerr.InvalidTopicException},
 		{"zero partitions", client.TopicSpec{Name: "t", Partitions: 0, ReplicationFactor: 1}, kerr.InvalidPartitions},
-		{"too many partitions", client.TopicSpec{Name: "t", Partitions: client.PartitionsPerTopicMax + 1, ReplicationFactor: 1}, kerr.InvalidPartitions},
+		{"too many partitions", client.TopicSpec{Name: "t", Partitions: cluster.PartitionsPerTopicMax + 1, ReplicationFactor: 1}, kerr.InvalidPartitions},
 		{"rf 0", client.TopicSpec{Name: "t", Partitions: 1, ReplicationFactor: 0}, kerr.InvalidReplicationFactor},
 		{"rf above live nodes", client.TopicSpec{Name: "t", Partitions: 1, ReplicationFactor: 4}, kerr.InvalidReplicationFactor},
 		{"unknown config", client.TopicSpec{Name: "t", Partitions: 1, ReplicationFactor: 1, Configs: map[string]string{"x": "1"}}, kerr.InvalidConfig},
-		{"bad min isr", client.TopicSpec{Name: "t", Partitions: 1, ReplicationFactor: 1, Configs: map[string]string{client.ConfigMinInsyncReplicas: "0"}}, kerr.InvalidConfig},
+		{"bad min isr", client.TopicSpec{Name: "t", Partitions: 1, ReplicationFactor: 1, Configs: map[string]string{cluster.ConfigMinInsyncReplicas: "0"}}, kerr.InvalidConfig},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
@@ -66,7 +67,7 @@ func TestTopicAdmin(t *testing.T) {
 	}
 
 	topic, rev, err := admin.CreateTopic(ctx, client.TopicSpec{Name: "orders", Partitions: 3, ReplicationFactor: 2,
-		Configs: map[string]string{client.ConfigRetentionMs: "60000", client.ConfigMinInsyncReplicas: "2"}})
+		Configs: map[string]string{cluster.ConfigRetentionMs: "60000", cluster.ConfigMinInsyncReplicas: "2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,11 +81,11 @@ func TestTopicAdmin(t *testing.T) {
 	if _, ok := snap.Topics["v"]; ok {
 		t.Fatal("validate-only created the topic")
 	}
-	if got := snap.Topics["orders"]; got.ID != topic.ID || got.Partitions != 3 || got.Configs[client.ConfigRetentionMs] != "60000" {
+	if got := snap.Topics["orders"]; got.ID != topic.ID || got.Partitions != 3 || got.Configs[cluster.ConfigRetentionMs] != "60000" {
 		t.Fatalf("view has topic %+v, created %+v", got, topic)
 	}
 	for p := int32(0); p < 3; p++ {
-		st, ok := snap.Partitions[client.TopicPartition{Topic: "orders", Partition: p}]
+		st, ok := snap.Partitions[cluster.TopicPartition{Topic: "orders", Partition: p}]
 		if !ok || len(st.Replicas) != 2 || st.Leader != st.Replicas[0] || !slices.Equal(st.ISR, st.Replicas) || st.LeaderEpoch != 0 || st.PartitionEpoch != 0 {
 			t.Fatalf("partition %d initial state %+v", p, st)
 		}
@@ -123,7 +124,7 @@ func TestRegistry(t *testing.T) {
 	first := c.registerDP(7, "r1", 0)
 	other := c.client()
 	ctx := testCtx(t)
-	_, err := other.Register(ctx, client.Broker{ID: 7, Host: "127.0.0.2", Port: 9092}, 0)
+	_, err := other.Register(ctx, cluster.Broker{ID: 7, Host: "127.0.0.2", Port: 9092}, 0)
 	if !errors.Is(err, client.ErrBrokerIDInUse) || !errors.Is(err, kerr.DuplicateBrokerRegistration) {
 		t.Fatalf("duplicate registration: %v", err)
 	}
@@ -136,7 +137,7 @@ func TestRegistry(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Lost not closed after Close")
 	}
-	again, err := other.Register(ctx, client.Broker{ID: 7, Host: "127.0.0.2", Port: 9092}, time.Second)
+	again, err := other.Register(ctx, cluster.Broker{ID: 7, Host: "127.0.0.2", Port: 9092}, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +177,7 @@ func TestAlterISR(t *testing.T) {
 	if _, _, err := admin.CreateTopic(ctx, client.TopicSpec{Name: "isr", Partitions: 1, ReplicationFactor: 3}); err != nil {
 		t.Fatal(err)
 	}
-	tp := client.TopicPartition{Topic: "isr"}
+	tp := cluster.TopicPartition{Topic: "isr"}
 	st, err := admin.GetPartition(ctx, tp)
 	if err != nil {
 		t.Fatal(err)
@@ -273,7 +274,7 @@ func TestWatchDeliversEveryChangeInOrder(t *testing.T) {
 	if _, _, err := watcher.CreateTopic(ctx, client.TopicSpec{Name: "w", Partitions: 1, ReplicationFactor: 2}); err != nil {
 		t.Fatal(err)
 	}
-	tp := client.TopicPartition{Topic: "w"}
+	tp := cluster.TopicPartition{Topic: "w"}
 	st, err := watcher.GetPartition(ctx, tp)
 	if err != nil {
 		t.Fatal(err)
@@ -337,7 +338,7 @@ func TestHWCheckpointsBatched(t *testing.T) {
 	}
 	defer cli.Close()
 	ctx := testCtx(t)
-	reg, err := cli.Register(ctx, client.Broker{ID: 1, Host: "127.0.0.1", Port: 9092}, 0)
+	reg, err := cli.Register(ctx, cluster.Broker{ID: 1, Host: "127.0.0.1", Port: 9092}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +347,7 @@ func TestHWCheckpointsBatched(t *testing.T) {
 	h := reg.NewHWCheckpointer(time.Hour) // flushed by hand below
 	for round := int64(1); round <= 20; round++ {
 		for p := int32(0); p < partitions; p++ {
-			h.Record(client.TopicPartition{Topic: "hw", Partition: p}, client.HWCheckpoint{TopicID: "id", LeaderEpoch: 3, HighWatermark: round*1000 + int64(p)})
+			h.Record(cluster.TopicPartition{Topic: "hw", Partition: p}, cluster.HWCheckpoint{TopicID: "id", LeaderEpoch: 3, HighWatermark: round*1000 + int64(p)})
 		}
 	}
 	if err := h.Flush(ctx); err != nil {
@@ -367,7 +368,7 @@ func TestHWCheckpointsBatched(t *testing.T) {
 	if err := reg.Close(); err != nil {
 		t.Fatal(err)
 	}
-	h.Record(client.TopicPartition{Topic: "hw", Partition: 7}, client.HWCheckpoint{TopicID: "id", HighWatermark: 1})
+	h.Record(cluster.TopicPartition{Topic: "hw", Partition: 7}, cluster.HWCheckpoint{TopicID: "id", HighWatermark: 1})
 	if err := h.Close(ctx); !errors.Is(err, client.ErrRegistrationLost) {
 		t.Fatalf("flush after registration lost: %v", err)
 	}

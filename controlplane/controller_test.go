@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
@@ -28,10 +29,10 @@ func TestLeaseExpiryMovesLeadership(t *testing.T) {
 	if _, _, err := admin.CreateTopic(ctx, client.TopicSpec{Name: "orders", Partitions: 6, ReplicationFactor: 3}); err != nil {
 		t.Fatal(err)
 	}
-	before := map[int32]client.PartitionState{}
+	before := map[int32]cluster.PartitionState{}
 	var led []int32
 	for p := int32(0); p < 6; p++ {
-		st, err := admin.GetPartition(ctx, client.TopicPartition{Topic: "orders", Partition: p})
+		st, err := admin.GetPartition(ctx, cluster.TopicPartition{Topic: "orders", Partition: p})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +50,7 @@ func TestLeaseExpiryMovesLeadership(t *testing.T) {
 	var movedAt time.Time
 	testutil.CheckFor(t, 10*time.Second, func() error {
 		for p := int32(0); p < 6; p++ {
-			st, err := admin.GetPartition(ctx, client.TopicPartition{Topic: "orders", Partition: p})
+			st, err := admin.GetPartition(ctx, cluster.TopicPartition{Topic: "orders", Partition: p})
 			if err != nil {
 				return err
 			}
@@ -103,13 +104,13 @@ func TestOfflineAndUncleanElection(t *testing.T) {
 	// Both topics must be led by the same node, so that crashing it affects both; the
 	// assignment start is random, so re-create the second topic until it is (each try
 	// matches with probability 1/2).
-	create := func(name, unclean string) client.PartitionState {
+	create := func(name, unclean string) cluster.PartitionState {
 		t.Helper()
 		if _, _, err := admin.CreateTopic(ctx, client.TopicSpec{Name: name, Partitions: 1, ReplicationFactor: 2,
-			Configs: map[string]string{client.ConfigUncleanLeaderElection: unclean}}); err != nil {
+			Configs: map[string]string{cluster.ConfigUncleanLeaderElection: unclean}}); err != nil {
 			t.Fatal(err)
 		}
-		st, err := admin.GetPartition(ctx, client.TopicPartition{Topic: name})
+		st, err := admin.GetPartition(ctx, cluster.TopicPartition{Topic: name})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +129,7 @@ func TestOfflineAndUncleanElection(t *testing.T) {
 	}
 	// Shrink each ISR to its leader, as a leader whose follower lags would.
 	leaderOf := map[string]int32{}
-	for _, st := range []client.PartitionState{clean, unclean} {
+	for _, st := range []cluster.PartitionState{clean, unclean} {
 		leaderOf[st.Topic] = st.Leader
 		if _, err := dps[st.Leader].reg.AlterISR(ctx, client.AlterISRRequest{TopicPartition: st.TopicPartition(),
 			LeaderEpoch: st.LeaderEpoch, PartitionEpoch: st.PartitionEpoch, NewISR: []int32{st.Leader}}); err != nil {
@@ -139,14 +140,14 @@ func TestOfflineAndUncleanElection(t *testing.T) {
 	other := 3 - dead
 	dps[dead].crash()
 	testutil.CheckFor(t, 10*time.Second, func() error {
-		off, err := admin.GetPartition(ctx, client.TopicPartition{Topic: "t-unclean-false"})
+		off, err := admin.GetPartition(ctx, cluster.TopicPartition{Topic: "t-unclean-false"})
 		if err != nil {
 			return err
 		}
-		if off.Leader != client.NoLeader || !slices.Equal(off.ISR, []int32{dead}) || off.LeaderEpoch != 1 {
+		if off.Leader != cluster.NoLeader || !slices.Equal(off.ISR, []int32{dead}) || off.LeaderEpoch != 1 {
 			return fmt.Errorf("clean topic: %+v; want offline with ISR [%d], leader epoch 1", off, dead)
 		}
-		un, err := admin.GetPartition(ctx, client.TopicPartition{Topic: "t-unclean-true"})
+		un, err := admin.GetPartition(ctx, cluster.TopicPartition{Topic: "t-unclean-true"})
 		if err != nil {
 			return err
 		}
@@ -158,7 +159,7 @@ func TestOfflineAndUncleanElection(t *testing.T) {
 	// The ISR member comes back: the offline partition is elected cleanly.
 	c.registerDP(dead, "", time.Second)
 	testutil.CheckFor(t, 10*time.Second, func() error {
-		st, err := admin.GetPartition(ctx, client.TopicPartition{Topic: "t-unclean-false"})
+		st, err := admin.GetPartition(ctx, cluster.TopicPartition{Topic: "t-unclean-false"})
 		if err != nil {
 			return err
 		}
@@ -197,7 +198,7 @@ func TestControllerFailover(t *testing.T) {
 	dp1.crash()
 	testutil.CheckFor(t, 10*time.Second, func() error {
 		for p := int32(0); p < 2; p++ {
-			st, err := admin.GetPartition(ctx, client.TopicPartition{Topic: "after-failover", Partition: p})
+			st, err := admin.GetPartition(ctx, cluster.TopicPartition{Topic: "after-failover", Partition: p})
 			if err != nil {
 				return err
 			}

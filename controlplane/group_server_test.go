@@ -16,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/controlplane/internal/grouptest"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 )
@@ -147,7 +148,7 @@ func TestGroupConnRetiredByNotActive(t *testing.T) {
 
 	// End the term: revoke the controller's session lease.
 	ec := gt.cli.Etcd()
-	resp, err := ec.Get(testCtx(t), client.ControllerPrefix, clientv3.WithPrefix())
+	resp, err := ec.Get(testCtx(t), cluster.ControllerPrefix, clientv3.WithPrefix())
 	if err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("election key: %v %+v", err, resp)
 	}

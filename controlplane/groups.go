@@ -16,7 +16,6 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/controlplane/controller"
 	"github.com/gregor-streaming/gregor/controlplane/groups"
@@ -78,7 +77,7 @@ func (s *Server) runGroups(ctx context.Context, term controller.Term) {
 		backoff := 50 * time.Millisecond
 		for ctx.Err() == nil {
 			err := s.cli.PutGroupCoordinator(ctx, e.Key(), e.Rev(), sess.Lease(),
-				client.GroupCoordinator{Name: s.cfg.Name, Addr: s.listener.Addr().String()})
+				cluster.GroupCoordinator{Name: s.cfg.Name, Addr: s.listener.Addr().String()})
 			if err == nil {
 				return
 			}

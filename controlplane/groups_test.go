@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/controlplane/internal/grouptest"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 )
@@ -431,7 +432,7 @@ func TestGroupJoinSyncCommit(t *testing.T) {
 	if got := gt.fetch("g1", "orders", 2); got[2].Offset != -1 {
 		t.Fatalf("a deleted group kept its offsets: %+v", got)
 	}
-	resp, err := c.client().Etcd().Get(testCtx(t), client.OffsetsPrefix, clientv3.WithPrefix())
+	resp, err := c.client().Etcd().Get(testCtx(t), cluster.OffsetsPrefix, clientv3.WithPrefix())
 	if err != nil || len(resp.Kvs) != 0 {
 		t.Fatalf("offsets left in etcd after delete: %v %d", err, len(resp.Kvs))
 	}

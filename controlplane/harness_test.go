@@ -14,6 +14,7 @@ import (
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/client/zapslog"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 )
 
 // testLogger keeps test output quiet (members being stopped make etcd warn a lot);
@@ -240,7 +241,7 @@ func (c *testCluster) registerDP(id int32, rack string, ttl time.Duration) *data
 	cli := c.client()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	reg, err := cli.Register(ctx, client.Broker{ID: id, Host: "127.0.0.1", Port: 9000 + id, Rack: rack}, ttl)
+	reg, err := cli.Register(ctx, cluster.Broker{ID: id, Host: "127.0.0.1", Port: 9000 + id, Rack: rack}, ttl)
 	if err != nil {
 		c.t.Fatalf("register %d: %v", id, err)
 	}

@@ -12,7 +12,7 @@ import (
 	vm "github.com/VictoriaMetrics/metrics"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 )
 
 // HTTP limits.
@@ -78,7 +78,7 @@ func (s *Server) checkReady(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, readyCheckTimeout)
 	defer cancel()
-	if _, err := s.ec.Get(ctx, client.ControllerPrefix, clientv3.WithCountOnly()); err != nil {
+	if _, err := s.ec.Get(ctx, cluster.ControllerPrefix, clientv3.WithCountOnly()); err != nil {
 		return fmt.Errorf("linearizable read: %w", err)
 	}
 	return nil
@@ -95,11 +95,11 @@ type ClusterView struct {
 	EtcdLeader string       `json:"etcdLeaderId"`
 	Members    []MemberView `json:"members"`
 	// MetadataRevision is the etcd revision the brokers/topics/partitions below reflect.
-	MetadataRevision          int64           `json:"metadataRevision"`
-	Brokers                   []client.Broker `json:"brokers"`
-	Topics                    []TopicView     `json:"topics"`
-	OfflinePartitions         int             `json:"offlinePartitions"`
-	UnderReplicatedPartitions int             `json:"underReplicatedPartitions"`
+	MetadataRevision          int64            `json:"metadataRevision"`
+	Brokers                   []cluster.Broker `json:"brokers"`
+	Topics                    []TopicView      `json:"topics"`
+	OfflinePartitions         int              `json:"offlinePartitions"`
+	UnderReplicatedPartitions int              `json:"underReplicatedPartitions"`
 	// InternalListener is where data-plane nodes forward group requests.
 	InternalListener string `json:"internalListener,omitempty"`
 	// Groups are the consumer groups with their members, committed offsets and lag:
@@ -119,14 +119,14 @@ type MemberView struct {
 
 // TopicView is a topic and its partition states.
 type TopicView struct {
-	client.Topic
+	cluster.Topic
 	PartitionStates []PartitionView `json:"partitionStates"`
 }
 
 // PartitionView is one partition's state.
 type PartitionView struct {
 	Partition int32 `json:"partition"`
-	client.PartitionState
+	cluster.PartitionState
 }
 
 func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
@@ -138,7 +138,7 @@ func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 		EtcdMember:       s.etcd.Server.MemberID().String(),
 		EtcdLeader:       s.etcd.Server.Leader().String(),
 		InternalListener: s.ListenAddr(),
-		Brokers:          []client.Broker{},
+		Brokers:          []cluster.Broker{},
 		Topics:           []TopicView{},
 		Groups:           []GroupView{},
 	}

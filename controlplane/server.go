@@ -200,8 +200,8 @@ func (cfg *Config) etcdConfig(logger *slog.Logger) (*embed.Config, error) {
 	ec.ClusterState = embed.ClusterStateFlagNew
 	ec.TickMs = cfg.TickMs
 	ec.ElectionMs = cfg.ElectionMs
-	ec.MaxTxnOps = client.TxnOpsMax
-	ec.MaxRequestBytes = client.RequestBytesMax
+	ec.MaxTxnOps = cluster.TxnOpsMax
+	ec.MaxRequestBytes = cluster.RequestBytesMax
 	ec.AutoCompactionMode = "periodic"
 	ec.AutoCompactionRetention = compactionRetention
 	ec.EnableGRPCGateway = false

@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
@@ -21,7 +22,7 @@ const takeoverTTL = 6 * time.Second
 // of a data-plane node does; the registration is closed at cleanup.
 func (c *testCluster) registerAs(ctx context.Context, id int32, incarnation, host string) (*client.Client, *client.Registration, error) {
 	cli := c.client()
-	reg, err := cli.Register(ctx, client.Broker{ID: id, Host: host, Port: 9000 + id, Incarnation: incarnation}, takeoverTTL)
+	reg, err := cli.Register(ctx, cluster.Broker{ID: id, Host: host, Port: 9000 + id, Incarnation: incarnation}, takeoverTTL)
 	if err != nil {
 		return cli, nil, err
 	}
@@ -47,9 +48,9 @@ func TestRegistrationTakeover(t *testing.T) {
 	if _, _, err := admin.CreateTopic(ctx, client.TopicSpec{Name: "t", Partitions: 2, ReplicationFactor: 1}); err != nil {
 		t.Fatal(err)
 	}
-	before := map[int32]client.PartitionState{}
+	before := map[int32]cluster.PartitionState{}
 	for p := int32(0); p < 2; p++ {
-		st, err := admin.GetPartition(ctx, client.TopicPartition{Topic: "t", Partition: p})
+		st, err := admin.GetPartition(ctx, cluster.TopicPartition{Topic: "t", Partition: p})
 		if err != nil || st.Leader != 1 {
 			t.Fatalf("partition %d: %+v, %v", p, st, err)
 		}
@@ -92,10 +93,10 @@ func TestRegistrationTakeover(t *testing.T) {
 	// The controller moves the leaderships of the node's earlier process through a new
 	// leader epoch (offline, then the node again: two bumps), written after the new
 	// registration.
-	after := map[int32]client.PartitionState{}
+	after := map[int32]cluster.PartitionState{}
 	testutil.CheckFor(t, 10*time.Second, func() error {
 		for p := int32(0); p < 2; p++ {
-			st, err := admin.GetPartition(ctx, client.TopicPartition{Topic: "t", Partition: p})
+			st, err := admin.GetPartition(ctx, cluster.TopicPartition{Topic: "t", Partition: p})
 			if err != nil {
 				return err
 			}
@@ -110,12 +111,12 @@ func TestRegistrationTakeover(t *testing.T) {
 
 	// Everything the old process does as itself is refused with STALE_BROKER_EPOCH; the
 	// new process's writes go through.
-	tp := client.TopicPartition{Topic: "t", Partition: 0}
+	tp := cluster.TopicPartition{Topic: "t", Partition: 0}
 	alter := client.AlterISRRequest{TopicPartition: tp, LeaderEpoch: after[0].LeaderEpoch, PartitionEpoch: after[0].PartitionEpoch, NewISR: []int32{1}}
 	if _, err := old.AlterISR(ctx, alter); !errors.Is(err, client.ErrRegistrationLost) || !errors.Is(err, kerr.StaleBrokerEpoch) {
 		t.Fatalf("old process's AlterISR: %v", err)
 	}
-	oldHW.Record(tp, client.HWCheckpoint{TopicID: "x", LeaderEpoch: before[0].LeaderEpoch, HighWatermark: 99})
+	oldHW.Record(tp, cluster.HWCheckpoint{TopicID: "x", LeaderEpoch: before[0].LeaderEpoch, HighWatermark: 99})
 	if err := oldHW.Close(ctx); !errors.Is(err, client.ErrRegistrationLost) {
 		t.Fatalf("old process's HW checkpoint: %v", err)
 	}
@@ -126,7 +127,7 @@ func TestRegistrationTakeover(t *testing.T) {
 		t.Fatalf("new process's AlterISR: %+v, %v", st, err)
 	}
 	hw := reg.NewHWCheckpointer(time.Hour)
-	hw.Record(tp, client.HWCheckpoint{TopicID: "x", LeaderEpoch: after[0].LeaderEpoch, HighWatermark: 7})
+	hw.Record(tp, cluster.HWCheckpoint{TopicID: "x", LeaderEpoch: after[0].LeaderEpoch, HighWatermark: 7})
 	if err := hw.Close(ctx); err != nil {
 		t.Fatalf("new process's HW checkpoint: %v", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -111,7 +112,7 @@ func metadataTopic(snap *client.Snapshot, name string) kmsg.MetadataResponseTopi
 	}
 	rt.IsInternal = strings.HasPrefix(name, "__")
 	for p := int32(0); p < topic.Partitions; p++ {
-		st, ok := snap.Partitions[client.TopicPartition{Topic: name, Partition: p}]
+		st, ok := snap.Partitions[cluster.TopicPartition{Topic: name, Partition: p}]
 		rp := kmsg.NewMetadataResponseTopicPartition()
 		rp.Partition = p
 		if !ok {
@@ -127,7 +128,7 @@ func metadataTopic(snap *client.Snapshot, name string) kmsg.MetadataResponseTopi
 				rp.OfflineReplicas = append(rp.OfflineReplicas, id)
 			}
 		}
-		if st.Leader == client.NoLeader {
+		if st.Leader == cluster.NoLeader {
 			rp.ErrorCode = kerr.LeaderNotAvailable.Code
 		}
 		rt.Partitions = append(rt.Partitions, rp)

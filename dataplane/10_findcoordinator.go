@@ -14,7 +14,7 @@ package dataplane
 //     transactional ids, so no client that got this far asks.
 
 import (
-	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -61,7 +61,7 @@ func handleFindCoordinator(s *Server, r *request) error {
 // highest rendezvous weight for it (ties, which need a 64-bit collision, go to the
 // lower id). Removing a node moves only the groups it had; adding one takes about
 // 1/n of the groups from the others. ok is false when brokers is empty.
-func groupCoordinator(brokers map[int32]client.Broker, group string) (b client.Broker, ok bool) {
+func groupCoordinator(brokers map[int32]cluster.Broker, group string) (b cluster.Broker, ok bool) {
 	var best uint64
 	var bestID int32
 	for id, cand := range brokers {

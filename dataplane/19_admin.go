@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -192,8 +193,8 @@ func validatePartitionCount(snap *client.Snapshot, topic string, total int32) er
 		return &client.Error{Code: kerr.UnknownTopicOrPartition, Message: topic}
 	case total <= t.Partitions:
 		return &client.Error{Code: kerr.InvalidPartitions, Message: fmt.Sprintf("topic has %d partitions; the count must grow", t.Partitions)}
-	case total > client.PartitionsPerTopicMax:
-		return &client.Error{Code: kerr.InvalidPartitions, Message: fmt.Sprintf("at most %d partitions", client.PartitionsPerTopicMax)}
+	case total > cluster.PartitionsPerTopicMax:
+		return &client.Error{Code: kerr.InvalidPartitions, Message: fmt.Sprintf("at most %d partitions", cluster.PartitionsPerTopicMax)}
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ package dataplane
 // CLI tools ask for. Synonyms (v1+) list the topic value and the default.
 
 import (
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"sort"
 	"strconv"
 
@@ -18,16 +19,16 @@ const describeConfigsKey = int16(kmsg.DescribeConfigs)
 
 // topicConfigDefaults are the values a topic has when it sets nothing.
 var topicConfigDefaults = map[string]string{
-	client.ConfigRetentionMs:           strconv.FormatInt(segment.DefaultRetentionAge.Milliseconds(), 10),
-	client.ConfigRetentionBytes:        "-1",
-	client.ConfigSegmentBytes:          strconv.Itoa(segment.DefaultSegmentBytes),
-	client.ConfigSegmentMs:             strconv.FormatInt(segment.DefaultSegmentAge.Milliseconds(), 10),
-	client.ConfigMinInsyncReplicas:     "1",
-	client.ConfigMessageTimestampType:  "CreateTime",
-	client.ConfigUncleanLeaderElection: "false",
-	client.ConfigMaxMessageBytes:       strconv.Itoa(segment.DefaultMaxBatchBytes),
-	client.ConfigCleanupPolicy:         "delete",
-	client.ConfigCompressionType:       "producer",
+	cluster.ConfigRetentionMs:           strconv.FormatInt(segment.DefaultRetentionAge.Milliseconds(), 10),
+	cluster.ConfigRetentionBytes:        "-1",
+	cluster.ConfigSegmentBytes:          strconv.Itoa(segment.DefaultSegmentBytes),
+	cluster.ConfigSegmentMs:             strconv.FormatInt(segment.DefaultSegmentAge.Milliseconds(), 10),
+	cluster.ConfigMinInsyncReplicas:     "1",
+	cluster.ConfigMessageTimestampType:  "CreateTime",
+	cluster.ConfigUncleanLeaderElection: "false",
+	cluster.ConfigMaxMessageBytes:       strconv.Itoa(segment.DefaultMaxBatchBytes),
+	cluster.ConfigCleanupPolicy:         "delete",
+	cluster.ConfigCompressionType:       "producer",
 }
 
 func handleDescribeConfigs(s *Server, r *request) error {

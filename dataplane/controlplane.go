@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/replica"
 	"github.com/gregor-streaming/gregor/segment"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -22,7 +23,7 @@ type ControlPlane interface {
 	Snapshot() *client.Snapshot
 	// WaitRevision waits until the view includes etcd revision rev.
 	WaitRevision(ctx context.Context, rev int64) (*client.Snapshot, error)
-	CreateTopic(ctx context.Context, spec client.TopicSpec) (client.Topic, int64, error)
+	CreateTopic(ctx context.Context, spec client.TopicSpec) (cluster.Topic, int64, error)
 	DeleteTopic(ctx context.Context, name string) (int64, error)
 	CreatePartitions(ctx context.Context, name string, total int32) (int64, error)
 	AllocateProducerIDs(ctx context.Context) (client.ProducerIDBlock, error)
@@ -55,11 +56,11 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 		return nil
 	}
 	// mine reports whether a state naming this node leader was written for this process.
-	mine := func(client.PartitionState) bool { return true }
+	mine := func(cluster.PartitionState) bool { return true }
 	if epoch := s.cfg.BrokerEpoch; epoch != 0 {
 		me, ok := snap.Brokers[s.cfg.NodeID]
 		ours := ok && me.Epoch == epoch // else another process of this node took over
-		mine = func(st client.PartitionState) bool { return ours && st.ModRevision > epoch }
+		mine = func(st cluster.PartitionState) bool { return ours && st.ModRevision > epoch }
 	}
 	var errs []error
 	for tp, st := range snap.Partitions {
@@ -71,7 +72,7 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 			continue
 		}
 		minISR := 1
-		if v, err := strconv.Atoi(topic.Configs[client.ConfigMinInsyncReplicas]); err == nil {
+		if v, err := strconv.Atoi(topic.Configs[cluster.ConfigMinInsyncReplicas]); err == nil {
 			minISR = v
 		}
 		rst := replica.PartitionState{
@@ -114,7 +115,7 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 
 // logConfig gives the storage settings of topic's logs: Config.LogConfig's if set, else
 // the topic's configs over the storage engine's defaults.
-func (s *Server) logConfig(topic client.Topic) segment.Config {
+func (s *Server) logConfig(topic cluster.Topic) segment.Config {
 	if s.cfg.LogConfig != nil {
 		return s.cfg.LogConfig(topic.Name)
 	}
@@ -142,13 +143,13 @@ func contains(ids []int32, id int32) bool {
 // validated by the control plane when set. Where a Kafka value has no direct counterpart
 // in segment.Config (whose zero fields mean "default"), it is mapped to one that behaves
 // the same.
-func TopicLogConfig(topic client.Topic, base segment.Config) segment.Config {
+func TopicLogConfig(topic cluster.Topic, base segment.Config) segment.Config {
 	cfg := base
 	num := func(key string) (int64, bool) {
 		v, err := strconv.ParseInt(topic.Configs[key], 10, 64)
 		return v, err == nil
 	}
-	if v, ok := num(client.ConfigRetentionMs); ok {
+	if v, ok := num(cluster.ConfigRetentionMs); ok {
 		switch {
 		case v < 0:
 			cfg.RetentionAge = -1
@@ -160,21 +161,21 @@ func TopicLogConfig(topic client.Topic, base segment.Config) segment.Config {
 			cfg.RetentionAge = millis(v)
 		}
 	}
-	if v, ok := num(client.ConfigRetentionBytes); ok {
+	if v, ok := num(cluster.ConfigRetentionBytes); ok {
 		cfg.RetentionBytes = v
 	}
-	if v, ok := num(client.ConfigSegmentBytes); ok {
+	if v, ok := num(cluster.ConfigSegmentBytes); ok {
 		cfg.SegmentBytes = v
 	}
-	if v, ok := num(client.ConfigSegmentMs); ok {
+	if v, ok := num(cluster.ConfigSegmentMs); ok {
 		cfg.SegmentAge = millis(v)
 	}
-	if v, ok := num(client.ConfigMaxMessageBytes); ok {
+	if v, ok := num(cluster.ConfigMaxMessageBytes); ok {
 		// Every batch is larger than 0 bytes, so max.message.bytes=0 refuses all of
 		// them, as a limit of 1 byte does; 0 would mean the default here.
 		cfg.MaxBatchBytes = int(max(v, 1))
 	}
-	if topic.Configs[client.ConfigMessageTimestampType] == "LogAppendTime" {
+	if topic.Configs[cluster.ConfigMessageTimestampType] == "LogAppendTime" {
 		cfg.TimestampType = segment.LogAppendTime
 	}
 	return cfg

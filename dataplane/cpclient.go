@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 )
 
 // ClientControlPlane is the ControlPlane of a real node: controlplane/client with its
@@ -24,7 +25,7 @@ func (c *ClientControlPlane) WaitRevision(ctx context.Context, rev int64) (*clie
 }
 
 // CreateTopic implements ControlPlane.
-func (c *ClientControlPlane) CreateTopic(ctx context.Context, spec client.TopicSpec) (client.Topic, int64, error) {
+func (c *ClientControlPlane) CreateTopic(ctx context.Context, spec client.TopicSpec) (cluster.Topic, int64, error) {
 	return c.Client.CreateTopic(ctx, spec)
 }
 

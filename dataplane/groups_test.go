@@ -18,7 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 	"github.com/gregor-streaming/gregor/proto"
 )
@@ -63,16 +63,16 @@ func (n *node) createTopic(t testing.TB, ctx context.Context, topic string, part
 	}
 }
 
-func brokersOf(ids ...int32) map[int32]client.Broker {
-	m := map[int32]client.Broker{}
+func brokersOf(ids ...int32) map[int32]cluster.Broker {
+	m := map[int32]cluster.Broker{}
 	for _, id := range ids {
-		m[id] = client.Broker{ID: id, Host: "127.0.0.1", Port: 9000 + id}
+		m[id] = cluster.Broker{ID: id, Host: "127.0.0.1", Port: 9000 + id}
 	}
 	return m
 }
 
 // coordinators maps each of n group ids to its coordinator among brokers.
-func coordinators(t *testing.T, brokers map[int32]client.Broker, n int) map[string]int32 {
+func coordinators(t *testing.T, brokers map[int32]cluster.Broker, n int) map[string]int32 {
 	t.Helper()
 	out := make(map[string]int32, n)
 	for i := range n {
@@ -186,7 +186,7 @@ func TestFindCoordinator(t *testing.T) {
 	}
 
 	// Node 2 registers (nothing listens at its address: FindCoordinator only names it).
-	reg2, err := n.cp.Client.Register(ctx, client.Broker{ID: 2, Host: "127.0.0.1", Port: port + 1}, 2*time.Second)
+	reg2, err := n.cp.Client.Register(ctx, cluster.Broker{ID: 2, Host: "127.0.0.1", Port: port + 1}, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -658,7 +658,7 @@ func TestListGroupsPerNode(t *testing.T) {
 		t.Fatalf("one node lists %d of %d groups", len(got), groups)
 	}
 	_, port := splitHostPort(t, n.srv.Addr())
-	reg2, err := n.cp.Client.Register(ctx, client.Broker{ID: 2, Host: "127.0.0.1", Port: port + 1}, 2*time.Second)
+	reg2, err := n.cp.Client.Register(ctx, cluster.Broker{ID: 2, Host: "127.0.0.1", Port: port + 1}, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/replica"
 )
 
@@ -25,7 +25,7 @@ const (
 
 // HWRecorder takes high-watermark checkpoints (controlplane/client's HWCheckpointer).
 type HWRecorder interface {
-	Record(tp client.TopicPartition, cp client.HWCheckpoint)
+	Record(tp cluster.TopicPartition, cp cluster.HWCheckpoint)
 }
 
 // upkeep runs until stop closes.
@@ -64,8 +64,8 @@ func (s *Server) reportHighWatermarks() {
 		if !moved {
 			continue
 		}
-		s.cfg.HWRecorder.Record(client.TopicPartition{Topic: p.Topic, Partition: p.Index},
-			client.HWCheckpoint{TopicID: snap.Topics[p.Topic].ID, LeaderEpoch: p.LeaderEpoch(), HighWatermark: hw})
+		s.cfg.HWRecorder.Record(cluster.TopicPartition{Topic: p.Topic, Partition: p.Index},
+			cluster.HWCheckpoint{TopicID: snap.Topics[p.Topic].ID, LeaderEpoch: p.LeaderEpoch(), HighWatermark: hw})
 	}
 }
 

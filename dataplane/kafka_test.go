@@ -16,6 +16,7 @@ import (
 
 	"github.com/gregor-streaming/gregor/controlplane"
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
@@ -79,7 +80,7 @@ func startClusterListen(t *testing.T, cfg Config, cpListen string) *node {
 	n.cp.Metadata = md
 	listen := listenAddr(t)
 	host, port := splitHostPort(t, listen)
-	reg, err := cl.Register(ctx, client.Broker{ID: 1, Host: host, Port: port}, 2*time.Second)
+	reg, err := cl.Register(ctx, cluster.Broker{ID: 1, Host: host, Port: port}, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"slices"
 	"testing"
 
@@ -20,16 +21,16 @@ func TestReconcileLeadsOnlyForItsRegistration(t *testing.T) {
 	reconcile := func(brokerEpoch, stateRev int64, leaderEpoch int32) {
 		t.Helper()
 		rev++
-		tp := client.TopicPartition{Topic: "r"}
+		tp := cluster.TopicPartition{Topic: "r"}
 		snap := &client.Snapshot{
 			Revision: rev,
-			Brokers:  map[int32]client.Broker{},
-			Topics:   map[string]client.Topic{"r": {Name: "r", ID: "id", Partitions: 1, ReplicationFactor: 1}},
-			Partitions: map[client.TopicPartition]client.PartitionState{tp: {Topic: "r", Replicas: []int32{1}, Leader: 1,
+			Brokers:  map[int32]cluster.Broker{},
+			Topics:   map[string]cluster.Topic{"r": {Name: "r", ID: "id", Partitions: 1, ReplicationFactor: 1}},
+			Partitions: map[cluster.TopicPartition]cluster.PartitionState{tp: {Topic: "r", Replicas: []int32{1}, Leader: 1,
 				LeaderEpoch: leaderEpoch, ISR: []int32{1}, ModRevision: stateRev}},
 		}
 		if brokerEpoch != 0 {
-			snap.Brokers[1] = client.Broker{ID: 1, Host: "127.0.0.1", Port: 9092, Epoch: brokerEpoch}
+			snap.Brokers[1] = cluster.Broker{ID: 1, Host: "127.0.0.1", Port: 9092, Epoch: brokerEpoch}
 		}
 		if err := s.Reconcile(snap); err != nil {
 			t.Fatal(err)
@@ -77,14 +78,14 @@ func TestReconcileFollowsPartitionsLedElsewhere(t *testing.T) {
 	reconcile := func(leader, leaderEpoch int32) {
 		t.Helper()
 		rev++
-		state := func(p int32) client.PartitionState {
-			return client.PartitionState{Topic: "f", Partition: p, Replicas: []int32{1, 2}, Leader: leader,
+		state := func(p int32) cluster.PartitionState {
+			return cluster.PartitionState{Topic: "f", Partition: p, Replicas: []int32{1, 2}, Leader: leader,
 				LeaderEpoch: leaderEpoch, ISR: []int32{1, 2}, PartitionEpoch: leaderEpoch}
 		}
 		snap := &client.Snapshot{
 			Revision: rev,
-			Topics:   map[string]client.Topic{"f": {Name: "f", ID: "id", Partitions: 2, ReplicationFactor: 2}},
-			Partitions: map[client.TopicPartition]client.PartitionState{
+			Topics:   map[string]cluster.Topic{"f": {Name: "f", ID: "id", Partitions: 2, ReplicationFactor: 2}},
+			Partitions: map[cluster.TopicPartition]cluster.PartitionState{
 				{Topic: "f", Partition: 0}: state(0),
 				{Topic: "f", Partition: 1}: {Topic: "f", Partition: 1, Replicas: []int32{1, 2}, Leader: 2, LeaderEpoch: 1, ISR: []int32{2}},
 			},

@@ -14,6 +14,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/replica"
 	"github.com/gregor-streaming/gregor/segment"
 	"github.com/gregor-streaming/gregor/sendfile"
@@ -88,7 +89,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) BecomeLeader(topic string, partition, leaderEpoch int32, isrSize, minInsyncReplicas int) error {
 	t, ok := s.snapshot().Topics[topic]
 	if !ok {
-		t = client.Topic{Name: topic}
+		t = cluster.Topic{Name: topic}
 	}
 	isr := make([]int32, 0, isrSize)
 	if isrSize > 0 {
@@ -106,7 +107,7 @@ func (s *Server) BecomeLeader(topic string, partition, leaderEpoch int32, isrSiz
 
 // becomeLeader is BecomeLeader with the topic as the caller's view has it: its configs
 // set the log's storage settings, when the log opens and whenever they change.
-func (s *Server) becomeLeader(topic client.Topic, partition int32, st replica.PartitionState) error {
+func (s *Server) becomeLeader(topic cluster.Topic, partition int32, st replica.PartitionState) error {
 	_, err := s.replicas.MakeLeader(topic.Name, partition, st,
 		topic.Configs, func() segment.Config { return s.logConfig(topic) })
 	return err

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/segment"
 )
 
@@ -25,11 +26,11 @@ import (
 // configSnapshot is a metadata view in which node 0 (startServer's) leads partition 0 of
 // topic with configs.
 func configSnapshot(rev int64, topic string, configs map[string]string) *client.Snapshot {
-	tp := client.TopicPartition{Topic: topic}
+	tp := cluster.TopicPartition{Topic: topic}
 	return &client.Snapshot{
 		Revision: rev,
-		Topics:   map[string]client.Topic{topic: {Name: topic, ID: "id-" + topic, Partitions: 1, ReplicationFactor: 1, Configs: configs}},
-		Partitions: map[client.TopicPartition]client.PartitionState{tp: {Topic: topic, Replicas: []int32{0},
+		Topics:   map[string]cluster.Topic{topic: {Name: topic, ID: "id-" + topic, Partitions: 1, ReplicationFactor: 1, Configs: configs}},
+		Partitions: map[cluster.TopicPartition]cluster.PartitionState{tp: {Topic: topic, Replicas: []int32{0},
 			Leader: 0, ISR: []int32{0}}},
 	}
 }
@@ -41,10 +42,10 @@ func configSnapshot(rev int64, topic string, configs map[string]string) *client.
 func TestReconcileAppliesTopicConfigs(t *testing.T) {
 	s := startServer(t, Config{})
 	if err := s.Reconcile(configSnapshot(1, "t", map[string]string{
-		client.ConfigMaxMessageBytes:      "2000",
-		client.ConfigSegmentBytes:         "4096",
-		client.ConfigMessageTimestampType: "LogAppendTime",
-		client.ConfigMinInsyncReplicas:    "2",
+		cluster.ConfigMaxMessageBytes:      "2000",
+		cluster.ConfigSegmentBytes:         "4096",
+		cluster.ConfigMessageTimestampType: "LogAppendTime",
+		cluster.ConfigMinInsyncReplicas:    "2",
 	})); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +83,7 @@ func TestReconcileAppliesTopicConfigs(t *testing.T) {
 	limit := func(v string) {
 		t.Helper()
 		rev++
-		if err := s.Reconcile(configSnapshot(rev, "t", map[string]string{client.ConfigMaxMessageBytes: v})); err != nil {
+		if err := s.Reconcile(configSnapshot(rev, "t", map[string]string{cluster.ConfigMaxMessageBytes: v})); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -111,7 +112,7 @@ func TestReconcileAppliesTopicConfigs(t *testing.T) {
 func TestTopicLogConfigValues(t *testing.T) {
 	open := func(configs map[string]string) *segment.Log {
 		t.Helper()
-		l, err := segment.Open(t.TempDir(), TopicLogConfig(client.Topic{Configs: configs}, segment.Config{}))
+		l, err := segment.Open(t.TempDir(), TopicLogConfig(cluster.Topic{Configs: configs}, segment.Config{}))
 		if err != nil {
 			t.Fatalf("%v: %v", configs, err)
 		}
@@ -129,7 +130,7 @@ func TestTopicLogConfigValues(t *testing.T) {
 	// Long.MAX_VALUE, Kafka's "never", for both times: the log opens and keeps rolling
 	// by size only, and retention deletes nothing.
 	const never = "9223372036854775807"
-	l := open(map[string]string{client.ConfigSegmentMs: never, client.ConfigRetentionMs: never, client.ConfigSegmentBytes: "400"})
+	l := open(map[string]string{cluster.ConfigSegmentMs: never, cluster.ConfigRetentionMs: never, cluster.ConfigSegmentBytes: "400"})
 	appendN(l, 6)
 	if res, err := l.DeleteRetained(l.LogEndOffset()); err != nil || res.Segments != 0 || l.NumSegments() < 3 {
 		t.Fatalf("retention.ms=MAX deleted %+v (%v); %d segments", res, err, l.NumSegments())
@@ -139,27 +140,27 @@ func TestTopicLogConfigValues(t *testing.T) {
 	}
 	// retention.ms=0: every segment whose records are older than now goes, once the
 	// clock has moved past the newest record.
-	l = open(map[string]string{client.ConfigRetentionMs: "0"})
+	l = open(map[string]string{cluster.ConfigRetentionMs: "0"})
 	appendN(l, 3)
 	waitPastMillis(t, time.Now().UnixMilli())
 	if res, err := l.DeleteRetained(l.LogEndOffset()); err != nil || res.Segments != 1 || l.LogStartOffset() != 3 {
 		t.Fatalf("retention.ms=0: %+v %v, log start %d", res, err, l.LogStartOffset())
 	}
 	// retention.bytes=1: only the active segment stays.
-	l = open(map[string]string{client.ConfigRetentionBytes: "1", client.ConfigSegmentBytes: "400"})
+	l = open(map[string]string{cluster.ConfigRetentionBytes: "1", cluster.ConfigSegmentBytes: "400"})
 	appendN(l, 6)
 	n := l.NumSegments()
 	if res, err := l.DeleteRetained(l.LogEndOffset()); err != nil || res.Segments != n-1 || l.NumSegments() != 1 {
 		t.Fatalf("retention.bytes=1: %+v %v, %d of %d segments left", res, err, l.NumSegments(), n)
 	}
 	// retention.bytes=-1: no size limit.
-	l = open(map[string]string{client.ConfigRetentionBytes: "-1", client.ConfigSegmentBytes: "400"})
+	l = open(map[string]string{cluster.ConfigRetentionBytes: "-1", cluster.ConfigSegmentBytes: "400"})
 	appendN(l, 6)
 	if res, err := l.DeleteRetained(l.LogEndOffset()); err != nil || res.Segments != 0 {
 		t.Fatalf("retention.bytes=-1 deleted %+v %v", res, err)
 	}
 	// max.message.bytes=0: no batch fits.
-	l = open(map[string]string{client.ConfigMaxMessageBytes: "0"})
+	l = open(map[string]string{cluster.ConfigMaxMessageBytes: "0"})
 	if _, err := l.Append(batch(1, "", -1, -1, -1), 0); err == nil {
 		t.Fatal("max.message.bytes=0 accepted a batch")
 	}
@@ -286,10 +287,10 @@ func TestTopicConfigsThroughCreateTopics(t *testing.T) {
 func TestDescribeConfigsEffectiveValues(t *testing.T) {
 	s := startServer(t, Config{})
 	if err := s.Reconcile(configSnapshot(1, "t", map[string]string{
-		client.ConfigMaxMessageBytes:   "51200",
-		client.ConfigCompressionType:   "gzip",
-		client.ConfigRetentionBytes:    "0",
-		client.ConfigMinInsyncReplicas: "2",
+		cluster.ConfigMaxMessageBytes:   "51200",
+		cluster.ConfigCompressionType:   "gzip",
+		cluster.ConfigRetentionBytes:    "0",
+		cluster.ConfigMinInsyncReplicas: "2",
 	})); err != nil {
 		t.Fatal(err)
 	}
@@ -306,11 +307,11 @@ func TestDescribeConfigsEffectiveValues(t *testing.T) {
 		value     string
 		isDefault bool
 	}{
-		client.ConfigMaxMessageBytes:   {"51200", false},
-		client.ConfigMinInsyncReplicas: {"2", false},
-		client.ConfigCompressionType:   {"producer", true},
-		client.ConfigRetentionBytes:    {"-1", true},
-		client.ConfigSegmentBytes:      {strconv.Itoa(segment.DefaultSegmentBytes), true},
+		cluster.ConfigMaxMessageBytes:   {"51200", false},
+		cluster.ConfigMinInsyncReplicas: {"2", false},
+		cluster.ConfigCompressionType:   {"producer", true},
+		cluster.ConfigRetentionBytes:    {"-1", true},
+		cluster.ConfigSegmentBytes:      {strconv.Itoa(segment.DefaultSegmentBytes), true},
 	} {
 		c, ok := got[name]
 		source := kmsg.ConfigSourceDynamicTopicConfig

@@ -13,6 +13,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/dataplane"
 	"github.com/gregor-streaming/gregor/internal/reserve"
 )
@@ -168,7 +169,7 @@ func StartDataPlane(ctx context.Context, cfg Config) (dp *DataPlane, err error) 
 	}
 	// Register before listening: the registration is what hands out producer ids, and a
 	// client that learns of the node a moment early retries its connection.
-	me := client.Broker{ID: cfg.ID, Host: host, Port: int32(port), Rack: cfg.Rack, Incarnation: incarnation}
+	me := cluster.Broker{ID: cfg.ID, Host: host, Port: int32(port), Rack: cfg.Rack, Incarnation: incarnation}
 	if d.reg, err = register(ctx, d.cl, me, cfg.RegistrationTTL, logger); err != nil {
 		return nil, fmt.Errorf("node: register: %w", err)
 	}
@@ -367,7 +368,7 @@ func (d *DataPlane) teardownCtx(ctx context.Context) error {
 // by another incarnation (another directory or host, or this directory before a reboot)
 // may be a live node, so register waits for its lease to expire — a bounded wait, with
 // progress in the log.
-func register(ctx context.Context, cl *client.Client, b client.Broker, ttl time.Duration, logger *slog.Logger) (*client.Registration, error) {
+func register(ctx context.Context, cl *client.Client, b cluster.Broker, ttl time.Duration, logger *slog.Logger) (*client.Registration, error) {
 	deadline := time.Now().Add(takeoverWaitTTLs * ttl)
 	for {
 		reg, err := cl.Register(ctx, b, ttl)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gregor-streaming/gregor/controlplane"
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 	"github.com/gregor-streaming/gregor/node"
 )
@@ -126,7 +127,7 @@ func TestDataPlaneStopsWhenTakenOver(t *testing.T) {
 	}
 	defer cl.Close()
 	b := cp.Metadata().Snapshot().Brokers[1]
-	later, err := cl.Register(ctx, client.Broker{ID: 1, Host: "127.0.0.1", Port: 1, Incarnation: b.Incarnation}, cfg.RegistrationTTL)
+	later, err := cl.Register(ctx, cluster.Broker{ID: 1, Host: "127.0.0.1", Port: 1, Incarnation: b.Incarnation}, cfg.RegistrationTTL)
 	if err != nil {
 		t.Fatal(err)
 	}

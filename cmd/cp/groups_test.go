@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/internal/testcluster"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 )
@@ -67,7 +68,7 @@ func groupClient(t *testing.T, c *testcluster.Cluster, topic string, partitions 
 	cli := c.ControlPlaneClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := cli.Register(ctx, client.Broker{ID: 1, Host: "127.0.0.1", Port: 9092}, 10*time.Second); err != nil {
+	if _, err := cli.Register(ctx, cluster.Broker{ID: 1, Host: "127.0.0.1", Port: 9092}, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := cli.CreateTopic(ctx, client.TopicSpec{Name: topic, Partitions: partitions, ReplicationFactor: 1}); err != nil {

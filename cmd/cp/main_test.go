@@ -15,6 +15,7 @@ import (
 
 	"github.com/gregor-streaming/gregor/controlplane"
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/internal/testcluster"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 )
@@ -66,7 +67,7 @@ func TestThreeProcessFailover(t *testing.T) {
 	}
 	dp1, dp2 := dpClient(), dpClient()
 	for i, c := range []*client.Client{dp1, dp2} {
-		if _, err := c.Register(ctx, client.Broker{ID: int32(i + 1), Host: "127.0.0.1", Port: int32(9092 + i)}, 3*time.Second); err != nil {
+		if _, err := c.Register(ctx, cluster.Broker{ID: int32(i + 1), Host: "127.0.0.1", Port: int32(9092 + i)}, 3*time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -101,7 +102,7 @@ func TestThreeProcessFailover(t *testing.T) {
 	testutil.CheckFor(t, 20*time.Second, func() error {
 		for _, topic := range []string{"before", "after"} {
 			for p := int32(0); p < 2; p++ {
-				st, err := cli.GetPartition(ctx, client.TopicPartition{Topic: topic, Partition: p})
+				st, err := cli.GetPartition(ctx, cluster.TopicPartition{Topic: topic, Partition: p})
 				if err != nil {
 					return err
 				}

@@ -14,12 +14,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/internal/testcluster"
 	"github.com/gregor-streaming/gregor/node"
 )
 
 // registered returns node id's registration as the control plane holds it.
-func registered(t *testing.T, ctx context.Context, cl *client.Client, id int32) client.Broker {
+func registered(t *testing.T, ctx context.Context, cl *client.Client, id int32) cluster.Broker {
 	t.Helper()
 	brokers, _, err := cl.LiveBrokers(ctx)
 	if err != nil {
@@ -31,7 +32,7 @@ func registered(t *testing.T, ctx context.Context, cl *client.Client, id int32) 
 		}
 	}
 	t.Fatalf("node %d not registered: %+v", id, brokers)
-	return client.Broker{}
+	return cluster.Broker{}
 }
 
 // produceAcked creates topic with partitions partitions and writes n records to it with
@@ -72,9 +73,9 @@ func TestRestartTakesOverRegistration(t *testing.T) {
 	defer cancel()
 	acked := produceAcked(t, ctx, dp.Addr(), "restart", 2, 200)
 	old := registered(t, ctx, cl, 1)
-	before := map[int32]client.PartitionState{}
+	before := map[int32]cluster.PartitionState{}
 	for p := range int32(2) {
-		st, err := cl.GetPartition(ctx, client.TopicPartition{Topic: "restart", Partition: p})
+		st, err := cl.GetPartition(ctx, cluster.TopicPartition{Topic: "restart", Partition: p})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -103,7 +104,7 @@ func TestRestartTakesOverRegistration(t *testing.T) {
 		t.Fatalf("registration %+v after the restart, %+v before: want the same incarnation, a higher epoch", now, old)
 	}
 	for p := range int32(2) {
-		st, err := cl.GetPartition(ctx, client.TopicPartition{Topic: "restart", Partition: p})
+		st, err := cl.GetPartition(ctx, cluster.TopicPartition{Topic: "restart", Partition: p})
 		if err != nil || st.Leader != 1 || st.LeaderEpoch <= before[p].LeaderEpoch {
 			t.Fatalf("partition %d after the restart: %+v, %v (before %+v); want node 1 at a new leader epoch", p, st, err, before[p])
 		}
@@ -170,7 +171,7 @@ func TestTakeoverStopsPausedProcess(t *testing.T) {
 
 	c.Pause(dp)
 	start := time.Now()
-	later, err := cl.Register(ctx, client.Broker{ID: 1, Host: "127.0.0.1", Port: 1, Incarnation: old.Incarnation}, node.DefaultRegistrationTTL)
+	later, err := cl.Register(ctx, cluster.Broker{ID: 1, Host: "127.0.0.1", Port: 1, Incarnation: old.Incarnation}, node.DefaultRegistrationTTL)
 	if err != nil {
 		c.Resume(dp)
 		t.Fatalf("takeover with the node's incarnation: %v", err)

@@ -15,7 +15,7 @@ import (
 // AlterISRRequest is a partition leader's request to change the ISR (Kafka's
 // AlterPartition): the leader sends the epochs of the state it decided from.
 type AlterISRRequest struct {
-	TopicPartition
+	cluster.TopicPartition
 	// LeaderEpoch and PartitionEpoch are those of the state the leader acts on.
 	LeaderEpoch    int32
 	PartitionEpoch int32
@@ -34,11 +34,11 @@ type AlterISRRequest struct {
 // (ISR without the leader, outside the replicas, or with duplicates); INELIGIBLE_REPLICA
 // (an added member is not registered); STALE_BROKER_EPOCH (this node's registration is
 // lost or was taken over — it must not act as leader).
-func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (PartitionState, error) {
+func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (cluster.PartitionState, error) {
 	c := r.c
 	cur, err := c.GetPartition(ctx, req.TopicPartition)
 	if err != nil {
-		return PartitionState{}, err
+		return cluster.PartitionState{}, err
 	}
 	me := r.broker.ID
 	switch {
@@ -60,7 +60,7 @@ func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (Parti
 	next := cur.Clone()
 	next.ISR = append([]int32(nil), req.NewISR...)
 	next.PartitionEpoch++
-	key := PartitionKey(req.Topic, req.Partition)
+	key := cluster.PartitionKey(req.Topic, req.Partition)
 	cmps := []clientv3.Cmp{
 		clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision),
 		// Fencing: a leader whose registration expired may not change the ISR, or it could
@@ -71,11 +71,11 @@ func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (Parti
 	for _, id := range req.NewISR {
 		if !slices.Contains(cur.ISR, id) {
 			added = append(added, id)
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(BrokerKey(id)), ">", 0))
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(cluster.BrokerKey(id)), ">", 0))
 		}
 	}
 	resp, err := c.txn(ctx, "alter_isr", cmps, []clientv3.Op{clientv3.OpPut(key, cluster.MustJSON(next))},
-		clientv3.OpGet(key), clientv3.OpGet(BrokerKey(me)))
+		clientv3.OpGet(key), clientv3.OpGet(cluster.BrokerKey(me)))
 	if err != nil {
 		return cur, fmt.Errorf("client: alter isr %s: %w", req.TopicPartition, err)
 	}
@@ -93,7 +93,7 @@ func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (Parti
 }
 
 // validISR checks a proposed ISR against the partition's replicas and leader.
-func validISR(cur PartitionState, isr []int32) error {
+func validISR(cur cluster.PartitionState, isr []int32) error {
 	if !slices.Contains(isr, cur.Leader) {
 		return errorf(kerr.InvalidRequest, "%s: new ISR %v lacks the leader %d", cur.TopicPartition(), isr, cur.Leader)
 	}
@@ -127,7 +127,7 @@ type ProducerIDBlock struct {
 func (r *Registration) AllocateProducerIDs(ctx context.Context) (ProducerIDBlock, error) {
 	c := r.c
 	for attempt := 0; attempt < producerIDAttemptsMax; attempt++ {
-		resp, err := c.get(ctx, "get_producer_ids", ProducerIDNextKey)
+		resp, err := c.get(ctx, "get_producer_ids", cluster.ProducerIDNextKey)
 		if err != nil {
 			return ProducerIDBlock{}, fmt.Errorf("client: allocate producer ids: %w", err)
 		}
@@ -135,17 +135,17 @@ func (r *Registration) AllocateProducerIDs(ctx context.Context) (ProducerIDBlock
 		if len(resp.Kvs) > 0 {
 			modRev = resp.Kvs[0].ModRevision
 			if next, err = strconv.ParseInt(string(resp.Kvs[0].Value), 10, 64); err != nil || next < 0 {
-				return ProducerIDBlock{}, fmt.Errorf("client: allocate producer ids: bad %s value %q", ProducerIDNextKey, resp.Kvs[0].Value)
+				return ProducerIDBlock{}, fmt.Errorf("client: allocate producer ids: bad %s value %q", cluster.ProducerIDNextKey, resp.Kvs[0].Value)
 			}
 		}
 		block := ProducerIDBlock{First: next, Size: ProducerIDBlockSize}
 		tr, err := c.txn(ctx, "allocate_producer_ids",
 			[]clientv3.Cmp{
-				clientv3.Compare(clientv3.ModRevision(ProducerIDNextKey), "=", modRev),
+				clientv3.Compare(clientv3.ModRevision(cluster.ProducerIDNextKey), "=", modRev),
 				brokerEpochIs(r.broker.ID, r.broker.Epoch),
 			},
-			[]clientv3.Op{clientv3.OpPut(ProducerIDNextKey, strconv.FormatInt(next+ProducerIDBlockSize, 10))},
-			clientv3.OpGet(BrokerKey(r.broker.ID)))
+			[]clientv3.Op{clientv3.OpPut(cluster.ProducerIDNextKey, strconv.FormatInt(next+ProducerIDBlockSize, 10))},
+			clientv3.OpGet(cluster.BrokerKey(r.broker.ID)))
 		if err != nil {
 			return ProducerIDBlock{}, fmt.Errorf("client: allocate producer ids: %w", err)
 		}

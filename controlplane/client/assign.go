@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 )
 
 // AssignReplicas places rf replicas of partitions firstPartition..firstPartition+count-1
@@ -15,7 +17,7 @@ import (
 // Brokers without a rack each count as a rack of their own.
 //
 // The caller guarantees 1 <= rf <= len(brokers); anything else is a programmer error.
-func AssignReplicas(brokers []Broker, count, rf int, firstPartition int32, startIndex int) [][]int32 {
+func AssignReplicas(brokers []cluster.Broker, count, rf int, firstPartition int32, startIndex int) [][]int32 {
 	n := len(brokers)
 	if rf < 1 || rf > n {
 		panic(fmt.Sprintf("client: AssignReplicas rf=%d with %d brokers", rf, n))
@@ -74,7 +76,7 @@ func replicaIndex(first, shift, k, n int) int {
 
 // rackAlternated orders broker ids so that consecutive ids are on different racks
 // (rack1's first, rack2's first, …, rack1's second, …), and maps ids to racks.
-func rackAlternated(brokers []Broker) ([]int32, map[int32]string) {
+func rackAlternated(brokers []cluster.Broker) ([]int32, map[int32]string) {
 	rackOf := make(map[int32]string, len(brokers))
 	byRack := map[string][]int32{}
 	for _, b := range brokers {

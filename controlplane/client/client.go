@@ -40,7 +40,7 @@ const (
 	// it lets a topic creation of PartitionsPerTopicMax partitions and a group
 	// coordinator's largest transaction through; the server's RequestBytesMax bounds
 	// them again.
-	CallSendBytesMax = 2 * RequestBytesMax
+	CallSendBytesMax = 2 * cluster.RequestBytesMax
 	// keepAliveTime is the gRPC ping interval: a dead member is noticed in about
 	// keepAliveTime+keepAliveTimeout and the client moves to another endpoint.
 	keepAliveTime    = 2 * time.Second
@@ -173,12 +173,12 @@ func (c *Client) Txn(ctx context.Context, op string, cmps []clientv3.Cmp, then [
 }
 
 // LiveBrokers reads the registered nodes, ordered by id.
-func (c *Client) LiveBrokers(ctx context.Context) ([]Broker, int64, error) {
-	resp, err := c.get(ctx, "get_brokers", BrokersPrefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+func (c *Client) LiveBrokers(ctx context.Context) ([]cluster.Broker, int64, error) {
+	resp, err := c.get(ctx, "get_brokers", cluster.BrokersPrefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 	if err != nil {
 		return nil, 0, fmt.Errorf("client: live brokers: %w", err)
 	}
-	out := make([]Broker, 0, len(resp.Kvs))
+	out := make([]cluster.Broker, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		b, err := cluster.DecodeBroker(string(kv.Key), kv.Value, kv.ModRevision)
 		if err != nil {

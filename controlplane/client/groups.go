@@ -43,6 +43,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/twmb/franz-go/pkg/kerr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -443,14 +444,14 @@ func (c *Client) groupConn(ctx context.Context) (*groupConn, error) {
 		}
 		f.conn = nil
 	}
-	resp, err := c.get(ctx, "get_group_coordinator", GroupCoordinatorKey)
+	resp, err := c.get(ctx, "get_group_coordinator", cluster.GroupCoordinatorKey)
 	if err != nil {
 		return nil, fmt.Errorf("client: group coordinator: %w", err)
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, ErrNoGroupCoordinator
 	}
-	var gc GroupCoordinator
+	var gc cluster.GroupCoordinator
 	if err := json.Unmarshal(resp.Kvs[0].Value, &gc); err != nil || gc.Addr == "" {
 		return nil, fmt.Errorf("client: group coordinator %q: bad value", resp.Kvs[0].Value)
 	}
@@ -500,7 +501,7 @@ func (c *Client) closeGroups() {
 func (c *Client) watchGroupCoordinator(ctx context.Context, rev int64) {
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
-		for resp := range c.etcd.Watch(ctx, GroupCoordinatorKey, clientv3.WithRev(rev)) {
+		for resp := range c.etcd.Watch(ctx, cluster.GroupCoordinatorKey, clientv3.WithRev(rev)) {
 			if err := resp.Err(); err != nil {
 				break // compacted or the watch failed: look at the key again, then watch on
 			}
@@ -518,7 +519,7 @@ func (c *Client) watchGroupCoordinator(ctx context.Context, rev int64) {
 		}
 		backoff = min(2*backoff, 2*time.Second)
 		gctx, cancel := c.opContext(ctx)
-		resp, err := c.etcd.Get(gctx, GroupCoordinatorKey)
+		resp, err := c.etcd.Get(gctx, cluster.GroupCoordinatorKey)
 		cancel()
 		if err != nil {
 			continue // rev stays: the watch resumes where it was, or fails again
@@ -534,7 +535,7 @@ func (c *Client) watchGroupCoordinator(ctx context.Context, rev int64) {
 
 // coordinatorAddr is the address of a GroupCoordinatorKey value ("" if none).
 func coordinatorAddr(v []byte) string {
-	var gc GroupCoordinator
+	var gc cluster.GroupCoordinator
 	if json.Unmarshal(v, &gc) != nil {
 		return ""
 	}
@@ -697,14 +698,14 @@ func (gc *groupConn) fail(err error) {
 
 // PutGroupCoordinator publishes the active controller's internal listener under its
 // session lease, fenced on its election key (electionKey created at electionRev).
-func (c *Client) PutGroupCoordinator(ctx context.Context, electionKey string, electionRev int64, lease clientv3.LeaseID, gc GroupCoordinator) error {
+func (c *Client) PutGroupCoordinator(ctx context.Context, electionKey string, electionRev int64, lease clientv3.LeaseID, gc cluster.GroupCoordinator) error {
 	v, err := json.Marshal(gc)
 	if err != nil {
 		return err
 	}
 	resp, err := c.txn(ctx, "put_group_coordinator",
 		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(electionKey), "=", electionRev)},
-		[]clientv3.Op{clientv3.OpPut(GroupCoordinatorKey, string(v), clientv3.WithLease(lease))})
+		[]clientv3.Op{clientv3.OpPut(cluster.GroupCoordinatorKey, string(v), clientv3.WithLease(lease))})
 	if err != nil {
 		return fmt.Errorf("client: publish group coordinator: %w", err)
 	}

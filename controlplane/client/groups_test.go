@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 )
 
 // fakeRequest is one request the fake coordinator read.
@@ -96,10 +98,10 @@ func startFakeCoordinator(t *testing.T, c *Client) *fakeCoordinator {
 			}()
 		}
 	}()
-	v, _ := json.Marshal(GroupCoordinator{Name: "fake", Addr: ln.Addr().String()})
+	v, _ := json.Marshal(cluster.GroupCoordinator{Name: "fake", Addr: ln.Addr().String()})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := c.Etcd().Put(ctx, GroupCoordinatorKey, string(v)); err != nil {
+	if _, err := c.Etcd().Put(ctx, cluster.GroupCoordinatorKey, string(v)); err != nil {
 		t.Fatal(err)
 	}
 	return fc
@@ -306,10 +308,10 @@ func TestGroupCoordinatorRepublishedKeepsConnection(t *testing.T) {
 	c.groups.retiredGrace = 100 * time.Millisecond // before the first request
 	waiting := forward(c, time.Minute, "join")
 	r := fc.next(t)
-	v, _ := json.Marshal(GroupCoordinator{Name: "fake", Addr: fc.ln.Addr().String()})
+	v, _ := json.Marshal(cluster.GroupCoordinator{Name: "fake", Addr: fc.ln.Addr().String()})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := c.Etcd().Put(ctx, GroupCoordinatorKey, string(v)); err != nil {
+	if _, err := c.Etcd().Put(ctx, cluster.GroupCoordinatorKey, string(v)); err != nil {
 		t.Fatal(err)
 	}
 	select {

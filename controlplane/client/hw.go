@@ -34,7 +34,7 @@ type HWCheckpointer struct {
 
 	mu sync.Mutex
 	// pending holds the newest unwritten checkpoint of each partition.
-	pending map[TopicPartition]HWCheckpoint
+	pending map[cluster.TopicPartition]cluster.HWCheckpoint
 
 	flushMu sync.Mutex // one flush at a time, so batches are written in order
 	stop    chan struct{}
@@ -48,14 +48,14 @@ func (r *Registration) NewHWCheckpointer(interval time.Duration) *HWCheckpointer
 	if interval <= 0 {
 		interval = DefaultHWCheckpointInterval
 	}
-	h := &HWCheckpointer{r: r, interval: interval, pending: map[TopicPartition]HWCheckpoint{},
+	h := &HWCheckpointer{r: r, interval: interval, pending: map[cluster.TopicPartition]cluster.HWCheckpoint{},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go h.loop()
 	return h
 }
 
 // Record notes the high watermark of a partition; it is written at the next flush.
-func (h *HWCheckpointer) Record(tp TopicPartition, cp HWCheckpoint) {
+func (h *HWCheckpointer) Record(tp cluster.TopicPartition, cp cluster.HWCheckpoint) {
 	h.mu.Lock()
 	h.pending[tp] = cp
 	h.mu.Unlock()
@@ -85,7 +85,7 @@ func (h *HWCheckpointer) Flush(ctx context.Context) error {
 	defer h.flushMu.Unlock()
 	h.mu.Lock()
 	batch := h.pending
-	h.pending = make(map[TopicPartition]HWCheckpoint, len(batch))
+	h.pending = make(map[cluster.TopicPartition]cluster.HWCheckpoint, len(batch))
 	h.mu.Unlock()
 	if len(batch) == 0 {
 		return nil
@@ -94,7 +94,7 @@ func (h *HWCheckpointer) Flush(ctx context.Context) error {
 	fence := brokerEpochIs(r.broker.ID, r.broker.Epoch)
 	var firstErr error
 	var ops []clientv3.Op
-	var tps []TopicPartition
+	var tps []cluster.TopicPartition
 	write := func() {
 		if len(ops) == 0 {
 			return
@@ -112,7 +112,7 @@ func (h *HWCheckpointer) Flush(ctx context.Context) error {
 		ops, tps = ops[:0], tps[:0]
 	}
 	for tp, cp := range batch {
-		ops = append(ops, clientv3.OpPut(HWKey(tp.Topic, tp.Partition), cluster.MustJSON(cp)))
+		ops = append(ops, clientv3.OpPut(cluster.HWKey(tp.Topic, tp.Partition), cluster.MustJSON(cp)))
 		tps = append(tps, tp)
 		if len(ops) == hwPutsPerTxnMax {
 			write()
@@ -123,7 +123,7 @@ func (h *HWCheckpointer) Flush(ctx context.Context) error {
 }
 
 // requeue puts failed checkpoints back unless a newer one was recorded since.
-func (h *HWCheckpointer) requeue(batch map[TopicPartition]HWCheckpoint, tps []TopicPartition) {
+func (h *HWCheckpointer) requeue(batch map[cluster.TopicPartition]cluster.HWCheckpoint, tps []cluster.TopicPartition) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, tp := range tps {
@@ -141,19 +141,19 @@ func (h *HWCheckpointer) Close(ctx context.Context) error {
 }
 
 // HighWatermarks reads the HW checkpoints of one topic, by partition.
-func (c *Client) HighWatermarks(ctx context.Context, topic string) (map[int32]HWCheckpoint, error) {
-	prefix := TopicHWPrefix(topic)
+func (c *Client) HighWatermarks(ctx context.Context, topic string) (map[int32]cluster.HWCheckpoint, error) {
+	prefix := cluster.TopicHWPrefix(topic)
 	resp, err := c.get(ctx, "get_hw", prefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("client: high watermarks of %s: %w", topic, err)
 	}
-	out := make(map[int32]HWCheckpoint, len(resp.Kvs))
+	out := make(map[int32]cluster.HWCheckpoint, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		p, err := strconv.ParseInt(strings.TrimPrefix(string(kv.Key), prefix), 10, 32)
 		if err != nil {
 			return nil, fmt.Errorf("client: high watermarks of %s: key %q: %w", topic, kv.Key, err)
 		}
-		var cp HWCheckpoint
+		var cp cluster.HWCheckpoint
 		if err := json.Unmarshal(kv.Value, &cp); err != nil {
 			return nil, fmt.Errorf("client: high watermarks of %s: %w", topic, err)
 		}

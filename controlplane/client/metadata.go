@@ -54,13 +54,13 @@ type Change struct {
 	Revision int64
 	// BrokerID is set for broker changes; Broker holds the new value of a BrokerPut.
 	BrokerID int32
-	Broker   Broker
+	Broker   cluster.Broker
 	// TopicName is set for topic changes; Topic holds the new value of a TopicPut.
 	TopicName string
-	Topic     Topic
+	Topic     cluster.Topic
 	// TopicPartition is set for partition changes; State holds the value of a PartitionPut.
-	TopicPartition TopicPartition
-	State          PartitionState
+	TopicPartition cluster.TopicPartition
+	State          cluster.PartitionState
 }
 
 // Snapshot is an immutable view of the metadata at one etcd revision. Never modify it.
@@ -68,9 +68,9 @@ type Snapshot struct {
 	// Revision is the etcd revision the snapshot reflects: every metadata change up to it
 	// is included.
 	Revision   int64
-	Brokers    map[int32]Broker
-	Topics     map[string]Topic
-	Partitions map[TopicPartition]PartitionState
+	Brokers    map[int32]cluster.Broker
+	Topics     map[string]cluster.Topic
+	Partitions map[cluster.TopicPartition]cluster.PartitionState
 
 	superseded chan struct{}
 }
@@ -136,15 +136,15 @@ func (m *Metadata) Close() {
 
 // load reads the whole metadata prefix at one revision.
 func (m *Metadata) load(ctx context.Context) (*Snapshot, error) {
-	resp, err := m.c.get(ctx, "get_metadata", MetaPrefix, clientv3.WithPrefix())
+	resp, err := m.c.get(ctx, "get_metadata", cluster.MetaPrefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("client: load metadata: %w", err)
 	}
 	s := &Snapshot{
 		Revision:   resp.Header.Revision,
-		Brokers:    map[int32]Broker{},
-		Topics:     map[string]Topic{},
-		Partitions: map[TopicPartition]PartitionState{},
+		Brokers:    map[int32]cluster.Broker{},
+		Topics:     map[string]cluster.Topic{},
+		Partitions: map[cluster.TopicPartition]cluster.PartitionState{},
 		superseded: make(chan struct{}),
 	}
 	for _, kv := range resp.Kvs {
@@ -202,7 +202,7 @@ func (m *Metadata) follow(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	from := m.cur.Load().Revision + 1
-	wch := m.c.etcd.Watch(wctx, MetaPrefix, clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify())
+	wch := m.c.etcd.Watch(wctx, cluster.MetaPrefix, clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify())
 	for wr := range wch {
 		if wr.CompactRevision != 0 {
 			return errCompacted
@@ -243,9 +243,9 @@ func (m *Metadata) apply(wr clientv3.WatchResponse) error {
 	var brokers, topics, partitions bool
 	for _, ev := range wr.Events {
 		key := string(ev.Kv.Key)
-		brokers = brokers || strings.HasPrefix(key, BrokersPrefix)
-		topics = topics || strings.HasPrefix(key, TopicsPrefix)
-		partitions = partitions || strings.HasPrefix(key, PartitionsPrefix)
+		brokers = brokers || strings.HasPrefix(key, cluster.BrokersPrefix)
+		topics = topics || strings.HasPrefix(key, cluster.TopicsPrefix)
+		partitions = partitions || strings.HasPrefix(key, cluster.PartitionsPrefix)
 	}
 	if brokers {
 		next.Brokers = maps.Clone(prev.Brokers)
@@ -287,21 +287,21 @@ func (m *Metadata) apply(wr clientv3.WatchResponse) error {
 func applyPut(s *Snapshot, kv *mvccpb.KeyValue) (Change, error) {
 	key := string(kv.Key)
 	switch {
-	case strings.HasPrefix(key, BrokersPrefix):
+	case strings.HasPrefix(key, cluster.BrokersPrefix):
 		b, err := cluster.DecodeBroker(key, kv.Value, kv.ModRevision)
 		if err != nil {
 			return Change{}, err
 		}
 		s.Brokers[b.ID] = b
 		return Change{Kind: BrokerPut, BrokerID: b.ID, Broker: b}, nil
-	case strings.HasPrefix(key, TopicsPrefix):
+	case strings.HasPrefix(key, cluster.TopicsPrefix):
 		t, err := cluster.DecodeTopic(key, kv.Value)
 		if err != nil {
 			return Change{}, err
 		}
 		s.Topics[t.Name] = t
 		return Change{Kind: TopicPut, TopicName: t.Name, Topic: t}, nil
-	case strings.HasPrefix(key, PartitionsPrefix):
+	case strings.HasPrefix(key, cluster.PartitionsPrefix):
 		p, err := cluster.DecodePartition(key, kv.Value, kv.ModRevision)
 		if err != nil {
 			return Change{}, err
@@ -315,18 +315,18 @@ func applyPut(s *Snapshot, kv *mvccpb.KeyValue) (Change, error) {
 // applyDelete removes one key from s.
 func applyDelete(s *Snapshot, key string) (Change, error) {
 	switch {
-	case strings.HasPrefix(key, BrokersPrefix):
+	case strings.HasPrefix(key, cluster.BrokersPrefix):
 		id, err := cluster.ParseBrokerKey(key)
 		if err != nil {
 			return Change{}, err
 		}
 		delete(s.Brokers, id)
 		return Change{Kind: BrokerDeleted, BrokerID: id}, nil
-	case strings.HasPrefix(key, TopicsPrefix):
-		name := strings.TrimPrefix(key, TopicsPrefix)
+	case strings.HasPrefix(key, cluster.TopicsPrefix):
+		name := strings.TrimPrefix(key, cluster.TopicsPrefix)
 		delete(s.Topics, name)
 		return Change{Kind: TopicDeleted, TopicName: name}, nil
-	case strings.HasPrefix(key, PartitionsPrefix):
+	case strings.HasPrefix(key, cluster.PartitionsPrefix):
 		tp, err := cluster.ParsePartitionKey(key)
 		if err != nil {
 			return Change{}, err

@@ -41,7 +41,7 @@ const (
 // SafeUntil says how long the node may still act.
 type Registration struct {
 	c      *Client
-	broker Broker
+	broker cluster.Broker
 	lease  clientv3.LeaseID
 	cancel context.CancelFunc
 	ttl    time.Duration
@@ -68,7 +68,7 @@ type Registration struct {
 // The controller sees the new epoch and takes the node's leaderships through a new
 // leader epoch, as after an expiry. Waiting for the old lease instead would keep the
 // node's partitions offline for up to a TTL after every crash.
-func (c *Client) Register(ctx context.Context, b Broker, ttl time.Duration) (*Registration, error) {
+func (c *Client) Register(ctx context.Context, b cluster.Broker, ttl time.Duration) (*Registration, error) {
 	if ttl == 0 {
 		ttl = DefaultLeaseTTL
 	}
@@ -122,8 +122,8 @@ type replacedRegistration struct {
 // putRegistration writes b's registration key under lease: created if absent, or
 // replaced if it holds a registration of b's incarnation. It returns the new broker
 // epoch and what it replaced (nil if it created the key).
-func (c *Client) putRegistration(ctx context.Context, b Broker, lease clientv3.LeaseID) (int64, *replacedRegistration, error) {
-	key, value := BrokerKey(b.ID), cluster.MustJSON(b)
+func (c *Client) putRegistration(ctx context.Context, b cluster.Broker, lease clientv3.LeaseID) (int64, *replacedRegistration, error) {
+	key, value := cluster.BrokerKey(b.ID), cluster.MustJSON(b)
 	put := clientv3.OpPut(key, value, clientv3.WithLease(lease))
 	for range registerAttemptsMax {
 		resp, err := c.txn(ctx, "register", []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
@@ -159,7 +159,7 @@ func (c *Client) putRegistration(ctx context.Context, b Broker, lease clientv3.L
 // brokerEpochIs compares, in a transaction, that node id is registered with epoch: the
 // fence of every write a node makes as itself.
 func brokerEpochIs(id int32, epoch int64) clientv3.Cmp {
-	return clientv3.Compare(clientv3.ModRevision(BrokerKey(id)), "=", epoch)
+	return clientv3.Compare(clientv3.ModRevision(cluster.BrokerKey(id)), "=", epoch)
 }
 
 // keepAlive renews the lease every ttl/3 with one KeepAliveOnce each, so that it knows
@@ -221,7 +221,7 @@ func (r *Registration) keepAlive(kctx context.Context) {
 func (r *Registration) SafeUntil() time.Time { return time.Unix(0, r.safeUntil.Load()) }
 
 // Broker returns the registered node, with its epoch.
-func (r *Registration) Broker() Broker { return r.broker }
+func (r *Registration) Broker() cluster.Broker { return r.broker }
 
 // Lost is closed when the registration ends: its lease expired or was revoked (also by
 // a takeover), or Close. SafeUntil is in the past from then on.

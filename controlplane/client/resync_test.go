@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -68,7 +69,7 @@ func TestMetadataResyncAfterCompaction(t *testing.T) {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	reg, err := c.Register(ctx, Broker{ID: 1, Host: "127.0.0.1", Port: 9092}, 0)
+	reg, err := c.Register(ctx, cluster.Broker{ID: 1, Host: "127.0.0.1", Port: 9092}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,9 +40,9 @@ type TopicSpec struct {
 //
 // Refusals: INVALID_TOPIC_EXCEPTION, INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR,
 // INVALID_CONFIG, TOPIC_ALREADY_EXISTS (all *Error).
-func (c *Client) CreateTopic(ctx context.Context, spec TopicSpec) (Topic, int64, error) {
+func (c *Client) CreateTopic(ctx context.Context, spec TopicSpec) (cluster.Topic, int64, error) {
 	if err := ValidateTopicName(spec.Name); err != nil {
-		return Topic{}, 0, err
+		return cluster.Topic{}, 0, err
 	}
 	if spec.Partitions == -1 {
 		spec.Partitions = DefaultPartitions
@@ -50,24 +50,24 @@ func (c *Client) CreateTopic(ctx context.Context, spec TopicSpec) (Topic, int64,
 	if spec.ReplicationFactor == -1 {
 		spec.ReplicationFactor = DefaultReplicationFactor
 	}
-	if spec.Partitions < 1 || spec.Partitions > PartitionsPerTopicMax {
-		return Topic{}, 0, errorf(kerr.InvalidPartitions, "%d partitions; must be 1..%d", spec.Partitions, PartitionsPerTopicMax)
+	if spec.Partitions < 1 || spec.Partitions > cluster.PartitionsPerTopicMax {
+		return cluster.Topic{}, 0, errorf(kerr.InvalidPartitions, "%d partitions; must be 1..%d", spec.Partitions, cluster.PartitionsPerTopicMax)
 	}
-	if spec.ReplicationFactor < 1 || spec.ReplicationFactor > ReplicationFactorMax {
-		return Topic{}, 0, errorf(kerr.InvalidReplicationFactor, "replication factor %d; must be 1..%d", spec.ReplicationFactor, ReplicationFactorMax)
+	if spec.ReplicationFactor < 1 || spec.ReplicationFactor > cluster.ReplicationFactorMax {
+		return cluster.Topic{}, 0, errorf(kerr.InvalidReplicationFactor, "replication factor %d; must be 1..%d", spec.ReplicationFactor, cluster.ReplicationFactorMax)
 	}
 	if err := ValidateConfigs(spec.Configs); err != nil {
-		return Topic{}, 0, err
+		return cluster.Topic{}, 0, err
 	}
 	for attempt := 0; ; attempt++ {
 		brokers, _, err := c.LiveBrokers(ctx)
 		if err != nil {
-			return Topic{}, 0, fmt.Errorf("client: create topic %s: %w", spec.Name, err)
+			return cluster.Topic{}, 0, fmt.Errorf("client: create topic %s: %w", spec.Name, err)
 		}
 		if int(spec.ReplicationFactor) > len(brokers) {
-			return Topic{}, 0, errorf(kerr.InvalidReplicationFactor, "replication factor %d is larger than the %d live nodes", spec.ReplicationFactor, len(brokers))
+			return cluster.Topic{}, 0, errorf(kerr.InvalidReplicationFactor, "replication factor %d is larger than the %d live nodes", spec.ReplicationFactor, len(brokers))
 		}
-		t := Topic{
+		t := cluster.Topic{
 			Name:              spec.Name,
 			ID:                uuid.NewString(),
 			Partitions:        spec.Partitions,
@@ -78,35 +78,35 @@ func (c *Client) CreateTopic(ctx context.Context, spec TopicSpec) (Topic, int64,
 		if spec.ValidateOnly {
 			return t, 0, nil
 		}
-		key := TopicKey(t.Name)
+		key := cluster.TopicKey(t.Name)
 		cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, brokersUnchanged(brokers, assignment)...)
 		ops := make([]clientv3.Op, 0, len(assignment)+2)
 		ops = append(ops, clientv3.OpPut(key, cluster.MustJSON(t)),
 			// A checkpoint left by an earlier topic of this name must not be read as ours.
-			clientv3.OpDelete(TopicHWPrefix(t.Name), clientv3.WithPrefix()))
+			clientv3.OpDelete(cluster.TopicHWPrefix(t.Name), clientv3.WithPrefix()))
 		for p, replicas := range assignment {
-			ops = append(ops, clientv3.OpPut(PartitionKey(t.Name, int32(p)), cluster.MustJSON(initialState(replicas))))
+			ops = append(ops, clientv3.OpPut(cluster.PartitionKey(t.Name, int32(p)), cluster.MustJSON(initialState(replicas))))
 		}
 		resp, err := c.txn(ctx, "create_topic", cmps, ops, clientv3.OpGet(key, clientv3.WithCountOnly()))
 		if err != nil {
-			return Topic{}, 0, fmt.Errorf("client: create topic %s: %w", spec.Name, err)
+			return cluster.Topic{}, 0, fmt.Errorf("client: create topic %s: %w", spec.Name, err)
 		}
 		if resp.Succeeded {
 			return t, resp.Header.Revision, nil
 		}
 		if resp.Responses[0].GetResponseRange().Count > 0 {
-			return Topic{}, 0, errorf(kerr.TopicAlreadyExists, "topic %q already exists", spec.Name)
+			return cluster.Topic{}, 0, errorf(kerr.TopicAlreadyExists, "topic %q already exists", spec.Name)
 		}
 		if attempt+1 >= adminAttemptsMax {
-			return Topic{}, 0, fmt.Errorf("client: create topic %s: live nodes kept changing over %d attempts", spec.Name, adminAttemptsMax)
+			return cluster.Topic{}, 0, fmt.Errorf("client: create topic %s: live nodes kept changing over %d attempts", spec.Name, adminAttemptsMax)
 		}
 	}
 }
 
 // initialState is a new partition's state: the preferred leader leads, every replica
 // is in sync (there is no data yet), epochs start at zero.
-func initialState(replicas []int32) PartitionState {
-	return PartitionState{
+func initialState(replicas []int32) cluster.PartitionState {
+	return cluster.PartitionState{
 		Replicas: replicas,
 		Leader:   replicas[0],
 		ISR:      append([]int32(nil), replicas...),
@@ -116,7 +116,7 @@ func initialState(replicas []int32) PartitionState {
 // brokersUnchanged compares, in a transaction, that every node used by assignment is
 // still registered with the epoch it was read with: a node that left (or re-registered)
 // between the read and the write makes the transaction fail, and the caller retries.
-func brokersUnchanged(brokers []Broker, assignment [][]int32) []clientv3.Cmp {
+func brokersUnchanged(brokers []cluster.Broker, assignment [][]int32) []clientv3.Cmp {
 	used := map[int32]bool{}
 	for _, r := range assignment {
 		for _, id := range r {
@@ -133,18 +133,18 @@ func brokersUnchanged(brokers []Broker, assignment [][]int32) []clientv3.Cmp {
 }
 
 // GetTopic reads one topic (UNKNOWN_TOPIC_OR_PARTITION if absent) and its mod revision.
-func (c *Client) GetTopic(ctx context.Context, name string) (Topic, int64, error) {
-	key := TopicKey(name)
+func (c *Client) GetTopic(ctx context.Context, name string) (cluster.Topic, int64, error) {
+	key := cluster.TopicKey(name)
 	resp, err := c.get(ctx, "get_topic", key)
 	if err != nil {
-		return Topic{}, 0, fmt.Errorf("client: get topic %s: %w", name, err)
+		return cluster.Topic{}, 0, fmt.Errorf("client: get topic %s: %w", name, err)
 	}
 	if len(resp.Kvs) == 0 {
-		return Topic{}, 0, errorf(kerr.UnknownTopicOrPartition, "topic %q does not exist", name)
+		return cluster.Topic{}, 0, errorf(kerr.UnknownTopicOrPartition, "topic %q does not exist", name)
 	}
 	t, err := cluster.DecodeTopic(key, resp.Kvs[0].Value)
 	if err != nil {
-		return Topic{}, 0, fmt.Errorf("client: get topic %s: %w", name, err)
+		return cluster.Topic{}, 0, fmt.Errorf("client: get topic %s: %w", name, err)
 	}
 	return t, resp.Kvs[0].ModRevision, nil
 }
@@ -156,12 +156,12 @@ func (c *Client) DeleteTopic(ctx context.Context, name string) (int64, error) {
 	if err := ValidateTopicName(name); err != nil {
 		return 0, err
 	}
-	key := TopicKey(name)
+	key := cluster.TopicKey(name)
 	resp, err := c.txn(ctx, "delete_topic",
 		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), ">", 0)},
 		[]clientv3.Op{
-			clientv3.OpDelete(TopicPartitionsPrefix(name), clientv3.WithPrefix()),
-			clientv3.OpDelete(TopicHWPrefix(name), clientv3.WithPrefix()),
+			clientv3.OpDelete(cluster.TopicPartitionsPrefix(name), clientv3.WithPrefix()),
+			clientv3.OpDelete(cluster.TopicHWPrefix(name), clientv3.WithPrefix()),
 			clientv3.OpDelete(key),
 		})
 	if err != nil {
@@ -184,8 +184,8 @@ func (c *Client) CreatePartitions(ctx context.Context, name string, total int32)
 		if err != nil {
 			return 0, err
 		}
-		if total <= t.Partitions || total > PartitionsPerTopicMax {
-			return 0, errorf(kerr.InvalidPartitions, "topic %q has %d partitions; new total %d must be above that and at most %d", name, t.Partitions, total, PartitionsPerTopicMax)
+		if total <= t.Partitions || total > cluster.PartitionsPerTopicMax {
+			return 0, errorf(kerr.InvalidPartitions, "topic %q has %d partitions; new total %d must be above that and at most %d", name, t.Partitions, total, cluster.PartitionsPerTopicMax)
 		}
 		brokers, _, err := c.LiveBrokers(ctx)
 		if err != nil {
@@ -195,13 +195,13 @@ func (c *Client) CreatePartitions(ctx context.Context, name string, total int32)
 			return 0, errorf(kerr.InvalidReplicationFactor, "replication factor %d is larger than the %d live nodes", t.ReplicationFactor, len(brokers))
 		}
 		assignment := AssignReplicas(brokers, int(total-t.Partitions), int(t.ReplicationFactor), t.Partitions, rand.IntN(len(brokers)))
-		key := TopicKey(name)
+		key := cluster.TopicKey(name)
 		old := t.Partitions
 		t.Partitions = total
 		cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", modRev)}, brokersUnchanged(brokers, assignment)...)
 		ops := []clientv3.Op{clientv3.OpPut(key, cluster.MustJSON(t))}
 		for i, replicas := range assignment {
-			ops = append(ops, clientv3.OpPut(PartitionKey(name, old+int32(i)), cluster.MustJSON(initialState(replicas))))
+			ops = append(ops, clientv3.OpPut(cluster.PartitionKey(name, old+int32(i)), cluster.MustJSON(initialState(replicas))))
 		}
 		resp, err := c.txn(ctx, "create_partitions", cmps, ops, clientv3.OpGet(key))
 		if err != nil {
@@ -224,14 +224,14 @@ func (c *Client) CreatePartitions(ctx context.Context, name string, total int32)
 }
 
 // GetPartition reads one partition's state (UNKNOWN_TOPIC_OR_PARTITION if absent).
-func (c *Client) GetPartition(ctx context.Context, tp TopicPartition) (PartitionState, error) {
-	key := PartitionKey(tp.Topic, tp.Partition)
+func (c *Client) GetPartition(ctx context.Context, tp cluster.TopicPartition) (cluster.PartitionState, error) {
+	key := cluster.PartitionKey(tp.Topic, tp.Partition)
 	resp, err := c.get(ctx, "get_partition", key)
 	if err != nil {
-		return PartitionState{}, fmt.Errorf("client: get partition %s: %w", tp, err)
+		return cluster.PartitionState{}, fmt.Errorf("client: get partition %s: %w", tp, err)
 	}
 	if len(resp.Kvs) == 0 {
-		return PartitionState{}, errorf(kerr.UnknownTopicOrPartition, "partition %s does not exist", tp)
+		return cluster.PartitionState{}, errorf(kerr.UnknownTopicOrPartition, "partition %s does not exist", tp)
 	}
 	return cluster.DecodePartition(key, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
 }

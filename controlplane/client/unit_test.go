@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/twmb/franz-go/pkg/kerr"
 )
 
@@ -16,8 +17,8 @@ func TestValidateTopicName(t *testing.T) {
 	}{
 		{"orders", true},
 		{"a.b_c-D9", true},
-		{strings.Repeat("x", TopicNameLenMax), true},
-		{strings.Repeat("x", TopicNameLenMax+1), false},
+		{strings.Repeat("x", cluster.TopicNameLenMax), true},
+		{strings.Repeat("x", cluster.TopicNameLenMax+1), false},
 		{"", false},
 		{".", false},
 		{"..", false},
@@ -44,39 +45,39 @@ func TestValidateConfigs(t *testing.T) {
 		k, v string
 		ok   bool
 	}{
-		{ConfigRetentionMs, "-1", true},
-		{ConfigRetentionMs, "604800000", true},
-		{ConfigRetentionMs, "-2", false},
-		{ConfigRetentionMs, "1h", false},
-		{ConfigMinInsyncReplicas, "2", true},
-		{ConfigMinInsyncReplicas, "0", false},
-		{ConfigMessageTimestampType, "LogAppendTime", true},
-		{ConfigMessageTimestampType, "logappendtime", false},
-		{ConfigUncleanLeaderElection, "true", true},
-		{ConfigUncleanLeaderElection, "yes", false},
-		{ConfigSegmentBytes, "13", false},
-		{ConfigCleanupPolicy, "compact", false},
-		{ConfigCompressionType, "producer", true},
+		{cluster.ConfigRetentionMs, "-1", true},
+		{cluster.ConfigRetentionMs, "604800000", true},
+		{cluster.ConfigRetentionMs, "-2", false},
+		{cluster.ConfigRetentionMs, "1h", false},
+		{cluster.ConfigMinInsyncReplicas, "2", true},
+		{cluster.ConfigMinInsyncReplicas, "0", false},
+		{cluster.ConfigMessageTimestampType, "LogAppendTime", true},
+		{cluster.ConfigMessageTimestampType, "logappendtime", false},
+		{cluster.ConfigUncleanLeaderElection, "true", true},
+		{cluster.ConfigUncleanLeaderElection, "yes", false},
+		{cluster.ConfigSegmentBytes, "13", false},
+		{cluster.ConfigCleanupPolicy, "compact", false},
+		{cluster.ConfigCompressionType, "producer", true},
 		// Kafka recompresses for every other value; Gregor stores batches as sent.
-		{ConfigCompressionType, "zstd", false},
-		{ConfigCompressionType, "gzip", false},
-		{ConfigCompressionType, "snappy", false},
-		{ConfigCompressionType, "lz4", false},
-		{ConfigCompressionType, "uncompressed", false},
-		{ConfigCompressionType, "Producer", false},
-		{ConfigCleanupPolicy, "delete", true},
-		{ConfigCleanupPolicy, "delete,compact", false},
-		{ConfigMaxMessageBytes, "0", true},
-		{ConfigMaxMessageBytes, "-1", false},
-		{ConfigMaxMessageBytes, "2147483648", false},
-		{ConfigRetentionBytes, "-1", true},
-		{ConfigRetentionBytes, "1", true},
-		{ConfigRetentionBytes, "0", false},
-		{ConfigRetentionBytes, "00", false},
-		{ConfigRetentionBytes, "-0", false},
-		{ConfigRetentionBytes, "-2", false},
-		{ConfigSegmentMs, "9223372036854775807", true},
-		{ConfigSegmentMs, "0", false},
+		{cluster.ConfigCompressionType, "zstd", false},
+		{cluster.ConfigCompressionType, "gzip", false},
+		{cluster.ConfigCompressionType, "snappy", false},
+		{cluster.ConfigCompressionType, "lz4", false},
+		{cluster.ConfigCompressionType, "uncompressed", false},
+		{cluster.ConfigCompressionType, "Producer", false},
+		{cluster.ConfigCleanupPolicy, "delete", true},
+		{cluster.ConfigCleanupPolicy, "delete,compact", false},
+		{cluster.ConfigMaxMessageBytes, "0", true},
+		{cluster.ConfigMaxMessageBytes, "-1", false},
+		{cluster.ConfigMaxMessageBytes, "2147483648", false},
+		{cluster.ConfigRetentionBytes, "-1", true},
+		{cluster.ConfigRetentionBytes, "1", true},
+		{cluster.ConfigRetentionBytes, "0", false},
+		{cluster.ConfigRetentionBytes, "00", false},
+		{cluster.ConfigRetentionBytes, "-0", false},
+		{cluster.ConfigRetentionBytes, "-2", false},
+		{cluster.ConfigSegmentMs, "9223372036854775807", true},
+		{cluster.ConfigSegmentMs, "0", false},
 		{"no.such.config", "1", false},
 	}
 	for _, tc := range tests {
@@ -95,7 +96,7 @@ func TestValidateConfigs(t *testing.T) {
 // TestCompressionTypeRefusalSaysWhy: a client refused compression.type=zstd learns that
 // only "producer" is supported, not merely that the value is invalid.
 func TestCompressionTypeRefusalSaysWhy(t *testing.T) {
-	err := ValidateConfigs(map[string]string{ConfigCompressionType: "zstd"})
+	err := ValidateConfigs(map[string]string{cluster.ConfigCompressionType: "zstd"})
 	if err == nil || !strings.Contains(err.Error(), `only "producer" is supported`) {
 		t.Fatalf("got %v", err)
 	}
@@ -104,16 +105,16 @@ func TestCompressionTypeRefusalSaysWhy(t *testing.T) {
 // TestAssignReplicasSpread: every partition gets rf distinct replicas; preferred
 // leaders and replicas are spread evenly; with racks, each partition spans min(rf, racks) racks.
 func TestAssignReplicasSpread(t *testing.T) {
-	brokers := func(racks ...string) []Broker {
-		var out []Broker
+	brokers := func(racks ...string) []cluster.Broker {
+		var out []cluster.Broker
 		for i, r := range racks {
-			out = append(out, Broker{ID: int32(i + 1), Rack: r})
+			out = append(out, cluster.Broker{ID: int32(i + 1), Rack: r})
 		}
 		return out
 	}
 	tests := []struct {
 		name       string
-		brokers    []Broker
+		brokers    []cluster.Broker
 		partitions int
 		rf         int
 	}{
@@ -169,7 +170,7 @@ func TestAssignReplicasSpread(t *testing.T) {
 
 // assertEven checks that total units are spread over the brokers with counts that
 // differ by at most one.
-func assertEven(t *testing.T, what string, counts map[int32]int, brokers []Broker, total int) {
+func assertEven(t *testing.T, what string, counts map[int32]int, brokers []cluster.Broker, total int) {
 	t.Helper()
 	lo, hi := total/len(brokers), (total+len(brokers)-1)/len(brokers)
 	for _, b := range brokers {

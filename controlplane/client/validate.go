@@ -1,6 +1,7 @@
 package client
 
 import (
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -50,26 +51,26 @@ func sizeLimit(v string) bool {
 
 // configRules validates each known config's value.
 var configRules = map[string]configRule{
-	ConfigRetentionMs:           longAtLeast(-1),
-	ConfigRetentionBytes:        sizeLimit,
-	ConfigSegmentBytes:          intAtLeast(segmentBytesMin),
-	ConfigSegmentMs:             longAtLeast(1),
-	ConfigMinInsyncReplicas:     intAtLeast(1),
-	ConfigMessageTimestampType:  oneOf("CreateTime", "LogAppendTime"),
-	ConfigUncleanLeaderElection: oneOf("true", "false"),
-	ConfigMaxMessageBytes:       intAtLeast(0),
+	cluster.ConfigRetentionMs:           longAtLeast(-1),
+	cluster.ConfigRetentionBytes:        sizeLimit,
+	cluster.ConfigSegmentBytes:          intAtLeast(segmentBytesMin),
+	cluster.ConfigSegmentMs:             longAtLeast(1),
+	cluster.ConfigMinInsyncReplicas:     intAtLeast(1),
+	cluster.ConfigMessageTimestampType:  oneOf("CreateTime", "LogAppendTime"),
+	cluster.ConfigUncleanLeaderElection: oneOf("true", "false"),
+	cluster.ConfigMaxMessageBytes:       intAtLeast(0),
 	// Compaction is not implemented, so only "delete" is accepted.
-	ConfigCleanupPolicy: oneOf("delete"),
+	cluster.ConfigCleanupPolicy: oneOf("delete"),
 	// Any other value makes Kafka recompress each batch (even "uncompressed": it
 	// decompresses); Gregor stores batches as the producer sent them.
-	ConfigCompressionType: oneOf("producer"),
+	cluster.ConfigCompressionType: oneOf("producer"),
 }
 
 // configHints explain the refusal of a value a Kafka broker would take.
 var configHints = map[string]string{
-	ConfigRetentionBytes:  ": -1 (no limit) or a positive size; 0 (delete every segment) is not supported",
-	ConfigCleanupPolicy:   `: only "delete" is supported (no compaction)`,
-	ConfigCompressionType: `: only "producer" is supported (batches are stored as the producer compressed them)`,
+	cluster.ConfigRetentionBytes:  ": -1 (no limit) or a positive size; 0 (delete every segment) is not supported",
+	cluster.ConfigCleanupPolicy:   `: only "delete" is supported (no compaction)`,
+	cluster.ConfigCompressionType: `: only "producer" is supported (batches are stored as the producer compressed them)`,
 }
 
 // ValidateTopicName applies Kafka's topic name rules: 1..249 characters from
@@ -80,8 +81,8 @@ func ValidateTopicName(name string) error {
 		return errorf(kerr.InvalidTopicException, "topic name is empty")
 	case name == "." || name == "..":
 		return errorf(kerr.InvalidTopicException, "topic name cannot be %q", name)
-	case len(name) > TopicNameLenMax:
-		return errorf(kerr.InvalidTopicException, "topic name is %d characters, more than %d", len(name), TopicNameLenMax)
+	case len(name) > cluster.TopicNameLenMax:
+		return errorf(kerr.InvalidTopicException, "topic name is %d characters, more than %d", len(name), cluster.TopicNameLenMax)
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]

@@ -157,7 +157,7 @@ func (c *Controller) Current() string { return *c.current.Load() }
 //
 // Every leader change bumps the leader epoch; every change bumps the partition epoch.
 // It returns the new state and whether anything changed; st is not modified.
-func ElectLeader(st client.PartitionState, live map[int32]client.Broker, unclean bool) (client.PartitionState, bool) {
+func ElectLeader(st cluster.PartitionState, live map[int32]cluster.Broker, unclean bool) (cluster.PartitionState, bool) {
 	isLive := func(id int32) bool { _, ok := live[id]; return ok }
 	var liveISR []int32
 	for _, id := range st.ISR {
@@ -166,7 +166,7 @@ func ElectLeader(st client.PartitionState, live map[int32]client.Broker, unclean
 		}
 	}
 	next := st.Clone()
-	if st.Leader != client.NoLeader && isLive(st.Leader) {
+	if st.Leader != cluster.NoLeader && isLive(st.Leader) {
 		if len(liveISR) == len(st.ISR) {
 			return st, false
 		}
@@ -199,10 +199,10 @@ func ElectLeader(st client.PartitionState, live map[int32]client.Broker, unclean
 			}
 		}
 	}
-	if st.Leader == client.NoLeader {
+	if st.Leader == cluster.NoLeader {
 		return st, false
 	}
-	next.Leader = client.NoLeader
+	next.Leader = cluster.NoLeader
 	next.LeaderEpoch++
 	next.PartitionEpoch++
 	return next, true
@@ -222,7 +222,7 @@ func (c *Controller) campaign(ctx context.Context) {
 			continue
 		}
 		backoff = retryBackoffMin
-		e := concurrency.NewElection(sess, client.ControllerPrefix)
+		e := concurrency.NewElection(sess, cluster.ControllerPrefix)
 		cctx, cancel := context.WithCancel(ctx)
 		go func() {
 			select {
@@ -277,7 +277,7 @@ func (c *Controller) lead(ctx context.Context, sess *concurrency.Session, e *con
 // count as live for it (liveFor). It returns the old and new states of the changed
 // partitions, and the nodes that lost a leadership or ISR membership because they
 // restarted.
-func planElections(snap *client.Snapshot) (olds, nexts []client.PartitionState, restarted map[int32]bool) {
+func planElections(snap *client.Snapshot) (olds, nexts []cluster.PartitionState, restarted map[int32]bool) {
 	for tp, st := range snap.Partitions {
 		topic, ok := snap.Topics[tp.Topic]
 		if !ok {
@@ -310,8 +310,8 @@ func planElections(snap *client.Snapshot) (olds, nexts []client.PartitionState, 
 // leader epoch, and an offline partition elects a returning ISR member in any case.
 // Comparing revisions rather than remembering each node's epoch also holds across a
 // change of controller.
-func liveFor(st client.PartitionState, brokers map[int32]client.Broker) (map[int32]client.Broker, []int32) {
-	if st.Leader == client.NoLeader {
+func liveFor(st cluster.PartitionState, brokers map[int32]cluster.Broker) (map[int32]cluster.Broker, []int32) {
+	if st.Leader == cluster.NoLeader {
 		return brokers, nil
 	}
 	var stale []int32
@@ -351,7 +351,7 @@ func (c *Controller) reconcile(ctx context.Context, e *concurrency.Election) {
 // writeElections writes a batch of partition changes in one transaction; if any
 // compare fails, each is retried alone so one conflict does not hold up the rest. What
 // is not written is planned again on the next pass.
-func (c *Controller) writeElections(ctx context.Context, e *concurrency.Election, olds, nexts []client.PartitionState) {
+func (c *Controller) writeElections(ctx context.Context, e *concurrency.Election, olds, nexts []cluster.PartitionState) {
 	if len(olds) == 0 {
 		return
 	}
@@ -372,11 +372,11 @@ func (c *Controller) writeElections(ctx context.Context, e *concurrency.Election
 
 // electionTxn commits the changes if every partition is unchanged since it was read and
 // this node still holds the controller key.
-func (c *Controller) electionTxn(ctx context.Context, e *concurrency.Election, olds, nexts []client.PartitionState) (bool, error) {
+func (c *Controller) electionTxn(ctx context.Context, e *concurrency.Election, olds, nexts []cluster.PartitionState) (bool, error) {
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(e.Key()), "=", e.Rev())}
 	ops := make([]clientv3.Op, 0, len(olds))
 	for i, old := range olds {
-		key := client.PartitionKey(old.Topic, old.Partition)
+		key := cluster.PartitionKey(old.Topic, old.Partition)
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", old.ModRevision))
 		ops = append(ops, clientv3.OpPut(key, cluster.MustJSON(nexts[i])))
 	}
@@ -405,7 +405,7 @@ func (c *Controller) observeController(ctx context.Context) {
 	for ctx.Err() == nil {
 		err := func() error {
 			gctx, gcancel := context.WithTimeout(ctx, client.DefaultRequestTimeout)
-			resp, err := c.conn.Etcd.Get(gctx, client.ControllerPrefix, clientv3.WithFirstCreate()...)
+			resp, err := c.conn.Etcd.Get(gctx, cluster.ControllerPrefix, clientv3.WithFirstCreate()...)
 			gcancel()
 			if err != nil {
 				return err
@@ -414,13 +414,13 @@ func (c *Controller) observeController(ctx context.Context) {
 			lastKey = c.setController(resp, lastKey)
 			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 			defer cancel()
-			wch := c.conn.Etcd.Watch(wctx, client.ControllerPrefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+			wch := c.conn.Etcd.Watch(wctx, cluster.ControllerPrefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
 			for wr := range wch {
 				if err := wr.Err(); err != nil {
 					return err
 				}
 				gctx, gcancel := context.WithTimeout(ctx, client.DefaultRequestTimeout)
-				resp, err := c.conn.Etcd.Get(gctx, client.ControllerPrefix, clientv3.WithFirstCreate()...)
+				resp, err := c.conn.Etcd.Get(gctx, cluster.ControllerPrefix, clientv3.WithFirstCreate()...)
 				gcancel()
 				if err != nil {
 					return err

@@ -63,6 +63,7 @@ import (
 
 	"github.com/gregor-streaming/gregor/controlplane"
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/internal/reserve"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 	"github.com/gregor-streaming/gregor/node"
@@ -900,7 +901,7 @@ func (c *Cluster) CreateTopic(t testing.TB, topic string, partitions int32, rf i
 // leader returns the live data-plane node that leads topic-partition, by the metadata.
 func (c *Cluster) leader(t testing.TB, topic string, partition int32) (*DP, error) {
 	snap := c.Metadata(t)
-	st, ok := snap.Partitions[client.TopicPartition{Topic: topic, Partition: partition}]
+	st, ok := snap.Partitions[cluster.TopicPartition{Topic: topic, Partition: partition}]
 	if !ok {
 		return nil, fmt.Errorf("%s-%d: no such partition", topic, partition)
 	}
