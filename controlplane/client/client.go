@@ -12,9 +12,8 @@
 //   - Registration.AllocateProducerIDs: producer-id blocks, never reused.
 //
 // Refusals a Kafka client must see carry a Kafka error code (see Error). The cluster
-// model and the key schema are controlplane/cluster's (this package keeps their old
-// names as aliases: Broker, Topic, PartitionState, …), documented in
-// controlplane/SCHEMA.md.
+// model (Broker, Topic, PartitionState, …) and the key schema are controlplane/cluster's,
+// documented in controlplane/SCHEMA.md.
 package client
 
 import (
