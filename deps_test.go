@@ -14,10 +14,12 @@ import (
 // root), the packages of this module its code may import. The arrows point one way,
 // from the programs down to the leaves:
 //
-//	cmd/dp ─→ node ─→ dataplane ─→ replica ─→ segment ─→ proto
-//	            │         │    └──→ sendfile
-//	            └─────────┴──→ controlplane/client ─→ controlplane/cluster
-//	cmd/cp ─→ controlplane ─→ controlplane/{controller, groups} ─→ controlplane/cluster
+//	cmd/dp ──► node ──► dataplane ──► replica ──► segment ──► proto
+//	            │          │    └───► sendfile
+//	            │          ▼
+//	            └────► controlplane/client ──► controlplane/cluster
+//	                                                   ▲
+//	cmd/cp ──► controlplane ──► controlplane/{controller, groups}
 //
 // The leaves (proto, segment, sendfile) know nothing of the rest; replica, the home of
 // replication, knows storage but neither request handling nor the control plane; the
