@@ -1,4 +1,4 @@
-// Package gregor_test holds repository-wide checks.
+// The repository-wide checks.
 package gregor_test
 
 import (
