@@ -36,6 +36,12 @@
 // internal listener (they learn its address from etcd), and the harness's own control
 // plane client (which goes through links of its own that are never faulted).
 //
+// Tests of the control plane alone start it with ControlPlaneOnly and register fake
+// data-plane nodes (FakeDP, RegisterFakeDP): registrations with no node behind them,
+// each on a control-plane client of its own; FakeDP.Crash stops its keepalives, as a
+// killed node's process stops, and leaves the lease to expire. NewControlPlaneClient
+// gives a test a client of its own over the harness's links.
+//
 // Logs are quiet unless GREGOR_TEST_LOG=1; a process's output is kept in its node's
 // directory (log) and its tail printed when the test fails. Everything stops at the
 // test's cleanup. Packages that use Processes call Main from TestMain.
@@ -840,17 +846,81 @@ func (c *Cluster) ControlPlaneClient(t testing.TB) *client.Client {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cpClient == nil {
-		var eps []string
-		for _, m := range c.CPs {
-			eps = append(eps, m.front.Addr())
-		}
-		cl, err := client.New(client.Config{Endpoints: eps, Logger: testutil.Quiet()})
+		cl, err := client.New(c.clientConfig(client.Config{}))
 		if err != nil {
 			t.Fatal(err)
 		}
 		c.cpClient = cl
 	}
 	return c.cpClient
+}
+
+// NewControlPlaneClient opens a control-plane client of the test's own, configured as
+// cfg but for its endpoints: every member, over the same never-faulted links as
+// ControlPlaneClient's (a nil Logger is a quiet one). It is closed at t's cleanup,
+// before the cluster stops. A test needs one of its own where closing a client is part
+// of the scenario (see FakeDP.Crash) or where it observes the client's operations.
+func (c *Cluster) NewControlPlaneClient(t testing.TB, cfg client.Config) *client.Client {
+	t.Helper()
+	cl, err := client.New(c.clientConfig(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Close() })
+	return cl
+}
+
+// clientConfig is cfg with the harness's endpoints (and a quiet logger if it has none).
+func (c *Cluster) clientConfig(cfg client.Config) client.Config {
+	cfg.Endpoints = nil
+	for _, m := range c.CPs {
+		cfg.Endpoints = append(cfg.Endpoints, m.front.Addr())
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = testutil.Quiet()
+	}
+	return cfg
+}
+
+// FakeDP is a data-plane node's registration with no node behind it, for tests of the
+// control plane that need registered nodes rather than running ones (partition
+// assignment, lease expiry, ISR changes): a control-plane client of its own, as a
+// node's process has, and the registration it made.
+type FakeDP struct {
+	Client       *client.Client
+	Registration *client.Registration
+}
+
+// Crash stops the fake node's keepalives without revoking its lease, as a killed
+// process does: its registration expires after its lease's TTL.
+func (f *FakeDP) Crash() { _ = f.Client.Close() }
+
+// RegisterFakeDP registers data-plane node b with lease ttl (0: the client's default)
+// through a client of its own (NewControlPlaneClient), and returns the registration's
+// error, if any, as a refused registration may be what a test expects. The
+// registration is closed at t's cleanup, before its client.
+func (c *Cluster) RegisterFakeDP(t testing.TB, b cluster.Broker, ttl time.Duration) (*FakeDP, error) {
+	t.Helper()
+	cl := c.NewControlPlaneClient(t, client.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	reg, err := cl.Register(ctx, b, ttl)
+	if err != nil {
+		return nil, fmt.Errorf("testcluster: register node %d: %w", b.ID, err)
+	}
+	t.Cleanup(func() { _ = reg.Close() })
+	return &FakeDP{Client: cl, Registration: reg}, nil
+}
+
+// FakeDP registers fake data-plane node id, at 127.0.0.1:9000+id, with lease ttl
+// (RegisterFakeDP); the test fails if it cannot.
+func (c *Cluster) FakeDP(t testing.TB, id int32, ttl time.Duration) *FakeDP {
+	t.Helper()
+	f, err := c.RegisterFakeDP(t, cluster.Broker{ID: id, Host: "127.0.0.1", Port: 9000 + id}, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 // Metadata returns the cluster metadata as the harness's control-plane client last saw

@@ -259,3 +259,32 @@ func TestPeerLinkIsolatesMember(t *testing.T) {
 	c.HealAll()
 	c.CheckFor(t, 30*time.Second, leader.Ready)
 }
+
+// TestFakeDPCrash: a fake data-plane node is registered like a node; crashed, it stops
+// renewing its lease and leaves the registry when the lease runs out, with its
+// registration lost; a fake node with an id already registered is refused.
+func TestFakeDPCrash(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{ControlPlaneOnly: true})
+	fake := c.FakeDP(t, 5, time.Second)
+	c.CheckFor(t, 10*time.Second, func() error {
+		if _, ok := c.Metadata(t).Brokers[5]; !ok {
+			return errors.New("fake node 5 not registered")
+		}
+		return nil
+	})
+	if _, err := c.RegisterFakeDP(t, fake.Registration.Broker(), time.Second); err == nil {
+		t.Fatal("a second registration of node 5 was accepted")
+	}
+	fake.Crash()
+	c.CheckFor(t, 20*time.Second, func() error {
+		if _, ok := c.Metadata(t).Brokers[5]; ok {
+			return errors.New("fake node 5 still registered after its crash")
+		}
+		return nil
+	})
+	select {
+	case <-fake.Registration.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the crashed node's registration was never lost")
+	}
+}
