@@ -36,6 +36,11 @@ func newMetrics(s *Server) *metrics {
 		return 0
 	})
 	set.RegisterMetricsWriter(s.writeGroupLag)
+	set.NewGauge("gregor_cp_group_connections", func() float64 {
+		s.groupConnsMu.Lock()
+		defer s.groupConnsMu.Unlock()
+		return float64(len(s.groupConns))
+	})
 	set.NewGauge("gregor_cp_is_controller", func() float64 {
 		if s.IsController() {
 			return 1
