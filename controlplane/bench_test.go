@@ -1,4 +1,4 @@
-package controlplane
+package controlplane_test
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/internal/testcluster"
 )
 
 // reportPercentiles reports the p50 and p99 of lat (milliseconds) under prefix.
@@ -29,11 +30,11 @@ func reportPercentiles(b *testing.B, prefix string, lat []time.Duration) {
 func BenchmarkCreateTopic(b *testing.B) {
 	for _, members := range []int{1, 3} {
 		b.Run(fmt.Sprintf("members=%d", members), func(b *testing.B) {
-			c := newTestCluster(b, members)
+			c := newControlPlane(b, members)
 			for id := int32(1); id <= 3; id++ {
-				c.registerDP(id, "", 0)
+				c.FakeDP(b, id, 0)
 			}
-			admin := c.client()
+			admin := c.ControlPlaneClient(b)
 			ctx := testCtx(b)
 			lat := make([]time.Duration, 0, b.N)
 			b.ReportAllocs()
@@ -58,9 +59,9 @@ func BenchmarkCreateTopic(b *testing.B) {
 func BenchmarkWatchPropagation(b *testing.B) {
 	for _, members := range []int{1, 3} {
 		b.Run(fmt.Sprintf("members=%d", members), func(b *testing.B) {
-			c := newTestCluster(b, members)
-			dps := map[int32]*dataPlane{1: c.registerDP(1, "", 0), 2: c.registerDP(2, "", 0)}
-			watcher := c.client()
+			c := newControlPlane(b, members)
+			dps := map[int32]*testcluster.FakeDP{1: c.FakeDP(b, 1, 0), 2: c.FakeDP(b, 2, 0)}
+			watcher := c.NewControlPlaneClient(b, client.Config{})
 			ctx := testCtx(b)
 			seen := make(chan int32, 1024)
 			tp := cluster.TopicPartition{Topic: "watched"}
@@ -73,16 +74,16 @@ func BenchmarkWatchPropagation(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer view.Close()
-			if _, _, err := dps[1].cli.CreateTopic(ctx, client.TopicSpec{Name: tp.Topic, Partitions: 1, ReplicationFactor: 2}); err != nil {
+			if _, _, err := dps[1].Client.CreateTopic(ctx, client.TopicSpec{Name: tp.Topic, Partitions: 1, ReplicationFactor: 2}); err != nil {
 				b.Fatal(err)
 			}
 			<-seen
-			st, err := dps[1].cli.GetPartition(ctx, tp)
+			st, err := dps[1].Client.GetPartition(ctx, tp)
 			if err != nil {
 				b.Fatal(err)
 			}
 			leader, follower := st.Leader, st.Replicas[1]
-			reg := dps[leader].reg
+			reg := dps[leader].Registration
 			total := make([]time.Duration, 0, b.N)
 			afterAck := make([]time.Duration, 0, b.N)
 			b.ReportAllocs()

@@ -1,4 +1,4 @@
-package controlplane
+package controlplane_test
 
 import (
 	"encoding/json"
@@ -14,19 +14,21 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/gregor-streaming/gregor/controlplane"
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/internal/testcluster"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
 // TestTopicAdmin: validation errors carry their Kafka codes; create, add partitions
 // and delete work and are seen by a watching view.
 func TestTopicAdmin(t *testing.T) {
-	c := newTestCluster(t, 1)
+	c := newControlPlane(t, 1)
 	for id := int32(1); id <= 3; id++ {
-		c.registerDP(id, "", 0)
+		c.FakeDP(t, id, 0)
 	}
-	admin := c.client()
+	admin := c.ControlPlaneClient(t)
 	ctx := testCtx(t)
 	view, err := admin.WatchMetadata(ctx, nil)
 	if err != nil {
@@ -120,20 +122,23 @@ func TestTopicAdmin(t *testing.T) {
 // TestRegistry: a second node with a live id is refused; after the first leaves, the id
 // can register again with a new epoch.
 func TestRegistry(t *testing.T) {
-	c := newTestCluster(t, 1)
-	first := c.registerDP(7, "r1", 0)
-	other := c.client()
+	c := newControlPlane(t, 1)
+	first, err := c.RegisterFakeDP(t, cluster.Broker{ID: 7, Host: "127.0.0.1", Port: 9007, Rack: "r1"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := c.NewControlPlaneClient(t, client.Config{})
 	ctx := testCtx(t)
-	_, err := other.Register(ctx, cluster.Broker{ID: 7, Host: "127.0.0.2", Port: 9092}, 0)
+	_, err = other.Register(ctx, cluster.Broker{ID: 7, Host: "127.0.0.2", Port: 9092}, 0)
 	if !errors.Is(err, client.ErrBrokerIDInUse) || !errors.Is(err, kerr.DuplicateBrokerRegistration) {
 		t.Fatalf("duplicate registration: %v", err)
 	}
-	epoch := first.reg.Broker().Epoch
-	if err := first.reg.Close(); err != nil {
+	epoch := first.Registration.Broker().Epoch
+	if err := first.Registration.Close(); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-first.reg.Lost():
+	case <-first.Registration.Lost():
 	case <-time.After(5 * time.Second):
 		t.Fatal("Lost not closed after Close")
 	}
@@ -167,12 +172,12 @@ func TestRegistry(t *testing.T) {
 // TestAlterISR: the compare-and-swap accepts exactly the requests made from the current
 // state by the current leader, and of two racing requests from the same state one wins.
 func TestAlterISR(t *testing.T) {
-	c := newTestCluster(t, 1)
-	dps := map[int32]*dataPlane{}
+	c := newControlPlane(t, 1)
+	dps := map[int32]*testcluster.FakeDP{}
 	for id := int32(1); id <= 3; id++ {
-		dps[id] = c.registerDP(id, "", 0)
+		dps[id] = c.FakeDP(t, id, 0)
 	}
-	admin := c.client()
+	admin := c.ControlPlaneClient(t)
 	ctx := testCtx(t)
 	if _, _, err := admin.CreateTopic(ctx, client.TopicSpec{Name: "isr", Partitions: 1, ReplicationFactor: 3}); err != nil {
 		t.Fatal(err)
@@ -182,8 +187,8 @@ func TestAlterISR(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leader := dps[st.Leader].reg
-	follower := dps[st.Replicas[1]].reg
+	leader := dps[st.Leader].Registration
+	follower := dps[st.Replicas[1]].Registration
 	shrunk := []int32{st.Leader, st.Replicas[1]}
 	req := func(le, pe int32, isr []int32) client.AlterISRRequest {
 		return client.AlterISRRequest{TopicPartition: tp, LeaderEpoch: le, PartitionEpoch: pe, NewISR: isr}
@@ -235,11 +240,11 @@ func TestAlterISR(t *testing.T) {
 
 	// Expanding with a node that is not registered is refused.
 	third := st.Replicas[2]
-	dps[third].reg.Close()
+	dps[third].Registration.Close()
 	if _, err := leader.AlterISR(ctx, req(0, 1, append(slices.Clone(shrunk), third))); !errors.Is(err, kerr.IneligibleReplica) {
 		t.Fatalf("expand with unregistered node: %v", err)
 	}
-	c.registerDP(third, "", 0)
+	c.FakeDP(t, third, 0)
 	if st, err = leader.AlterISR(ctx, req(0, 1, append(slices.Clone(shrunk), third))); err != nil || st.PartitionEpoch != 2 || len(st.ISR) != 3 {
 		t.Fatalf("expand: %+v, %v", st, err)
 	}
@@ -256,9 +261,9 @@ func TestAlterISR(t *testing.T) {
 // TestWatchDeliversEveryChangeInOrder: a view's change stream holds every write, in
 // revision order, with no gaps in the partition epoch.
 func TestWatchDeliversEveryChangeInOrder(t *testing.T) {
-	c := newTestCluster(t, 3)
-	dps := map[int32]*dataPlane{1: c.registerDP(1, "", 0), 2: c.registerDP(2, "", 0)}
-	watcher := c.client()
+	c := newControlPlane(t, 3)
+	dps := map[int32]*testcluster.FakeDP{1: c.FakeDP(t, 1, 0), 2: c.FakeDP(t, 2, 0)}
+	watcher := c.ControlPlaneClient(t)
 	ctx := testCtx(t)
 	var mu sync.Mutex
 	var changes []client.Change
@@ -288,7 +293,7 @@ func TestWatchDeliversEveryChangeInOrder(t *testing.T) {
 		if i%2 == 1 {
 			isr = []int32{leader, follower}
 		}
-		st, err = dp.reg.AlterISR(ctx, client.AlterISRRequest{TopicPartition: tp, LeaderEpoch: st.LeaderEpoch, PartitionEpoch: st.PartitionEpoch, NewISR: isr})
+		st, err = dp.Registration.AlterISR(ctx, client.AlterISRRequest{TopicPartition: tp, LeaderEpoch: st.LeaderEpoch, PartitionEpoch: st.PartitionEpoch, NewISR: isr})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -323,20 +328,16 @@ func TestWatchDeliversEveryChangeInOrder(t *testing.T) {
 // TestHWCheckpointsBatched: many partitions' high watermarks go to etcd in one
 // transaction per flush, newest value wins, and a fenced node's flush is refused.
 func TestHWCheckpointsBatched(t *testing.T) {
-	c := newTestCluster(t, 1)
+	c := newControlPlane(t, 1)
 	var mu sync.Mutex
 	txns := 0
-	cli, err := client.New(client.Config{Endpoints: c.endpoints(), Logger: testLogger, ObserveOp: func(op string, _ time.Duration) {
+	cli := c.NewControlPlaneClient(t, client.Config{ObserveOp: func(op string, _ time.Duration) {
 		if op == "hw_checkpoint" {
 			mu.Lock()
 			txns++
 			mu.Unlock()
 		}
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
 	ctx := testCtx(t)
 	reg, err := cli.Register(ctx, cluster.Broker{ID: 1, Host: "127.0.0.1", Port: 9092}, 0)
 	if err != nil {
@@ -376,19 +377,19 @@ func TestHWCheckpointsBatched(t *testing.T) {
 
 // TestProducerIDBlocks: blocks allocated concurrently by several nodes never overlap.
 func TestProducerIDBlocks(t *testing.T) {
-	c := newTestCluster(t, 1)
+	c := newControlPlane(t, 1)
 	ctx := testCtx(t)
 	const nodes, perNode = 3, 10
 	var mu sync.Mutex
 	var blocks []client.ProducerIDBlock
 	var wg sync.WaitGroup
 	for id := int32(1); id <= nodes; id++ {
-		dp := c.registerDP(id, "", 0)
+		dp := c.FakeDP(t, id, 0)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := 0; i < perNode; i++ {
-				b, err := dp.reg.AllocateProducerIDs(ctx)
+				b, err := dp.Registration.AllocateProducerIDs(ctx)
 				if err != nil {
 					t.Error(err)
 					return
@@ -413,12 +414,11 @@ func TestProducerIDBlocks(t *testing.T) {
 
 // TestHTTP: health, readiness, metrics and the cluster view.
 func TestHTTP(t *testing.T) {
-	c := newTestCluster(t, 1)
-	idx := c.waitController(10 * time.Second)
-	s := c.server(idx)
-	c.registerDP(1, "", 0)
+	c := newControlPlane(t, 1)
+	s := c.WaitController(t)
+	c.FakeDP(t, 1, 0)
 	ctx := testCtx(t)
-	if _, _, err := c.client().CreateTopic(ctx, client.TopicSpec{Name: "h", Partitions: 2, ReplicationFactor: 1}); err != nil {
+	if _, _, err := c.ControlPlaneClient(t).CreateTopic(ctx, client.TopicSpec{Name: "h", Partitions: 2, ReplicationFactor: 1}); err != nil {
 		t.Fatal(err)
 	}
 	get := func(path string) (int, string) {
@@ -449,7 +449,7 @@ func TestHTTP(t *testing.T) {
 		return nil
 	})
 	code, body := get("/v1/cluster")
-	var v ClusterView
+	var v controlplane.ClusterView
 	if err := json.Unmarshal([]byte(body), &v); err != nil || code != http.StatusOK {
 		t.Fatalf("/v1/cluster %d %v: %s", code, err, body)
 	}

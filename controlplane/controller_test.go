@@ -1,4 +1,4 @@
-package controlplane
+package controlplane_test
 
 import (
 	"errors"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/internal/testcluster"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
@@ -18,13 +19,13 @@ import (
 // registry, and the controller moves leadership of every partition it led to a live ISR
 // member with the leader epoch bumped by one, and removes it from every ISR.
 func TestLeaseExpiryMovesLeadership(t *testing.T) {
-	c := newTestCluster(t, 1)
-	c.waitController(10 * time.Second)
-	dps := map[int32]*dataPlane{}
+	c := newControlPlane(t, 1)
+	c.WaitController(t)
+	dps := map[int32]*testcluster.FakeDP{}
 	for id := int32(1); id <= 3; id++ {
-		dps[id] = c.registerDP(id, "", time.Second)
+		dps[id] = c.FakeDP(t, id, time.Second)
 	}
-	admin := c.client()
+	admin := c.ControlPlaneClient(t)
 	ctx := testCtx(t)
 	if _, _, err := admin.CreateTopic(ctx, client.TopicSpec{Name: "orders", Partitions: 6, ReplicationFactor: 3}); err != nil {
 		t.Fatal(err)
@@ -45,8 +46,8 @@ func TestLeaseExpiryMovesLeadership(t *testing.T) {
 		t.Fatalf("node 2 leads partitions %v; want 2 of 6 (even spread)", led)
 	}
 	start := time.Now()
-	dps[2].crash()
-	safeUntil := dps[2].reg.SafeUntil()
+	dps[2].Crash()
+	safeUntil := dps[2].Registration.SafeUntil()
 	var movedAt time.Time
 	testutil.CheckFor(t, 10*time.Second, func() error {
 		for p := int32(0); p < 6; p++ {
@@ -79,7 +80,7 @@ func TestLeaseExpiryMovesLeadership(t *testing.T) {
 	})
 	// The dead node's own bound on its lease held: nothing moved before it.
 	select {
-	case <-dps[2].reg.Lost():
+	case <-dps[2].Registration.Lost():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the crashed node's registration was never lost")
 	}
@@ -93,13 +94,13 @@ func TestLeaseExpiryMovesLeadership(t *testing.T) {
 // takes the partition offline unless the topic allows unclean election; when the ISR
 // member comes back the partition is elected cleanly again.
 func TestOfflineAndUncleanElection(t *testing.T) {
-	c := newTestCluster(t, 1)
-	c.waitController(10 * time.Second)
-	dps := map[int32]*dataPlane{}
+	c := newControlPlane(t, 1)
+	c.WaitController(t)
+	dps := map[int32]*testcluster.FakeDP{}
 	for id := int32(1); id <= 2; id++ {
-		dps[id] = c.registerDP(id, "", time.Second)
+		dps[id] = c.FakeDP(t, id, time.Second)
 	}
-	admin := c.client()
+	admin := c.ControlPlaneClient(t)
 	ctx := testCtx(t)
 	// Both topics must be led by the same node, so that crashing it affects both; the
 	// assignment start is random, so re-create the second topic until it is (each try
@@ -131,14 +132,14 @@ func TestOfflineAndUncleanElection(t *testing.T) {
 	leaderOf := map[string]int32{}
 	for _, st := range []cluster.PartitionState{clean, unclean} {
 		leaderOf[st.Topic] = st.Leader
-		if _, err := dps[st.Leader].reg.AlterISR(ctx, client.AlterISRRequest{TopicPartition: st.TopicPartition(),
+		if _, err := dps[st.Leader].Registration.AlterISR(ctx, client.AlterISRRequest{TopicPartition: st.TopicPartition(),
 			LeaderEpoch: st.LeaderEpoch, PartitionEpoch: st.PartitionEpoch, NewISR: []int32{st.Leader}}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	dead := leaderOf["t-unclean-false"]
 	other := 3 - dead
-	dps[dead].crash()
+	dps[dead].Crash()
 	testutil.CheckFor(t, 10*time.Second, func() error {
 		off, err := admin.GetPartition(ctx, cluster.TopicPartition{Topic: "t-unclean-false"})
 		if err != nil {
@@ -157,7 +158,7 @@ func TestOfflineAndUncleanElection(t *testing.T) {
 		return nil
 	})
 	// The ISR member comes back: the offline partition is elected cleanly.
-	c.registerDP(dead, "", time.Second)
+	c.FakeDP(t, dead, time.Second)
 	testutil.CheckFor(t, 10*time.Second, func() error {
 		st, err := admin.GetPartition(ctx, cluster.TopicPartition{Topic: "t-unclean-false"})
 		if err != nil {
@@ -174,28 +175,30 @@ func TestOfflineAndUncleanElection(t *testing.T) {
 // which then does the controller's work; the closed member restarts on its data dir and
 // rejoins as a follower of the new controller.
 func TestControllerFailover(t *testing.T) {
-	c := newTestCluster(t, 3)
-	first := c.waitController(10 * time.Second)
+	c := newControlPlane(t, 3)
+	first := c.WaitController(t)
 	start := time.Now()
-	c.stop(first)
-	second := c.waitController(10 * time.Second)
+	if err := c.Stop(first); err != nil {
+		t.Fatal(err)
+	}
+	second := c.WaitController(t)
 	if second == first {
 		t.Fatalf("controller did not change")
 	}
-	t.Logf("controller moved from %s to %s in %v (including the old member's graceful Close)", c.cfgs[first].Name, c.cfgs[second].Name, time.Since(start).Round(time.Millisecond))
-	if got := c.server(second).metrics.set.GetOrCreateCounter("gregor_cp_controller_elections_won_total").Get(); got < 1 {
-		t.Fatalf("new controller won %d elections", got)
+	t.Logf("controller moved from %s to %s in %v (including the old member's graceful Close)", first.Name(), second.Name(), time.Since(start).Round(time.Millisecond))
+	if got, _ := c.Metric(t, second, "gregor_cp_controller_elections_won_total"); got < 1 {
+		t.Fatalf("new controller won %v elections", got)
 	}
 
 	// The new controller acts on a lease expiry.
-	dp1 := c.registerDP(1, "", time.Second)
-	c.registerDP(2, "", time.Second)
-	admin := c.client()
+	dp1 := c.FakeDP(t, 1, time.Second)
+	c.FakeDP(t, 2, time.Second)
+	admin := c.ControlPlaneClient(t)
 	ctx := testCtx(t)
 	if _, _, err := admin.CreateTopic(ctx, client.TopicSpec{Name: "after-failover", Partitions: 2, ReplicationFactor: 2}); err != nil {
 		t.Fatal(err)
 	}
-	dp1.crash()
+	dp1.Crash()
 	testutil.CheckFor(t, 10*time.Second, func() error {
 		for p := int32(0); p < 2; p++ {
 			st, err := admin.GetPartition(ctx, cluster.TopicPartition{Topic: "after-failover", Partition: p})
@@ -209,41 +212,46 @@ func TestControllerFailover(t *testing.T) {
 		return nil
 	})
 
-	c.restart(first)
+	c.Restart(first)
 	testutil.CheckFor(t, 10*time.Second, func() error {
-		s := c.server(first)
-		if s.IsController() {
+		v, err := first.View()
+		if err != nil {
+			return err
+		}
+		if v.IsController {
 			return errors.New("restarted member took the controllership from a live controller")
 		}
-		if s.Controller() != c.cfgs[second].Name {
-			return fmt.Errorf("restarted member sees controller %q", s.Controller())
+		if v.Controller != second.Name() {
+			return fmt.Errorf("restarted member sees controller %q", v.Controller)
 		}
-		if n := len(s.Metadata().Snapshot().Brokers); n != 1 {
+		if n := len(v.Brokers); n != 1 {
 			return fmt.Errorf("restarted member sees %d brokers, want 1", n)
 		}
-		return s.checkReady(ctx)
+		return first.Ready()
 	})
 }
 
 // TestClientSurvivesMemberLoss: a client given all three members keeps working — admin,
 // watches, registration — when the member it may be using is stopped.
 func TestClientSurvivesMemberLoss(t *testing.T) {
-	c := newTestCluster(t, 3)
-	c.waitController(10 * time.Second)
-	dp := c.registerDP(1, "", 5*time.Second)
+	c := newControlPlane(t, 3)
+	c.WaitController(t)
+	dp := c.FakeDP(t, 1, 5*time.Second)
 	ctx := testCtx(t)
-	view, err := dp.cli.WatchMetadata(ctx, nil)
+	view, err := dp.Client.WatchMetadata(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer view.Close()
-	for i := 0; i < 3; i++ {
-		c.stop(i)
+	for i, m := range c.CPs {
+		if err := c.Stop(m); err != nil {
+			t.Fatal(err)
+		}
 		name := fmt.Sprintf("survive-%d", i)
 		var rev int64
 		testutil.CheckFor(t, 15*time.Second, func() error {
 			var err error
-			_, rev, err = dp.cli.CreateTopic(ctx, client.TopicSpec{Name: name, Partitions: 1, ReplicationFactor: 1})
+			_, rev, err = dp.Client.CreateTopic(ctx, client.TopicSpec{Name: name, Partitions: 1, ReplicationFactor: 1})
 			if errors.Is(err, kerr.TopicAlreadyExists) {
 				return nil // an earlier attempt committed but its answer was lost
 			}
@@ -261,10 +269,10 @@ func TestClientSurvivesMemberLoss(t *testing.T) {
 			return nil
 		})
 		select {
-		case <-dp.reg.Lost():
-			t.Fatalf("registration lost with member %d stopped", i)
+		case <-dp.Registration.Lost():
+			t.Fatalf("registration lost with member %s stopped", m.Name())
 		default:
 		}
-		c.restart(i)
+		c.Restart(m)
 	}
 }

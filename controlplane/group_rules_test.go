@@ -1,4 +1,4 @@
-package controlplane
+package controlplane_test
 
 // Group rules end to end, where etcd or the wire is part of the rule: a commit too large
 // for one etcd transaction is written in several; LeaveGroup and DeleteGroups answer as
@@ -22,8 +22,8 @@ import (
 // fetched back.
 func TestGroupCommitLargerThanOneTransaction(t *testing.T) {
 	const parts = 1100
-	c := newTestCluster(t, 1)
-	c.registerDP(1, "", 2*time.Second)
+	c := newControlPlane(t, 1)
+	c.FakeDP(t, 1, 2*time.Second)
 	gt := newGroupTester(t, c)
 	gt.createTopic("big", parts)
 
@@ -58,7 +58,7 @@ func TestGroupCommitLargerThanOneTransaction(t *testing.T) {
 // (v0-2 at the top level); DeleteGroups deletes an Empty group that only holds pending
 // member ids, and answers a group named twice once.
 func TestGroupLeaveAndDeleteAsKafka(t *testing.T) {
-	c := newTestCluster(t, 1)
+	c := newControlPlane(t, 1)
 	gt := newGroupTester(t, c)
 
 	lr := &kmsg.LeaveGroupRequest{Version: 3, Group: "ghost", Members: []kmsg.LeaveGroupRequestMember{{MemberID: "m1"}, {MemberID: "m2"}}}

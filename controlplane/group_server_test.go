@@ -1,4 +1,4 @@
-package controlplane
+package controlplane_test
 
 // Tests of the internal listener's connections (group_server.go): answers that arrive
 // after their data-plane connection closed, and the order in which a connection's
@@ -15,9 +15,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/gregor-streaming/gregor/controlplane"
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/controlplane/internal/grouptest"
+	"github.com/gregor-streaming/gregor/internal/testcluster"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
@@ -30,7 +32,7 @@ type rawGroupConn struct {
 	br *bufio.Reader
 }
 
-func dialGroupListener(t testing.TB, s *Server) *rawGroupConn {
+func dialGroupListener(t testing.TB, s *controlplane.Server) *rawGroupConn {
 	t.Helper()
 	nc, err := net.DialTimeout("tcp", s.ListenAddr(), 5*time.Second)
 	if err != nil {
@@ -60,11 +62,14 @@ func (rc *rawGroupConn) read() (int32, byte, []byte) {
 	return int32(uint32(p[0])<<24 | uint32(p[1])<<16 | uint32(p[2])<<8 | uint32(p[3])), p[4], p[5:]
 }
 
-// groupConnCount is how many data-plane connections s serves.
-func groupConnCount(s *Server) int {
-	s.groupConnsMu.Lock()
-	defer s.groupConnsMu.Unlock()
-	return len(s.groupConns)
+// groupConnCount is how many data-plane connections member m serves, by its metrics.
+func groupConnCount(t testing.TB, c *testcluster.Cluster, m *testcluster.CP) int {
+	t.Helper()
+	n, ok := c.Metric(t, m, "gregor_cp_group_connections")
+	if !ok {
+		t.Fatal("no metric gregor_cp_group_connections")
+	}
+	return int(n)
 }
 
 // parkJoin makes a member of group over rc whose JoinGroup then waits for the group's
@@ -96,10 +101,11 @@ func parkJoin(t *testing.T, gt *groupTester, rc *rawGroupConn, group string) {
 // serves on (before, the late answer signalled a closed channel and the panic killed
 // the control-plane process).
 func TestGroupAnswerAfterConnectionClosed(t *testing.T) {
-	c := newGroupCluster(t, func(g *GroupConfig) { g.InitialRebalanceDelay = time.Second })
+	c := newGroupCluster(t, controlplane.GroupConfig{InitialRebalanceDelay: time.Second})
 	gt := newGroupTester(t, c)
-	s := c.server(c.waitController(10 * time.Second))
-	base := groupConnCount(s) // the group tester's
+	ctl := c.WaitController(t)
+	s := ctl.Server()
+	base := groupConnCount(t, c, ctl) // the group tester's
 
 	closeParked := func(group string) {
 		t.Helper()
@@ -107,7 +113,7 @@ func TestGroupAnswerAfterConnectionClosed(t *testing.T) {
 		parkJoin(t, gt, rc, group)
 		_ = rc.nc.Close()
 		testutil.CheckFor(t, 10*time.Second, func() error {
-			if n := groupConnCount(s); n != base {
+			if n := groupConnCount(t, c, ctl); n != base {
 				return fmt.Errorf("%d connections, want %d", n, base)
 			}
 			return nil
@@ -131,7 +137,9 @@ func TestGroupAnswerAfterConnectionClosed(t *testing.T) {
 	// The controller stops (its runtime answers every parked join "not active") after
 	// the connection closed.
 	closeParked("stops")
-	c.stop(0)
+	if err := c.Stop(ctl); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestGroupConnRetiredByNotActive: once a connection got a "not active" answer (here a
@@ -140,9 +148,9 @@ func TestGroupAnswerAfterConnectionClosed(t *testing.T) {
 // overtakes the requests the data-plane node resends to the next coordinator; a new
 // connection is served.
 func TestGroupConnRetiredByNotActive(t *testing.T) {
-	c := newGroupCluster(t, func(g *GroupConfig) { g.InitialRebalanceDelay = 10 * time.Second })
+	c := newGroupCluster(t, controlplane.GroupConfig{InitialRebalanceDelay: 10 * time.Second})
 	gt := newGroupTester(t, c)
-	s := c.server(c.waitController(10 * time.Second))
+	s := c.WaitController(t).Server()
 	rc := dialGroupListener(t, s)
 	parkJoin(t, gt, rc, "retire")
 

@@ -1,4 +1,4 @@
-package controlplane
+package controlplane_test
 
 import (
 	"context"
@@ -11,9 +11,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/gregor-streaming/gregor/controlplane"
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/controlplane/internal/grouptest"
+	"github.com/gregor-streaming/gregor/internal/testcluster"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
@@ -21,14 +23,14 @@ import (
 // requests over the internal listener, through client.ForwardGroupRequest.
 type groupTester struct {
 	t   testing.TB
-	c   *testCluster
+	c   *testcluster.Cluster
 	cli *client.Client
 }
 
-func newGroupTester(t testing.TB, c *testCluster) *groupTester {
+func newGroupTester(t testing.TB, c *testcluster.Cluster) *groupTester {
 	t.Helper()
-	cli := c.client()
-	c.waitController(10 * time.Second)
+	cli := c.ControlPlaneClient(t)
+	c.WaitController(t)
 	gt := &groupTester{t: t, c: c, cli: cli}
 	// Wait until the coordinator is published and answering.
 	testutil.CheckFor(t, 10*time.Second, func() error {
@@ -229,14 +231,9 @@ func (gt *groupTester) createTopic(name string, parts int32) {
 		gt.t.Fatal(err)
 	}
 	testutil.CheckFor(gt.t, 10*time.Second, func() error {
-		gt.c.mu.Lock()
-		defer gt.c.mu.Unlock()
-		for i, s := range gt.c.servers {
-			if s == nil {
-				continue
-			}
-			if snap := s.snapshot(); snap == nil || snap.Topics[name].Partitions != parts {
-				return fmt.Errorf("member %d does not see topic %s yet", i, name)
+		for _, m := range gt.c.RunningCPs() {
+			if snap := m.Server().Metadata().Snapshot(); snap.Topics[name].Partitions != parts {
+				return fmt.Errorf("%s does not see topic %s yet", m.Name(), name)
 			}
 		}
 		return nil
@@ -257,20 +254,17 @@ func (gt *groupTester) joinAll(group string, n int, meta []byte) []*kmsg.JoinGro
 	return out
 }
 
-// newGroupCluster is a one-member cluster whose group settings set changes.
-func newGroupCluster(t *testing.T, set func(*GroupConfig)) *testCluster {
-	c := newTestCluster(t, 1)
-	c.stop(0)
-	set(&c.cfgs[0].Groups)
-	c.restart(0)
-	return c
+// newGroupCluster is a one-member control plane with the group settings g.
+func newGroupCluster(t *testing.T, g controlplane.GroupConfig) *testcluster.Cluster {
+	t.Helper()
+	return testcluster.New(t, testcluster.Options{ControlPlaneOnly: true, Groups: g})
 }
 
 func TestGroupJoinSyncCommit(t *testing.T) {
 	// The initial delay lets the two first members, joining together, form the first
 	// generation together.
-	c := newGroupCluster(t, func(g *GroupConfig) { g.InitialRebalanceDelay = 300 * time.Millisecond })
-	c.registerDP(1, "", 2*time.Second)
+	c := newGroupCluster(t, controlplane.GroupConfig{InitialRebalanceDelay: 300 * time.Millisecond})
+	c.FakeDP(t, 1, 2*time.Second)
 	gt := newGroupTester(t, c)
 	gt.createTopic("orders", 4)
 
@@ -432,15 +426,15 @@ func TestGroupJoinSyncCommit(t *testing.T) {
 	if got := gt.fetch("g1", "orders", 2); got[2].Offset != -1 {
 		t.Fatalf("a deleted group kept its offsets: %+v", got)
 	}
-	resp, err := c.client().Etcd().Get(testCtx(t), cluster.OffsetsPrefix, clientv3.WithPrefix())
+	resp, err := c.ControlPlaneClient(t).Etcd().Get(testCtx(t), cluster.OffsetsPrefix, clientv3.WithPrefix())
 	if err != nil || len(resp.Kvs) != 0 {
 		t.Fatalf("offsets left in etcd after delete: %v %d", err, len(resp.Kvs))
 	}
 }
 
 func TestGroupBadInput(t *testing.T) {
-	c := newTestCluster(t, 1)
-	c.registerDP(1, "", 2*time.Second)
+	c := newControlPlane(t, 1)
+	c.FakeDP(t, 1, 2*time.Second)
 	gt := newGroupTester(t, c)
 	gt.createTopic("t", 2)
 
@@ -507,7 +501,7 @@ func TestGroupBadInput(t *testing.T) {
 	if code := gt.commit("g", j.MemberID, j.Generation, "t", 9, 1, ""); code != kerr.UnknownTopicOrPartition.Code {
 		t.Errorf("commit unknown partition: %d", code)
 	}
-	if code := gt.commit("g", j.MemberID, j.Generation, "t", 0, 1, string(make([]byte, DefaultOffsetMetadataMaxBytes+1))); code != kerr.OffsetMetadataTooLarge.Code {
+	if code := gt.commit("g", j.MemberID, j.Generation, "t", 0, 1, string(make([]byte, controlplane.DefaultOffsetMetadataMaxBytes+1))); code != kerr.OffsetMetadataTooLarge.Code {
 		t.Errorf("commit big metadata: %d", code)
 	}
 	if code := gt.commit("nobody-home", "m", 3, "t", 0, 1, ""); code != kerr.IllegalGeneration.Code {
@@ -568,8 +562,8 @@ func TestGroupBadInput(t *testing.T) {
 }
 
 func TestGroupsSurviveControllerFailover(t *testing.T) {
-	c := newTestCluster(t, 3)
-	c.registerDP(1, "", 5*time.Second)
+	c := newControlPlane(t, 3)
+	c.FakeDP(t, 1, 5*time.Second)
 	gt := newGroupTester(t, c)
 	gt.createTopic("events", 3)
 
@@ -587,9 +581,11 @@ func TestGroupsSurviveControllerFailover(t *testing.T) {
 			t.Fatalf("commit: %d", code)
 		}
 	}
-	old := c.waitController(5 * time.Second)
-	c.stop(old)
-	next := c.waitController(15 * time.Second)
+	old := c.WaitController(t)
+	if err := c.Stop(old); err != nil {
+		t.Fatal(err)
+	}
+	next := c.WaitController(t)
 	if next == old {
 		t.Fatal("controller did not move")
 	}
@@ -618,20 +614,25 @@ func TestGroupsSurviveControllerFailover(t *testing.T) {
 		t.Fatalf("commit after failover: %d", code)
 	}
 	// The old controller comes back as a follower: offsets stay.
-	c.restart(old)
+	c.Restart(old)
 	if got := gt.fetch("fg", "events", 0); got[0].Offset != 200 {
 		t.Fatalf("after restart: %+v", got[0])
 	}
-	// The cluster view shows the group and its offsets on every member.
+	// The cluster view shows the group and its offsets on every member: the
+	// coordinator's live state on the controller, what is in etcd on the others.
 	testutil.CheckFor(t, 5*time.Second, func() error {
-		for i := range 3 {
-			s := c.server(i)
-			views, err := s.groupViewsFromStore(testCtx(t), nil)
+		for _, m := range c.CPs {
+			v, err := m.View()
 			if err != nil {
 				return err
 			}
-			if len(views) != 1 || views[0].Group != "fg" || len(views[0].Offsets) != 3 || views[0].Offsets[0].Offset != 200 {
-				return fmt.Errorf("%s: %+v", s.Name(), views)
+			want := "etcd"
+			if v.IsController {
+				want = "coordinator"
+			}
+			gs := v.Groups
+			if v.GroupsSource != want || len(gs) != 1 || gs[0].Group != "fg" || len(gs[0].Offsets) != 3 || gs[0].Offsets[0].Offset != 200 {
+				return fmt.Errorf("%s: groups from %q: %+v", m.Name(), v.GroupsSource, gs)
 			}
 		}
 		return nil
@@ -639,8 +640,8 @@ func TestGroupsSurviveControllerFailover(t *testing.T) {
 }
 
 func TestGroupStaticMembersAndInitialDelay(t *testing.T) {
-	c := newGroupCluster(t, func(g *GroupConfig) { g.InitialRebalanceDelay = 300 * time.Millisecond })
-	c.registerDP(1, "", 2*time.Second)
+	c := newGroupCluster(t, controlplane.GroupConfig{InitialRebalanceDelay: 300 * time.Millisecond})
+	c.FakeDP(t, 1, 2*time.Second)
 	gt := newGroupTester(t, c)
 	gt.createTopic("s", 2)
 

@@ -1,7 +1,6 @@
-package controlplane
+package controlplane_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/internal/testcluster"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
@@ -20,14 +20,13 @@ const takeoverTTL = 6 * time.Second
 
 // registerAs registers node id with incarnation on a client of its own, as one process
 // of a data-plane node does; the registration is closed at cleanup.
-func (c *testCluster) registerAs(ctx context.Context, id int32, incarnation, host string) (*client.Client, *client.Registration, error) {
-	cli := c.client()
-	reg, err := cli.Register(ctx, cluster.Broker{ID: id, Host: host, Port: 9000 + id, Incarnation: incarnation}, takeoverTTL)
+func registerAs(t testing.TB, c *testcluster.Cluster, id int32, incarnation, host string) (*client.Registration, error) {
+	t.Helper()
+	dp, err := c.RegisterFakeDP(t, cluster.Broker{ID: id, Host: host, Port: 9000 + id, Incarnation: incarnation}, takeoverTTL)
 	if err != nil {
-		return cli, nil, err
+		return nil, err
 	}
-	c.t.Cleanup(func() { _ = reg.Close() })
-	return cli, reg, nil
+	return dp.Registration, nil
 }
 
 // TestRegistrationTakeover: a later process of a node (same id, same incarnation)
@@ -37,14 +36,14 @@ func (c *testCluster) registerAs(ctx context.Context, id int32, incarnation, hos
 // checkpoints, producer ids) are refused. The controller gives the node's partitions a
 // new leader epoch; with a replication factor of one the node leads them again.
 func TestRegistrationTakeover(t *testing.T) {
-	c := newTestCluster(t, 1)
-	c.waitController(10 * time.Second)
+	c := newControlPlane(t, 1)
+	c.WaitController(t)
 	ctx := testCtx(t)
-	_, old, err := c.registerAs(ctx, 1, "incarnation-a", "127.0.0.1")
+	old, err := registerAs(t, c, 1, "incarnation-a", "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin := c.client()
+	admin := c.ControlPlaneClient(t)
 	if _, _, err := admin.CreateTopic(ctx, client.TopicSpec{Name: "t", Partitions: 2, ReplicationFactor: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +58,7 @@ func TestRegistrationTakeover(t *testing.T) {
 	oldHW := old.NewHWCheckpointer(time.Hour) // flushed by hand below
 
 	start := time.Now()
-	_, reg, err := c.registerAs(ctx, 1, "incarnation-a", "127.0.0.2")
+	reg, err := registerAs(t, c, 1, "incarnation-a", "127.0.0.2")
 	if err != nil {
 		t.Fatalf("same incarnation refused: %v", err)
 	}
@@ -142,13 +141,13 @@ func TestRegistrationTakeover(t *testing.T) {
 // is a process with an incarnation when the live registration has none. Once the live
 // registration ends, the other incarnation registers with a higher epoch.
 func TestRegistrationOtherIncarnationRefused(t *testing.T) {
-	c := newTestCluster(t, 1)
+	c := newControlPlane(t, 1)
 	ctx := testCtx(t)
-	_, live, err := c.registerAs(ctx, 1, "incarnation-a", "127.0.0.1")
+	live, err := registerAs(t, c, 1, "incarnation-a", "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, bare, err := c.registerAs(ctx, 2, "", "127.0.0.1")
+	bare, err := registerAs(t, c, 2, "", "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,12 +156,12 @@ func TestRegistrationOtherIncarnationRefused(t *testing.T) {
 		incarnation string
 	}{{1, "incarnation-b"}, {1, ""}, {2, "incarnation-a"}, {2, ""}}
 	for _, tc := range refused {
-		if _, _, err := c.registerAs(ctx, tc.id, tc.incarnation, "127.0.0.9"); !errors.Is(err, client.ErrBrokerIDInUse) ||
+		if _, err := registerAs(t, c, tc.id, tc.incarnation, "127.0.0.9"); !errors.Is(err, client.ErrBrokerIDInUse) ||
 			!errors.Is(err, kerr.DuplicateBrokerRegistration) {
 			t.Fatalf("node %d with incarnation %q: %v, want DUPLICATE_BROKER_REGISTRATION", tc.id, tc.incarnation, err)
 		}
 	}
-	brokers, _, err := c.client().LiveBrokers(ctx)
+	brokers, _, err := c.ControlPlaneClient(t).LiveBrokers(ctx)
 	if err != nil || len(brokers) != 2 || brokers[0].Epoch != live.Broker().Epoch || brokers[0].Host != "127.0.0.1" ||
 		brokers[1].Epoch != bare.Broker().Epoch {
 		t.Fatalf("refused registrations changed the registry: %+v, %v", brokers, err)
@@ -175,7 +174,7 @@ func TestRegistrationOtherIncarnationRefused(t *testing.T) {
 	if err := live.Close(); err != nil {
 		t.Fatal(err)
 	}
-	_, next, err := c.registerAs(ctx, 1, "incarnation-b", "127.0.0.9")
+	next, err := registerAs(t, c, 1, "incarnation-b", "127.0.0.9")
 	if err != nil {
 		t.Fatalf("after the live registration ended: %v", err)
 	}
