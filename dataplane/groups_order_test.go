@@ -1,15 +1,13 @@
 package dataplane
 
-// Tests of how group requests are forwarded: their deadlines, and the order in which a
-// connection's requests reach the coordinator.
+// Tests of how group requests are forwarded: their deadlines (the order in which a
+// connection's requests reach the coordinator is tested on a cluster, in
+// groups_cluster_test.go).
 
 import (
-	"context"
 	"math"
 	"testing"
-	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -34,55 +32,5 @@ func TestGroupForwardTimeouts(t *testing.T) {
 				t.Fatalf("%d ms, want %d", got, tc.want)
 			}
 		})
-	}
-}
-
-// TestPipelinedOffsetCommitsKeepOrder: OffsetCommits a client pipelines on one
-// connection are applied in their order, as Kafka does (Java's commitAsync relies on
-// it), and an OffsetFetch pipelined behind them sees the last: after each burst of
-// increasing offsets with a fetch at its end, the fetched offset is the burst's last.
-// Before, each commit was forwarded from a goroutine of its own and an older offset
-// could be written last; and a fetch was answered from memory before the commits ahead
-// of it were written.
-func TestPipelinedOffsetCommitsKeepOrder(t *testing.T) {
-	n := startCluster(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	n.createTopic(t, ctx, "t", 1)
-	c := dial(t, n.srv)
-	const bursts, perBurst = 20, 50
-	commit := func(offset int64) *kmsg.OffsetCommitRequest {
-		req := kmsg.NewPtrOffsetCommitRequest()
-		req.Group, req.Generation = "ordered", -1
-		req.Topics = []kmsg.OffsetCommitRequestTopic{{Topic: "t", Partitions: []kmsg.OffsetCommitRequestTopicPartition{{Partition: 0, Offset: offset}}}}
-		return req
-	}
-	corr := int32(0)
-	for b := range bursts {
-		var frames []byte
-		var reqs []kmsg.Request
-		for i := range perBurst {
-			req := commit(int64(b*perBurst + i))
-			frames = append(frames, frameRequest(req, 7, corr+int32(i))...)
-			reqs = append(reqs, req)
-		}
-		fetch := kmsg.NewPtrOffsetFetchRequest()
-		fetch.Group = "ordered"
-		fetch.Topics = []kmsg.OffsetFetchRequestTopic{{Topic: "t", Partitions: []int32{0}}}
-		frames = append(frames, frameRequest(fetch, 5, corr+perBurst)...)
-		if _, err := c.Write(frames); err != nil {
-			t.Fatal(err)
-		}
-		for i, req := range reqs {
-			resp := readAnswer(t, c, req, corr+int32(i)).(*kmsg.OffsetCommitResponse)
-			if code := resp.Topics[0].Partitions[0].ErrorCode; code != 0 {
-				t.Fatalf("burst %d commit %d: %v", b, i, kerr.ErrorForCode(code))
-			}
-		}
-		resp := readAnswer(t, c, fetch, corr+perBurst).(*kmsg.OffsetFetchResponse)
-		corr += perBurst + 1
-		if got, want := resp.Topics[0].Partitions[0].Offset, int64((b+1)*perBurst-1); got != want {
-			t.Fatalf("burst %d: fetched offset %d, want the last committed, %d", b, got, want)
-		}
 	}
 }

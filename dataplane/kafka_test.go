@@ -1,11 +1,20 @@
-package dataplane
+package dataplane_test
+
+// Tests of the data plane as its clients see it: a node on the cluster harness, with a
+// real control plane, read through the Kafka APIs, its /metrics, its data directory and
+// the control plane's client.
 
 import (
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,142 +23,109 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/gregor-streaming/gregor/controlplane"
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/internal/testcluster"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
-// node is one in-process data-plane node registered with a real embedded control plane.
-//
-// These tests look inside the node (its replicas, counters, metrics), so they run in
-// this package; the node assembly (package node) and the cluster harness
-// (internal/testcluster) import dataplane and cannot be used here. startClusterListen
-// is the minimal wiring they need: the control plane as its command starts it, and the
-// node registered, started and reconciled in the assembly's order.
-type node struct {
-	srv *Server
-	cp  *ClientControlPlane
-	// coordinated: the control plane coordinates groups (it has an internal listener).
-	coordinated bool
+// startNode starts a one-member control plane and one data-plane node (in the test
+// process) with opts, and returns the cluster and the node.
+func startNode(t *testing.T, opts testcluster.Options) (*testcluster.Cluster, *testcluster.DP) {
+	t.Helper()
+	opts.ControlPlanes, opts.DataPlanes = 1, 1
+	c := testcluster.New(t, opts)
+	return c, c.DP(1)
 }
 
-// startCluster starts a one-member control plane (real embedded etcd, fast timers) and
-// one data-plane node following it, wired as cmd/dp wires them.
-func startCluster(t *testing.T) *node { return startClusterWith(t, Config{}) }
-
-// startClusterWith is startCluster with node settings (listen address, data directory,
-// control plane and logger are filled in).
-func startClusterWith(t *testing.T, cfg Config) *node {
+// dial opens a raw Kafka connection to addr, closed when the test ends.
+func dial(t testing.TB, addr string) net.Conn {
 	t.Helper()
-	return startClusterListen(t, cfg, "127.0.0.1:0")
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
-// startClusterWithoutGroups is startCluster with a control plane that coordinates no
-// groups (no internal listener): group requests get no answer from it.
-func startClusterWithoutGroups(t *testing.T) *node {
+func splitHostPort(t testing.TB, addr string) (string, int32) {
 	t.Helper()
-	return startClusterListen(t, Config{}, "")
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := strconv.ParseInt(port, 10, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return host, int32(p)
 }
 
-// startClusterListen is startClusterWith with the control plane's internal listener
-// (empty: none, so no group coordinator is published).
-func startClusterListen(t *testing.T, cfg Config, cpListen string) *node {
+// metric is the value of sample name in dp's /metrics; the test fails if it is absent.
+func metric(t testing.TB, c *testcluster.Cluster, dp *testcluster.DP, name string) float64 {
 	t.Helper()
-	quiet := testutil.Quiet()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cps, err := controlplane.Start(ctx, controlplane.Config{
-		Name: "cp1", DataDir: filepath.Join(t.TempDir(), "etcd"),
-		ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", TickMs: 10, ElectionMs: 100, Logger: quiet,
-		Listen: cpListen, Groups: controlplane.GroupConfig{MinSessionTimeout: time.Second},
-	})
+	v, ok := c.Metric(t, dp, name)
+	if !ok {
+		t.Fatalf("no metric %s", name)
+	}
+	return v
+}
+
+// partitionDir is where dp keeps its replica of topic-partition.
+func partitionDir(dp *testcluster.DP, topic string, partition int32) string {
+	return filepath.Join(dp.Dir(), topic+"-"+strconv.Itoa(int(partition)))
+}
+
+// segmentBases lists the base offsets of the segments of dp's replica of
+// topic-partition, in order, from the names of its log files.
+func segmentBases(t testing.TB, dp *testcluster.DP, topic string, partition int32) []int64 {
+	t.Helper()
+	entries, err := os.ReadDir(partitionDir(dp, topic, partition))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(cps.Close)
-	cl, err := client.New(client.Config{Endpoints: []string{cps.ClientAddr()}, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &node{cp: &ClientControlPlane{Client: cl}, coordinated: cpListen != ""}
-	md, err := cl.WatchMetadata(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.cp.Metadata = md
-	listen := listenAddr(t)
-	host, port := splitHostPort(t, listen)
-	reg, err := cl.Register(ctx, cluster.Broker{ID: 1, Host: host, Port: port}, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.cp.Registration = reg
-	hwc := reg.NewHWCheckpointer(50 * time.Millisecond)
-	cfg.NodeID, cfg.Listen, cfg.DataDir, cfg.ControlPlane, cfg.Logger = 1, listen, t.TempDir(), n.cp, quiet
-	cfg.HWRecorder, cfg.HWReportInterval = hwc, 50*time.Millisecond
-	n.srv, err = New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// Follow the metadata as cmd/dp does.
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			snap := md.Snapshot()
-			if err := n.srv.Reconcile(snap); err != nil {
-				t.Errorf("reconcile: %v", err)
+	var bases []int64
+	for _, e := range entries {
+		if name, ok := strings.CutSuffix(e.Name(), ".log"); ok {
+			base, err := strconv.ParseInt(name, 10, 64)
+			if err != nil {
+				t.Fatalf("segment file %s: %v", e.Name(), err)
 			}
-			select {
-			case <-snap.Superseded():
-			case <-stop:
-				return
-			}
+			bases = append(bases, base)
 		}
-	}()
-	t.Cleanup(func() { // last registered, first run: stop the node before the control plane
-		close(stop)
-		<-done
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = n.srv.Stop(sctx)
-		_ = hwc.Close(sctx)
-		_ = reg.Close()
-		md.Close()
-		_ = cl.Close()
-	})
-	return n
+	}
+	slices.Sort(bases)
+	return bases
 }
 
-func splitHostPort(t *testing.T, addr string) (string, int32) {
+// getTopic reads topic from the control plane (not from a watch, which may lag); a
+// missing topic is not an error: ok is false.
+func getTopic(t testing.TB, c *testcluster.Cluster, topic string) (tp cluster.Topic, ok bool) {
 	t.Helper()
-	var host string
-	var port int32
-	if _, err := fmt.Sscanf(addr, "127.0.0.1:%d", &port); err != nil {
-		t.Fatal(err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tp, _, err := c.ControlPlaneClient(t).GetTopic(ctx, topic)
+	if code, isKafka := client.KafkaCode(err); isKafka && code == kerr.UnknownTopicOrPartition.Code {
+		return tp, false
 	}
-	host = "127.0.0.1"
-	return host, port
+	if err != nil {
+		t.Fatalf("topic %s: %v", topic, err)
+	}
+	return tp, true
 }
+
+func kadmStr(s string) *string { return &s }
 
 // TestFranzGoEndToEnd: franz-go with its defaults (idempotent producer, snappy, acks=all)
 // creates a topic through the node, produces keyed records with headers, reads them
 // back byte-exact in per-key order, lists offsets, and deletes the topic.
 func TestFranzGoEndToEnd(t *testing.T) {
-	n := startCluster(t)
+	c, dp := startNode(t, testcluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(n.srv.Addr()), kgo.ConsumeTopics("orders"),
+	cl := c.Client(t, kgo.ConsumeTopics("orders"),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	adm := kadm.NewClient(cl)
 	resp, err := adm.CreateTopics(ctx, 3, 1, map[string]*string{"retention.ms": kadmStr("3600000")}, "orders")
 	if err != nil || resp["orders"].Err != nil {
@@ -213,56 +189,49 @@ func TestFranzGoEndToEnd(t *testing.T) {
 		t.Fatalf("end offsets sum to %d, want %d", sum, len(records))
 	}
 	// High watermarks reach the control plane in batched, asynchronous checkpoints.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		hws, err := n.cp.Client.HighWatermarks(ctx, "orders")
+	testutil.CheckFor(t, 10*time.Second, func() error {
+		hws, err := c.ControlPlaneClient(t).HighWatermarks(ctx, "orders")
+		if err != nil {
+			return err
+		}
 		var hwSum int64
 		for _, cp := range hws {
 			hwSum += cp.HighWatermark
 		}
-		if err == nil && hwSum == int64(len(records)) {
-			break
+		if hwSum != int64(len(records)) {
+			return fmt.Errorf("high-watermark checkpoints sum to %d, want %d", hwSum, len(records))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("high-watermark checkpoints sum to %d (%v), want %d", hwSum, err, len(records))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if fetched := n.srv.fetchCounters.Sendfile.Load(); fetched == 0 {
+		return nil
+	})
+	if metric(t, c, dp, `gregor_fetch_bytes_total{path="sendfile"}`) == 0 {
 		t.Fatal("nothing was sent by sendfile")
 	}
 	dresp, err := adm.DeleteTopics(ctx, "orders")
 	if err != nil || dresp["orders"].Err != nil {
 		t.Fatalf("delete: %v %+v", err, dresp)
 	}
-	if n.srv.replicas.Partition("orders", 0) != nil {
-		t.Fatal("replica of a deleted topic still open")
+	// The node answers once its replicas reflect the deletion: the log is gone.
+	if _, err := os.Stat(partitionDir(dp, "orders", 0)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("replica of a deleted topic still on disk: %v", err)
 	}
 }
-
-func kadmStr(s string) *string { return &s }
 
 // TestAutoCreateTopics: with auto creation on, producing to a missing topic creates it
 // (with the defaults); with it off, the producer gets UNKNOWN_TOPIC_OR_PARTITION.
 func TestAutoCreateTopics(t *testing.T) {
 	for _, on := range []bool{true, false} {
 		t.Run(fmt.Sprintf("auto=%v", on), func(t *testing.T) {
-			n := startClusterWith(t, Config{AutoCreateTopics: on})
-			cl, err := kgo.NewClient(kgo.SeedBrokers(n.srv.Addr()), kgo.AllowAutoTopicCreation(),
-				kgo.RecordDeliveryTimeout(3*time.Second))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cl.Close()
+			c, _ := startNode(t, testcluster.Options{AutoCreateTopics: on})
+			cl := c.Client(t, kgo.AllowAutoTopicCreation(), kgo.RecordDeliveryTimeout(3*time.Second))
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			err = cl.ProduceSync(ctx, &kgo.Record{Topic: "auto", Value: []byte("x")}).FirstErr()
+			err := cl.ProduceSync(ctx, &kgo.Record{Topic: "auto", Value: []byte("x")}).FirstErr()
 			switch {
 			case on && err != nil:
 				t.Fatalf("produce to an auto-created topic: %v", err)
 			case on:
-				if topic, ok := n.cp.Snapshot().Topics["auto"]; !ok || topic.Partitions != 1 {
-					t.Fatalf("topic %+v", topic)
+				if topic, ok := getTopic(t, c, "auto"); !ok || topic.Partitions != 1 {
+					t.Fatalf("topic %+v (exists: %v)", topic, ok)
 				}
 			case err == nil:
 				t.Fatal("topic created with auto creation off")
@@ -274,14 +243,10 @@ func TestAutoCreateTopics(t *testing.T) {
 // TestAdminRequests: CreatePartitions grows a topic (validate-only first, then for real)
 // and the new partition takes writes; bad counts and empty requests are answered.
 func TestAdminRequests(t *testing.T) {
-	n := startCluster(t)
+	c, dp := startNode(t, testcluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(n.srv.Addr()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := c.Client(t)
 	adm := kadm.NewClient(cl)
 	if resp, err := adm.CreateTopics(ctx, 2, 1, nil, "grow"); err != nil || resp["grow"].Err != nil {
 		t.Fatalf("create: %v %+v", err, resp)
@@ -289,17 +254,19 @@ func TestAdminRequests(t *testing.T) {
 	if resp, err := adm.ValidateCreatePartitions(ctx, 2, "grow"); err != nil || resp["grow"].Err != nil {
 		t.Fatalf("validate-only: %v %+v", err, resp)
 	}
-	if got := n.cp.Snapshot().Topics["grow"].Partitions; got != 2 {
-		t.Fatalf("validate-only changed the topic: %d partitions", got)
+	if got, _ := getTopic(t, c, "grow"); got.Partitions != 2 {
+		t.Fatalf("validate-only changed the topic: %d partitions", got.Partitions)
 	}
 	if resp, err := adm.CreatePartitions(ctx, 2, "grow"); err != nil || resp["grow"].Err != nil {
 		t.Fatalf("create partitions: %v %+v", err, resp)
 	}
-	if got := n.cp.Snapshot().Topics["grow"].Partitions; got != 4 {
-		t.Fatalf("%d partitions after growing", got)
+	if got, _ := getTopic(t, c, "grow"); got.Partitions != 4 {
+		t.Fatalf("%d partitions after growing", got.Partitions)
 	}
-	if n.srv.replicas.Partition("grow", 3) == nil {
-		t.Fatal("the node does not lead the new partition")
+	// The node answers once its replicas reflect the new partitions: it leads the new
+	// one, whose log it has opened.
+	if _, err := os.Stat(partitionDir(dp, "grow", 3)); err != nil {
+		t.Fatalf("the node does not lead the new partition: %v", err)
 	}
 	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "grow", Partition: 3, Value: []byte("new")}).FirstErr(); err != nil {
 		t.Fatalf("produce to the new partition: %v", err)

@@ -2,17 +2,13 @@ package dataplane
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"math"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
@@ -176,109 +172,6 @@ func waitPastMillis(t *testing.T, ms int64) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-}
-
-// TestTopicConfigsThroughCreateTopics creates topics with franz-go's admin client on a
-// node following a real control plane and checks each config at work: retention by
-// bytes and by time (the node's retention check runs every 20 ms), segment.ms,
-// min.insync.replicas; and the values refused (INVALID_CONFIG) create no topic.
-func TestTopicConfigsThroughCreateTopics(t *testing.T) {
-	n := startClusterWith(t, Config{RetentionCheckInterval: 20 * time.Millisecond})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(n.srv.Addr()), kgo.RequiredAcks(kgo.LeaderAck()),
-		kgo.DisableIdempotentWrite(), kgo.ProducerLinger(0), kgo.RecordRetries(0),
-		kgo.ProducerBatchCompression(kgo.NoCompression())) // sizes as written
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	create := func(topic string, configs map[string]*string) error {
-		t.Helper()
-		resp, err := adm.CreateTopics(ctx, 1, 1, configs, topic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp[topic].Err
-	}
-	for topic, configs := range map[string]map[string]*string{
-		"by-bytes": {"retention.bytes": kadmStr("1"), "segment.bytes": kadmStr("1024")},
-		"by-time":  {"retention.ms": kadmStr("0")},
-		"seg-ms":   {"segment.ms": kadmStr("1")},
-		"min-isr":  {"min.insync.replicas": kadmStr("2")},
-	} {
-		if err := create(topic, configs); err != nil {
-			t.Fatalf("create %s: %v", topic, err)
-		}
-	}
-	for topic, configs := range map[string]map[string]*string{
-		"zstd":         {"compression.type": kadmStr("zstd")},
-		"uncompressed": {"compression.type": kadmStr("uncompressed")},
-		"compact":      {"cleanup.policy": kadmStr("compact")},
-		"purge":        {"retention.bytes": kadmStr("0")},
-	} {
-		if err := create(topic, configs); !errors.Is(err, kerr.InvalidConfig) {
-			t.Fatalf("%s: %v, want INVALID_CONFIG", topic, err)
-		}
-		if _, ok := n.cp.Snapshot().Topics[topic]; ok {
-			t.Fatalf("topic %s, refused for its configs, exists", topic)
-		}
-	}
-	produce := func(topic string, count int) {
-		t.Helper()
-		for range count {
-			if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: bytes.Repeat([]byte("v"), 300)}).FirstErr(); err != nil {
-				t.Fatalf("produce to %s: %v", topic, err)
-			}
-		}
-	}
-	startOf := func(topic string) int64 {
-		listed, err := adm.ListStartOffsets(ctx, topic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		o, _ := listed.Lookup(topic, 0)
-		return o.Offset
-	}
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 10s", what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	produce("by-bytes", 10)
-	byBytes := n.srv.replicas.Partition("by-bytes", 0).Log()
-	bases := byBytes.SegmentBaseOffsets()
-	active := bases[len(bases)-1]
-	if active < 6 { // retention may have deleted the older segments already
-		t.Fatalf("segment.bytes=1024: the active segment starts at %d after 10 batches of 300 bytes", active)
-	}
-	waitFor("retention.bytes=1 keeps only the active segment", func() bool { return startOf("by-bytes") == active })
-
-	produce("by-time", 3)
-	waitFor("retention.ms=0 deletes what was written", func() bool { return startOf("by-time") == 3 })
-
-	produce("seg-ms", 1)
-	waitPastMillis(t, time.Now().UnixMilli()+1)
-	produce("seg-ms", 1)
-	if got := n.srv.replicas.Partition("seg-ms", 0).Log().NumSegments(); got != 2 {
-		t.Fatalf("segment.ms=1: %d segments after two appends 2 ms apart", got)
-	}
-
-	all, err := kgo.NewClient(kgo.SeedBrokers(n.srv.Addr()), kgo.RecordRetries(0), kgo.RequestRetries(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer all.Close()
-	if err := all.ProduceSync(ctx, &kgo.Record{Topic: "min-isr", Value: []byte("x")}).FirstErr(); !errors.Is(err, kerr.NotEnoughReplicas) {
-		t.Fatalf("acks=all with min.insync.replicas=2 and an ISR of 1: %v", err)
-	}
-	produce("min-isr", 1) // acks=1 does not need the ISR
 }
 
 // TestDescribeConfigsEffectiveValues: DescribeConfigs reports what the node enforces: a
