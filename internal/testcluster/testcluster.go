@@ -93,9 +93,12 @@ const (
 	// (Options.Groups), and minSessionEnv gregor-cp's variable for it.
 	defaultMinSessionTimeout = time.Second
 	minSessionEnv            = "GREGOR_CP_GROUP_MIN_SESSION_TIMEOUT"
-	// defaultRegistrationTTL is the data-plane nodes' lease in tests: short, so that
-	// failover tests wait little, long enough for a loaded machine's keepalives.
-	defaultRegistrationTTL = 2 * time.Second
+	// defaultRegistrationTTL is the data-plane nodes' lease in tests: gregor-dp's own
+	// default. Shorter leases make failover tests quicker but lose registrations when a
+	// control-plane member dies under load: the etcd client may take more than 2 s to
+	// leave a dead endpoint, and a lost registration stops the node. A test that wants
+	// a quick failover sets Options.RegistrationTTL and kills no control-plane member.
+	defaultRegistrationTTL = node.DefaultRegistrationTTL
 )
 
 // Options configures a cluster. Zero fields take their defaults.
@@ -107,7 +110,7 @@ type Options struct {
 	// Processes runs the nodes as gregor-cp and gregor-dp processes (built once per test
 	// binary; the package's TestMain must call Main) instead of inside the test.
 	Processes bool
-	// RegistrationTTL is the data-plane nodes' lease (default 2s).
+	// RegistrationTTL is the data-plane nodes' lease (default gregor-dp's, 6s).
 	RegistrationTTL time.Duration
 	// ControllerTTL is the controller session's lease (default controlplane's).
 	ControllerTTL time.Duration
