@@ -315,6 +315,12 @@ type serverMetrics struct {
 	appends        *metrics.Counter
 	delayedProduce *metrics.Counter
 	delayedFetch   *metrics.Counter
+	// consumerBytesOut and replicationBytesOut count the records bytes of fetch
+	// answers, to consumers and to followers; replicationBytesIn those a follower
+	// appended from its leaders.
+	consumerBytesOut    *metrics.Counter
+	replicationBytesOut *metrics.Counter
+	replicationBytesIn  *metrics.Counter
 	// produceWaiting and fetchWaiting are the purgatories' current sizes.
 	produceWaiting atomic.Int64
 	fetchWaiting   atomic.Int64
@@ -342,8 +348,12 @@ func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
 		appends:        set.NewCounter("gregor_log_appends_total"),
 		delayedProduce: set.NewCounter(`gregor_purgatory_parked_total{purgatory="produce"}`),
 		delayedFetch:   set.NewCounter(`gregor_purgatory_parked_total{purgatory="fetch"}`),
-		groupForwards:  set.NewCounter("gregor_group_requests_forwarded_total"),
-		groupFailures:  set.NewCounter("gregor_group_forward_failures_total"),
+
+		consumerBytesOut:    set.NewCounter(`gregor_fetch_records_bytes_total{reader="consumer"}`),
+		replicationBytesOut: set.NewCounter(`gregor_fetch_records_bytes_total{reader="follower"}`),
+		replicationBytesIn:  set.NewCounter("gregor_replication_bytes_in_total"),
+		groupForwards:       set.NewCounter("gregor_group_requests_forwarded_total"),
+		groupFailures:       set.NewCounter("gregor_group_forward_failures_total"),
 	}
 	for _, a := range apis {
 		name := kmsg.NameForKey(a.key)
