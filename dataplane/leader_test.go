@@ -129,3 +129,56 @@ func TestAcksAllISRShrinks(t *testing.T) {
 		t.Fatalf("answer after losing leadership: %+v", rp)
 	}
 }
+
+// TestOffsetForLeaderEpoch: the leader answers from its leader-epoch cache — the largest
+// epoch up to the one asked and where it ended — at every version, fenced by the
+// current leader epoch from v2.
+func TestOffsetForLeaderEpoch(t *testing.T) {
+	s := startServer(t, Config{})
+	c := dial(t, s)
+	leadReplicated(t, s, "e", 1, 1)
+	if rp := produce(t, c, 7, "e", 0, 1, batch(3, "a", -1, -1, -1)); rp.ErrorCode != 0 {
+		t.Fatal(rp)
+	}
+	leadReplicated(t, s, "e", 3, 1)
+	if rp := produce(t, c, 7, "e", 0, 1, batch(2, "b", -1, -1, -1)); rp.ErrorCode != 0 {
+		t.Fatal(rp)
+	}
+	ask := func(v int16, topic string, current, epoch int32) kmsg.OffsetForLeaderEpochResponseTopicPartition {
+		t.Helper()
+		req := kmsg.NewPtrOffsetForLeaderEpochRequest()
+		req.ReplicaID = -1
+		rt := kmsg.NewOffsetForLeaderEpochRequestTopic()
+		rt.Topic = topic
+		rp := kmsg.NewOffsetForLeaderEpochRequestTopicPartition()
+		rp.CurrentLeaderEpoch, rp.LeaderEpoch = current, epoch
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		return roundTrip(t, c, req, v, 4).(*kmsg.OffsetForLeaderEpochResponse).Topics[0].Partitions[0]
+	}
+	for v := int16(0); v <= 3; v++ {
+		for _, tc := range []struct {
+			epoch, wantEpoch int32
+			wantEnd          int64
+		}{{0, -1, -1}, {1, 1, 3}, {2, 1, 3}, {3, 3, 5}, {9, 3, 5}} {
+			got := ask(v, "e", -1, tc.epoch)
+			wantEpoch := tc.wantEpoch
+			if v == 0 {
+				wantEpoch = -1 // not in v0's answer
+			}
+			if got.ErrorCode != 0 || got.LeaderEpoch != wantEpoch || got.EndOffset != tc.wantEnd {
+				t.Errorf("v%d epoch %d: %+v, want epoch %d end %d", v, tc.epoch, got, wantEpoch, tc.wantEnd)
+			}
+		}
+	}
+	if got := ask(3, "e", 2, 1); got.ErrorCode != kerr.FencedLeaderEpoch.Code {
+		t.Errorf("an older current leader epoch: %+v", got)
+	}
+	if got := ask(3, "nope", -1, 1); got.ErrorCode != kerr.UnknownTopicOrPartition.Code {
+		t.Errorf("an unknown partition: %+v", got)
+	}
+	s.replicas.MakeFollower("e", 0, replica.PartitionState{LeaderAndIsr: replica.LeaderAndIsr{Leader: 2, LeaderEpoch: 4}})
+	if got := ask(3, "e", -1, 1); got.ErrorCode != kerr.NotLeaderForPartition.Code {
+		t.Errorf("a follower answered: %+v", got)
+	}
+}
