@@ -34,6 +34,8 @@ type Server struct {
 	// by every connection's writers.
 	fetchCounters sendfile.Counters
 	replicas      *replica.Manager
+	// fetchers fetch the partitions this node follows from their leaders.
+	fetchers replicaFetchers
 	// gauged are the replicas whose gauges are registered; only the upkeep goroutine
 	// touches it.
 	gauged map[*replica.Partition]struct{}
@@ -76,6 +78,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.cp = cfg.ControlPlane
 	s.replicas = replica.NewManager(replica.Config{Dir: cfg.DataDir, NodeID: cfg.NodeID, Logger: s.logger})
+	s.fetchers.s = s
 	s.metrics = newServerMetrics(cfg.Metrics, s)
 	return s, nil
 }
@@ -158,6 +161,7 @@ func (s *Server) Stop(ctx context.Context) error {
 		close(s.stopUpkeep)
 		<-s.upkeepDone
 	}
+	s.fetchers.closeAll()
 	if err := s.engine.Stop(ctx); err != nil {
 		return fmt.Errorf("dataplane: stop: %w", err)
 	}

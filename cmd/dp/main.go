@@ -38,6 +38,7 @@ type options struct {
 	id                           int
 	dataDir, listen, advertise   string
 	cp, httpAddr, rack, logLevel string
+	replicaRoutes                string
 	eventLoops                   int
 	registrationTTL              time.Duration
 	copyBelow                    int64
@@ -117,12 +118,16 @@ func parseFlags(args []string) (options, error) {
 	str(&o.cp, "cp", "127.0.0.1:2379", "control-plane etcd client addresses, comma-separated")
 	str(&o.httpAddr, "http", "127.0.0.1:9644", "HTTP listener for /metrics, /healthz, /readyz")
 	str(&o.rack, "rack", "", "rack id, for spreading replicas")
+	str(&o.replicaRoutes, "replica-route", "", "id=host:port,…: addresses this node's replica fetchers dial for those nodes instead of their registered ones")
 	str(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if o.id < 0 || o.id > 1<<30 {
 		return o, fmt.Errorf("gregor-dp: --id %d out of range", o.id)
+	}
+	if _, err := node.ParseReplicaRoutes(o.replicaRoutes); err != nil {
+		return o, err
 	}
 	return o, nil
 }
@@ -133,6 +138,7 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 		ControlPlane: strings.Split(o.cp, ","), Rack: o.rack, RegistrationTTL: o.registrationTTL, Logger: logger,
 		Server: o.limits, // the limits and deadlines from the flags
 	}
+	cfg.ReplicaRoutes, _ = node.ParseReplicaRoutes(o.replicaRoutes) // checked by parseFlags
 	cfg.Server.EventLoops, cfg.Server.CopyBelowBytes, cfg.Server.AutoCreateTopics = o.eventLoops, o.copyBelow, o.autoCreateTopics
 	dp, err := node.StartDataPlane(ctx, cfg)
 	if err != nil {
