@@ -109,6 +109,10 @@ type Config struct {
 	// replica fetchers; nil: a TCP dial of addr. The cluster harness routes it through
 	// its links between nodes.
 	DialReplica func(ctx context.Context, brokerID int32, addr string) (net.Conn, error)
+	// ReplicaLagTimeMax is Kafka's replica.lag.time.max.ms: an ISR follower that has not
+	// caught up with its leader's log end for this long leaves the ISR (default
+	// DefaultReplicaLagTimeMax).
+	ReplicaLagTimeMax time.Duration
 	// Replica fetchers' settings (Kafka's replica.fetch.*); see the DefaultReplica…
 	// constants of fetcher.go.
 	ReplicaFetchMaxWait          time.Duration
@@ -207,6 +211,9 @@ func (c *Config) setReplicaDefaults() {
 	}
 	if c.ReplicaFetchBackoff == 0 {
 		c.ReplicaFetchBackoff = DefaultReplicaFetchBackoff
+	}
+	if c.ReplicaLagTimeMax == 0 {
+		c.ReplicaLagTimeMax = DefaultReplicaLagTimeMax
 	}
 	if c.ReplicaSocketTimeout == 0 {
 		c.ReplicaSocketTimeout = DefaultReplicaSocketTimeout

@@ -27,6 +27,10 @@ type ControlPlane interface {
 	DeleteTopic(ctx context.Context, name string) (int64, error)
 	CreatePartitions(ctx context.Context, name string, total int32) (int64, error)
 	AllocateProducerIDs(ctx context.Context) (client.ProducerIDBlock, error)
+	// AlterISR changes the ISR of a partition this node leads, as a compare-and-swap on
+	// the epochs of the state it decided from (controlplane/client's
+	// Registration.AlterISR).
+	AlterISR(ctx context.Context, req client.AlterISRRequest) (cluster.PartitionState, error)
 	// ForwardGroupRequest sends a Kafka group request (header and body as the client
 	// sent it) to the active group coordinator, after the requests before it in its
 	// client connection's order (place, from client.GroupOrder.Next; nil: no order), and

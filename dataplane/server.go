@@ -36,6 +36,8 @@ type Server struct {
 	replicas      *replica.Manager
 	// fetchers fetch the partitions this node follows from their leaders.
 	fetchers replicaFetchers
+	// isr are the ISR changes this node sent as leader that the view does not show yet.
+	isr isrChanges
 	// gauged are the replicas whose gauges are registered; only the upkeep goroutine
 	// touches it.
 	gauged map[*replica.Partition]struct{}
@@ -325,6 +327,9 @@ type serverMetrics struct {
 	consumerBytesOut    *metrics.Counter
 	replicationBytesOut *metrics.Counter
 	replicationBytesIn  *metrics.Counter
+	// isrShrinks and isrExpands count the ISR changes this node made as leader.
+	isrShrinks *metrics.Counter
+	isrExpands *metrics.Counter
 	// produceWaiting and fetchWaiting are the purgatories' current sizes.
 	produceWaiting atomic.Int64
 	fetchWaiting   atomic.Int64
@@ -356,6 +361,8 @@ func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
 		consumerBytesOut:    set.NewCounter(`gregor_fetch_records_bytes_total{reader="consumer"}`),
 		replicationBytesOut: set.NewCounter(`gregor_fetch_records_bytes_total{reader="follower"}`),
 		replicationBytesIn:  set.NewCounter("gregor_replication_bytes_in_total"),
+		isrShrinks:          set.NewCounter("gregor_isr_shrinks_total"),
+		isrExpands:          set.NewCounter("gregor_isr_expands_total"),
 		groupForwards:       set.NewCounter("gregor_group_requests_forwarded_total"),
 		groupFailures:       set.NewCounter("gregor_group_forward_failures_total"),
 	}

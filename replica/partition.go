@@ -164,6 +164,9 @@ type Partition struct {
 	// followers is the progress of every assigned replica but this node. Invariant:
 	// non-empty only while leading.
 	followers map[int32]*Replica
+	// epochStartOffset is the log end offset when this node began leading at its
+	// current leader epoch: a follower joins the ISR only once it has reached it.
+	epochStartOffset int64
 
 	// state packs the role (bits 32-39) and the leader epoch (bits 0-31). Written under
 	// stateMu. Invariant: the epoch is -1 in RoleNone.
@@ -309,6 +312,7 @@ func (p *Partition) makeLeader(st PartitionState) {
 	role, epoch := p.loadState()
 	newLeadership := role != RoleLeader || epoch != st.LeaderEpoch
 	followers := make(map[int32]*Replica, len(st.Replicas))
+	now := time.Now().UnixNano()
 	for _, id := range st.Replicas {
 		if id == p.localID {
 			continue
@@ -319,8 +323,19 @@ func (p *Partition) makeLeader(st PartitionState) {
 			r = newReplica(id)
 		case newLeadership:
 			r.reset()
+		default:
+			followers[id] = r
+			continue
+		}
+		if slices.Contains(st.ISR, id) {
+			// A new leader counts its ISR as caught up now (Kafka's
+			// resetReplicaState), so that it shrinks no one before they can fetch.
+			r.caughtUpAt(now)
 		}
 		followers[id] = r
+	}
+	if newLeadership {
+		p.epochStartOffset = p.log.LogEndOffset()
 	}
 	p.followers = followers
 	p.setLeadership(st, p.localID)
@@ -446,6 +461,44 @@ func (p *Partition) UpdateFollowerFetchState(id int32, fetchOffset, nowNs int64)
 		p.wakeWaiters()
 	}
 	return true
+}
+
+// ProposeISR decides the ISR this leader should have at nowNs (Kafka's maybeShrinkIsr
+// and maybeExpandIsr): an ISR follower that has not caught up with the log end within
+// maxLag leaves it; an assigned follower outside it whose log end offset has reached the
+// high watermark and the start of this leader epoch joins it. It returns the leadership
+// decided from (whose epochs the control plane's compare-and-swap checks) and the new
+// ISR, or ok false when this node does not lead or nothing changes.
+func (p *Partition) ProposeISR(nowNs int64, maxLag time.Duration) (from LeaderAndIsr, isr []int32, ok bool) {
+	p.stateMu.RLock()
+	defer p.stateMu.RUnlock()
+	role, epoch := p.loadState()
+	if role != RoleLeader || len(p.followers) == 0 {
+		return LeaderAndIsr{}, nil, false
+	}
+	leo, hw := p.log.LogEndOffset(), p.highWatermark.Load()
+	isr = make([]int32, 0, len(p.replicas))
+	for _, id := range p.isr {
+		r := p.followers[id]
+		if id == p.localID || r == nil ||
+			r.logEndOffset.Load() >= leo || nowNs-r.lastCaughtUpTimeNs.Load() <= int64(maxLag) {
+			isr = append(isr, id)
+		}
+	}
+	for _, id := range p.replicas {
+		r := p.followers[id]
+		if r == nil || slices.Contains(p.isr, id) {
+			continue
+		}
+		if end := r.logEndOffset.Load(); end >= hw && end >= p.epochStartOffset {
+			isr = append(isr, id)
+		}
+	}
+	if slices.Equal(isr, p.isr) {
+		return LeaderAndIsr{}, nil, false
+	}
+	from = LeaderAndIsr{Leader: p.leaderID, LeaderEpoch: epoch, ISR: slices.Clone(p.isr), PartitionEpoch: p.partitionEpoch}
+	return from, isr, true
 }
 
 // maxWaitersPerPartition bounds a partition's waiter list (a flood of long polls).

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/gregor-streaming/gregor/segment"
 )
@@ -77,7 +78,9 @@ func TestHighWatermarkModel(t *testing.T) {
 // Kafka's Replica.updateFetchState keeps them, and fetches that are not recorded.
 func TestFollowerFetchState(t *testing.T) {
 	m := newManager(t, t.TempDir())
-	p := lead(t, m, "t", leaderState(0, local, 2))
+	st := leaderState(0, local, 2)
+	st.ISR = []int32{local} // outside the ISR: no caught-up time to start with
+	p := lead(t, m, "t", st)
 	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 10, 0)))
 	if p.UpdateFollowerFetchState(3, 0, 1) || p.UpdateFollowerFetchState(local, 0, 1) {
 		t.Fatal("a fetch from a replica that is not an assigned follower was recorded")
@@ -88,8 +91,8 @@ func TestFollowerFetchState(t *testing.T) {
 		t.Fatalf("after a fetch behind: %d %v", r.LogEndOffset(), r.LastCaughtUpTime())
 	}
 	p.UpdateFollowerFetchState(2, 10, 200) // at the log end: caught up now
-	if r.lastCaughtUpTimeNs.Load() != 200 || p.HighWatermark() != 10 {
-		t.Fatalf("caught up at %d, high watermark %d", r.lastCaughtUpTimeNs.Load(), p.HighWatermark())
+	if r.lastCaughtUpTimeNs.Load() != 200 {
+		t.Fatalf("caught up at %d", r.lastCaughtUpTimeNs.Load())
 	}
 	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 5, 0)))
 	p.UpdateFollowerFetchState(2, 12, 300) // reached the end of its previous fetch: caught up then
@@ -106,6 +109,52 @@ func TestFollowerFetchState(t *testing.T) {
 	m.MakeFollower("t", 0, fst)
 	if p.UpdateFollowerFetchState(2, 20, 500) {
 		t.Fatal("a follower recorded a fetch")
+	}
+	// A new leader counts the followers in its ISR as caught up when it starts.
+	before := time.Now()
+	lead(t, m, "t", leaderState(2, local, 2))
+	if r := p.Follower(2); r.LogEndOffset() != -1 || r.LastCaughtUpTime().Before(before) {
+		t.Fatalf("ISR follower of a new leader: end %d, caught up %v (before %v)", r.LogEndOffset(), r.LastCaughtUpTime(), before)
+	}
+}
+
+// TestProposeISR: a follower that does not catch up within the lag time leaves the
+// ISR; one that reaches the high watermark and this epoch's start joins it; the leader
+// stays; nothing is proposed when nothing changes or this node does not lead.
+func TestProposeISR(t *testing.T) {
+	const lag = time.Second
+	m := newManager(t, t.TempDir())
+	st := leaderState(3, local, 2, 3)
+	st.ISR, st.PartitionEpoch = []int32{local, 2, 3}, 7
+	p := lead(t, m, "t", st)
+	start := time.Now().UnixNano()
+	if _, _, ok := p.ProposeISR(start, lag); ok {
+		t.Fatal("a change proposed for a new leader's ISR")
+	}
+	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 4, 0)))
+	p.UpdateFollowerFetchState(2, 4, start+int64(lag)) // 2 catches up, 3 never fetches
+	from, isr, ok := p.ProposeISR(start+int64(lag)+1, lag)
+	if !ok || !slices.Equal(isr, []int32{local, 2}) || from.LeaderEpoch != 3 || from.PartitionEpoch != 7 || !slices.Equal(from.ISR, st.ISR) {
+		t.Fatalf("shrink: %+v -> %v (%v)", from, isr, ok)
+	}
+	st.ISR, st.PartitionEpoch = isr, 8
+	lead(t, m, "t", st) // the control plane's answer
+	if hw := p.HighWatermark(); hw != 4 {
+		t.Fatalf("high watermark %d after the shrink, want 4", hw)
+	}
+	p.UpdateFollowerFetchState(3, 2, start+int64(lag)+2) // behind the high watermark
+	if _, isr, ok := p.ProposeISR(start+int64(lag)+3, lag); ok {
+		t.Fatalf("a follower behind the high watermark joins: %v", isr)
+	}
+	p.UpdateFollowerFetchState(3, 4, start+int64(lag)+4)
+	if _, isr, ok := p.ProposeISR(start+int64(lag)+5, lag); !ok || !slices.Equal(isr, []int32{local, 2, 3}) {
+		t.Fatalf("expand: %v (%v)", isr, ok)
+	}
+	fst := st
+	fst.Leader = 2
+	m.MakeFollower("t", 0, fst)
+	if _, _, ok := p.ProposeISR(start+10*int64(lag), lag); ok {
+		t.Fatal("a follower proposed an ISR")
 	}
 }
 

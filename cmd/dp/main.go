@@ -111,6 +111,7 @@ func parseFlags(args []string) (options, error) {
 	durFlag(&o.limits.FrameReadTimeout, "frame-read-timeout", dataplane.DefaultFrameReadTimeout, "time for a request to arrive once its first byte has")
 	durFlag(&o.limits.IdleTimeout, "idle-timeout", dataplane.DefaultIdleTimeout, "close connections idle this long")
 	durFlag(&o.limits.WriteTimeout, "write-timeout", dataplane.DefaultWriteTimeout, "cut a reader that takes no bytes of a response for this long")
+	durFlag(&o.limits.ReplicaLagTimeMax, "replica-lag-time-max", dataplane.DefaultReplicaLagTimeMax, "an in-sync follower that has not caught up with its leader for this long leaves the ISR (replica.lag.time.max.ms)")
 	durFlag(&o.registrationTTL, "registration-ttl", node.DefaultRegistrationTTL, "lease of the node's registration: its partitions move this long after it stops renewing it")
 	str(&o.dataDir, "data-dir", "./data/dp1", "directory of the partition logs")
 	str(&o.listen, "listen", "127.0.0.1:9092", "Kafka listener host:port")

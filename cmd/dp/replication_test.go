@@ -15,6 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/internal/testcluster"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 	"github.com/gregor-streaming/gregor/proto"
@@ -26,9 +27,9 @@ import (
 
 // startReplicated starts the cluster and creates topic with partitions partitions,
 // RF 3, min.insync.replicas 2.
-func startReplicated(t *testing.T, topic string, partitions int32) *testcluster.Cluster {
+func startReplicated(t *testing.T, topic string, partitions int32, dpFlags ...string) *testcluster.Cluster {
 	t.Helper()
-	c := testcluster.New(t, testcluster.Options{DataPlanes: 3, Processes: true})
+	c := testcluster.New(t, testcluster.Options{DataPlanes: 3, Processes: true, DPFlags: dpFlags})
 	minISR := "2"
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -284,4 +285,52 @@ func TestKcatAcksAllReplicated(t *testing.T) {
 		t.Fatalf("kcat read %d records back, want 200", n)
 	}
 	checkReplicasAgree(t, c, "kcat3", 3, true)
+}
+
+// TestISRShrinkAndExpand: a follower cut off from its leader (its replica link cut, its
+// registration alive) leaves the ISR once replica.lag.time.max.ms passes, through the
+// leader's AlterISR, and acks=all goes on with the two left; healed, it catches up and
+// the leader adds it back.
+func TestISRShrinkAndExpand(t *testing.T) {
+	c := startReplicated(t, "isr", 1, "--replica-lag-time-max", "2s")
+	leader := c.Leader(t, "isr", 0)
+	var follower *testcluster.DP
+	for _, dp := range c.DPs {
+		if dp != leader {
+			follower = dp
+			break
+		}
+	}
+	tp := cluster.TopicPartition{Topic: "isr", Partition: 0}
+	isrHas := func(want bool) func() error {
+		return func() error {
+			st := c.Metadata(t).Partitions[tp]
+			if has := slices.Contains(st.ISR, follower.ID); has != want {
+				return fmt.Errorf("ISR %v (%s in it: %v, want %v)", st.ISR, follower.Name(), has, want)
+			}
+			return nil
+		}
+	}
+	l := startLoad(t, c, "isr")
+	l.waitAcked(t, 500)
+	if err := c.ReplicaLink(follower, leader).Cut(); err != nil {
+		t.Fatal(err)
+	}
+	c.CheckFor(t, 30*time.Second, isrHas(false))
+	l.mu.Lock()
+	before := len(l.acked)
+	l.mu.Unlock()
+	l.waitAcked(t, before+500) // acks=all with the ISR at min.insync.replicas
+	if err := c.ReplicaLink(follower, leader).Heal(); err != nil {
+		t.Fatal(err)
+	}
+	c.CheckFor(t, 30*time.Second, isrHas(true))
+	acked := l.finish()
+	readAll(t, c, "isr", acked)
+	checkReplicasAgree(t, c, "isr", 1, true)
+	for _, name := range []string{"gregor_isr_shrinks_total", "gregor_isr_expands_total"} {
+		if v, ok := c.Metric(t, leader, name); !ok || v < 1 {
+			t.Errorf("%s on the leader: %v (found %v)", name, v, ok)
+		}
+	}
 }
