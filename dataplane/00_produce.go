@@ -252,8 +252,8 @@ func (s *Server) answerStaged(st *stagedAppends, sp *stagedProduce) {
 		w.parts = append(w.parts, wf.p)
 	}
 	w.try = func() bool {
-		for _, wf := range waits {
-			if wf.p.HighWatermark() < wf.need {
+		for i := range waits {
+			if !waits[i].settle(r.resp.buf.B) {
 				return false
 			}
 		}
@@ -261,9 +261,9 @@ func (s *Server) answerStaged(st *stagedAppends, sp *stagedProduce) {
 		return true
 	}
 	w.expire = func() {
-		for _, wf := range waits {
-			if wf.p.HighWatermark() < wf.need {
-				proto.PatchProduceErrorCode(r.resp.buf.B, wf.pos, kerr.RequestTimedOut.Code)
+		for i := range waits {
+			if !waits[i].settle(r.resp.buf.B) {
+				proto.PatchProduceErrorCode(r.resp.buf.B, waits[i].pos, kerr.RequestTimedOut.Code)
 			}
 		}
 		r.resp.setBytes()
@@ -278,6 +278,28 @@ type produceWait struct {
 	p    *replica.Partition
 	need int64
 	pos  int
+	done bool
+}
+
+// settle decides a waiting answer if it can now, patching its error code into the
+// response b, and reports whether it is decided (Kafka's checkEnoughReplicasReachOffset):
+// once the high watermark passes the batch it succeeded, or failed with
+// NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below min.insync.replicas
+// meanwhile; a node that stopped leading answers NOT_LEADER_OR_FOLLOWER.
+func (wf *produceWait) settle(b []byte) bool {
+	switch {
+	case wf.done:
+	case wf.p.HighWatermark() >= wf.need:
+		if wf.p.UnderMinISR() {
+			proto.PatchProduceErrorCode(b, wf.pos, kerr.NotEnoughReplicasAfterAppend.Code)
+		}
+	case !wf.p.IsLeader():
+		proto.PatchProduceErrorCode(b, wf.pos, kerr.NotLeaderForPartition.Code)
+	default:
+		return false
+	}
+	wf.done = true
+	return true
 }
 
 // produceErrorCode maps an append error to the code Kafka answers with.

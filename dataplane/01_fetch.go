@@ -1,6 +1,9 @@
 package dataplane
 
 // Fetch, key 1, versions 4-11 (non-flexible; hand-written codec in proto). Consumers read below the high watermark;
+// followers (replica id >= 0, an assigned replica) read up to the log end, and each of
+// their fetches records their progress, which moves the high watermark (replica's
+// UpdateFollowerFetchState); their answers carry it, and their bytes are counted apart.
 // read_committed sees the last stable offset, which is the high watermark (no
 // transactions). max_bytes and the partition limits hold except for the first batch of
 // the first non-empty partition, which is always whole (KIP-74). min_bytes/max_wait_ms
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gregor-streaming/gregor/proto"
+	"github.com/gregor-streaming/gregor/replica"
 	"github.com/gregor-streaming/gregor/segment"
 	"github.com/gregor-streaming/gregor/sendfile"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -112,6 +116,13 @@ func (f *fetch) collect() int {
 		remaining = 1 << 30
 	}
 	total := 0
+	// A replica id >= 0 is a follower (replica fetchers): it reads up to the log end,
+	// not the high watermark, and its fetch offset is its progress.
+	follower := f.req.ReplicaID >= 0
+	var nowNs int64
+	if follower {
+		nowNs = time.Now().UnixNano()
+	}
 	walk := f.req.Walk()
 	for range f.req.Topics {
 		name, partitions, _ := walk.NextTopic() // ParseFetchRequest checked the walk
@@ -121,14 +132,18 @@ func (f *fetch) collect() int {
 			p := f.s.replicas.PartitionBytes(name, rp.Partition)
 			if p == nil {
 				part.ErrorCode = kerr.UnknownTopicOrPartition.Code
-			} else if part.ErrorCode = p.CheckLeaderEpoch(rp.CurrentLeaderEpoch); part.ErrorCode == 0 {
-				hw := p.HighWatermark()
+			} else if part.ErrorCode = f.check(p, &rp, nowNs); part.ErrorCode == 0 {
 				log := p.Log()
+				hw := p.HighWatermark() // after a follower's progress moved it
+				bound := hw
+				if follower {
+					bound = log.LogEndOffset()
+				}
 				part.HighWatermark, part.LastStableOffset, part.LogStartOffset = hw, hw, log.LogStartOffset()
 				limit := min(int(rp.PartitionMaxBytes), remaining)
 				from := len(f.regions)
 				var err error
-				f.regions, err = log.Read(f.regions, rp.FetchOffset, limit, hw, total == 0)
+				f.regions, err = log.Read(f.regions, rp.FetchOffset, limit, bound, total == 0)
 				switch {
 				case errors.Is(err, segment.ErrOffsetOutOfRange):
 					part.ErrorCode = kerr.OffsetOutOfRange.Code
@@ -146,6 +161,19 @@ func (f *fetch) collect() int {
 		}
 	}
 	return total
+}
+
+// check answers whether partition p may be read for rp (0, or the error code to
+// answer) and records a follower's progress: the leader-epoch check, then, for a
+// follower, that it is an assigned replica of a partition this node leads.
+func (f *fetch) check(p *replica.Partition, rp *proto.FetchPartitionRequest, nowNs int64) int16 {
+	if code := p.CheckLeaderEpoch(rp.CurrentLeaderEpoch); code != 0 || f.req.ReplicaID < 0 {
+		return code
+	}
+	if !p.UpdateFollowerFetchState(f.req.ReplicaID, rp.FetchOffset, nowNs) {
+		return kerr.NotLeaderForPartition.Code // not an assigned follower (yet)
+	}
+	return 0
 }
 
 // release gives back the regions of a collect that will not be sent.
@@ -185,6 +213,11 @@ func (f *fetch) answer() {
 		}
 	}
 	proto.EndFrame(buf.B, start, extra)
+	if f.req.ReplicaID >= 0 {
+		f.s.metrics.replicationBytesOut.Add(extra)
+	} else {
+		f.s.metrics.consumerBytesOut.Add(extra)
+	}
 	resp.pieces = resp.pieces[:0]
 	prev := 0
 	for k, cut := range f.cuts {

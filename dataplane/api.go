@@ -34,6 +34,7 @@ func init() {
 		{key: deleteTopicsKey, min: 0, max: 3, handle: handleDeleteTopics},
 		{key: createPartitionsKey, min: 0, max: 1, handle: handleCreatePartitions},
 		{key: initProducerIDKey, min: 0, max: 1, handle: handleInitProducerID},
+		{key: offsetForLeaderEpochKey, min: 0, max: 3, handle: handleOffsetForLeaderEpoch},
 		{key: describeConfigsKey, min: 0, max: 2, handle: handleDescribeConfigs},
 		{key: findCoordinatorKey, min: 0, max: 2, handle: handleFindCoordinator},
 		// Forwarded to the group coordinator (11_groups.go, whose groupRefusals lists them).

@@ -9,6 +9,7 @@
 package dataplane
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -104,6 +105,22 @@ type Config struct {
 	// a new leader epoch, and a process whose registration a later one took over stops
 	// leading. 0: not checked.
 	BrokerEpoch int64
+	// DialReplica dials a leader's Kafka listener (addr, as registered) for this node's
+	// replica fetchers; nil: a TCP dial of addr. The cluster harness routes it through
+	// its links between nodes.
+	DialReplica func(ctx context.Context, brokerID int32, addr string) (net.Conn, error)
+	// ReplicaLagTimeMax is Kafka's replica.lag.time.max.ms: an ISR follower that has not
+	// caught up with its leader's log end for this long leaves the ISR (default
+	// DefaultReplicaLagTimeMax).
+	ReplicaLagTimeMax time.Duration
+	// Replica fetchers' settings (Kafka's replica.fetch.*); see the DefaultReplica…
+	// constants of fetcher.go.
+	ReplicaFetchMaxWait          time.Duration
+	ReplicaFetchMinBytes         int32
+	ReplicaFetchMaxBytes         int32
+	ReplicaFetchResponseMaxBytes int32
+	ReplicaFetchBackoff          time.Duration
+	ReplicaSocketTimeout         time.Duration
 	// Upkeep intervals; see the Default… constants of housekeeping.go.
 	HWReportInterval       time.Duration
 	RetentionCheckInterval time.Duration
@@ -166,6 +183,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Metrics == nil {
 		c.Metrics = metrics.NewSet()
 	}
+	c.setReplicaDefaults()
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return c, fmt.Errorf("dataplane: listen address %q: %w", c.Listen, err)
 	}
@@ -176,4 +194,28 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("dataplane: limits out of range: %+v", c)
 	}
 	return c, nil
+}
+
+func (c *Config) setReplicaDefaults() {
+	if c.ReplicaFetchMaxWait == 0 {
+		c.ReplicaFetchMaxWait = DefaultReplicaFetchMaxWait
+	}
+	if c.ReplicaFetchMinBytes == 0 {
+		c.ReplicaFetchMinBytes = DefaultReplicaFetchMinBytes
+	}
+	if c.ReplicaFetchMaxBytes == 0 {
+		c.ReplicaFetchMaxBytes = DefaultReplicaFetchMaxBytes
+	}
+	if c.ReplicaFetchResponseMaxBytes == 0 {
+		c.ReplicaFetchResponseMaxBytes = DefaultReplicaFetchResponseMaxBytes
+	}
+	if c.ReplicaFetchBackoff == 0 {
+		c.ReplicaFetchBackoff = DefaultReplicaFetchBackoff
+	}
+	if c.ReplicaLagTimeMax == 0 {
+		c.ReplicaLagTimeMax = DefaultReplicaLagTimeMax
+	}
+	if c.ReplicaSocketTimeout == 0 {
+		c.ReplicaSocketTimeout = DefaultReplicaSocketTimeout
+	}
 }

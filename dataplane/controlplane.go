@@ -27,6 +27,10 @@ type ControlPlane interface {
 	DeleteTopic(ctx context.Context, name string) (int64, error)
 	CreatePartitions(ctx context.Context, name string, total int32) (int64, error)
 	AllocateProducerIDs(ctx context.Context) (client.ProducerIDBlock, error)
+	// AlterISR changes the ISR of a partition this node leads, as a compare-and-swap on
+	// the epochs of the state it decided from (controlplane/client's
+	// Registration.AlterISR).
+	AlterISR(ctx context.Context, req client.AlterISRRequest) (cluster.PartitionState, error)
 	// ForwardGroupRequest sends a Kafka group request (header and body as the client
 	// sent it) to the active group coordinator, after the requests before it in its
 	// client connection's order (place, from client.GroupOrder.Next; nil: no order), and
@@ -42,9 +46,9 @@ type ControlPlane interface {
 const adminTimeout = 30 * time.Second
 
 // Reconcile brings this node's replicas in line with a metadata snapshot: it leads the
-// partitions whose state names it leader (opening or creating their logs), follows
-// (without fetching yet) the others it has a replica of, and deletes the replicas of
-// topics that no longer exist. cmd/dp calls it for every snapshot the watch delivers; it
+// partitions whose state names it leader (opening or creating their logs), follows the
+// others assigned to it (opening or creating their logs, and fetching from their
+// leaders: fetcher.go), and deletes the replicas of topics that no longer exist. cmd/dp calls it for every snapshot the watch delivers; it
 // is idempotent. Calls are serialised and a snapshot older than one already applied is
 // ignored, so a slow reconcile of an old view cannot reopen the log of a topic a newer
 // view deleted. With Config.BrokerEpoch set, a
@@ -63,6 +67,7 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 		mine = func(st cluster.PartitionState) bool { return ours && st.ModRevision > epoch }
 	}
 	var errs []error
+	var follow []followTarget
 	for tp, st := range snap.Partitions {
 		if !contains(st.Replicas, s.cfg.NodeID) {
 			continue
@@ -81,8 +86,11 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 			Replicas:          st.Replicas,
 			MinInsyncReplicas: minISR,
 		}
+		key := tpKey{tp.Topic, tp.Partition}
 		switch {
 		case st.Leader == s.cfg.NodeID && mine(st):
+			// No fetcher appends to a log this node leads.
+			s.fetchers.remove(key)
 			// The log's settings come from this snapshot's topic, not from the view
 			// last reconciled: that one lacks a topic created since, and the log
 			// would open with the defaults.
@@ -91,13 +99,25 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 			}
 		case st.Leader == s.cfg.NodeID:
 			// Another process of this node leads: refuse produce and fetch.
+			s.fetchers.remove(key)
 			if p := s.replicas.Partition(tp.Topic, tp.Partition); p != nil {
 				p.Resign()
 			}
 		default:
-			s.replicas.MakeFollower(tp.Topic, tp.Partition, rst)
+			// Follow: open the replica and fetch from the leader, if it has one and it
+			// is registered.
+			p, err := s.replicas.Follow(tp.Topic, tp.Partition, rst, topic.Configs,
+				func() segment.Config { return s.logConfig(topic) })
+			if err != nil {
+				errs = append(errs, err)
+			}
+			if b, ok := snap.Brokers[st.Leader]; ok && p != nil {
+				follow = append(follow, followTarget{tpKey: key, p: p, leader: st.Leader,
+					addr: brokerAddr(b.Host, b.Port), epoch: st.LeaderEpoch})
+			}
 		}
 	}
+	s.fetchers.set(follow)
 	local, err := s.replicas.ReplicasOnDisk()
 	if err != nil {
 		errs = append(errs, err)

@@ -47,6 +47,14 @@ func (c *ClientControlPlane) AllocateProducerIDs(ctx context.Context) (client.Pr
 	return c.Registration.AllocateProducerIDs(ctx)
 }
 
+// AlterISR implements ControlPlane.
+func (c *ClientControlPlane) AlterISR(ctx context.Context, req client.AlterISRRequest) (cluster.PartitionState, error) {
+	if c.Registration == nil {
+		return cluster.PartitionState{}, errors.New("dataplane: not registered with the control plane yet")
+	}
+	return c.Registration.AlterISR(ctx, req)
+}
+
 // ForwardGroupRequest implements ControlPlane.
 func (c *ClientControlPlane) ForwardGroupRequest(ctx context.Context, place *client.GroupPlace, clientHost string, request []byte) ([]byte, error) {
 	return c.Client.ForwardGroupRequestInOrder(ctx, place, clientHost, request)

@@ -33,13 +33,18 @@ func (s *Server) upkeep(stop <-chan struct{}) {
 	hw := time.NewTicker(s.cfg.HWReportInterval)
 	retention := time.NewTicker(s.cfg.RetentionCheckInterval)
 	checkpoint := time.NewTicker(s.cfg.CheckpointInterval)
+	// ISR changes are checked at half the lag time, as Kafka's isr-expiration task.
+	isr := time.NewTicker(max(s.cfg.ReplicaLagTimeMax/2, time.Millisecond))
 	defer hw.Stop()
 	defer retention.Stop()
 	defer checkpoint.Stop()
+	defer isr.Stop()
 	for {
 		select {
 		case <-stop:
 			return
+		case <-isr.C:
+			s.maintainISR()
 		case <-hw.C:
 			s.reportHighWatermarks()
 		case <-retention.C:

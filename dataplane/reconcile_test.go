@@ -71,7 +71,8 @@ func TestReconcileLeadsOnlyForItsRegistration(t *testing.T) {
 
 // TestReconcileFollowsPartitionsLedElsewhere: a replica this node has of a partition
 // another node now leads becomes that leader's follower, with its epoch and ISR, and
-// refuses produce; a partition it has no replica of gets none.
+// refuses produce; a partition assigned to it that it has no replica of is opened to
+// follow.
 func TestReconcileFollowsPartitionsLedElsewhere(t *testing.T) {
 	s := startServer(t, Config{NodeID: 1})
 	rev := int64(0)
@@ -109,7 +110,8 @@ func TestReconcileFollowsPartitionsLedElsewhere(t *testing.T) {
 	if rp := produce(t, dial(t, s), 7, "f", 0, 1, batch(1, "x", -1, -1, -1)); rp.ErrorCode != kerr.NotLeaderForPartition.Code {
 		t.Fatalf("produce to a follower: code %d", rp.ErrorCode)
 	}
-	if s.replicas.Partition("f", 1) != nil {
-		t.Fatal("a replica was opened for a partition this node never led")
+	// An assigned replica is opened to follow, whether or not this node ever led it.
+	if p1 := s.replicas.Partition("f", 1); p1 == nil || p1.Role() != replica.RoleFollower || p1.LeaderEpoch() != 1 {
+		t.Fatalf("partition 1: %v, want a follower at epoch 1", p1)
 	}
 }

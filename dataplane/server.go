@@ -34,6 +34,10 @@ type Server struct {
 	// by every connection's writers.
 	fetchCounters sendfile.Counters
 	replicas      *replica.Manager
+	// fetchers fetch the partitions this node follows from their leaders.
+	fetchers replicaFetchers
+	// isr are the ISR changes this node sent as leader that the view does not show yet.
+	isr isrChanges
 	// gauged are the replicas whose gauges are registered; only the upkeep goroutine
 	// touches it.
 	gauged map[*replica.Partition]struct{}
@@ -76,6 +80,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.cp = cfg.ControlPlane
 	s.replicas = replica.NewManager(replica.Config{Dir: cfg.DataDir, NodeID: cfg.NodeID, Logger: s.logger})
+	s.fetchers.s = s
 	s.metrics = newServerMetrics(cfg.Metrics, s)
 	return s, nil
 }
@@ -158,6 +163,7 @@ func (s *Server) Stop(ctx context.Context) error {
 		close(s.stopUpkeep)
 		<-s.upkeepDone
 	}
+	s.fetchers.closeAll()
 	if err := s.engine.Stop(ctx); err != nil {
 		return fmt.Errorf("dataplane: stop: %w", err)
 	}
@@ -315,6 +321,15 @@ type serverMetrics struct {
 	appends        *metrics.Counter
 	delayedProduce *metrics.Counter
 	delayedFetch   *metrics.Counter
+	// consumerBytesOut and replicationBytesOut count the records bytes of fetch
+	// answers, to consumers and to followers; replicationBytesIn those a follower
+	// appended from its leaders.
+	consumerBytesOut    *metrics.Counter
+	replicationBytesOut *metrics.Counter
+	replicationBytesIn  *metrics.Counter
+	// isrShrinks and isrExpands count the ISR changes this node made as leader.
+	isrShrinks *metrics.Counter
+	isrExpands *metrics.Counter
 	// produceWaiting and fetchWaiting are the purgatories' current sizes.
 	produceWaiting atomic.Int64
 	fetchWaiting   atomic.Int64
@@ -342,8 +357,14 @@ func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
 		appends:        set.NewCounter("gregor_log_appends_total"),
 		delayedProduce: set.NewCounter(`gregor_purgatory_parked_total{purgatory="produce"}`),
 		delayedFetch:   set.NewCounter(`gregor_purgatory_parked_total{purgatory="fetch"}`),
-		groupForwards:  set.NewCounter("gregor_group_requests_forwarded_total"),
-		groupFailures:  set.NewCounter("gregor_group_forward_failures_total"),
+
+		consumerBytesOut:    set.NewCounter(`gregor_fetch_records_bytes_total{reader="consumer"}`),
+		replicationBytesOut: set.NewCounter(`gregor_fetch_records_bytes_total{reader="follower"}`),
+		replicationBytesIn:  set.NewCounter("gregor_replication_bytes_in_total"),
+		isrShrinks:          set.NewCounter("gregor_isr_shrinks_total"),
+		isrExpands:          set.NewCounter("gregor_isr_expands_total"),
+		groupForwards:       set.NewCounter("gregor_group_requests_forwarded_total"),
+		groupFailures:       set.NewCounter("gregor_group_forward_failures_total"),
 	}
 	for _, a := range apis {
 		name := kmsg.NameForKey(a.key)

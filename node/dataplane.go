@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,6 +57,10 @@ type Config struct {
 	ControlPlane []string
 	// Rack is the node's rack, for spreading replicas.
 	Rack string
+	// ReplicaRoutes maps a node id to the address this node's replica fetchers dial for
+	// it instead of its registered one (the cluster harness's links between nodes).
+	// Used when Server.DialReplica is nil.
+	ReplicaRoutes map[int32]string
 	// RegistrationTTL is the registration's lease (default DefaultRegistrationTTL).
 	RegistrationTTL time.Duration
 	// Server holds the data plane's own settings: limits, deadlines, event loops,
@@ -185,6 +191,9 @@ func StartDataPlane(ctx context.Context, cfg Config) (dp *DataPlane, err error) 
 	sc.ControlPlane = &dataplane.ClientControlPlane{Client: d.cl, Metadata: d.md, Registration: d.reg}
 	sc.HWRecorder, sc.Logger, sc.Metrics = d.hwc, logger, set
 	sc.LeaseSafeUntil, sc.BrokerEpoch = d.reg.SafeUntil, d.reg.Broker().Epoch
+	if sc.DialReplica == nil && len(cfg.ReplicaRoutes) > 0 {
+		sc.DialReplica = routedDial(cfg.ReplicaRoutes)
+	}
 	srv, err := dataplane.New(sc)
 	if err != nil {
 		return nil, err
@@ -382,4 +391,46 @@ func register(ctx context.Context, cl *client.Client, b cluster.Broker, ttl time
 		case <-time.After(takeoverRetryInterval):
 		}
 	}
+}
+
+// routedDial dials a node at its route, if it has one, else at its registered address.
+func routedDial(routes map[int32]string) func(ctx context.Context, id int32, addr string) (net.Conn, error) {
+	return func(ctx context.Context, id int32, addr string) (net.Conn, error) {
+		if r, ok := routes[id]; ok {
+			addr = r
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}
+}
+
+// ParseReplicaRoutes parses routes written id=host:port,id=host:port (gregor-dp's
+// --replica-route).
+func ParseReplicaRoutes(s string) (map[int32]string, error) {
+	routes := map[int32]string{}
+	for _, kv := range strings.Split(s, ",") {
+		if kv == "" {
+			continue
+		}
+		id, addr, ok := strings.Cut(kv, "=")
+		n, err := strconv.ParseInt(id, 10, 32)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("node: replica route %q: want id=host:port", kv)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("node: replica route %q: %w", kv, err)
+		}
+		routes[int32(n)] = addr
+	}
+	return routes, nil
+}
+
+// FormatReplicaRoutes writes routes as ParseReplicaRoutes reads them.
+func FormatReplicaRoutes(routes map[int32]string) string {
+	var parts []string
+	for id, addr := range routes {
+		parts = append(parts, strconv.Itoa(int(id))+"="+addr)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
 }

@@ -194,33 +194,22 @@ func ParseFetchRequest(b []byte, version int16) (FetchRequest, error) {
 
 // FetchWalker reads a Fetch request's topics and partitions in order.
 type FetchWalker struct {
-	rest                  []byte
-	version               int16
-	topicsLeft, partsLeft int
+	topicCursor
+	version int16
 }
 
 // Walk starts reading the topics from the first.
 func (r *FetchRequest) Walk() FetchWalker {
-	return FetchWalker{rest: r.topics, version: r.version, topicsLeft: r.Topics}
+	return FetchWalker{topicCursor: topicCursor{rest: r.topics, topicsLeft: r.Topics}, version: r.version}
 }
 
 // NextTopic advances to the next topic.
 func (w *FetchWalker) NextTopic() (name []byte, partitions int, err error) {
-	if w.topicsLeft == 0 || w.partsLeft != 0 {
+	name, n, ok := w.nextTopic(fetchPartitionBytes(w.version))
+	if !ok {
 		return nil, 0, ErrMalformedFetch
 	}
-	var ok bool
-	if name, w.rest, ok = readString(w.rest); !ok || len(w.rest) < 4 {
-		return nil, 0, ErrMalformedFetch
-	}
-	n := int32(binary.BigEndian.Uint32(w.rest))
-	w.rest = w.rest[4:]
-	if n < 0 || int(n) > len(w.rest)/fetchPartitionBytes(w.version) {
-		return nil, 0, ErrMalformedFetch
-	}
-	w.topicsLeft--
-	w.partsLeft = int(n)
-	return name, int(n), nil
+	return name, n, nil
 }
 
 // NextPartition reads the current topic's next partition.

@@ -159,3 +159,81 @@ func FuzzParseFetchRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestFetchClientCodecMatchesKmsg: the follower's request encoder and response walker
+// agree with kmsg at every version.
+func TestFetchClientCodecMatchesKmsg(t *testing.T) {
+	for v := int16(FetchVersionMin); v <= FetchVersionMax; v++ {
+		want := kmsg.NewPtrFetchRequest()
+		want.SetVersion(v)
+		want.ReplicaID, want.MaxWaitMillis, want.MinBytes, want.MaxBytes, want.SessionEpoch = 3, 500, 1, 10<<20, -1
+		var body []byte
+		body = AppendFetchRequestStart(body, v, 3, 500, 1, 10<<20, 2)
+		for ti, name := range []string{"a", "bb"} {
+			rt := kmsg.NewFetchRequestTopic()
+			rt.Topic = name
+			body = AppendTopicStart(body, []byte(name), 2)
+			for pi := range int32(2) {
+				rp := kmsg.NewFetchRequestTopicPartition()
+				rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes = pi, int64(10*ti)+int64(pi), 1<<20
+				if v >= 9 {
+					rp.CurrentLeaderEpoch = 7
+				}
+				if v >= 5 {
+					rp.LogStartOffset = 4
+				}
+				rt.Partitions = append(rt.Partitions, rp)
+				body = AppendFetchRequestPartition(body, v, &FetchPartitionRequest{Partition: pi, CurrentLeaderEpoch: 7,
+					FetchOffset: int64(10*ti) + int64(pi), LogStartOffset: 4, PartitionMaxBytes: 1 << 20})
+			}
+			want.Topics = append(want.Topics, rt)
+		}
+		body = AppendFetchRequestEnd(body, v)
+		if exp := want.AppendTo(nil); !bytes.Equal(body, exp) {
+			t.Fatalf("v%d request:\n got %x\nwant %x", v, body, exp)
+		}
+
+		resp := kmsg.NewPtrFetchResponse()
+		resp.SetVersion(v)
+		resp.ErrorCode = 0
+		for ti, name := range []string{"a", "bb"} {
+			rt := kmsg.NewFetchResponseTopic()
+			rt.Topic = name
+			for pi := range int32(2) {
+				rp := kmsg.NewFetchResponseTopicPartition()
+				rp.Partition, rp.ErrorCode, rp.HighWatermark, rp.LastStableOffset, rp.LogStartOffset = pi, int16(ti), 9, 9, 2
+				if pi == 1 {
+					rp.RecordBatches = []byte("batches")
+					rp.AbortedTransactions = []kmsg.FetchResponseTopicPartitionAbortedTransaction{{ProducerID: 1, FirstOffset: 2}}
+				}
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		r, err := ParseFetchResponse(resp.AppendTo(nil), v)
+		if err != nil || r.Topics != 2 {
+			t.Fatalf("v%d: %v, %d topics", v, err, r.Topics)
+		}
+		for ti := range 2 {
+			name, parts, err := r.NextTopic()
+			if err != nil || string(name) != resp.Topics[ti].Topic || parts != 2 {
+				t.Fatalf("v%d topic %d: %q %d %v", v, ti, name, parts, err)
+			}
+			for pi := range 2 {
+				p, err := r.NextPartition()
+				w := resp.Topics[ti].Partitions[pi]
+				lso := int64(2)
+				if v < 5 {
+					lso = -1
+				}
+				if err != nil || p.Partition != w.Partition || p.ErrorCode != w.ErrorCode || p.HighWatermark != 9 ||
+					p.LogStartOffset != lso || !bytes.Equal(p.Records, w.RecordBatches) {
+					t.Fatalf("v%d partition %d/%d: %+v %v", v, ti, pi, p, err)
+				}
+			}
+		}
+		if len(r.rest) != 0 {
+			t.Fatalf("v%d: %d bytes left", v, len(r.rest))
+		}
+	}
+}

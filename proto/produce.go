@@ -34,11 +34,9 @@ type ProduceRequest struct {
 	// Topics is the number of topics.
 	Topics int
 
-	rest []byte
-	// topic is the current topic's name; partsLeft its partitions not yet returned.
-	topic      []byte
-	partsLeft  int
-	topicsLeft int
+	// topic is the current topic's name.
+	topic []byte
+	topicCursor
 }
 
 // ParseProduceRequest decodes the head of a produce request body. Counts are checked
@@ -62,21 +60,39 @@ func ParseProduceRequest(b []byte) (ProduceRequest, error) {
 
 // NextTopic advances to the next topic and returns its name and partition count.
 func (r *ProduceRequest) NextTopic() (name []byte, partitions int, err error) {
-	if r.topicsLeft == 0 || r.partsLeft != 0 {
+	name, n, ok := r.nextTopic(8) // a partition takes at least 8 bytes
+	if !ok {
 		return nil, 0, ErrMalformedProduce
 	}
-	var ok bool
-	if name, r.rest, ok = readString(r.rest); !ok || len(r.rest) < 4 {
-		return nil, 0, ErrMalformedProduce
+	r.topic = name
+	return name, n, nil
+}
+
+// topicCursor walks the topics of a request or response: each a name (a non-flexible
+// string) and a partition count, then the partitions.
+type topicCursor struct {
+	rest                  []byte
+	topicsLeft, partsLeft int
+}
+
+// nextTopic reads the next topic's name and partition count, each partition taking at
+// least partBytes of what follows; false if the bytes do not fit.
+func (c *topicCursor) nextTopic(partBytes int) (name []byte, partitions int, ok bool) {
+	if c.topicsLeft == 0 || c.partsLeft != 0 {
+		return nil, 0, false
 	}
-	n := int32(binary.BigEndian.Uint32(r.rest))
-	r.rest = r.rest[4:]
-	if n < 0 || int(n) > len(r.rest)/8 { // a partition takes at least 8 bytes
-		return nil, 0, ErrMalformedProduce
+	b := c.rest
+	if name, b, ok = readString(b); !ok || len(b) < 4 {
+		return nil, 0, false
 	}
-	r.topicsLeft--
-	r.topic, r.partsLeft = name, int(n)
-	return name, int(n), nil
+	n := int32(binary.BigEndian.Uint32(b))
+	if n < 0 || int(n) > len(b[4:])/partBytes {
+		return nil, 0, false
+	}
+	c.rest = b[4:]
+	c.topicsLeft--
+	c.partsLeft = int(n)
+	return name, int(n), true
 }
 
 // NextPartition returns the current topic's next partition and its records (nil when

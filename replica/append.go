@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/gregor-streaming/gregor/proto"
@@ -114,6 +115,10 @@ func (a *LeaderAppend) Commit() (segment.AppendInfo, error) {
 	return info, nil
 }
 
+// ErrNotFollower: a follower's append or truncation reached a replica that no longer
+// follows (the controller made it leader meanwhile).
+var ErrNotFollower = errors.New("replica: not a follower")
+
 // AppendAsFollower appends batches fetched from the leader as they are, with the
 // leader's offsets and leader epochs (segment.Log.AppendAsFollower), and keeps the
 // idempotent-producer state from them, so that this node, once leader, recognises a
@@ -121,6 +126,9 @@ func (a *LeaderAppend) Commit() (segment.AppendInfo, error) {
 func (p *Partition) AppendAsFollower(records []byte) (segment.AppendInfo, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.Role() != RoleFollower {
+		return segment.AppendInfo{}, ErrNotFollower
+	}
 	info, err := p.log.AppendAsFollower(records)
 	if err != nil {
 		return info, err
@@ -154,6 +162,35 @@ func (p *Partition) TruncateTo(offset int64) (int64, error) {
 	}
 	return leo, nil
 }
+
+// UpdateFollowerHighWatermark sets a follower's high watermark from its leader's, as a
+// fetch response carries it: the smaller of the leader's and this log's end (Kafka's
+// follower rule), so that it never passes the log end offset.
+func (p *Partition) UpdateFollowerHighWatermark(leaderHW int64) {
+	p.mu.Lock()
+	if p.Role() == RoleFollower {
+		p.highWatermark.Store(max(min(leaderHW, p.log.LogEndOffset()), 0))
+	}
+	p.mu.Unlock()
+}
+
+// TruncateFullyAndStartAt empties the log and starts it at offset (a follower whose
+// leader's log starts past this one's end), with the high watermark and the producer
+// state.
+func (p *Partition) TruncateFullyAndStartAt(offset int64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.log.TruncateFullyAndStartAt(offset); err != nil {
+		return err
+	}
+	p.highWatermark.Store(offset)
+	p.producers = producerStates{}
+	return nil
+}
+
+// LatestEpoch is the newest leader epoch this replica's log holds batches of (its
+// leader-epoch cache's last), or -1: what a new follower asks its leader the end of.
+func (p *Partition) LatestEpoch() int32 { return p.log.LatestEpoch() }
 
 // EndOffsetForEpoch answers OffsetForLeaderEpoch for this replica: the largest leader
 // epoch ≤ epoch its log knows and the offset where that epoch ended (the log end offset

@@ -12,9 +12,10 @@
 //     request's current leader epoch gets (CheckLeaderEpoch);
 //   - the ISR, the assignment and each follower's progress (Replica), the partition
 //     epoch, and min.insync.replicas;
-//   - the high watermark and its rules: while the ISR is this node alone it is the log
-//     end offset; with followers in the ISR it waits for their progress; it never
-//     passes the log end offset;
+//   - the high watermark and its rules: on a leader, the smallest log end offset over
+//     the ISR (followers' as their fetches report them, UpdateFollowerFetchState),
+//     never moved backwards; on a follower, the leader's capped at its own log end
+//     (UpdateFollowerHighWatermark); it never passes the log end offset;
 //   - the idempotent-producer state (KIP-98 sequence and epoch rules), rebuilt from the
 //     log on open and after a truncation;
 //   - the list of requests parked on the partition (Waiter), woken when its log end,
@@ -40,6 +41,7 @@
 // Partition.mu, the log's locks; the waiter list's lock is a leaf. Nothing in this
 // package blocks on the network or the control plane.
 //
-// Followers do not fetch yet: a follower's role only refuses produce and fetch, and the
-// high watermark moves only while the ISR is this node alone.
+// Fetching is the data plane's: its replica fetchers read the leader with Kafka's
+// Fetch and call AppendAsFollower, UpdateFollowerHighWatermark and the truncations
+// here; the leader's fetch handler calls UpdateFollowerFetchState.
 package replica

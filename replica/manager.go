@@ -89,6 +89,22 @@ func (m *Manager) PartitionDir(topic string, partition int32) string {
 func (m *Manager) MakeLeader(topic string, partition int32, st PartitionState,
 	configs map[string]string, logConfig func() segment.Config) (*Partition, error) {
 	m.mu.Lock()
+	p, cfgErr := m.open(topic, partition, configs, logConfig)
+	if p == nil {
+		m.mu.Unlock()
+		return nil, cfgErr
+	}
+	p.makeLeader(st)
+	m.mu.Unlock()
+	p.wakeWaiters()
+	return p, cfgErr
+}
+
+// open returns the replica of topic-partition, opening (or creating) its log if needed,
+// with its settings made from configs (see MakeLeader). It returns nil only when the log
+// cannot be opened. The caller holds mu.
+func (m *Manager) open(topic string, partition int32, configs map[string]string,
+	logConfig func() segment.Config) (*Partition, error) {
 	p := m.partitions[topic][partition]
 	var cfgErr error
 	if p != nil && !maps.Equal(p.configs, configs) {
@@ -101,12 +117,10 @@ func (m *Manager) MakeLeader(topic string, partition int32, st PartitionState,
 	if p == nil {
 		log, err := segment.Open(m.PartitionDir(topic, partition), logConfig())
 		if err != nil {
-			m.mu.Unlock()
 			return nil, fmt.Errorf("replica: open %s-%d: %w", topic, partition, err)
 		}
 		if p, err = newPartition(topic, partition, m.cfg.NodeID, log, m.cfg.Logger); err != nil {
 			_ = log.Close()
-			m.mu.Unlock()
 			return nil, err
 		}
 		p.configs = configs
@@ -115,21 +129,32 @@ func (m *Manager) MakeLeader(topic string, partition int32, st PartitionState,
 		}
 		m.partitions[topic][partition] = p
 	}
-	p.makeLeader(st)
-	m.mu.Unlock()
-	p.wakeWaiters()
 	return p, cfgErr
 }
 
 // MakeFollower makes the replica of topic-partition, if this node has one, a follower of
 // st.Leader (Partition.MakeFollower) and returns it; else it returns nil. It opens no
-// log: followers do not fetch yet, so a node keeps a replica only where it has led.
+// log (Follow does).
 func (m *Manager) MakeFollower(topic string, partition int32, st PartitionState) *Partition {
 	p := m.Partition(topic, partition)
 	if p != nil {
 		p.MakeFollower(st)
 	}
 	return p
+}
+
+// Follow opens (or creates) the replica of topic-partition as MakeLeader does and makes
+// it a follower of st.Leader: an assigned replica fetches its leader's log whether or
+// not this node ever led it.
+func (m *Manager) Follow(topic string, partition int32, st PartitionState,
+	configs map[string]string, logConfig func() segment.Config) (*Partition, error) {
+	m.mu.Lock()
+	p, cfgErr := m.open(topic, partition, configs, logConfig)
+	m.mu.Unlock()
+	if p != nil {
+		p.MakeFollower(st)
+	}
+	return p, cfgErr
 }
 
 // DeleteTopic closes and removes every replica of topic, with its data.

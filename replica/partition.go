@@ -20,7 +20,7 @@ const (
 	// it when the controller's state names this node leader for an earlier process of
 	// it, or when its topic is deleted.
 	RoleNone Role = iota
-	// RoleFollower: another node leads. Followers do not fetch yet.
+	// RoleFollower: another node leads; this node's fetcher copies its log.
 	RoleFollower
 	// RoleLeader: this node leads: it takes produce, serves fetches and owns the high
 	// watermark.
@@ -67,8 +67,8 @@ type PartitionState struct {
 
 // Replica is the leader's view of one follower (Kafka's Replica): where the follower's
 // log ends, as its fetches report, and when it last caught up with the leader's log
-// end. Followers do not fetch yet, so nothing moves these from their initial "unknown".
-// Fields are atomics: fetches update them, the high watermark and ISR rules read them.
+// end. Fields are atomics: the follower's fetches update them (one at a time: a follower
+// has one fetcher per leader), the high watermark and ISR rules read them.
 type Replica struct {
 	// ID is the follower's node id.
 	ID int32
@@ -77,6 +77,11 @@ type Replica struct {
 	// lastCaughtUpTimeNs is when the follower last reached the leader's log end (Unix
 	// nanoseconds), 0 until it does.
 	lastCaughtUpTimeNs atomic.Int64
+	// lastFetchLeaderLEO and lastFetchTimeNs are the leader's log end offset and the
+	// time at the follower's previous fetch: a fetch that reaches the former shows the
+	// follower was caught up at the latter.
+	lastFetchLeaderLEO atomic.Int64
+	lastFetchTimeNs    atomic.Int64
 }
 
 func newReplica(id int32) *Replica {
@@ -89,6 +94,31 @@ func newReplica(id int32) *Replica {
 func (r *Replica) reset() {
 	r.logEndOffset.Store(-1)
 	r.lastCaughtUpTimeNs.Store(0)
+	r.lastFetchLeaderLEO.Store(-1)
+	r.lastFetchTimeNs.Store(0)
+}
+
+// updateFetchState records a fetch at fetchOffset made at nowNs while the leader's log
+// ended at leaderLEO (Kafka's Replica.updateFetchState): the fetch offset is the
+// follower's log end offset, and the follower was caught up now if it reached the
+// leader's log end, or at its previous fetch if it reached where the log ended then.
+func (r *Replica) updateFetchState(fetchOffset, leaderLEO, nowNs int64) {
+	switch {
+	case fetchOffset >= leaderLEO:
+		r.caughtUpAt(nowNs)
+	case fetchOffset >= r.lastFetchLeaderLEO.Load():
+		r.caughtUpAt(r.lastFetchTimeNs.Load())
+	}
+	r.logEndOffset.Store(fetchOffset)
+	r.lastFetchLeaderLEO.Store(leaderLEO)
+	r.lastFetchTimeNs.Store(nowNs)
+}
+
+// caughtUpAt moves the last caught-up time to ns, never backwards.
+func (r *Replica) caughtUpAt(ns int64) {
+	if ns > r.lastCaughtUpTimeNs.Load() {
+		r.lastCaughtUpTimeNs.Store(ns)
+	}
 }
 
 // LogEndOffset is the follower's log end offset as its last fetch reported it, or -1.
@@ -134,6 +164,9 @@ type Partition struct {
 	// followers is the progress of every assigned replica but this node. Invariant:
 	// non-empty only while leading.
 	followers map[int32]*Replica
+	// epochStartOffset is the log end offset when this node began leading at its
+	// current leader epoch: a follower joins the ISR only once it has reached it.
+	epochStartOffset int64
 
 	// state packs the role (bits 32-39) and the leader epoch (bits 0-31). Written under
 	// stateMu. Invariant: the epoch is -1 in RoleNone.
@@ -148,8 +181,10 @@ type Partition struct {
 	// update.
 	mu        sync.Mutex
 	producers producerStates
-	// highWatermark: consumers read below it. Written under mu (so it moves in the order
-	// of the appends that move it), read lock-free.
+	// highWatermark: consumers read below it. A leader only raises it
+	// (raiseHighWatermark: from appends under mu, from followers' fetches under
+	// stateMu); a follower sets it from its leader's and lowers it as it truncates,
+	// under mu. Read lock-free.
 	// Invariant: 0 <= highWatermark <= log end offset.
 	highWatermark atomic.Int64
 	// checkpointedHW is the high watermark last handed out for a checkpoint.
@@ -277,6 +312,7 @@ func (p *Partition) makeLeader(st PartitionState) {
 	role, epoch := p.loadState()
 	newLeadership := role != RoleLeader || epoch != st.LeaderEpoch
 	followers := make(map[int32]*Replica, len(st.Replicas))
+	now := time.Now().UnixNano()
 	for _, id := range st.Replicas {
 		if id == p.localID {
 			continue
@@ -287,8 +323,19 @@ func (p *Partition) makeLeader(st PartitionState) {
 			r = newReplica(id)
 		case newLeadership:
 			r.reset()
+		default:
+			followers[id] = r
+			continue
+		}
+		if slices.Contains(st.ISR, id) {
+			// A new leader counts its ISR as caught up now (Kafka's
+			// resetReplicaState), so that it shrinks no one before they can fetch.
+			r.caughtUpAt(now)
 		}
 		followers[id] = r
+	}
+	if newLeadership {
+		p.epochStartOffset = p.log.LogEndOffset()
 	}
 	p.followers = followers
 	p.setLeadership(st, p.localID)
@@ -296,11 +343,14 @@ func (p *Partition) makeLeader(st PartitionState) {
 	p.mu.Lock()
 	p.maybeIncrementHighWatermark(p.log.LogEndOffset())
 	p.mu.Unlock()
+	p.advanceHighWatermarkLocked()
 }
 
 // MakeFollower records that another node (st.Leader) leads the partition at st's epoch
 // (Kafka's Partition.makeFollower): this node refuses produce and fetch for it, and the
-// requests parked on it are woken to answer so.
+// requests parked on it are woken to answer so. Fetching from the leader is the data
+// plane's (its replica fetchers call AppendAsFollower, TruncateTo and
+// UpdateFollowerHighWatermark).
 func (p *Partition) MakeFollower(st PartitionState) {
 	p.stateMu.Lock()
 	p.followers = nil
@@ -338,12 +388,117 @@ func (p *Partition) setLeadership(st PartitionState, leader int32) {
 
 // maybeIncrementHighWatermark applies the high-watermark rule after the log end moved to
 // logEndOffset: while the ISR is this node alone (or empty), the high watermark is the
-// log end offset; with followers in the ISR it stays until their progress moves it.
-// The caller holds mu.
+// log end offset; with followers in the ISR it stays until their progress moves it
+// (advanceHighWatermarkLocked). The caller holds mu.
 func (p *Partition) maybeIncrementHighWatermark(logEndOffset int64) {
 	if p.isrSize.Load() <= 1 {
-		p.highWatermark.Store(logEndOffset)
+		p.raiseHighWatermark(logEndOffset)
 	}
+}
+
+// raiseHighWatermark moves a leader's high watermark up to hw, never down, and reports
+// whether it moved. Leaders move it from appends (under mu) and from followers' fetches
+// (under stateMu only), hence the compare-and-swap; it goes down only as a follower
+// truncates, under mu.
+func (p *Partition) raiseHighWatermark(hw int64) bool {
+	for {
+		cur := p.highWatermark.Load()
+		if hw <= cur {
+			return false
+		}
+		if p.highWatermark.CompareAndSwap(cur, hw) {
+			return true
+		}
+	}
+}
+
+// isrHighWatermark is the high-watermark rule for a leader: the smallest log end offset
+// over the ISR (this node's own log end for itself), or -1 while an ISR member's
+// progress is unknown. An ISR member without a Replica (not assigned, as in tests
+// that name unknown replicas) is never known. The caller holds stateMu.
+func (p *Partition) isrHighWatermark() int64 {
+	hw := p.log.LogEndOffset()
+	for _, id := range p.isr {
+		if id == p.localID {
+			continue
+		}
+		r := p.followers[id]
+		if r == nil {
+			return -1
+		}
+		hw = min(hw, r.logEndOffset.Load())
+	}
+	return hw
+}
+
+// advanceHighWatermarkLocked raises a leader's high watermark to the ISR's smallest log
+// end offset and reports whether it moved. The caller holds stateMu (read or write).
+func (p *Partition) advanceHighWatermarkLocked() bool {
+	if Role(p.state.Load()>>32) != RoleLeader {
+		return false
+	}
+	return p.raiseHighWatermark(p.isrHighWatermark())
+}
+
+// UpdateFollowerFetchState records a fetch from follower id at fetchOffset, made at
+// nowNs (Kafka's Partition.updateFollowerFetchState): the follower's log end offset and
+// last caught-up time, then the high watermark, which moves to the smallest log end
+// offset over the ISR. A move wakes the requests parked on the partition (consumer
+// fetches, acks=all produces). It reports false, recording nothing, when this node does
+// not lead or id is not an assigned follower. Lock-free but for stateMu's read lock; it
+// allocates nothing.
+func (p *Partition) UpdateFollowerFetchState(id int32, fetchOffset, nowNs int64) bool {
+	p.stateMu.RLock()
+	r := p.followers[id]
+	if r == nil || !p.IsLeader() {
+		p.stateMu.RUnlock()
+		return false
+	}
+	r.updateFetchState(fetchOffset, p.log.LogEndOffset(), nowNs)
+	moved := p.advanceHighWatermarkLocked()
+	p.stateMu.RUnlock()
+	if moved {
+		p.wakeWaiters()
+	}
+	return true
+}
+
+// ProposeISR decides the ISR this leader should have at nowNs (Kafka's maybeShrinkIsr
+// and maybeExpandIsr): an ISR follower that has not caught up with the log end within
+// maxLag leaves it; an assigned follower outside it whose log end offset has reached the
+// high watermark and the start of this leader epoch joins it. It returns the leadership
+// decided from (whose epochs the control plane's compare-and-swap checks) and the new
+// ISR, or ok false when this node does not lead or nothing changes.
+func (p *Partition) ProposeISR(nowNs int64, maxLag time.Duration) (from LeaderAndIsr, isr []int32, ok bool) {
+	p.stateMu.RLock()
+	defer p.stateMu.RUnlock()
+	role, epoch := p.loadState()
+	if role != RoleLeader || len(p.followers) == 0 {
+		return LeaderAndIsr{}, nil, false
+	}
+	leo, hw := p.log.LogEndOffset(), p.highWatermark.Load()
+	isr = make([]int32, 0, len(p.replicas))
+	for _, id := range p.isr {
+		r := p.followers[id]
+		if id == p.localID || r == nil ||
+			r.logEndOffset.Load() >= leo || nowNs-r.lastCaughtUpTimeNs.Load() <= int64(maxLag) {
+			isr = append(isr, id)
+		}
+	}
+	for _, id := range p.replicas {
+		r := p.followers[id]
+		if r == nil || slices.Contains(p.isr, id) {
+			continue
+		}
+		if end := r.logEndOffset.Load(); end >= hw && end >= p.epochStartOffset {
+			isr = append(isr, id)
+		}
+	}
+	if slices.Equal(isr, p.isr) {
+		return LeaderAndIsr{}, nil, false
+	}
+	from = LeaderAndIsr{Leader: p.leaderID, LeaderEpoch: epoch, ISR: slices.Clone(p.isr), PartitionEpoch: p.partitionEpoch}
+	return from, isr, true
 }
 
 // maxWaitersPerPartition bounds a partition's waiter list (a flood of long polls).

@@ -38,6 +38,7 @@ type options struct {
 	id                           int
 	dataDir, listen, advertise   string
 	cp, httpAddr, rack, logLevel string
+	replicaRoutes                string
 	eventLoops                   int
 	registrationTTL              time.Duration
 	copyBelow                    int64
@@ -110,6 +111,7 @@ func parseFlags(args []string) (options, error) {
 	durFlag(&o.limits.FrameReadTimeout, "frame-read-timeout", dataplane.DefaultFrameReadTimeout, "time for a request to arrive once its first byte has")
 	durFlag(&o.limits.IdleTimeout, "idle-timeout", dataplane.DefaultIdleTimeout, "close connections idle this long")
 	durFlag(&o.limits.WriteTimeout, "write-timeout", dataplane.DefaultWriteTimeout, "cut a reader that takes no bytes of a response for this long")
+	durFlag(&o.limits.ReplicaLagTimeMax, "replica-lag-time-max", dataplane.DefaultReplicaLagTimeMax, "an in-sync follower that has not caught up with its leader for this long leaves the ISR (replica.lag.time.max.ms)")
 	durFlag(&o.registrationTTL, "registration-ttl", node.DefaultRegistrationTTL, "lease of the node's registration: its partitions move this long after it stops renewing it")
 	str(&o.dataDir, "data-dir", "./data/dp1", "directory of the partition logs")
 	str(&o.listen, "listen", "127.0.0.1:9092", "Kafka listener host:port")
@@ -117,12 +119,16 @@ func parseFlags(args []string) (options, error) {
 	str(&o.cp, "cp", "127.0.0.1:2379", "control-plane etcd client addresses, comma-separated")
 	str(&o.httpAddr, "http", "127.0.0.1:9644", "HTTP listener for /metrics, /healthz, /readyz")
 	str(&o.rack, "rack", "", "rack id, for spreading replicas")
+	str(&o.replicaRoutes, "replica-route", "", "id=host:port,…: addresses this node's replica fetchers dial for those nodes instead of their registered ones")
 	str(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if o.id < 0 || o.id > 1<<30 {
 		return o, fmt.Errorf("gregor-dp: --id %d out of range", o.id)
+	}
+	if _, err := node.ParseReplicaRoutes(o.replicaRoutes); err != nil {
+		return o, err
 	}
 	return o, nil
 }
@@ -133,6 +139,7 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 		ControlPlane: strings.Split(o.cp, ","), Rack: o.rack, RegistrationTTL: o.registrationTTL, Logger: logger,
 		Server: o.limits, // the limits and deadlines from the flags
 	}
+	cfg.ReplicaRoutes, _ = node.ParseReplicaRoutes(o.replicaRoutes) // checked by parseFlags
 	cfg.Server.EventLoops, cfg.Server.CopyBelowBytes, cfg.Server.AutoCreateTopics = o.eventLoops, o.copyBelow, o.autoCreateTopics
 	dp, err := node.StartDataPlane(ctx, cfg)
 	if err != nil {

@@ -29,8 +29,8 @@
 //     but without the first half etcd cannot make progress with it: within about an
 //     election timeout the member is unready and, if it led, the others elect a leader
 //     (TestPeerLinkIsolatesMember). A cut between two given members is not possible;
-//   - a data-plane node → another (ReplicaLink): a hook for follower fetchers, which
-//     will dial their leaders through it; nothing uses it yet.
+//   - a data-plane node → another (ReplicaLink): the replica fetchers of a node dial
+//     their leaders through it, one link per ordered pair of nodes.
 //
 // Not routed: the group requests data-plane nodes forward to the active controller's
 // internal listener (they learn its address from etcd), and the harness's own control
@@ -380,6 +380,19 @@ func New(t testing.TB, opts Options) *Cluster {
 		}
 		c.DPs = append(c.DPs, d)
 	}
+	// The links between data-plane nodes exist before the nodes start: each node is
+	// told, by id, the link to dial for every other node's replicas.
+	for _, from := range c.DPs {
+		for _, to := range c.DPs {
+			if from != to {
+				l, err := c.newLink(from.name+"->"+to.name, "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.replicas[[2]int32{from.ID, to.ID}] = l
+			}
+		}
+	}
 	errs := make(chan error, len(c.DPs))
 	for _, d := range c.DPs {
 		go func() { errs <- d.start() }()
@@ -576,6 +589,9 @@ func (d *DP) start() error {
 		if c.opts.AutoCreateTopics {
 			args = append(args, "--auto-create-topics")
 		}
+		if routes := d.replicaRoutes(); len(routes) > 0 {
+			args = append(args, "--replica-route", node.FormatReplicaRoutes(routes))
+		}
 		if err := d.startProc(dpBin, nil, append(args, c.opts.DPFlags...)...); err != nil {
 			return err
 		}
@@ -583,6 +599,7 @@ func (d *DP) start() error {
 		cfg := node.Config{ID: d.ID, DataDir: d.Dir(), Listen: "127.0.0.1:0", Advertise: advertise, HTTP: "127.0.0.1:0",
 			ControlPlane: eps, RegistrationTTL: c.opts.RegistrationTTL, Logger: testutil.Quiet().With("node", d.name)}
 		cfg.Server.AutoCreateTopics = c.opts.AutoCreateTopics
+		cfg.ReplicaRoutes = d.replicaRoutes()
 		if c.opts.DataPlane != nil {
 			c.opts.DataPlane(&cfg)
 		}
@@ -614,6 +631,20 @@ func (d *DP) start() error {
 		}
 	}
 	return nil
+}
+
+// replicaRoutes are the links node d's replica fetchers dial, by the leader's id.
+func (d *DP) replicaRoutes() map[int32]string {
+	c := d.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	routes := map[int32]string{}
+	for pair, l := range c.replicas {
+		if pair[0] == d.ID {
+			routes[pair[1]] = l.Addr()
+		}
+	}
+	return routes
 }
 
 // kafkaAddr is the node's bound Kafka listener (behind its clients link).
@@ -714,9 +745,10 @@ func (c *Cluster) ControlPlaneLink(d *DP, m *CP) *Link { return d.cps[c.cpIndex(
 // URL names): cutting it isolates m from the other members (see the package comment).
 func (c *Cluster) PeerLink(m *CP) *Link { return m.peers }
 
-// ReplicaLink is the link from data-plane node from to node to, made on first use: a
-// follower on from will dial its leader on to at its Addr. Nothing dials it yet: it is
-// the hook for replication's follower fetchers.
+// ReplicaLink is the link from data-plane node from to node to: the replica fetchers
+// of from dial their leader on to through it (node.Config.ReplicaRoutes, gregor-dp's
+// --replica-route). The links between every two nodes are made when the cluster
+// starts; any other (a node to itself) on first use.
 func (c *Cluster) ReplicaLink(from, to *DP) *Link {
 	c.t.Helper()
 	c.mu.Lock()

@@ -1,0 +1,624 @@
+package dataplane
+
+// Replica fetchers (Kafka's ReplicaFetcherManager and ReplicaFetcherThread): for the
+// partitions this node follows, one fetcher per leader node, each a goroutine with one
+// connection that fetches all of that leader's partitions in one Fetch request (replica
+// id = this node), appends what comes back byte for byte (replica's AppendAsFollower:
+// the leader's offsets and epochs) and takes the leader's high watermark. Before a
+// partition is fetched — when this node starts following it, at a new leader epoch, and
+// at start — the fetcher asks the leader, with OffsetForLeaderEpoch, where the last
+// epoch of this node's log ended there, and truncates there (KIP-101, KIP-279), never
+// to its own high watermark. Reconcile tells the fetchers what to follow; nothing on
+// their path calls the control plane.
+//
+// The follower's append copies the records once through user space: the response is
+// read into a buffer and written to the segment from it (splice would save that copy).
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gregor-streaming/gregor/proto"
+	"github.com/gregor-streaming/gregor/replica"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Defaults of the replica fetchers' settings, Kafka's replica.* defaults.
+const (
+	// DefaultReplicaFetchMaxWait is how long the leader may hold a fetch that finds no
+	// data (replica.fetch.wait.max.ms).
+	DefaultReplicaFetchMaxWait = 500 * time.Millisecond
+	// DefaultReplicaFetchMinBytes is the data a fetch waits for (replica.fetch.min.bytes).
+	DefaultReplicaFetchMinBytes = 1
+	// DefaultReplicaFetchMaxBytes bounds each partition of a fetch
+	// (replica.fetch.max.bytes).
+	DefaultReplicaFetchMaxBytes = 1 << 20
+	// DefaultReplicaFetchResponseMaxBytes bounds a whole fetch
+	// (replica.fetch.response.max.bytes).
+	DefaultReplicaFetchResponseMaxBytes = 10 << 20
+	// DefaultReplicaFetchBackoff is the pause after an error (replica.fetch.backoff.ms).
+	DefaultReplicaFetchBackoff = time.Second
+	// DefaultReplicaSocketTimeout bounds a fetch's round trip beyond its max wait
+	// (replica.socket.timeout.ms).
+	DefaultReplicaSocketTimeout = 30 * time.Second
+)
+
+// replicaFetchVersion is the Fetch version fetchers send (the highest served);
+// replicaEpochVersion the OffsetForLeaderEpoch version (v3: with the replica id).
+const (
+	replicaFetchVersion = proto.FetchVersionMax
+	replicaEpochVersion = 3
+	replicaClientID     = "gregor-replica-fetcher"
+)
+
+// tpKey names a partition.
+type tpKey struct {
+	topic     string
+	partition int32
+}
+
+// followTarget is a partition this node follows, as Reconcile found it: its replica,
+// its leader, the leader's address and the leader epoch.
+type followTarget struct {
+	tpKey
+	p      *replica.Partition
+	leader int32
+	addr   string
+	epoch  int32
+}
+
+// replicaFetchers holds the node's fetchers, one per leader node.
+type replicaFetchers struct {
+	s *Server
+	// mu serialises set, remove and closeAll.
+	mu       sync.Mutex
+	byLeader map[int32]*fetcher
+	closed   bool
+}
+
+// set makes the fetchers follow exactly targets: a fetcher per leader (a new one when
+// the leader's address changed), each with its partitions; a partition new to its
+// fetcher, or at a new leader epoch, is truncated by epoch before it is fetched.
+func (rf *replicaFetchers) set(targets []followTarget) {
+	rf.mu.Lock()
+	defer rf.mu.Unlock()
+	if rf.closed {
+		return
+	}
+	groups := map[int32][]followTarget{}
+	for _, t := range targets {
+		groups[t.leader] = append(groups[t.leader], t)
+	}
+	for id, f := range rf.byLeader {
+		if g, ok := groups[id]; !ok || g[0].addr != f.addr {
+			f.close()
+			delete(rf.byLeader, id)
+		}
+	}
+	for id, g := range groups {
+		f := rf.byLeader[id]
+		if f == nil {
+			f = newFetcher(rf.s, id, g[0].addr)
+			if rf.byLeader == nil {
+				rf.byLeader = map[int32]*fetcher{}
+			}
+			rf.byLeader[id] = f
+		}
+		f.setPartitions(g)
+	}
+}
+
+// remove stops fetching a partition; once it returns no fetcher appends to it. Reconcile
+// calls it before the node leads the partition.
+func (rf *replicaFetchers) remove(k tpKey) {
+	rf.mu.Lock()
+	defer rf.mu.Unlock()
+	for _, f := range rf.byLeader {
+		f.removePartition(k)
+	}
+}
+
+// closeAll stops every fetcher, for good.
+func (rf *replicaFetchers) closeAll() {
+	rf.mu.Lock()
+	defer rf.mu.Unlock()
+	rf.closed = true
+	for id, f := range rf.byLeader {
+		f.close()
+		delete(rf.byLeader, id)
+	}
+}
+
+// fetcher fetches one leader's partitions for this node.
+type fetcher struct {
+	s      *Server
+	leader int32
+	addr   string
+
+	// mu guards parts and is held while a response is applied, so that a partition
+	// removed is appended to no more.
+	mu    sync.Mutex
+	parts map[string]map[int32]*fetchPartition
+
+	kick      chan struct{}
+	stop      chan struct{}
+	done      chan struct{}
+	cancel    context.CancelFunc
+	ctx       context.Context
+	closeOnce sync.Once
+
+	connMu sync.Mutex
+	conn   net.Conn
+
+	// Owned by the fetcher's goroutine: reused for every request.
+	list []*fetchPartition
+	req  []byte
+	resp []byte
+	corr int32
+}
+
+// fetchPartition is one partition of a fetcher, at one leader epoch.
+type fetchPartition struct {
+	tpKey
+	p     *replica.Partition
+	epoch int32
+	// truncating: the partition is truncated by epoch before it is fetched. Guarded by
+	// the fetcher's mu.
+	truncating bool
+	// delayedUntil: after an error the partition waits (the fetch backoff) before it
+	// is fetched again. Guarded by the fetcher's mu.
+	delayedUntil time.Time
+}
+
+func newFetcher(s *Server, leader int32, addr string) *fetcher {
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &fetcher{s: s, leader: leader, addr: addr, parts: map[string]map[int32]*fetchPartition{},
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), ctx: ctx, cancel: cancel}
+	go f.run()
+	return f
+}
+
+// setPartitions makes the fetcher's partitions exactly targets, keeping the state of
+// those at the same replica and leader epoch.
+func (f *fetcher) setPartitions(targets []followTarget) {
+	f.mu.Lock()
+	parts := map[string]map[int32]*fetchPartition{}
+	for _, t := range targets {
+		fp := f.parts[t.topic][t.partition]
+		if fp == nil || fp.p != t.p || fp.epoch != t.epoch {
+			fp = &fetchPartition{tpKey: t.tpKey, p: t.p, epoch: t.epoch, truncating: true}
+		}
+		if parts[t.topic] == nil {
+			parts[t.topic] = map[int32]*fetchPartition{}
+		}
+		parts[t.topic][t.partition] = fp
+	}
+	f.parts = parts
+	f.mu.Unlock()
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (f *fetcher) removePartition(k tpKey) {
+	f.mu.Lock()
+	delete(f.parts[k.topic], k.partition)
+	f.mu.Unlock()
+}
+
+// close stops the fetcher and waits for its goroutine.
+func (f *fetcher) close() {
+	f.closeOnce.Do(func() {
+		close(f.stop)
+		f.cancel()
+		f.connMu.Lock()
+		if f.conn != nil {
+			_ = f.conn.Close()
+		}
+		f.connMu.Unlock()
+	})
+	<-f.done
+}
+
+// stopped reports whether close was called.
+func (f *fetcher) stopped() bool {
+	select {
+	case <-f.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// pause waits d, or until a partition is added or the fetcher stops; false once stopped.
+func (f *fetcher) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-f.stop:
+		return false
+	case <-f.kick:
+	case <-t.C:
+	}
+	return true
+}
+
+func (f *fetcher) run() {
+	defer close(f.done)
+	defer f.dropConn()
+	cfg := &f.s.cfg
+	for !f.stopped() {
+		truncating, next := f.snapshot()
+		if len(f.list) == 0 {
+			wait := time.Minute
+			if !next.IsZero() {
+				wait = time.Until(next)
+			}
+			if !f.pause(wait) {
+				return
+			}
+			continue
+		}
+		if err := f.connect(); err != nil {
+			f.s.logger.Debug("replica fetcher: dial", "leader", f.leader, "addr", f.addr, "err", err)
+			if !f.pause(cfg.ReplicaFetchBackoff) {
+				return
+			}
+			continue
+		}
+		var err error
+		if truncating {
+			err = f.truncate()
+		} else {
+			err = f.fetch()
+		}
+		if err != nil {
+			if !f.stopped() {
+				f.s.logger.Debug("replica fetcher: request", "leader", f.leader, "addr", f.addr, "err", err)
+			}
+			f.dropConn()
+			if !f.pause(cfg.ReplicaFetchBackoff) {
+				return
+			}
+		}
+	}
+}
+
+// snapshot fills f.list with the partitions to work on now: those to truncate if any
+// (truncating is then true), else those to fetch. next is when the earliest delayed
+// partition is due, if the list is empty because of delays.
+func (f *fetcher) snapshot() (truncating bool, next time.Time) {
+	f.list = f.list[:0]
+	now := time.Now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, parts := range f.parts {
+		for _, fp := range parts {
+			if now.Before(fp.delayedUntil) {
+				if next.IsZero() || fp.delayedUntil.Before(next) {
+					next = fp.delayedUntil
+				}
+				continue
+			}
+			if fp.truncating && !truncating {
+				truncating, f.list = true, f.list[:0]
+			}
+			if fp.truncating == truncating {
+				f.list = append(f.list, fp)
+			}
+		}
+	}
+	return truncating, next
+}
+
+// connect dials the leader if the fetcher has no connection.
+func (f *fetcher) connect() error {
+	f.connMu.Lock()
+	has := f.conn != nil
+	f.connMu.Unlock()
+	if has {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(f.ctx, f.s.cfg.ReplicaSocketTimeout)
+	defer cancel()
+	var c net.Conn
+	var err error
+	if dial := f.s.cfg.DialReplica; dial != nil {
+		c, err = dial(ctx, f.leader, f.addr)
+	} else {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, "tcp", f.addr)
+	}
+	if err != nil {
+		return err
+	}
+	f.connMu.Lock()
+	defer f.connMu.Unlock()
+	if f.stopped() {
+		_ = c.Close()
+		return errors.New("fetcher stopped")
+	}
+	f.conn = c
+	return nil
+}
+
+func (f *fetcher) dropConn() {
+	f.connMu.Lock()
+	if f.conn != nil {
+		_ = f.conn.Close()
+		f.conn = nil
+	}
+	f.connMu.Unlock()
+}
+
+// roundTrip sends the request frame f.req and reads the answer's body into f.resp,
+// within wait plus the socket timeout.
+func (f *fetcher) roundTrip(wait time.Duration) ([]byte, error) {
+	f.connMu.Lock()
+	c := f.conn
+	f.connMu.Unlock()
+	if c == nil {
+		return nil, errors.New("no connection")
+	}
+	if err := c.SetDeadline(time.Now().Add(wait + f.s.cfg.ReplicaSocketTimeout)); err != nil {
+		return nil, err
+	}
+	if _, err := c.Write(f.req); err != nil {
+		return nil, err
+	}
+	var head [8]byte
+	if _, err := io.ReadFull(c, head[:]); err != nil {
+		return nil, err
+	}
+	size := int(int32(binary.BigEndian.Uint32(head[:])))
+	if size < 4 || size > f.s.cfg.MaxFrameBytes {
+		return nil, fmt.Errorf("response size %d", size)
+	}
+	if corr := int32(binary.BigEndian.Uint32(head[4:])); corr != f.corr {
+		return nil, fmt.Errorf("correlation id %d, want %d", corr, f.corr)
+	}
+	if cap(f.resp) < size-4 {
+		f.resp = make([]byte, size-4)
+	}
+	body := f.resp[:size-4]
+	if _, err := io.ReadFull(c, body); err != nil {
+		return nil, err
+	}
+	return body, nil
+}
+
+// fetch sends one Fetch for f.list and applies the answer.
+func (f *fetcher) fetch() error {
+	cfg := &f.s.cfg
+	f.corr++
+	b, start := proto.BeginRequestFrame(f.req[:0], fetchKey, replicaFetchVersion, f.corr, replicaClientID)
+	topics := 0
+	for i := range f.list {
+		if i == 0 || f.list[i].topic != f.list[i-1].topic {
+			topics++
+		}
+	}
+	b = proto.AppendFetchRequestStart(b, replicaFetchVersion, cfg.NodeID, int32(cfg.ReplicaFetchMaxWait.Milliseconds()),
+		cfg.ReplicaFetchMinBytes, cfg.ReplicaFetchResponseMaxBytes, topics)
+	for i := 0; i < len(f.list); {
+		j := i + 1
+		for j < len(f.list) && f.list[j].topic == f.list[i].topic {
+			j++
+		}
+		b = proto.AppendTopicStart(b, []byte(f.list[i].topic), j-i)
+		for _, fp := range f.list[i:j] {
+			log := fp.p.Log()
+			b = proto.AppendFetchRequestPartition(b, replicaFetchVersion, &proto.FetchPartitionRequest{
+				Partition: fp.partition, CurrentLeaderEpoch: fp.epoch, FetchOffset: log.LogEndOffset(),
+				LogStartOffset: log.LogStartOffset(), PartitionMaxBytes: cfg.ReplicaFetchMaxBytes,
+			})
+		}
+		i = j
+	}
+	b = proto.AppendFetchRequestEnd(b, replicaFetchVersion)
+	proto.EndFrame(b, start, 0)
+	f.req = b
+	body, err := f.roundTrip(cfg.ReplicaFetchMaxWait)
+	if err != nil {
+		return err
+	}
+	resp, err := proto.ParseFetchResponse(body, replicaFetchVersion)
+	if err != nil {
+		return err
+	}
+	if resp.ErrorCode != 0 {
+		return kerr.ErrorForCode(resp.ErrorCode)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := 0
+	for range resp.Topics {
+		name, parts, err := resp.NextTopic()
+		if err != nil {
+			return err
+		}
+		for range parts {
+			rp, err := resp.NextPartition()
+			if err != nil {
+				return err
+			}
+			if k >= len(f.list) || f.list[k].topic != string(name) || f.list[k].partition != rp.Partition {
+				return fmt.Errorf("fetch answer out of order at %s-%d", name, rp.Partition)
+			}
+			fp := f.list[k]
+			k++
+			if f.parts[fp.topic][fp.partition] == fp { // still followed, at that epoch
+				f.apply(fp, &rp)
+			}
+		}
+	}
+	return nil
+}
+
+// apply takes one partition's answer: appends its records and the leader's high
+// watermark, or handles its error. The caller holds f.mu.
+func (f *fetcher) apply(fp *fetchPartition, rp *proto.FetchResponsePartition) {
+	switch rp.ErrorCode {
+	case 0:
+		if len(rp.Records) > 0 {
+			if _, err := fp.p.AppendAsFollower(rp.Records); err != nil {
+				f.s.logger.Warn("replica fetcher: append", "topic", fp.topic, "partition", fp.partition, "err", err)
+				fp.truncating = true
+				f.delay(fp)
+				return
+			}
+			f.s.metrics.replicationBytesIn.Add(len(rp.Records))
+		}
+		fp.p.UpdateFollowerHighWatermark(rp.HighWatermark)
+	case kerr.OffsetOutOfRange.Code:
+		// Below the leader's log start: start over there. Else past its end: the logs
+		// diverge, truncate by epoch.
+		if leo := fp.p.Log().LogEndOffset(); rp.LogStartOffset > leo {
+			if err := fp.p.TruncateFullyAndStartAt(rp.LogStartOffset); err != nil {
+				f.s.logger.Warn("replica fetcher: truncate", "topic", fp.topic, "partition", fp.partition, "err", err)
+				f.delay(fp)
+			}
+		} else {
+			fp.truncating = true
+		}
+	default:
+		// Not (yet) the leader at this epoch, or an unknown partition there: wait for
+		// the next reconcile or the leader to catch up with the control plane.
+		f.delay(fp)
+	}
+}
+
+func (f *fetcher) delay(fp *fetchPartition) {
+	fp.delayedUntil = time.Now().Add(f.s.cfg.ReplicaFetchBackoff)
+}
+
+// truncate asks the leader where the last epoch of each partition of f.list ended
+// there and truncates each partition's log accordingly (Kafka's truncateToEpochEndOffsets).
+func (f *fetcher) truncate() error {
+	req := kmsg.NewPtrOffsetForLeaderEpochRequest()
+	req.SetVersion(replicaEpochVersion)
+	req.ReplicaID = f.s.cfg.NodeID
+	var asked []*fetchPartition
+	byTopic := map[string]int{}
+	for _, fp := range f.list {
+		latest := fp.p.LatestEpoch()
+		if latest < 0 {
+			// No batch has an epoch: the log is empty (or holds nothing a leader
+			// wrote), nothing to compare.
+			f.finishTruncation(fp)
+			continue
+		}
+		i, ok := byTopic[fp.topic]
+		if !ok {
+			i = len(req.Topics)
+			byTopic[fp.topic] = i
+			t := kmsg.NewOffsetForLeaderEpochRequestTopic()
+			t.Topic = fp.topic
+			req.Topics = append(req.Topics, t)
+		}
+		q := kmsg.NewOffsetForLeaderEpochRequestTopicPartition()
+		q.Partition, q.CurrentLeaderEpoch, q.LeaderEpoch = fp.partition, fp.epoch, latest
+		req.Topics[i].Partitions = append(req.Topics[i].Partitions, q)
+		asked = append(asked, fp)
+	}
+	if len(asked) == 0 {
+		return nil
+	}
+	f.corr++
+	b, start := proto.BeginRequestFrame(f.req[:0], offsetForLeaderEpochKey, replicaEpochVersion, f.corr, replicaClientID)
+	b = req.AppendTo(b)
+	proto.EndFrame(b, start, 0)
+	f.req = b
+	body, err := f.roundTrip(0)
+	if err != nil {
+		return err
+	}
+	resp := req.ResponseKind().(*kmsg.OffsetForLeaderEpochResponse)
+	resp.SetVersion(replicaEpochVersion)
+	if err := resp.ReadFrom(body); err != nil {
+		return err
+	}
+	byKey := map[tpKey]*fetchPartition{}
+	for _, fp := range asked {
+		byKey[fp.tpKey] = fp
+	}
+	for _, t := range resp.Topics {
+		for _, rp := range t.Partitions {
+			fp := byKey[tpKey{t.Topic, rp.Partition}]
+			if fp == nil {
+				continue
+			}
+			f.applyEpochEnd(fp, rp.ErrorCode, rp.LeaderEpoch, rp.EndOffset)
+		}
+	}
+	return nil
+}
+
+// applyEpochEnd truncates a partition from the leader's answer for its last epoch
+// (Kafka's getOffsetTruncationState, KIP-279): when the leader knows that epoch, cut
+// where it ended there; when it answers an earlier epoch this log also has, cut where
+// that epoch ended in the leader's log or this one, whichever is first; when it answers
+// one this log lacks, cut at the end of this log's largest epoch below it and ask
+// again. A leader with no epoch up to this log's last has none of its batches: the
+// log is emptied. Never to this node's own high watermark.
+func (f *fetcher) applyEpochEnd(fp *fetchPartition, code int16, leaderEpoch int32, leaderEnd int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.parts[fp.topic][fp.partition] != fp {
+		return
+	}
+	if code != 0 {
+		f.delay(fp)
+		return
+	}
+	leo := fp.p.Log().LogEndOffset()
+	target, done := leo, true
+	switch {
+	case leaderEnd < 0:
+		target = fp.p.Log().LogStartOffset()
+	case leaderEpoch < 0:
+		target = min(leaderEnd, leo)
+	default:
+		switch epoch, end := fp.p.EndOffsetForEpoch(leaderEpoch); {
+		case epoch < 0:
+			target = min(leaderEnd, leo)
+		case epoch != leaderEpoch:
+			target, done = min(end, leo), false
+		default:
+			target = min(end, leaderEnd, leo)
+		}
+	}
+	if target < leo {
+		if _, err := fp.p.TruncateTo(target); err != nil {
+			f.s.logger.Warn("replica fetcher: truncate", "topic", fp.topic, "partition", fp.partition, "err", err)
+			f.delay(fp)
+			return
+		}
+		f.s.logger.Info("replica truncated by leader epoch", "topic", fp.topic, "partition", fp.partition,
+			"from", leo, "to", target, "leader", f.leader, "leaderEpoch", leaderEpoch)
+	}
+	fp.truncating = !done
+}
+
+// finishTruncation ends a partition's truncation without asking the leader.
+func (f *fetcher) finishTruncation(fp *fetchPartition) {
+	f.mu.Lock()
+	if f.parts[fp.topic][fp.partition] == fp {
+		fp.truncating = false
+	}
+	f.mu.Unlock()
+}
+
+// brokerAddr is a registered broker's Kafka address.
+func brokerAddr(host string, port int32) string {
+	return net.JoinHostPort(host, strconv.Itoa(int(port)))
+}

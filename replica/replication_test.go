@@ -1,0 +1,215 @@
+package replica
+
+import (
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gregor-streaming/gregor/segment"
+)
+
+// TestHighWatermarkModel checks the leader's high-watermark rule against a model: after
+// every append, follower fetch and ISR change, the high watermark is the largest value
+// the smallest log end offset over the ISR has had (unknown progress counting as
+// nothing), never above the log end, and a move wakes the parked requests.
+func TestHighWatermarkModel(t *testing.T) {
+	for seed := range uint64(20) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		m := newManager(t, t.TempDir())
+		replicas := []int32{local, 2, 3, 4}
+		st := leaderState(0, replicas...)
+		st.ISR = []int32{local, 2, 3}
+		p := lead(t, m, "t", st)
+		// The model: each follower's log end offset (-1: unknown), the ISR, the high
+		// watermark.
+		leo := map[int32]int64{2: -1, 3: -1, 4: -1}
+		isr := slices.Clone(st.ISR)
+		var hw, end int64
+		for step := range 300 {
+			w := &countingWaiter{}
+			p.AddWaiter(w)
+			before := hw
+			switch op := rng.IntN(10); {
+			case op < 3:
+				n := int32(1 + rng.IntN(5))
+				appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, n, 0)))
+				end += int64(n)
+			case op < 9:
+				id := int32(2 + rng.IntN(3))
+				from := max(leo[id], 0)
+				at := from + rng.Int64N(end-from+1)
+				if !p.UpdateFollowerFetchState(id, at, int64(step+1)) {
+					t.Fatalf("seed %d step %d: fetch of follower %d refused", seed, step, id)
+				}
+				leo[id] = at
+			default:
+				isr = []int32{local}
+				for _, id := range []int32{2, 3, 4} {
+					if rng.IntN(2) == 0 {
+						isr = append(isr, id)
+					}
+				}
+				st.ISR = isr
+				lead(t, m, "t", st) // same epoch: progress kept
+			}
+			floor := end
+			for _, id := range isr {
+				if id != local {
+					floor = min(floor, leo[id])
+				}
+			}
+			hw = max(hw, floor)
+			if got := p.HighWatermark(); got != hw {
+				t.Fatalf("seed %d step %d: high watermark %d, model %d (ISR %v, progress %v, end %d)", seed, step, got, hw, isr, leo, end)
+			}
+			if hw != before && w.wakes.Load() == 0 {
+				t.Fatalf("seed %d step %d: the high watermark moved and woke no one", seed, step)
+			}
+			checkInvariants(t, p)
+			p.wakeWaiters()
+		}
+	}
+}
+
+// TestFollowerFetchState: the follower's log end offset and last caught-up time as
+// Kafka's Replica.updateFetchState keeps them, and fetches that are not recorded.
+func TestFollowerFetchState(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	st := leaderState(0, local, 2)
+	st.ISR = []int32{local} // outside the ISR: no caught-up time to start with
+	p := lead(t, m, "t", st)
+	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 10, 0)))
+	if p.UpdateFollowerFetchState(3, 0, 1) || p.UpdateFollowerFetchState(local, 0, 1) {
+		t.Fatal("a fetch from a replica that is not an assigned follower was recorded")
+	}
+	r := p.Follower(2)
+	p.UpdateFollowerFetchState(2, 4, 100) // behind: not caught up
+	if r.LogEndOffset() != 4 || !r.LastCaughtUpTime().IsZero() {
+		t.Fatalf("after a fetch behind: %d %v", r.LogEndOffset(), r.LastCaughtUpTime())
+	}
+	p.UpdateFollowerFetchState(2, 10, 200) // at the log end: caught up now
+	if r.lastCaughtUpTimeNs.Load() != 200 {
+		t.Fatalf("caught up at %d", r.lastCaughtUpTimeNs.Load())
+	}
+	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 5, 0)))
+	p.UpdateFollowerFetchState(2, 12, 300) // reached the end of its previous fetch: caught up then
+	if r.lastCaughtUpTimeNs.Load() != 200 {
+		t.Fatalf("caught up at %d, want 200", r.lastCaughtUpTimeNs.Load())
+	}
+	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 5, 0)))
+	p.UpdateFollowerFetchState(2, 15, 400) // reached the previous fetch's leader end (15)
+	if r.lastCaughtUpTimeNs.Load() != 300 {
+		t.Fatalf("caught up at %d, want 300", r.lastCaughtUpTimeNs.Load())
+	}
+	fst := leaderState(1, 2, local)
+	fst.Leader = 2
+	m.MakeFollower("t", 0, fst)
+	if p.UpdateFollowerFetchState(2, 20, 500) {
+		t.Fatal("a follower recorded a fetch")
+	}
+	// A new leader counts the followers in its ISR as caught up when it starts.
+	before := time.Now()
+	lead(t, m, "t", leaderState(2, local, 2))
+	if r := p.Follower(2); r.LogEndOffset() != -1 || r.LastCaughtUpTime().Before(before) {
+		t.Fatalf("ISR follower of a new leader: end %d, caught up %v (before %v)", r.LogEndOffset(), r.LastCaughtUpTime(), before)
+	}
+}
+
+// TestProposeISR: a follower that does not catch up within the lag time leaves the
+// ISR; one that reaches the high watermark and this epoch's start joins it; the leader
+// stays; nothing is proposed when nothing changes or this node does not lead.
+func TestProposeISR(t *testing.T) {
+	const lag = time.Second
+	m := newManager(t, t.TempDir())
+	st := leaderState(3, local, 2, 3)
+	st.ISR, st.PartitionEpoch = []int32{local, 2, 3}, 7
+	p := lead(t, m, "t", st)
+	start := time.Now().UnixNano()
+	if _, _, ok := p.ProposeISR(start, lag); ok {
+		t.Fatal("a change proposed for a new leader's ISR")
+	}
+	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 4, 0)))
+	p.UpdateFollowerFetchState(2, 4, start+int64(lag)) // 2 catches up, 3 never fetches
+	from, isr, ok := p.ProposeISR(start+int64(lag)+1, lag)
+	if !ok || !slices.Equal(isr, []int32{local, 2}) || from.LeaderEpoch != 3 || from.PartitionEpoch != 7 || !slices.Equal(from.ISR, st.ISR) {
+		t.Fatalf("shrink: %+v -> %v (%v)", from, isr, ok)
+	}
+	st.ISR, st.PartitionEpoch = isr, 8
+	lead(t, m, "t", st) // the control plane's answer
+	if hw := p.HighWatermark(); hw != 4 {
+		t.Fatalf("high watermark %d after the shrink, want 4", hw)
+	}
+	p.UpdateFollowerFetchState(3, 2, start+int64(lag)+2) // behind the high watermark
+	if _, isr, ok := p.ProposeISR(start+int64(lag)+3, lag); ok {
+		t.Fatalf("a follower behind the high watermark joins: %v", isr)
+	}
+	p.UpdateFollowerFetchState(3, 4, start+int64(lag)+4)
+	if _, isr, ok := p.ProposeISR(start+int64(lag)+5, lag); !ok || !slices.Equal(isr, []int32{local, 2, 3}) {
+		t.Fatalf("expand: %v (%v)", isr, ok)
+	}
+	fst := st
+	fst.Leader = 2
+	m.MakeFollower("t", 0, fst)
+	if _, _, ok := p.ProposeISR(start+10*int64(lag), lag); ok {
+		t.Fatal("a follower proposed an ISR")
+	}
+}
+
+// TestFollowerReplication: a follower opened by Follow appends its leader's batches,
+// takes its high watermark from the leader's (never past its own log end), refuses
+// appends once it leads, and truncates fully to a leader's log start.
+func TestFollowerReplication(t *testing.T) {
+	leaderM, followerM := newManager(t, t.TempDir()), newManager(t, t.TempDir())
+	leader := lead(t, leaderM, "t", leaderState(5, local))
+	appendAsLeader(t, leader, testBatch(hdr(-1, -1, -1, 3, 0)), testBatch(hdr(-1, -1, -1, 2, 0)))
+	fst := leaderState(5, 2, local)
+	fst.Leader = 2
+	f, err := followerM.Follow("t", 0, fst, nil, logConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Role() != RoleFollower || f.LatestEpoch() != -1 {
+		t.Fatalf("role %v, latest epoch %d", f.Role(), f.LatestEpoch())
+	}
+	regions, err := leader.Log().Read(nil, 0, 1<<20, leader.Log().LogEndOffset(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bytes []byte
+	for _, rg := range regions {
+		b := make([]byte, rg.Length)
+		if _, err := syscall.Pread(rg.File.Fd(), b, rg.Position); err != nil {
+			t.Fatal(err)
+		}
+		bytes = append(bytes, b...)
+	}
+	segment.ReleaseRegions(regions)
+	if _, err := f.AppendAsFollower(bytes); err != nil {
+		t.Fatal(err)
+	}
+	if f.Log().LogEndOffset() != 5 || f.LatestEpoch() != 5 {
+		t.Fatalf("follower log end %d, latest epoch %d", f.Log().LogEndOffset(), f.LatestEpoch())
+	}
+	f.UpdateFollowerHighWatermark(9)
+	if f.HighWatermark() != 5 {
+		t.Fatalf("high watermark %d, want 5 (its log end)", f.HighWatermark())
+	}
+	f.UpdateFollowerHighWatermark(3)
+	if f.HighWatermark() != 3 {
+		t.Fatalf("high watermark %d, want the leader's 3", f.HighWatermark())
+	}
+	if err := f.TruncateFullyAndStartAt(20); err != nil {
+		t.Fatal(err)
+	}
+	if f.Log().LogStartOffset() != 20 || f.Log().LogEndOffset() != 20 || f.HighWatermark() != 20 {
+		t.Fatalf("after the full truncation: start %d end %d hw %d", f.Log().LogStartOffset(), f.Log().LogEndOffset(), f.HighWatermark())
+	}
+	checkInvariants(t, f)
+	lead(t, followerM, "t", leaderState(6, local))
+	if _, err := f.AppendAsFollower(bytes); !errors.Is(err, ErrNotFollower) {
+		t.Fatalf("an append as follower to a leader: %v", err)
+	}
+}
