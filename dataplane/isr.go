@@ -39,7 +39,9 @@ func (s *Server) maintainISR() {
 		return
 	}
 	now := time.Now().UnixNano()
-	for _, p := range s.replicas.Partitions() {
+	live := s.replicas.Partitions()
+	s.isr.forgetGone(live)
+	for _, p := range live {
 		from, isr, ok := p.ProposeISR(now, s.cfg.ReplicaLagTimeMax)
 		if !ok || !s.isr.begin(p, from.PartitionEpoch) {
 			continue
@@ -61,6 +63,19 @@ func (c *isrChanges) begin(p *replica.Partition, partitionEpoch int32) bool {
 	}
 	c.pending[p] = partitionEpoch
 	return true
+}
+
+// forgetGone drops the changes of partitions no longer on the node (a deleted topic, a
+// moved replica): a succeeded change stays until the next change of its partition, so
+// without this the partitions of deleted topics would be kept for good.
+func (c *isrChanges) forgetGone(live []*replica.Partition) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for p := range c.pending {
+		if !slices.Contains(live, p) {
+			delete(c.pending, p)
+		}
+	}
 }
 
 // end forgets p's change: refused, it may be decided again at once.
