@@ -139,7 +139,9 @@ func (r *Replica) LastCaughtUpTime() time.Time {
 //
 // Concurrency: stateMu guards the leadership (written by role changes, rare); the append
 // lock mu guards the producer state and serialises everything that moves the log end
-// (appends as leader and as follower, truncation) with the high watermark. The hot path
+// (appends as leader and as follower, truncation) with the high watermark; a role
+// change holds it too while it stores the new role, so an append sees one role and
+// epoch throughout and none lands once the node stopped leading. The hot path
 // reads only atomics: role and leader epoch (packed in one word, so a reader never sees
 // one without the other), ISR size, min.insync.replicas, high watermark.
 //
@@ -169,7 +171,8 @@ type Partition struct {
 	epochStartOffset int64
 
 	// state packs the role (bits 32-39) and the leader epoch (bits 0-31). Written under
-	// stateMu. Invariant: the epoch is -1 in RoleNone.
+	// stateMu and mu both, so that an append (under mu) sees one role and epoch from
+	// start to end. Invariant: the epoch is -1 in RoleNone.
 	state atomic.Uint64
 	// isrSize is len(isr), for the acks=all check without the lock. Written under
 	// stateMu. Invariant: isrSize == len(isr).
@@ -236,14 +239,6 @@ func (p *Partition) Role() Role {
 func (p *Partition) LeaderEpoch() int32 {
 	_, e := p.loadState()
 	return e
-}
-
-// leaderEpochIfLeader is the epoch this node leads with, or -1.
-func (p *Partition) leaderEpochIfLeader() int32 {
-	if r, e := p.loadState(); r == RoleLeader {
-		return e
-	}
-	return -1
 }
 
 // CheckLeaderEpoch answers whether a request naming currentLeaderEpoch (-1: none) may be
@@ -334,13 +329,15 @@ func (p *Partition) makeLeader(st PartitionState) {
 		}
 		followers[id] = r
 	}
+	p.followers = followers
+	// The append lock too: an append in progress finishes at the epoch it began with,
+	// and this epoch starts at the log end it leaves.
+	p.mu.Lock()
 	if newLeadership {
 		p.epochStartOffset = p.log.LogEndOffset()
 	}
-	p.followers = followers
 	p.setLeadership(st, p.localID)
 	p.storeState(RoleLeader, st.LeaderEpoch)
-	p.mu.Lock()
 	p.maybeIncrementHighWatermark(p.log.LogEndOffset())
 	p.mu.Unlock()
 	p.advanceHighWatermarkLocked()
@@ -355,7 +352,7 @@ func (p *Partition) MakeFollower(st PartitionState) {
 	p.stateMu.Lock()
 	p.followers = nil
 	p.setLeadership(st, st.Leader)
-	p.storeState(RoleFollower, st.LeaderEpoch)
+	p.storeRoleLocked(RoleFollower, st.LeaderEpoch)
 	p.stateMu.Unlock()
 	p.wakeWaiters()
 }
@@ -371,8 +368,17 @@ func (p *Partition) Resign() {
 func (p *Partition) resign() {
 	p.stateMu.Lock()
 	p.followers = nil
-	p.storeState(RoleNone, -1)
+	p.storeRoleLocked(RoleNone, -1)
 	p.stateMu.Unlock()
+}
+
+// storeRoleLocked stores a role and epoch under the append lock, so that an append in
+// progress finishes first and the next one sees the new role (LeaderAppend.Begin). The
+// caller holds stateMu.
+func (p *Partition) storeRoleLocked(role Role, epoch int32) {
+	p.mu.Lock()
+	p.storeState(role, epoch)
+	p.mu.Unlock()
 }
 
 // setLeadership stores st's leadership with leader as the leading node. The caller holds
