@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/replica"
 )
@@ -21,6 +22,11 @@ const (
 	// DefaultCheckpointInterval is how often recovery points are written
 	// (log.flush.offset.checkpoint.interval.ms, Kafka: 60 s).
 	DefaultCheckpointInterval = time.Minute
+	// hwCheckpointFileInterval is how often the replicas' high watermarks are written to
+	// the data directory's checkpoint file when they moved
+	// (replica.high.watermark.checkpoint.interval.ms, Kafka: 5 s); it is written at a
+	// clean stop too.
+	hwCheckpointFileInterval = 5 * time.Second
 )
 
 // HWRecorder takes high-watermark checkpoints (controlplane/client's HWCheckpointer).
@@ -35,6 +41,8 @@ func (s *Server) upkeep(stop <-chan struct{}) {
 	checkpoint := time.NewTicker(s.cfg.CheckpointInterval)
 	// ISR changes are checked at half the lag time, as Kafka's isr-expiration task.
 	isr := time.NewTicker(max(s.cfg.ReplicaLagTimeMax/2, time.Millisecond))
+	hwFile := time.NewTicker(hwCheckpointFileInterval)
+	defer hwFile.Stop()
 	defer hw.Stop()
 	defer retention.Stop()
 	defer checkpoint.Stop()
@@ -51,6 +59,10 @@ func (s *Server) upkeep(stop <-chan struct{}) {
 			s.applyRetention()
 		case <-checkpoint.C:
 			s.checkpointRecoveryPoints()
+		case <-hwFile.C:
+			if err := s.replicas.CheckpointHighWatermarks(); err != nil {
+				s.logger.Error("high-watermark checkpoint", "err", err)
+			}
 		}
 	}
 }
@@ -72,6 +84,33 @@ func (s *Server) reportHighWatermarks() {
 		s.cfg.HWRecorder.Record(cluster.TopicPartition{Topic: p.Topic, Partition: p.Index},
 			cluster.HWCheckpoint{TopicID: snap.Topics[p.Topic].ID, LeaderEpoch: p.LeaderEpoch(), HighWatermark: hw})
 	}
+}
+
+// RestoreHighWatermarks hands the replicas this node opens from now on the high
+// watermarks their leaders checkpointed in the control plane (cps, by topic and
+// partition), for those that have no checkpoint of this node's own: a leader restarted
+// with followers in its ISR then shows consumers what was committed before, instead of
+// nothing until the followers fetch. A checkpoint of another incarnation of the topic
+// (its topic id not the one in snap) is discarded; the rest are used as
+// replica.Manager.SetHighWatermarkHints says. Call it before the first Reconcile.
+func (s *Server) RestoreHighWatermarks(snap *client.Snapshot, cps map[string]map[int32]cluster.HWCheckpoint) {
+	hints := map[string]map[int32]replica.HighWatermarkHint{}
+	for topic, parts := range cps {
+		t, ok := snap.Topics[topic]
+		if !ok {
+			continue
+		}
+		for part, cp := range parts {
+			if cp.TopicID != t.ID {
+				continue
+			}
+			if hints[topic] == nil {
+				hints[topic] = map[int32]replica.HighWatermarkHint{}
+			}
+			hints[topic][part] = replica.HighWatermarkHint{LeaderEpoch: cp.LeaderEpoch, HighWatermark: cp.HighWatermark}
+		}
+	}
+	s.replicas.SetHighWatermarkHints(hints)
 }
 
 // partitionGauges registers the log end offset and high watermark gauges of each
