@@ -214,7 +214,7 @@ func (f *fetch) answer() {
 	}
 	proto.EndFrame(buf.B, start, extra)
 	if f.req.ReplicaID >= 0 {
-		f.s.metrics.replicationBytesOut.Add(extra)
+		f.s.countFollowerFetch(f.regions, extra)
 	} else {
 		f.s.metrics.consumerBytesOut.Add(extra)
 	}

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
@@ -113,21 +114,126 @@ func (s *Server) RestoreHighWatermarks(snap *client.Snapshot, cps map[string]map
 	s.replicas.SetHighWatermarkHints(hints)
 }
 
-// partitionGauges registers the log end offset and high watermark gauges of each
-// replica once, and forgets the replicas that are gone. Only the upkeep goroutine calls
-// it.
+// followerLagSeriesMax bounds the followers whose lag a leader exports (two series
+// each): a node leading thousands of partitions would otherwise export tens of
+// thousands of series. Past it, followers get none, and a warning says so.
+const followerLagSeriesMax = 10_000
+
+// partitionSeries are the per-partition series registered for one replica, so that
+// they are unregistered when it goes away or changes role.
+type partitionSeries struct {
+	labels string // {topic="…",partition="…"}
+	// fetcherLag is the follower-side lag's series, "" unless the replica follows.
+	fetcherLag string
+	// followerLag holds the lag series of each follower, while this node leads.
+	followerLag map[int32][2]string
+}
+
+// partitionGauges keeps the per-partition series current, once per upkeep pass: the
+// log end offset and high watermark of every replica; the lag of each follower
+// (gregor_follower_lag_offsets, _seconds) while this node leads; the follower-side lag
+// (gregor_replica_fetcher_lag_offsets) while it follows. Series of replicas gone
+// (deleted topics, moved replicas), of a role left or of a follower no longer assigned
+// are unregistered, before any new one is registered (a topic deleted and created
+// again has new replicas under the same names). The gauges read atomics, or the
+// leadership's read lock, at scrape time. Only the upkeep goroutine calls it.
 func (s *Server) partitionGauges(all []*replica.Partition) {
-	seen := make(map[*replica.Partition]struct{}, len(all))
+	set := s.cfg.Metrics
+	live := make(map[*replica.Partition]struct{}, len(all))
 	for _, p := range all {
-		seen[p] = struct{}{}
-		if _, ok := s.gauged[p]; ok {
+		live[p] = struct{}{}
+	}
+	for p, g := range s.gauged {
+		if _, ok := live[p]; !ok {
+			s.unregisterSeries(g)
+			delete(s.gauged, p)
+		}
+	}
+	if s.gauged == nil {
+		s.gauged = map[*replica.Partition]*partitionSeries{}
+	}
+	for _, p := range all {
+		g := s.gauged[p]
+		if g == nil {
+			g = &partitionSeries{labels: fmt.Sprintf(`{topic=%q,partition="%d"}`, p.Topic, p.Index)}
+			s.gauged[p] = g
+			set.GetOrCreateGauge("gregor_partition_log_end_offset"+g.labels, func() float64 { return float64(p.Log().LogEndOffset()) })
+			set.GetOrCreateGauge("gregor_partition_high_watermark"+g.labels, func() float64 { return float64(p.HighWatermark()) })
+		}
+		switch following := p.Role() == replica.RoleFollower; {
+		case following && g.fetcherLag == "":
+			g.fetcherLag = "gregor_replica_fetcher_lag_offsets" + g.labels
+			set.GetOrCreateGauge(g.fetcherLag, func() float64 { return float64(p.FetcherLag()) })
+		case !following && g.fetcherLag != "":
+			set.UnregisterMetric(g.fetcherLag)
+			g.fetcherLag = ""
+		}
+		s.followerLagGauges(p, g)
+	}
+}
+
+// followerLagGauges makes g's follower lag series those of p's followers while this
+// node leads p, and none otherwise.
+func (s *Server) followerLagGauges(p *replica.Partition, g *partitionSeries) {
+	set := s.cfg.Metrics
+	var followers []int32
+	if p.IsLeader() {
+		for _, id := range p.Replicas() {
+			if id != s.cfg.NodeID {
+				followers = append(followers, id)
+			}
+		}
+	}
+	for id, names := range g.followerLag {
+		if !slices.Contains(followers, id) {
+			set.UnregisterMetric(names[0])
+			set.UnregisterMetric(names[1])
+			delete(g.followerLag, id)
+			s.followerLagSeries--
+		}
+	}
+	for _, id := range followers {
+		if _, ok := g.followerLag[id]; ok {
 			continue
 		}
-		labels := fmt.Sprintf(`{topic=%q,partition="%d"}`, p.Topic, p.Index)
-		s.cfg.Metrics.GetOrCreateGauge("gregor_partition_log_end_offset"+labels, func() float64 { return float64(p.Log().LogEndOffset()) })
-		s.cfg.Metrics.GetOrCreateGauge("gregor_partition_high_watermark"+labels, func() float64 { return float64(p.HighWatermark()) })
+		if s.followerLagSeries >= followerLagSeriesMax {
+			if !s.followerLagCapped {
+				s.followerLagCapped = true
+				s.logger.Warn("too many followers to export the lag of each; some have none", "max", followerLagSeriesMax)
+			}
+			return
+		}
+		labels := fmt.Sprintf(`{topic=%q,partition="%d",replica="%d"}`, p.Topic, p.Index, id)
+		names := [2]string{"gregor_follower_lag_offsets" + labels, "gregor_follower_lag_seconds" + labels}
+		set.GetOrCreateGauge(names[0], func() float64 {
+			offsets, _, _ := p.FollowerLag(id, time.Now().UnixNano())
+			return float64(offsets)
+		})
+		set.GetOrCreateGauge(names[1], func() float64 {
+			_, lag, _ := p.FollowerLag(id, time.Now().UnixNano())
+			return lag.Seconds()
+		})
+		if g.followerLag == nil {
+			g.followerLag = map[int32][2]string{}
+		}
+		g.followerLag[id] = names
+		s.followerLagSeries++
 	}
-	s.gauged = seen
+}
+
+// unregisterSeries removes every series of g.
+func (s *Server) unregisterSeries(g *partitionSeries) {
+	set := s.cfg.Metrics
+	set.UnregisterMetric("gregor_partition_log_end_offset" + g.labels)
+	set.UnregisterMetric("gregor_partition_high_watermark" + g.labels)
+	if g.fetcherLag != "" {
+		set.UnregisterMetric(g.fetcherLag)
+	}
+	for _, names := range g.followerLag {
+		set.UnregisterMetric(names[0])
+		set.UnregisterMetric(names[1])
+		s.followerLagSeries--
+	}
 }
 
 // applyRetention deletes expired segments of the led partitions, never past the high

@@ -180,11 +180,14 @@ func (p *Partition) TruncateTo(offset int64) (int64, error) {
 
 // UpdateFollowerHighWatermark sets a follower's high watermark from its leader's, as a
 // fetch response carries it: the smaller of the leader's and this log's end (Kafka's
-// follower rule), so that it never passes the log end offset.
+// follower rule), so that it never passes the log end offset. How far the log end is
+// behind the leader's is kept as the fetcher's lag (FetcherLag).
 func (p *Partition) UpdateFollowerHighWatermark(leaderHW int64) {
 	p.mu.Lock()
 	if p.Role() == RoleFollower {
-		p.highWatermark.Store(max(min(leaderHW, p.log.LogEndOffset()), 0))
+		leo := p.log.LogEndOffset()
+		p.highWatermark.Store(max(min(leaderHW, leo), 0))
+		p.fetcherLag.Store(max(leaderHW-leo, 0))
 	}
 	p.mu.Unlock()
 }

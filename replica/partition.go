@@ -224,6 +224,9 @@ type Partition struct {
 	// epochStartOffset is the log end offset when this node began leading at its
 	// current leader epoch: a follower joins the ISR only once it has reached it.
 	epochStartOffset int64
+	// leaderSinceNs is when this node began leading at its current leader epoch (Unix
+	// nanoseconds): a follower that never caught up under it has lagged since.
+	leaderSinceNs int64
 
 	// state packs the role (bits 32-39) and the leader epoch (bits 0-31). Written under
 	// stateMu and mu both, so that an append (under mu) sees one role and epoch from
@@ -247,6 +250,9 @@ type Partition struct {
 	highWatermark atomic.Int64
 	// checkpointedHW is the high watermark last handed out for a checkpoint.
 	checkpointedHW atomic.Int64
+	// fetcherLag is, on a follower, how far its log end was behind the leader's high
+	// watermark as the last fetch response carried it (Kafka's FetcherLagMetrics).
+	fetcherLag atomic.Int64
 
 	waiters waiters
 
@@ -396,6 +402,7 @@ func (p *Partition) makeLeader(st PartitionState) {
 	p.mu.Lock()
 	if newLeadership {
 		p.epochStartOffset = p.log.LogEndOffset()
+		p.leaderSinceNs = now
 	}
 	p.setLeadership(st, p.localID)
 	p.storeState(RoleLeader, st.LeaderEpoch)
@@ -532,6 +539,42 @@ func (p *Partition) UpdateFollowerFetchState(id int32, brokerEpoch, fetchOffset,
 	}
 	return true
 }
+
+// UnderReplicated reports whether this node leads the partition with an ISR smaller
+// than its assignment (Kafka's UnderReplicatedPartitions).
+func (p *Partition) UnderReplicated() bool {
+	p.stateMu.RLock()
+	defer p.stateMu.RUnlock()
+	return p.IsLeader() && len(p.isr) < len(p.replicas)
+}
+
+// FollowerLag is how far follower id is behind this leader at nowNs: in offsets, the
+// leader's log end offset minus the follower's as its last fetch reported it (the
+// whole log, from its start, while it has not fetched under this leadership); in time,
+// how long since it was last caught up (0 while its last fetch reached the log end;
+// since this leadership began if it never caught up under it). ok is false when this
+// node does not lead or id is not an assigned follower. For metrics: it takes the
+// leadership's read lock.
+func (p *Partition) FollowerLag(id int32, nowNs int64) (offsets int64, lag time.Duration, ok bool) {
+	p.stateMu.RLock()
+	defer p.stateMu.RUnlock()
+	r := p.followers[id]
+	if r == nil || !p.IsLeader() {
+		return 0, 0, false
+	}
+	leo := p.log.LogEndOffset()
+	end := max(r.logEndOffset.Load(), p.log.LogStartOffset())
+	if end >= leo {
+		return 0, 0, true
+	}
+	since := max(r.lastCaughtUpTimeNs.Load(), p.leaderSinceNs)
+	return leo - end, time.Duration(max(nowNs-since, 0)), true
+}
+
+// FetcherLag is, on a follower, how far its log end offset was behind its leader's
+// high watermark as the last fetch response carried it (Kafka's FetcherLagMetrics),
+// or 0.
+func (p *Partition) FetcherLag() int64 { return p.fetcherLag.Load() }
 
 // ISRChange is an ISR change a leader proposes (Kafka's AlterPartition request for one
 // partition).

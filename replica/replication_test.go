@@ -268,3 +268,57 @@ func TestFollowerReplication(t *testing.T) {
 		t.Fatalf("an append as follower to a leader: %v", err)
 	}
 }
+
+// TestLagAndHealth: a leader's view of each follower's lag (offsets behind its log end,
+// time since last caught up), the under-replicated state, and a follower's lag behind
+// its leader's high watermark.
+func TestLagAndHealth(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	st := leaderState(0, local, 2, 3)
+	st.ISR = []int32{local, 2}
+	began := time.Now().UnixNano()
+	p := lead(t, m, "t", st)
+	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 10, 0)))
+	if !p.UnderReplicated() {
+		t.Fatal("ISR smaller than the assignment, not under-replicated")
+	}
+	now := time.Now().UnixNano()
+	// Never fetched: the whole log, since the leadership began (or, for an ISR member,
+	// since it was counted caught up then).
+	for _, id := range []int32{2, 3} {
+		offsets, lag, ok := p.FollowerLag(id, now)
+		if !ok || offsets != 10 || lag < 0 || lag > time.Duration(now-began) {
+			t.Fatalf("follower %d before fetching: %d %v %v (leading for %v)", id, offsets, lag, ok, time.Duration(now-began))
+		}
+	}
+	p.UpdateFollowerFetchState(2, BrokerEpochUnknown, 10, now)
+	if offsets, lag, ok := p.FollowerLag(2, now+5); !ok || offsets != 0 || lag != 0 {
+		t.Fatalf("caught up: %d %v %v", offsets, lag, ok)
+	}
+	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 5, 0)))
+	if offsets, lag, ok := p.FollowerLag(2, now+int64(time.Second)); !ok || offsets != 5 || lag != time.Second {
+		t.Fatalf("behind by one append: %d %v %v", offsets, lag, ok)
+	}
+	if _, _, ok := p.FollowerLag(local, now); ok {
+		t.Fatal("a lag for the leader itself")
+	}
+	st.ISR = []int32{local, 2, 3}
+	lead(t, m, "t", st)
+	if p.UnderReplicated() {
+		t.Fatal("full ISR, under-replicated")
+	}
+	fst := leaderState(1, 2, local, 3)
+	fst.Leader = 2
+	m.MakeFollower("t", 0, fst)
+	if _, _, ok := p.FollowerLag(2, now); ok || p.UnderReplicated() {
+		t.Fatal("a follower reports followers' lag or under-replication")
+	}
+	p.UpdateFollowerHighWatermark(20)
+	if p.FetcherLag() != 5 || p.HighWatermark() != 15 {
+		t.Fatalf("fetcher lag %d, high watermark %d; want 5, 15", p.FetcherLag(), p.HighWatermark())
+	}
+	p.UpdateFollowerHighWatermark(12)
+	if p.FetcherLag() != 0 {
+		t.Fatalf("fetcher lag %d with the leader's high watermark below the log end", p.FetcherLag())
+	}
+}
