@@ -85,13 +85,13 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 				PartitionEpoch: st.PartitionEpoch},
 			Replicas:          st.Replicas,
 			MinInsyncReplicas: minISR,
-			BrokerEpochs:      brokerEpochs(snap, st.Replicas),
 		}
 		key := tpKey{tp.Topic, tp.Partition}
 		switch {
 		case st.Leader == s.cfg.NodeID && mine(st):
 			// No fetcher appends to a log this node leads.
 			s.fetchers.remove(key)
+			rst.BrokerEpochs = brokerEpochs(snap, st.Replicas)
 			// The log's settings come from this snapshot's topic, not from the view
 			// last reconciled: that one lacks a topic created since, and the log
 			// would open with the defaults.
