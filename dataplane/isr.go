@@ -16,7 +16,9 @@ import (
 // be (replica.Partition.ProposeISR: followers not caught up within
 // ReplicaLagTimeMax leave it, followers that reached the high watermark join it) and
 // sends a change to the control plane, on a goroutine of its own, as a compare-and-swap
-// on the epochs of the state decided from. The new state comes back through the
+// on the epochs of the state decided from and on the broker epochs the members it adds
+// fetched under (KIP-903: a follower that registered again since is not added on its
+// earlier process's fetches). The new state comes back through the
 // metadata watch, and Reconcile applies it: until then the partition proposes nothing
 // more. Nothing on the produce or fetch path waits for it.
 
