@@ -240,12 +240,20 @@ func TestAlterISR(t *testing.T) {
 
 	// Expanding with a node that is not registered is refused.
 	third := st.Replicas[2]
+	oldEpoch := dps[third].Registration.Broker().Epoch
 	dps[third].Registration.Close()
 	if _, err := leader.AlterISR(ctx, req(0, 1, append(slices.Clone(shrunk), third))); !errors.Is(err, kerr.IneligibleReplica) {
 		t.Fatalf("expand with unregistered node: %v", err)
 	}
-	c.FakeDP(t, third, 0)
-	if st, err = leader.AlterISR(ctx, req(0, 1, append(slices.Clone(shrunk), third))); err != nil || st.PartitionEpoch != 2 || len(st.ISR) != 3 {
+	again := c.FakeDP(t, third, 0)
+	// KIP-903: registered again, it is not added on fetches its earlier registration made.
+	expand := req(0, 1, append(slices.Clone(shrunk), third))
+	expand.BrokerEpochs = map[int32]int64{third: oldEpoch}
+	if _, err := leader.AlterISR(ctx, expand); !errors.Is(err, kerr.IneligibleReplica) {
+		t.Fatalf("expand with the broker epoch of an earlier registration: %v", err)
+	}
+	expand.BrokerEpochs = map[int32]int64{third: again.Registration.Broker().Epoch}
+	if st, err = leader.AlterISR(ctx, expand); err != nil || st.PartitionEpoch != 2 || len(st.ISR) != 3 {
 		t.Fatalf("expand: %+v, %v", st, err)
 	}
 

@@ -100,6 +100,9 @@ type ClusterView struct {
 	Topics                    []TopicView      `json:"topics"`
 	OfflinePartitions         int              `json:"offlinePartitions"`
 	UnderReplicatedPartitions int              `json:"underReplicatedPartitions"`
+	// PreferredReplicaImbalance counts the partitions led by another node than their
+	// preferred leader (replicas[0]), offline ones included.
+	PreferredReplicaImbalance int `json:"preferredReplicaImbalance"`
 	// InternalListener is where data-plane nodes forward group requests.
 	InternalListener string `json:"internalListener,omitempty"`
 	// Groups are the consumer groups with their members, committed offsets and lag:
@@ -175,7 +178,9 @@ func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 			v.Topics = append(v.Topics, TopicView{Topic: t, PartitionStates: ps})
 		}
 		sort.Slice(v.Topics, func(i, j int) bool { return v.Topics[i].Name < v.Topics[j].Name })
-		v.OfflinePartitions, v.UnderReplicatedPartitions = partitionHealth(snap)
+		health := partitionHealth(snap)
+		v.OfflinePartitions, v.UnderReplicatedPartitions = health.offline, health.underReplicated
+		v.PreferredReplicaImbalance = health.imbalanced
 	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)

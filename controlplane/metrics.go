@@ -59,14 +59,20 @@ func newMetrics(s *Server) *metrics {
 		}
 		return 0
 	})
-	set.NewGauge("gregor_cp_offline_partitions", func() float64 {
-		off, _ := partitionHealth(s.snapshot())
-		return float64(off)
-	})
-	set.NewGauge("gregor_cp_under_replicated_partitions", func() float64 {
-		_, under := partitionHealth(s.snapshot())
-		return float64(under)
-	})
+	// Partition health, as Kafka's controller reports it: from the active controller
+	// only (0 on the other members), so that a sum over members counts each partition
+	// once.
+	health := func(count func(partitionCounts) int) func() float64 {
+		return func() float64 {
+			if !s.IsController() {
+				return 0
+			}
+			return float64(count(partitionHealth(s.snapshot())))
+		}
+	}
+	set.NewGauge("gregor_cp_offline_partitions", health(func(c partitionCounts) int { return c.offline }))
+	set.NewGauge("gregor_cp_under_replicated_partitions", health(func(c partitionCounts) int { return c.underReplicated }))
+	set.NewGauge("gregor_cp_preferred_replica_imbalance", health(func(c partitionCounts) int { return c.imbalanced }))
 	set.NewGauge("gregor_cp_etcd_has_leader", func() float64 {
 		if s.etcd != nil && s.etcd.Server.Leader() != 0 {
 			return 1
@@ -122,19 +128,33 @@ func (s *Server) snapshot() *client.Snapshot {
 	return s.view.Snapshot()
 }
 
-// partitionHealth counts offline partitions (no leader, or a leader not registered) and
-// under-replicated ones (ISR smaller than the replicas).
-func partitionHealth(snap *client.Snapshot) (offline, under int) {
+// partitionCounts are partitionHealth's counts.
+type partitionCounts struct {
+	// offline: no leader, or a leader not registered (Kafka's OfflinePartitionsCount).
+	offline int
+	// underReplicated: an ISR smaller than the replicas.
+	underReplicated int
+	// imbalanced: a leader other than the preferred one, replicas[0], offline ones
+	// included (Kafka's PreferredReplicaImbalanceCount).
+	imbalanced int
+}
+
+// partitionHealth counts the partitions of snap by health.
+func partitionHealth(snap *client.Snapshot) partitionCounts {
+	var c partitionCounts
 	if snap == nil {
-		return 0, 0
+		return c
 	}
 	for _, st := range snap.Partitions {
 		if _, ok := snap.Brokers[st.Leader]; !ok {
-			offline++
+			c.offline++
 		}
 		if len(st.ISR) < len(st.Replicas) {
-			under++
+			c.underReplicated++
+		}
+		if len(st.Replicas) == 0 || st.Leader != st.Replicas[0] {
+			c.imbalanced++
 		}
 	}
-	return offline, under
+	return c
 }

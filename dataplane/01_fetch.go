@@ -170,7 +170,7 @@ func (f *fetch) check(p *replica.Partition, rp *proto.FetchPartitionRequest, now
 	if code := p.CheckLeaderEpoch(rp.CurrentLeaderEpoch); code != 0 || f.req.ReplicaID < 0 {
 		return code
 	}
-	if !p.UpdateFollowerFetchState(f.req.ReplicaID, rp.FetchOffset, nowNs) {
+	if !p.UpdateFollowerFetchState(f.req.ReplicaID, replica.BrokerEpochUnknown, rp.FetchOffset, nowNs) {
 		return kerr.NotLeaderForPartition.Code // not an assigned follower (yet)
 	}
 	return 0
@@ -214,7 +214,7 @@ func (f *fetch) answer() {
 	}
 	proto.EndFrame(buf.B, start, extra)
 	if f.req.ReplicaID >= 0 {
-		f.s.metrics.replicationBytesOut.Add(extra)
+		f.s.countFollowerFetch(f.regions, extra)
 	} else {
 		f.s.metrics.consumerBytesOut.Add(extra)
 	}

@@ -91,6 +91,7 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 		case st.Leader == s.cfg.NodeID && mine(st):
 			// No fetcher appends to a log this node leads.
 			s.fetchers.remove(key)
+			rst.BrokerEpochs = brokerEpochs(snap, st.Replicas)
 			// The log's settings come from this snapshot's topic, not from the view
 			// last reconciled: that one lacks a topic created since, and the log
 			// would open with the defaults.
@@ -131,6 +132,20 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 	}
 	s.cluster.Store(snap)
 	return errors.Join(errs...)
+}
+
+// brokerEpochs are the broker epochs of replicas in snap, in their order
+// (replica.PartitionState.BrokerEpochs): a leader adds a follower to the ISR only on
+// fetches made under its registration in the view (KIP-903).
+func brokerEpochs(snap *client.Snapshot, replicas []int32) []int64 {
+	epochs := make([]int64, len(replicas))
+	for i, id := range replicas {
+		epochs[i] = replica.BrokerNotRegistered
+		if b, ok := snap.Brokers[id]; ok {
+			epochs[i] = b.Epoch
+		}
+	}
+	return epochs
 }
 
 // logConfig gives the storage settings of topic's logs: Config.LogConfig's if set, else

@@ -16,7 +16,9 @@ import (
 // be (replica.Partition.ProposeISR: followers not caught up within
 // ReplicaLagTimeMax leave it, followers that reached the high watermark join it) and
 // sends a change to the control plane, on a goroutine of its own, as a compare-and-swap
-// on the epochs of the state decided from. The new state comes back through the
+// on the epochs of the state decided from and on the broker epochs the members it adds
+// fetched under (KIP-903: a follower that registered again since is not added on its
+// earlier process's fetches). The new state comes back through the
 // metadata watch, and Reconcile applies it: until then the partition proposes nothing
 // more. Nothing on the produce or fetch path waits for it.
 
@@ -42,11 +44,11 @@ func (s *Server) maintainISR() {
 	live := s.replicas.Partitions()
 	s.isr.forgetGone(live)
 	for _, p := range live {
-		from, isr, ok := p.ProposeISR(now, s.cfg.ReplicaLagTimeMax)
-		if !ok || !s.isr.begin(p, from.PartitionEpoch) {
+		ch, ok := p.ProposeISR(now, s.cfg.ReplicaLagTimeMax)
+		if !ok || !s.isr.begin(p, ch.From.PartitionEpoch) {
 			continue
 		}
-		go s.alterISR(p, from, isr)
+		go s.alterISR(p, ch)
 	}
 }
 
@@ -85,14 +87,17 @@ func (c *isrChanges) end(p *replica.Partition) {
 	c.mu.Unlock()
 }
 
-// alterISR sends one ISR change. On success the entry stays until the view shows a
-// newer partition epoch (begin then lets the next change through).
-func (s *Server) alterISR(p *replica.Partition, from replica.LeaderAndIsr, isr []int32) {
+// alterISR sends one ISR change, with the broker epochs the members it adds fetched
+// under (KIP-903). On success the entry stays until the view shows a newer partition
+// epoch (begin then lets the next change through).
+func (s *Server) alterISR(p *replica.Partition, ch replica.ISRChange) {
 	ctx, cancel := context.WithTimeout(context.Background(), isrAlterTimeout)
 	defer cancel()
+	from, isr := ch.From, ch.ISR
 	_, err := s.cp.AlterISR(ctx, client.AlterISRRequest{
 		TopicPartition: cluster.TopicPartition{Topic: p.Topic, Partition: p.Index},
 		LeaderEpoch:    from.LeaderEpoch, PartitionEpoch: from.PartitionEpoch, NewISR: isr,
+		BrokerEpochs: ch.BrokerEpochs,
 	})
 	if err != nil {
 		s.isr.end(p)

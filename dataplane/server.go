@@ -38,9 +38,12 @@ type Server struct {
 	fetchers replicaFetchers
 	// isr are the ISR changes this node sent as leader that the view does not show yet.
 	isr isrChanges
-	// gauged are the replicas whose gauges are registered; only the upkeep goroutine
-	// touches it.
-	gauged map[*replica.Partition]struct{}
+	// gauged are the replicas whose series are registered, with their series;
+	// followerLagSeries counts the followers with lag series, and followerLagCapped is
+	// set once followerLagSeriesMax was reached. Only the upkeep goroutine touches them.
+	gauged            map[*replica.Partition]*partitionSeries
+	followerLagSeries int
+	followerLagCapped bool
 	// cp is the control plane (nil: this node serves only what it was told to lead,
 	// as in the storage-level tests); cluster is the metadata view last reconciled.
 	cp          ControlPlane
@@ -322,11 +325,15 @@ type serverMetrics struct {
 	delayedProduce *metrics.Counter
 	delayedFetch   *metrics.Counter
 	// consumerBytesOut and replicationBytesOut count the records bytes of fetch
-	// answers, to consumers and to followers; replicationBytesIn those a follower
-	// appended from its leaders.
-	consumerBytesOut    *metrics.Counter
-	replicationBytesOut *metrics.Counter
-	replicationBytesIn  *metrics.Counter
+	// answers, to consumers and to followers; replicationSendfileOut and
+	// replicationCopyOut split the followers' by the path the writer takes for them.
+	// replicationBytesIn counts those a follower appended from its leaders, copied
+	// through user space.
+	consumerBytesOut       *metrics.Counter
+	replicationBytesOut    *metrics.Counter
+	replicationSendfileOut *metrics.Counter
+	replicationCopyOut     *metrics.Counter
+	replicationBytesIn     *metrics.Counter
 	// isrShrinks and isrExpands count the ISR changes this node made as leader.
 	isrShrinks *metrics.Counter
 	isrExpands *metrics.Counter
@@ -360,7 +367,7 @@ func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
 
 		consumerBytesOut:    set.NewCounter(`gregor_fetch_records_bytes_total{reader="consumer"}`),
 		replicationBytesOut: set.NewCounter(`gregor_fetch_records_bytes_total{reader="follower"}`),
-		replicationBytesIn:  set.NewCounter("gregor_replication_bytes_in_total"),
+		replicationBytesIn:  set.NewCounter(`gregor_replication_bytes_in_total{path="copy"}`),
 		isrShrinks:          set.NewCounter("gregor_isr_shrinks_total"),
 		isrExpands:          set.NewCounter("gregor_isr_expands_total"),
 		groupForwards:       set.NewCounter("gregor_group_requests_forwarded_total"),
@@ -378,7 +385,57 @@ func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
 	set.NewGauge(`gregor_fetch_bytes_total{path="sendfile"}`, func() float64 { return float64(s.fetchCounters.Sendfile.Load()) })
 	set.NewGauge(`gregor_fetch_bytes_total{path="copy"}`, func() float64 { return float64(s.fetchCounters.Copied.Load()) })
 	set.NewGauge("gregor_response_header_bytes_total", func() float64 { return float64(s.fetchCounters.Bytes.Load()) })
+	m.replicationSendfileOut = set.NewCounter(`gregor_replication_bytes_out_total{path="sendfile"}`)
+	m.replicationCopyOut = set.NewCounter(`gregor_replication_bytes_out_total{path="copy"}`)
+	// Partition health, counted at each scrape (Kafka's UnderReplicatedPartitions,
+	// UnderMinIsrPartitionCount; offline as this node's view shows it).
+	set.NewGauge("gregor_under_replicated_partitions", func() float64 {
+		return float64(s.countReplicas((*replica.Partition).UnderReplicated))
+	})
+	set.NewGauge("gregor_under_min_isr_partitions", func() float64 {
+		return float64(s.countReplicas(func(p *replica.Partition) bool { return p.IsLeader() && p.UnderMinISR() }))
+	})
+	set.NewGauge("gregor_offline_partitions", func() float64 {
+		n := 0
+		for _, st := range s.snapshot().Partitions {
+			if st.Leader < 0 {
+				n++
+			}
+		}
+		return float64(n)
+	})
 	return m
+}
+
+// countReplicas counts this node's replicas for which cond holds.
+func (s *Server) countReplicas(cond func(*replica.Partition) bool) int {
+	n := 0
+	for _, p := range s.replicas.Partitions() {
+		if cond(p) {
+			n++
+		}
+	}
+	return n
+}
+
+// countFollowerFetch counts the records bytes (total) of a follower's fetch answer,
+// and splits them by the path the connection's writer takes for each region:
+// sendfile, or the copy path for regions shorter than Config.CopyBelowBytes
+// (sendfile.Writer's rule). Two counter adds, and a pass over the regions only when
+// the copy path is on.
+func (s *Server) countFollowerFetch(regions []segment.Region, total int) {
+	m := s.metrics
+	m.replicationBytesOut.Add(total)
+	copied := int64(0)
+	if below := s.cfg.CopyBelowBytes; below > 0 {
+		for _, rg := range regions {
+			if rg.Length < below {
+				copied += rg.Length
+			}
+		}
+	}
+	m.replicationCopyOut.Add(int(copied))
+	m.replicationSendfileOut.Add(total - int(copied))
 }
 
 func (m *serverMetrics) observeRequest(key int16, start time.Time) {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -203,7 +204,9 @@ func StartDataPlane(ctx context.Context, cfg Config) (dp *DataPlane, err error) 
 	}
 	d.srv = srv
 	_ = res.Close() // the listener holds the port now
-	if err := srv.Reconcile(d.md.Snapshot()); err != nil {
+	snap := d.md.Snapshot()
+	srv.RestoreHighWatermarks(snap, d.checkpointedHighWatermarks(ctx, snap))
+	if err := srv.Reconcile(snap); err != nil {
 		logger.Error("reconcile", "err", err)
 	}
 	httpErr := make(chan error, 1)
@@ -216,6 +219,29 @@ func StartDataPlane(ctx context.Context, cfg Config) (dp *DataPlane, err error) 
 		"cp", cfg.ControlPlane, "data", cfg.DataDir, "epoch", d.reg.Broker().Epoch,
 		"startup", time.Since(started).Round(time.Millisecond))
 	return d, nil
+}
+
+// checkpointedHighWatermarks reads the control plane's high-watermark checkpoints of
+// the topics with a partition assigned to this node, for the replicas that open without
+// a checkpoint of the node's own (dataplane.Server.RestoreHighWatermarks). They are
+// hints: a topic whose checkpoints cannot be read is left out, and logged.
+func (d *DataPlane) checkpointedHighWatermarks(ctx context.Context, snap *client.Snapshot) map[string]map[int32]cluster.HWCheckpoint {
+	topics := map[string]bool{}
+	for tp, st := range snap.Partitions {
+		if slices.Contains(st.Replicas, d.cfg.ID) {
+			topics[tp.Topic] = true
+		}
+	}
+	out := make(map[string]map[int32]cluster.HWCheckpoint, len(topics))
+	for topic := range topics {
+		cps, err := d.cl.HighWatermarks(ctx, topic)
+		if err != nil {
+			d.logger.Warn("high-watermark checkpoints unreadable; the replicas start without them", "topic", topic, "err", err)
+			continue
+		}
+		out[topic] = cps
+	}
+	return out
 }
 
 // kick asks the reconcile loop for a pass; it never blocks.

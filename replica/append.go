@@ -6,6 +6,7 @@ import (
 
 	"github.com/gregor-streaming/gregor/proto"
 	"github.com/gregor-streaming/gregor/segment"
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // LeaderAppend appends the records of several produce requests to a leader's log with
@@ -21,8 +22,13 @@ import (
 // partition's lock meanwhile.
 type LeaderAppend struct {
 	p *Partition
-	// epoch is the leader epoch written into the batches.
+	// epoch is the leader epoch written into the batches: the partition's when Begin
+	// took the append lock, which every role change also takes, so it cannot change
+	// before Commit.
 	epoch int32
+	// refused is NOT_LEADER_OR_FOLLOWER when the node did not lead the partition once
+	// Begin held the append lock (0 otherwise): every Add is then refused.
+	refused int16
 	// next is the offset the next accepted records get. Offsets are known before the
 	// write: the partition's appends all hold its append lock, so the log end offset
 	// cannot move meanwhile.
@@ -43,15 +49,21 @@ type Assignment struct {
 	FirstOffset, LastOffset int64
 }
 
-// Begin starts an append to p, taking its append lock.
+// Begin starts an append to p, taking its append lock. The role and leader epoch are
+// read under that lock: a role change takes it too, so an append that raced a loss of
+// leadership (the produce path's leader check passed just before it) is refused with
+// NOT_LEADER_OR_FOLLOWER instead of landing with a stale epoch, and a leader's log
+// holds no batch written after it stopped leading.
 func (a *LeaderAppend) Begin(p *Partition) {
 	if a.p != nil {
 		panic("replica: LeaderAppend.Begin before the previous Commit")
 	}
-	// An append that raced a loss of leadership still lands, with epoch -1: the
-	// producer was answered by the leader check before the pass's appends.
-	a.epoch = p.leaderEpochIfLeader()
 	p.mu.Lock()
+	role, epoch := p.loadState()
+	a.epoch, a.refused = epoch, 0
+	if role != RoleLeader {
+		a.refused = kerr.NotLeaderForPartition.Code
+	}
 	a.p = p
 	a.next = p.log.LogEndOffset()
 	a.first = a.next
@@ -63,6 +75,9 @@ func (a *LeaderAppend) Begin(p *Partition) {
 // producer state, so that the next Add of the same append sees them.
 func (a *LeaderAppend) Add(records []byte) Assignment {
 	p := a.p
+	if a.refused != 0 {
+		return Assignment{ErrorCode: a.refused, FirstOffset: -1, LastOffset: -1}
+	}
 	code, dupFirst, dupLast := p.producers.checkRecords(records)
 	switch {
 	case code != 0:
@@ -165,11 +180,14 @@ func (p *Partition) TruncateTo(offset int64) (int64, error) {
 
 // UpdateFollowerHighWatermark sets a follower's high watermark from its leader's, as a
 // fetch response carries it: the smaller of the leader's and this log's end (Kafka's
-// follower rule), so that it never passes the log end offset.
+// follower rule), so that it never passes the log end offset. How far the log end is
+// behind the leader's is kept as the fetcher's lag (FetcherLag).
 func (p *Partition) UpdateFollowerHighWatermark(leaderHW int64) {
 	p.mu.Lock()
 	if p.Role() == RoleFollower {
-		p.highWatermark.Store(max(min(leaderHW, p.log.LogEndOffset()), 0))
+		leo := p.log.LogEndOffset()
+		p.highWatermark.Store(max(min(leaderHW, leo), 0))
+		p.fetcherLag.Store(max(leaderHW-leo, 0))
 	}
 	p.mu.Unlock()
 }

@@ -10,12 +10,17 @@
 //     (TruncateTo, EndOffsetForEpoch);
 //   - the role (leader, follower, none) and the leader epoch, with the epoch checks a
 //     request's current leader epoch gets (CheckLeaderEpoch);
-//   - the ISR, the assignment and each follower's progress (Replica), the partition
-//     epoch, and min.insync.replicas;
+//   - the ISR, the assignment and each follower's progress (Replica: log end offset,
+//     last caught-up time, the broker epoch its fetches were made under), the
+//     partition epoch, and min.insync.replicas; the ISR changes a leader proposes
+//     (ProposeISR: Kafka's maybeShrinkIsr and maybeExpandIsr, with KIP-903's broker
+//     epoch check), and the lags metrics show (FollowerLag, FetcherLag);
 //   - the high watermark and its rules: on a leader, the smallest log end offset over
 //     the ISR (followers' as their fetches report them, UpdateFollowerFetchState),
 //     never moved backwards; on a follower, the leader's capped at its own log end
-//     (UpdateFollowerHighWatermark); it never passes the log end offset;
+//     (UpdateFollowerHighWatermark); it never passes the log end offset; it is
+//     checkpointed to the data directory's replication-offset-checkpoint and restored
+//     from it, or from the control plane's checkpoint, when a replica opens;
 //   - the idempotent-producer state (KIP-98 sequence and epoch rules), rebuilt from the
 //     log on open and after a truncation;
 //   - the list of requests parked on the partition (Waiter), woken when its log end,

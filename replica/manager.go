@@ -28,13 +28,26 @@ type Config struct {
 // request handling): one directory each under the data directory, opened when the node
 // first leads the partition, and the role changes the controller's state asks for.
 //
-// Concurrency: mu guards the map of replicas and each replica's configs; lookups take
-// the read lock. Lock order: mu before any Partition's locks.
+// Concurrency: mu guards the map of replicas, each replica's configs and the high
+// watermarks restored for replicas not open yet; lookups take the read lock. Lock
+// order: mu before any Partition's locks; hwFileMu before mu.
 type Manager struct {
 	cfg Config
 
 	mu         sync.RWMutex
 	partitions map[string]map[int32]*Partition
+	// restored are the high watermarks of the checkpoint file (hwcheckpoint.go) of
+	// replicas not open yet: a replica takes its own when it opens, and the file keeps
+	// the others. Nil until the file is read, at the first open.
+	restored map[string]map[int32]int64
+	// hints are high watermarks from the control plane for replicas this node has no
+	// checkpoint of (SetHighWatermarkHints).
+	hints map[string]map[int32]HighWatermarkHint
+
+	// hwFileMu serialises writes of the checkpoint file; written is what the last one
+	// wrote.
+	hwFileMu sync.Mutex
+	written  map[string]map[int32]int64
 }
 
 // NewManager makes the replica manager of a data directory; it opens nothing yet.
@@ -123,6 +136,7 @@ func (m *Manager) open(topic string, partition int32, configs map[string]string,
 			_ = log.Close()
 			return nil, err
 		}
+		p.highWatermark.Store(m.restoreHighWatermark(topic, partition, log))
 		p.configs = configs
 		if m.partitions[topic] == nil {
 			m.partitions[topic] = map[int32]*Partition{}
@@ -130,6 +144,83 @@ func (m *Manager) open(topic string, partition int32, configs map[string]string,
 		m.partitions[topic][partition] = p
 	}
 	return p, cfgErr
+}
+
+// restoreHighWatermark is the high watermark the replica of topic-partition opens with
+// (restoredHighWatermark), and forgets what it was restored from. The caller holds mu.
+func (m *Manager) restoreHighWatermark(topic string, partition int32, log *segment.Log) int64 {
+	if m.restored == nil {
+		var err error
+		if m.restored, err = readHWCheckpoint(m.cfg.Dir); err != nil {
+			m.cfg.Logger.Warn("high-watermark checkpoint unreadable; using the control plane's", "err", err)
+			m.restored = map[string]map[int32]int64{}
+		}
+	}
+	local, hasLocal := m.restored[topic][partition]
+	hint, hasHint := m.hints[topic][partition]
+	delete(m.restored[topic], partition)
+	delete(m.hints[topic], partition)
+	hw := restoredHighWatermark(local, hasLocal, hint, hasHint, log.LogStartOffset(), log.LogEndOffset(), log.LatestEpoch())
+	if hasLocal || hasHint {
+		m.cfg.Logger.Debug("high watermark restored", "topic", topic, "partition", partition, "hw", hw,
+			"checkpoint", local, "hasCheckpoint", hasLocal, "hint", hint.HighWatermark, "hasHint", hasHint)
+	}
+	return hw
+}
+
+// SetHighWatermarkHints gives the high watermarks the control plane holds for this
+// node's replicas (their leaders' checkpoints), for the replicas that open without a
+// checkpoint of this node's own; nil forgets them. Each is used at most once, and only
+// under the rule of restoredHighWatermark.
+func (m *Manager) SetHighWatermarkHints(hints map[string]map[int32]HighWatermarkHint) {
+	m.mu.Lock()
+	m.hints = hints
+	m.mu.Unlock()
+}
+
+// CheckpointHighWatermarks writes the high watermark of every replica, and those read
+// back for replicas not open yet, to the data directory's checkpoint file, unless
+// nothing changed since the last write.
+func (m *Manager) CheckpointHighWatermarks() error {
+	m.hwFileMu.Lock()
+	defer m.hwFileMu.Unlock()
+	m.mu.RLock()
+	hws := m.highWatermarksLocked()
+	m.mu.RUnlock()
+	return m.writeHighWatermarks(hws)
+}
+
+// highWatermarksLocked collects what the checkpoint file is to hold. The caller holds
+// mu.
+func (m *Manager) highWatermarksLocked() map[string]map[int32]int64 {
+	hws := make(map[string]map[int32]int64, len(m.partitions)+len(m.restored))
+	for topic, parts := range m.restored {
+		if len(parts) > 0 {
+			hws[topic] = maps.Clone(parts)
+		}
+	}
+	for topic, parts := range m.partitions {
+		if hws[topic] == nil {
+			hws[topic] = make(map[int32]int64, len(parts))
+		}
+		for i, p := range parts {
+			hws[topic][i] = p.HighWatermark()
+		}
+	}
+	return hws
+}
+
+// writeHighWatermarks writes hws unless the file holds them already. The caller holds
+// hwFileMu.
+func (m *Manager) writeHighWatermarks(hws map[string]map[int32]int64) error {
+	if maps.EqualFunc(hws, m.written, maps.Equal) {
+		return nil
+	}
+	if err := writeHWCheckpoint(m.cfg.Dir, hws); err != nil {
+		return err
+	}
+	m.written = hws
+	return nil
 }
 
 // MakeFollower makes the replica of topic-partition, if this node has one, a follower of
@@ -162,6 +253,8 @@ func (m *Manager) DeleteTopic(topic string) error {
 	m.mu.Lock()
 	parts := m.partitions[topic]
 	delete(m.partitions, topic)
+	delete(m.restored, topic)
+	delete(m.hints, topic)
 	m.mu.Unlock()
 	var errs []error
 	for _, p := range parts {
@@ -173,11 +266,19 @@ func (m *Manager) DeleteTopic(topic string) error {
 	return errors.Join(errs...)
 }
 
-// Close closes every log cleanly and forgets the replicas.
+// Close checkpoints the high watermarks, closes every log cleanly and forgets the
+// replicas.
 func (m *Manager) Close() error {
+	m.hwFileMu.Lock()
+	defer m.hwFileMu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error
+	if len(m.partitions) > 0 {
+		if err := m.writeHighWatermarks(m.highWatermarksLocked()); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, parts := range m.partitions {
 		for _, p := range parts {
 			if err := p.log.Close(); err != nil {

@@ -63,7 +63,24 @@ type PartitionState struct {
 	// MinInsyncReplicas is the topic's min.insync.replicas: acks=all produce is refused
 	// while the ISR is smaller.
 	MinInsyncReplicas int
+	// BrokerEpochs holds, for each of Replicas in its order, the replica's broker epoch
+	// (its registration's mod revision) in the metadata view the state comes from:
+	// BrokerNotRegistered when the view has no registration of it, BrokerEpochUnknown
+	// when the caller does not know. Nil: all unknown. A leader records each follower's
+	// fetches with the epoch they were made under and adds a follower to the ISR only
+	// if that is its current one (KIP-903).
+	BrokerEpochs []int64
 }
+
+// Broker epochs a follower's fetch state can hold besides a registration's.
+const (
+	// BrokerEpochUnknown: no epoch to compare (a Fetch before v15 names none, a state
+	// without BrokerEpochs knows none): the check is skipped, as Kafka's -1 does.
+	BrokerEpochUnknown int64 = -1
+	// BrokerNotRegistered: the metadata view has no registration of the replica; it
+	// may not join the ISR.
+	BrokerNotRegistered int64 = -2
+)
 
 // Replica is the leader's view of one follower (Kafka's Replica): where the follower's
 // log ends, as its fetches report, and when it last caught up with the leader's log
@@ -82,10 +99,18 @@ type Replica struct {
 	// follower was caught up at the latter.
 	lastFetchLeaderLEO atomic.Int64
 	lastFetchTimeNs    atomic.Int64
+	// viewBrokerEpoch is the follower's broker epoch in the leader's metadata view
+	// (PartitionState.BrokerEpochs), updated at every state the leader applies.
+	viewBrokerEpoch atomic.Int64
+	// fetchBrokerEpoch is the broker epoch the follower's last recorded fetch was made
+	// under: the fetch's own, else the view's when it was recorded; BrokerEpochUnknown
+	// until it fetches.
+	fetchBrokerEpoch atomic.Int64
 }
 
 func newReplica(id int32) *Replica {
 	r := &Replica{ID: id}
+	r.viewBrokerEpoch.Store(BrokerEpochUnknown)
 	r.reset()
 	return r
 }
@@ -96,13 +121,22 @@ func (r *Replica) reset() {
 	r.lastCaughtUpTimeNs.Store(0)
 	r.lastFetchLeaderLEO.Store(-1)
 	r.lastFetchTimeNs.Store(0)
+	r.fetchBrokerEpoch.Store(BrokerEpochUnknown)
 }
 
-// updateFetchState records a fetch at fetchOffset made at nowNs while the leader's log
-// ended at leaderLEO (Kafka's Replica.updateFetchState): the fetch offset is the
-// follower's log end offset, and the follower was caught up now if it reached the
-// leader's log end, or at its previous fetch if it reached where the log ended then.
-func (r *Replica) updateFetchState(fetchOffset, leaderLEO, nowNs int64) {
+// updateFetchState records a fetch at fetchOffset made at nowNs under brokerEpoch while
+// the leader's log ended at leaderLEO (Kafka's Replica.updateFetchStateOrThrow): the
+// fetch offset is the follower's log end offset, and the follower was caught up now if
+// it reached the leader's log end, or at its previous fetch if it reached where the
+// log ended then. A fetch naming a broker epoch older than the view's comes from an
+// earlier process of the follower: it is not recorded, and false is returned.
+func (r *Replica) updateFetchState(brokerEpoch, fetchOffset, leaderLEO, nowNs int64) bool {
+	view := r.viewBrokerEpoch.Load()
+	if brokerEpoch < 0 {
+		brokerEpoch = view
+	} else if view >= 0 && brokerEpoch < view {
+		return false
+	}
 	switch {
 	case fetchOffset >= leaderLEO:
 		r.caughtUpAt(nowNs)
@@ -112,7 +146,28 @@ func (r *Replica) updateFetchState(fetchOffset, leaderLEO, nowNs int64) {
 	r.logEndOffset.Store(fetchOffset)
 	r.lastFetchLeaderLEO.Store(leaderLEO)
 	r.lastFetchTimeNs.Store(nowNs)
+	r.fetchBrokerEpoch.Store(brokerEpoch)
+	return true
 }
+
+// isrEligible reports whether the follower's recorded progress may make it an ISR
+// member as far as its registration goes (Kafka's isBrokerEpochIsrEligible): it is
+// registered, and its fetches were made under its current registration, or one of the
+// two epochs is unknown.
+func (r *Replica) isrEligible() bool {
+	view, fetched := r.viewBrokerEpoch.Load(), r.fetchBrokerEpoch.Load()
+	switch {
+	case view == BrokerNotRegistered || fetched == BrokerNotRegistered:
+		return false
+	case view == BrokerEpochUnknown || fetched == BrokerEpochUnknown:
+		return true
+	}
+	return view == fetched
+}
+
+// BrokerEpoch is the broker epoch the follower's last recorded fetch was made under
+// (see PartitionState.BrokerEpochs), or BrokerEpochUnknown.
+func (r *Replica) BrokerEpoch() int64 { return r.fetchBrokerEpoch.Load() }
 
 // caughtUpAt moves the last caught-up time to ns, never backwards.
 func (r *Replica) caughtUpAt(ns int64) {
@@ -139,7 +194,9 @@ func (r *Replica) LastCaughtUpTime() time.Time {
 //
 // Concurrency: stateMu guards the leadership (written by role changes, rare); the append
 // lock mu guards the producer state and serialises everything that moves the log end
-// (appends as leader and as follower, truncation) with the high watermark. The hot path
+// (appends as leader and as follower, truncation) with the high watermark; a role
+// change holds it too while it stores the new role, so an append sees one role and
+// epoch throughout and none lands once the node stopped leading. The hot path
 // reads only atomics: role and leader epoch (packed in one word, so a reader never sees
 // one without the other), ISR size, min.insync.replicas, high watermark.
 //
@@ -167,9 +224,13 @@ type Partition struct {
 	// epochStartOffset is the log end offset when this node began leading at its
 	// current leader epoch: a follower joins the ISR only once it has reached it.
 	epochStartOffset int64
+	// leaderSinceNs is when this node began leading at its current leader epoch (Unix
+	// nanoseconds): a follower that never caught up under it has lagged since.
+	leaderSinceNs int64
 
 	// state packs the role (bits 32-39) and the leader epoch (bits 0-31). Written under
-	// stateMu. Invariant: the epoch is -1 in RoleNone.
+	// stateMu and mu both, so that an append (under mu) sees one role and epoch from
+	// start to end. Invariant: the epoch is -1 in RoleNone.
 	state atomic.Uint64
 	// isrSize is len(isr), for the acks=all check without the lock. Written under
 	// stateMu. Invariant: isrSize == len(isr).
@@ -189,6 +250,9 @@ type Partition struct {
 	highWatermark atomic.Int64
 	// checkpointedHW is the high watermark last handed out for a checkpoint.
 	checkpointedHW atomic.Int64
+	// fetcherLag is, on a follower, how far its log end was behind the leader's high
+	// watermark as the last fetch response carried it (Kafka's FetcherLagMetrics).
+	fetcherLag atomic.Int64
 
 	waiters waiters
 
@@ -236,14 +300,6 @@ func (p *Partition) Role() Role {
 func (p *Partition) LeaderEpoch() int32 {
 	_, e := p.loadState()
 	return e
-}
-
-// leaderEpochIfLeader is the epoch this node leads with, or -1.
-func (p *Partition) leaderEpochIfLeader() int32 {
-	if r, e := p.loadState(); r == RoleLeader {
-		return e
-	}
-	return -1
 }
 
 // CheckLeaderEpoch answers whether a request naming currentLeaderEpoch (-1: none) may be
@@ -313,7 +369,7 @@ func (p *Partition) makeLeader(st PartitionState) {
 	newLeadership := role != RoleLeader || epoch != st.LeaderEpoch
 	followers := make(map[int32]*Replica, len(st.Replicas))
 	now := time.Now().UnixNano()
-	for _, id := range st.Replicas {
+	for i, id := range st.Replicas {
 		if id == p.localID {
 			continue
 		}
@@ -323,7 +379,13 @@ func (p *Partition) makeLeader(st PartitionState) {
 			r = newReplica(id)
 		case newLeadership:
 			r.reset()
-		default:
+		}
+		epoch := BrokerEpochUnknown
+		if i < len(st.BrokerEpochs) {
+			epoch = st.BrokerEpochs[i]
+		}
+		r.viewBrokerEpoch.Store(epoch)
+		if !newLeadership && p.followers[id] == r {
 			followers[id] = r
 			continue
 		}
@@ -334,13 +396,16 @@ func (p *Partition) makeLeader(st PartitionState) {
 		}
 		followers[id] = r
 	}
+	p.followers = followers
+	// The append lock too: an append in progress finishes at the epoch it began with,
+	// and this epoch starts at the log end it leaves.
+	p.mu.Lock()
 	if newLeadership {
 		p.epochStartOffset = p.log.LogEndOffset()
+		p.leaderSinceNs = now
 	}
-	p.followers = followers
 	p.setLeadership(st, p.localID)
 	p.storeState(RoleLeader, st.LeaderEpoch)
-	p.mu.Lock()
 	p.maybeIncrementHighWatermark(p.log.LogEndOffset())
 	p.mu.Unlock()
 	p.advanceHighWatermarkLocked()
@@ -355,7 +420,7 @@ func (p *Partition) MakeFollower(st PartitionState) {
 	p.stateMu.Lock()
 	p.followers = nil
 	p.setLeadership(st, st.Leader)
-	p.storeState(RoleFollower, st.LeaderEpoch)
+	p.storeRoleLocked(RoleFollower, st.LeaderEpoch)
 	p.stateMu.Unlock()
 	p.wakeWaiters()
 }
@@ -371,8 +436,17 @@ func (p *Partition) Resign() {
 func (p *Partition) resign() {
 	p.stateMu.Lock()
 	p.followers = nil
-	p.storeState(RoleNone, -1)
+	p.storeRoleLocked(RoleNone, -1)
 	p.stateMu.Unlock()
+}
+
+// storeRoleLocked stores a role and epoch under the append lock, so that an append in
+// progress finishes first and the next one sees the new role (LeaderAppend.Begin). The
+// caller holds stateMu.
+func (p *Partition) storeRoleLocked(role Role, epoch int32) {
+	p.mu.Lock()
+	p.storeState(role, epoch)
+	p.mu.Unlock()
 }
 
 // setLeadership stores st's leadership with leader as the leading node. The caller holds
@@ -441,20 +515,23 @@ func (p *Partition) advanceHighWatermarkLocked() bool {
 }
 
 // UpdateFollowerFetchState records a fetch from follower id at fetchOffset, made at
-// nowNs (Kafka's Partition.updateFollowerFetchState): the follower's log end offset and
-// last caught-up time, then the high watermark, which moves to the smallest log end
+// nowNs under the follower's broker epoch brokerEpoch (Kafka's
+// Partition.updateFollowerFetchState): the follower's log end offset, last caught-up
+// time and broker epoch, then the high watermark, which moves to the smallest log end
 // offset over the ISR. A move wakes the requests parked on the partition (consumer
-// fetches, acks=all produces). It reports false, recording nothing, when this node does
-// not lead or id is not an assigned follower. Lock-free but for stateMu's read lock; it
-// allocates nothing.
-func (p *Partition) UpdateFollowerFetchState(id int32, fetchOffset, nowNs int64) bool {
+// fetches, acks=all produces). brokerEpoch is the fetch's own (Fetch v15's
+// ReplicaState), or BrokerEpochUnknown: the follower's epoch in this leader's metadata
+// view is recorded then. It reports false, recording nothing, when this node does not
+// lead, id is not an assigned follower, or brokerEpoch is older than the follower's
+// registration in the view (a fetch of an earlier process of it). Lock-free but for
+// stateMu's read lock; it allocates nothing.
+func (p *Partition) UpdateFollowerFetchState(id int32, brokerEpoch, fetchOffset, nowNs int64) bool {
 	p.stateMu.RLock()
 	r := p.followers[id]
-	if r == nil || !p.IsLeader() {
+	if r == nil || !p.IsLeader() || !r.updateFetchState(brokerEpoch, fetchOffset, p.log.LogEndOffset(), nowNs) {
 		p.stateMu.RUnlock()
 		return false
 	}
-	r.updateFetchState(fetchOffset, p.log.LogEndOffset(), nowNs)
 	moved := p.advanceHighWatermarkLocked()
 	p.stateMu.RUnlock()
 	if moved {
@@ -463,21 +540,73 @@ func (p *Partition) UpdateFollowerFetchState(id int32, fetchOffset, nowNs int64)
 	return true
 }
 
+// UnderReplicated reports whether this node leads the partition with an ISR smaller
+// than its assignment (Kafka's UnderReplicatedPartitions).
+func (p *Partition) UnderReplicated() bool {
+	p.stateMu.RLock()
+	defer p.stateMu.RUnlock()
+	return p.IsLeader() && len(p.isr) < len(p.replicas)
+}
+
+// FollowerLag is how far follower id is behind this leader at nowNs: in offsets, the
+// leader's log end offset minus the follower's as its last fetch reported it (the
+// whole log, from its start, while it has not fetched under this leadership); in time,
+// how long since it was last caught up (0 while its last fetch reached the log end;
+// since this leadership began if it never caught up under it). ok is false when this
+// node does not lead or id is not an assigned follower. For metrics: it takes the
+// leadership's read lock.
+func (p *Partition) FollowerLag(id int32, nowNs int64) (offsets int64, lag time.Duration, ok bool) {
+	p.stateMu.RLock()
+	defer p.stateMu.RUnlock()
+	r := p.followers[id]
+	if r == nil || !p.IsLeader() {
+		return 0, 0, false
+	}
+	leo := p.log.LogEndOffset()
+	end := max(r.logEndOffset.Load(), p.log.LogStartOffset())
+	if end >= leo {
+		return 0, 0, true
+	}
+	since := max(r.lastCaughtUpTimeNs.Load(), p.leaderSinceNs)
+	return leo - end, time.Duration(max(nowNs-since, 0)), true
+}
+
+// FetcherLag is, on a follower, how far its log end offset was behind its leader's
+// high watermark as the last fetch response carried it (Kafka's FetcherLagMetrics),
+// or 0.
+func (p *Partition) FetcherLag() int64 { return p.fetcherLag.Load() }
+
+// ISRChange is an ISR change a leader proposes (Kafka's AlterPartition request for one
+// partition).
+type ISRChange struct {
+	// From is the leadership decided from: the control plane's compare-and-swap checks
+	// its epochs.
+	From LeaderAndIsr
+	// ISR is the new ISR.
+	ISR []int32
+	// BrokerEpochs maps each member ISR adds to the broker epoch its fetches were
+	// recorded under, or BrokerEpochUnknown (KIP-903's BrokerState): the control plane
+	// adds it only if that is still its registration. Nil when none is added.
+	BrokerEpochs map[int32]int64
+}
+
 // ProposeISR decides the ISR this leader should have at nowNs (Kafka's maybeShrinkIsr
 // and maybeExpandIsr): an ISR follower that has not caught up with the log end within
 // maxLag leaves it; an assigned follower outside it whose log end offset has reached the
-// high watermark and the start of this leader epoch joins it. It returns the leadership
-// decided from (whose epochs the control plane's compare-and-swap checks) and the new
-// ISR, or ok false when this node does not lead or nothing changes.
-func (p *Partition) ProposeISR(nowNs int64, maxLag time.Duration) (from LeaderAndIsr, isr []int32, ok bool) {
+// high watermark and the start of this leader epoch joins it, if its fetches were made
+// under its current registration (KIP-903: a follower that restarted may have lost what
+// its earlier process fetched). ok is false when this node does not lead or nothing
+// changes.
+func (p *Partition) ProposeISR(nowNs int64, maxLag time.Duration) (change ISRChange, ok bool) {
 	p.stateMu.RLock()
 	defer p.stateMu.RUnlock()
 	role, epoch := p.loadState()
 	if role != RoleLeader || len(p.followers) == 0 {
-		return LeaderAndIsr{}, nil, false
+		return ISRChange{}, false
 	}
 	leo, hw := p.log.LogEndOffset(), p.highWatermark.Load()
-	isr = make([]int32, 0, len(p.replicas))
+	isr := make([]int32, 0, len(p.replicas))
+	var epochs map[int32]int64
 	for _, id := range p.isr {
 		r := p.followers[id]
 		if id == p.localID || r == nil ||
@@ -490,15 +619,19 @@ func (p *Partition) ProposeISR(nowNs int64, maxLag time.Duration) (from LeaderAn
 		if r == nil || slices.Contains(p.isr, id) {
 			continue
 		}
-		if end := r.logEndOffset.Load(); end >= hw && end >= p.epochStartOffset {
+		if end := r.logEndOffset.Load(); end >= hw && end >= p.epochStartOffset && r.isrEligible() {
 			isr = append(isr, id)
+			if epochs == nil {
+				epochs = map[int32]int64{}
+			}
+			epochs[id] = r.fetchBrokerEpoch.Load()
 		}
 	}
 	if slices.Equal(isr, p.isr) {
-		return LeaderAndIsr{}, nil, false
+		return ISRChange{}, false
 	}
-	from = LeaderAndIsr{Leader: p.leaderID, LeaderEpoch: epoch, ISR: slices.Clone(p.isr), PartitionEpoch: p.partitionEpoch}
-	return from, isr, true
+	from := LeaderAndIsr{Leader: p.leaderID, LeaderEpoch: epoch, ISR: slices.Clone(p.isr), PartitionEpoch: p.partitionEpoch}
+	return ISRChange{From: from, ISR: isr, BrokerEpochs: epochs}, true
 }
 
 // maxWaitersPerPartition bounds a partition's waiter list (a flood of long polls).

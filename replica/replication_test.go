@@ -2,6 +2,7 @@ package replica
 
 import (
 	"errors"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"syscall"
@@ -41,7 +42,7 @@ func TestHighWatermarkModel(t *testing.T) {
 				id := int32(2 + rng.IntN(3))
 				from := max(leo[id], 0)
 				at := from + rng.Int64N(end-from+1)
-				if !p.UpdateFollowerFetchState(id, at, int64(step+1)) {
+				if !p.UpdateFollowerFetchState(id, BrokerEpochUnknown, at, int64(step+1)) {
 					t.Fatalf("seed %d step %d: fetch of follower %d refused", seed, step, id)
 				}
 				leo[id] = at
@@ -82,32 +83,32 @@ func TestFollowerFetchState(t *testing.T) {
 	st.ISR = []int32{local} // outside the ISR: no caught-up time to start with
 	p := lead(t, m, "t", st)
 	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 10, 0)))
-	if p.UpdateFollowerFetchState(3, 0, 1) || p.UpdateFollowerFetchState(local, 0, 1) {
+	if p.UpdateFollowerFetchState(3, BrokerEpochUnknown, 0, 1) || p.UpdateFollowerFetchState(local, BrokerEpochUnknown, 0, 1) {
 		t.Fatal("a fetch from a replica that is not an assigned follower was recorded")
 	}
 	r := p.Follower(2)
-	p.UpdateFollowerFetchState(2, 4, 100) // behind: not caught up
+	p.UpdateFollowerFetchState(2, BrokerEpochUnknown, 4, 100) // behind: not caught up
 	if r.LogEndOffset() != 4 || !r.LastCaughtUpTime().IsZero() {
 		t.Fatalf("after a fetch behind: %d %v", r.LogEndOffset(), r.LastCaughtUpTime())
 	}
-	p.UpdateFollowerFetchState(2, 10, 200) // at the log end: caught up now
+	p.UpdateFollowerFetchState(2, BrokerEpochUnknown, 10, 200) // at the log end: caught up now
 	if r.lastCaughtUpTimeNs.Load() != 200 {
 		t.Fatalf("caught up at %d", r.lastCaughtUpTimeNs.Load())
 	}
 	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 5, 0)))
-	p.UpdateFollowerFetchState(2, 12, 300) // reached the end of its previous fetch: caught up then
+	p.UpdateFollowerFetchState(2, BrokerEpochUnknown, 12, 300) // reached the end of its previous fetch: caught up then
 	if r.lastCaughtUpTimeNs.Load() != 200 {
 		t.Fatalf("caught up at %d, want 200", r.lastCaughtUpTimeNs.Load())
 	}
 	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 5, 0)))
-	p.UpdateFollowerFetchState(2, 15, 400) // reached the previous fetch's leader end (15)
+	p.UpdateFollowerFetchState(2, BrokerEpochUnknown, 15, 400) // reached the previous fetch's leader end (15)
 	if r.lastCaughtUpTimeNs.Load() != 300 {
 		t.Fatalf("caught up at %d, want 300", r.lastCaughtUpTimeNs.Load())
 	}
 	fst := leaderState(1, 2, local)
 	fst.Leader = 2
 	m.MakeFollower("t", 0, fst)
-	if p.UpdateFollowerFetchState(2, 20, 500) {
+	if p.UpdateFollowerFetchState(2, BrokerEpochUnknown, 20, 500) {
 		t.Fatal("a follower recorded a fetch")
 	}
 	// A new leader counts the followers in its ISR as caught up when it starts.
@@ -128,33 +129,87 @@ func TestProposeISR(t *testing.T) {
 	st.ISR, st.PartitionEpoch = []int32{local, 2, 3}, 7
 	p := lead(t, m, "t", st)
 	start := time.Now().UnixNano()
-	if _, _, ok := p.ProposeISR(start, lag); ok {
+	if _, ok := p.ProposeISR(start, lag); ok {
 		t.Fatal("a change proposed for a new leader's ISR")
 	}
 	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 4, 0)))
-	p.UpdateFollowerFetchState(2, 4, start+int64(lag)) // 2 catches up, 3 never fetches
-	from, isr, ok := p.ProposeISR(start+int64(lag)+1, lag)
-	if !ok || !slices.Equal(isr, []int32{local, 2}) || from.LeaderEpoch != 3 || from.PartitionEpoch != 7 || !slices.Equal(from.ISR, st.ISR) {
-		t.Fatalf("shrink: %+v -> %v (%v)", from, isr, ok)
+	p.UpdateFollowerFetchState(2, BrokerEpochUnknown, 4, start+int64(lag)) // 2 catches up, 3 never fetches
+	ch, ok := p.ProposeISR(start+int64(lag)+1, lag)
+	if from := ch.From; !ok || !slices.Equal(ch.ISR, []int32{local, 2}) || from.LeaderEpoch != 3 || from.PartitionEpoch != 7 ||
+		!slices.Equal(from.ISR, st.ISR) || len(ch.BrokerEpochs) != 0 {
+		t.Fatalf("shrink: %+v (%v)", ch, ok)
 	}
-	st.ISR, st.PartitionEpoch = isr, 8
+	st.ISR, st.PartitionEpoch = ch.ISR, 8
 	lead(t, m, "t", st) // the control plane's answer
 	if hw := p.HighWatermark(); hw != 4 {
 		t.Fatalf("high watermark %d after the shrink, want 4", hw)
 	}
-	p.UpdateFollowerFetchState(3, 2, start+int64(lag)+2) // behind the high watermark
-	if _, isr, ok := p.ProposeISR(start+int64(lag)+3, lag); ok {
-		t.Fatalf("a follower behind the high watermark joins: %v", isr)
+	p.UpdateFollowerFetchState(3, BrokerEpochUnknown, 2, start+int64(lag)+2) // behind the high watermark
+	if ch, ok := p.ProposeISR(start+int64(lag)+3, lag); ok {
+		t.Fatalf("a follower behind the high watermark joins: %v", ch.ISR)
 	}
-	p.UpdateFollowerFetchState(3, 4, start+int64(lag)+4)
-	if _, isr, ok := p.ProposeISR(start+int64(lag)+5, lag); !ok || !slices.Equal(isr, []int32{local, 2, 3}) {
-		t.Fatalf("expand: %v (%v)", isr, ok)
+	p.UpdateFollowerFetchState(3, BrokerEpochUnknown, 4, start+int64(lag)+4)
+	if ch, ok := p.ProposeISR(start+int64(lag)+5, lag); !ok || !slices.Equal(ch.ISR, []int32{local, 2, 3}) ||
+		!maps.Equal(ch.BrokerEpochs, map[int32]int64{3: BrokerEpochUnknown}) {
+		t.Fatalf("expand: %+v (%v)", ch, ok)
 	}
 	fst := st
 	fst.Leader = 2
 	m.MakeFollower("t", 0, fst)
-	if _, _, ok := p.ProposeISR(start+10*int64(lag), lag); ok {
+	if _, ok := p.ProposeISR(start+10*int64(lag), lag); ok {
 		t.Fatal("a follower proposed an ISR")
+	}
+}
+
+// TestProposeISRBrokerEpochs (KIP-903): a follower joins the ISR only on fetches made
+// under its current registration, as the leader's view shows it, and the proposal
+// carries that epoch; a fetch naming an older epoch than the view's is not recorded;
+// a follower the view does not show registered never joins.
+func TestProposeISRBrokerEpochs(t *testing.T) {
+	const lag = time.Second
+	m := newManager(t, t.TempDir())
+	st := leaderState(1, local, 2, 3)
+	st.ISR, st.BrokerEpochs = []int32{local}, []int64{10, 20, BrokerNotRegistered}
+	p := lead(t, m, "t", st)
+	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 4, 0)))
+	now := time.Now().UnixNano()
+	// Both caught up; 2's fetch is recorded under its view epoch, 3 is not registered.
+	for _, id := range []int32{2, 3} {
+		if !p.UpdateFollowerFetchState(id, BrokerEpochUnknown, 4, now) {
+			t.Fatalf("fetch of %d refused", id)
+		}
+	}
+	if ch, ok := p.ProposeISR(now, lag); !ok || !slices.Equal(ch.ISR, []int32{local, 2}) || !maps.Equal(ch.BrokerEpochs, map[int32]int64{2: 20}) {
+		t.Fatalf("expand: %+v (%v)", ch, ok)
+	}
+	// 2 registers again (epoch 25): the fetches of its earlier process do not count.
+	st.BrokerEpochs = []int64{10, 25, BrokerNotRegistered}
+	lead(t, m, "t", st)
+	if ch, ok := p.ProposeISR(now, lag); ok {
+		t.Fatalf("a follower joins on its earlier process's fetches: %+v", ch)
+	}
+	if p.UpdateFollowerFetchState(2, 20, 4, now) {
+		t.Fatal("a fetch under an epoch older than the view's was recorded")
+	}
+	if !p.UpdateFollowerFetchState(2, 25, 4, now) || p.Follower(2).BrokerEpoch() != 25 {
+		t.Fatal("a fetch under the current epoch was not recorded")
+	}
+	if ch, ok := p.ProposeISR(now, lag); !ok || !slices.Equal(ch.ISR, []int32{local, 2}) || !maps.Equal(ch.BrokerEpochs, map[int32]int64{2: 25}) {
+		t.Fatalf("expand after a fetch of the new process: %+v (%v)", ch, ok)
+	}
+	// A fetch naming a newer epoch than the view knows is recorded, but 2 joins only
+	// once the view shows that registration.
+	if !p.UpdateFollowerFetchState(2, 30, 4, now) {
+		t.Fatal("a fetch under a newer epoch was refused")
+	}
+	if ch, ok := p.ProposeISR(now, lag); ok {
+		t.Fatalf("joins before the view shows its registration: %+v", ch)
+	}
+	st.BrokerEpochs = []int64{10, 30, 40}
+	lead(t, m, "t", st)
+	p.UpdateFollowerFetchState(3, BrokerEpochUnknown, 4, now)
+	if ch, ok := p.ProposeISR(now, lag); !ok || !slices.Equal(ch.ISR, []int32{local, 2, 3}) || !maps.Equal(ch.BrokerEpochs, map[int32]int64{2: 30, 3: 40}) {
+		t.Fatalf("expand once registered: %+v (%v)", ch, ok)
 	}
 }
 
@@ -211,5 +266,59 @@ func TestFollowerReplication(t *testing.T) {
 	lead(t, followerM, "t", leaderState(6, local))
 	if _, err := f.AppendAsFollower(bytes); !errors.Is(err, ErrNotFollower) {
 		t.Fatalf("an append as follower to a leader: %v", err)
+	}
+}
+
+// TestLagAndHealth: a leader's view of each follower's lag (offsets behind its log end,
+// time since last caught up), the under-replicated state, and a follower's lag behind
+// its leader's high watermark.
+func TestLagAndHealth(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	st := leaderState(0, local, 2, 3)
+	st.ISR = []int32{local, 2}
+	began := time.Now().UnixNano()
+	p := lead(t, m, "t", st)
+	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 10, 0)))
+	if !p.UnderReplicated() {
+		t.Fatal("ISR smaller than the assignment, not under-replicated")
+	}
+	now := time.Now().UnixNano()
+	// Never fetched: the whole log, since the leadership began (or, for an ISR member,
+	// since it was counted caught up then).
+	for _, id := range []int32{2, 3} {
+		offsets, lag, ok := p.FollowerLag(id, now)
+		if !ok || offsets != 10 || lag < 0 || lag > time.Duration(now-began) {
+			t.Fatalf("follower %d before fetching: %d %v %v (leading for %v)", id, offsets, lag, ok, time.Duration(now-began))
+		}
+	}
+	p.UpdateFollowerFetchState(2, BrokerEpochUnknown, 10, now)
+	if offsets, lag, ok := p.FollowerLag(2, now+5); !ok || offsets != 0 || lag != 0 {
+		t.Fatalf("caught up: %d %v %v", offsets, lag, ok)
+	}
+	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 5, 0)))
+	if offsets, lag, ok := p.FollowerLag(2, now+int64(time.Second)); !ok || offsets != 5 || lag != time.Second {
+		t.Fatalf("behind by one append: %d %v %v", offsets, lag, ok)
+	}
+	if _, _, ok := p.FollowerLag(local, now); ok {
+		t.Fatal("a lag for the leader itself")
+	}
+	st.ISR = []int32{local, 2, 3}
+	lead(t, m, "t", st)
+	if p.UnderReplicated() {
+		t.Fatal("full ISR, under-replicated")
+	}
+	fst := leaderState(1, 2, local, 3)
+	fst.Leader = 2
+	m.MakeFollower("t", 0, fst)
+	if _, _, ok := p.FollowerLag(2, now); ok || p.UnderReplicated() {
+		t.Fatal("a follower reports followers' lag or under-replication")
+	}
+	p.UpdateFollowerHighWatermark(20)
+	if p.FetcherLag() != 5 || p.HighWatermark() != 15 {
+		t.Fatalf("fetcher lag %d, high watermark %d; want 5, 15", p.FetcherLag(), p.HighWatermark())
+	}
+	p.UpdateFollowerHighWatermark(12)
+	if p.FetcherLag() != 0 {
+		t.Fatalf("fetcher lag %d with the leader's high watermark below the log end", p.FetcherLag())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -22,6 +23,13 @@ type AlterISRRequest struct {
 	// NewISR must contain the leader, be a subset of the replicas, and list only live
 	// nodes (a node being added must be registered).
 	NewISR []int32
+	// BrokerEpochs maps members NewISR adds to the broker epoch the leader saw in their
+	// fetches (KIP-903's BrokerState): such a member is added only while that is still
+	// its registration's epoch, so a node that registered again since — a restart,
+	// which may have lost what its earlier process fetched — is not added on the
+	// strength of that process's fetches. A member without an epoch here (or with a
+	// negative one) need only be registered.
+	BrokerEpochs map[int32]int64
 }
 
 // AlterISR shrinks or expands the ISR of a partition this node leads, as a
@@ -32,8 +40,9 @@ type AlterISRRequest struct {
 // FENCED_LEADER_EPOCH (leader epoch mismatch); INVALID_UPDATE_VERSION (partition epoch
 // mismatch, or another writer won the race: re-read and decide again); INVALID_REQUEST
 // (ISR without the leader, outside the replicas, or with duplicates); INELIGIBLE_REPLICA
-// (an added member is not registered); STALE_BROKER_EPOCH (this node's registration is
-// lost or was taken over — it must not act as leader).
+// (an added member is not registered, or registered again since the epoch in
+// BrokerEpochs); STALE_BROKER_EPOCH (this node's registration is lost or was taken over
+// — it must not act as leader).
 func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (cluster.PartitionState, error) {
 	c := r.c
 	cur, err := c.GetPartition(ctx, req.TopicPartition)
@@ -67,15 +76,23 @@ func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (clust
 		// shrink it to itself just before the controller moves leadership away.
 		brokerEpochIs(me, r.broker.Epoch),
 	}
+	// Members added must be registered, under the epoch their fetches were made in when
+	// the leader knows it.
 	var added []int32
+	elseOps := []clientv3.Op{clientv3.OpGet(key), clientv3.OpGet(cluster.BrokerKey(me))}
 	for _, id := range req.NewISR {
-		if !slices.Contains(cur.ISR, id) {
-			added = append(added, id)
+		if slices.Contains(cur.ISR, id) {
+			continue
+		}
+		added = append(added, id)
+		if epoch, ok := req.BrokerEpochs[id]; ok && epoch >= 0 {
+			cmps = append(cmps, brokerEpochIs(id, epoch))
+		} else {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(cluster.BrokerKey(id)), ">", 0))
 		}
+		elseOps = append(elseOps, clientv3.OpGet(cluster.BrokerKey(id)))
 	}
-	resp, err := c.txn(ctx, "alter_isr", cmps, []clientv3.Op{clientv3.OpPut(key, cluster.MustJSON(next))},
-		clientv3.OpGet(key), clientv3.OpGet(cluster.BrokerKey(me)))
+	resp, err := c.txn(ctx, "alter_isr", cmps, []clientv3.Op{clientv3.OpPut(key, cluster.MustJSON(next))}, elseOps...)
 	if err != nil {
 		return cur, fmt.Errorf("client: alter isr %s: %w", req.TopicPartition, err)
 	}
@@ -89,7 +106,17 @@ func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (clust
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].ModRevision != r.broker.Epoch {
 		return cur, fmt.Errorf("client: alter isr %s: %w", req.TopicPartition, ErrRegistrationLost)
 	}
-	return cur, errorf(kerr.IneligibleReplica, "%s: new ISR member among %v is not registered", req.TopicPartition, added)
+	var why []string
+	for i, id := range added {
+		kvs := resp.Responses[2+i].GetResponseRange().Kvs
+		switch epoch, ok := req.BrokerEpochs[id]; {
+		case len(kvs) == 0:
+			why = append(why, fmt.Sprintf("%d is not registered", id))
+		case ok && epoch >= 0 && kvs[0].ModRevision != epoch:
+			why = append(why, fmt.Sprintf("%d fetched under broker epoch %d, registered at %d since", id, epoch, kvs[0].ModRevision))
+		}
+	}
+	return cur, errorf(kerr.IneligibleReplica, "%s: new ISR members ineligible: %s", req.TopicPartition, strings.Join(why, "; "))
 }
 
 // validISR checks a proposed ISR against the partition's replicas and leader.
