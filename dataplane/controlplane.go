@@ -85,6 +85,7 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 				PartitionEpoch: st.PartitionEpoch},
 			Replicas:          st.Replicas,
 			MinInsyncReplicas: minISR,
+			TopicID:           topic.ID,
 		}
 		key := tpKey{tp.Topic, tp.Partition}
 		switch {

@@ -102,7 +102,7 @@ func (m *Manager) PartitionDir(topic string, partition int32) string {
 func (m *Manager) MakeLeader(topic string, partition int32, st PartitionState,
 	configs map[string]string, logConfig func() segment.Config) (*Partition, error) {
 	m.mu.Lock()
-	p, cfgErr := m.open(topic, partition, configs, logConfig)
+	p, cfgErr := m.open(topic, partition, st.TopicID, configs, logConfig)
 	if p == nil {
 		m.mu.Unlock()
 		return nil, cfgErr
@@ -114,11 +114,23 @@ func (m *Manager) MakeLeader(topic string, partition int32, st PartitionState,
 }
 
 // open returns the replica of topic-partition, opening (or creating) its log if needed,
-// with its settings made from configs (see MakeLeader). It returns nil only when the log
-// cannot be opened. The caller holds mu.
-func (m *Manager) open(topic string, partition int32, configs map[string]string,
+// with its settings made from configs (see MakeLeader). A replica, open or on disk, of
+// another topic id than topicID is an earlier topic's of the same name: it is deleted
+// first (see PartitionState.TopicID). It returns nil only when the log cannot be opened.
+// The caller holds mu.
+func (m *Manager) open(topic string, partition int32, topicID string, configs map[string]string,
 	logConfig func() segment.Config) (*Partition, error) {
 	p := m.partitions[topic][partition]
+	if p != nil && topicID != "" && p.topicID != "" && p.topicID != topicID {
+		m.cfg.Logger.Warn("replica of an earlier topic of the same name: deleting it",
+			"topic", topic, "partition", partition, "topic_id", p.topicID, "new_topic_id", topicID)
+		p.resign()
+		delete(m.partitions[topic], partition)
+		if err := p.log.Delete(); err != nil {
+			return nil, fmt.Errorf("replica: delete %s-%d of topic id %s: %w", topic, partition, p.topicID, err)
+		}
+		p = nil
+	}
 	var cfgErr error
 	if p != nil && !maps.Equal(p.configs, configs) {
 		if err := p.log.UpdateConfig(logConfig()); err != nil {
@@ -128,14 +140,25 @@ func (m *Manager) open(topic string, partition int32, configs map[string]string,
 		}
 	}
 	if p == nil {
-		log, err := segment.Open(m.PartitionDir(topic, partition), logConfig())
+		dir := m.PartitionDir(topic, partition)
+		if err := m.dropStray(topic, partition, dir, topicID); err != nil {
+			return nil, err
+		}
+		log, err := segment.Open(dir, logConfig())
 		if err != nil {
 			return nil, fmt.Errorf("replica: open %s-%d: %w", topic, partition, err)
+		}
+		if topicID != "" {
+			if err := writeTopicID(dir, topicID); err != nil {
+				_ = log.Close()
+				return nil, fmt.Errorf("replica: open %s-%d: %w", topic, partition, err)
+			}
 		}
 		if p, err = newPartition(topic, partition, m.cfg.NodeID, log, m.cfg.Logger); err != nil {
 			_ = log.Close()
 			return nil, err
 		}
+		p.topicID = topicID
 		p.highWatermark.Store(m.restoreHighWatermark(topic, partition, log))
 		p.configs = configs
 		if m.partitions[topic] == nil {
@@ -146,9 +169,32 @@ func (m *Manager) open(topic string, partition int32, configs map[string]string,
 	return p, cfgErr
 }
 
-// restoreHighWatermark is the high watermark the replica of topic-partition opens with
-// (restoredHighWatermark), and forgets what it was restored from. The caller holds mu.
-func (m *Manager) restoreHighWatermark(topic string, partition int32, log *segment.Log) int64 {
+// dropStray removes dir, a replica directory not open, when it records another topic id
+// than topicID, with the high watermark restored for it. A directory that records none
+// (made before ids were recorded) is kept and takes topicID. The caller holds mu.
+func (m *Manager) dropStray(topic string, partition int32, dir, topicID string) error {
+	if topicID == "" {
+		return nil
+	}
+	had, err := readTopicID(dir)
+	if err != nil {
+		return fmt.Errorf("replica: open %s-%d: %w", topic, partition, err)
+	}
+	if had == "" || had == topicID {
+		return nil
+	}
+	m.cfg.Logger.Warn("replica directory of an earlier topic of the same name: deleting it",
+		"topic", topic, "partition", partition, "topic_id", had, "new_topic_id", topicID)
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("replica: delete %s of topic id %s: %w", dir, had, err)
+	}
+	delete(m.loadRestored()[topic], partition)
+	return nil
+}
+
+// loadRestored returns m.restored, read from the checkpoint file at the first call. The
+// caller holds mu.
+func (m *Manager) loadRestored() map[string]map[int32]int64 {
 	if m.restored == nil {
 		var err error
 		if m.restored, err = readHWCheckpoint(m.cfg.Dir); err != nil {
@@ -156,6 +202,13 @@ func (m *Manager) restoreHighWatermark(topic string, partition int32, log *segme
 			m.restored = map[string]map[int32]int64{}
 		}
 	}
+	return m.restored
+}
+
+// restoreHighWatermark is the high watermark the replica of topic-partition opens with
+// (restoredHighWatermark), and forgets what it was restored from. The caller holds mu.
+func (m *Manager) restoreHighWatermark(topic string, partition int32, log *segment.Log) int64 {
+	m.loadRestored()
 	local, hasLocal := m.restored[topic][partition]
 	hint, hasHint := m.hints[topic][partition]
 	delete(m.restored[topic], partition)
@@ -240,7 +293,7 @@ func (m *Manager) MakeFollower(topic string, partition int32, st PartitionState)
 func (m *Manager) Follow(topic string, partition int32, st PartitionState,
 	configs map[string]string, logConfig func() segment.Config) (*Partition, error) {
 	m.mu.Lock()
-	p, cfgErr := m.open(topic, partition, configs, logConfig)
+	p, cfgErr := m.open(topic, partition, st.TopicID, configs, logConfig)
 	m.mu.Unlock()
 	if p != nil {
 		p.MakeFollower(st)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/gregor-streaming/gregor/internal/testutil"
+	"github.com/gregor-streaming/gregor/proto"
 	"github.com/gregor-streaming/gregor/segment"
 )
 
@@ -88,5 +89,57 @@ func TestMakeLeaderAppliesConfigs(t *testing.T) {
 	}
 	if _, err := m.MakeLeader("t", 0, leaderState(2, local), map[string]string{"max.message.bytes": "3000"}, cfg(3000)); err != nil || p.Log().MaxBatchBytes() != 3000 {
 		t.Fatalf("new configs: %d: %v", p.Log().MaxBatchBytes(), err)
+	}
+}
+
+// TestManagerDropsEarlierTopicOfSameName: a replica of a topic deleted and created again
+// under its name — its directory or open replica records the earlier topic's id — is
+// deleted and opened empty; a directory of the same id, or of none, keeps its log.
+func TestManagerDropsEarlierTopicOfSameName(t *testing.T) {
+	dir := t.TempDir()
+	withID := func(epoch int32, id string) PartitionState {
+		st := leaderState(epoch, local)
+		st.TopicID = id
+		return st
+	}
+	batch := testBatch(proto.RecordBatchHeader{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, RecordCount: 3})
+
+	m := NewManager(Config{Dir: dir, NodeID: local, Logger: testutil.Quiet()})
+	appendAsLeader(t, lead(t, m, "t", withID(0, "id-a")), batch)
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Reopened under the same id (and under none): the log is kept.
+	m = newManager(t, dir)
+	if p := lead(t, m, "t", withID(1, "")); p.Log().LogEndOffset() != 3 {
+		t.Fatalf("no id named: log end %d, want 3", p.Log().LogEndOffset())
+	}
+	if p := lead(t, m, "t", withID(2, "id-a")); p.Log().LogEndOffset() != 3 {
+		t.Fatalf("same id: log end %d, want 3", p.Log().LogEndOffset())
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readTopicID(m.PartitionDir("t", 0)); err != nil || got != "id-a" {
+		t.Fatalf("recorded topic id %q, %v", got, err)
+	}
+
+	// On disk under another id: deleted before it opens, its high watermark forgotten.
+	m = newManager(t, dir)
+	p := lead(t, m, "t", withID(0, "id-b"))
+	if p.Log().LogEndOffset() != 0 || p.HighWatermark() != 0 {
+		t.Fatalf("earlier topic's directory kept: log end %d, HW %d", p.Log().LogEndOffset(), p.HighWatermark())
+	}
+	if got, _ := readTopicID(m.PartitionDir("t", 0)); got != "id-b" {
+		t.Fatalf("recorded topic id %q, want id-b", got)
+	}
+	appendAsLeader(t, p, batch, batch)
+
+	// Open under another id: the open replica is resigned and deleted.
+	q := lead(t, m, "t", withID(0, "id-c"))
+	if q == p || p.IsLeader() || q.Log().LogEndOffset() != 0 {
+		t.Fatalf("open replica of an earlier topic kept: same %v, old leads %v, log end %d",
+			q == p, p.IsLeader(), q.Log().LogEndOffset())
 	}
 }

@@ -70,6 +70,10 @@ type PartitionState struct {
 	// fetches with the epoch they were made under and adds a follower to the ISR only
 	// if that is its current one (KIP-903).
 	BrokerEpochs []int64
+	// TopicID is the topic's id (a new one at every creation of the name). A replica
+	// whose directory belongs to another id — the topic was deleted and created again
+	// while this node did not see it — is deleted and opened empty. "": not checked.
+	TopicID string
 }
 
 // Broker epochs a follower's fetch state can hold besides a registration's.
@@ -259,6 +263,9 @@ type Partition struct {
 	// configs are the topic configs the log's settings were last made from. Guarded by
 	// the Manager's mu.
 	configs map[string]string
+	// topicID is the id of the topic the replica's directory belongs to ("" when no
+	// caller named one). Guarded by the Manager's mu.
+	topicID string
 }
 
 // newPartition makes the replica of an open log, in RoleNone, with its producer state
