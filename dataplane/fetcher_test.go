@@ -44,7 +44,7 @@ func (pr *pair) view(id, leader, epoch int32, isr ...int32) {
 	snap := &client.Snapshot{
 		Revision: pr.rev,
 		Brokers:  brokers,
-		Topics:   map[string]cluster.Topic{"f": {Name: "f", ID: "id", Partitions: 1, ReplicationFactor: 2}},
+		Topics:   map[string]cluster.Topic{"f": {Name: "f", ID: pairTopicID, Partitions: 1, ReplicationFactor: 2}},
 		Partitions: map[cluster.TopicPartition]cluster.PartitionState{tp: {Topic: "f", Replicas: []int32{1, 2},
 			Leader: leader, LeaderEpoch: epoch, ISR: isr}},
 	}
@@ -92,10 +92,11 @@ func (pr *pair) waitSameLog(end int64) {
 }
 
 // TestFollowerFetchesAndTruncates: a follower fetches its leader's batches byte for
-// byte, which completes acks=all and gives it the leader's high watermark; after a
-// leader change the old leader, which appended records its follower never had, asks
-// the new leader where its last epoch ended and truncates there before fetching
-// (KIP-101), so both logs end the same.
+// byte (Fetch v15), which completes acks=all and gives it the leader's high watermark;
+// after a leader change the old leader, which appended records its follower never had,
+// fetches with its last epoch, is told where that epoch ended in the new leader's log
+// (DivergingEpoch) and truncates there, so both logs end the same — without an
+// OffsetForLeaderEpoch round trip.
 func TestFollowerFetchesAndTruncates(t *testing.T) {
 	pr := startPair(t)
 	pr.view(1, 1, 1, 1, 2)
@@ -134,4 +135,15 @@ func TestFollowerFetchesAndTruncates(t *testing.T) {
 	if epochs := pr.nodes[1].replicas.Partition("f", 0).Log().LeaderEpochs(); len(epochs) != 2 || epochs[1].Epoch != 2 || epochs[1].StartOffset != 6 {
 		t.Fatalf("old leader's epochs after truncation: %+v", epochs)
 	}
+	for id, s := range pr.nodes {
+		if n := s.metrics.requests[offsetForLeaderEpochKey].Get(); n != 0 {
+			t.Fatalf("node %d answered %d OffsetForLeaderEpoch requests; divergence shows in the fetch", id, n)
+		}
+		if n := s.metrics.requests[fetchKey].Get(); n == 0 {
+			t.Fatalf("node %d answered no fetch", id)
+		}
+	}
 }
+
+// pairTopicID is topic "f"'s id in the pair's views.
+const pairTopicID = "5b2c8a0e-4f0e-4a51-9d8e-0c6f1f0a7e11"
