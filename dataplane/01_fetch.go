@@ -1,6 +1,7 @@
 package dataplane
 
-// Fetch, key 1, versions 4-15 (hand-written codec in proto; v12+ flexible). Consumers
+// Fetch, key 1, versions 4-15 served, 4-12 listed (fetchAdvertisedMax: clients have no
+// topic ids); hand-written codec in proto, v12+ flexible. Consumers
 // read below the high watermark; followers (replica id >= 0, an assigned replica) read
 // up to the log end, and each of their fetches records their progress, which moves the
 // high watermark (replica's UpdateFollowerFetchState); their answers carry it, and their
@@ -38,6 +39,15 @@ import (
 )
 
 const fetchKey = int16(kmsg.Fetch)
+
+// fetchAdvertisedMax is the highest Fetch version ApiVersions lists: 12, although v13-15
+// are served (replica fetchers send v15). From v13 a client names topics by the ids
+// Metadata v10+ gives it, and Metadata is served up to v8: a client offered v13 with no
+// topic ids either stays at v12 by itself (franz-go, the Java client) or sends zero ids
+// and gets UNKNOWN_TOPIC_ID for ever (librdkafka's fetcher writes whatever id its
+// metadata holds). Replica fetchers learn topic ids from the control plane's view and
+// know their peers serve v15. Raise it with Metadata v10+.
+const fetchAdvertisedMax = proto.FetchVersionFlexible
 
 // maxFetchWait bounds max_wait_ms (Kafka clients send 500 ms by default).
 const maxFetchWait = 30 * time.Second

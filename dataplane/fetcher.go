@@ -495,7 +495,7 @@ func (f *fetcher) fetch() error {
 			}
 		}
 	}
-	return nil
+	return resp.End()
 }
 
 // apply takes one partition's answer: appends its records and the leader's high

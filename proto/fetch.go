@@ -384,7 +384,15 @@ func (w *FetchWalker) NextPartition() (FetchPartitionRequest, error) {
 	p.PartitionMaxBytes = r.int32()
 	w.partsLeft--
 	if fetchFlexible(w.version) {
-		r.skipTags() // the partition's
+		// The partition's tags: those of later versions (v17 ReplicaDirectoryId, a uuid;
+		// v18 HighWatermark, an int64) are not read here, but a size that cannot hold
+		// them is refused, as decoders that read them at every version (kmsg) do.
+		for range r.tagCount() {
+			switch tag, data := r.tag(); {
+			case tag == 0 && len(data) != 16, tag == 1 && len(data) != 8:
+				r.fail()
+			}
+		}
 		if w.partsLeft == 0 {
 			r.skipTags() // the topic's
 		}

@@ -170,6 +170,38 @@ func (r *FetchResponse) NextTopic() (name []byte, partitions int, err error) {
 	return name, n, nil
 }
 
+// End reads what follows the last topic — the response's tag buffer (v12+) — and
+// checks that nothing trails it. Call it once every partition was read.
+func (r *FetchResponse) End() error {
+	if r.topicsLeft != 0 || r.partsLeft != 0 {
+		return ErrMalformedFetchResponse
+	}
+	if fetchFlexible(r.version) {
+		for range r.r.tagCount() {
+			tag, data := r.r.tag()
+			f := reader{b: data}
+			if tag == 0 { // NodeEndpoints (v16+): checked, unused
+				for range f.arrayLen(true, 4+1+4+1+1) {
+					f.int32()
+					f.string(true)
+					f.int32()
+					if n := f.uvarint(); n > 0 { // rack, nullable
+						f.span(int(n - 1))
+					}
+					f.skipTags()
+				}
+				if f.bad || len(f.b) != 0 {
+					r.r.fail()
+				}
+			}
+		}
+	}
+	if r.r.bad || len(r.r.b) != 0 {
+		return ErrMalformedFetchResponse
+	}
+	return nil
+}
+
 // NextPartition reads the current topic's next partition. Aborted transactions are
 // skipped (the node writes none), and so are tagged fields other than DivergingEpoch.
 func (r *FetchResponse) NextPartition() (FetchResponsePartition, error) {
@@ -215,18 +247,26 @@ func (r *FetchResponse) NextPartition() (FetchResponsePartition, error) {
 		}
 	}
 	if flexible {
+		// Tags: DivergingEpoch read; CurrentLeader (1) and SnapshotId (2), unused,
+		// checked for their shape.
 		for range b.tagCount() {
 			tag, data := b.tag()
-			if tag != fetchDivergingEpochTag {
+			f := reader{b: data}
+			switch tag {
+			case fetchDivergingEpochTag:
+				p.DivergingEpoch = EpochEndOffset{Epoch: f.int32(), EndOffset: f.int64()}
+				p.Diverging = p.DivergingEpoch != EpochEndOffset{Epoch: -1, EndOffset: -1}
+			case 1:
+				f.span(4 + 4) // leader id, leader epoch
+			case 2:
+				f.span(8 + 4) // end offset, epoch
+			default:
 				continue
 			}
-			f := reader{b: data}
-			p.DivergingEpoch = EpochEndOffset{Epoch: f.int32(), EndOffset: f.int64()}
 			f.skipTags()
 			if f.bad || len(f.b) != 0 {
 				b.fail()
 			}
-			p.Diverging = p.DivergingEpoch != EpochEndOffset{Epoch: -1, EndOffset: -1}
 		}
 		r.partsLeft--
 		if r.partsLeft == 0 {
