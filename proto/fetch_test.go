@@ -2,6 +2,7 @@ package proto
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -398,4 +399,70 @@ func FuzzParseFetchResponse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkParseFetchRequest parses and walks a consumer's Fetch of 2 topics × 8
+// partitions, at the last classic version and the last served one (flexible, topic ids,
+// ReplicaState).
+func BenchmarkParseFetchRequest(b *testing.B) {
+	for _, v := range []int16{11, FetchVersionMax} {
+		req := kmsg.NewPtrFetchRequest()
+		req.SetVersion(v)
+		req.ReplicaID, req.MaxWaitMillis, req.MinBytes, req.MaxBytes = -1, 500, 1, 50<<20
+		if v >= FetchVersionReplicaState {
+			req.ReplicaID, req.ReplicaState.ID, req.ReplicaState.Epoch = -1, 2, 100
+		}
+		for ti, name := range []string{"orders", "payments"} {
+			rt := kmsg.NewFetchRequestTopic()
+			rt.Topic, rt.TopicID = name, [16]byte{byte(ti + 1)}
+			for p := range int32(8) {
+				rp := kmsg.NewFetchRequestTopicPartition()
+				rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes, rp.LastFetchedEpoch = p, 1000, 1<<20, 3
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			req.Topics = append(req.Topics, rt)
+		}
+		body := req.AppendTo(nil)
+		b.Run(fmt.Sprintf("v%d", v), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				r, err := ParseFetchRequest(body, v)
+				if err != nil {
+					b.Fatal(err)
+				}
+				w := r.Walk()
+				for range r.Topics {
+					_, n, _ := w.NextTopic()
+					for range n {
+						_, _ = w.NextPartition()
+					}
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkAppendFetchResponse encodes the bytes around the records of a Fetch answer
+// of 2 topics × 8 partitions (the records themselves go by sendfile).
+func BenchmarkAppendFetchResponse(b *testing.B) {
+	for _, v := range []int16{11, FetchVersionMax} {
+		b.Run(fmt.Sprintf("v%d", v), func(b *testing.B) {
+			b.ReportAllocs()
+			buf := make([]byte, 0, 4096)
+			p := FetchPartition{HighWatermark: 10, LastStableOffset: 10, LogStartOffset: 0, RecordsBytes: 1 << 20}
+			for b.Loop() {
+				buf = AppendFetchResponseStart(buf[:0], v, 0, 0, 0, 2)
+				for ti, name := range [][]byte{[]byte("orders"), []byte("payments")} {
+					buf = AppendFetchTopicStart(buf, v, name, [16]byte{byte(ti)}, 8)
+					for i := range int32(8) {
+						p.Partition = i
+						buf = AppendFetchPartition(buf, v, &p)
+						buf = AppendFetchPartitionEnd(buf, v, &p)
+					}
+					buf = AppendFetchTopicEnd(buf, v)
+				}
+				buf = AppendFetchResponseEnd(buf, v)
+			}
+		})
+	}
 }
