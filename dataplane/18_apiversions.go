@@ -29,7 +29,7 @@ func handleApiVersions(s *Server, r *request) error {
 		}
 		resp.SetVersion(r.hdr.APIVersion)
 		for _, a := range apis {
-			resp.ApiKeys = append(resp.ApiKeys, kmsg.ApiVersionsResponseApiKey{ApiKey: a.key, MinVersion: a.advertisedMin(), MaxVersion: a.max})
+			resp.ApiKeys = append(resp.ApiKeys, kmsg.ApiVersionsResponseApiKey{ApiKey: a.key, MinVersion: a.advertisedMin(), MaxVersion: a.advertisedMax()})
 		}
 	}
 	writeResponse(r, resp)

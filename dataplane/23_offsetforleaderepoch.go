@@ -2,8 +2,9 @@ package dataplane
 
 // OffsetForLeaderEpoch, key 23, versions 0-3 (v4 is flexible): for each partition, the
 // largest leader epoch ≤ the one asked that this leader's log knows and the offset where
-// it ended (the log end offset for the latest) — from the leader-epoch cache. Followers
-// ask it before they fetch, to truncate where their log diverges from the leader's
+// it ended (the log end offset for the latest) — from the leader-epoch cache, which
+// also answers Fetch v12+'s LastFetchedEpoch. Followers ask it when a fetch finds their
+// offset past the leader's end, to truncate where their log diverges from the leader's
 // (KIP-101, KIP-279); clients ask it to detect truncation (KIP-320). Only a leader
 // answers; v2+ fences by the current leader epoch as Fetch does.
 

@@ -15,7 +15,7 @@ type apiVersion struct {
 }
 
 // apis lists what the node advertises in ApiVersions, with the versions it serves (listed
-// from advertisedMin). Only complete implementations go here: clients change their
+// from advertisedMin up to advertisedMax). Only complete implementations go here: clients change their
 // behaviour when they see an API (docs/kafka-compat.md, which gives each bound's reason).
 // Requests for anything else close the connection, as Kafka does for unknown keys.
 // apiTable indexes it by key. Both are set in init: handlers refer to them.
@@ -63,6 +63,15 @@ func (a *apiVersion) advertisedMin() int16 {
 		return produceAdvertisedMin
 	}
 	return a.min
+}
+
+// advertisedMax is the highest version ApiVersions lists for the API: its max, except
+// for Fetch (fetchAdvertisedMax).
+func (a *apiVersion) advertisedMax() int16 {
+	if a.key == fetchKey {
+		return fetchAdvertisedMax
+	}
+	return a.max
 }
 
 func lookupAPI(key int16) *apiVersion {

@@ -150,7 +150,7 @@ func TestApiVersionsWithFranzGo(t *testing.T) {
 	}
 	for _, k := range av.ApiKeys {
 		a := lookupAPI(k.ApiKey)
-		if a == nil || a.advertisedMin() != k.MinVersion || a.max != k.MaxVersion {
+		if a == nil || a.advertisedMin() != k.MinVersion || a.advertisedMax() != k.MaxVersion {
 			t.Fatalf("advertised %+v, table %+v", k, a)
 		}
 	}

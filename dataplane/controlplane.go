@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/replica"
@@ -114,7 +115,8 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 				errs = append(errs, err)
 			}
 			if b, ok := snap.Brokers[st.Leader]; ok && p != nil {
-				follow = append(follow, followTarget{tpKey: key, p: p, leader: st.Leader,
+				id, _ := uuid.Parse(topic.ID) // zero if not a UUID: fetched by name
+				follow = append(follow, followTarget{tpKey: key, topicID: id, p: p, leader: st.Leader,
 					addr: brokerAddr(b.Host, b.Port), epoch: st.LeaderEpoch})
 			}
 		}

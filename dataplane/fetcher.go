@@ -2,14 +2,16 @@ package dataplane
 
 // Replica fetchers (Kafka's ReplicaFetcherManager and ReplicaFetcherThread): for the
 // partitions this node follows, one fetcher per leader node, each a goroutine with one
-// connection that fetches all of that leader's partitions in one Fetch request (replica
-// id = this node), appends what comes back byte for byte (replica's AppendAsFollower:
-// the leader's offsets and epochs) and takes the leader's high watermark. Before a
-// partition is fetched — when this node starts following it, at a new leader epoch, and
-// at start — the fetcher asks the leader, with OffsetForLeaderEpoch, where the last
-// epoch of this node's log ended there, and truncates there (KIP-101, KIP-279), never
-// to its own high watermark. Reconcile tells the fetchers what to follow; nothing on
-// their path calls the control plane.
+// connection that fetches all of that leader's partitions in one Fetch request (v15:
+// topic ids, ReplicaState with this node's id and broker epoch), appends what comes back
+// byte for byte (replica's AppendAsFollower: the leader's offsets and epochs) and takes
+// the leader's high watermark. Each partition's fetch carries the latest epoch of this
+// node's log (LastFetchedEpoch): where the logs diverge the leader answers where that
+// epoch ended in its log (DivergingEpoch) and the fetcher truncates there and fetches
+// again (KIP-595's truncation on fetch, as Kafka's fetchers do since 2.7; KIP-101 and
+// KIP-279's rules), never to its own high watermark. OffsetForLeaderEpoch is asked only
+// when a fetch finds its offset out of the leader's range or an append fails. Reconcile
+// tells the fetchers what to follow; nothing on their path calls the control plane.
 //
 // The follower's append copies the records once through user space: the response is
 // read into a buffer and written to the segment from it (splice would save that copy).
@@ -25,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/gregor-streaming/gregor/proto"
 	"github.com/gregor-streaming/gregor/replica"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -51,12 +54,15 @@ const (
 	DefaultReplicaSocketTimeout = 30 * time.Second
 )
 
-// replicaFetchVersion is the Fetch version fetchers send (the highest served);
-// replicaEpochVersion the OffsetForLeaderEpoch version (v3: with the replica id).
+// replicaFetchVersion is the Fetch version fetchers send (v15: ReplicaState, topic ids),
+// replicaFetchVersionNoIDs the one they send when a partition's topic id is unknown
+// (v12, as Kafka's fetchers do); replicaEpochVersion the OffsetForLeaderEpoch version
+// (v3: with the replica id).
 const (
-	replicaFetchVersion = proto.FetchVersionMax
-	replicaEpochVersion = 3
-	replicaClientID     = "gregor-replica-fetcher"
+	replicaFetchVersion      = proto.FetchVersionReplicaState
+	replicaFetchVersionNoIDs = proto.FetchVersionFlexible
+	replicaEpochVersion      = 3
+	replicaClientID          = "gregor-replica-fetcher"
 )
 
 // tpKey names a partition.
@@ -69,10 +75,11 @@ type tpKey struct {
 // its leader, the leader's address and the leader epoch.
 type followTarget struct {
 	tpKey
-	p      *replica.Partition
-	leader int32
-	addr   string
-	epoch  int32
+	topicID uuid.UUID // zero when the view's is not a UUID
+	p       *replica.Partition
+	leader  int32
+	addr    string
+	epoch   int32
 }
 
 // replicaFetchers holds the node's fetchers, one per leader node.
@@ -168,8 +175,9 @@ type fetcher struct {
 // fetchPartition is one partition of a fetcher, at one leader epoch.
 type fetchPartition struct {
 	tpKey
-	p     *replica.Partition
-	epoch int32
+	topicID uuid.UUID
+	p       *replica.Partition
+	epoch   int32
 	// truncating: the partition is truncated by epoch before it is fetched. Guarded by
 	// the fetcher's mu.
 	truncating bool
@@ -187,14 +195,15 @@ func newFetcher(s *Server, leader int32, addr string) *fetcher {
 }
 
 // setPartitions makes the fetcher's partitions exactly targets, keeping the state of
-// those at the same replica and leader epoch.
+// those at the same replica, topic id and leader epoch.
 func (f *fetcher) setPartitions(targets []followTarget) {
 	f.mu.Lock()
 	parts := map[string]map[int32]*fetchPartition{}
 	for _, t := range targets {
 		fp := f.parts[t.topic][t.partition]
-		if fp == nil || fp.p != t.p || fp.epoch != t.epoch {
-			fp = &fetchPartition{tpKey: t.tpKey, p: t.p, epoch: t.epoch, truncating: true}
+		if fp == nil || fp.p != t.p || fp.epoch != t.epoch || fp.topicID != t.topicID {
+			// Fetched at once: divergence from the leader's log shows in the fetch.
+			fp = &fetchPartition{tpKey: t.tpKey, topicID: t.topicID, p: t.p, epoch: t.epoch}
 		}
 		if parts[t.topic] == nil {
 			parts[t.topic] = map[int32]*fetchPartition{}
@@ -400,38 +409,55 @@ func (f *fetcher) roundTrip(wait time.Duration) ([]byte, error) {
 func (f *fetcher) fetch() error {
 	cfg := &f.s.cfg
 	f.corr++
-	b, start := proto.BeginRequestFrame(f.req[:0], fetchKey, replicaFetchVersion, f.corr, replicaClientID)
+	version := int16(replicaFetchVersion)
 	topics := 0
-	for i := range f.list {
-		if i == 0 || f.list[i].topic != f.list[i-1].topic {
+	for i, fp := range f.list {
+		if i == 0 || fp.topic != f.list[i-1].topic {
 			topics++
 		}
+		if fp.topicID == (uuid.UUID{}) {
+			version = replicaFetchVersionNoIDs
+		}
 	}
-	b = proto.AppendFetchRequestStart(b, replicaFetchVersion, cfg.NodeID, int32(cfg.ReplicaFetchMaxWait.Milliseconds()),
+	brokerEpoch := cfg.BrokerEpoch
+	if brokerEpoch == 0 {
+		brokerEpoch = -1 // not known: the leader checks none
+	}
+	b, start := proto.BeginRequestFrame(f.req[:0], fetchKey, version, f.corr, replicaClientID)
+	b = proto.AppendFetchRequestStart(b, version, cfg.NodeID, int32(cfg.ReplicaFetchMaxWait.Milliseconds()),
 		cfg.ReplicaFetchMinBytes, cfg.ReplicaFetchResponseMaxBytes, topics)
 	for i := 0; i < len(f.list); {
 		j := i + 1
 		for j < len(f.list) && f.list[j].topic == f.list[i].topic {
 			j++
 		}
-		b = proto.AppendTopicStart(b, []byte(f.list[i].topic), j-i)
+		b = proto.AppendFetchTopicStart(b, version, []byte(f.list[i].topic), f.list[i].topicID, j-i)
 		for _, fp := range f.list[i:j] {
 			log := fp.p.Log()
-			b = proto.AppendFetchRequestPartition(b, replicaFetchVersion, &proto.FetchPartitionRequest{
+			b = proto.AppendFetchRequestPartition(b, version, &proto.FetchPartitionRequest{
 				Partition: fp.partition, CurrentLeaderEpoch: fp.epoch, FetchOffset: log.LogEndOffset(),
-				LogStartOffset: log.LogStartOffset(), PartitionMaxBytes: cfg.ReplicaFetchMaxBytes,
+				LastFetchedEpoch: fp.p.LatestEpoch(), LogStartOffset: log.LogStartOffset(),
+				PartitionMaxBytes: cfg.ReplicaFetchMaxBytes,
 			})
 		}
+		b = proto.AppendFetchTopicEnd(b, version)
 		i = j
 	}
-	b = proto.AppendFetchRequestEnd(b, replicaFetchVersion)
+	b = proto.AppendFetchRequestEnd(b, version, cfg.NodeID, brokerEpoch)
 	proto.EndFrame(b, start, 0)
 	f.req = b
 	body, err := f.roundTrip(cfg.ReplicaFetchMaxWait)
 	if err != nil {
 		return err
 	}
-	resp, err := proto.ParseFetchResponse(body, replicaFetchVersion)
+	if proto.IsFlexibleResponse(fetchKey, version) { // the response header's tag buffer
+		n, err := proto.SkipTagBuffer(body, 0)
+		if err != nil {
+			return err
+		}
+		body = body[n:]
+	}
+	resp, err := proto.ParseFetchResponse(body, version)
 	if err != nil {
 		return err
 	}
@@ -451,17 +477,25 @@ func (f *fetcher) fetch() error {
 			if err != nil {
 				return err
 			}
-			if k >= len(f.list) || f.list[k].topic != string(name) || f.list[k].partition != rp.Partition {
-				return fmt.Errorf("fetch answer out of order at %s-%d", name, rp.Partition)
+			if k >= len(f.list) || f.list[k].partition != rp.Partition ||
+				(version < proto.FetchVersionTopicIDs && f.list[k].topic != string(name)) ||
+				(version >= proto.FetchVersionTopicIDs && f.list[k].topicID != resp.TopicID) {
+				return fmt.Errorf("fetch answer out of order at %s%x-%d", name, resp.TopicID, rp.Partition)
 			}
 			fp := f.list[k]
 			k++
-			if f.parts[fp.topic][fp.partition] == fp { // still followed, at that epoch
+			switch {
+			case f.parts[fp.topic][fp.partition] != fp: // no longer followed at that epoch
+			case rp.ErrorCode == 0 && rp.Diverging:
+				// No records, and the high watermark is left for the next fetch, after
+				// the truncation (Kafka's processFetchRequest).
+				f.truncateToEpochEnd(fp, rp.DivergingEpoch.Epoch, rp.DivergingEpoch.EndOffset)
+			default:
 				f.apply(fp, &rp)
 			}
 		}
 	}
-	return nil
+	return resp.End()
 }
 
 // apply takes one partition's answer: appends its records and the leader's high
@@ -580,6 +614,17 @@ func (f *fetcher) applyEpochEnd(fp *fetchPartition, code int16, leaderEpoch int3
 		f.delay(fp)
 		return
 	}
+	if done, ok := f.truncateToEpochEnd(fp, leaderEpoch, leaderEnd); ok {
+		fp.truncating = !done
+	}
+}
+
+// truncateToEpochEnd truncates a partition's log where the leader says its epoch
+// leaderEpoch ended (leaderEnd), by applyEpochEnd's rules, for an OffsetForLeaderEpoch
+// answer or a fetch's DivergingEpoch. done is false when the log must be compared
+// again, at its new latest epoch; ok false when the truncation failed (logged, and the
+// partition delayed). The caller holds f.mu.
+func (f *fetcher) truncateToEpochEnd(fp *fetchPartition, leaderEpoch int32, leaderEnd int64) (done, ok bool) {
 	leo := fp.p.Log().LogEndOffset()
 	target, done := leo, true
 	switch {
@@ -601,12 +646,12 @@ func (f *fetcher) applyEpochEnd(fp *fetchPartition, code int16, leaderEpoch int3
 		if _, err := fp.p.TruncateTo(target); err != nil {
 			f.s.logger.Warn("replica fetcher: truncate", "topic", fp.topic, "partition", fp.partition, "err", err)
 			f.delay(fp)
-			return
+			return false, false
 		}
 		f.s.logger.Info("replica truncated by leader epoch", "topic", fp.topic, "partition", fp.partition,
 			"from", leo, "to", target, "leader", f.leader, "leaderEpoch", leaderEpoch)
 	}
-	fp.truncating = !done
+	return done, true
 }
 
 // finishTruncation ends a partition's truncation without asking the leader.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"github.com/google/uuid"
 	"io"
 	"net"
 	"net/http/httptest"
@@ -119,8 +120,12 @@ func TestProduceFetchAllVersions(t *testing.T) {
 	proto.SetPartitionLeaderEpoch(b0, 3)
 	want = append(want, b0)
 	next += 2
+	id := uuid.New() // Fetch v13+ names the topic by its id in the view
+	setView(s, map[string]uuid.UUID{"orders": id}, nil)
 	for v := int16(proto.FetchVersionMin); v <= proto.FetchVersionMax; v++ {
-		resp := roundTrip(t, c, fetchReq("orders", 0, 0, 1<<20, 1, 0), v, int32(100+v)).(*kmsg.FetchResponse)
+		req := fetchReq("orders", 0, 0, 1<<20, 1, 0)
+		req.Topics[0].TopicID = id
+		resp := roundTrip(t, c, req, v, int32(100+v)).(*kmsg.FetchResponse)
 		fp := resp.Topics[0].Partitions[0]
 		if fp.ErrorCode != 0 || fp.HighWatermark != next || fp.LastStableOffset != next {
 			t.Fatalf("fetch v%d: %+v", v, fp)
@@ -172,9 +177,9 @@ func TestProduceBelowV3(t *testing.T) {
 					t.Fatalf("Produce served from v%d, listed up to v%d", a.min, k.MaxVersion)
 				}
 			}
-			if k.MinVersion != wantMin || k.MaxVersion != a.max {
+			if k.MinVersion != wantMin || k.MaxVersion != a.advertisedMax() {
 				t.Fatalf("ApiVersions v%d lists %s as %d..%d, want %d..%d",
-					v, kmsg.NameForKey(k.ApiKey), k.MinVersion, k.MaxVersion, wantMin, a.max)
+					v, kmsg.NameForKey(k.ApiKey), k.MinVersion, k.MaxVersion, wantMin, a.advertisedMax())
 			}
 		}
 	}
@@ -200,7 +205,7 @@ func TestProduceBelowV3(t *testing.T) {
 		}
 	}
 	c := dial(t, s)
-	resp := roundTrip(t, c, fetchReq("old", 0, 0, 1<<20, 0, 0), proto.FetchVersionMax, 9).(*kmsg.FetchResponse)
+	resp := roundTrip(t, c, fetchReq("old", 0, 0, 1<<20, 0, 0), proto.FetchVersionTopicIDs-1, 9).(*kmsg.FetchResponse)
 	if fp := resp.Topics[0].Partitions[0]; fp.ErrorCode != 0 || fp.HighWatermark != 0 || len(fp.RecordBatches) != 0 {
 		t.Fatalf("a refused produce left records: %+v", fp)
 	}

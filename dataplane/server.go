@@ -46,8 +46,10 @@ type Server struct {
 	followerLagCapped bool
 	// cp is the control plane (nil: this node serves only what it was told to lead,
 	// as in the storage-level tests); cluster is the metadata view last reconciled.
-	cp          ControlPlane
-	cluster     atomic.Pointer[client.Snapshot]
+	cp      ControlPlane
+	cluster atomic.Pointer[client.Snapshot]
+	// topicIDs resolves the topic ids of Fetch v13+ in cluster (01_fetch.go).
+	topicIDs    atomic.Pointer[topicIDIndex]
 	reconcileMu sync.Mutex
 	// producerIDs is the block of producer ids this node hands out.
 	producerIDs producerIDs
