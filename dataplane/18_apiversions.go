@@ -24,6 +24,11 @@ func handleApiVersions(s *Server, r *request) error {
 	} else {
 		req := kmsg.NewPtrApiVersionsRequest()
 		req.SetVersion(r.hdr.APIVersion)
+		if r.hdr.APIVersion >= 3 {
+			if err := proto.CheckShape(r.body, proto.ApiVersionsRequestV3); err != nil {
+				return err
+			}
+		}
 		if err := req.ReadFrom(r.body); err != nil {
 			return err
 		}

@@ -206,6 +206,11 @@ func TestBadFramingClosesConnection(t *testing.T) {
 	unknownKey := frameRequest(kmsg.NewPtrApiVersionsRequest(), 3, 1)
 	binary.BigEndian.PutUint16(unknownKey[4:], 999)
 	truncatedHeader := []byte{0, 0, 0, 6, 0, 18, 0, 3, 0, 0}
+	// A flexible body whose last tag buffer claims 2³²−1 fields: kmsg alone would loop
+	// on it for a minute, holding the event loop.
+	hugeTagCount := frameRequest(kmsg.NewPtrApiVersionsRequest(), 3, 1)
+	hugeTagCount = append(hugeTagCount[:len(hugeTagCount)-1], 0xff, 0xff, 0xff, 0xff, 0x0f)
+	binary.BigEndian.PutUint32(hugeTagCount, uint32(len(hugeTagCount)-4))
 	for _, tc := range []struct {
 		name string
 		b    []byte
@@ -218,6 +223,7 @@ func TestBadFramingClosesConnection(t *testing.T) {
 		{"TLS ClientHello", []byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03}},
 		{"unknown API key", unknownKey},
 		{"truncated header", truncatedHeader},
+		{"tag count past the body", hugeTagCount},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := dial(t, s)
