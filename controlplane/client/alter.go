@@ -32,7 +32,8 @@ type AlterISRRequest struct {
 // FENCED_LEADER_EPOCH (leader epoch mismatch); INVALID_UPDATE_VERSION (partition epoch
 // mismatch, or another writer won the race: re-read and decide again); INVALID_REQUEST
 // (ISR without the leader, outside the replicas, or with duplicates); INELIGIBLE_REPLICA
-// (an added member is not registered); STALE_BROKER_EPOCH (this node's registration is
+// (an added member is not registered, or is in controlled shutdown: Kafka's KIP-841
+// keeps a node that is stopping out of the ISR); STALE_BROKER_EPOCH (this node's registration is
 // lost or was taken over — it must not act as leader).
 func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (cluster.PartitionState, error) {
 	c := r.c
@@ -71,7 +72,8 @@ func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (clust
 	for _, id := range req.NewISR {
 		if !slices.Contains(cur.ISR, id) {
 			added = append(added, id)
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(cluster.BrokerKey(id)), ">", 0))
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(cluster.BrokerKey(id)), ">", 0),
+				clientv3.Compare(clientv3.CreateRevision(cluster.ShutdownKey(id)), "=", 0))
 		}
 	}
 	resp, err := c.txn(ctx, "alter_isr", cmps, []clientv3.Op{clientv3.OpPut(key, cluster.MustJSON(next))},
@@ -89,7 +91,7 @@ func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (clust
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].ModRevision != r.broker.Epoch {
 		return cur, fmt.Errorf("client: alter isr %s: %w", req.TopicPartition, ErrRegistrationLost)
 	}
-	return cur, errorf(kerr.IneligibleReplica, "%s: new ISR member among %v is not registered", req.TopicPartition, added)
+	return cur, errorf(kerr.IneligibleReplica, "%s: new ISR member among %v is not registered, or is in controlled shutdown", req.TopicPartition, added)
 }
 
 // validISR checks a proposed ISR against the partition's replicas and leader.
