@@ -285,16 +285,20 @@ type produceWait struct {
 // response b, and reports whether it is decided (Kafka's checkEnoughReplicasReachOffset):
 // once the high watermark passes the batch it succeeded, or failed with
 // NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below min.insync.replicas
-// meanwhile; a node that stopped leading answers NOT_LEADER_OR_FOLLOWER.
+// meanwhile; a node that stopped leading answers NOT_LEADER_OR_FOLLOWER. Leadership is
+// checked first, as Kafka does: a demoted node's high watermark is its new leader's,
+// over a log it may have truncated, so passing the batch's offset there says nothing
+// of the batch (an idempotent producer's retry finds it at the new leader if it was
+// committed).
 func (wf *produceWait) settle(b []byte) bool {
 	switch {
 	case wf.done:
+	case !wf.p.IsLeader():
+		proto.PatchProduceErrorCode(b, wf.pos, kerr.NotLeaderForPartition.Code)
 	case wf.p.HighWatermark() >= wf.need:
 		if wf.p.UnderMinISR() {
 			proto.PatchProduceErrorCode(b, wf.pos, kerr.NotEnoughReplicasAfterAppend.Code)
 		}
-	case !wf.p.IsLeader():
-		proto.PatchProduceErrorCode(b, wf.pos, kerr.NotLeaderForPartition.Code)
 	default:
 		return false
 	}
