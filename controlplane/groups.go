@@ -32,8 +32,6 @@ const (
 	DefaultOffsetsRetention       = groups.DefaultOffsetsRetention
 	DefaultOffsetMetadataMaxBytes = groups.DefaultOffsetMetadataMaxBytes
 	DefaultInitialRebalanceDelay  = groups.DefaultInitialRebalanceDelay
-	// DefaultLeaderRebalanceDelay is Config.LeaderRebalanceDelay's default.
-	DefaultLeaderRebalanceDelay = controller.DefaultLeaderRebalanceDelay
 )
 
 // GroupView, GroupMemberView and GroupOffsetView are how /v1/cluster shows a group;

@@ -49,6 +49,8 @@ const (
 	// DefaultTickMs and DefaultElectionMs are etcd's heartbeat and election timeouts.
 	DefaultTickMs     = 100
 	DefaultElectionMs = 1000
+	// DefaultLeaderRebalanceDelay is Config.LeaderRebalanceDelay's default.
+	DefaultLeaderRebalanceDelay = controller.DefaultLeaderRebalanceDelay
 	// clusterToken keeps members of different Gregor clusters from joining each other.
 	clusterToken = "gregor"
 	// compactionRetention is how much etcd history is kept: watchers further behind than
