@@ -15,6 +15,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/proto"
 	"github.com/gregor-streaming/gregor/replica"
 	"github.com/gregor-streaming/gregor/segment"
@@ -64,7 +65,7 @@ func handleProduce(s *Server, r *request) error {
 			case !acksValid:
 				res.ErrorCode = kerr.InvalidRequiredAcks.Code
 			case p == nil:
-				res.ErrorCode = kerr.UnknownTopicOrPartition.Code
+				res.ErrorCode = s.notHostedCode(name, index)
 			case !p.IsLeader() || fenced:
 				res.ErrorCode = kerr.NotLeaderForPartition.Code
 			case req.Acks == -1 && p.UnderMinISR():
@@ -279,6 +280,18 @@ type produceWait struct {
 	need int64
 	pos  int
 	done bool
+}
+
+// notHostedCode is the answer for a partition this node has no replica of, as Kafka's
+// ReplicaManager gives it: NOT_LEADER_OR_FOLLOWER if the partition exists (the client's
+// metadata is stale, or this node has not opened its replica yet: it retries after a
+// metadata refresh), else UNKNOWN_TOPIC_OR_PARTITION (which clients retry only a few
+// times).
+func (s *Server) notHostedCode(topic []byte, partition int32) int16 {
+	if _, ok := s.snapshot().Partitions[cluster.TopicPartition{Topic: string(topic), Partition: partition}]; ok {
+		return kerr.NotLeaderForPartition.Code
+	}
+	return kerr.UnknownTopicOrPartition.Code
 }
 
 // settle decides a waiting answer if it can now, patching its error code into the
