@@ -78,6 +78,13 @@ func TestControlledShutdownAndPreferredLeader(t *testing.T) {
 		}
 		return nil
 	})
+	testutil.CheckFor(t, 10*time.Second, func() error {
+		v, err := c.CPs[0].View()
+		if err != nil || !slices.Equal(v.ControlledShutdown, []int32{1}) {
+			return fmt.Errorf("/v1/cluster controlledShutdown: %v (%v), want [1]", v.ControlledShutdown, err)
+		}
+		return nil
+	})
 	// Its leaders may not take it back while it is stopping.
 	st := get(preferred[0])
 	_, err := dps[st.Leader].Registration.AlterISR(ctx, client.AlterISRRequest{TopicPartition: tp(preferred[0]),
