@@ -49,10 +49,16 @@ type failureLoad struct {
 
 // startFailureLoad starts an idempotent acks=all load on topic, as startLoad does,
 // and records each failure's error.
+//
+// The client retries a connection closed before its first answer (AlwaysRetryEOF):
+// the harness's client link of a stopped node still accepts connections and closes
+// them at once, where the node's own port would refuse them, and franz-go fails the
+// records of a connection closed that way (it takes it for a TLS mismatch) but
+// retries a refused one.
 func startFailureLoad(t *testing.T, c *testcluster.Cluster, topic string) *failureLoad {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers()...), kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.DefaultProduceTopic(topic), kgo.RecordDeliveryTimeout(90*time.Second))
+		kgo.DefaultProduceTopic(topic), kgo.RecordDeliveryTimeout(90*time.Second), kgo.AlwaysRetryEOF())
 	if err != nil {
 		t.Fatal(err)
 	}
