@@ -2,7 +2,8 @@ package controlplane
 
 // The internal listener: data-plane nodes' forwarded group requests in, answers out,
 // in any order (protocol in controlplane/client/groups.go). The requests themselves are
-// the group coordinator's (package groups); this file only moves them.
+// the group coordinator's (package groups); this file only moves them. ElectLeaders
+// requests come the same way and go to the controller (elect_server.go).
 //
 // Each connection has a reader and a writer. The reader decodes the requests and applies
 // them to the runtime one at a time, in the order they arrived — also while the runtime
@@ -176,6 +177,10 @@ func (gc *groupServerConn) readLoop() {
 // coordinator. It returns once the request is applied (its answer may come later); the
 // caller, a connection's reader, applies the next one only then.
 func (s *Server) handleGroupRequest(host string, kreq []byte, reply func(status byte, body []byte)) {
+	if isElectLeaders(kreq) {
+		s.handleElectLeaders(kreq, reply) // not a group request: the controller's
+		return
+	}
 	h, req, err := groups.ParseRequest(kreq)
 	if err != nil {
 		s.groupMetrics.BadRequest()

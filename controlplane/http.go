@@ -95,11 +95,14 @@ type ClusterView struct {
 	EtcdLeader string       `json:"etcdLeaderId"`
 	Members    []MemberView `json:"members"`
 	// MetadataRevision is the etcd revision the brokers/topics/partitions below reflect.
-	MetadataRevision          int64            `json:"metadataRevision"`
-	Brokers                   []cluster.Broker `json:"brokers"`
-	Topics                    []TopicView      `json:"topics"`
-	OfflinePartitions         int              `json:"offlinePartitions"`
-	UnderReplicatedPartitions int              `json:"underReplicatedPartitions"`
+	MetadataRevision int64            `json:"metadataRevision"`
+	Brokers          []cluster.Broker `json:"brokers"`
+	// ControlledShutdown lists the nodes in controlled shutdown: stopping, their
+	// leaderships being moved away.
+	ControlledShutdown        []int32     `json:"controlledShutdown"`
+	Topics                    []TopicView `json:"topics"`
+	OfflinePartitions         int         `json:"offlinePartitions"`
+	UnderReplicatedPartitions int         `json:"underReplicatedPartitions"`
 	// PreferredReplicaImbalance counts the partitions led by another node than their
 	// preferred leader (replicas[0]), offline ones included.
 	PreferredReplicaImbalance int `json:"preferredReplicaImbalance"`
@@ -134,16 +137,17 @@ type PartitionView struct {
 
 func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 	v := ClusterView{
-		Name:             s.cfg.Name,
-		Ready:            s.ready.Load(),
-		IsController:     s.IsController(),
-		Controller:       s.Controller(),
-		EtcdMember:       s.etcd.Server.MemberID().String(),
-		EtcdLeader:       s.etcd.Server.Leader().String(),
-		InternalListener: s.ListenAddr(),
-		Brokers:          []cluster.Broker{},
-		Topics:           []TopicView{},
-		Groups:           []GroupView{},
+		Name:               s.cfg.Name,
+		Ready:              s.ready.Load(),
+		IsController:       s.IsController(),
+		Controller:         s.Controller(),
+		EtcdMember:         s.etcd.Server.MemberID().String(),
+		EtcdLeader:         s.etcd.Server.Leader().String(),
+		InternalListener:   s.ListenAddr(),
+		Brokers:            []cluster.Broker{},
+		ControlledShutdown: []int32{},
+		Topics:             []TopicView{},
+		Groups:             []GroupView{},
 	}
 	if s.ready.Load() {
 		ctx, cancel := context.WithTimeout(r.Context(), readyCheckTimeout)
@@ -168,6 +172,11 @@ func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 			v.Brokers = append(v.Brokers, b)
 		}
 		sort.Slice(v.Brokers, func(i, j int) bool { return v.Brokers[i].ID < v.Brokers[j].ID })
+		for _, b := range v.Brokers {
+			if snap.InControlledShutdown(b.ID) {
+				v.ControlledShutdown = append(v.ControlledShutdown, b.ID)
+			}
+		}
 		byTopic := map[string][]PartitionView{}
 		for tp, st := range snap.Partitions {
 			byTopic[tp.Topic] = append(byTopic[tp.Topic], PartitionView{Partition: tp.Partition, PartitionState: st})

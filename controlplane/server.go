@@ -49,6 +49,8 @@ const (
 	// DefaultTickMs and DefaultElectionMs are etcd's heartbeat and election timeouts.
 	DefaultTickMs     = 100
 	DefaultElectionMs = 1000
+	// DefaultLeaderRebalanceDelay is Config.LeaderRebalanceDelay's default.
+	DefaultLeaderRebalanceDelay = controller.DefaultLeaderRebalanceDelay
 	// clusterToken keeps members of different Gregor clusters from joining each other.
 	clusterToken = "gregor"
 	// compactionRetention is how much etcd history is kept: watchers further behind than
@@ -92,6 +94,13 @@ type Config struct {
 	TickMs, ElectionMs uint
 	// ControllerTTL is the controller session TTL (whole seconds, at least 1).
 	ControllerTTL time.Duration
+	// NoAutoLeaderRebalance turns off moving leaderships back to preferred replicas
+	// (Kafka's auto.leader.rebalance.enable=false); ElectLeaders requests still do.
+	NoAutoLeaderRebalance bool
+	// LeaderRebalanceDelay is how long a preferred replica must have been able to lead
+	// (live, in sync, not stopping) before its leadership moves back to it (default
+	// controller.DefaultLeaderRebalanceDelay).
+	LeaderRebalanceDelay time.Duration
 	// Logger receives this node's logs; etcd's own go to it at warn and above.
 	Logger *slog.Logger
 }
@@ -260,7 +269,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, logger: logger}
 	s.metrics = newMetrics(s)
 	s.ctl = controller.New(controller.Config{Name: cfg.Name, TTL: cfg.ControllerTTL, Logger: logger,
-		Metrics: s.metrics.set, OnTerm: s.runGroups})
+		Metrics: s.metrics.set, OnTerm: s.runGroups,
+		NoAutoLeaderRebalance: cfg.NoAutoLeaderRebalance, LeaderRebalanceDelay: cfg.LeaderRebalanceDelay})
 	e, err := embed.StartEtcd(ecfg)
 	releasePorts()
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/proto"
 	"github.com/gregor-streaming/gregor/replica"
 	"github.com/gregor-streaming/gregor/segment"
@@ -64,7 +65,7 @@ func handleProduce(s *Server, r *request) error {
 			case !acksValid:
 				res.ErrorCode = kerr.InvalidRequiredAcks.Code
 			case p == nil:
-				res.ErrorCode = kerr.UnknownTopicOrPartition.Code
+				res.ErrorCode = s.notHostedCode(name, index)
 			case !p.IsLeader() || fenced:
 				res.ErrorCode = kerr.NotLeaderForPartition.Code
 			case req.Acks == -1 && p.UnderMinISR():
@@ -281,20 +282,36 @@ type produceWait struct {
 	done bool
 }
 
+// notHostedCode is the answer for a partition this node has no replica of, as Kafka's
+// ReplicaManager gives it: NOT_LEADER_OR_FOLLOWER if the partition exists (the client's
+// metadata is stale, or this node has not opened its replica yet: it retries after a
+// metadata refresh), else UNKNOWN_TOPIC_OR_PARTITION (which clients retry only a few
+// times).
+func (s *Server) notHostedCode(topic []byte, partition int32) int16 {
+	if _, ok := s.snapshot().Partitions[cluster.TopicPartition{Topic: string(topic), Partition: partition}]; ok {
+		return kerr.NotLeaderForPartition.Code
+	}
+	return kerr.UnknownTopicOrPartition.Code
+}
+
 // settle decides a waiting answer if it can now, patching its error code into the
 // response b, and reports whether it is decided (Kafka's checkEnoughReplicasReachOffset):
 // once the high watermark passes the batch it succeeded, or failed with
 // NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below min.insync.replicas
-// meanwhile; a node that stopped leading answers NOT_LEADER_OR_FOLLOWER.
+// meanwhile; a node that stopped leading answers NOT_LEADER_OR_FOLLOWER. Leadership is
+// checked first, as Kafka does: a demoted node's high watermark is its new leader's,
+// over a log it may have truncated, so passing the batch's offset there says nothing
+// of the batch (an idempotent producer's retry finds it at the new leader if it was
+// committed).
 func (wf *produceWait) settle(b []byte) bool {
 	switch {
 	case wf.done:
+	case !wf.p.IsLeader():
+		proto.PatchProduceErrorCode(b, wf.pos, kerr.NotLeaderForPartition.Code)
 	case wf.p.HighWatermark() >= wf.need:
 		if wf.p.UnderMinISR() {
 			proto.PatchProduceErrorCode(b, wf.pos, kerr.NotEnoughReplicasAfterAppend.Code)
 		}
-	case !wf.p.IsLeader():
-		proto.PatchProduceErrorCode(b, wf.pos, kerr.NotLeaderForPartition.Code)
 	default:
 		return false
 	}

@@ -37,6 +37,11 @@ const (
 	stopTimeout = 10 * time.Second
 	// httpReadHeaderTimeout bounds a request's headers on the HTTP listener.
 	httpReadHeaderTimeout = 10 * time.Second
+	// DefaultControlledShutdownTimeout bounds the wait of a controlled shutdown for the
+	// controller to move the node's leaderships (Config.ControlledShutdownTimeout).
+	// Kafka's brokers retry theirs three times, 5 s apart; the moves themselves take a
+	// controller pass or two.
+	DefaultControlledShutdownTimeout = 30 * time.Second
 )
 
 // Config configures a data-plane node.
@@ -64,6 +69,11 @@ type Config struct {
 	ReplicaRoutes map[int32]string
 	// RegistrationTTL is the registration's lease (default DefaultRegistrationTTL).
 	RegistrationTTL time.Duration
+	// ControlledShutdownTimeout bounds the controlled shutdown that Stop begins with
+	// (see ControlledShutdown); 0 means DefaultControlledShutdownTimeout, a negative
+	// value turns controlled shutdown off (Stop revokes the registration and the
+	// controller moves the leaderships afterwards).
+	ControlledShutdownTimeout time.Duration
 	// Server holds the data plane's own settings: limits, deadlines, event loops,
 	// copy-below size, topic auto-creation. The fields the assembly owns (NodeID, Listen,
 	// Advertise, DataDir, ControlPlane, HWRecorder, LeaseSafeUntil, BrokerEpoch, Logger,
@@ -95,8 +105,10 @@ type DataPlane struct {
 	loopDone  chan struct{} // closed when the reconcile loop has returned
 	done      chan struct{} // closed once the node has stopped
 	stopOnce  sync.Once
-	errMu     sync.Mutex
-	err       error
+	// shutdownOnce runs the controlled shutdown once (ControlledShutdown, Stop).
+	shutdownOnce sync.Once
+	errMu        sync.Mutex
+	err          error
 }
 
 // StartDataPlane starts a node: it locks the data directory, connects to the control
@@ -114,6 +126,9 @@ func StartDataPlane(ctx context.Context, cfg Config) (dp *DataPlane, err error) 
 	}
 	if cfg.RegistrationTTL <= 0 {
 		cfg.RegistrationTTL = DefaultRegistrationTTL
+	}
+	if cfg.ControlledShutdownTimeout == 0 {
+		cfg.ControlledShutdownTimeout = DefaultControlledShutdownTimeout
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -319,15 +334,23 @@ func (d *DataPlane) Err() error {
 	return d.err
 }
 
-// Stop stops the node in order: the reconcile loop, HTTP, the Kafka listener and its
-// logs, the last HW checkpoint, the registration (revoked, so the control plane moves
-// leadership at once), the metadata watch, the client and the lock. ctx bounds the
-// listener's and the checkpoint's shutdown. It waits for a stop already under way.
+// Stop stops the node in order: a controlled shutdown (unless done already or turned
+// off; given at most half of the time ctx leaves), the reconcile loop, HTTP, the Kafka
+// listener and its logs, the last HW checkpoint, the registration (revoked, so the
+// control plane moves what is left at once), the metadata watch, the client and the
+// lock. ctx bounds the listener's and the checkpoint's shutdown. It waits for a stop
+// already under way.
 func (d *DataPlane) Stop(ctx context.Context) error {
 	var err error
 	first := false
 	d.stopOnce.Do(func() {
 		first = true
+		sctx, cancel := ctx, context.CancelFunc(func() {})
+		if deadline, ok := ctx.Deadline(); ok {
+			sctx, cancel = context.WithTimeout(ctx, time.Until(deadline)/2)
+		}
+		_ = d.ControlledShutdown(sctx)
+		cancel()
 		close(d.stop)
 		<-d.loopDone
 		err = d.teardownCtx(ctx)
@@ -341,6 +364,78 @@ func (d *DataPlane) Stop(ctx context.Context) error {
 		}
 	}
 	return err
+}
+
+// ControlledShutdown moves the node's leaderships to other nodes before it stops, so
+// that clients see at most retriable NOT_LEADER_OR_FOLLOWER answers instead of a
+// partition without a leader for a registration TTL (Kafka's controlled shutdown). The
+// node tells the controller through etcd (client.Registration.BeginControlledShutdown);
+// the controller elects it nowhere from then on, gives each partition it leads to
+// another live in-sync replica with a new leader epoch (or takes the partition offline
+// if it is the last in-sync one), and takes it out of the ISRs that keep another
+// member. The node keeps serving meanwhile: each leadership it loses is applied as it
+// arrives (acks=all produces waiting on it are answered NOT_LEADER_OR_FOLLOWER, clients
+// retry at the new leader) and it keeps following as a replica. It returns once the
+// node's view shows it leads nothing — or at Config.ControlledShutdownTimeout or ctx's
+// end, whichever is first, with an error; Stop then goes on all the same. It runs
+// once; later calls return nil at once. It does not stop the node: Stop does.
+func (d *DataPlane) ControlledShutdown(ctx context.Context) error {
+	var err error // stays nil for a later call
+	d.shutdownOnce.Do(func() { err = d.controlledShutdown(ctx) })
+	return err
+}
+
+func (d *DataPlane) controlledShutdown(ctx context.Context) error {
+	timeout := d.cfg.ControlledShutdownTimeout
+	if timeout < 0 || d.Err() != nil {
+		return nil // off, or stopping on its own: the registration is gone or taken over
+	}
+	select {
+	case <-d.loopDone:
+		return nil // stopping on its own: the registration is gone or taken over
+	default:
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	leading := func(snap *client.Snapshot) int {
+		n := 0
+		for _, st := range snap.Partitions {
+			if st.Leader == d.cfg.ID {
+				n++
+			}
+		}
+		return n
+	}
+	d.logger.Info("controlled shutdown: asking the controller to move this node's leaderships",
+		"leading", leading(d.md.Snapshot()), "timeout", timeout)
+	if err := d.reg.BeginControlledShutdown(ctx); err != nil {
+		d.logger.Warn("controlled shutdown: could not tell the controller; stopping without it", "err", err)
+		return err
+	}
+	for snap := d.md.Snapshot(); ; {
+		n := leading(snap)
+		if n == 0 {
+			// Apply this view now, not on the reconcile loop's next turn: the node must have
+			// stopped leading before its listener closes.
+			if err := d.srv.Reconcile(snap); err != nil {
+				d.logger.Error("reconcile", "err", err)
+			}
+			d.logger.Info("controlled shutdown complete: this node leads nothing",
+				"took", time.Since(start).Round(time.Millisecond))
+			return nil
+		}
+		select {
+		case <-snap.Superseded():
+			snap = d.md.Snapshot()
+		case <-d.loopDone:
+			return errors.New("node: controlled shutdown: the node stopped on its own")
+		case <-ctx.Done():
+			d.logger.Warn("controlled shutdown timed out: stopping while still leading", "leading", n,
+				"took", time.Since(start).Round(time.Millisecond))
+			return fmt.Errorf("node: controlled shutdown: still leading %d partitions: %w", n, ctx.Err())
+		}
+	}
 }
 
 // Abort stops the node as a crash would, as far as one can inside a process: the

@@ -64,6 +64,9 @@ func run(args []string) int {
 	fs.UintVar(&cfg.TickMs, "etcd-heartbeat-ms", controlplane.DefaultTickMs, "etcd heartbeat interval (ms)")
 	fs.UintVar(&cfg.ElectionMs, "etcd-election-ms", controlplane.DefaultElectionMs, "etcd election timeout (ms)")
 	fs.DurationVar(&cfg.ControllerTTL, "controller-ttl", controlplane.DefaultControllerTTL, "controller session TTL: a dead controller is replaced after about this long (whole seconds)")
+	autoRebalance := true
+	fs.BoolVar(&autoRebalance, "auto-leader-rebalance", true, "move each partition's leadership back to its preferred replica once that replica is live and in sync (auto.leader.rebalance.enable)")
+	fs.DurationVar(&cfg.LeaderRebalanceDelay, "leader-rebalance-delay", controlplane.DefaultLeaderRebalanceDelay, "how long a preferred replica must have been live, in sync and not shutting down before its leadership moves back to it")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error (etcd and gRPC log at warn and above)")
 	fs.Usage = func() {
 		out := fs.Output()
@@ -93,6 +96,7 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "gregor-cp:", envErr)
 		return 2
 	}
+	cfg.NoAutoLeaderRebalance = !autoRebalance
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 		fmt.Fprintln(os.Stderr, "gregor-cp: --log-level:", err)

@@ -3,6 +3,10 @@
 // and follows its metadata by watch, and serves /metrics, /healthz and /readyz on --http.
 // Every flag also reads from an environment variable (GREGOR_DP_ID, …).
 //
+// On SIGTERM or SIGINT the node first asks the controller to move its leaderships to
+// other in-sync replicas and waits until it leads nothing (controlled shutdown, at most
+// --controlled-shutdown-timeout), then stops.
+//
 // The data directory is locked while the process runs (.lock) and holds the node's
 // incarnation id (incarnation): restarted on the same directory after a crash, the node
 // takes its registration over at once instead of waiting for the old lease to expire.
@@ -31,7 +35,8 @@ import (
 	"github.com/gregor-streaming/gregor/proto"
 )
 
-// stopTimeout bounds stopping the node on SIGTERM or SIGINT.
+// stopTimeout bounds stopping the node on SIGTERM or SIGINT, after its controlled
+// shutdown (bounded by --controlled-shutdown-timeout).
 const stopTimeout = 15 * time.Second
 
 type options struct {
@@ -41,6 +46,7 @@ type options struct {
 	replicaRoutes                string
 	eventLoops                   int
 	registrationTTL              time.Duration
+	controlledShutdownTimeout    time.Duration
 	copyBelow                    int64
 	autoCreateTopics             bool
 	limits                       dataplane.Config // the connection limits and deadlines
@@ -112,6 +118,8 @@ func parseFlags(args []string) (options, error) {
 	durFlag(&o.limits.IdleTimeout, "idle-timeout", dataplane.DefaultIdleTimeout, "close connections idle this long")
 	durFlag(&o.limits.WriteTimeout, "write-timeout", dataplane.DefaultWriteTimeout, "cut a reader that takes no bytes of a response for this long")
 	durFlag(&o.limits.ReplicaLagTimeMax, "replica-lag-time-max", dataplane.DefaultReplicaLagTimeMax, "an in-sync follower that has not caught up with its leader for this long leaves the ISR (replica.lag.time.max.ms)")
+	durFlag(&o.controlledShutdownTimeout, "controlled-shutdown-timeout", node.DefaultControlledShutdownTimeout,
+		"on SIGTERM or SIGINT, wait at most this long for the controller to move this node's leaderships before stopping (controlled shutdown); 0: stop at once, leaving them to move once the registration is revoked")
 	durFlag(&o.registrationTTL, "registration-ttl", node.DefaultRegistrationTTL, "lease of the node's registration: its partitions move this long after it stops renewing it")
 	str(&o.dataDir, "data-dir", "./data/dp1", "directory of the partition logs")
 	str(&o.listen, "listen", "127.0.0.1:9092", "Kafka listener host:port")
@@ -137,7 +145,11 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	cfg := node.Config{
 		ID: int32(o.id), DataDir: o.dataDir, Listen: o.listen, Advertise: o.advertise, HTTP: o.httpAddr,
 		ControlPlane: strings.Split(o.cp, ","), Rack: o.rack, RegistrationTTL: o.registrationTTL, Logger: logger,
-		Server: o.limits, // the limits and deadlines from the flags
+		ControlledShutdownTimeout: o.controlledShutdownTimeout,
+		Server:                    o.limits, // the limits and deadlines from the flags
+	}
+	if cfg.ControlledShutdownTimeout <= 0 {
+		cfg.ControlledShutdownTimeout = -1 // the flag's 0 turns it off; node's 0 is its default
 	}
 	cfg.ReplicaRoutes, _ = node.ParseReplicaRoutes(o.replicaRoutes) // checked by parseFlags
 	cfg.Server.EventLoops, cfg.Server.CopyBelowBytes, cfg.Server.AutoCreateTopics = o.eventLoops, o.copyBelow, o.autoCreateTopics
@@ -152,6 +164,8 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	select {
 	case <-ctx.Done():
 		logger.Info("gregor-dp stopping")
+		// The controlled shutdown first, with its own bound: the node serves meanwhile.
+		_ = dp.ControlledShutdown(context.Background())
 		sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 		defer cancel()
 		return dp.Stop(sctx)

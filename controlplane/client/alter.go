@@ -40,9 +40,10 @@ type AlterISRRequest struct {
 // FENCED_LEADER_EPOCH (leader epoch mismatch); INVALID_UPDATE_VERSION (partition epoch
 // mismatch, or another writer won the race: re-read and decide again); INVALID_REQUEST
 // (ISR without the leader, outside the replicas, or with duplicates); INELIGIBLE_REPLICA
-// (an added member is not registered, or registered again since the epoch in
-// BrokerEpochs); STALE_BROKER_EPOCH (this node's registration is lost or was taken over
-// — it must not act as leader).
+// (an added member is not registered, is registered again since the epoch in
+// BrokerEpochs, or is in controlled shutdown: Kafka's KIP-841 keeps a node that is
+// stopping out of the ISR); STALE_BROKER_EPOCH (this node's registration is lost or was
+// taken over — it must not act as leader).
 func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (cluster.PartitionState, error) {
 	c := r.c
 	cur, err := c.GetPartition(ctx, req.TopicPartition)
@@ -90,7 +91,8 @@ func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (clust
 		} else {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(cluster.BrokerKey(id)), ">", 0))
 		}
-		elseOps = append(elseOps, clientv3.OpGet(cluster.BrokerKey(id)))
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(cluster.ShutdownKey(id)), "=", 0))
+		elseOps = append(elseOps, clientv3.OpGet(cluster.BrokerKey(id)), clientv3.OpGet(cluster.ShutdownKey(id)))
 	}
 	resp, err := c.txn(ctx, "alter_isr", cmps, []clientv3.Op{clientv3.OpPut(key, cluster.MustJSON(next))}, elseOps...)
 	if err != nil {
@@ -108,12 +110,14 @@ func (r *Registration) AlterISR(ctx context.Context, req AlterISRRequest) (clust
 	}
 	var why []string
 	for i, id := range added {
-		kvs := resp.Responses[2+i].GetResponseRange().Kvs
+		kvs := resp.Responses[2+2*i].GetResponseRange().Kvs
 		switch epoch, ok := req.BrokerEpochs[id]; {
 		case len(kvs) == 0:
 			why = append(why, fmt.Sprintf("%d is not registered", id))
 		case ok && epoch >= 0 && kvs[0].ModRevision != epoch:
 			why = append(why, fmt.Sprintf("%d fetched under broker epoch %d, registered at %d since", id, epoch, kvs[0].ModRevision))
+		case len(resp.Responses[3+2*i].GetResponseRange().Kvs) > 0:
+			why = append(why, fmt.Sprintf("%d is in controlled shutdown", id))
 		}
 	}
 	return cur, errorf(kerr.IneligibleReplica, "%s: new ISR members ineligible: %s", req.TopicPartition, strings.Join(why, "; "))

@@ -37,11 +37,15 @@ const (
 	// Resync: the view was reloaded (after etcd compacted past the watch); individual
 	// changes in between were not seen, and the snapshot is the whole truth.
 	Resync
+	// ShutdownPut and ShutdownDeleted: a node entered controlled shutdown, or its
+	// controlled-shutdown key went (with its registration).
+	ShutdownPut
+	ShutdownDeleted
 )
 
 // String returns the kind's name.
 func (k ChangeKind) String() string {
-	names := [...]string{"?", "BrokerPut", "BrokerDeleted", "TopicPut", "TopicDeleted", "PartitionPut", "PartitionDeleted", "Resync"}
+	names := [...]string{"?", "BrokerPut", "BrokerDeleted", "TopicPut", "TopicDeleted", "PartitionPut", "PartitionDeleted", "Resync", "ShutdownPut", "ShutdownDeleted"}
 	if k < 0 || int(k) >= len(names) {
 		return "ChangeKind(" + strconv.Itoa(int(k)) + ")"
 	}
@@ -52,7 +56,8 @@ func (k ChangeKind) String() string {
 type Change struct {
 	Kind     ChangeKind
 	Revision int64
-	// BrokerID is set for broker changes; Broker holds the new value of a BrokerPut.
+	// BrokerID is set for broker and shutdown changes; Broker holds the new value of a
+	// BrokerPut.
 	BrokerID int32
 	Broker   cluster.Broker
 	// TopicName is set for topic changes; Topic holds the new value of a TopicPut.
@@ -71,8 +76,23 @@ type Snapshot struct {
 	Brokers    map[int32]cluster.Broker
 	Topics     map[string]cluster.Topic
 	Partitions map[cluster.TopicPartition]cluster.PartitionState
+	// ShuttingDown holds, for each node that asked for a controlled shutdown, the broker
+	// epoch of the registration that asked (see InControlledShutdown).
+	ShuttingDown map[int32]int64
 
 	superseded chan struct{}
+}
+
+// InControlledShutdown reports whether node id is registered and its current
+// registration asked for a controlled shutdown: the controller elects it nowhere and
+// moves its leaderships away.
+func (s *Snapshot) InControlledShutdown(id int32) bool {
+	epoch, ok := s.ShuttingDown[id]
+	if !ok {
+		return false
+	}
+	b, ok := s.Brokers[id]
+	return ok && b.Epoch == epoch
 }
 
 // Superseded is closed when a newer snapshot replaces this one, so a caller can wait
@@ -141,11 +161,12 @@ func (m *Metadata) load(ctx context.Context) (*Snapshot, error) {
 		return nil, fmt.Errorf("client: load metadata: %w", err)
 	}
 	s := &Snapshot{
-		Revision:   resp.Header.Revision,
-		Brokers:    map[int32]cluster.Broker{},
-		Topics:     map[string]cluster.Topic{},
-		Partitions: map[cluster.TopicPartition]cluster.PartitionState{},
-		superseded: make(chan struct{}),
+		Revision:     resp.Header.Revision,
+		Brokers:      map[int32]cluster.Broker{},
+		Topics:       map[string]cluster.Topic{},
+		Partitions:   map[cluster.TopicPartition]cluster.PartitionState{},
+		ShuttingDown: map[int32]int64{},
+		superseded:   make(chan struct{}),
 	}
 	for _, kv := range resp.Kvs {
 		if _, err := applyPut(s, kv); err != nil {
@@ -234,18 +255,20 @@ func (m *Metadata) apply(wr clientv3.WatchResponse) error {
 	// Copy only the maps this response changes: a broker's lease expiring must not copy
 	// every partition state.
 	next := &Snapshot{
-		Revision:   prev.Revision,
-		Brokers:    prev.Brokers,
-		Topics:     prev.Topics,
-		Partitions: prev.Partitions,
-		superseded: make(chan struct{}),
+		Revision:     prev.Revision,
+		Brokers:      prev.Brokers,
+		Topics:       prev.Topics,
+		Partitions:   prev.Partitions,
+		ShuttingDown: prev.ShuttingDown,
+		superseded:   make(chan struct{}),
 	}
-	var brokers, topics, partitions bool
+	var brokers, topics, partitions, shutdown bool
 	for _, ev := range wr.Events {
 		key := string(ev.Kv.Key)
 		brokers = brokers || strings.HasPrefix(key, cluster.BrokersPrefix)
 		topics = topics || strings.HasPrefix(key, cluster.TopicsPrefix)
 		partitions = partitions || strings.HasPrefix(key, cluster.PartitionsPrefix)
+		shutdown = shutdown || strings.HasPrefix(key, cluster.ShutdownPrefix)
 	}
 	if brokers {
 		next.Brokers = maps.Clone(prev.Brokers)
@@ -255,6 +278,12 @@ func (m *Metadata) apply(wr clientv3.WatchResponse) error {
 	}
 	if partitions {
 		next.Partitions = maps.Clone(prev.Partitions)
+	}
+	if shutdown {
+		next.ShuttingDown = maps.Clone(prev.ShuttingDown)
+		if next.ShuttingDown == nil {
+			next.ShuttingDown = map[int32]int64{}
+		}
 	}
 	changes := make([]Change, 0, len(wr.Events))
 	for _, ev := range wr.Events {
@@ -308,6 +337,13 @@ func applyPut(s *Snapshot, kv *mvccpb.KeyValue) (Change, error) {
 		}
 		s.Partitions[p.TopicPartition()] = p
 		return Change{Kind: PartitionPut, TopicPartition: p.TopicPartition(), State: p}, nil
+	case strings.HasPrefix(key, cluster.ShutdownPrefix):
+		id, v, err := cluster.DecodeControlledShutdown(key, kv.Value)
+		if err != nil {
+			return Change{}, err
+		}
+		s.ShuttingDown[id] = v.Epoch
+		return Change{Kind: ShutdownPut, BrokerID: id}, nil
 	}
 	return Change{}, fmt.Errorf("unknown metadata key %q", key)
 }
@@ -333,6 +369,13 @@ func applyDelete(s *Snapshot, key string) (Change, error) {
 		}
 		delete(s.Partitions, tp)
 		return Change{Kind: PartitionDeleted, TopicPartition: tp}, nil
+	case strings.HasPrefix(key, cluster.ShutdownPrefix):
+		id, err := cluster.ParseShutdownKey(key)
+		if err != nil {
+			return Change{}, err
+		}
+		delete(s.ShuttingDown, id)
+		return Change{Kind: ShutdownDeleted, BrokerID: id}, nil
 	}
 	return Change{}, fmt.Errorf("unknown metadata key %q", key)
 }

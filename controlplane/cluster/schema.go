@@ -25,6 +25,9 @@ const (
 	TopicsPrefix = MetaPrefix + "topics/"
 	// PartitionsPrefix holds one key per partition: its replicas, leader and ISR.
 	PartitionsPrefix = MetaPrefix + "partitions/"
+	// ShutdownPrefix holds one key per data-plane node in controlled shutdown, bound to
+	// the node's registration lease (ControlledShutdown).
+	ShutdownPrefix = MetaPrefix + "shutdown/"
 	// HWPrefix holds one high-watermark checkpoint per partition.
 	HWPrefix = RootPrefix + "hw/"
 	// ProducerIDNextKey holds the first producer id not yet handed out.
@@ -153,6 +156,19 @@ type HWCheckpoint struct {
 	HighWatermark int64  `json:"hw"`
 }
 
+// ControlledShutdown is the value of ShutdownPrefix/<id>: the node asks the controller
+// to move its leaderships away and to elect it nowhere, before it stops (Kafka's
+// controlled shutdown). The key lives under the node's registration lease, so it goes
+// with the registration; Epoch is the broker epoch of the registration that wrote it,
+// and a value of another epoch (an earlier process of the node) means nothing.
+//
+// It is a key of its own, not a field of the registration value: the registration
+// key's mod revision is the broker epoch, which every write of the node compares, and
+// rewriting that key would change the epoch.
+type ControlledShutdown struct {
+	Epoch int64 `json:"epoch"`
+}
+
 // BrokerKey returns the registration key of node id.
 func BrokerKey(id int32) string { return BrokersPrefix + strconv.Itoa(int(id)) }
 
@@ -173,6 +189,9 @@ func TopicHWPrefix(name string) string { return HWPrefix + name + "/" }
 // HWKey returns the HW checkpoint key of one partition.
 func HWKey(topic string, p int32) string { return TopicHWPrefix(topic) + strconv.Itoa(int(p)) }
 
+// ShutdownKey returns the controlled-shutdown key of node id.
+func ShutdownKey(id int32) string { return ShutdownPrefix + strconv.Itoa(int(id)) }
+
 // ParseBrokerKey returns the node id in a BrokersPrefix key.
 func ParseBrokerKey(key string) (int32, error) {
 	id, err := strconv.ParseInt(strings.TrimPrefix(key, BrokersPrefix), 10, 32)
@@ -180,6 +199,29 @@ func ParseBrokerKey(key string) (int32, error) {
 		return 0, fmt.Errorf("broker key %q: %w", key, err)
 	}
 	return int32(id), nil
+}
+
+// ParseShutdownKey returns the node id in a ShutdownPrefix key.
+func ParseShutdownKey(key string) (int32, error) {
+	id, err := strconv.ParseInt(strings.TrimPrefix(key, ShutdownPrefix), 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("shutdown key %q: %w", key, err)
+	}
+	return int32(id), nil
+}
+
+// DecodeControlledShutdown decodes a controlled-shutdown key and value: the node id
+// and the value.
+func DecodeControlledShutdown(key string, value []byte) (int32, ControlledShutdown, error) {
+	var v ControlledShutdown
+	id, err := ParseShutdownKey(key)
+	if err != nil {
+		return 0, v, err
+	}
+	if err := json.Unmarshal(value, &v); err != nil {
+		return 0, v, fmt.Errorf("decode shutdown %s: %w", key, err)
+	}
+	return id, v, nil
 }
 
 // ParsePartitionKey returns the topic and partition in a PartitionsPrefix key.

@@ -4,10 +4,13 @@
 //
 // It does not sit on the request path of topic admin or ISR changes: those are
 // compare-and-swap transactions the client commits itself. It reacts to what only it
-// can decide — a data-plane node's registration expiring, or a node restarting — by
-// moving leadership of that node's partitions and removing it from ISRs (ElectLeader,
-// a pure function, decides; the reconcile loop writes, fenced on the election key). It
-// also observes who the controller is, for every node, elected or not.
+// can decide — a data-plane node's registration expiring, a node restarting, a node
+// asking for a controlled shutdown — by moving leadership of that node's partitions
+// and removing it from ISRs (Elect, a pure function, decides; the reconcile loop
+// writes, fenced on the election key). It moves leaderships back to preferred replicas
+// (PreferredLeader, after a delay) and runs the elections admins ask for
+// (ElectLeaders, moves.go). It also observes who the controller is, for every node,
+// elected or not.
 //
 // A term of controllership may run more than the reconcile loop: Config.OnTerm (the
 // node runs the group coordinator there).
@@ -61,6 +64,12 @@ type Config struct {
 	// OnTerm, if set, runs for each term of controllership alongside the reconcile
 	// loop, until its ctx ends (the term is over); the term ends only once it returned.
 	OnTerm func(ctx context.Context, term Term)
+	// NoAutoLeaderRebalance turns off moving leaderships back to preferred replicas
+	// (Kafka's auto.leader.rebalance.enable=false); ElectLeaders still moves them.
+	NoAutoLeaderRebalance bool
+	// LeaderRebalanceDelay is how long a preferred replica must have been able to lead
+	// before its leadership moves back (default DefaultLeaderRebalanceDelay).
+	LeaderRebalanceDelay time.Duration
 }
 
 // Conn is how the controller reaches the cluster, once the node's etcd is up.
@@ -92,6 +101,15 @@ type Controller struct {
 	isController atomic.Bool
 	// current is the name of the active controller as last observed ("" if none).
 	current atomic.Pointer[string]
+	// term is the election won while this node is the active controller (nil
+	// otherwise): the fence of ElectLeaders' writes.
+	term atomic.Pointer[concurrency.Election]
+	// writeMu serialises the reconcile pass and ElectLeaders: each decides from the
+	// view and writes, and must not race the other's writes.
+	writeMu sync.Mutex
+	// preferredSince is when each partition was first seen movable back to its
+	// preferred replica (rebalance); used by the reconcile pass only, under writeMu.
+	preferredSince map[cluster.TopicPartition]time.Time
 
 	// controllerChanges counts changes of the active controller seen by this node.
 	controllerChanges *vm.Counter
@@ -110,7 +128,10 @@ func New(cfg Config) *Controller {
 	if cfg.Metrics == nil {
 		cfg.Metrics = vm.NewSet()
 	}
-	c := &Controller{cfg: cfg, kick: make(chan struct{}, 1),
+	if cfg.LeaderRebalanceDelay <= 0 {
+		cfg.LeaderRebalanceDelay = DefaultLeaderRebalanceDelay
+	}
+	c := &Controller{cfg: cfg, kick: make(chan struct{}, 1), preferredSince: map[cluster.TopicPartition]time.Time{},
 		controllerChanges: cfg.Metrics.NewCounter("gregor_cp_controller_changes_total"),
 		electionsWon:      cfg.Metrics.NewCounter("gregor_cp_controller_elections_won_total"),
 		leaderElections:   cfg.Metrics.NewCounter("gregor_cp_partition_leader_elections_total"),
@@ -143,70 +164,6 @@ func (c *Controller) IsController() bool { return c.isController.Load() }
 
 // Current returns the name of the active controller as this node last saw it.
 func (c *Controller) Current() string { return *c.current.Load() }
-
-// ElectLeader decides the next state of a partition given the live nodes, the way
-// Kafka's controller does when brokers are fenced:
-//
-//   - leader alive: dead members leave the ISR (partition epoch bumped), leader unchanged;
-//   - leader dead or absent, a live ISR member exists: the first live ISR member in
-//     replica order (preferred order) leads; the ISR becomes the live ISR members;
-//   - no live ISR member, unclean election allowed: the first live replica leads with
-//     ISR {itself} — data the old ISR had may be lost, which the topic accepted;
-//   - otherwise the partition goes offline (leader NoLeader); the ISR is kept so that
-//     when one of its members returns it is elected cleanly.
-//
-// Every leader change bumps the leader epoch; every change bumps the partition epoch.
-// It returns the new state and whether anything changed; st is not modified.
-func ElectLeader(st cluster.PartitionState, live map[int32]cluster.Broker, unclean bool) (cluster.PartitionState, bool) {
-	isLive := func(id int32) bool { _, ok := live[id]; return ok }
-	var liveISR []int32
-	for _, id := range st.ISR {
-		if isLive(id) {
-			liveISR = append(liveISR, id)
-		}
-	}
-	next := st.Clone()
-	if st.Leader != cluster.NoLeader && isLive(st.Leader) {
-		if len(liveISR) == len(st.ISR) {
-			return st, false
-		}
-		next.ISR = liveISR
-		next.PartitionEpoch++
-		return next, true
-	}
-	if len(liveISR) > 0 {
-		// Live ISR members outside the replicas would be a corrupt state; take the first then.
-		next.Leader = liveISR[0]
-		for _, id := range st.Replicas {
-			if slices.Contains(liveISR, id) {
-				next.Leader = id
-				break
-			}
-		}
-		next.ISR = liveISR
-		next.LeaderEpoch++
-		next.PartitionEpoch++
-		return next, true
-	}
-	if unclean {
-		for _, id := range st.Replicas {
-			if isLive(id) {
-				next.Leader = id
-				next.ISR = []int32{id}
-				next.LeaderEpoch++
-				next.PartitionEpoch++
-				return next, true
-			}
-		}
-	}
-	if st.Leader == cluster.NoLeader {
-		return st, false
-	}
-	next.Leader = cluster.NoLeader
-	next.LeaderEpoch++
-	next.PartitionEpoch++
-	return next, true
-}
 
 // campaign runs for the node's lifetime: it campaigns for controllership, leads while
 // elected, and campaigns again after losing the session.
@@ -247,7 +204,14 @@ func (c *Controller) campaign(ctx context.Context) {
 // reconcileInterval, until the session ends or ctx is canceled.
 func (c *Controller) lead(ctx context.Context, sess *concurrency.Session, e *concurrency.Election) {
 	c.isController.Store(true)
-	defer c.isController.Store(false)
+	c.term.Store(e)
+	defer func() {
+		c.term.Store(nil)
+		c.writeMu.Lock()
+		clear(c.preferredSince)
+		c.writeMu.Unlock()
+		c.isController.Store(false)
+	}()
 	c.electionsWon.Inc()
 	c.cfg.Logger.Info("became controller", "key", e.Key(), "rev", e.Rev())
 	if c.cfg.OnTerm != nil {
@@ -273,8 +237,8 @@ func (c *Controller) lead(ctx context.Context, sess *concurrency.Session, e *con
 	}
 }
 
-// planElections applies ElectLeader to every partition of snap, with the nodes that
-// count as live for it (liveFor). It returns the old and new states of the changed
+// planElections applies Elect to every partition of snap, with the nodes that count as
+// live for it (liveFor) and those in controlled shutdown. It returns the old and new states of the changed
 // partitions, and the nodes that lost a leadership or ISR membership because they
 // restarted.
 func planElections(snap *client.Snapshot) (olds, nexts []cluster.PartitionState, restarted map[int32]bool) {
@@ -283,8 +247,8 @@ func planElections(snap *client.Snapshot) (olds, nexts []cluster.PartitionState,
 		if !ok {
 			continue // a topic being deleted
 		}
-		live, stale := liveFor(st, snap.Brokers)
-		if next, changed := ElectLeader(st, live, topic.UncleanLeaderElection()); changed {
+		nodes, stale := nodesFor(st, snap)
+		if next, changed := Elect(st, nodes, topic.UncleanLeaderElection()); changed {
 			olds = append(olds, st)
 			nexts = append(nexts, next)
 			for _, id := range stale {
@@ -335,8 +299,11 @@ func liveFor(st cluster.PartitionState, brokers map[int32]cluster.Broker) (map[i
 }
 
 // reconcile plans elections on the current view and writes them, fenced on this node
-// still holding the election key, in batches of electionTxnPartitionsMax.
+// still holding the election key, in batches of electionTxnPartitionsMax; then, unless
+// turned off, it moves leaderships back to preferred replicas (rebalance).
 func (c *Controller) reconcile(ctx context.Context, e *concurrency.Election) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
 	snap := c.conn.View.Snapshot()
 	olds, nexts, restarted := planElections(snap)
 	for id := range restarted {
@@ -345,6 +312,12 @@ func (c *Controller) reconcile(ctx context.Context, e *concurrency.Election) {
 	for start := 0; start < len(olds); start += electionTxnPartitionsMax {
 		end := min(start+electionTxnPartitionsMax, len(olds))
 		c.writeElections(ctx, e, olds[start:end], nexts[start:end])
+	}
+	if len(olds) > 0 {
+		return // the next pass, on a view with these writes, may rebalance
+	}
+	if !c.cfg.NoAutoLeaderRebalance {
+		c.rebalance(ctx, e, snap, time.Now())
 	}
 }
 
@@ -355,7 +328,7 @@ func (c *Controller) writeElections(ctx context.Context, e *concurrency.Election
 	if len(olds) == 0 {
 		return
 	}
-	ok, err := c.electionTxn(ctx, e, olds, nexts)
+	ok, _, err := c.electionTxn(ctx, e, olds, nexts)
 	if err != nil {
 		c.cfg.Logger.Warn("controller write failed", "partitions", len(olds), "err", err)
 		return
@@ -364,15 +337,16 @@ func (c *Controller) writeElections(ctx context.Context, e *concurrency.Election
 		return
 	}
 	for i := range olds {
-		if _, err := c.electionTxn(ctx, e, olds[i:i+1], nexts[i:i+1]); err != nil {
+		if _, _, err := c.electionTxn(ctx, e, olds[i:i+1], nexts[i:i+1]); err != nil {
 			c.cfg.Logger.Warn("controller write failed", "partition", olds[i].TopicPartition().String(), "err", err)
 		}
 	}
 }
 
 // electionTxn commits the changes if every partition is unchanged since it was read and
-// this node still holds the controller key.
-func (c *Controller) electionTxn(ctx context.Context, e *concurrency.Election, olds, nexts []cluster.PartitionState) (bool, error) {
+// this node still holds the controller key. It returns whether it did, and the
+// transaction's revision.
+func (c *Controller) electionTxn(ctx context.Context, e *concurrency.Election, olds, nexts []cluster.PartitionState) (bool, int64, error) {
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(e.Key()), "=", e.Rev())}
 	ops := make([]clientv3.Op, 0, len(olds))
 	for i, old := range olds {
@@ -382,7 +356,7 @@ func (c *Controller) electionTxn(ctx context.Context, e *concurrency.Election, o
 	}
 	resp, err := c.conn.Client.Txn(ctx, "controller_elect", cmps, ops)
 	if err != nil {
-		return false, fmt.Errorf("controller: elect %d partitions: %w", len(olds), err)
+		return false, 0, fmt.Errorf("controller: elect %d partitions: %w", len(olds), err)
 	}
 	if resp.Succeeded {
 		for i, old := range olds {
@@ -394,7 +368,7 @@ func (c *Controller) electionTxn(ctx context.Context, e *concurrency.Election, o
 				"leader", n.Leader, "leaderEpoch", n.LeaderEpoch, "isr", n.ISR, "partitionEpoch", n.PartitionEpoch)
 		}
 	}
-	return resp.Succeeded, nil
+	return resp.Succeeded, resp.Header.Revision, nil
 }
 
 // observeController follows the controller election key for the whole life of the node

@@ -1,0 +1,161 @@
+package controlplane
+
+// ElectLeaders (Kafka API 43, versions 0-2) on the internal listener: a data-plane node
+// forwards the request as its client sent it, as it forwards group requests, and the
+// active controller runs the elections (controller.ElectLeaders) and answers with the
+// response body. A member that is not the active controller answers "not active", and
+// the data-plane node resends the request to the one it looks up again.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/controlplane/controller"
+)
+
+// Bounds of an ElectLeaders request's run.
+const (
+	// electLeadersVersionMax is the newest version served (v2: flexible).
+	electLeadersVersionMax = 2
+	// electLeadersTimeoutDefault bounds a request that gives no timeout of its own;
+	// electLeadersTimeoutMax bounds any.
+	electLeadersTimeoutDefault = 30 * time.Second
+	electLeadersTimeoutMax     = 5 * time.Minute
+)
+
+// isElectLeaders reports whether a forwarded Kafka request is an ElectLeaders one.
+func isElectLeaders(kreq []byte) bool {
+	return len(kreq) >= 2 && int16(binary.BigEndian.Uint16(kreq)) == int16(kmsg.ElectLeaders)
+}
+
+// parseElectLeaders reads a forwarded ElectLeaders request: its header (v1, or v2 for
+// the flexible v2) and body.
+func parseElectLeaders(b []byte) (*kmsg.ElectLeadersRequest, error) {
+	r := kbin.Reader{Src: b}
+	key, version := r.Int16(), r.Int16()
+	_ = r.Int32() // the client's correlation id: the data-plane node answers it
+	_ = r.NullableString()
+	if err := r.Complete(); err != nil {
+		return nil, err
+	}
+	if key != int16(kmsg.ElectLeaders) || version < 0 || version > electLeadersVersionMax {
+		return nil, errors.New("not an ElectLeaders request of a version served")
+	}
+	req := kmsg.NewPtrElectLeadersRequest()
+	req.SetVersion(version)
+	if req.IsFlexible() {
+		for n := r.Uvarint(); n > 0 && r.Ok(); n-- {
+			r.Uvarint()
+			r.Span(int(r.Uvarint()))
+		}
+		if err := r.Complete(); err != nil {
+			return nil, err
+		}
+	}
+	if err := req.ReadFrom(r.Src); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+// handleElectLeaders runs one forwarded ElectLeaders request on a goroutine of its own
+// (elections write to etcd: the connection's reader goes on with the requests behind
+// it) and answers with the response body at the request's version.
+func (s *Server) handleElectLeaders(kreq []byte, reply func(status byte, body []byte)) {
+	req, err := parseElectLeaders(kreq)
+	if err != nil {
+		reply(client.GroupStatusBadRequest, nil)
+		return
+	}
+	if !s.ctl.IsController() {
+		reply(client.GroupStatusNotActive, nil)
+		return
+	}
+	go func() {
+		timeout := time.Duration(req.TimeoutMillis) * time.Millisecond
+		if timeout <= 0 {
+			timeout = electLeadersTimeoutDefault
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), min(timeout, electLeadersTimeoutMax))
+		defer cancel()
+		resp, notActive := s.electLeaders(ctx, req)
+		if notActive {
+			reply(client.GroupStatusNotActive, nil)
+			return
+		}
+		reply(client.GroupStatusOK, resp.AppendTo(nil))
+	}()
+}
+
+// electLeaders runs the request's elections; notActive means this node is not the
+// active controller (any more).
+func (s *Server) electLeaders(ctx context.Context, req *kmsg.ElectLeadersRequest) (resp *kmsg.ElectLeadersResponse, notActive bool) {
+	typ := controller.ElectionType(req.ElectionType) // 0 (preferred) for v0, which has no field
+	if typ != controller.ElectionPreferred && typ != controller.ElectionUnclean {
+		return refuseElectLeaders(req, kerr.InvalidRequest, "unknown election type"), false
+	}
+	var parts []cluster.TopicPartition
+	for _, t := range req.Topics {
+		for _, p := range t.Partitions {
+			parts = append(parts, cluster.TopicPartition{Topic: t.Topic, Partition: p})
+		}
+	}
+	results, err := s.ctl.ElectLeaders(ctx, typ, parts, req.Topics == nil)
+	if errors.Is(err, controller.ErrNotController) {
+		return nil, true
+	}
+	if err != nil {
+		s.logger.Warn("ElectLeaders failed", "err", err)
+		return refuseElectLeaders(req, kerr.RequestTimedOut, err.Error()), false
+	}
+	resp = req.ResponseKind().(*kmsg.ElectLeadersResponse)
+	byTopic := map[string]int{}
+	for _, r := range results {
+		i, ok := byTopic[r.Topic]
+		if !ok {
+			i = len(resp.Topics)
+			byTopic[r.Topic] = i
+			rt := kmsg.NewElectLeadersResponseTopic()
+			rt.Topic = r.Topic
+			resp.Topics = append(resp.Topics, rt)
+		}
+		rp := kmsg.NewElectLeadersResponseTopicPartition()
+		rp.Partition = r.Partition
+		if r.Err != nil {
+			rp.ErrorCode = r.Err.Code
+			msg := r.Message
+			rp.ErrorMessage = &msg
+		}
+		resp.Topics[i].Partitions = append(resp.Topics[i].Partitions, rp)
+	}
+	if len(results) > 0 {
+		s.logger.Info("ElectLeaders", "type", typ, "partitions", len(results))
+	}
+	return resp, false
+}
+
+// refuseElectLeaders answers every partition of req with code (and, from v1, the whole
+// request).
+func refuseElectLeaders(req *kmsg.ElectLeadersRequest, code *kerr.Error, message string) *kmsg.ElectLeadersResponse {
+	resp := req.ResponseKind().(*kmsg.ElectLeadersResponse)
+	resp.ErrorCode = code.Code // encoded from v1
+	for _, t := range req.Topics {
+		rt := kmsg.NewElectLeadersResponseTopic()
+		rt.Topic = t.Topic
+		for _, p := range t.Partitions {
+			rp := kmsg.NewElectLeadersResponseTopicPartition()
+			rp.Partition, rp.ErrorCode, rp.ErrorMessage = p, code.Code, &message
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		resp.Topics = append(resp.Topics, rt)
+	}
+	return resp
+}
