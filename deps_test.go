@@ -42,7 +42,7 @@ var packageMap = map[string][]string{
 	"controlplane/groups":         {"controlplane/cluster"},
 	"controlplane": {
 		"controlplane/client", "controlplane/client/zapslog", "controlplane/cluster",
-		"controlplane/controller", "controlplane/groups", "internal/reserve",
+		"controlplane/controller", "controlplane/groups", "internal/reserve", "proto",
 	},
 
 	"node":             {"controlplane/client", "controlplane/cluster", "dataplane", "internal/reserve"},

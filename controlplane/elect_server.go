@@ -19,6 +19,7 @@ import (
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/controlplane/controller"
+	"github.com/gregor-streaming/gregor/proto"
 )
 
 // Bounds of an ElectLeaders request's run.
@@ -57,6 +58,9 @@ func parseElectLeaders(b []byte) (*kmsg.ElectLeadersRequest, error) {
 			r.Span(int(r.Uvarint()))
 		}
 		if err := r.Complete(); err != nil {
+			return nil, err
+		}
+		if err := proto.CheckShape(r.Src, proto.ElectLeadersRequestV2); err != nil {
 			return nil, err
 		}
 	}

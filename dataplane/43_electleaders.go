@@ -22,6 +22,7 @@ import (
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/proto"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -36,6 +37,11 @@ func handleElectLeaders(s *Server, r *request) error {
 	frame := bytes.Clone(r.frame) // the frame views the inbound buffer
 	req := kmsg.NewPtrElectLeadersRequest()
 	req.SetVersion(r.hdr.APIVersion)
+	if req.IsFlexible() {
+		if err := proto.CheckShape(frame[r.hdr.Size:], proto.ElectLeadersRequestV2); err != nil {
+			return err
+		}
+	}
 	if err := req.ReadFrom(frame[r.hdr.Size:]); err != nil {
 		return err
 	}
