@@ -140,11 +140,15 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 // brokerEpochs are the broker epochs of replicas in snap, in their order
 // (replica.PartitionState.BrokerEpochs): a leader adds a follower to the ISR only on
 // fetches made under its registration in the view (KIP-903).
+//
+// A replica in controlled shutdown counts as not registered: it is stopping, and the
+// control plane refuses to add it to an ISR (KIP-841), so proposing it would only hold
+// back the rest of the change.
 func brokerEpochs(snap *client.Snapshot, replicas []int32) []int64 {
 	epochs := make([]int64, len(replicas))
 	for i, id := range replicas {
 		epochs[i] = replica.BrokerNotRegistered
-		if b, ok := snap.Brokers[id]; ok {
+		if b, ok := snap.Brokers[id]; ok && !snap.InControlledShutdown(id) {
 			epochs[i] = b.Epoch
 		}
 	}

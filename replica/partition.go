@@ -81,8 +81,8 @@ const (
 	// BrokerEpochUnknown: no epoch to compare (a Fetch before v15 names none, a state
 	// without BrokerEpochs knows none): the check is skipped, as Kafka's -1 does.
 	BrokerEpochUnknown int64 = -1
-	// BrokerNotRegistered: the metadata view has no registration of the replica; it
-	// may not join the ISR.
+	// BrokerNotRegistered: the metadata view has no registration of the replica, or
+	// shows it stopping (controlled shutdown); it may not join the ISR.
 	BrokerNotRegistered int64 = -2
 )
 
