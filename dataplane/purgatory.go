@@ -40,12 +40,20 @@ func (w *waiter) leave() {
 	}
 }
 
-// park registers w on its partitions and arms its deadline.
+// park registers w on its partitions and arms its deadline. The caller tried the
+// request before; it is tried again once registered (Kafka's tryCompleteElseWatch): a
+// change between the caller's try and the registration woke nobody, and the request
+// would otherwise wait for the next change, or its deadline.
 func (w *waiter) park(wait time.Duration, size *atomic.Int64) {
 	w.size = size
 	size.Add(1)
 	for _, p := range w.parts {
 		p.AddWaiter(w)
+	}
+	if w.try() {
+		w.done = true
+		w.leave()
+		return
 	}
 	w.timer = time.AfterFunc(wait, func() {
 		posted := w.cs.post(func() {
@@ -66,19 +74,20 @@ func (w *waiter) park(wait time.Duration, size *atomic.Int64) {
 func (w *waiter) Wake() { w.cs.post(w.retry) }
 
 // retry runs on the loop after a partition changed: it answers the request if it can
-// now, else parks it on its partitions again.
+// now, else leaves it parked. It listens on its partitions again before it tries, so
+// a change during the try wakes it once more; if the try answers, the later wake finds
+// it done.
 func (w *waiter) retry() {
 	if w.done {
 		return
+	}
+	for _, p := range w.parts {
+		p.AddWaiter(w)
 	}
 	if w.try() {
 		w.done = true
 		w.leave()
 		w.timer.Stop()
-		return
-	}
-	for _, p := range w.parts { // still waiting: listen again
-		p.AddWaiter(w)
 	}
 }
 
