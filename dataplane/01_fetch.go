@@ -225,6 +225,9 @@ func (f *fetch) read(p *replica.Partition, rp *proto.FetchPartitionRequest, part
 			part.ErrorCode = kerr.NotLeaderForPartition.Code // it stopped leading meanwhile
 			return
 		}
+		if p.TakeISRExpansionDue() {
+			f.s.kickISR()
+		}
 		hw = p.HighWatermark() // after the follower's progress moved it
 		part.HighWatermark, part.LastStableOffset = hw, hw
 		bound = log.LogEndOffset()

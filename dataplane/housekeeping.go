@@ -28,6 +28,9 @@ const (
 	// (replica.high.watermark.checkpoint.interval.ms, Kafka: 5 s); it is written at a
 	// clean stop too.
 	hwCheckpointFileInterval = 5 * time.Second
+	// isrKickInterval bounds how often follower fetches make the node check ISR
+	// expansions between the periodic checks.
+	isrKickInterval = 20 * time.Millisecond
 )
 
 // HWRecorder takes high-watermark checkpoints (controlplane/client's HWCheckpointer).
@@ -48,12 +51,21 @@ func (s *Server) upkeep(stop <-chan struct{}) {
 	defer retention.Stop()
 	defer checkpoint.Stop()
 	defer isr.Stop()
+	var lastKick time.Time
 	for {
 		select {
 		case <-stop:
 			return
 		case <-isr.C:
 			s.maintainISR()
+		case <-s.isrKick:
+			// A follower caught up: expand now, not at the next tick. Its fetches ask
+			// again until the view shows it in the ISR: at most one check per
+			// isrKickInterval.
+			if now := time.Now(); now.Sub(lastKick) >= isrKickInterval {
+				lastKick = now
+				s.maintainISR()
+			}
 		case <-hw.C:
 			s.reportHighWatermarks()
 		case <-retention.C:

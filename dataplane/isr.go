@@ -35,6 +35,15 @@ type isrChanges struct {
 	pending map[*replica.Partition]int32
 }
 
+// kickISR asks the upkeep goroutine to check ISR changes now (a follower fetch showed a
+// follower that may join the ISR); it never blocks.
+func (s *Server) kickISR() {
+	select {
+	case s.isrKick <- struct{}{}:
+	default:
+	}
+}
+
 // maintainISR proposes the ISR changes due now.
 func (s *Server) maintainISR() {
 	if s.cp == nil {

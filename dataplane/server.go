@@ -38,6 +38,8 @@ type Server struct {
 	fetchers replicaFetchers
 	// isr are the ISR changes this node sent as leader that the view does not show yet.
 	isr isrChanges
+	// isrKick asks the upkeep goroutine to check ISR changes now (kickISR).
+	isrKick chan struct{}
 	// gauged are the replicas whose series are registered, with their series;
 	// followerLagSeries counts the followers with lag series, and followerLagCapped is
 	// set once followerLagSeriesMax was reached. Only the upkeep goroutine touches them.
@@ -82,6 +84,7 @@ func New(cfg Config) (*Server, error) {
 		stopped: make(chan error, 1),
 		conns:   map[*connState]struct{}{},
 		perIP:   map[string]int{},
+		isrKick: make(chan struct{}, 1),
 	}
 	s.cp = cfg.ControlPlane
 	s.replicas = replica.NewManager(replica.Config{Dir: cfg.DataDir, NodeID: cfg.NodeID, Logger: s.logger})

@@ -263,6 +263,10 @@ type Partition struct {
 	// configs are the topic configs the log's settings were last made from. Guarded by
 	// the Manager's mu.
 	configs map[string]string
+	// isrExpansionDue is set by a follower fetch that makes a follower outside the ISR
+	// eligible to join it (TakeISRExpansionDue).
+	isrExpansionDue atomic.Bool
+
 	// topicID is the id of the topic the replica's directory belongs to ("" when no
 	// caller named one). Guarded by the Manager's mu.
 	topicID string
@@ -540,11 +544,22 @@ func (p *Partition) UpdateFollowerFetchState(id int32, brokerEpoch, fetchOffset,
 		return false
 	}
 	moved := p.advanceHighWatermarkLocked()
+	if fetchOffset >= p.highWatermark.Load() && fetchOffset >= p.epochStartOffset &&
+		!slices.Contains(p.isr, id) && r.isrEligible() {
+		p.isrExpansionDue.Store(true)
+	}
 	p.stateMu.RUnlock()
 	if moved {
 		p.wakeWaiters()
 	}
 	return true
+}
+
+// TakeISRExpansionDue reports, once, whether a follower fetch showed a follower outside
+// the ISR that may join it now (ProposeISR would add it): Kafka expands the ISR on the
+// follower's fetch, not at the next periodic check.
+func (p *Partition) TakeISRExpansionDue() bool {
+	return p.isrExpansionDue.Load() && p.isrExpansionDue.Swap(false)
 }
 
 // UnderReplicated reports whether this node leads the partition with an ISR smaller

@@ -144,11 +144,19 @@ func TestProposeISR(t *testing.T) {
 	if hw := p.HighWatermark(); hw != 4 {
 		t.Fatalf("high watermark %d after the shrink, want 4", hw)
 	}
+	p.TakeISRExpansionDue()
 	p.UpdateFollowerFetchState(3, BrokerEpochUnknown, 2, start+int64(lag)+2) // behind the high watermark
-	if ch, ok := p.ProposeISR(start+int64(lag)+3, lag); ok {
-		t.Fatalf("a follower behind the high watermark joins: %v", ch.ISR)
+	if ch, ok := p.ProposeISR(start+int64(lag)+3, lag); ok || p.TakeISRExpansionDue() {
+		t.Fatalf("a follower behind the high watermark joins (or is due to): %v", ch.ISR)
+	}
+	p.UpdateFollowerFetchState(2, BrokerEpochUnknown, 4, start+int64(lag)+4) // in the ISR already
+	if p.TakeISRExpansionDue() {
+		t.Fatal("an ISR member's fetch made an expansion due")
 	}
 	p.UpdateFollowerFetchState(3, BrokerEpochUnknown, 4, start+int64(lag)+4)
+	if !p.TakeISRExpansionDue() || p.TakeISRExpansionDue() {
+		t.Fatal("a follower's fetch reaching the high watermark made an expansion due not exactly once")
+	}
 	if ch, ok := p.ProposeISR(start+int64(lag)+5, lag); !ok || !slices.Equal(ch.ISR, []int32{local, 2, 3}) ||
 		!maps.Equal(ch.BrokerEpochs, map[int32]int64{3: BrokerEpochUnknown}) {
 		t.Fatalf("expand: %+v (%v)", ch, ok)
