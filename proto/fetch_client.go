@@ -117,42 +117,17 @@ func (r *FetchResponse) NextTopic() (name []byte, partitions int, err error) {
 // skipped (the node writes none).
 func (r *FetchResponse) NextPartition() (FetchResponsePartition, error) {
 	var p FetchResponsePartition
-	fixed := 4 + 2 + 8 + 8
-	if r.version >= 5 {
-		fixed += 8
-	}
-	b := r.rest
-	if r.partsLeft == 0 || len(b) < fixed+4 {
+	if r.partsLeft == 0 {
 		return p, ErrMalformedFetchResponse
 	}
-	p.Partition = int32(binary.BigEndian.Uint32(b))
-	p.ErrorCode = int16(binary.BigEndian.Uint16(b[4:]))
-	p.HighWatermark = int64(binary.BigEndian.Uint64(b[6:]))
-	p.LastStableOffset = int64(binary.BigEndian.Uint64(b[14:]))
-	p.LogStartOffset = -1
-	if r.version >= 5 {
-		p.LogStartOffset = int64(binary.BigEndian.Uint64(b[22:]))
-	}
-	b = b[fixed:]
-	aborted := int32(binary.BigEndian.Uint32(b)) // 16 bytes each: producer id, first offset
-	b = b[4:]
-	if aborted > 0 {
-		if int(aborted) > len(b)/16 {
-			return p, ErrMalformedFetchResponse
-		}
-		b = b[16*int(aborted):]
-	}
-	if r.version >= 11 {
-		if len(b) < 4 {
-			return p, ErrMalformedFetchResponse
-		}
-		b = b[4:]
-	}
-	if len(b) < 4 {
+	head, used, _, err := parseFetchPartitionHead(r.rest, r.version)
+	if err != nil || used == 0 {
 		return p, ErrMalformedFetchResponse
 	}
-	n := int32(binary.BigEndian.Uint32(b))
-	b = b[4:]
+	p.FetchPartition = head
+	b := r.rest[used:]
+	n := head.RecordsBytes
+	p.RecordsBytes = 0
 	if n > 0 {
 		if int(n) > len(b) {
 			return p, ErrMalformedFetchResponse
