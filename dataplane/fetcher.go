@@ -11,8 +11,9 @@ package dataplane
 // to its own high watermark. Reconcile tells the fetchers what to follow; nothing on
 // their path calls the control plane.
 //
-// The follower's append copies the records once through user space: the response is
-// read into a buffer and written to the segment from it (splice would save that copy).
+// The follower appends the records by one of two paths (Config.ReplicaAppend,
+// fetcher_splice.go): copied once through user space, or spliced from the socket into
+// the segment and validated there.
 
 import (
 	"context"
@@ -27,6 +28,8 @@ import (
 
 	"github.com/gregor-streaming/gregor/proto"
 	"github.com/gregor-streaming/gregor/replica"
+	"github.com/gregor-streaming/gregor/segment"
+	"github.com/gregor-streaming/gregor/sendfile"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -163,6 +166,11 @@ type fetcher struct {
 	req  []byte
 	resp []byte
 	corr int32
+	// The splice path's (fetcher_splice.go): the pipe, a scratch buffer for records
+	// read and dropped, and whether the data directory refused splice writes.
+	splicer           *sendfile.Splicer
+	scratch           []byte
+	spliceUnsupported bool
 }
 
 // fetchPartition is one partition of a fetcher, at one leader epoch.
@@ -176,6 +184,9 @@ type fetchPartition struct {
 	// delayedUntil: after an error the partition waits (the fetch backoff) before it
 	// is fetched again. Guarded by the fetcher's mu.
 	delayedUntil time.Time
+	// staged: its records of the answer being read, spliced into its log and not yet
+	// committed (fetcher_splice.go). Owned by the fetcher's goroutine.
+	staged *segment.StagedAppend
 }
 
 func newFetcher(s *Server, leader int32, addr string) *fetcher {
@@ -352,6 +363,7 @@ func (f *fetcher) connect() error {
 }
 
 func (f *fetcher) dropConn() {
+	f.closeSplicer()
 	f.connMu.Lock()
 	if f.conn != nil {
 		_ = f.conn.Close()
@@ -427,7 +439,8 @@ func (f *fetcher) fetch() error {
 	b = proto.AppendFetchRequestEnd(b, replicaFetchVersion)
 	proto.EndFrame(b, start, 0)
 	f.req = b
-	body, err := f.roundTrip(cfg.ReplicaFetchMaxWait)
+	defer f.abortStaged()
+	body, err := f.roundTripFetch(cfg.ReplicaFetchMaxWait)
 	if err != nil {
 		return err
 	}
@@ -469,15 +482,14 @@ func (f *fetcher) fetch() error {
 func (f *fetcher) apply(fp *fetchPartition, rp *proto.FetchResponsePartition) {
 	switch rp.ErrorCode {
 	case 0:
-		if len(rp.Records) > 0 {
-			if _, err := fp.p.AppendAsFollower(rp.Records); err != nil {
-				f.s.logger.Warn("replica fetcher: append", "topic", fp.topic, "partition", fp.partition, "err", err)
-				fp.truncating = true
-				f.delay(fp)
-				return
-			}
-			f.s.metrics.replicationBytesIn.Add(len(rp.Records))
+		n, err := f.appendRecords(fp, rp)
+		if err != nil {
+			f.s.logger.Warn("replica fetcher: append", "topic", fp.topic, "partition", fp.partition, "err", err)
+			fp.truncating = true
+			f.delay(fp)
+			return
 		}
+		f.s.metrics.replicationBytesIn.Add(n)
 		fp.p.UpdateFollowerHighWatermark(rp.HighWatermark)
 	case kerr.OffsetOutOfRange.Code:
 		// Below the leader's log start: start over there. Else past its end: the logs

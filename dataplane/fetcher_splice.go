@@ -1,0 +1,288 @@
+package dataplane
+
+// The follower's two ways of appending what it fetched (Config.ReplicaAppend):
+//
+//   - copy: roundTrip reads the whole Fetch response into a buffer and each partition's
+//     records are appended from it (replica's AppendAsFollower): the records cross user
+//     space once, socket → buffer → page cache.
+//   - splice: roundTripSplice reads only the fields around the records
+//     (proto.FetchResponseScanner) and moves each partition's records from the socket
+//     into its log's active segment, past the log's end, through the fetcher's pipe
+//     (sendfile.Splicer): no copy through user space. apply then commits them
+//     (AppendStagedAsFollower): validated where they lie in the page cache — the same
+//     CRC, offset and epoch checks — and only then part of the log. The body fetch()
+//     walks is the response with those partitions' records shown empty.
+//
+// Splice falls back to copy per partition where it cannot help (records below
+// replicaSpliceMinBytes, a partition not followed any more or answered with an error)
+// and for good on a fetcher whose data directory refuses splice writes (EINVAL).
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/gregor-streaming/gregor/proto"
+	"github.com/gregor-streaming/gregor/segment"
+	"github.com/gregor-streaming/gregor/sendfile"
+)
+
+// The follower append paths (Config.ReplicaAppend, gregor-dp's --replica-append).
+const (
+	ReplicaAppendCopy   = "copy"
+	ReplicaAppendSplice = "splice"
+	// DefaultReplicaAppend is the path a node takes unless told otherwise.
+	DefaultReplicaAppend = ReplicaAppendCopy
+)
+
+// replicaAppendPath indexes the per-path metrics.
+type replicaAppendPath int
+
+const (
+	pathCopy replicaAppendPath = iota
+	pathSplice
+)
+
+// replicaSpliceMinBytes: a partition's records below this are copied even on the
+// splice path; staging, mapping and two splices cost more than copying a few pages.
+const replicaSpliceMinBytes = 16 << 10
+
+// roundTripFetch sends the Fetch request f.req and reads its answer by the node's
+// append path.
+func (f *fetcher) roundTripFetch(wait time.Duration) ([]byte, error) {
+	if f.s.cfg.ReplicaAppend != ReplicaAppendSplice || f.spliceUnsupported {
+		return f.roundTrip(wait)
+	}
+	return f.roundTripSplice(wait)
+}
+
+// roundTripSplice is roundTrip for a Fetch on the splice path: the answer's fields are
+// read into f.resp, and the records of each partition of f.list that is to be spliced
+// are staged in its log (fetchPartition.staged) and shown empty in the body returned.
+// Any error leaves the stream at an unknown place: the caller drops the connection,
+// and abortStaged cuts what was staged.
+func (f *fetcher) roundTripSplice(wait time.Duration) ([]byte, error) {
+	f.connMu.Lock()
+	c := f.conn
+	f.connMu.Unlock()
+	if c == nil {
+		return nil, errors.New("no connection")
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return f.roundTrip(wait) // not a socket of this process's: nothing to splice from
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	if f.splicer == nil {
+		if f.splicer, err = sendfile.NewSplicer(sendfile.DefaultPipeBytes); err != nil {
+			return nil, err
+		}
+	}
+	body, err := f.readSpliced(c, rc, wait)
+	if err != nil {
+		// The pipe may hold bytes of a stream that is given up.
+		f.splicer.Close()
+		f.splicer = nil
+	}
+	return body, err
+}
+
+// readSpliced does roundTripSplice's reading.
+func (f *fetcher) readSpliced(c net.Conn, rc syscall.RawConn, wait time.Duration) ([]byte, error) {
+	if err := c.SetDeadline(time.Now().Add(wait + f.s.cfg.ReplicaSocketTimeout)); err != nil {
+		return nil, err
+	}
+	if _, err := c.Write(f.req); err != nil {
+		return nil, err
+	}
+	var head [8]byte
+	if _, err := io.ReadFull(c, head[:]); err != nil {
+		return nil, err
+	}
+	size := int(int32(binary.BigEndian.Uint32(head[:])))
+	if size < 4 || size > f.s.cfg.MaxFrameBytes {
+		return nil, fmt.Errorf("response size %d", size)
+	}
+	if corr := int32(binary.BigEndian.Uint32(head[4:])); corr != f.corr {
+		return nil, fmt.Errorf("correlation id %d, want %d", corr, f.corr)
+	}
+	scan, err := proto.NewFetchResponseScanner(replicaFetchVersion)
+	if err != nil {
+		return nil, err
+	}
+	// body[:pos] is scanned; body[pos:] read, not yet scanned; left is the body's bytes
+	// still in the socket. Every read is bounded by left, so by the frame's size.
+	body, pos, left := f.resp[:0], 0, size-4
+	read := func(n int) error {
+		if n > left {
+			return fmt.Errorf("%w: %d bytes wanted, %d left in the frame", proto.ErrMalformedFetchResponse, n, left)
+		}
+		body = grow(body, n)
+		_, err := io.ReadFull(c, body[len(body)-n:])
+		left -= n
+		return err
+	}
+	k := 0 // the partition's index in f.list, which the answer follows in order
+	for {
+		n, ev, err := scan.Scan(body[pos:])
+		if err != nil {
+			return nil, err
+		}
+		pos += n
+		switch ev {
+		case proto.FetchScanNeedMore:
+			if err := read(scan.Need() - (len(body) - pos)); err != nil {
+				return nil, err
+			}
+		case proto.FetchScanPartition:
+			var fp *fetchPartition
+			if k < len(f.list) && f.list[k].topic == string(scan.Topic) && f.list[k].partition == scan.Partition.Partition {
+				fp = f.list[k]
+			}
+			k++
+			n := int(scan.Partition.RecordsBytes)
+			if n <= 0 {
+				continue
+			}
+			if n > left {
+				return nil, fmt.Errorf("%w: records of %d bytes, %d left in the frame", proto.ErrMalformedFetchResponse, n, left)
+			}
+			spliced := false
+			if fp != nil && scan.Partition.ErrorCode == 0 && n >= replicaSpliceMinBytes {
+				var copied []byte
+				spliced, copied, err = f.spliceRecords(rc, fp, n)
+				if err != nil {
+					return nil, err
+				}
+				if spliced {
+					left -= n
+				} else {
+					left -= len(copied)
+					body = append(body, copied...) // the pipe's bytes, then the socket's
+					if err := read(n - len(copied)); err != nil {
+						return nil, err
+					}
+				}
+			} else if err := read(n); err != nil {
+				return nil, err
+			}
+			if spliced {
+				scan.EmptyRecords(body[:pos])
+			} else {
+				pos += n
+			}
+		case proto.FetchScanDone:
+			if err := read(left); err != nil { // fields of later versions, if any
+				return nil, err
+			}
+			f.resp = body
+			return body, nil
+		}
+	}
+}
+
+// spliceRecords moves the n bytes of a partition's records from the socket into its
+// log, staged (fp.staged) for apply to commit. spliced is false when the log could not
+// take them so: either nothing was taken from the socket (copied is empty), or the
+// file system refused the splice write and copied holds what the pipe had taken (the
+// fetcher copies from now on); the caller reads the rest. An error breaks the stream.
+func (f *fetcher) spliceRecords(rc syscall.RawConn, fp *fetchPartition, n int) (spliced bool, copied []byte, err error) {
+	st, err := fp.p.StageFollowerAppend(n)
+	if err != nil {
+		return false, nil, nil // not a follower any more, or the log is closed: copy, apply decides
+	}
+	unsupported, lost := false, false
+	_, err = f.splicer.Transfer(rc, int64(n), func(k int) error {
+		if !lost {
+			werr := st.Write(func(fd int, off *int64) error { return f.splicer.DrainTo(fd, off, k) })
+			switch {
+			case werr == nil:
+				return nil
+			case errors.Is(werr, sendfile.ErrSpliceUnsupported) && st.Written() == 0:
+				unsupported = true
+				return werr
+			case errors.Is(werr, segment.ErrStagingLost):
+				// Another change to the log overtook the append (the replica leads
+				// now): the rest of the records is read and dropped.
+				lost = true
+			default:
+				return werr
+			}
+		}
+		f.scratch = grow(f.scratch[:0], k)
+		_, rerr := f.splicer.ReadPipe(f.scratch)
+		return rerr
+	})
+	if unsupported {
+		st.Abort()
+		f.spliceUnsupported = true
+		f.s.logger.Warn("replica fetcher: the data directory takes no splice writes, copying", "leader", f.leader, "dir", fp.p.Log().Dir())
+		buf := make([]byte, f.splicer.Buffered())
+		m, rerr := f.splicer.ReadPipe(buf)
+		return false, buf[:m], rerr
+	}
+	if err != nil || lost {
+		st.Abort()
+		return err == nil, nil, err // lost: the records were consumed; apply finds nothing staged
+	}
+	fp.staged = st
+	return true, nil, nil
+}
+
+// appendRecords appends a partition's records of one answer, by the path they came:
+// staged in the log by roundTripSplice, or in the body. It returns the bytes appended.
+func (f *fetcher) appendRecords(fp *fetchPartition, rp *proto.FetchResponsePartition) (int, error) {
+	if st := fp.staged; st != nil {
+		fp.staged = nil
+		info, err := fp.p.AppendStagedAsFollower(st)
+		if err != nil {
+			return 0, err
+		}
+		f.s.metrics.replicationAppendBytes[pathSplice].Add(info.Bytes)
+		return info.Bytes, nil
+	}
+	if len(rp.Records) == 0 {
+		return 0, nil
+	}
+	if _, err := fp.p.AppendAsFollower(rp.Records); err != nil {
+		return 0, err
+	}
+	f.s.metrics.replicationAppendBytes[pathCopy].Add(len(rp.Records))
+	return len(rp.Records), nil
+}
+
+// abortStaged cuts what roundTripSplice staged and apply did not commit (a partition
+// removed meanwhile, an answer given up).
+func (f *fetcher) abortStaged() {
+	for _, fp := range f.list {
+		if fp.staged != nil {
+			fp.staged.Abort()
+			fp.staged = nil
+		}
+	}
+}
+
+// closeSplicer closes the fetcher's pipe, if any.
+func (f *fetcher) closeSplicer() {
+	if f.splicer != nil {
+		f.splicer.Close()
+		f.splicer = nil
+	}
+}
+
+// grow extends b by n bytes, reallocating if needed.
+func grow(b []byte, n int) []byte {
+	if cap(b)-len(b) < n {
+		nb := make([]byte, len(b), max(2*cap(b), len(b)+n))
+		copy(nb, b)
+		b = nb
+	}
+	return b[:len(b)+n]
+}
