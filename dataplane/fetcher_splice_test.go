@@ -24,7 +24,7 @@ import (
 
 // spliceView gives node s the view where leader (at addrs[leader]) leads topic "f" at
 // epoch, with replicas the keys of addrs.
-func spliceView(t *testing.T, s *Server, rev int64, addrs map[int32]string, leader, epoch int32) {
+func spliceView(t testing.TB, s *Server, rev int64, addrs map[int32]string, leader, epoch int32) {
 	t.Helper()
 	brokers := map[int32]cluster.Broker{}
 	var replicas []int32

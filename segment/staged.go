@@ -3,7 +3,7 @@ package segment
 import (
 	"errors"
 	"fmt"
-	"os"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,11 +16,14 @@ var ErrStagingLost = errors.New("segment: staged append overtaken by another cha
 // StagedAppend is a follower append whose bytes reach the active segment before they
 // are validated: a replica fetcher splices a partition's records from its socket
 // straight into the segment file, past the log's end, where no reader looks (readers
-// stop at a segment's size). Commit then validates them where they lie — mapped from
-// the page cache, so checking them reads them but copies nothing — exactly as
-// AppendAsFollower validates a buffer (CRC, offsets that follow the log end, sizes),
-// and only then moves the log's end, indexes and leader-epoch cache over them, by the
-// same code. On any failure the bytes past the end are cut and the log is as before.
+// stop at a segment's size). Commit then validates them — read back from the page
+// cache into a pooled buffer, which costs a copy from memory but none from the socket —
+// exactly as AppendAsFollower validates a buffer (CRC, offsets that follow the log end,
+// sizes), and only then moves the log's end, indexes and leader-epoch cache over them,
+// by the same code. On any failure the bytes past the end are cut and the log is as
+// before. (Mapping the bytes instead of reading them was measured slower: each commit's
+// mmap and munmap, with its TLB shootdown, cost more than the copy; the CRCs then
+// also ran over cold pages.)
 //
 // The roll comes first, as for any append: StageFollowerAppend rolls the active
 // segment if n more bytes would pass segment.bytes (or it is old, or an index is
@@ -112,20 +115,23 @@ func (st *StagedAppend) commit(committed func(batches []byte)) (AppendInfo, erro
 	if st.written != st.n {
 		return AppendInfo{}, fmt.Errorf("segment: commit of %d staged bytes of %d", st.written, st.n)
 	}
-	// The read lock keeps the file from being cut under the mapping while the CRCs read it.
+	// The read lock: nothing cuts or overwrites the bytes while they are read back.
 	l.mu.RLock()
 	if l.closed || l.staging != st {
 		l.mu.RUnlock()
 		return AppendInfo{}, ErrStagingLost
 	}
-	mapping, batches, err := mapRange(st.file.fd, st.pos, st.n)
-	if err != nil {
-		l.mu.RUnlock()
-		return AppendInfo{}, err
-	}
-	defer func() { _ = unix.Munmap(mapping) }()
-	sc, err := l.validate([][]byte{batches}, false, true)
+	buf := getStageBuffer(int(st.n))
+	defer putStageBuffer(buf)
+	batches := (*buf)[:st.n]
+	n, err := preadFull(st.file.fd, batches, st.pos)
 	l.mu.RUnlock()
+	if err != nil || n != len(batches) {
+		return AppendInfo{}, fmt.Errorf("segment: read back %d staged bytes of %s: %d, %v", st.n, st.file.path, n, err)
+	}
+	// Validated outside the lock, on our copy: the lock, taken again, says whether the
+	// bytes in the file are still these.
+	sc, err := l.validate([][]byte{batches}, false, true)
 	if err != nil {
 		return AppendInfo{}, err
 	}
@@ -190,14 +196,23 @@ func (st *StagedAppend) cutTail() {
 	}
 }
 
-// mapRange maps n bytes of file fd from pos, read-only: batches views them in the page
-// cache; mapping is what to unmap.
-func mapRange(fd int, pos, n int64) (mapping, batches []byte, err error) {
-	page := int64(os.Getpagesize())
-	start := pos &^ (page - 1)
-	mapping, err = unix.Mmap(fd, start, int(pos+n-start), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
-	if err != nil {
-		return nil, nil, fmt.Errorf("segment: map staged bytes: %w", err)
+// stageBuffers recycles the buffers staged bytes are read back into, so that a
+// follower's commits allocate nothing in steady state; buffers above
+// stageBufferBytesMax (a batch larger than the usual max.message.bytes) are not kept.
+var stageBuffers sync.Pool
+
+const stageBufferBytesMax = 4 << 20
+
+func getStageBuffer(n int) *[]byte {
+	if b, ok := stageBuffers.Get().(*[]byte); ok && cap(*b) >= n {
+		return b
 	}
-	return mapping, mapping[pos-start:], nil
+	b := make([]byte, max(n, 1<<20))
+	return &b
+}
+
+func putStageBuffer(b *[]byte) {
+	if cap(*b) <= stageBufferBytesMax {
+		stageBuffers.Put(b)
+	}
 }
