@@ -167,10 +167,14 @@ type fetcher struct {
 	resp []byte
 	corr int32
 	// The splice path's (fetcher_splice.go): the pipe, a scratch buffer for records
-	// read and dropped, and whether the data directory refused splice writes.
+	// read and dropped, whether the data directory refused splice writes, and the
+	// splice in progress with its sink and writer bound once.
 	splicer           *sendfile.Splicer
 	scratch           []byte
 	spliceUnsupported bool
+	splice            spliceState
+	spliceSink        func(int) error
+	spliceDrain       func(int, *int64) error
 }
 
 // fetchPartition is one partition of a fetcher, at one leader epoch.

@@ -84,6 +84,9 @@ func (f *fetcher) roundTripSplice(wait time.Duration) ([]byte, error) {
 		if f.splicer, err = sendfile.NewSplicer(sendfile.DefaultPipeBytes); err != nil {
 			return nil, err
 		}
+		if f.spliceSink == nil {
+			f.spliceSink, f.spliceDrain = f.sinkStaged, f.drainPipe
+		}
 	}
 	body, err := f.readSpliced(c, rc, wait)
 	if err != nil {
@@ -198,29 +201,11 @@ func (f *fetcher) spliceRecords(rc syscall.RawConn, fp *fetchPartition, n int) (
 	if err != nil {
 		return false, nil, nil // not a follower any more, or the log is closed: copy, apply decides
 	}
-	unsupported, lost := false, false
-	_, err = f.splicer.Transfer(rc, int64(n), func(k int) error {
-		if !lost {
-			werr := st.Write(func(fd int, off *int64) error { return f.splicer.DrainTo(fd, off, k) })
-			switch {
-			case werr == nil:
-				return nil
-			case errors.Is(werr, sendfile.ErrSpliceUnsupported) && st.Written() == 0:
-				unsupported = true
-				return werr
-			case errors.Is(werr, segment.ErrStagingLost):
-				// Another change to the log overtook the append (the replica leads
-				// now): the rest of the records is read and dropped.
-				lost = true
-			default:
-				return werr
-			}
-		}
-		f.scratch = grow(f.scratch[:0], k)
-		_, rerr := f.splicer.ReadPipe(f.scratch)
-		return rerr
-	})
-	if unsupported {
+	f.splice = spliceState{st: st}
+	_, err = f.splicer.Transfer(rc, int64(n), f.spliceSink)
+	sp := f.splice
+	f.splice = spliceState{}
+	if sp.unsupported {
 		st.Abort()
 		f.spliceUnsupported = true
 		f.s.logger.Warn("replica fetcher: the data directory takes no splice writes, copying", "leader", f.leader, "dir", fp.p.Log().Dir())
@@ -228,12 +213,53 @@ func (f *fetcher) spliceRecords(rc syscall.RawConn, fp *fetchPartition, n int) (
 		m, rerr := f.splicer.ReadPipe(buf)
 		return false, buf[:m], rerr
 	}
-	if err != nil || lost {
+	if err != nil || sp.lost {
 		st.Abort()
 		return err == nil, nil, err // lost: the records were consumed; apply finds nothing staged
 	}
 	fp.staged = st
 	return true, nil, nil
+}
+
+// spliceState is the state of the splice in progress, which sinkStaged and drainPipe
+// read and advance: bound once as methods, they take the bytes without allocating.
+type spliceState struct {
+	st *segment.StagedAppend
+	// k is the pipe's bytes sinkStaged hands to drainPipe.
+	k int
+	// lost: another change to the log overtook the staged append (the replica leads
+	// now); the rest of the records is read and dropped.
+	lost bool
+	// unsupported: the file system refused the first splice write.
+	unsupported bool
+}
+
+// sinkStaged empties the pipe into the staged append (the Splicer's sink).
+func (f *fetcher) sinkStaged(k int) error {
+	sp := &f.splice
+	if !sp.lost {
+		sp.k = k
+		err := sp.st.Write(f.spliceDrain)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, sendfile.ErrSpliceUnsupported) && sp.st.Written() == 0:
+			sp.unsupported = true
+			return err
+		case errors.Is(err, segment.ErrStagingLost):
+			sp.lost = true
+		default:
+			return err
+		}
+	}
+	f.scratch = grow(f.scratch[:0], k)
+	_, err := f.splicer.ReadPipe(f.scratch)
+	return err
+}
+
+// drainPipe moves the pipe's bytes into the segment file (the staged append's writer).
+func (f *fetcher) drainPipe(fd int, off *int64) error {
+	return f.splicer.DrainTo(fd, off, f.splice.k)
 }
 
 // appendRecords appends a partition's records of one answer, by the path they came:

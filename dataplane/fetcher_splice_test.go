@@ -194,6 +194,8 @@ type fakeLeader struct {
 	// sends only that many bytes of it and closes the connection.
 	answer  func(offset int64, frame []byte) (out []byte, cut int)
 	fetches int
+	// hold: answer every fetch with no records, as a leader with nothing new does.
+	hold bool
 }
 
 func startFakeLeader(t *testing.T, log []byte, epoch int32) *fakeLeader {
@@ -258,7 +260,11 @@ func (fl *fakeLeader) serve(c net.Conn) {
 			rt.Topic = "f"
 			rp := kmsg.NewFetchResponseTopicPartition()
 			rp.HighWatermark, rp.LastStableOffset, rp.LogStartOffset = fl.end(), fl.end(), 0
-			rp.RecordBatches = fl.from(offset, 1<<20)
+			fl.mu.Lock()
+			if !fl.hold {
+				rp.RecordBatches = fl.from(offset, 1<<20)
+			}
+			fl.mu.Unlock()
 			rt.Partitions = append(rt.Partitions, rp)
 			r.Topics = append(r.Topics, rt)
 			resp = r
@@ -307,6 +313,22 @@ func (fl *fakeLeader) serve(c net.Conn) {
 			return
 		}
 	}
+}
+
+// waitFetches waits until the leader has answered n more fetches.
+func (fl *fakeLeader) waitFetches(t *testing.T, n int) {
+	t.Helper()
+	fl.mu.Lock()
+	want := fl.fetches + n
+	fl.mu.Unlock()
+	testutil.CheckFor(t, 10*time.Second, func() error {
+		fl.mu.Lock()
+		defer fl.mu.Unlock()
+		if fl.fetches < want {
+			return errors.New("fewer fetches")
+		}
+		return nil
+	})
 }
 
 // end is the offset after the fake log's last batch.
@@ -401,7 +423,7 @@ func TestFollowerSpliceRefusesCorruptBatch(t *testing.T) {
 	corrupted.Add(1)
 	var once sync.Once
 	fl.setAnswer(func(offset int64, frame []byte) ([]byte, int) {
-		if offset < badFrom {
+		if offset < badFrom || len(frame) < 1000 { // not answers without records
 			return frame, 0
 		}
 		out := append([]byte(nil), frame...)
@@ -417,20 +439,19 @@ func TestFollowerSpliceRefusesCorruptBatch(t *testing.T) {
 		}
 		return nil
 	})
+	fl.waitFetches(t, 2) // retried, refused again
+	// Answered with nothing new, the follower holds no staged bytes: the file must end
+	// where the log does.
 	fl.mu.Lock()
-	before := fl.fetches
+	fl.hold = true
 	fl.mu.Unlock()
-	testutil.CheckFor(t, 10*time.Second, func() error {
-		fl.mu.Lock()
-		defer fl.mu.Unlock()
-		if fl.fetches < before+2 {
-			return errors.New("no retries yet")
-		}
-		return nil
-	})
+	fl.waitFetches(t, 2)
 	if leo := checkBoundary(t, s, fl); leo != badFrom {
 		t.Fatalf("log end %d after corrupt answers, want %d", leo, badFrom)
 	}
+	fl.mu.Lock()
+	fl.hold = false
+	fl.mu.Unlock()
 	fl.setAnswer(nil)
 	testutil.CheckFor(t, 10*time.Second, func() error {
 		if leo := s.replicas.Partition("f", 0).Log().LogEndOffset(); leo != fl.end() {

@@ -42,6 +42,8 @@ type StagedAppend struct {
 	pos     int64
 	n       int64
 	written int64
+	// off is the position Write hands out (a field: a local would escape to the heap).
+	off int64
 	// relocated: Commit wrote the bytes again into another segment.
 	relocated bool
 	done      bool
@@ -82,9 +84,9 @@ func (st *StagedAppend) Write(write func(fd int, off *int64) error) error {
 	if st.done || l.closed || l.staging != st {
 		return ErrStagingLost
 	}
-	off := st.pos + st.written
-	err := write(st.file.fd, &off)
-	st.written = off - st.pos
+	st.off = st.pos + st.written
+	err := write(st.file.fd, &st.off)
+	st.written = st.off - st.pos
 	if st.written > st.n {
 		// The bytes past n belong to no batch of this append: Commit refuses them.
 		return fmt.Errorf("segment: staged %d bytes of %d", st.written, st.n)

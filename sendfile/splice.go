@@ -35,6 +35,12 @@ type Splicer struct {
 	pipeBytes int
 	// buffered is the bytes spliced into the pipe and not yet out of it.
 	buffered int
+	// fill is s.fillPipe, bound once so that a transfer allocates nothing; the state of
+	// the transfer in progress, which it reads and advances, follows.
+	fill      func(fd uintptr) bool
+	fillWant  int64
+	fillTaken int64
+	fillErr   error
 }
 
 // NewSplicer makes a pipe pair of about pipeBytes (less if the kernel allows less).
@@ -54,6 +60,7 @@ func NewSplicer(pipeBytes int) (*Splicer, error) {
 		return nil, &os.SyscallError{Syscall: "fcntl F_GETPIPE_SZ", Err: err}
 	}
 	s.pipeBytes = n
+	s.fill = s.fillPipe
 	return s, nil
 }
 
@@ -78,48 +85,53 @@ func (s *Splicer) Close() {
 // taken is the bytes that left the socket: on an error, those not moved out are still
 // Buffered. A socket closed early is io.ErrUnexpectedEOF.
 func (s *Splicer) Transfer(rc syscall.RawConn, n int64, sink func(buffered int) error) (taken int64, err error) {
-	for taken < n {
-		var ferr error
-		rerr := rc.Read(func(fd uintptr) bool {
-			for taken < n && s.buffered < s.pipeBytes {
-				want := int(min(n-taken, int64(s.pipeBytes-s.buffered)))
-				m, err := unix.Splice(int(fd), nil, s.w, nil, want, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-				switch {
-				case err == unix.EINTR:
-					continue
-				case err == unix.EAGAIN:
-					// The socket is empty, or the pipe has no free slot left (a socket
-					// buffer's pages can fill slots before bytes): empty the pipe first
-					// if it holds anything, else wait for the socket.
-					return s.buffered > 0
-				case err != nil:
-					ferr = &os.SyscallError{Syscall: "splice", Err: err}
-					return true
-				case m == 0:
-					ferr = io.ErrUnexpectedEOF
-					return true
-				}
-				taken += m
-				s.buffered += int(m)
-			}
-			return true
-		})
-		if rerr != nil {
-			return taken, rerr
+	s.fillWant, s.fillTaken = n, 0
+	defer func() { s.fillErr = nil }()
+	for s.fillTaken < n {
+		if err := rc.Read(s.fill); err != nil {
+			return s.fillTaken, err
 		}
-		if ferr != nil {
-			return taken, ferr
+		if s.fillErr != nil {
+			return s.fillTaken, s.fillErr
 		}
 		if s.buffered > 0 {
 			if err := sink(s.buffered); err != nil {
-				return taken, err
+				return s.fillTaken, err
 			}
 			if s.buffered != 0 {
-				return taken, fmt.Errorf("sendfile: sink left %d bytes in the pipe", s.buffered)
+				return s.fillTaken, fmt.Errorf("sendfile: sink left %d bytes in the pipe", s.buffered)
 			}
 		}
 	}
-	return taken, nil
+	return s.fillTaken, nil
+}
+
+// fillPipe splices from the socket fd into the pipe until the transfer's bytes are
+// all taken, the pipe is full or the socket is empty; it returns false (wait for the
+// socket) only when it moved nothing and the pipe is empty.
+func (s *Splicer) fillPipe(fd uintptr) bool {
+	for s.fillTaken < s.fillWant && s.buffered < s.pipeBytes {
+		want := int(min(s.fillWant-s.fillTaken, int64(s.pipeBytes-s.buffered)))
+		m, err := unix.Splice(int(fd), nil, s.w, nil, want, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			// The socket is empty, or the pipe has no free slot left (a socket buffer's
+			// pages can fill slots before bytes): empty the pipe first if it holds
+			// anything, else wait for the socket.
+			return s.buffered > 0
+		case err != nil:
+			s.fillErr = &os.SyscallError{Syscall: "splice", Err: err}
+			return true
+		case m == 0:
+			s.fillErr = io.ErrUnexpectedEOF
+			return true
+		}
+		s.fillTaken += m
+		s.buffered += int(m)
+	}
+	return true
 }
 
 // DrainTo moves k bytes from the pipe into file fd at *off (advanced), in the kernel.
