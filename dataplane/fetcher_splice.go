@@ -259,8 +259,12 @@ func (f *fetcher) sinkStaged(k int) error {
 
 // drainPipe moves the pipe's bytes into the segment file (the staged append's writer).
 func (f *fetcher) drainPipe(fd int, off *int64) error {
-	return f.splicer.DrainTo(fd, off, f.splice.k)
+	return drainPipeTo(f.splicer, fd, off, f.splice.k)
 }
+
+// drainPipeTo is sendfile's DrainTo; a test makes it refuse, as a file system without
+// splice writes does.
+var drainPipeTo = (*sendfile.Splicer).DrainTo
 
 // appendRecords appends a partition's records of one answer, by the path they came:
 // staged in the log by roundTripSplice, or in the body. It returns the bytes appended.

@@ -19,6 +19,7 @@ import (
 	"github.com/gregor-streaming/gregor/internal/testutil"
 	"github.com/gregor-streaming/gregor/proto"
 	"github.com/gregor-streaming/gregor/segment"
+	"github.com/gregor-streaming/gregor/sendfile"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -495,4 +496,26 @@ func TestFollowerSpliceConnectionDropped(t *testing.T) {
 		return nil
 	})
 	checkBoundary(t, s, fl)
+}
+
+// TestFollowerSpliceFallsBackToCopy: on a data directory that refuses splice writes
+// (EINVAL, made here by the drain's stand-in; some tmpfs and overlay kernels do it),
+// the bytes already in the pipe are read out and the records copied: the log is
+// complete, and every byte counted as copied.
+func TestFollowerSpliceFallsBackToCopy(t *testing.T) {
+	t.Cleanup(func() { drainPipeTo = (*sendfile.Splicer).DrainTo }) // after the node stops
+	drainPipeTo = func(*sendfile.Splicer, int, *int64, int) error { return sendfile.ErrSpliceUnsupported }
+	fl := startFakeLeader(t, fakeLog(12, 3), 3)
+	s := followFake(t, fl)
+	testutil.CheckFor(t, 10*time.Second, func() error {
+		if leo := s.replicas.Partition("f", 0).Log().LogEndOffset(); leo != fl.end() {
+			return fmt.Errorf("log end %d", leo)
+		}
+		return nil
+	})
+	checkBoundary(t, s, fl)
+	m := s.metrics.replicationAppendBytes
+	if m[pathSplice].Get() != 0 || m[pathCopy].Get() != uint64(len(fl.log)) {
+		t.Fatalf("%d bytes spliced, %d copied, log %d", m[pathSplice].Get(), m[pathCopy].Get(), len(fl.log))
+	}
 }
