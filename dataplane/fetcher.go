@@ -379,28 +379,13 @@ func (f *fetcher) dropConn() {
 // roundTrip sends the request frame f.req and reads the answer's body into f.resp,
 // within wait plus the socket timeout.
 func (f *fetcher) roundTrip(wait time.Duration) ([]byte, error) {
-	f.connMu.Lock()
-	c := f.conn
-	f.connMu.Unlock()
-	if c == nil {
-		return nil, errors.New("no connection")
-	}
-	if err := c.SetDeadline(time.Now().Add(wait + f.s.cfg.ReplicaSocketTimeout)); err != nil {
+	c, err := f.currentConn()
+	if err != nil {
 		return nil, err
 	}
-	if _, err := c.Write(f.req); err != nil {
+	size, err := f.sendRequest(c, wait)
+	if err != nil {
 		return nil, err
-	}
-	var head [8]byte
-	if _, err := io.ReadFull(c, head[:]); err != nil {
-		return nil, err
-	}
-	size := int(int32(binary.BigEndian.Uint32(head[:])))
-	if size < 4 || size > f.s.cfg.MaxFrameBytes {
-		return nil, fmt.Errorf("response size %d", size)
-	}
-	if corr := int32(binary.BigEndian.Uint32(head[4:])); corr != f.corr {
-		return nil, fmt.Errorf("correlation id %d, want %d", corr, f.corr)
 	}
 	if cap(f.resp) < size-4 {
 		f.resp = make([]byte, size-4)
@@ -410,6 +395,40 @@ func (f *fetcher) roundTrip(wait time.Duration) ([]byte, error) {
 		return nil, err
 	}
 	return body, nil
+}
+
+// currentConn is the fetcher's connection to its leader.
+func (f *fetcher) currentConn() (net.Conn, error) {
+	f.connMu.Lock()
+	defer f.connMu.Unlock()
+	if f.conn == nil {
+		return nil, errors.New("no connection")
+	}
+	return f.conn, nil
+}
+
+// sendRequest sends the request frame f.req on c and reads the answer's size and
+// correlation id, checked, with the round trip's deadline set: within wait plus the
+// socket timeout. The answer's body follows on c.
+func (f *fetcher) sendRequest(c net.Conn, wait time.Duration) (size int, err error) {
+	if err := c.SetDeadline(time.Now().Add(wait + f.s.cfg.ReplicaSocketTimeout)); err != nil {
+		return 0, err
+	}
+	if _, err := c.Write(f.req); err != nil {
+		return 0, err
+	}
+	var head [8]byte
+	if _, err := io.ReadFull(c, head[:]); err != nil {
+		return 0, err
+	}
+	size = int(int32(binary.BigEndian.Uint32(head[:])))
+	if size < 4 || size > f.s.cfg.MaxFrameBytes {
+		return 0, fmt.Errorf("response size %d", size)
+	}
+	if corr := int32(binary.BigEndian.Uint32(head[4:])); corr != f.corr {
+		return 0, fmt.Errorf("correlation id %d, want %d", corr, f.corr)
+	}
+	return size, nil
 }
 
 // fetch sends one Fetch for f.list and applies the answer.

@@ -18,7 +18,6 @@ package dataplane
 // and for good on a fetcher whose data directory refuses splice writes (EINVAL).
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -68,11 +67,9 @@ func (f *fetcher) roundTripFetch(wait time.Duration) ([]byte, error) {
 // Any error leaves the stream at an unknown place: the caller drops the connection,
 // and abortStaged cuts what was staged.
 func (f *fetcher) roundTripSplice(wait time.Duration) ([]byte, error) {
-	f.connMu.Lock()
-	c := f.conn
-	f.connMu.Unlock()
-	if c == nil {
-		return nil, errors.New("no connection")
+	c, err := f.currentConn()
+	if err != nil {
+		return nil, err
 	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
@@ -101,22 +98,9 @@ func (f *fetcher) roundTripSplice(wait time.Duration) ([]byte, error) {
 
 // readSpliced does roundTripSplice's reading.
 func (f *fetcher) readSpliced(c net.Conn, rc syscall.RawConn, wait time.Duration) ([]byte, error) {
-	if err := c.SetDeadline(time.Now().Add(wait + f.s.cfg.ReplicaSocketTimeout)); err != nil {
+	size, err := f.sendRequest(c, wait)
+	if err != nil {
 		return nil, err
-	}
-	if _, err := c.Write(f.req); err != nil {
-		return nil, err
-	}
-	var head [8]byte
-	if _, err := io.ReadFull(c, head[:]); err != nil {
-		return nil, err
-	}
-	size := int(int32(binary.BigEndian.Uint32(head[:])))
-	if size < 4 || size > f.s.cfg.MaxFrameBytes {
-		return nil, fmt.Errorf("response size %d", size)
-	}
-	if corr := int32(binary.BigEndian.Uint32(head[4:])); corr != f.corr {
-		return nil, fmt.Errorf("correlation id %d, want %d", corr, f.corr)
 	}
 	scan, err := proto.NewFetchResponseScanner(replicaFetchVersion)
 	if err != nil {

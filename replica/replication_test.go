@@ -175,19 +175,7 @@ func TestFollowerReplication(t *testing.T) {
 	if f.Role() != RoleFollower || f.LatestEpoch() != -1 {
 		t.Fatalf("role %v, latest epoch %d", f.Role(), f.LatestEpoch())
 	}
-	regions, err := leader.Log().Read(nil, 0, 1<<20, leader.Log().LogEndOffset(), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var bytes []byte
-	for _, rg := range regions {
-		b := make([]byte, rg.Length)
-		if _, err := syscall.Pread(rg.File.Fd(), b, rg.Position); err != nil {
-			t.Fatal(err)
-		}
-		bytes = append(bytes, b...)
-	}
-	segment.ReleaseRegions(regions)
+	bytes := logBytes(t, leader)
 	if _, err := f.AppendAsFollower(bytes); err != nil {
 		t.Fatal(err)
 	}
@@ -225,19 +213,7 @@ func TestStagedFollowerAppendMatchesCopy(t *testing.T) {
 	appendAsLeader(t, leader, testBatch(hdr(7, 0, 0, 3, 0)), testBatch(hdr(8, 1, 0, 2, 0)))
 	lead(t, leaderM, "t", leaderState(4, local))
 	appendAsLeader(t, leader, testBatch(hdr(7, 0, 3, 1, 0)), testBatch(hdr(-1, -1, -1, 4, 0)))
-	regions, err := leader.Log().Read(nil, 0, 1<<20, leader.Log().LogEndOffset(), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var records []byte
-	for _, rg := range regions {
-		b := make([]byte, rg.Length)
-		if _, err := syscall.Pread(rg.File.Fd(), b, rg.Position); err != nil {
-			t.Fatal(err)
-		}
-		records = append(records, b...)
-	}
-	segment.ReleaseRegions(regions)
+	records := logBytes(t, leader)
 
 	fst := leaderState(4, 2, local)
 	fst.Leader = 2
@@ -295,4 +271,23 @@ func TestStagedFollowerAppendMatchesCopy(t *testing.T) {
 	if _, err := byStage.StageFollowerAppend(10); !errors.Is(err, ErrNotFollower) {
 		t.Fatalf("staging on a leader: %v", err)
 	}
+}
+
+// logBytes is a replica's whole log (up to 1 MiB), as a follower fetches it.
+func logBytes(t *testing.T, p *Partition) []byte {
+	t.Helper()
+	regions, err := p.Log().Read(nil, 0, 1<<20, p.Log().LogEndOffset(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer segment.ReleaseRegions(regions)
+	var out []byte
+	for _, rg := range regions {
+		b := make([]byte, rg.Length)
+		if _, err := syscall.Pread(rg.File.Fd(), b, rg.Position); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b...)
+	}
+	return out
 }
