@@ -23,9 +23,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// spliceView gives node s the view where leader (at addrs[leader]) leads topic "f" at
-// epoch, with replicas the keys of addrs.
+// spliceView gives node s the view where leader (at addrs[leader]) leads topic "f"
+// (one partition) at epoch, with replicas the keys of addrs.
 func spliceView(t testing.TB, s *Server, rev int64, addrs map[int32]string, leader, epoch int32) {
+	spliceViewN(t, s, rev, addrs, leader, epoch, 1)
+}
+
+// spliceViewN is spliceView for a topic "f" of the given partitions.
+func spliceViewN(t testing.TB, s *Server, rev int64, addrs map[int32]string, leader, epoch int32, partitions int32) {
 	t.Helper()
 	brokers := map[int32]cluster.Broker{}
 	var replicas []int32
@@ -35,13 +40,17 @@ func spliceView(t testing.TB, s *Server, rev int64, addrs map[int32]string, lead
 		brokers[id] = cluster.Broker{ID: id, Host: host, Port: int32(p)}
 		replicas = append(replicas, id)
 	}
-	tp := cluster.TopicPartition{Topic: "f"}
 	snap := &client.Snapshot{
 		Revision: rev,
 		Brokers:  brokers,
-		Topics:   map[string]cluster.Topic{"f": {Name: "f", ID: "id", Partitions: 1, ReplicationFactor: int16(len(addrs))}},
-		Partitions: map[cluster.TopicPartition]cluster.PartitionState{tp: {Topic: "f", Replicas: replicas,
-			Leader: leader, LeaderEpoch: epoch, ISR: replicas}},
+		Topics: map[string]cluster.Topic{"f": {Name: "f", ID: "id", Partitions: partitions,
+			ReplicationFactor: int16(len(addrs))}},
+		Partitions: map[cluster.TopicPartition]cluster.PartitionState{},
+	}
+	for i := range partitions {
+		tp := cluster.TopicPartition{Topic: "f", Partition: i}
+		snap.Partitions[tp] = cluster.PartitionState{Topic: "f", Partition: i, Replicas: replicas,
+			Leader: leader, LeaderEpoch: epoch, ISR: replicas}
 	}
 	if err := s.Reconcile(snap); err != nil {
 		t.Fatal(err)
@@ -62,9 +71,9 @@ func bigBatch(n, size int, tag string, pid int64, seq int32) []byte {
 }
 
 // partitionFiles is every file of a replica's directory, by name.
-func partitionFiles(t *testing.T, s *Server) map[string][]byte {
+func partitionFiles(t *testing.T, s *Server, partition int32) map[string][]byte {
 	t.Helper()
-	dir := filepath.Join(s.cfg.DataDir, "f-0")
+	dir := filepath.Join(s.cfg.DataDir, fmt.Sprintf("f-%d", partition))
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -87,13 +96,15 @@ func partitionFiles(t *testing.T, s *Server) map[string][]byte {
 	return out
 }
 
-// TestFollowerSpliceMatchesCopy: two followers catch up a leader's backlog, one
-// splicing, one copying, with segments small enough to roll in the middle of a fetch
-// response and batches of two epochs and idempotent producers. Both end with the
-// leader's bytes, and with the same files: segments rolled at the same offsets,
-// indexes, leader-epoch checkpoint. The splicing follower counts its bytes as
-// spliced, but for an answer too small to splice; the other counts all as copied.
+// TestFollowerSpliceMatchesCopy: two followers catch up a leader's backlog of two
+// partitions, one splicing, one copying, with segments small enough to roll between
+// and inside fetch responses (each response carries both partitions), and batches of
+// two epochs and idempotent producers. Both end with the leader's bytes, and with the
+// same files: segments rolled at the same offsets, indexes, leader-epoch checkpoint.
+// The splicing follower counts its bytes as spliced, but for answers too small to
+// splice; the other counts all as copied.
 func TestFollowerSpliceMatchesCopy(t *testing.T) {
+	const partitions = 2
 	logCfg := func(string) segment.Config { return segment.Config{SegmentBytes: 300 << 10} }
 	base := Config{ReplicaFetchBackoff: 50 * time.Millisecond, ReplicaFetchMaxWait: 100 * time.Millisecond, LogConfig: logCfg}
 	nodes := map[int32]*Server{}
@@ -106,77 +117,81 @@ func TestFollowerSpliceMatchesCopy(t *testing.T) {
 	for id, s := range nodes {
 		addrs[id] = s.Addr()
 	}
-	spliceView(t, nodes[1], 1, addrs, 1, 1)
+	spliceViewN(t, nodes[1], 1, addrs, 1, 1, partitions)
 	c := dial(t, nodes[1])
-	var end int64
-	for i := range 40 {
-		if i == 25 {
-			spliceView(t, nodes[1], 2, addrs, 1, 2) // a new epoch for the rest
-		}
-		var b []byte
-		switch i % 3 {
-		case 0:
-			b = bigBatch(4, 20<<10, "big", 7, int32(4*(i/3)))
-		case 1:
-			b = batch(3, fmt.Sprint("small", i), -1, -1, -1) // copied even when splicing
-		default:
-			b = bigBatch(1, 70<<10, "one", -1, -1)
-		}
-		if rp := produce(t, c, 7, "f", 0, 1, b); rp.ErrorCode != 0 {
-			t.Fatalf("produce %d: %+v", i, rp)
+	var end [partitions]int64
+	var seq [partitions]int32
+	produceTo := func(part int32, b []byte) {
+		t.Helper()
+		if rp := produce(t, c, 7, "f", part, 1, b); rp.ErrorCode != 0 {
+			t.Fatalf("produce to %d: %+v", part, rp)
 		}
 		h, _ := proto.ParseRecordBatchHeader(b)
-		end += int64(h.RecordCount)
+		end[part] += int64(h.RecordCount)
 	}
-	spliceView(t, nodes[2], 3, addrs, 1, 2)
-	spliceView(t, nodes[3], 3, addrs, 1, 2)
-	leader := nodes[1].replicas.Partition("f", 0)
-	testutil.CheckFor(t, 20*time.Second, func() error {
-		for _, id := range []int32{2, 3} {
-			p := nodes[id].replicas.Partition("f", 0)
-			if p == nil || p.Log().LogEndOffset() != end {
-				return fmt.Errorf("follower %d not caught up", id)
-			}
+	for i := range 60 {
+		if i == 40 {
+			spliceViewN(t, nodes[1], 2, addrs, 1, 2, partitions) // a new epoch for the rest
 		}
-		return nil
-	})
+		part := int32(i % partitions)
+		switch i / partitions % 3 {
+		case 0:
+			produceTo(part, bigBatch(4, 20<<10, "big", 7+int64(part), seq[part]))
+			seq[part] += 4
+		case 1:
+			produceTo(part, batch(3, fmt.Sprint("small", i), -1, -1, -1)) // copied even when splicing
+		default:
+			produceTo(part, bigBatch(1, 70<<10, "one", -1, -1))
+		}
+	}
+	caughtUp := func() {
+		t.Helper()
+		testutil.CheckFor(t, 20*time.Second, func() error {
+			for _, id := range []int32{2, 3} {
+				for part := range int32(partitions) {
+					p := nodes[id].replicas.Partition("f", part)
+					if p == nil || p.Log().LogEndOffset() != end[part] {
+						return fmt.Errorf("follower %d not caught up on %d", id, part)
+					}
+				}
+			}
+			return nil
+		})
+	}
+	spliceViewN(t, nodes[2], 3, addrs, 1, 2, partitions)
+	spliceViewN(t, nodes[3], 3, addrs, 1, 2, partitions)
+	caughtUp()
 	// Caught up, the followers fetch the next small batch alone: copied on both paths.
-	if rp := produce(t, c, 7, "f", 0, 1, batch(3, "tail", -1, -1, -1)); rp.ErrorCode != 0 {
-		t.Fatalf("produce: %+v", rp)
-	}
-	end += 3
-	testutil.CheckFor(t, 20*time.Second, func() error {
+	produceTo(0, batch(3, "tail", -1, -1, -1))
+	caughtUp()
+	var total int
+	for part := range int32(partitions) {
+		want := logBytes(t, nodes[1].replicas.Partition("f", part))
+		total += len(want)
 		for _, id := range []int32{2, 3} {
-			if leo := nodes[id].replicas.Partition("f", 0).Log().LogEndOffset(); leo != end {
-				return fmt.Errorf("follower %d at %d", id, leo)
+			p := nodes[id].replicas.Partition("f", part)
+			if got := logBytes(t, p); !bytes.Equal(got, want) {
+				t.Fatalf("follower %d holds %d bytes of %d, not the leader's %d", id, len(got), part, len(want))
+			}
+			if e := p.Log().LeaderEpochs(); len(e) != 2 || e[1].Epoch != 2 {
+				t.Fatalf("follower %d epochs of %d: %+v", id, part, e)
 			}
 		}
-		return nil
-	})
-	want := logBytes(t, leader)
-	for _, id := range []int32{2, 3} {
-		p := nodes[id].replicas.Partition("f", 0)
-		if got := logBytes(t, p); !bytes.Equal(got, want) {
-			t.Fatalf("follower %d holds %d bytes, not the leader's %d", id, len(got), len(want))
+		spliced, copied := partitionFiles(t, nodes[2], part), partitionFiles(t, nodes[3], part)
+		if len(spliced) != len(copied) || len(spliced) < 2*3+1 { // rolled at least once
+			t.Fatalf("partition %d: splicing follower has %d files, copying %d", part, len(spliced), len(copied))
 		}
-		if e := p.Log().LeaderEpochs(); len(e) != 2 || e[1].Epoch != 2 {
-			t.Fatalf("follower %d epochs %+v", id, e)
-		}
-	}
-	spliced, copied := partitionFiles(t, nodes[2]), partitionFiles(t, nodes[3])
-	if len(spliced) != len(copied) || len(spliced) < 3*3+1 {
-		t.Fatalf("splicing follower has %d files, copying %d", len(spliced), len(copied))
-	}
-	for name, b := range copied {
-		if !bytes.Equal(spliced[name], b) {
-			t.Fatalf("%s differs between the splicing and the copying follower", name)
+		for name, b := range copied {
+			if !bytes.Equal(spliced[name], b) {
+				t.Fatalf("partition %d: %s differs between the splicing and the copying follower", part, name)
+			}
 		}
 	}
 	m2, m3 := nodes[2].metrics.replicationAppendBytes, nodes[3].metrics.replicationAppendBytes
 	if m2[pathSplice].Get() == 0 || m2[pathCopy].Get() == 0 || m3[pathSplice].Get() != 0 ||
-		m2[pathSplice].Get()+m2[pathCopy].Get() != uint64(len(want)) || m3[pathCopy].Get() != uint64(len(want)) {
-		t.Fatalf("bytes by path: splicing follower %d spliced %d copied, copying follower %d spliced %d copied (log %d)",
-			m2[pathSplice].Get(), m2[pathCopy].Get(), m3[pathSplice].Get(), m3[pathCopy].Get(), len(want))
+		m2[pathSplice].Get()+m2[pathCopy].Get() != uint64(total) || m3[pathCopy].Get() != uint64(total) {
+		t.Fatalf("bytes by path: splicing follower %d spliced %d copied, copying follower %d spliced %d copied (logs %d)",
+			m2[pathSplice].Get(), m2[pathCopy].Get(), m3[pathSplice].Get(), m3[pathCopy].Get(), total)
 	}
 }
 
