@@ -55,7 +55,7 @@ const replicaSpliceMinBytes = 16 << 10
 // roundTripFetch sends the Fetch request f.req and reads its answer by the node's
 // append path.
 func (f *fetcher) roundTripFetch(wait time.Duration) ([]byte, error) {
-	if f.s.cfg.ReplicaAppend != ReplicaAppendSplice || f.spliceUnsupported {
+	if f.s.cfg.ReplicaAppend != ReplicaAppendSplice || f.spliceUnsupported || !proto.FetchResponseScannable(replicaFetchVersion) {
 		return f.roundTrip(wait)
 	}
 	return f.roundTripSplice(wait)
@@ -163,7 +163,9 @@ func (f *fetcher) readSpliced(c net.Conn, rc syscall.RawConn, wait time.Duration
 				return nil, err
 			}
 			if spliced {
-				scan.EmptyRecords(body[:pos])
+				// Nothing past the records length was read: the body ends there.
+				body = scan.EmptyRecords(body[:pos])
+				pos = len(body)
 			} else {
 				pos += n
 			}

@@ -53,9 +53,20 @@ const (
 	scanDone
 )
 
+// fetchScanVersionMax is the last version the scanner knows the layout of: the
+// non-flexible ones. Flexible versions (v12+: uvarint lengths, tagged fields after the
+// records) need their own fields here before a splicing follower may send them.
+const fetchScanVersionMax = 11
+
+// FetchResponseScannable reports whether FetchResponseScanner walks responses of
+// version; a follower fetching at another version must read its answers whole.
+func FetchResponseScannable(version int16) bool {
+	return version >= FetchVersionMin && version <= fetchScanVersionMax
+}
+
 // NewFetchResponseScanner starts a scan of a body of the given version.
 func NewFetchResponseScanner(version int16) (*FetchResponseScanner, error) {
-	if version < FetchVersionMin || version > FetchVersionMax {
+	if !FetchResponseScannable(version) {
 		return nil, ErrMalformedFetchResponse
 	}
 	return &FetchResponseScanner{version: version}, nil
@@ -144,8 +155,9 @@ func (s *FetchResponseScanner) needMore(consumed, need int) (int, FetchScanEvent
 func (s *FetchResponseScanner) Need() int { return s.need }
 
 // EmptyRecords rewrites the records length that ends head — the bytes Scan consumed up
-// to a FetchScanPartition — to an empty records field, and returns head: how a caller
-// that took the records elsewhere keeps a body that parses as if they were never there.
+// to a FetchScanPartition — to an empty records field, and returns head as rewritten
+// (shorter where the length is a varint): how a caller that took the records elsewhere
+// keeps a body that parses as if they were never there.
 func (s *FetchResponseScanner) EmptyRecords(head []byte) []byte {
 	binary.BigEndian.PutUint32(head[len(head)-4:], 0)
 	return head

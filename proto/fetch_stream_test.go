@@ -104,7 +104,7 @@ func sampleFetchResponse(v int16) []byte {
 // no byte of records as fields; EmptyRecords leaves a body the walker reads with those
 // records empty.
 func TestFetchResponseScannerMatchesWalker(t *testing.T) {
-	for v := int16(FetchVersionMin); v <= FetchVersionMax; v++ {
+	for v := int16(FetchVersionMin); v <= fetchScanVersionMax; v++ {
 		body := sampleFetchResponse(v)
 		got, ok := scanStream(t, body, v)
 		want, wok := walkBody(body, v)
@@ -157,11 +157,11 @@ func TestFetchResponseScannerMatchesWalker(t *testing.T) {
 // in-memory walker reads the bytes whole, the scan finds the same partitions, fields
 // and records.
 func FuzzFetchResponseScanner(f *testing.F) {
-	for v := int16(FetchVersionMin); v <= FetchVersionMax; v++ {
+	for v := int16(FetchVersionMin); v <= fetchScanVersionMax; v++ {
 		f.Add(sampleFetchResponse(v), int8(v))
 	}
 	f.Fuzz(func(t *testing.T, b []byte, v int8) {
-		const span = FetchVersionMax - FetchVersionMin + 1
+		const span = fetchScanVersionMax - FetchVersionMin + 1
 		version := int16(FetchVersionMin + ((int(v)-FetchVersionMin)%span+span)%span)
 		got, ok := scanStream(t, b, version)
 		want, wok := walkBody(b, version)
