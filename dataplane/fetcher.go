@@ -505,14 +505,12 @@ func (f *fetcher) fetch() error {
 func (f *fetcher) apply(fp *fetchPartition, rp *proto.FetchResponsePartition) {
 	switch rp.ErrorCode {
 	case 0:
-		n, err := f.appendRecords(fp, rp)
-		if err != nil {
+		if _, err := f.appendRecords(fp, rp); err != nil {
 			f.s.logger.Warn("replica fetcher: append", "topic", fp.topic, "partition", fp.partition, "err", err)
 			fp.truncating = true
 			f.delay(fp)
 			return
 		}
-		f.s.metrics.replicationBytesIn.Add(n)
 		fp.p.UpdateFollowerHighWatermark(rp.HighWatermark)
 	case kerr.OffsetOutOfRange.Code:
 		// Below the leader's log start: start over there. Else past its end: the logs

@@ -40,14 +40,6 @@ const (
 	DefaultReplicaAppend = ReplicaAppendSplice
 )
 
-// replicaAppendPath indexes the per-path metrics.
-type replicaAppendPath int
-
-const (
-	pathCopy replicaAppendPath = iota
-	pathSplice
-)
-
 // replicaSpliceMinBytes: a partition's records below this are copied even on the
 // splice path; staging, mapping and two splices cost more than copying a few pages.
 const replicaSpliceMinBytes = 16 << 10
@@ -255,7 +247,8 @@ func (f *fetcher) drainPipe(fd int, off *int64) error {
 var drainPipeTo = (*sendfile.Splicer).DrainTo
 
 // appendRecords appends a partition's records of one answer, by the path they came:
-// staged in the log by roundTripSplice, or in the body. It returns the bytes appended.
+// staged in the log by roundTripSplice, or in the body, and counts them by path. It
+// returns the bytes appended.
 func (f *fetcher) appendRecords(fp *fetchPartition, rp *proto.FetchResponsePartition) (int, error) {
 	if st := fp.staged; st != nil {
 		fp.staged = nil
@@ -263,7 +256,7 @@ func (f *fetcher) appendRecords(fp *fetchPartition, rp *proto.FetchResponseParti
 		if err != nil {
 			return 0, err
 		}
-		f.s.metrics.replicationAppendBytes[pathSplice].Add(info.Bytes)
+		f.s.metrics.replicationSpliceIn.Add(info.Bytes)
 		return info.Bytes, nil
 	}
 	if len(rp.Records) == 0 {
@@ -272,7 +265,7 @@ func (f *fetcher) appendRecords(fp *fetchPartition, rp *proto.FetchResponseParti
 	if _, err := fp.p.AppendAsFollower(rp.Records); err != nil {
 		return 0, err
 	}
-	f.s.metrics.replicationAppendBytes[pathCopy].Add(len(rp.Records))
+	f.s.metrics.replicationBytesIn.Add(len(rp.Records))
 	return len(rp.Records), nil
 }
 

@@ -187,11 +187,11 @@ func TestFollowerSpliceMatchesCopy(t *testing.T) {
 			}
 		}
 	}
-	m2, m3 := nodes[2].metrics.replicationAppendBytes, nodes[3].metrics.replicationAppendBytes
-	if m2[pathSplice].Get() == 0 || m2[pathCopy].Get() == 0 || m3[pathSplice].Get() != 0 ||
-		m2[pathSplice].Get()+m2[pathCopy].Get() != uint64(total) || m3[pathCopy].Get() != uint64(total) {
+	m2, m3 := nodes[2].metrics, nodes[3].metrics
+	if m2.replicationSpliceIn.Get() == 0 || m2.replicationBytesIn.Get() == 0 || m3.replicationSpliceIn.Get() != 0 ||
+		m2.replicationSpliceIn.Get()+m2.replicationBytesIn.Get() != uint64(total) || m3.replicationBytesIn.Get() != uint64(total) {
 		t.Fatalf("bytes by path: splicing follower %d spliced %d copied, copying follower %d spliced %d copied (logs %d)",
-			m2[pathSplice].Get(), m2[pathCopy].Get(), m3[pathSplice].Get(), m3[pathCopy].Get(), total)
+			m2.replicationSpliceIn.Get(), m2.replicationBytesIn.Get(), m3.replicationSpliceIn.Get(), m3.replicationBytesIn.Get(), total)
 	}
 }
 
@@ -476,8 +476,8 @@ func TestFollowerSpliceRefusesCorruptBatch(t *testing.T) {
 		return nil
 	})
 	checkBoundary(t, s, fl)
-	if s.metrics.replicationAppendBytes[pathSplice].Get() != uint64(len(fl.log)) {
-		t.Fatalf("%d bytes spliced, log %d", s.metrics.replicationAppendBytes[pathSplice].Get(), len(fl.log))
+	if s.metrics.replicationSpliceIn.Get() != uint64(len(fl.log)) {
+		t.Fatalf("%d bytes spliced, log %d", s.metrics.replicationSpliceIn.Get(), len(fl.log))
 	}
 }
 
@@ -529,8 +529,7 @@ func TestFollowerSpliceFallsBackToCopy(t *testing.T) {
 		return nil
 	})
 	checkBoundary(t, s, fl)
-	m := s.metrics.replicationAppendBytes
-	if m[pathSplice].Get() != 0 || m[pathCopy].Get() != uint64(len(fl.log)) {
-		t.Fatalf("%d bytes spliced, %d copied, log %d", m[pathSplice].Get(), m[pathCopy].Get(), len(fl.log))
+	if m := s.metrics; m.replicationSpliceIn.Get() != 0 || m.replicationBytesIn.Get() != uint64(len(fl.log)) {
+		t.Fatalf("%d bytes spliced, %d copied, log %d", m.replicationSpliceIn.Get(), m.replicationBytesIn.Get(), len(fl.log))
 	}
 }

@@ -327,9 +327,9 @@ type serverMetrics struct {
 	consumerBytesOut    *metrics.Counter
 	replicationBytesOut *metrics.Counter
 	replicationBytesIn  *metrics.Counter
-	// replicationAppendBytes counts replicationBytesIn by the path that appended them
-	// (replicaAppendPath: copied through user space or spliced).
-	replicationAppendBytes [2]*metrics.Counter
+	// replicationSpliceIn counts the bytes a follower appended by splice;
+	// replicationBytesIn then counts those copied through user space.
+	replicationSpliceIn *metrics.Counter
 	// isrShrinks and isrExpands count the ISR changes this node made as leader.
 	isrShrinks *metrics.Counter
 	isrExpands *metrics.Counter
@@ -363,15 +363,12 @@ func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
 
 		consumerBytesOut:    set.NewCounter(`gregor_fetch_records_bytes_total{reader="consumer"}`),
 		replicationBytesOut: set.NewCounter(`gregor_fetch_records_bytes_total{reader="follower"}`),
-		replicationBytesIn:  set.NewCounter("gregor_replication_bytes_in_total"),
-		replicationAppendBytes: [2]*metrics.Counter{
-			pathCopy:   set.NewCounter(`gregor_replication_append_bytes_total{path="copy"}`),
-			pathSplice: set.NewCounter(`gregor_replication_append_bytes_total{path="splice"}`),
-		},
-		isrShrinks:    set.NewCounter("gregor_isr_shrinks_total"),
-		isrExpands:    set.NewCounter("gregor_isr_expands_total"),
-		groupForwards: set.NewCounter("gregor_group_requests_forwarded_total"),
-		groupFailures: set.NewCounter("gregor_group_forward_failures_total"),
+		replicationBytesIn:  set.NewCounter(`gregor_replication_bytes_in_total{path="copy"}`),
+		replicationSpliceIn: set.NewCounter(`gregor_replication_bytes_in_total{path="splice"}`),
+		isrShrinks:          set.NewCounter("gregor_isr_shrinks_total"),
+		isrExpands:          set.NewCounter("gregor_isr_expands_total"),
+		groupForwards:       set.NewCounter("gregor_group_requests_forwarded_total"),
+		groupFailures:       set.NewCounter("gregor_group_forward_failures_total"),
 	}
 	for _, a := range apis {
 		name := kmsg.NameForKey(a.key)
