@@ -121,6 +121,9 @@ type Config struct {
 	ReplicaFetchResponseMaxBytes int32
 	ReplicaFetchBackoff          time.Duration
 	ReplicaSocketTimeout         time.Duration
+	// ReplicaAppend is how a follower appends what it fetched: ReplicaAppendCopy or
+	// ReplicaAppendSplice (fetcher_splice.go); empty: DefaultReplicaAppend.
+	ReplicaAppend string
 	// Upkeep intervals; see the Default… constants of housekeeping.go.
 	HWReportInterval       time.Duration
 	RetentionCheckInterval time.Duration
@@ -190,6 +193,9 @@ func (c Config) withDefaults() (Config, error) {
 	if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
 		return c, fmt.Errorf("dataplane: advertised address %q: %w", c.Advertise, err)
 	}
+	if c.ReplicaAppend != ReplicaAppendCopy && c.ReplicaAppend != ReplicaAppendSplice {
+		return c, fmt.Errorf("dataplane: replica append path %q: want %q or %q", c.ReplicaAppend, ReplicaAppendCopy, ReplicaAppendSplice)
+	}
 	if c.EventLoops < 1 || c.MaxFrameBytes < 64 || c.MaxConnections < 1 || c.MaxConnectionsPerIP < 1 || c.MaxInFlightPerConnection < 1 || c.ReadBufferBytes < 1 {
 		return c, fmt.Errorf("dataplane: limits out of range: %+v", c)
 	}
@@ -217,5 +223,8 @@ func (c *Config) setReplicaDefaults() {
 	}
 	if c.ReplicaSocketTimeout == 0 {
 		c.ReplicaSocketTimeout = DefaultReplicaSocketTimeout
+	}
+	if c.ReplicaAppend == "" {
+		c.ReplicaAppend = DefaultReplicaAppend
 	}
 }

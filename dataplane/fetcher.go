@@ -13,8 +13,9 @@ package dataplane
 // when a fetch finds its offset out of the leader's range or an append fails. Reconcile
 // tells the fetchers what to follow; nothing on their path calls the control plane.
 //
-// The follower's append copies the records once through user space: the response is
-// read into a buffer and written to the segment from it (splice would save that copy).
+// The follower appends the records by one of two paths (Config.ReplicaAppend,
+// fetcher_splice.go): copied once through user space, or spliced from the socket into
+// the segment and validated there.
 
 import (
 	"context"
@@ -30,6 +31,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/gregor-streaming/gregor/proto"
 	"github.com/gregor-streaming/gregor/replica"
+	"github.com/gregor-streaming/gregor/segment"
+	"github.com/gregor-streaming/gregor/sendfile"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -170,6 +173,15 @@ type fetcher struct {
 	req  []byte
 	resp []byte
 	corr int32
+	// The splice path's (fetcher_splice.go): the pipe, a scratch buffer for records
+	// read and dropped, whether the data directory refused splice writes, and the
+	// splice in progress with its sink and writer bound once.
+	splicer           *sendfile.Splicer
+	scratch           []byte
+	spliceUnsupported bool
+	splice            spliceState
+	spliceSink        func(int) error
+	spliceDrain       func(int, *int64) error
 }
 
 // fetchPartition is one partition of a fetcher, at one leader epoch.
@@ -184,6 +196,9 @@ type fetchPartition struct {
 	// delayedUntil: after an error the partition waits (the fetch backoff) before it
 	// is fetched again. Guarded by the fetcher's mu.
 	delayedUntil time.Time
+	// staged: its records of the answer being read, spliced into its log and not yet
+	// committed (fetcher_splice.go). Owned by the fetcher's goroutine.
+	staged *segment.StagedAppend
 }
 
 func newFetcher(s *Server, leader int32, addr string) *fetcher {
@@ -361,6 +376,7 @@ func (f *fetcher) connect() error {
 }
 
 func (f *fetcher) dropConn() {
+	f.closeSplicer()
 	f.connMu.Lock()
 	if f.conn != nil {
 		_ = f.conn.Close()
@@ -372,28 +388,13 @@ func (f *fetcher) dropConn() {
 // roundTrip sends the request frame f.req and reads the answer's body into f.resp,
 // within wait plus the socket timeout.
 func (f *fetcher) roundTrip(wait time.Duration) ([]byte, error) {
-	f.connMu.Lock()
-	c := f.conn
-	f.connMu.Unlock()
-	if c == nil {
-		return nil, errors.New("no connection")
-	}
-	if err := c.SetDeadline(time.Now().Add(wait + f.s.cfg.ReplicaSocketTimeout)); err != nil {
+	c, err := f.currentConn()
+	if err != nil {
 		return nil, err
 	}
-	if _, err := c.Write(f.req); err != nil {
+	size, err := f.sendRequest(c, wait)
+	if err != nil {
 		return nil, err
-	}
-	var head [8]byte
-	if _, err := io.ReadFull(c, head[:]); err != nil {
-		return nil, err
-	}
-	size := int(int32(binary.BigEndian.Uint32(head[:])))
-	if size < 4 || size > f.s.cfg.MaxFrameBytes {
-		return nil, fmt.Errorf("response size %d", size)
-	}
-	if corr := int32(binary.BigEndian.Uint32(head[4:])); corr != f.corr {
-		return nil, fmt.Errorf("correlation id %d, want %d", corr, f.corr)
 	}
 	if cap(f.resp) < size-4 {
 		f.resp = make([]byte, size-4)
@@ -403,6 +404,40 @@ func (f *fetcher) roundTrip(wait time.Duration) ([]byte, error) {
 		return nil, err
 	}
 	return body, nil
+}
+
+// currentConn is the fetcher's connection to its leader.
+func (f *fetcher) currentConn() (net.Conn, error) {
+	f.connMu.Lock()
+	defer f.connMu.Unlock()
+	if f.conn == nil {
+		return nil, errors.New("no connection")
+	}
+	return f.conn, nil
+}
+
+// sendRequest sends the request frame f.req on c and reads the answer's size and
+// correlation id, checked, with the round trip's deadline set: within wait plus the
+// socket timeout. The answer's body follows on c.
+func (f *fetcher) sendRequest(c net.Conn, wait time.Duration) (size int, err error) {
+	if err := c.SetDeadline(time.Now().Add(wait + f.s.cfg.ReplicaSocketTimeout)); err != nil {
+		return 0, err
+	}
+	if _, err := c.Write(f.req); err != nil {
+		return 0, err
+	}
+	var head [8]byte
+	if _, err := io.ReadFull(c, head[:]); err != nil {
+		return 0, err
+	}
+	size = int(int32(binary.BigEndian.Uint32(head[:])))
+	if size < 4 || size > f.s.cfg.MaxFrameBytes {
+		return 0, fmt.Errorf("response size %d", size)
+	}
+	if corr := int32(binary.BigEndian.Uint32(head[4:])); corr != f.corr {
+		return 0, fmt.Errorf("correlation id %d, want %d", corr, f.corr)
+	}
+	return size, nil
 }
 
 // fetch sends one Fetch for f.list and applies the answer.
@@ -446,7 +481,8 @@ func (f *fetcher) fetch() error {
 	b = proto.AppendFetchRequestEnd(b, version, cfg.NodeID, brokerEpoch)
 	proto.EndFrame(b, start, 0)
 	f.req = b
-	body, err := f.roundTrip(cfg.ReplicaFetchMaxWait)
+	defer f.abortStaged()
+	body, err := f.roundTripFetch(cfg.ReplicaFetchMaxWait, version)
 	if err != nil {
 		return err
 	}
@@ -503,14 +539,11 @@ func (f *fetcher) fetch() error {
 func (f *fetcher) apply(fp *fetchPartition, rp *proto.FetchResponsePartition) {
 	switch rp.ErrorCode {
 	case 0:
-		if len(rp.Records) > 0 {
-			if _, err := fp.p.AppendAsFollower(rp.Records); err != nil {
-				f.s.logger.Warn("replica fetcher: append", "topic", fp.topic, "partition", fp.partition, "err", err)
-				fp.truncating = true
-				f.delay(fp)
-				return
-			}
-			f.s.metrics.replicationBytesIn.Add(len(rp.Records))
+		if _, err := f.appendRecords(fp, rp); err != nil {
+			f.s.logger.Warn("replica fetcher: append", "topic", fp.topic, "partition", fp.partition, "err", err)
+			fp.truncating = true
+			f.delay(fp)
+			return
 		}
 		fp.p.UpdateFollowerHighWatermark(rp.HighWatermark)
 	case kerr.OffsetOutOfRange.Code:

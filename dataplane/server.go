@@ -332,13 +332,14 @@ type serverMetrics struct {
 	// consumerBytesOut and replicationBytesOut count the records bytes of fetch
 	// answers, to consumers and to followers; replicationSendfileOut and
 	// replicationCopyOut split the followers' by the path the writer takes for them.
-	// replicationBytesIn counts those a follower appended from its leaders, copied
-	// through user space.
+	// replicationBytesIn counts the bytes a follower appended from its leaders copied
+	// through user space, replicationSpliceIn those it appended by splice.
 	consumerBytesOut       *metrics.Counter
 	replicationBytesOut    *metrics.Counter
 	replicationSendfileOut *metrics.Counter
 	replicationCopyOut     *metrics.Counter
 	replicationBytesIn     *metrics.Counter
+	replicationSpliceIn    *metrics.Counter
 	// isrShrinks and isrExpands count the ISR changes this node made as leader.
 	isrShrinks *metrics.Counter
 	isrExpands *metrics.Counter
@@ -373,6 +374,7 @@ func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
 		consumerBytesOut:    set.NewCounter(`gregor_fetch_records_bytes_total{reader="consumer"}`),
 		replicationBytesOut: set.NewCounter(`gregor_fetch_records_bytes_total{reader="follower"}`),
 		replicationBytesIn:  set.NewCounter(`gregor_replication_bytes_in_total{path="copy"}`),
+		replicationSpliceIn: set.NewCounter(`gregor_replication_bytes_in_total{path="splice"}`),
 		isrShrinks:          set.NewCounter("gregor_isr_shrinks_total"),
 		isrExpands:          set.NewCounter("gregor_isr_expands_total"),
 		groupForwards:       set.NewCounter("gregor_group_requests_forwarded_total"),

@@ -139,21 +139,56 @@ var ErrNotFollower = errors.New("replica: not a follower")
 // idempotent-producer state from them, so that this node, once leader, recognises a
 // retried batch.
 func (p *Partition) AppendAsFollower(records []byte) (segment.AppendInfo, error) {
+	return p.appendAsFollower(func() (segment.AppendInfo, error) {
+		info, err := p.log.AppendAsFollower(records)
+		if err == nil {
+			p.trackProducers(records)
+		}
+		return info, err
+	})
+}
+
+// StageFollowerAppend begins a follower append of n bytes whose records reach the log's
+// file before they are validated (segment.Log.StageFollowerAppend): the replica fetcher
+// splices them from its socket with the StagedAppend's Write, then hands it to
+// AppendStagedAsFollower, or aborts it. Staging takes no lock of the partition's: it
+// may wait for the network, and another change to the log overtakes it.
+func (p *Partition) StageFollowerAppend(n int) (*segment.StagedAppend, error) {
+	if p.Role() != RoleFollower {
+		return nil, ErrNotFollower
+	}
+	return p.log.StageFollowerAppend(n)
+}
+
+// AppendStagedAsFollower commits a staged follower append with AppendAsFollower's
+// rules and effects: validated where it lies, appended with the leader's offsets and
+// epochs, the producer state kept from its batches. It ends st: on error nothing of it
+// is in the log.
+func (p *Partition) AppendStagedAsFollower(st *segment.StagedAppend) (segment.AppendInfo, error) {
+	info, err := p.appendAsFollower(func() (segment.AppendInfo, error) { return st.Commit(p.trackProducers) })
+	st.Abort() // not committed if the role check refused it
+	return info, err
+}
+
+// appendAsFollower runs a follower's log append under the append lock, if this replica
+// still follows.
+func (p *Partition) appendAsFollower(appendLog func() (segment.AppendInfo, error)) (segment.AppendInfo, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.Role() != RoleFollower {
 		return segment.AppendInfo{}, ErrNotFollower
 	}
-	info, err := p.log.AppendAsFollower(records)
-	if err != nil {
-		return info, err
-	}
+	return appendLog()
+}
+
+// trackProducers keeps the idempotent-producer state from batches a follower appended
+// (validated by the append). The caller holds the append lock.
+func (p *Partition) trackProducers(records []byte) {
 	for pos := 0; pos < len(records); {
-		h, _ := proto.ParseRecordBatchHeader(records[pos:]) // validated by the append
+		h, _ := proto.ParseRecordBatchHeader(records[pos:])
 		p.producers.update(&h, h.BaseOffset)
 		pos += h.Size()
 	}
-	return info, nil
 }
 
 // TruncateTo cuts the log before the batch holding offset (a follower truncating to the

@@ -6,7 +6,8 @@
 //   - the log (a segment.Log), reached through the Partition for everything that moves
 //     its end: appends as leader (LeaderAppend: idempotent-producer checks, offsets and
 //     leader epoch assigned, one write for many requests), appends as follower
-//     (AppendAsFollower, the leader's offsets and epochs kept) and truncation
+//     (AppendAsFollower, the leader's offsets and epochs kept; or staged in the log by a
+//     splice and committed, StageFollowerAppend and AppendStagedAsFollower) and truncation
 //     (TruncateTo, EndOffsetForEpoch);
 //   - the role (leader, follower, none) and the leader epoch, with the epoch checks a
 //     request's current leader epoch gets (CheckLeaderEpoch);

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"maps"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"syscall"
 	"testing"
@@ -237,19 +238,7 @@ func TestFollowerReplication(t *testing.T) {
 	if f.Role() != RoleFollower || f.LatestEpoch() != -1 {
 		t.Fatalf("role %v, latest epoch %d", f.Role(), f.LatestEpoch())
 	}
-	regions, err := leader.Log().Read(nil, 0, 1<<20, leader.Log().LogEndOffset(), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var bytes []byte
-	for _, rg := range regions {
-		b := make([]byte, rg.Length)
-		if _, err := syscall.Pread(rg.File.Fd(), b, rg.Position); err != nil {
-			t.Fatal(err)
-		}
-		bytes = append(bytes, b...)
-	}
-	segment.ReleaseRegions(regions)
+	bytes := logBytes(t, leader)
 	if _, err := f.AppendAsFollower(bytes); err != nil {
 		t.Fatal(err)
 	}
@@ -329,4 +318,93 @@ func TestLagAndHealth(t *testing.T) {
 	if p.FetcherLag() != 0 {
 		t.Fatalf("fetcher lag %d with the leader's high watermark below the log end", p.FetcherLag())
 	}
+}
+
+// TestStagedFollowerAppendMatchesCopy: a follower that commits its leader's batches as
+// staged appends (the splice path) ends with the log, leader epochs and idempotent-
+// producer state of one that appends them from a buffer; a staged append refuses to
+// land once the replica leads, and leaves nothing.
+func TestStagedFollowerAppendMatchesCopy(t *testing.T) {
+	leaderM := newManager(t, t.TempDir())
+	leader := lead(t, leaderM, "t", leaderState(3, local))
+	appendAsLeader(t, leader, testBatch(hdr(7, 0, 0, 3, 0)), testBatch(hdr(8, 1, 0, 2, 0)))
+	lead(t, leaderM, "t", leaderState(4, local))
+	appendAsLeader(t, leader, testBatch(hdr(7, 0, 3, 1, 0)), testBatch(hdr(-1, -1, -1, 4, 0)))
+	records := logBytes(t, leader)
+
+	fst := leaderState(4, 2, local)
+	fst.Leader = 2
+	follow := func() (*Manager, *Partition) {
+		m := newManager(t, t.TempDir())
+		p, err := m.Follow("t", 0, fst, nil, logConfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m, p
+	}
+	_, byCopy := follow()
+	stageM, byStage := follow()
+	if _, err := byCopy.AppendAsFollower(records); err != nil {
+		t.Fatal(err)
+	}
+	stage := func(p *Partition) *segment.StagedAppend {
+		t.Helper()
+		st, err := p.StageFollowerAppend(len(records))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Write(func(fd int, off *int64) error {
+			n, err := syscall.Pwrite(fd, records, *off)
+			*off += int64(n)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	if _, err := byStage.AppendStagedAsFollower(stage(byStage)); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := byStage.Log().LogEndOffset(), byCopy.Log().LogEndOffset(); a != 10 || a != b {
+		t.Fatalf("log ends: staged %d, copied %d", a, b)
+	}
+	if a, b := byStage.Log().LeaderEpochs(), byCopy.Log().LeaderEpochs(); !slices.Equal(a, b) || len(a) != 2 {
+		t.Fatalf("epochs: staged %+v, copied %+v", a, b)
+	}
+	if !reflect.DeepEqual(byStage.producers, byCopy.producers) || len(byStage.producers.m) != 2 {
+		t.Fatalf("producer state: staged %+v, copied %+v", byStage.producers, byCopy.producers)
+	}
+	checkInvariants(t, byStage)
+
+	// Staged as follower, led before the commit: refused, nothing kept.
+	st := stage(byStage)
+	lead(t, stageM, "t", leaderState(5, local))
+	if _, err := byStage.AppendStagedAsFollower(st); !errors.Is(err, ErrNotFollower) {
+		t.Fatalf("staged append to a leader: %v", err)
+	}
+	if byStage.Log().LogEndOffset() != 10 {
+		t.Fatalf("log end %d after a refused staged append", byStage.Log().LogEndOffset())
+	}
+	if _, err := byStage.StageFollowerAppend(10); !errors.Is(err, ErrNotFollower) {
+		t.Fatalf("staging on a leader: %v", err)
+	}
+}
+
+// logBytes is a replica's whole log (up to 1 MiB), as a follower fetches it.
+func logBytes(t *testing.T, p *Partition) []byte {
+	t.Helper()
+	regions, err := p.Log().Read(nil, 0, 1<<20, p.Log().LogEndOffset(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer segment.ReleaseRegions(regions)
+	var out []byte
+	for _, rg := range regions {
+		b := make([]byte, rg.Length)
+		if _, err := syscall.Pread(rg.File.Fd(), b, rg.Position); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b...)
+	}
+	return out
 }

@@ -7,7 +7,9 @@
 // relative offset), both memory-mapped, preallocated and trimmed when the segment rolls.
 // Beside them: the leader-epoch cache (leader-epoch-checkpoint) and the recovery point.
 //
-// What it does: appends of validated batches with one write, whole or nothing; rolls by
+// What it does: appends of validated batches with one write, whole or nothing; staged
+// follower appends (StagedAppend: bytes spliced past the log's end, validated there,
+// then taken into the log or cut); rolls by
 // size, age or a full index; reads as reference-counted file regions for zero-copy sends
 // (safe under append, roll, retention and truncation); offset lookups by time; truncation
 // (TruncateTo, with EndOffsetForEpoch to find where a leader epoch ended); retention by age and size bounded by

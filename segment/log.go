@@ -50,6 +50,10 @@ type Log struct {
 	segments []*LogSegment
 	epochs   *LeaderEpochCache
 	closed   bool
+	// staging is the follower append whose bytes lie past the active segment's end,
+	// not yet part of the log (StagedAppend), or nil. Anything else that moves the
+	// log's end first cuts them (dropStaging).
+	staging *StagedAppend
 
 	flushMu   sync.Mutex
 	flushCond *sync.Cond
@@ -446,6 +450,18 @@ func (l *Log) append(parts [][]byte, epoch int32, assign, checkCRC bool) (Append
 		return AppendInfo{}, err
 	}
 	l.mu.Lock()
+	return l.appendLocked(parts, sc, epoch, assign, nil)
+}
+
+// appendLocked is an append after validation (sc), with l.mu held; it releases it. With
+// staged set, the parts are that staged append's bytes, already in its segment past the
+// end: they are written again only if the append must land elsewhere (a roll that the
+// batches' offsets or the clock call for), which sets staged.relocated.
+func (l *Log) appendLocked(parts [][]byte, sc scanned, epoch int32, assign bool, staged *StagedAppend) (AppendInfo, error) {
+	var err error
+	if staged == nil {
+		l.dropStaging()
+	}
 	if l.closed {
 		l.mu.Unlock()
 		return AppendInfo{}, ErrClosed
@@ -488,9 +504,15 @@ func (l *Log) append(parts [][]byte, epoch int32, assign, checkCRC bool) (Append
 			}
 		}
 	}
-	if len(parts) == 1 {
+	switch {
+	case staged != nil && staged.s == s && staged.file == s.file && staged.pos == s.size:
+		// In place already.
+	case staged != nil:
+		staged.relocated = true
 		err = pwriteFull(s.file.fd, parts[0], s.size)
-	} else {
+	case len(parts) == 1:
+		err = pwriteFull(s.file.fd, parts[0], s.size)
+	default:
 		err = pwritevFull(s.file.fd, parts, s.size)
 	}
 	if err != nil {
@@ -575,6 +597,7 @@ const maxRelativeOffset = 1<<31 - 1
 // is repaired by Open: an untrimmed index is cut to its valid entries, a log without
 // indexes has them rebuilt, indexes without a log are removed.
 func (l *Log) roll(base int64) error {
+	l.dropStaging()
 	old := l.active()
 	if old.size == 0 {
 		// An empty active segment is replaced (a follower append that jumps ahead).
@@ -829,6 +852,7 @@ func (l *Log) TruncateTo(offset int64) (int64, error) {
 	if l.closed {
 		return 0, ErrClosed
 	}
+	l.dropStaging()
 	if offset >= l.active().nextOffset {
 		return l.active().nextOffset, nil
 	}
@@ -928,6 +952,7 @@ func (s *LogSegment) copyOnTruncate(pos int64) error {
 
 // truncateFullyAndStartAt deletes every segment and starts an empty log at offset.
 func (l *Log) truncateFullyAndStartAt(offset int64) error {
+	l.dropStaging()
 	for _, s := range l.segments {
 		if err := s.delete(); err != nil {
 			return err
@@ -1206,6 +1231,7 @@ func (l *Log) Close() error {
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.dropStaging()
 	active := l.active()
 	err := l.flushToLocked(active.nextOffset)
 	if err == nil {

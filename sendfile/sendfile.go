@@ -9,6 +9,9 @@
 // driven from a goroutine that waits for writability in the Go runtime poller, under a
 // write deadline. Closing the Parked writer (the connection closed) ends that goroutine.
 //
+// The other way, for followers, Splicer moves bytes from a socket into files through a
+// pipe with splice(2) (splice.go).
+//
 // It is a leaf package: it knows file descriptors, not Gregor's logs or connections.
 package sendfile
 

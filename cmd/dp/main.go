@@ -128,6 +128,7 @@ func parseFlags(args []string) (options, error) {
 	str(&o.httpAddr, "http", "127.0.0.1:9644", "HTTP listener for /metrics, /healthz, /readyz")
 	str(&o.rack, "rack", "", "rack id, for spreading replicas")
 	str(&o.replicaRoutes, "replica-route", "", "id=host:port,…: addresses this node's replica fetchers dial for those nodes instead of their registered ones")
+	str(&o.limits.ReplicaAppend, "replica-append", dataplane.DefaultReplicaAppend, "how a follower appends fetched records: splice (socket to segment in the kernel, validated in the page cache) or copy (through a buffer)")
 	str(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -137,6 +138,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if _, err := node.ParseReplicaRoutes(o.replicaRoutes); err != nil {
 		return o, err
+	}
+	if a := o.limits.ReplicaAppend; a != dataplane.ReplicaAppendCopy && a != dataplane.ReplicaAppendSplice {
+		return o, fmt.Errorf("gregor-dp: --replica-append %q: want %s or %s", a, dataplane.ReplicaAppendCopy, dataplane.ReplicaAppendSplice)
 	}
 	return o, nil
 }
