@@ -57,17 +57,22 @@ func killLeadersInTurn(t *testing.T, c *testcluster.Cluster, topic string, parti
 	}
 }
 
-// TestLeadersKilledInTurn: each partition's leader of a three-partition topic is
-// SIGKILLed under a franz-go acks=all load, then restarted.
-func TestLeadersKilledInTurn(t *testing.T) {
-	c := startReplicatedWith(t, faultOptions(), "turns", 3)
-	l := startLoad(t, c, "turns")
+// leadersKilledInTurn SIGKILLs and restarts each partition's leader of a
+// three-partition topic in turn, under the load start makes (killLeadersInTurn), and
+// checks the outcome.
+func leadersKilledInTurn(t *testing.T, topic string, start func(*testing.T, *testcluster.Cluster, string) *produceLoad) {
+	c := startReplicatedWith(t, faultOptions(), topic, 3)
+	l := start(t, c, topic)
 	l.waitAcked(t, 1000)
-	killLeadersInTurn(t, c, "turns", 3, l)
+	killLeadersInTurn(t, c, topic, 3, l)
 	acked := l.finish()
-	readAll(t, c, "turns", acked)
-	checkReplicasAgree(t, c, "turns", 3, true)
+	readAll(t, c, topic, acked)
+	checkReplicasAgree(t, c, topic, 3, true)
 }
+
+// TestLeadersKilledInTurn: each partition's leader is SIGKILLed under a franz-go
+// acks=all load, then restarted.
+func TestLeadersKilledInTurn(t *testing.T) { leadersKilledInTurn(t, "turns", startLoad) }
 
 // librdkafkaLoadScript produces "<prefix>-<n>" values to a topic with confluent-kafka
 // (librdkafka), idempotent and acks=all, until its standard input closes, then waits for
@@ -177,13 +182,7 @@ func startLibrdkafkaLoad(t *testing.T, c *testcluster.Cluster, topic string) *pr
 // TestLeadersKilledInTurnLibrdkafka is TestLeadersKilledInTurn with librdkafka's
 // idempotent producer, whose retries and sequence handling differ from franz-go's.
 func TestLeadersKilledInTurnLibrdkafka(t *testing.T) {
-	c := startReplicatedWith(t, faultOptions(), "turns-rdk", 3)
-	l := startLibrdkafkaLoad(t, c, "turns-rdk")
-	l.waitAcked(t, 1000)
-	killLeadersInTurn(t, c, "turns-rdk", 3, l)
-	acked := l.finish()
-	readAll(t, c, "turns-rdk", acked)
-	checkReplicasAgree(t, c, "turns-rdk", 3, true)
+	leadersKilledInTurn(t, "turns-rdk", startLibrdkafkaLoad)
 }
 
 // rawProduce sends one uncompressed, non-idempotent batch holding value to node id's
