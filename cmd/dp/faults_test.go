@@ -17,7 +17,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/internal/testcluster"
 	"github.com/gregor-streaming/gregor/proto"
 )
@@ -250,9 +249,23 @@ func TestTwoOfThreeLost(t *testing.T) {
 	default:
 		t.Fatalf("acks=all with two of three replicas dead answered %v", kerr.ErrorForCode(code))
 	}
+	// The leader's own view, which its partitions follow before its Metadata answers do.
 	c.CheckFor(t, 30*time.Second, func() error {
-		if st := c.Metadata(t).Partitions[cluster.TopicPartition{Topic: "lost2", Partition: 0}]; !slices.Equal(st.ISR, []int32{leader.ID}) {
-			return fmt.Errorf("ISR %v, want [%d]", st.ISR, leader.ID)
+		req := kmsg.NewPtrMetadataRequest()
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr("lost2")
+		req.Topics = append(req.Topics, rt)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := req.RequestWith(ctx, raw.Broker(int(leader.ID)))
+		if err != nil {
+			return err
+		}
+		if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+			return fmt.Errorf("metadata %+v", resp.Topics)
+		}
+		if isr := resp.Topics[0].Partitions[0].ISR; !slices.Equal(isr, []int32{leader.ID}) {
+			return fmt.Errorf("%s sees ISR %v, want [%d]", leader.Name(), isr, leader.ID)
 		}
 		return nil
 	})
