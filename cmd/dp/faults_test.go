@@ -33,7 +33,7 @@ import (
 // because no test here stops the control plane (see testcluster's
 // defaultRegistrationTTL). The replica lag time is short too: a leader reconsiders its
 // ISR every half of it, so a restarted node that has caught up rejoins within 2 s
-// rather than Kafka's default 15 s.
+// rather than 15 s at the default 30 s.
 func faultOptions() testcluster.Options {
 	return testcluster.Options{RegistrationTTL: 3 * time.Second, DPFlags: []string{"--replica-lag-time-max", "4s"}}
 }
