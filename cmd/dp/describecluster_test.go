@@ -102,8 +102,7 @@ func checkDescribeCluster(t *testing.T, c *testcluster.Cluster, rack string) {
 // operations only when asked, and refuses to describe controllers, as a Kafka broker
 // does. (confluent-kafka's AdminClient.describe_cluster came in 2.3; Debian's is 1.7.)
 func TestDescribeCluster(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{DataPlanes: 3, Processes: true, RegistrationTTL: 3 * time.Second,
-		DPFlags: []string{"--rack", "rack-a"}})
+	c := testcluster.New(t, testcluster.Options{DataPlanes: 3, Processes: true, DPFlags: []string{"--rack", "rack-a"}})
 	checkDescribeCluster(t, c, "rack-a")
 
 	dp := c.DPs[1]
