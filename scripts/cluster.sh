@@ -8,6 +8,8 @@
 #   dp1, dp2, dp3  Kafka 9092, 9192, 9292; HTTP 9644, 9654, 9664
 # (node 1's ports are `make run`'s).
 # Ctrl-C stops them all (the data plane first); run it again to restart on the same data.
+# Started in the background by another script, where SIGINT arrives ignored (and bash
+# cannot trap it), stop it with SIGTERM instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/nodes.sh
