@@ -18,7 +18,7 @@ TEST_TIMEOUT ?= 20m
 # (only a doc.go saying what will live there) is skipped with a note.
 PROGRAMS := cp:gregor-cp dp:gregor-dp gregor:gregor
 
-.PHONY: all build run test test-short test-deps bench bench-full bench-micro bench-compare fuzz lint deps clean
+.PHONY: all build run cluster test test-short test-deps bench bench-full bench-micro bench-compare fuzz lint deps clean
 
 all: build
 
@@ -41,6 +41,12 @@ build: deps
 # Kafka on 127.0.0.1:9092. Ctrl-C stops both.
 run: build
 	@scripts/run.sh
+
+# cluster: three gregor-cp and three gregor-dp on this machine, data under ./data/cluster,
+# Kafka on 127.0.0.1:9092, 9192 and 9292 (scripts/cluster.sh lists every port). Ctrl-C
+# stops all six; a second `make cluster` starts again on the same data.
+cluster: build
+	@scripts/cluster.sh
 
 # test: every test, with the race detector (the storage engine's concurrent-reader
 # test is only meaningful under it).

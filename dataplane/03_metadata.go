@@ -8,6 +8,7 @@ package dataplane
 // as Kafka does. A partition without a leader answers LEADER_NOT_AVAILABLE.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"slices"
@@ -31,15 +32,9 @@ func handleMetadata(s *Server, r *request) error {
 	snap := s.snapshot()
 	resp := req.ResponseKind().(*kmsg.MetadataResponse)
 	resp.SetVersion(r.hdr.APIVersion)
-	resp.ClusterID = kmsg.StringPtr("gregor")
-	resp.ControllerID = -1
-	ids := make([]int32, 0, len(snap.Brokers))
-	for id := range snap.Brokers {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		b := snap.Brokers[id]
+	resp.ClusterID = kmsg.StringPtr(clusterID)
+	brokers := liveBrokers(snap)
+	for _, b := range brokers {
 		rb := kmsg.NewMetadataResponseBroker()
 		rb.NodeID, rb.Host, rb.Port = b.ID, b.Host, b.Port
 		if b.Rack != "" {
@@ -47,9 +42,7 @@ func handleMetadata(s *Server, r *request) error {
 		}
 		resp.Brokers = append(resp.Brokers, rb)
 	}
-	if len(ids) > 0 {
-		resp.ControllerID = ids[0]
-	}
+	resp.ControllerID = adminControllerID(brokers)
 	var names []string
 	if req.Topics == nil || (req.Version == 0 && len(req.Topics) == 0) {
 		for name := range snap.Topics {
@@ -74,6 +67,29 @@ func handleMetadata(s *Server, r *request) error {
 	}
 	writeResponse(r, resp)
 	return nil
+}
+
+// clusterID is the cluster id Metadata and DescribeCluster answer.
+const clusterID = "gregor"
+
+// liveBrokers are the live data-plane nodes of snap, in id order.
+func liveBrokers(snap *client.Snapshot) []cluster.Broker {
+	bs := make([]cluster.Broker, 0, len(snap.Brokers))
+	for _, b := range snap.Brokers {
+		bs = append(bs, b)
+	}
+	slices.SortFunc(bs, func(a, b cluster.Broker) int { return cmp.Compare(a.ID, b.ID) })
+	return bs
+}
+
+// adminControllerID is the controller id Metadata and DescribeCluster answer: the lowest
+// live data-plane node's (brokers in id order), where admin clients send CreateTopics
+// and the like; -1 with no live node.
+func adminControllerID(brokers []cluster.Broker) int32 {
+	if len(brokers) == 0 {
+		return -1
+	}
+	return brokers[0].ID
 }
 
 // autoCreate creates topic with the defaults in the background, once at a time per

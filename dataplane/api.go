@@ -36,6 +36,7 @@ func init() {
 		{key: initProducerIDKey, min: 0, max: 1, handle: handleInitProducerID},
 		{key: offsetForLeaderEpochKey, min: 0, max: 3, handle: handleOffsetForLeaderEpoch},
 		{key: describeConfigsKey, min: 0, max: 2, handle: handleDescribeConfigs},
+		{key: describeClusterKey, min: 0, max: 1, handle: handleDescribeCluster},
 		{key: findCoordinatorKey, min: 0, max: 2, handle: handleFindCoordinator},
 		// Forwarded to the group coordinator (11_groups.go, whose groupRefusals lists them).
 		{key: int16(kmsg.JoinGroup), min: 0, max: 5, handle: handleGroupRequest},

@@ -29,7 +29,15 @@ import (
 // RF 3, min.insync.replicas 2.
 func startReplicated(t *testing.T, topic string, partitions int32, dpFlags ...string) *testcluster.Cluster {
 	t.Helper()
-	c := testcluster.New(t, testcluster.Options{DataPlanes: 3, Processes: true, DPFlags: dpFlags})
+	return startReplicatedWith(t, testcluster.Options{DPFlags: dpFlags}, topic, partitions)
+}
+
+// startReplicatedWith is startReplicated with the cluster's options (three data-plane
+// processes whatever opts says).
+func startReplicatedWith(t *testing.T, opts testcluster.Options, topic string, partitions int32) *testcluster.Cluster {
+	t.Helper()
+	opts.DataPlanes, opts.Processes = 3, true
+	c := testcluster.New(t, opts)
 	minISR := "2"
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -110,15 +118,43 @@ func checkReplicasAgree(t *testing.T, c *testcluster.Cluster, topic string, part
 	})
 }
 
-// produceLoad produces keyed values with an idempotent acks=all franz-go producer until
-// stop is closed, recording the acknowledged values.
+// produceLoad is a producer writing keyed values with acks=all until stop is closed,
+// and the values it got acknowledged. startLoad runs franz-go (idempotent by default);
+// startLibrdkafkaLoad runs confluent-kafka.
 type produceLoad struct {
 	mu    sync.Mutex
 	acked map[string]bool
 	errs  int
 	stop  chan struct{}
-	done  chan struct{}
-	cl    *kgo.Client
+	done  chan struct{} // closed once the producer has stopped and every answer is in
+	// ctx is cancelled when the test has failed: the producer then stops without
+	// waiting for its records' answers from a cluster that may never give them.
+	ctx context.Context
+}
+
+// newProduceLoad makes a load that stops at t's cleanup, at once if t has failed.
+func newProduceLoad(t *testing.T) *produceLoad {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &produceLoad{acked: map[string]bool{}, stop: make(chan struct{}), done: make(chan struct{}), ctx: ctx}
+	t.Cleanup(func() {
+		if t.Failed() {
+			cancel()
+		}
+		l.finish()
+		cancel()
+	})
+	return l
+}
+
+// record notes the answer to value's produce.
+func (l *produceLoad) record(value string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err == nil {
+		l.acked[value] = true
+	} else {
+		l.errs++
+	}
 }
 
 func startLoad(t *testing.T, c *testcluster.Cluster, topic string) *produceLoad {
@@ -128,9 +164,11 @@ func startLoad(t *testing.T, c *testcluster.Cluster, topic string) *produceLoad 
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &produceLoad{acked: map[string]bool{}, stop: make(chan struct{}), done: make(chan struct{}), cl: cl}
+	l := newProduceLoad(t)
 	go func() {
 		defer close(l.done)
+		defer cl.Close()
+		defer func() { _ = cl.Flush(l.ctx) }()
 		for i := 0; ; i++ {
 			select {
 			case <-l.stop:
@@ -139,21 +177,21 @@ func startLoad(t *testing.T, c *testcluster.Cluster, topic string) *produceLoad 
 			}
 			v := fmt.Sprintf("record-%06d", i)
 			cl.Produce(context.Background(), &kgo.Record{Key: []byte(v[len(v)-2:]), Value: []byte(v)}, func(r *kgo.Record, err error) {
-				l.mu.Lock()
-				defer l.mu.Unlock()
-				if err == nil {
-					l.acked[string(r.Value)] = true
-				} else {
-					l.errs++
-				}
+				l.record(string(r.Value), err)
 			})
 			if i%100 == 99 {
-				_ = cl.Flush(context.Background()) // a steady load, not an unbounded buffer
+				_ = cl.Flush(l.ctx) // a steady load, not an unbounded buffer
 			}
 		}
 	}()
-	t.Cleanup(func() { l.finish() })
 	return l
+}
+
+// ackedCount is how many values are acknowledged so far.
+func (l *produceLoad) ackedCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.acked)
 }
 
 // waitAcked waits until n records are acknowledged in all.
@@ -169,6 +207,12 @@ func (l *produceLoad) waitAcked(t *testing.T, n int) {
 	})
 }
 
+// waitMore waits until n more records than now are acknowledged: the load goes on.
+func (l *produceLoad) waitMore(t *testing.T, n int) {
+	t.Helper()
+	l.waitAcked(t, l.ackedCount()+n)
+}
+
 // finish stops the load, waits for every record's answer and returns the acknowledged.
 func (l *produceLoad) finish() map[string]bool {
 	select {
@@ -177,16 +221,14 @@ func (l *produceLoad) finish() map[string]bool {
 		close(l.stop)
 	}
 	<-l.done
-	_ = l.cl.Flush(context.Background())
-	l.cl.Close()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.acked
 }
 
-// readAll consumes topic from the start until every acknowledged value is read, and
-// fails on any value read twice.
-func readAll(t *testing.T, c *testcluster.Cluster, topic string, acked map[string]bool) {
+// readAll consumes topic from the start until every acknowledged value is read, fails on
+// any value read twice, and returns how many times each value read was.
+func readAll(t *testing.T, c *testcluster.Cluster, topic string, acked map[string]bool) map[string]int {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers()...), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond))
@@ -224,6 +266,36 @@ func readAll(t *testing.T, c *testcluster.Cluster, topic string, acked map[strin
 		t.Fatalf("of %d acknowledged records, %d not read back (e.g. %v); %d read more than once (e.g. %v)",
 			len(acked), len(missing), missing[:min(5, len(missing))], len(twice), twice[:min(5, len(twice))])
 	}
+	return seen
+}
+
+// waitInISR waits until dp is in the ISR of topic-partition (want) or out of it (!want),
+// by the control plane's metadata.
+func waitInISR(t *testing.T, c *testcluster.Cluster, topic string, partition int32, dp *testcluster.DP, want bool) {
+	t.Helper()
+	tp := cluster.TopicPartition{Topic: topic, Partition: partition}
+	c.CheckFor(t, 30*time.Second, func() error {
+		st := c.Metadata(t).Partitions[tp]
+		if has := slices.Contains(st.ISR, dp.ID); has != want {
+			return fmt.Errorf("%s ISR %v (%s in it: %v, want %v)", tp, st.ISR, dp.Name(), has, want)
+		}
+		return nil
+	})
+}
+
+// waitFullISR waits until every partition of topic has all three replicas in its ISR.
+func waitFullISR(t *testing.T, c *testcluster.Cluster, topic string, partitions int32) {
+	t.Helper()
+	c.CheckFor(t, 30*time.Second, func() error {
+		snap := c.Metadata(t)
+		for p := range partitions {
+			tp := cluster.TopicPartition{Topic: topic, Partition: p}
+			if st := snap.Partitions[tp]; len(st.ISR) != len(c.DPs) {
+				return fmt.Errorf("%s ISR %v", tp, st.ISR)
+			}
+		}
+		return nil
+	})
 }
 
 // TestReplicatedAcksAll: acks=all with an idempotent franz-go producer completes on an
@@ -251,10 +323,7 @@ func TestReplicatedFailover(t *testing.T) {
 	if now := c.WaitLeader(t, "fo", 0); now == old {
 		t.Fatalf("partition 0 still led by the killed %s", old.Name())
 	}
-	l.mu.Lock()
-	before := len(l.acked)
-	l.mu.Unlock()
-	l.waitAcked(t, before+2000)
+	l.waitMore(t, 2000)
 	acked := l.finish()
 	readAll(t, c, "fo", acked)
 	c.Restart(old)
@@ -301,30 +370,17 @@ func TestISRShrinkAndExpand(t *testing.T) {
 			break
 		}
 	}
-	tp := cluster.TopicPartition{Topic: "isr", Partition: 0}
-	isrHas := func(want bool) func() error {
-		return func() error {
-			st := c.Metadata(t).Partitions[tp]
-			if has := slices.Contains(st.ISR, follower.ID); has != want {
-				return fmt.Errorf("ISR %v (%s in it: %v, want %v)", st.ISR, follower.Name(), has, want)
-			}
-			return nil
-		}
-	}
 	l := startLoad(t, c, "isr")
 	l.waitAcked(t, 500)
 	if err := c.ReplicaLink(follower, leader).Cut(); err != nil {
 		t.Fatal(err)
 	}
-	c.CheckFor(t, 30*time.Second, isrHas(false))
-	l.mu.Lock()
-	before := len(l.acked)
-	l.mu.Unlock()
-	l.waitAcked(t, before+500) // acks=all with the ISR at min.insync.replicas
+	waitInISR(t, c, "isr", 0, follower, false)
+	l.waitMore(t, 500) // acks=all with the ISR at min.insync.replicas
 	if err := c.ReplicaLink(follower, leader).Heal(); err != nil {
 		t.Fatal(err)
 	}
-	c.CheckFor(t, 30*time.Second, isrHas(true))
+	waitInISR(t, c, "isr", 0, follower, true)
 	acked := l.finish()
 	readAll(t, c, "isr", acked)
 	checkReplicasAgree(t, c, "isr", 1, true)
