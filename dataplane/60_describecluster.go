@@ -22,6 +22,7 @@ package dataplane
 import (
 	"math"
 
+	"github.com/gregor-streaming/gregor/proto"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -44,6 +45,13 @@ const clusterAuthorizedOperationsAll = int32(1<<kmsg.ACLOperationCreate | 1<<kms
 func handleDescribeCluster(s *Server, r *request) error {
 	req := kmsg.NewPtrDescribeClusterRequest()
 	req.SetVersion(r.hdr.APIVersion)
+	shape := proto.DescribeClusterRequestV0
+	if r.hdr.APIVersion >= 1 {
+		shape = proto.DescribeClusterRequestV1
+	}
+	if err := proto.CheckShape(r.body, shape); err != nil { // every version is flexible
+		return err
+	}
 	if err := req.ReadFrom(r.body); err != nil {
 		return err
 	}

@@ -62,10 +62,11 @@ func startFailureLoad(t *testing.T, c *testcluster.Cluster, topic string) *failu
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &failureLoad{produceLoad: &produceLoad{acked: map[string]bool{}, stop: make(chan struct{}), done: make(chan struct{}), cl: cl},
-		failures: map[string]int{}}
+	l := &failureLoad{produceLoad: newProduceLoad(t), failures: map[string]int{}}
 	go func() {
 		defer close(l.done)
+		defer cl.Close()
+		defer func() { _ = cl.Flush(l.ctx) }()
 		for i := 0; ; i++ {
 			select {
 			case <-l.stop:
@@ -86,11 +87,10 @@ func startFailureLoad(t *testing.T, c *testcluster.Cluster, topic string) *failu
 				l.fmu.Unlock()
 			})
 			if i%100 == 99 {
-				_ = cl.Flush(context.Background())
+				_ = cl.Flush(l.ctx)
 			}
 		}
 	}()
-	t.Cleanup(func() { l.finish() })
 	return l
 }
 
