@@ -432,7 +432,7 @@ gregor_produce_bytes_total 5
 	if !found || b.Sendfile != 9e6 || b.Copy != 1e6 {
 		t.Fatalf("%+v %v", b, found)
 	}
-	z := zeroCopyBetween(FetchPathBytes{}, b)
+	z := ZeroCopyBetween(FetchPathBytes{}, b)
 	if z.Share != 0.9 {
 		t.Errorf("share %v", z.Share)
 	}

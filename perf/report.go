@@ -347,11 +347,17 @@ func filter(rs []*Result, keep func(*Result) bool) []*Result {
 // replaced by section; every byte outside the markers is kept. With no markers, the
 // section is appended, markers included.
 func RewriteSection(doc []byte, section string) ([]byte, error) {
+	return RewriteSectionBetween(doc, SectionBegin, SectionEnd, section)
+}
+
+// RewriteSectionBetween is RewriteSection for the section between the lines begin and
+// end (another generated section, such as the replication benchmarks').
+func RewriteSectionBetween(doc []byte, begin, end, section string) ([]byte, error) {
 	if !strings.HasSuffix(section, "\n") {
 		section += "\n"
 	}
-	bi := bytes.Index(doc, []byte(SectionBegin))
-	ei := bytes.Index(doc, []byte(SectionEnd))
+	bi := bytes.Index(doc, []byte(begin))
+	ei := bytes.Index(doc, []byte(end))
 	if bi < 0 && ei < 0 {
 		out := append([]byte(nil), doc...)
 		if len(out) > 0 && !bytes.HasSuffix(out, []byte("\n")) {
@@ -360,17 +366,17 @@ func RewriteSection(doc []byte, section string) ([]byte, error) {
 		if len(out) > 0 {
 			out = append(out, '\n')
 		}
-		out = append(out, SectionBegin+"\n"+section+SectionEnd+"\n"...)
+		out = append(out, begin+"\n"+section+end+"\n"...)
 		return out, nil
 	}
 	if bi < 0 || ei < 0 || ei < bi {
-		return nil, fmt.Errorf("perf: BENCHMARKS.md has %q and %q out of order or one without the other", SectionBegin, SectionEnd)
+		return nil, fmt.Errorf("perf: BENCHMARKS.md has %q and %q out of order or one without the other", begin, end)
 	}
-	if bytes.Count(doc, []byte(SectionBegin)) > 1 || bytes.Count(doc, []byte(SectionEnd)) > 1 {
+	if bytes.Count(doc, []byte(begin)) > 1 || bytes.Count(doc, []byte(end)) > 1 {
 		return nil, fmt.Errorf("perf: BENCHMARKS.md has more than one generated section")
 	}
 	// Replace from the end of the begin marker's line to the start of the end marker's.
-	start := bi + len(SectionBegin)
+	start := bi + len(begin)
 	if nl := bytes.IndexByte(doc[start:], '\n'); nl >= 0 && start+nl < ei {
 		start += nl + 1
 	} else {
@@ -388,6 +394,12 @@ func RewriteSection(doc []byte, section string) ([]byte, error) {
 // UpdateBenchmarks rewrites the generated section of the file at path (creating the
 // file if it does not exist).
 func UpdateBenchmarks(path, section string) error {
+	return UpdateBenchmarksBetween(path, SectionBegin, SectionEnd, section)
+}
+
+// UpdateBenchmarksBetween rewrites the section of the file at path between the lines
+// begin and end (creating the file if it does not exist).
+func UpdateBenchmarksBetween(path, begin, end, section string) error {
 	doc, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return err
@@ -395,7 +407,7 @@ func UpdateBenchmarks(path, section string) error {
 	if os.IsNotExist(err) {
 		doc = []byte("# Benchmarks\n")
 	}
-	out, err := RewriteSection(doc, section)
+	out, err := RewriteSectionBetween(doc, begin, end, section)
 	if err != nil {
 		return err
 	}
