@@ -432,3 +432,9 @@ func WriteCharts(dir string, results []*Result) error {
 	}
 	return nil
 }
+
+// FormatCount writes a count rounded, with thousands separators ("-" for none).
+func FormatCount(v float64) string { return groupInt(v) }
+
+// FormatBytes writes a byte count with a binary unit (KiB, MiB, GiB).
+func FormatBytes(n float64) string { return formatBytes(n) }

@@ -27,6 +27,9 @@ type target struct {
 }
 
 func suiteCmd(args []string, stdout, stderr io.Writer) int {
+	if hasFlag(args, "replication") {
+		return replicationCmd(args, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("gregor bench-suite", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var f benchFlags
@@ -38,6 +41,7 @@ func suiteCmd(args []string, stdout, stderr io.Writer) int {
 	only := fs.String("drivers", strings.Join(drivers.Names, ","), "drivers to run, comma-separated")
 	reading := fs.String("reading", filepath.Join("perf", "READING.md"), "hand-written reading carried into the section (skipped if missing)")
 	bin := fs.String("gregor-bin", "bin", "directory with gregor-cp and gregor-dp, started when no broker answers at --bootstrap")
+	fs.Bool("replication", false, "instead, the replication benchmarks on 1 gregor-cp and 3 gregor-dp processes (gregor bench-suite --replication -h for their flags)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
