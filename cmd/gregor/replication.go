@@ -47,6 +47,7 @@ func replicationCmd(args []string, stdout, stderr io.Writer) int {
 	ttl := fs.Duration("registration-ttl", replication.DefaultRegistrationTTL, "gregor-dp's --registration-ttl; etcd's timers are shortened when its default minimum lease (2 s) is longer")
 	heartbeat := fs.Int("etcd-heartbeat-ms", 0, "gregor-cp's --etcd-heartbeat-ms (0: picked for the TTL)")
 	election := fs.Int("etcd-election-ms", 0, "gregor-cp's --etcd-election-ms (0: picked for the TTL)")
+	lag := fs.Duration("replica-lag-time-max", 0, "gregor-dp's --replica-lag-time-max (0: its default); leaders review ISRs every half of it")
 	backlogGB := fs.Float64("backlog-gb", float64(replication.DefaultBacklogBytes)/(1<<30), "the follower catch-up's backlog, GiB")
 	trials := fs.Int("failover-trials", 0, "leaders killed (0: 3 quick, 5 full)")
 	if err := fs.Parse(args); err != nil {
@@ -96,7 +97,7 @@ func replicationCmd(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	start := time.Now()
 	rep, err := replication.Run(ctx, replication.Config{BinDir: *bin, Workloads: ws, Mode: mode,
-		RegistrationTTL: *ttl, EtcdHeartbeatMs: *heartbeat, EtcdElectionMs: *election,
+		RegistrationTTL: *ttl, EtcdHeartbeatMs: *heartbeat, EtcdElectionMs: *election, ReplicaLagTimeMax: *lag,
 		BacklogBytes: int64(*backlogGB * (1 << 30)), FailoverTrials: *trials, Progress: stderr,
 		Command: "bin/gregor bench-suite " + strings.Join(args, " ")})
 	if err != nil {

@@ -53,6 +53,10 @@ type GregorOptions struct {
 	RegistrationTTL time.Duration
 	// EtcdHeartbeatMs and EtcdElectionMs are gregor-cp's etcd timers (0: its defaults).
 	EtcdHeartbeatMs, EtcdElectionMs int
+	// ReplicaLagTimeMax is gregor-dp's --replica-lag-time-max (0: its default). A leader
+	// reviews its ISRs every half of it, so it also bounds how soon a caught-up follower
+	// rejoins.
+	ReplicaLagTimeMax time.Duration
 }
 
 // MinLeaseTTL is the shortest lease etcd grants with these timers (a shorter TTL asked
@@ -148,6 +152,9 @@ func StartGregorCluster(binDir string, o GregorOptions) (g *Gregor, err error) {
 		n.args = []string{"--id", strconv.Itoa(int(id)), "--data-dir", n.DataDir, "--listen", kafka, "--cp", addr(0), "--http", http}
 		if o.RegistrationTTL > 0 {
 			n.args = append(n.args, "--registration-ttl", o.RegistrationTTL.String())
+		}
+		if o.ReplicaLagTimeMax > 0 {
+			n.args = append(n.args, "--replica-lag-time-max", o.ReplicaLagTimeMax.String())
 		}
 		g.Nodes = append(g.Nodes, n)
 		if err := n.start(); err != nil {

@@ -75,6 +75,9 @@ type Config struct {
 	// defaults, or 50/500 ms when the defaults' shortest lease (2 s) is longer than
 	// RegistrationTTL.
 	EtcdHeartbeatMs, EtcdElectionMs int
+	// ReplicaLagTimeMax is gregor-dp's --replica-lag-time-max (0: its default, 30 s).
+	// Leaders review their ISRs every half of it, which bounds restart-to-ISR from below.
+	ReplicaLagTimeMax time.Duration
 	// BacklogBytes is the follower catch-up's backlog (default DefaultBacklogBytes).
 	BacklogBytes int64
 	// FailoverTrials is how many leaders are killed (default 3).
@@ -143,6 +146,8 @@ type ClusterSettings struct {
 	GrantedTTL      time.Duration `json:"grantedTtlNs"`
 	EtcdHeartbeatMs int           `json:"etcdHeartbeatMs"`
 	EtcdElectionMs  int           `json:"etcdElectionMs"`
+	// ReplicaLagTimeMax is gregor-dp's replica.lag.time.max (0: its default).
+	ReplicaLagTimeMax time.Duration `json:"replicaLagTimeMaxNs,omitempty"`
 }
 
 // ProduceRun is one produce workload on one replication setting.
@@ -174,11 +179,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep := &Report{Mode: cfg.Mode, StartedAt: time.Now().UTC(), Commit: perf.GitCommit("."), Machine: perf.DescribeMachine(),
 		Command: cfg.Command, LoadBefore: perf.LoadAverage(),
 		Cluster: ClusterSettings{ControlPlanes: 1, DataPlanes: DataPlanes, RegistrationTTL: cfg.RegistrationTTL,
-			GrantedTTL: granted, EtcdHeartbeatMs: hb, EtcdElectionMs: el}}
+			GrantedTTL: granted, EtcdHeartbeatMs: hb, EtcdElectionMs: el, ReplicaLagTimeMax: cfg.ReplicaLagTimeMax}}
 	progress(cfg.Progress, "starting 1 gregor-cp and %d gregor-dp from %s/ (registration TTL %v, etcd heartbeat %d ms, election %d ms: leases of %v)",
 		DataPlanes, cfg.BinDir, cfg.RegistrationTTL, hb, el, granted)
 	g, err := drivers.StartGregorCluster(cfg.BinDir, drivers.GregorOptions{DataPlanes: DataPlanes,
-		RegistrationTTL: cfg.RegistrationTTL, EtcdHeartbeatMs: cfg.EtcdHeartbeatMs, EtcdElectionMs: cfg.EtcdElectionMs})
+		RegistrationTTL: cfg.RegistrationTTL, EtcdHeartbeatMs: cfg.EtcdHeartbeatMs, EtcdElectionMs: cfg.EtcdElectionMs,
+		ReplicaLagTimeMax: cfg.ReplicaLagTimeMax})
 	if err != nil {
 		return nil, err
 	}

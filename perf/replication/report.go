@@ -36,6 +36,11 @@ func Section(r *Report) string {
 	p("- **Command:** `%s`  \n", r.Command)
 	p("- **Cluster:** %d gregor-cp and %d gregor-dp processes on loopback, data in a temporary directory; registration TTL %v (etcd heartbeat %d ms, election %d ms: etcd grants leases of %v)  \n",
 		r.Cluster.ControlPlanes, r.Cluster.DataPlanes, r.Cluster.RegistrationTTL, r.Cluster.EtcdHeartbeatMs, r.Cluster.EtcdElectionMs, r.Cluster.GrantedTTL)
+	lag := "gregor-dp's default replica lag time max (30 s): leaders review their ISRs every 15 s"
+	if r.Cluster.ReplicaLagTimeMax > 0 {
+		lag = fmt.Sprintf("replica lag time max %v: leaders review their ISRs every %v", r.Cluster.ReplicaLagTimeMax, r.Cluster.ReplicaLagTimeMax/2)
+	}
+	p("- **ISR:** %s  \n", lag)
 	if r.LoadBefore != "" {
 		p("- **Load average** (1/5/15 min) before: %s, after: %s — on %d cores, shared by the clients and all four servers\n", r.LoadBefore, r.LoadAfter, r.Machine.Cores)
 	}
