@@ -14,6 +14,10 @@ import (
 // catchUpTopic is the follower catch-up's topic.
 const catchUpTopic = "bench-catchup"
 
+// catchUpSecondsMin is the shortest catch-up a rate is given for: polled every 10 ms, a
+// shorter one is mostly the polls' error.
+const catchUpSecondsMin = 0.2
+
 // Metrics the catch-up reads.
 const (
 	logEndOffsetMetric     = "gregor_partition_log_end_offset"
@@ -34,8 +38,9 @@ type CatchUp struct {
 	// the payload when the node does not export it).
 	ReplicatedBytes       float64 `json:"replicatedBytes"`
 	ReplicatedBytesSource string  `json:"replicatedBytesSource"`
-	// Seconds runs from the restarted follower's Kafka port answering to its log end
-	// offsets reaching the leaders' on every partition.
+	// Seconds runs from the follower's first replicated message (its log end offsets
+	// moving, polled every 10 ms) to its log end offsets reaching the leaders' on every
+	// partition; GBps is ReplicatedBytes over it.
 	Seconds float64 `json:"seconds"`
 	GBps    float64 `json:"gbps"`
 	// LeaderCPUSeconds is the two leaders' CPU from the restart to the end of the
@@ -53,10 +58,12 @@ type CatchUp struct {
 	// FollowerAppendByPath is the follower's replication-bytes-in counter by its path
 	// label ("" for a counter without one); empty when the node exports none.
 	FollowerAppendByPath map[string]float64 `json:"followerAppendByPath,omitempty"`
-	// RestartToListeningSec, RestartToCaughtUpSec and RestartToISRSec run from the
-	// restart (exec) to the Kafka port answering, to the logs caught up, and to the
-	// node back in the ISR of every partition it replicates (as metadata shows it).
+	// RestartToListeningSec, RestartToFirstByteSec, RestartToCaughtUpSec and
+	// RestartToISRSec run from the restart (exec) to the Kafka port answering, to the
+	// first message replicated, to the logs caught up, and to the node back in the ISR
+	// of every partition it replicates (as metadata shows it).
 	RestartToListeningSec float64 `json:"restartToListeningSec"`
+	RestartToFirstByteSec float64 `json:"restartToFirstByteSec"`
 	RestartToCaughtUpSec  float64 `json:"restartToCaughtUpSec"`
 	RestartToISRSec       float64 `json:"restartToIsrSec"`
 }
@@ -145,21 +152,34 @@ func (c *cluster) catchUp(ctx context.Context, cfg Config) (*CatchUp, error) {
 	cu.RestartToListeningSec = listening.Sub(restartAt).Seconds()
 	progress(cfg.Progress, "catch-up: node %d restarted, serving after %.2f s; catching up", f.ID, cu.RestartToListeningSec)
 	var last perf.Metrics
+	// firstByte is the last poll before the follower's log end offsets first moved: the
+	// first message arrived after it, so the rate is a lower bound (by one poll).
+	var firstByte, prevPoll time.Time
+	startLEO := -1.0 // the follower's log end offsets summed, at the first poll
 	lastReport := time.Now()
 	err = c.waitFor(ctx, waitMax+time.Duration(cfg.BacklogBytes/(20<<20))*time.Second, func() (bool, error) {
+		polled := time.Now()
 		m, err := perf.ScrapeMetrics(ctx, f.MetricsURL)
 		if err != nil {
 			return false, nil
 		}
 		last = m
+		defer func() { prevPoll = polled }()
 		done := true
-		var behind float64
+		var behind, sum float64
 		for p, want := range leo {
 			v, _ := m.Sum(logEndOffsetMetric, partitionLabels(catchUpTopic, p)...)
+			sum += v
 			if v < want {
 				done = false
 				behind += want - v
 			}
+		}
+		switch {
+		case startLEO < 0:
+			startLEO = sum
+		case firstByte.IsZero() && sum > startLEO:
+			firstByte = prevPoll
 		}
 		if !done && time.Since(lastReport) >= time.Second {
 			lastReport = time.Now()
@@ -173,7 +193,11 @@ func (c *cluster) catchUp(ctx context.Context, cfg Config) (*CatchUp, error) {
 	caughtUp := time.Now()
 	cu.LeaderCPUSeconds = leaderCPU() - cpuStart
 	cu.FollowerCPUSeconds, _ = perf.ProcessCPU(f.PID())
-	cu.Seconds = caughtUp.Sub(listening).Seconds()
+	if firstByte.IsZero() { // caught up before the second poll
+		firstByte = listening
+	}
+	cu.RestartToFirstByteSec = firstByte.Sub(restartAt).Seconds()
+	cu.Seconds = caughtUp.Sub(firstByte).Seconds()
 	cu.RestartToCaughtUpSec = caughtUp.Sub(restartAt).Seconds()
 	err = c.waitFor(ctx, waitMax, func() (bool, error) {
 		t, err := c.topic(ctx, catchUpTopic)
@@ -210,7 +234,9 @@ func (c *cluster) catchUp(ctx context.Context, cfg Config) (*CatchUp, error) {
 	}
 	cu.LeaderFetch = perf.ZeroCopyBetween(fetchA, fetchB)
 	if gb := cu.ReplicatedBytes / 1e9; gb > 0 && cu.Seconds > 0 {
-		cu.GBps = gb / cu.Seconds
+		if cu.Seconds >= catchUpSecondsMin {
+			cu.GBps = gb / cu.Seconds
+		}
 		cu.LeaderCPUPerGB = cu.LeaderCPUSeconds / gb
 		cu.FollowerCPUPerGB = cu.FollowerCPUSeconds / gb
 	}

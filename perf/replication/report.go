@@ -177,12 +177,16 @@ func catchUpSection(b *strings.Builder, cu *CatchUp) {
 	}
 	p := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
 	p("### A follower catching up\n\n")
-	p("Node %d, a follower of all %d partitions (RF 3) of a topic, is killed (SIGKILL); %s of 1 KiB messages are produced at acks=1 to the other two nodes, which lead every partition by then; node %d is restarted on its data directory. The catch-up runs from its Kafka port answering to its log end offsets reaching the leaders' (its /metrics).\n\n",
+	p("Node %d, a follower of all %d partitions (RF 3) of a topic, is killed (SIGKILL); %s of 1 KiB messages are produced at acks=1 to the other two nodes, which lead every partition by then; node %d is restarted on its data directory. The catch-up runs from the first message it replicates to its log end offsets reaching the leaders' (its /metrics, polled every 10 ms).\n\n",
 		cu.FollowerID, cu.Partitions, perf.FormatBytes(float64(cu.BacklogBytes)), cu.FollowerID)
 	p("| figure | value |\n|---|---:|\n")
 	p("| backlog produced while down | %s in %.1f s |\n", perf.FormatBytes(float64(cu.BacklogBytes)), cu.FillSeconds)
 	p("| bytes replicated (%s) | %s |\n", cu.ReplicatedBytesSource, perf.FormatBytes(cu.ReplicatedBytes))
-	p("| catch-up rate | %.2f GB/s (%.2f s) |\n", cu.GBps, cu.Seconds)
+	if cu.GBps > 0 {
+		p("| catch-up rate | %.2f GB/s (%.2f s) |\n", cu.GBps, cu.Seconds)
+	} else {
+		p("| catch-up rate | too short to measure (%.2f s) |\n", cu.Seconds)
+	}
 	p("| leaders' CPU (2 processes) | %.2f core-s per GB (%.2f core-s) |\n", cu.LeaderCPUPerGB, cu.LeaderCPUSeconds)
 	p("| follower's CPU (its whole new process) | %.2f core-s per GB (%.2f core-s) |\n", cu.FollowerCPUPerGB, cu.FollowerCPUSeconds)
 	if z := cu.LeaderFetch; z != nil {
@@ -208,6 +212,7 @@ func catchUpSection(b *strings.Builder, cu *CatchUp) {
 		p("| follower's appended bytes by path | not exported by this build |\n")
 	}
 	p("| restart → serving | %.2f s |\n", cu.RestartToListeningSec)
+	p("| restart → first message replicated | %.2f s |\n", cu.RestartToFirstByteSec)
 	p("| restart → caught up | %.2f s |\n", cu.RestartToCaughtUpSec)
 	p("| restart → back in the ISR of every partition | %.2f s |\n\n", cu.RestartToISRSec)
 }
