@@ -99,6 +99,7 @@ func replicationCmd(args []string, stdout, stderr io.Writer) int {
 	rep, err := replication.Run(ctx, replication.Config{BinDir: *bin, Workloads: ws, Mode: mode,
 		RegistrationTTL: *ttl, EtcdHeartbeatMs: *heartbeat, EtcdElectionMs: *election, ReplicaLagTimeMax: *lag,
 		BacklogBytes: int64(*backlogGB * (1 << 30)), FailoverTrials: *trials, Progress: stderr,
+		LogDir:  filepath.Join(*out, "tmp", "replication-logs"),
 		Command: "bin/gregor bench-suite " + strings.Join(args, " ")})
 	if err != nil {
 		fmt.Fprintln(stderr, "gregor bench-suite --replication:", err)

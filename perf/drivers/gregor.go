@@ -207,6 +207,31 @@ func (n *GregorNode) Restart() error {
 	return n.start()
 }
 
+// CopyLogs copies every process's output (over all its runs) into dir, so that what the
+// nodes said outlives the cluster's temporary directory.
+func (g *Gregor) CopyLogs(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	procs := []*Process{g.cp}
+	for _, n := range g.Nodes {
+		procs = append(procs, n.proc)
+	}
+	for _, p := range procs {
+		if p == nil {
+			continue
+		}
+		data, err := os.ReadFile(p.LogPath())
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(p.LogPath())), data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // PIDs are the data planes' processes, then the control plane's.
 func (g *Gregor) PIDs() []int {
 	var pids []int

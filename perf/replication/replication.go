@@ -82,6 +82,8 @@ type Config struct {
 	BacklogBytes int64
 	// FailoverTrials is how many leaders are killed (default 3).
 	FailoverTrials int
+	// LogDir, when set, receives the processes' logs at the end of the run.
+	LogDir string
 	// Progress receives progress lines; nil for none.
 	Progress io.Writer
 	// Command is how the run was started, for the report.
@@ -155,7 +157,9 @@ type ProduceRun struct {
 	// Setting is "RF 1, acks=1" or "RF 3, acks=all, min.insync.replicas=2".
 	Setting           string `json:"setting"`
 	ReplicationFactor int    `json:"replicationFactor"`
-	// Result is the run, as the suite records one.
+	// Workload is the workload's name (without the setting's suffix).
+	Workload string `json:"workloadName"`
+	// Result is the run, as the suite records one; nil if it failed.
 	Result *perf.Result `json:"result"`
 	// Fencing is what happened to the nodes' registrations and leaderships meanwhile.
 	Fencing Fencing `json:"fencing"`
@@ -189,6 +193,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	defer g.Stop()
+	if cfg.LogDir != "" {
+		defer func() {
+			if err := g.CopyLogs(cfg.LogDir); err != nil {
+				progress(cfg.Progress, "could not keep the nodes' logs: %v", err)
+			} else {
+				progress(cfg.Progress, "the nodes' logs are in %s", cfg.LogDir)
+			}
+		}()
+	}
 	c, err := newCluster(g)
 	if err != nil {
 		return nil, err
@@ -200,26 +213,47 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		progress(cfg.Progress, "FAILED %s", msg)
 		rep.Failures = append(rep.Failures, msg)
 	}
+	// repair restarts the nodes that exited during a part (fenced, or crashed), so that
+	// one failure does not fail every part after it; each is a failure of its own.
+	repair := func(after string) {
+		for _, n := range c.g.Nodes {
+			if n.Running() {
+				continue
+			}
+			fail(after, fmt.Errorf("node %d exited: %s", n.ID, lastLogLines(n.LogPath(), exitLogLines)))
+			if err := n.Restart(); err != nil {
+				fail("restarting node "+fmt.Sprint(n.ID), err)
+			}
+		}
+	}
 	for _, w := range cfg.Workloads {
 		for _, s := range settings {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
+			part := fmt.Sprintf("%s (%s)", w.Name, s.name)
 			pr, err := c.produce(ctx, w, s, cfg)
-			if err != nil {
-				fail(fmt.Sprintf("%s (%s)", w.Name, s.name), err)
-				continue
+			if pr.Result != nil || !pr.Fencing.Clean() {
+				rep.Produce = append(rep.Produce, pr)
 			}
-			rep.Produce = append(rep.Produce, pr)
+			if err != nil {
+				fail(part, err)
+			}
+			repair(part)
 		}
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	if cu, err := c.catchUp(ctx, cfg); err != nil {
+	cu, err := c.catchUp(ctx, cfg)
+	if err != nil {
 		fail("follower catch-up", err)
 	} else {
 		rep.CatchUp = cu
+	}
+	repair("follower catch-up")
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
@@ -258,7 +292,7 @@ var settings = []setting{
 // produce runs one workload on one setting with the kafka-raw driver, watching the
 // nodes' registrations and leaderships while it runs.
 func (c *cluster) produce(ctx context.Context, w *perf.Workload, s setting, cfg Config) (ProduceRun, error) {
-	pr := ProduceRun{Setting: s.name, ReplicationFactor: int(s.rf)}
+	pr := ProduceRun{Setting: s.name, ReplicationFactor: int(s.rf), Workload: w.Name}
 	d, err := drivers.New("kafka-raw", drivers.Options{Bootstrap: c.g.Bootstrap, ServerPIDs: c.g.PIDs(), Log: cfg.Progress,
 		ReplicationFactor: s.rf, TopicConfigs: s.configs})
 	if err != nil {
@@ -273,17 +307,22 @@ func (c *cluster) produce(ctx context.Context, w *perf.Workload, s setting, cfg 
 	if err != nil {
 		return pr, err
 	}
-	res, err := perf.Run(ctx, perf.RunConfig{Workload: &wc, Driver: d, MetricsURL: c.g.MetricsURL, Progress: cfg.Progress,
+	res, runErr := perf.Run(ctx, perf.RunConfig{Workload: &wc, Driver: d, MetricsURL: c.g.MetricsURL, Progress: cfg.Progress,
 		Command: cfg.Command})
+	// What happened to the nodes is read also when the run failed: a node fenced under
+	// load is the first thing to suspect.
+	after, err := c.fencingSnapshot(ctx)
+	if err == nil {
+		pr.Fencing = before.until(after)
+	}
+	if runErr != nil {
+		return pr, runErr
+	}
 	if err != nil {
 		return pr, err
 	}
 	res.Notes = append(res.Notes, fmt.Sprintf("%s; %d gregor-dp processes and 1 gregor-cp, server CPU summed over all four; the zero-copy share is the first node's", s.name, DataPlanes))
-	after, err := c.fencingSnapshot(ctx)
-	if err != nil {
-		return pr, err
-	}
-	pr.Result, pr.Fencing = res, before.until(after)
+	pr.Result = res
 	if res.PublishErrors > 0 {
 		return pr, fmt.Errorf("%d publishes failed, first: %s", res.PublishErrors, res.FirstError)
 	}
@@ -302,6 +341,30 @@ func countInFile(path, s string) int {
 		return 0
 	}
 	return strings.Count(string(data), s)
+}
+
+// exitLogLines is how many of a node's last warnings and errors a failure quotes.
+const exitLogLines = 3
+
+// lastLogLines returns the last n lines of path at level WARN or ERROR, joined.
+func lastLogLines(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "(no log: " + err.Error() + ")"
+	}
+	var out []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			out = append(out, strings.TrimSpace(l))
+		}
+	}
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	if len(out) == 0 {
+		return "(no warning in its log)"
+	}
+	return strings.Join(out, " | ")
 }
 
 // errTimeout is returned by waits that ran out of time.

@@ -75,13 +75,20 @@ func produceSection(b *strings.Builder, r *Report) {
 	if len(r.Produce) == 0 {
 		return
 	}
+	defer fencingVerdict(b, r)
 	p := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
 	p("### Produce: acks=all on RF 3 against acks=1 on RF 1\n\n")
 	p("Each workload of the suite runs twice on the same cluster through the kafka-raw driver: on a topic of RF 1 at acks=1, then on a topic of RF 3 with min.insync.replicas=2 at acks=all (an acknowledgement waits for the high watermark). The consumer reads from the leaders. Ratio: RF 3 against RF 1 (> 1: RF 3 costs that much more, or reaches that much less).\n\n")
 	var names []string
 	byName := map[string][]ProduceRun{}
 	for _, pr := range r.Produce {
-		n := strings.TrimSuffix(strings.TrimSuffix(pr.Result.Workload.Name, settings[0].suffix), settings[1].suffix)
+		if pr.Result == nil {
+			f := pr.Fencing
+			p("- %s (%s) failed (see above); meanwhile: %d registrations lost, %d sentinel leader changes, %d nodes exited.\n\n",
+				pr.Workload, pr.Setting, f.RegistrationsLost, f.LeaderChanges, f.NodesExited)
+			continue
+		}
+		n := pr.Workload
 		if _, ok := byName[n]; !ok {
 			names = append(names, n)
 		}
@@ -164,6 +171,25 @@ func produceSection(b *strings.Builder, r *Report) {
 	}
 }
 
+// fencingVerdict says whether any produce run saw a node fenced or a leadership move.
+func fencingVerdict(b *strings.Builder, r *Report) {
+	p := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	clean, total := 0, 0
+	for _, pr := range r.Produce {
+		total++
+		if pr.Fencing.Clean() {
+			clean++
+		}
+	}
+	if total > 0 {
+		verdict := "No false fencing at a registration TTL of " + r.Cluster.RegistrationTTL.String()
+		if clean < total {
+			verdict = "**False fencing at a registration TTL of " + r.Cluster.RegistrationTTL.String() + "**"
+		}
+		p("%s: %d of %d produce runs (the max-rate ones load the machine fully) ended with no registration lost, no leader change in the sentinel topic (one partition led by each node) and every node running (see the fencing row of each produce table).\n\n", verdict, clean, total)
+	}
+}
+
 func shrinks(v float64) string {
 	if v < 0 {
 		return "?"
@@ -238,16 +264,7 @@ func failoverSection(b *strings.Builder, r *Report) {
 	}
 	p("Kill → first acknowledged write: max %.2f s %s the goal of ≤ 2 s at a registration TTL of %v. Probe: %d writes acknowledged, %d failed.\n\n",
 		fo.FirstAckMaxSec, verdict, r.Cluster.RegistrationTTL, fo.ProbeAcks, fo.ProbeErrors)
-	clean, total := 0, 0
-	for _, pr := range r.Produce {
-		total++
-		if pr.Fencing.Clean() {
-			clean++
-		}
-	}
-	if total > 0 {
-		p("No false fencing at this TTL: %d of %d produce runs (the max-rate ones load the machine fully) ended with no registration lost, no leader change in the sentinel topic (one partition led by each node) and every node running (see the fencing row of each produce table).\n\n", clean, total)
-	}
+
 }
 
 func fixed(prec int) func(float64) string {
