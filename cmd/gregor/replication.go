@@ -120,7 +120,7 @@ func replicationCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprint(stdout, section)
-	fmt.Fprintf(stdout, "results: %s/replication-%s.{json,md}; section rewritten in %s (%.0f s)\n", *out, mode, *bench, time.Since(start).Seconds())
+	fmt.Fprintf(stdout, "results: %s/replication-%s*.{json,md}; section rewritten in %s (%.0f s)\n", *out, mode, *bench, time.Since(start).Seconds())
 	if len(rep.Failures) > 0 {
 		return 1
 	}
@@ -130,6 +130,9 @@ func replicationCmd(args []string, stdout, stderr io.Writer) int {
 // writeReplication writes the report's JSON and Markdown and its BENCHMARKS.md section.
 func writeReplication(rep *replication.Report, section, outDir, benchmarks string) error {
 	base := filepath.Join(outDir, "replication-"+rep.Mode)
+	if ttl := rep.Cluster.RegistrationTTL; ttl != replication.DefaultRegistrationTTL {
+		base += "-ttl" + ttl.String()
+	}
 	if err := perf.WriteJSON(base+".json", rep); err != nil {
 		return err
 	}

@@ -34,6 +34,9 @@ type CatchUp struct {
 	// BacklogBytes is the payload produced while the follower was down.
 	BacklogBytes int64   `json:"backlogBytes"`
 	FillSeconds  float64 `json:"fillSeconds"`
+	// FillRegistrationsLost counts the other nodes' registrations lost while the
+	// backlog was written (false fencing under load).
+	FillRegistrationsLost int `json:"fillRegistrationsLost"`
 	// ReplicatedBytes is what the follower appended (its replication-bytes-in counter;
 	// the payload when the node does not export it).
 	ReplicatedBytes       float64 `json:"replicatedBytes"`
@@ -80,6 +83,13 @@ func (c *cluster) catchUp(ctx context.Context, cfg Config) (*CatchUp, error) {
 		defer cancel()
 		_, _ = c.adm.DeleteTopic(dctx, catchUpTopic) // frees three copies of the backlog
 	}()
+	// A catch-up that fails leaves the follower running again for the next part.
+	defer func() {
+		if !f.Running() {
+			_ = f.Restart()
+		}
+	}()
+	lostBefore := c.registrationsLost()
 	f.Kill()
 	var leaders []int32
 	err := c.waitFor(ctx, waitMax, func() (bool, error) {
@@ -104,7 +114,12 @@ func (c *cluster) catchUp(ctx context.Context, cfg Config) (*CatchUp, error) {
 	start := time.Now()
 	progress(cfg.Progress, "catch-up: producing %s while node %d is down", mib(cfg.BacklogBytes), f.ID)
 	acked, err := c.fill(ctx, catchUpTopic, cfg.BacklogBytes, cfg)
+	// The fill is a max-rate load on two nodes: one fenced meanwhile is what to suspect.
+	cu.FillRegistrationsLost = c.registrationsLost() - lostBefore
 	if err != nil {
+		if cu.FillRegistrationsLost > 0 {
+			err = fmt.Errorf("%w (%d registrations lost meanwhile)", err, cu.FillRegistrationsLost)
+		}
 		return nil, err
 	}
 	cu.FillSeconds = time.Since(start).Seconds()
@@ -259,9 +274,12 @@ func (c *cluster) fill(ctx context.Context, topic string, bytes int64, cfg Confi
 		return 0, err
 	}
 	var acked, failed atomic.Int64
+	var firstErr atomic.Value
 	p, err := d.NewProducer(ctx, topic, w, func(_ int64, err error) {
 		if err != nil {
-			failed.Add(1)
+			if failed.Add(1) == 1 {
+				firstErr.Store(err.Error())
+			}
 			return
 		}
 		acked.Add(1)
@@ -285,7 +303,7 @@ func (c *cluster) fill(ctx context.Context, topic string, bytes int64, cfg Confi
 		return acked.Load(), err
 	}
 	if failed.Load() > 0 {
-		return acked.Load(), fmt.Errorf("%d of %d backlog messages failed", failed.Load(), n)
+		return acked.Load(), fmt.Errorf("%d of %d backlog messages failed, first: %v", failed.Load(), n, firstErr.Load())
 	}
 	return acked.Load(), nil
 }

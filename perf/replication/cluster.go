@@ -159,6 +159,44 @@ func (f Fencing) Clean() bool {
 	return f.RegistrationsLost == 0 && f.LeaderChanges == 0 && f.NodesExited == 0
 }
 
+// registrationsLost counts the registration-lost lines in all the nodes' logs.
+func (c *cluster) registrationsLost() int {
+	n := 0
+	for _, node := range c.g.Nodes {
+		n += countInFile(node.LogPath(), registrationLostLog)
+	}
+	return n
+}
+
+// repair restarts the nodes that exited (fenced, or crashed) and waits until every node
+// is registered again, so that one failure does not fail every part after it. It
+// returns the nodes it restarted, each with its last warnings.
+func (c *cluster) repair(ctx context.Context) (restarted []string, err error) {
+	err = c.waitFor(ctx, waitMax, func() (bool, error) {
+		all := true
+		for _, n := range c.g.Nodes {
+			if n.Running() {
+				continue
+			}
+			all = false
+			restarted = append(restarted, fmt.Sprintf("node %d had exited: %s", n.ID, lastLogLines(n.LogPath(), exitLogLines)))
+			if err := n.Restart(); err != nil {
+				return false, fmt.Errorf("restart node %d: %w", n.ID, err)
+			}
+		}
+		if !all {
+			return false, nil
+		}
+		// Registered: every node in the metadata's brokers (a node fenced and still
+		// stopping is missing from them, and exits soon).
+		mctx, cancel := context.WithTimeout(ctx, metadataTimeout)
+		defer cancel()
+		md, err := c.adm.BrokerMetadata(mctx)
+		return err == nil && len(md.Brokers) == len(c.g.Nodes), nil
+	})
+	return restarted, err
+}
+
 type fencingSnapshot struct {
 	lost    int
 	epochs  map[int32]int32
@@ -168,8 +206,8 @@ type fencingSnapshot struct {
 
 func (c *cluster) fencingSnapshot(ctx context.Context) (fencingSnapshot, error) {
 	s := fencingSnapshot{epochs: map[int32]int32{}, running: map[int32]bool{}}
+	s.lost = c.registrationsLost()
 	for _, n := range c.g.Nodes {
-		s.lost += countInFile(n.LogPath(), registrationLostLog)
 		s.running[n.ID] = n.Running()
 		if m, err := perf.ScrapeMetrics(ctx, n.MetricsURL); err == nil && s.shrinks >= 0 {
 			v, _ := m.Sum("gregor_isr_shrinks_total")

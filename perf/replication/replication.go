@@ -213,17 +213,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		progress(cfg.Progress, "FAILED %s", msg)
 		rep.Failures = append(rep.Failures, msg)
 	}
-	// repair restarts the nodes that exited during a part (fenced, or crashed), so that
-	// one failure does not fail every part after it; each is a failure of its own.
+	// repair restarts the nodes that exited during a part (fenced, or crashed); each is a
+	// failure of that part.
 	repair := func(after string) {
-		for _, n := range c.g.Nodes {
-			if n.Running() {
-				continue
-			}
-			fail(after, fmt.Errorf("node %d exited: %s", n.ID, lastLogLines(n.LogPath(), exitLogLines)))
-			if err := n.Restart(); err != nil {
-				fail("restarting node "+fmt.Sprint(n.ID), err)
-			}
+		restarted, err := c.repair(ctx)
+		for _, r := range restarted {
+			fail(after, errors.New(r))
+		}
+		if err != nil {
+			fail("repairing the cluster after "+after, err)
 		}
 	}
 	for _, w := range cfg.Workloads {
@@ -267,6 +265,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		} else {
 			rep.Failover = fo
 		}
+		repair("failover")
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()

@@ -186,7 +186,14 @@ func fencingVerdict(b *strings.Builder, r *Report) {
 		if clean < total {
 			verdict = "**False fencing at a registration TTL of " + r.Cluster.RegistrationTTL.String() + "**"
 		}
-		p("%s: %d of %d produce runs (the max-rate ones load the machine fully) ended with no registration lost, no leader change in the sentinel topic (one partition led by each node) and every node running (see the fencing row of each produce table).\n\n", verdict, clean, total)
+		fill := ""
+		if cu := r.CatchUp; cu != nil {
+			fill = fmt.Sprintf(" The catch-up's backlog, written at max rate to two nodes, cost %d registrations.", cu.FillRegistrationsLost)
+			if cu.FillRegistrationsLost > 0 {
+				verdict = "**False fencing at a registration TTL of " + r.Cluster.RegistrationTTL.String() + "**"
+			}
+		}
+		p("%s: %d of %d produce runs (the max-rate ones load the machine fully) ended with no registration lost, no leader change in the sentinel topic (one partition led by each node) and every node running (see the fencing row of each produce table).%s\n\n", verdict, clean, total, fill)
 	}
 }
 
@@ -206,7 +213,7 @@ func catchUpSection(b *strings.Builder, cu *CatchUp) {
 	p("Node %d, a follower of all %d partitions (RF 3) of a topic, is killed (SIGKILL); %s of 1 KiB messages are produced at acks=1 to the other two nodes, which lead every partition by then; node %d is restarted on its data directory. The catch-up runs from the first message it replicates to its log end offsets reaching the leaders' (its /metrics, polled every 10 ms).\n\n",
 		cu.FollowerID, cu.Partitions, perf.FormatBytes(float64(cu.BacklogBytes)), cu.FollowerID)
 	p("| figure | value |\n|---|---:|\n")
-	p("| backlog produced while down | %s in %.1f s |\n", perf.FormatBytes(float64(cu.BacklogBytes)), cu.FillSeconds)
+	p("| backlog produced while down | %s in %.1f s (registrations lost meanwhile: %d) |\n", perf.FormatBytes(float64(cu.BacklogBytes)), cu.FillSeconds, cu.FillRegistrationsLost)
 	p("| bytes replicated (%s) | %s |\n", cu.ReplicatedBytesSource, perf.FormatBytes(cu.ReplicatedBytes))
 	if cu.GBps > 0 {
 		p("| catch-up rate | %.2f GB/s (%.2f s) |\n", cu.GBps, cu.Seconds)
