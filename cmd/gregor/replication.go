@@ -109,6 +109,9 @@ func replicationCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	for _, pr := range rep.Produce {
+		if pr.Result == nil { // failed: in rep.Failures
+			continue
+		}
 		if err := perf.WriteJSON(filepath.Join(*out, resultFile(pr.Result)), pr.Result); err != nil {
 			fmt.Fprintln(stderr, "gregor bench-suite --replication:", err)
 			return 1

@@ -253,9 +253,6 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
 	if cfg.FailoverTrials > 0 {
 		if fo, err := c.failover(ctx, cfg); err != nil {
 			fail("failover", err)
