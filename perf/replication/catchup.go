@@ -21,6 +21,7 @@ const catchUpSecondsMin = 0.2
 // Metrics the catch-up reads.
 const (
 	logEndOffsetMetric     = "gregor_partition_log_end_offset"
+	highWatermarkMetric    = "gregor_partition_high_watermark"
 	followerFetchMetric    = "gregor_fetch_records_bytes_total"
 	replicationBytesMetric = "gregor_replication_bytes_in_total"
 )
@@ -126,27 +127,40 @@ func (c *cluster) catchUp(ctx context.Context, cfg Config) (*CatchUp, error) {
 	cu.BacklogBytes = acked * catchUpMessageSize
 	progress(cfg.Progress, "catch-up: backlog of %s written in %.1f s", mib(cu.BacklogBytes), cu.FillSeconds)
 
-	// The leaders' log end offsets, now final: nothing more is produced.
+	// The leaders' log end offsets, now final: nothing more is produced. The other
+	// follower may still be replicating the fill's tail (acks=1 does not wait for it):
+	// the leaders' counters are read once every high watermark has reached its log end,
+	// so that the catch-up's figures are the restarted follower's alone.
 	leaderIDs := unique(leaders)
 	leo := map[int32]float64{}
 	before := map[int32]perf.Metrics{}
-	for _, id := range leaderIDs {
-		m, err := perf.ScrapeMetrics(ctx, c.node(id).MetricsURL)
-		if err != nil {
-			return nil, err
-		}
-		before[id] = m
-	}
 	t, err := c.topic(ctx, catchUpTopic)
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range t.Partitions {
-		v, ok := before[p.Leader].Sum(logEndOffsetMetric, partitionLabels(catchUpTopic, p.Partition)...)
-		if !ok {
-			return nil, fmt.Errorf("node %d exports no %s for %s[%d]", p.Leader, logEndOffsetMetric, catchUpTopic, p.Partition)
+	err = c.waitFor(ctx, waitMax, func() (bool, error) {
+		for _, id := range leaderIDs {
+			m, err := perf.ScrapeMetrics(ctx, c.node(id).MetricsURL)
+			if err != nil {
+				return false, err
+			}
+			before[id] = m
 		}
-		leo[p.Partition] = v
+		for _, p := range t.Partitions {
+			labels := partitionLabels(catchUpTopic, p.Partition)
+			v, ok := before[p.Leader].Sum(logEndOffsetMetric, labels...)
+			if !ok {
+				return false, fmt.Errorf("node %d exports no %s for %s[%d]", p.Leader, logEndOffsetMetric, catchUpTopic, p.Partition)
+			}
+			leo[p.Partition] = v
+			if hw, _ := before[p.Leader].Sum(highWatermarkMetric, labels...); hw < v {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("the other follower did not catch up with the backlog: %w", err)
 	}
 	leaderCPU := func() float64 {
 		var s float64
