@@ -187,12 +187,19 @@ func (c *cluster) repair(ctx context.Context) (restarted []string, err error) {
 		if !all {
 			return false, nil
 		}
-		// Registered: every node in the metadata's brokers (a node fenced and still
-		// stopping is missing from them, and exits soon).
-		mctx, cancel := context.WithTimeout(ctx, metadataTimeout)
-		defer cancel()
-		md, err := c.adm.BrokerMetadata(mctx)
-		return err == nil && len(md.Brokers) == len(c.g.Nodes), nil
+		// Registered and in sync: every partition of the sentinel topic led, with all
+		// nodes in its ISR (a node fenced and still stopping is missing from it, and
+		// exits soon).
+		t, err := c.topic(ctx, sentinelTopic)
+		if err != nil {
+			return false, nil
+		}
+		for _, p := range t.Partitions {
+			if p.Leader < 0 || len(p.ISR) != len(c.g.Nodes) {
+				return false, nil
+			}
+		}
+		return true, nil
 	})
 	return restarted, err
 }
