@@ -112,7 +112,8 @@ func replicationCmd(args []string, stdout, stderr io.Writer) int {
 		if pr.Result == nil { // failed: in rep.Failures
 			continue
 		}
-		if err := perf.WriteJSON(filepath.Join(*out, resultFile(pr.Result)), pr.Result); err != nil {
+		name := strings.TrimSuffix(resultFile(pr.Result), ".json") + ttlSuffix(rep) + ".json"
+		if err := perf.WriteJSON(filepath.Join(*out, name), pr.Result); err != nil {
 			fmt.Fprintln(stderr, "gregor bench-suite --replication:", err)
 			return 1
 		}
@@ -130,12 +131,18 @@ func replicationCmd(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// ttlSuffix tells apart the files of a run at another registration TTL than the
+// default ("-ttl2s"), so that runs at two TTLs can be kept side by side.
+func ttlSuffix(rep *replication.Report) string {
+	if ttl := rep.Cluster.RegistrationTTL; ttl != replication.DefaultRegistrationTTL {
+		return "-ttl" + ttl.String()
+	}
+	return ""
+}
+
 // writeReplication writes the report's JSON and Markdown and its BENCHMARKS.md section.
 func writeReplication(rep *replication.Report, section, outDir, benchmarks string) error {
-	base := filepath.Join(outDir, "replication-"+rep.Mode)
-	if ttl := rep.Cluster.RegistrationTTL; ttl != replication.DefaultRegistrationTTL {
-		base += "-ttl" + ttl.String()
-	}
+	base := filepath.Join(outDir, "replication-"+rep.Mode+ttlSuffix(rep))
 	if err := perf.WriteJSON(base+".json", rep); err != nil {
 		return err
 	}
