@@ -81,17 +81,12 @@ func replicationCmd(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	mode := "full"
-	if *quick {
-		mode = "quick"
-		for _, w := range ws {
-			w.ScaleQuick()
-		}
-		if *trials == 0 {
+	mode := scaleMode(*quick, ws)
+	if *trials == 0 {
+		*trials = 5
+		if *quick {
 			*trials = 3
 		}
-	} else if *trials == 0 {
-		*trials = 5
 	}
 	ctx, cancel := signalContext()
 	defer cancel()

@@ -60,13 +60,7 @@ func suiteCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "gregor bench-suite:", err)
 		return 1
 	}
-	mode := "full"
-	if *quick {
-		mode = "quick"
-		for _, w := range ws {
-			w.ScaleQuick()
-		}
-	}
+	mode := scaleMode(*quick, ws)
 	suite := &perf.Suite{Mode: mode, StartedAt: time.Now().UTC(), Commit: perf.GitCommit("."), Machine: perf.DescribeMachine(),
 		Command: "bin/gregor bench-suite " + strings.Join(args, " "), LoadBefore: perf.LoadAverage()}
 	ctx, cancel := signalContext()
@@ -149,6 +143,18 @@ func suiteCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// scaleMode scales the workloads down as the quick suite does when quick is set, and
+// names the mode: "quick" or "full".
+func scaleMode(quick bool, ws []*perf.Workload) string {
+	if !quick {
+		return "full"
+	}
+	for _, w := range ws {
+		w.ScaleQuick()
+	}
+	return "quick"
 }
 
 // kafkaTarget finds the broker for a Kafka driver: one answering at --bootstrap (or
