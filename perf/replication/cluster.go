@@ -154,7 +154,8 @@ type Fencing struct {
 	ISRShrinks float64 `json:"isrShrinks"`
 }
 
-// Clean reports whether no node was fenced and no leadership moved.
+// Clean reports whether no node was fenced and no leadership moved (as far as could be
+// read: a snapshot taken while nodes were down may lack the leader epochs).
 func (f Fencing) Clean() bool {
 	return f.RegistrationsLost == 0 && f.LeaderChanges == 0 && f.NodesExited == 0
 }

@@ -134,6 +134,9 @@ type Report struct {
 	CatchUp *CatchUp `json:"catchUp,omitempty"`
 	// Failover is the leader failover trials; nil if none ran.
 	Failover *Failover `json:"failover,omitempty"`
+	// RegistrationsLost counts the registrations the nodes lost in the whole run (their
+	// logs): the nodes killed on purpose do not log one, so any is a false fencing.
+	RegistrationsLost int `json:"registrationsLost"`
 	// Failures says which parts failed, and how.
 	Failures []string `json:"failures,omitempty"`
 }
@@ -268,6 +271,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, ctx.Err()
 	}
 	rep.LoadAfter = perf.LoadAverage()
+	rep.RegistrationsLost = c.registrationsLost()
 	return rep, nil
 }
 
@@ -307,10 +311,8 @@ func (c *cluster) produce(ctx context.Context, w *perf.Workload, s setting, cfg 
 		Command: cfg.Command})
 	// What happened to the nodes is read also when the run failed: a node fenced under
 	// load is the first thing to suspect.
-	after, err := c.fencingSnapshot(ctx)
-	if err == nil {
-		pr.Fencing = before.until(after)
-	}
+	after, err := c.fencingSnapshot(ctx) // partial on error: logs and processes still read
+	pr.Fencing = before.until(after)
 	if runErr != nil {
 		return pr, runErr
 	}

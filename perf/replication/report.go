@@ -173,7 +173,6 @@ func produceSection(b *strings.Builder, r *Report) {
 
 // fencingVerdict says whether any produce run saw a node fenced or a leadership move.
 func fencingVerdict(b *strings.Builder, r *Report) {
-	p := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
 	clean, total := 0, 0
 	for _, pr := range r.Produce {
 		total++
@@ -181,20 +180,16 @@ func fencingVerdict(b *strings.Builder, r *Report) {
 			clean++
 		}
 	}
-	if total > 0 {
-		verdict := "No false fencing at a registration TTL of " + r.Cluster.RegistrationTTL.String()
-		if clean < total {
-			verdict = "**False fencing at a registration TTL of " + r.Cluster.RegistrationTTL.String() + "**"
-		}
-		fill := ""
-		if cu := r.CatchUp; cu != nil {
-			fill = fmt.Sprintf(" The catch-up's backlog, written at max rate to two nodes, cost %d registrations.", cu.FillRegistrationsLost)
-			if cu.FillRegistrationsLost > 0 {
-				verdict = "**False fencing at a registration TTL of " + r.Cluster.RegistrationTTL.String() + "**"
-			}
-		}
-		p("%s: %d of %d produce runs (the max-rate ones load the machine fully) ended with no registration lost, no leader change in the sentinel topic (one partition led by each node) and every node running (see the fencing row of each produce table).%s\n\n", verdict, clean, total, fill)
+	ttl := r.Cluster.RegistrationTTL.String()
+	if r.RegistrationsLost > 0 {
+		fmt.Fprintf(b, "**False fencing at a registration TTL of %s:** the nodes lost %d registrations in this run (their logs; no node killed on purpose logs one), each stopping the node: see the failures above. %d of %d recorded produce runs were clean.\n\n", ttl, r.RegistrationsLost, clean, total)
+		return
 	}
+	fill := ""
+	if cu := r.CatchUp; cu != nil {
+		fill = " nor while the catch-up's backlog was written at max rate to two nodes"
+	}
+	fmt.Fprintf(b, "No false fencing at a registration TTL of %s: no node lost its registration in this run (their logs) — not during the %d produce runs%s — no leader changed in the sentinel topic (one partition led by each node) and every node kept running (the fencing row of each produce table).\n\n", ttl, total, fill)
 }
 
 func shrinks(v float64) string {
