@@ -18,7 +18,7 @@ TEST_TIMEOUT ?= 20m
 # (only a doc.go saying what will live there) is skipped with a note.
 PROGRAMS := cp:gregor-cp dp:gregor-dp gregor:gregor
 
-.PHONY: all build run cluster test test-short test-deps bench bench-full bench-micro bench-compare fuzz lint deps clean
+.PHONY: all build run cluster test test-short test-deps bench bench-full bench-replication bench-micro bench-compare fuzz lint deps clean
 
 all: build
 
@@ -79,6 +79,15 @@ bench: build
 bench-full: build
 	scripts/install-peers.sh
 	$(BIN)/gregor bench-suite --full
+
+# bench-replication: the replication benchmarks (≤ 5 min) on 1 gregor-cp and 3 gregor-dp
+# processes from bin/ — produce at acks=all on RF 3 beside acks=1 on RF 1, a follower
+# catching up 1 GiB, leader failover and restart to ISR — into perf/results/replication-*
+# and BENCHMARKS.md's replication section. REPLICATION_FLAGS adds flags (--full,
+# --registration-ttl 2s, …; bin/gregor bench-suite --replication -h lists them).
+REPLICATION_FLAGS ?= --quick
+bench-replication: build
+	$(BIN)/gregor bench-suite --replication $(REPLICATION_FLAGS)
 
 # bench-compare: whole-system A/B of BASE's servers against the working tree's on the
 # quick workloads — the check every change to the produce or fetch path goes through,

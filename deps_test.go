@@ -48,11 +48,12 @@ var packageMap = map[string][]string{
 	"node":             {"controlplane/client", "controlplane/cluster", "dataplane", "internal/reserve"},
 	"internal/reserve": {},
 
-	"cmd/cp":       {"controlplane", "node"},
-	"cmd/dp":       {"dataplane", "node", "proto"},
-	"cmd/gregor":   {"perf", "perf/drivers"},
-	"perf":         {},
-	"perf/drivers": {"internal/reserve", "perf", "proto"},
+	"cmd/cp":           {"controlplane", "node"},
+	"cmd/dp":           {"dataplane", "node", "proto"},
+	"cmd/gregor":       {"perf", "perf/drivers", "perf/replication"},
+	"perf":             {},
+	"perf/drivers":     {"internal/reserve", "perf", "proto"},
+	"perf/replication": {"perf", "perf/drivers"},
 
 	// Helpers for tests only (testOnly below).
 	"internal/testutil": {},

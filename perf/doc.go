@@ -9,7 +9,8 @@
 // BENCHMARKS.md section, SVG charts, the A/B table comparing two builds of Gregor). The
 // drivers for the Kafka protocol, NATS JetStream and Redis Streams, and the code that
 // starts the peers, live in perf/drivers so that this package can be tested against an
-// in-memory sink without any server.
+// in-memory sink without any server. The cluster part of the suite — replication's cost
+// and recovery on three data-plane processes — is perf/replication.
 //
 // Every message carries, in its first 8 bytes, the time it was meant to be sent (Unix
 // nanoseconds, little endian). The consumer subtracts it from the time of arrival, so

@@ -432,7 +432,7 @@ gregor_produce_bytes_total 5
 	if !found || b.Sendfile != 9e6 || b.Copy != 1e6 {
 		t.Fatalf("%+v %v", b, found)
 	}
-	z := zeroCopyBetween(FetchPathBytes{}, b)
+	z := ZeroCopyBetween(FetchPathBytes{}, b)
 	if z.Share != 0.9 {
 		t.Errorf("share %v", z.Share)
 	}
@@ -469,5 +469,32 @@ func TestProducerFailureEndsRun(t *testing.T) {
 	}
 	if time.Since(start) > 5*time.Second {
 		t.Errorf("took %v to notice", time.Since(start))
+	}
+}
+
+func TestParseMetricsLabels(t *testing.T) {
+	page := `# TYPE gregor_replication_bytes_in_total counter
+gregor_replication_bytes_in_total{path="splice"} 7e+06
+gregor_replication_bytes_in_total{path="copy"} 1000
+gregor_partition_log_end_offset{topic="a,b",partition="0"} 42
+gregor_partition_log_end_offset{topic="a",partition="1"} 5
+gregor_isr_shrinks_total 3
+`
+	m := ParseMetrics(strings.NewReader(page))
+	if v, ok := m.Sum("gregor_partition_log_end_offset", `topic="a,b"`, `partition="0"`); !ok || v != 42 {
+		t.Errorf("labelled sum: %v %v", v, ok)
+	}
+	if v, ok := m.Sum("gregor_isr_shrinks_total"); !ok || v != 3 {
+		t.Errorf("unlabelled: %v %v", v, ok)
+	}
+	if _, ok := m.Sum("gregor_isr_expands_total"); ok {
+		t.Error("found a metric the page does not have")
+	}
+	by := m.ByLabel("gregor_replication_bytes_in_total", "path")
+	if len(by) != 2 || by["splice"] != 7e6 || by["copy"] != 1000 {
+		t.Errorf("by path: %v", by)
+	}
+	if by := m.ByLabel("gregor_isr_shrinks_total", "path"); by[""] != 3 {
+		t.Errorf("no label: %v", by)
 	}
 }

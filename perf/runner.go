@@ -183,7 +183,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 	}
 	if gregor {
 		if b, found, err := ScrapeFetchPaths(ctx, cfg.MetricsURL); err == nil && found {
-			res.ZeroCopy = zeroCopyBetween(fetchStart, b)
+			res.ZeroCopy = ZeroCopyBetween(fetchStart, b)
 		}
 	}
 	if w.IsCatchUp() {

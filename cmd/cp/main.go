@@ -62,7 +62,7 @@ func run(args []string) int {
 	fs.IntVar(&cfg.Groups.OffsetMetadataMaxBytes, "offset-metadata-max-bytes", controlplane.DefaultOffsetMetadataMaxBytes, "largest metadata string of a committed offset")
 	fs.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:9645", "HTTP listener: /metrics, /healthz, /readyz, /v1/cluster")
 	fs.UintVar(&cfg.TickMs, "etcd-heartbeat-ms", controlplane.DefaultTickMs, "etcd heartbeat interval (ms)")
-	fs.UintVar(&cfg.ElectionMs, "etcd-election-ms", controlplane.DefaultElectionMs, "etcd election timeout (ms)")
+	fs.UintVar(&cfg.ElectionMs, "etcd-election-ms", controlplane.DefaultElectionMs, "etcd election timeout (ms); etcd's shortest lease, and so gregor-dp's shortest --registration-ttl, is 1.5 of it rounded up to whole seconds (1000: 2s; 500 with a 50 ms heartbeat: 1s)")
 	fs.DurationVar(&cfg.ControllerTTL, "controller-ttl", controlplane.DefaultControllerTTL, "controller session TTL: a dead controller is replaced after about this long (whole seconds)")
 	autoRebalance := true
 	fs.BoolVar(&autoRebalance, "auto-leader-rebalance", true, "move each partition's leadership back to its preferred replica once that replica is live and in sync (auto.leader.rebalance.enable)")

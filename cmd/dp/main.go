@@ -120,7 +120,7 @@ func parseFlags(args []string) (options, error) {
 	durFlag(&o.limits.ReplicaLagTimeMax, "replica-lag-time-max", dataplane.DefaultReplicaLagTimeMax, "an in-sync follower that has not caught up with its leader for this long leaves the ISR (replica.lag.time.max.ms)")
 	durFlag(&o.controlledShutdownTimeout, "controlled-shutdown-timeout", node.DefaultControlledShutdownTimeout,
 		"on SIGTERM or SIGINT, wait at most this long for the controller to move this node's leaderships before stopping (controlled shutdown); 0: stop at once, leaving them to move once the registration is revoked")
-	durFlag(&o.registrationTTL, "registration-ttl", node.DefaultRegistrationTTL, "lease of the node's registration: its partitions move this long after it stops renewing it")
+	durFlag(&o.registrationTTL, "registration-ttl", node.DefaultRegistrationTTL, "lease of the node's registration: its partitions move this long after it stops renewing it (whole seconds; etcd grants no lease shorter than 1.5 election timeouts, rounded up: 2s with gregor-cp's defaults, 1s needs --etcd-election-ms 600 or less there)")
 	str(&o.dataDir, "data-dir", "./data/dp1", "directory of the partition logs")
 	str(&o.listen, "listen", "127.0.0.1:9092", "Kafka listener host:port")
 	str(&o.advertise, "advertise", "", "host:port clients are told to connect to (default: the bound --listen address)")

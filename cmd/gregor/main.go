@@ -3,12 +3,14 @@
 //
 //	gregor bench --workload FILE --driver kafka|kafka-raw|jetstream|redis [--bootstrap ADDR]
 //	gregor bench-suite --quick|--full [--bootstrap ADDR]
+//	gregor bench-suite --replication --quick|--full [--registration-ttl 1s]
 //	gregor bench-report [--suite perf/results/suite-quick.json]
 //	gregor bench-compare --base-bin DIR [--new-bin bin] [--rounds 3] [--drivers kafka-raw]
 //
 // bench runs one workload on one system and prints a table; bench-suite runs every
 // workload of perf/workloads on every system available and rewrites the generated
-// section of BENCHMARKS.md; bench-report regenerates that section and the charts from a
+// section of BENCHMARKS.md (with --replication, the replication benchmarks of
+// perf/replication and their section); bench-report regenerates that section and the charts from a
 // saved suite without running anything; bench-compare runs the quick workloads on two
 // builds of Gregor's servers, rounds interleaved, and prints a Markdown table of the
 // medians, their ratios and the losses (make bench-compare BASE=<rev> builds the base).
@@ -25,6 +27,10 @@ const usage = `usage:
       run one workload on one system (gregor bench -h for flags)
   gregor bench-suite --quick|--full [flags]
       run every workload on every available system and rewrite BENCHMARKS.md
+  gregor bench-suite --replication --quick|--full [flags]
+      the replication benchmarks on 1 gregor-cp and 3 gregor-dp processes: RF 3
+      against RF 1, a follower's catch-up, failover, restart to ISR (make
+      bench-replication)
   gregor bench-report [--suite FILE] [--benchmarks FILE]
       regenerate BENCHMARKS.md's section and the charts from a saved suite
   gregor bench-compare --base-bin DIR [flags]

@@ -27,6 +27,9 @@ type target struct {
 }
 
 func suiteCmd(args []string, stdout, stderr io.Writer) int {
+	if hasFlag(args, "replication") {
+		return replicationCmd(args, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("gregor bench-suite", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var f benchFlags
@@ -38,6 +41,7 @@ func suiteCmd(args []string, stdout, stderr io.Writer) int {
 	only := fs.String("drivers", strings.Join(drivers.Names, ","), "drivers to run, comma-separated")
 	reading := fs.String("reading", filepath.Join("perf", "READING.md"), "hand-written reading carried into the section (skipped if missing)")
 	bin := fs.String("gregor-bin", "bin", "directory with gregor-cp and gregor-dp, started when no broker answers at --bootstrap")
+	fs.Bool("replication", false, "instead, the replication benchmarks on 1 gregor-cp and 3 gregor-dp processes (gregor bench-suite --replication -h for their flags)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -56,13 +60,7 @@ func suiteCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "gregor bench-suite:", err)
 		return 1
 	}
-	mode := "full"
-	if *quick {
-		mode = "quick"
-		for _, w := range ws {
-			w.ScaleQuick()
-		}
-	}
+	mode := scaleMode(*quick, ws)
 	suite := &perf.Suite{Mode: mode, StartedAt: time.Now().UTC(), Commit: perf.GitCommit("."), Machine: perf.DescribeMachine(),
 		Command: "bin/gregor bench-suite " + strings.Join(args, " "), LoadBefore: perf.LoadAverage()}
 	ctx, cancel := signalContext()
@@ -145,6 +143,18 @@ func suiteCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// scaleMode scales the workloads down as the quick suite does when quick is set, and
+// names the mode: "quick" or "full".
+func scaleMode(quick bool, ws []*perf.Workload) string {
+	if !quick {
+		return "full"
+	}
+	for _, w := range ws {
+		w.ScaleQuick()
+	}
+	return "quick"
 }
 
 // kafkaTarget finds the broker for a Kafka driver: one answering at --bootstrap (or

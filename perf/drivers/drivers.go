@@ -38,6 +38,11 @@ type Options struct {
 	WorkDir string
 	// Log receives warnings (consumer errors); nil discards them.
 	Log io.Writer
+	// ReplicationFactor and TopicConfigs are given to the topics a Kafka driver creates
+	// (0 and nil: the broker's defaults), e.g. 3 and min.insync.replicas=2 for the
+	// replication benchmarks. The other drivers ignore them.
+	ReplicationFactor int16
+	TopicConfigs      map[string]string
 }
 
 // New returns the driver called name, connected (and its peer started, if it starts

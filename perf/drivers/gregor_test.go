@@ -91,3 +91,23 @@ func TestStartGregorFails(t *testing.T) {
 		t.Errorf("left in TMPDIR: %v", left)
 	}
 }
+
+// TestMinLeaseTTL checks etcd's shortest lease for gregor-cp's timers: the default
+// timers give 2 s, so a 1 s registration TTL needs shorter ones.
+func TestMinLeaseTTL(t *testing.T) {
+	for _, tc := range []struct {
+		heartbeat, election int
+		want                time.Duration
+	}{
+		{100, 1000, 2 * time.Second}, // 15 ticks of 100 ms: 1.5 s, rounded up
+		{50, 500, time.Second},       // 0.75 s
+		{100, 600, time.Second},      // 0.9 s
+		{100, 700, time.Second},      // 3·7/2 = 10 ticks (integers, as etcd counts): 1 s
+		{100, 800, 2 * time.Second},  // 12 ticks: 1.2 s
+		{0, 1000, 0},
+	} {
+		if got := MinLeaseTTL(tc.heartbeat, tc.election); got != tc.want {
+			t.Errorf("MinLeaseTTL(%d, %d) = %v, want %v", tc.heartbeat, tc.election, got, tc.want)
+		}
+	}
+}

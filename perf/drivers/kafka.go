@@ -41,6 +41,10 @@ type kafkaDriver struct {
 	adm       *kadm.Client
 	pids      []int
 	log       func(format string, a ...any)
+	// rf and configs are what CreateTopic asks for (Options.ReplicationFactor,
+	// Options.TopicConfigs).
+	rf      int16
+	configs map[string]*string
 }
 
 func newKafka(o Options, raw bool) (*kafkaDriver, error) {
@@ -59,7 +63,16 @@ func newKafka(o Options, raw bool) (*kafkaDriver, error) {
 		return nil, fmt.Errorf("%s: no Kafka-compatible broker at %s (--bootstrap): %w", name, addr, err)
 	}
 	c.Close()
-	d := &kafkaDriver{bootstrap: addr, raw: raw}
+	d := &kafkaDriver{bootstrap: addr, raw: raw, rf: o.ReplicationFactor}
+	if d.rf == 0 {
+		d.rf = -1 // the broker's default
+	}
+	for k, v := range o.TopicConfigs {
+		if d.configs == nil {
+			d.configs = map[string]*string{}
+		}
+		d.configs[k] = &v
+	}
 	d.log = func(format string, a ...any) { fmt.Fprintf(o.Log, "bench: "+name+": "+format+"\n", a...) }
 	d.admin, err = kgo.NewClient(kgo.SeedBrokers(addr), kgo.ClientID("gregor-bench-admin"), kgo.DialTimeout(kafkaDialTimeout))
 	if err != nil {
@@ -103,7 +116,7 @@ func (d *kafkaDriver) Close() error {
 
 // CreateTopic implements perf.Driver.
 func (d *kafkaDriver) CreateTopic(ctx context.Context, topic string, partitions int) error {
-	resp, err := d.adm.CreateTopic(ctx, int32(partitions), -1, nil, topic)
+	resp, err := d.adm.CreateTopic(ctx, int32(partitions), d.rf, d.configs, topic)
 	if err == nil {
 		err = resp.Err
 	}

@@ -33,14 +33,15 @@ type Process struct {
 	waitErr error
 }
 
-// StartProcess starts bin with args, its output going to <dir>/<name>.log.
+// StartProcess starts bin with args, its output going to <dir>/<name>.log (appended to,
+// so a process started again under the same name keeps its earlier runs' output).
 func StartProcess(name, dir, bin string, args ...string) (*Process, error) {
 	path, err := exec.LookPath(bin)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w (install it with scripts/install-peers.sh)", bin, err)
 	}
 	logPath := filepath.Join(dir, name+".log")
-	logf, err := os.Create(logPath)
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -91,6 +92,24 @@ func (p *Process) LogTail() string {
 		data = data[len(data)-logTailBytes:]
 	}
 	return strings.TrimSpace(string(data))
+}
+
+// Exited is closed when the process has exited.
+func (p *Process) Exited() <-chan struct{} { return p.exited }
+
+// LogPath is the file the process's output goes to.
+func (p *Process) LogPath() string { return p.logPath }
+
+// Kill sends SIGKILL to the process's group, as a crash would end it, and waits until it
+// has exited.
+func (p *Process) Kill() {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = syscall.Kill(-p.PID(), syscall.SIGKILL)
+	<-p.exited
 }
 
 // Stop asks the process to exit (SIGTERM to its group), then kills it after
