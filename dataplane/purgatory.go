@@ -21,8 +21,10 @@ type waiter struct {
 	try func() bool
 	// expire runs on the loop at the deadline: it answers with what there is.
 	expire func()
-	// parts are the partitions to wait on.
+	// parts are the partitions to wait on; regs[i] is the waiter's registration on
+	// parts[i].
 	parts []*replica.Partition
+	regs  []registration
 	timer *time.Timer
 	// done is set, on the loop, once the request is answered.
 	done bool
@@ -47,9 +49,11 @@ func (w *waiter) leave() {
 func (w *waiter) park(wait time.Duration, size *atomic.Int64) {
 	w.size = size
 	size.Add(1)
-	for _, p := range w.parts {
-		p.AddWaiter(w)
+	w.regs = make([]registration, len(w.parts))
+	for i := range w.regs {
+		w.regs[i].w = w
 	}
+	w.listen()
 	if w.try() {
 		w.done = true
 		w.leave()
@@ -69,9 +73,33 @@ func (w *waiter) park(wait time.Duration, size *atomic.Int64) {
 	})
 }
 
-// Wake implements replica.Waiter: a partition w waits on changed, so w is handed to
-// its connection's loop to try again.
-func (w *waiter) Wake() { w.cs.post(w.retry) }
+// registration is a waiter's place in one partition's waiter list (replica.Waiter):
+// armed while it is in the list. A waiter is in each list at most once, however often
+// it retries: re-registering on every partition at every retry filled the lists of
+// partitions that did not move with copies of it, up to their bound, past which a
+// waiter still needing such a partition was dropped and never woken (acks=all producers
+// stalled until their timeout).
+type registration struct {
+	w     *waiter
+	armed atomic.Bool
+}
+
+// Wake implements replica.Waiter: the partition changed and dropped its list, so the
+// waiter is handed to its connection's loop to try again.
+func (r *registration) Wake() {
+	r.armed.Store(false)
+	r.w.cs.post(r.w.retry)
+}
+
+// listen puts the waiter in the list of each of its partitions it is not in yet.
+func (w *waiter) listen() {
+	for i := range w.regs {
+		r := &w.regs[i]
+		if r.armed.CompareAndSwap(false, true) && !w.parts[i].AddWaiter(r) {
+			r.armed.Store(false) // the list is full: the deadline answers, or a later retry
+		}
+	}
+}
 
 // retry runs on the loop after a partition changed: it answers the request if it can
 // now, else leaves it parked. It listens on its partitions again before it tries, so
@@ -81,9 +109,7 @@ func (w *waiter) retry() {
 	if w.done {
 		return
 	}
-	for _, p := range w.parts {
-		p.AddWaiter(w)
-	}
+	w.listen()
 	if w.try() {
 		w.done = true
 		w.leave()

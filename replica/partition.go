@@ -675,14 +675,24 @@ type waiters struct {
 	list []Waiter
 }
 
-// AddWaiter parks w on the partition until its next change. Past
-// maxWaitersPerPartition, w is not registered: it waits for its deadline only.
-func (p *Partition) AddWaiter(w Waiter) {
+// Waiters is the number of registrations in the partition's waiter list.
+func (p *Partition) Waiters() int {
 	p.waiters.mu.Lock()
-	if len(p.waiters.list) < maxWaitersPerPartition {
-		p.waiters.list = append(p.waiters.list, w)
+	defer p.waiters.mu.Unlock()
+	return len(p.waiters.list)
+}
+
+// AddWaiter parks w on the partition until its next change, and reports whether it did:
+// past maxWaitersPerPartition, w is not registered (it waits for its deadline, or
+// another partition's change).
+func (p *Partition) AddWaiter(w Waiter) bool {
+	p.waiters.mu.Lock()
+	defer p.waiters.mu.Unlock()
+	if len(p.waiters.list) >= maxWaitersPerPartition {
+		return false
 	}
-	p.waiters.mu.Unlock()
+	p.waiters.list = append(p.waiters.list, w)
+	return true
 }
 
 // wakeWaiters wakes, and forgets, every request parked on p.
