@@ -71,7 +71,11 @@ func leadersKilledInTurn(t *testing.T, topic string, start func(*testing.T, *tes
 
 // TestLeadersKilledInTurn: each partition's leader is SIGKILLed under a franz-go
 // acks=all load, then restarted.
-func TestLeadersKilledInTurn(t *testing.T) { leadersKilledInTurn(t, "turns", startLoad) }
+func TestLeadersKilledInTurn(t *testing.T) {
+	leadersKilledInTurn(t, "turns", func(t *testing.T, c *testcluster.Cluster, topic string) *produceLoad {
+		return startLoad(t, c, topic)
+	})
+}
 
 // librdkafkaLoadScript produces "<prefix>-<n>" values to a topic with confluent-kafka
 // (librdkafka), idempotent and acks=all, until its standard input closes, then waits for

@@ -26,72 +26,7 @@ import (
 // partitions partitions, RF 3, min.insync.replicas 2.
 func startMoves(t *testing.T, topic string, partitions int32, cpFlags ...string) *testcluster.Cluster {
 	t.Helper()
-	c := testcluster.New(t, testcluster.Options{DataPlanes: 3, Processes: true, CPFlags: cpFlags})
-	minISR := "2"
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	resp, err := c.Admin(t).CreateTopics(ctx, partitions, 3, map[string]*string{"min.insync.replicas": &minISR}, topic)
-	if err != nil || resp[topic].Err != nil {
-		t.Fatalf("create %s: %v %+v", topic, err, resp[topic])
-	}
-	for p := range partitions {
-		c.WaitLeader(t, topic, p)
-	}
-	return c
-}
-
-// failureLoad is produceLoad (replication_test.go) that also keeps what failed.
-type failureLoad struct {
-	*produceLoad
-	fmu      sync.Mutex
-	failures map[string]int
-}
-
-// startFailureLoad starts an idempotent acks=all load on topic, as startLoad does,
-// and records each failure's error.
-//
-// The client retries a connection closed before its first answer (AlwaysRetryEOF):
-// the harness's client link of a stopped node still accepts connections and closes
-// them at once, where the node's own port would refuse them, and franz-go fails the
-// records of a connection closed that way (it takes it for a TLS mismatch) but
-// retries a refused one.
-func startFailureLoad(t *testing.T, c *testcluster.Cluster, topic string) *failureLoad {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers()...), kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.DefaultProduceTopic(topic), kgo.RecordDeliveryTimeout(90*time.Second), kgo.AlwaysRetryEOF())
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &failureLoad{produceLoad: newProduceLoad(t), failures: map[string]int{}}
-	go func() {
-		defer close(l.done)
-		defer cl.Close()
-		defer func() { _ = cl.Flush(l.ctx) }()
-		for i := 0; ; i++ {
-			select {
-			case <-l.stop:
-				return
-			default:
-			}
-			v := fmt.Sprintf("record-%06d", i)
-			cl.Produce(context.Background(), &kgo.Record{Key: []byte(v[len(v)-2:]), Value: []byte(v)}, func(r *kgo.Record, err error) {
-				l.mu.Lock()
-				defer l.mu.Unlock()
-				if err == nil {
-					l.acked[string(r.Value)] = true
-					return
-				}
-				l.errs++
-				l.fmu.Lock()
-				l.failures[err.Error()]++
-				l.fmu.Unlock()
-			})
-			if i%100 == 99 {
-				_ = cl.Flush(l.ctx)
-			}
-		}
-	}()
-	return l
+	return startReplicatedWith(t, testcluster.Options{CPFlags: cpFlags}, topic, partitions)
 }
 
 // leaderWatch follows the metadata change by change, in etcd order, and records for
@@ -183,7 +118,12 @@ func TestControlledShutdown(t *testing.T) {
 	c := startMoves(t, "cs", 6, "--leader-rebalance-delay", "2s")
 	c.CheckFor(t, 60*time.Second, func() error { return preferredLeaders(c.Metadata(t), "cs") })
 	w := watchLeaders(t, c)
-	l := startFailureLoad(t, c, "cs")
+	// The client retries a connection closed before its first answer (AlwaysRetryEOF):
+	// the harness's client link of a stopped node still accepts connections and closes
+	// them at once, where the node's own port would refuse them, and franz-go fails the
+	// records of a connection closed that way (it takes it for a TLS mismatch) but
+	// retries a refused one.
+	l := startLoad(t, c, "cs", kgo.AlwaysRetryEOF())
 	l.waitAcked(t, 2000)
 	old := c.Leader(t, "cs", 0)
 	if led := ledBy(c.Metadata(t), "cs", old.ID); len(led) == 0 {

@@ -125,8 +125,10 @@ type produceLoad struct {
 	mu    sync.Mutex
 	acked map[string]bool
 	errs  int
-	stop  chan struct{}
-	done  chan struct{} // closed once the producer has stopped and every answer is in
+	// failures counts the failed produces by error.
+	failures map[string]int
+	stop     chan struct{}
+	done     chan struct{} // closed once the producer has stopped and every answer is in
 	// ctx is cancelled when the test has failed: the producer then stops without
 	// waiting for its records' answers from a cluster that may never give them.
 	ctx context.Context
@@ -135,7 +137,7 @@ type produceLoad struct {
 // newProduceLoad makes a load that stops at t's cleanup, at once if t has failed.
 func newProduceLoad(t *testing.T) *produceLoad {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &produceLoad{acked: map[string]bool{}, stop: make(chan struct{}), done: make(chan struct{}), ctx: ctx}
+	l := &produceLoad{acked: map[string]bool{}, failures: map[string]int{}, stop: make(chan struct{}), done: make(chan struct{}), ctx: ctx}
 	t.Cleanup(func() {
 		if t.Failed() {
 			cancel()
@@ -154,13 +156,14 @@ func (l *produceLoad) record(value string, err error) {
 		l.acked[value] = true
 	} else {
 		l.errs++
+		l.failures[err.Error()]++
 	}
 }
 
-func startLoad(t *testing.T, c *testcluster.Cluster, topic string) *produceLoad {
+func startLoad(t *testing.T, c *testcluster.Cluster, topic string, opts ...kgo.Opt) *produceLoad {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers()...), kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.DefaultProduceTopic(topic), kgo.RecordDeliveryTimeout(90*time.Second))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Brokers()...), kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.DefaultProduceTopic(topic), kgo.RecordDeliveryTimeout(90 * time.Second)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
