@@ -181,10 +181,12 @@ func (c *cluster) catchUp(ctx context.Context, cfg Config) (*CatchUp, error) {
 	cu.RestartToListeningSec = listening.Sub(restartAt).Seconds()
 	progress(cfg.Progress, "catch-up: node %d restarted, serving after %.2f s; catching up", f.ID, cu.RestartToListeningSec)
 	var last perf.Metrics
-	// firstByte is the last poll before the follower's log end offsets first moved: the
-	// first message arrived after it, so the rate is a lower bound (by one poll).
+	// firstByte is the last poll before the follower's replicated bytes first moved
+	// (gregor_replication_bytes_in_total, there from the process's start: its
+	// per-partition log-end gauges appear only at its first upkeep tick, after a
+	// second): the first message arrived after it, so the rate is a lower bound (by
+	// one poll).
 	var firstByte, prevPoll time.Time
-	startLEO := -1.0 // the follower's log end offsets summed, at the first poll
 	lastReport := time.Now()
 	err = c.waitFor(ctx, waitMax+time.Duration(cfg.BacklogBytes/(20<<20))*time.Second, func() (bool, error) {
 		polled := time.Now()
@@ -195,20 +197,19 @@ func (c *cluster) catchUp(ctx context.Context, cfg Config) (*CatchUp, error) {
 		last = m
 		defer func() { prevPoll = polled }()
 		done := true
-		var behind, sum float64
+		var behind float64
 		for p, want := range leo {
 			v, _ := m.Sum(logEndOffsetMetric, partitionLabels(catchUpTopic, p)...)
-			sum += v
 			if v < want {
 				done = false
 				behind += want - v
 			}
 		}
-		switch {
-		case startLEO < 0:
-			startLEO = sum
-		case firstByte.IsZero() && sum > startLEO:
+		if in, _ := m.Sum(replicationBytesMetric); firstByte.IsZero() && in > 0 {
 			firstByte = prevPoll
+			if firstByte.IsZero() { // the first poll already saw bytes
+				firstByte = listening
+			}
 		}
 		if !done && time.Since(lastReport) >= time.Second {
 			lastReport = time.Now()
