@@ -340,23 +340,35 @@ func (r *FetchRequest) Walk() FetchWalker {
 	return FetchWalker{r: reader{b: r.topics}, topicsLeft: r.Topics, version: r.version}
 }
 
+// fetchTopic reads a topic's head in a Fetch request or response: its name (v≤12) or
+// id (v13+), its partition count (each partition at least partitionBytes), and the
+// topic's tag buffer when it has no partitions (flexible versions; otherwise the tags
+// follow its last partition). ok is false if the bytes do not hold it.
+func (r *reader) fetchTopic(version int16, partitionBytes int) (name []byte, id [16]byte, partitions int, ok bool) {
+	flexible := fetchFlexible(version)
+	if version >= FetchVersionTopicIDs {
+		id = r.uuid()
+	} else {
+		name = r.string(flexible)
+	}
+	partitions = r.arrayLen(flexible, partitionBytes)
+	if partitions == 0 && flexible {
+		r.skipTags()
+	}
+	return name, id, partitions, !r.bad
+}
+
 // NextTopic advances to the next topic: its name (v≤12, nil after) and partition count.
 func (w *FetchWalker) NextTopic() (name []byte, partitions int, err error) {
 	if w.topicsLeft == 0 || w.partsLeft != 0 {
 		return nil, 0, ErrMalformedFetch
 	}
-	flexible := fetchFlexible(w.version)
-	if w.version >= FetchVersionTopicIDs {
-		w.TopicID = w.r.uuid()
-	} else {
-		name = w.r.string(flexible)
-	}
-	n := w.r.arrayLen(flexible, fetchPartitionBytes(w.version))
-	if n == 0 && flexible {
-		w.r.skipTags()
-	}
-	if w.r.bad {
+	name, id, n, ok := w.r.fetchTopic(w.version, fetchPartitionBytes(w.version))
+	if !ok {
 		return nil, 0, ErrMalformedFetch
+	}
+	if w.version >= FetchVersionTopicIDs {
+		w.TopicID = id
 	}
 	w.topicsLeft--
 	w.partsLeft = n

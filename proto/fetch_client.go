@@ -152,18 +152,12 @@ func (r *FetchResponse) NextTopic() (name []byte, partitions int, err error) {
 	if r.topicsLeft == 0 || r.partsLeft != 0 {
 		return nil, 0, ErrMalformedFetchResponse
 	}
-	flexible := fetchFlexible(r.version)
-	if r.version >= FetchVersionTopicIDs {
-		r.TopicID = r.r.uuid()
-	} else {
-		name = r.r.string(flexible)
-	}
-	n := r.r.arrayLen(flexible, fetchResponsePartitionBytes(r.version))
-	if n == 0 && flexible {
-		r.r.skipTags()
-	}
-	if r.r.bad {
+	name, id, n, ok := r.r.fetchTopic(r.version, fetchResponsePartitionBytes(r.version))
+	if !ok {
 		return nil, 0, ErrMalformedFetchResponse
+	}
+	if r.version >= FetchVersionTopicIDs {
+		r.TopicID = id
 	}
 	r.topicsLeft--
 	r.partsLeft = n
