@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/gregor-streaming/gregor/segment"
 )
 
 // The high-watermark checkpoint file (Kafka's replication-offset-checkpoint), one per
@@ -119,33 +121,8 @@ func writeHWCheckpoint(dir string, hws map[string]map[int32]int64) error {
 		data = append(data, l...)
 		data = append(data, '\n')
 	}
-	path := filepath.Join(dir, hwCheckpointFile)
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("replica: write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("replica: write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("replica: fsync %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("replica: close %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("replica: rename %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("replica: open %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("replica: fsync %s: %w", dir, err)
+	if err := segment.WriteFileAtomic(filepath.Join(dir, hwCheckpointFile), data); err != nil {
+		return fmt.Errorf("replica: %w", err)
 	}
 	return nil
 }

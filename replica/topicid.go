@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/gregor-streaming/gregor/segment"
 )
 
 // topicIDFile names, in a replica's directory, the file that says which topic the
@@ -33,12 +35,7 @@ func readTopicID(dir string) (string, error) {
 	return "", fmt.Errorf("replica: %s in %s names no topic id", topicIDFile, dir)
 }
 
-// writeTopicID records id in dir, atomically (a temporary file renamed over it).
+// writeTopicID records id in dir, durably.
 func writeTopicID(dir, id string) error {
-	path := filepath.Join(dir, topicIDFile)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte("version: 0\ntopic_id: "+id+"\n"), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return segment.WriteFileAtomic(filepath.Join(dir, topicIDFile), []byte("version: 0\ntopic_id: "+id+"\n"))
 }

@@ -29,8 +29,10 @@ const (
 	maxCheckpointFileSize = 1 << 20 // a leader-epoch file of ~50k epochs; more is corrupt
 )
 
-// writeFileAtomic replaces path with data durably.
-func writeFileAtomic(path string, data []byte) error {
+// WriteFileAtomic replaces path with data durably: written whole to a temporary file,
+// fsynced, renamed over path, and path's directory fsynced, so that a crash leaves the
+// old contents or the new.
+func WriteFileAtomic(path string, data []byte) error {
 	tmp := path + tmpSuffix
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -107,5 +109,5 @@ func readRecoveryPoint(dir string) int64 {
 }
 
 func writeRecoveryPoint(dir string, offset int64) error {
-	return writeFileAtomic(filepath.Join(dir, recoveryPointFile), fmt.Appendf(nil, "%d\n%d\n", checkpointVersion, offset))
+	return WriteFileAtomic(filepath.Join(dir, recoveryPointFile), fmt.Appendf(nil, "%d\n%d\n", checkpointVersion, offset))
 }

@@ -62,7 +62,7 @@ func (c *LeaderEpochCache) persist() error {
 	for _, e := range c.entries {
 		b = fmt.Appendf(b, "%d %d\n", e.Epoch, e.StartOffset)
 	}
-	return writeFileAtomic(c.path, b)
+	return WriteFileAtomic(c.path, b)
 }
 
 // Entries returns a copy of the cache's entries.

@@ -1244,7 +1244,7 @@ func (l *Log) Close() error {
 		err = writeRecoveryPoint(l.dir, active.nextOffset)
 	}
 	if err == nil {
-		err = writeFileAtomic(filepath.Join(l.dir, cleanShutdownFile), fmt.Appendf(nil, "%d\n%d\n", checkpointVersion, active.nextOffset))
+		err = WriteFileAtomic(filepath.Join(l.dir, cleanShutdownFile), fmt.Appendf(nil, "%d\n%d\n", checkpointVersion, active.nextOffset))
 	}
 	for _, s := range l.segments {
 		s.close()
