@@ -55,6 +55,13 @@ var packageMap = map[string][]string{
 	"perf/drivers":     {"internal/reserve", "perf", "proto"},
 	"perf/replication": {"perf", "perf/drivers"},
 
+	// The fault suite: what a run records, its checker, the workload that drives a
+	// cluster, and the scenarios (package chaos's tests, on internal/testcluster).
+	"chaos/history":  {},
+	"chaos/checker":  {"chaos/history"},
+	"chaos/workload": {"chaos/history", "proto", "segment"},
+	"chaos":          {"chaos/checker", "chaos/history", "chaos/workload"},
+
 	// Helpers for tests only (testOnly below).
 	"internal/testutil": {},
 	"internal/testcluster": {
