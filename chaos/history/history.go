@@ -148,6 +148,10 @@ type History struct {
 	Control        []ControlOp      `json:"control"`
 	Finals         []ReplicaLog     `json:"finals"`
 	Faults         []Fault          `json:"faults"`
-	Start          time.Time        `json:"start"`
-	End            time.Time        `json:"end"`
+	// ConsumersDrained is true when the consumers were meant to read every partition to
+	// its end before the run stopped: an acknowledged value in the final logs that no
+	// poll read is then an anomaly (unseen), not only a count.
+	ConsumersDrained bool      `json:"consumers_drained,omitempty"`
+	Start            time.Time `json:"start"`
+	End              time.Time `json:"end"`
 }
