@@ -585,13 +585,16 @@ func (c *checker) availability(d *data) {
 			gap(first, okEnds[0])
 			for i := 1; i < len(okEnds); i++ {
 				from, to := okEnds[i-1], okEnds[i]
-				// Attempted in between: a send started in [from, to), or one started
-				// before from was still running at from.
+				// Unavailable from from if a send started before it was still running,
+				// else from the first send started after it.
 				j, _ := slices.BinarySearchFunc(byStart, from, func(si int32, t time.Time) int {
 					return sends[si].Start.Compare(t)
 				})
-				if (j < len(byStart) && sends[byStart[j]].Start.Before(to)) || (j > 0 && maxEnd[j-1].After(from)) {
+				switch {
+				case j > 0 && maxEnd[j-1].After(from):
 					gap(from, to)
+				case j < len(byStart) && sends[byStart[j]].Start.Before(to):
+					gap(sends[byStart[j]].Start, to)
 				}
 			}
 			gap(okEnds[len(okEnds)-1], last)
