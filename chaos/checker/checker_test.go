@@ -251,6 +251,32 @@ func TestNewGenerationMayGoBack(t *testing.T) {
 	expectKinds(t, Check(h), NonmonotonicPoll)
 }
 
+func TestSameConsumerKeepsPositionAcrossGenerations(t *testing.T) {
+	// g-1's last commit of partition 0 in generation 1 is dropped: the group's
+	// committed offset is behind what g-1 read.
+	build := func(consumer string) *history.History {
+		h := small()
+		last := -1
+		for i, c := range h.Commits {
+			if c.Member == "g-1" && c.Partition == 0 {
+				last = i
+			}
+		}
+		h.Commits = slices.Delete(h.Commits, last, last+1)
+		for i := range h.Polls {
+			if p := &h.Polls[i]; p.Consumer == "g-2" && p.Partition == 0 {
+				p.Consumer = consumer
+			}
+		}
+		return h
+	}
+	// g-1 keeps the partition into generation 2 and goes on from its own position: it
+	// read the records past the commit itself.
+	expectKinds(t, Check(build("g-1")))
+	// Another member taking over must start at the committed offset.
+	expectKinds(t, Check(build("g-2")), PollSkip)
+}
+
 func TestPollSkip(t *testing.T) {
 	h := small()
 	var p *history.Poll

@@ -252,7 +252,8 @@ var ControlModel = (&porcupine.NondeterministicModel{
 
 // ControlOperations turns the control-plane operations of a run into porcupine
 // operations for ControlModel. A write that was not acknowledged may take effect at
-// any time after its call, so its return is put after every other operation.
+// any time after its call, so its return is put after every other operation. A read
+// counts as the observation of its State whatever its Ok.
 func ControlOperations(ops []history.ControlOp) []porcupine.Operation {
 	var last int64
 	for _, op := range ops {

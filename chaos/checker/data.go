@@ -58,8 +58,8 @@ type partData struct {
 	sends []int32
 }
 
-// holds reports whether value v is known at offset off: in a final log below the
-// high watermark or, for an offset no final log holds, in a poll.
+// valueAt returns the value known at offset off: in a final log below the high
+// watermark or, for an offset no final log holds, in a poll.
 func (p *partData) valueAt(off int64) (string, bool) {
 	if v, ok := p.final[off]; ok {
 		return v, true
@@ -170,6 +170,9 @@ func (c *checker) checkData() {
 	c.checkPolls(d)
 	c.judgeValues(d)
 	c.availability(d)
+	for _, p := range d.parts {
+		c.stats.FinalRecords += len(p.final)
+	}
 }
 
 func (c *checker) indexSends(d *data) {
@@ -403,7 +406,11 @@ func (c *checker) checkPolls(d *data) {
 		next := int64(-1) // the expected next offset; -1 if not judged
 		switch {
 		case genChange:
-			next = commits.at(p.Group, p.Topic, p.Partition, p.Time)
+			// The group's committed offset, or past what this consumer read itself
+			// if it kept the partition (a cooperative rebalance keeps positions).
+			if next = commits.at(p.Group, p.Topic, p.Partition, p.Time); next >= 0 && st.has {
+				next = max(next, st.prev+1)
+			}
 		case p.Start >= 0:
 			next = p.Start
 		case st.has:
@@ -608,9 +615,5 @@ func (c *checker) availability(d *data) {
 		if a.Longest > st.MaxUnavailable || st.MaxUnavailableAt == "" {
 			st.MaxUnavailable, st.MaxUnavailableAt = a.Longest, fmt.Sprintf("%s/%d", a.Topic, a.Partition)
 		}
-	}
-	st.FinalRecords = 0
-	for _, p := range d.parts {
-		st.FinalRecords += len(p.final)
 	}
 }
