@@ -85,7 +85,7 @@ bench-full: build
 # catching up 1 GiB, leader failover and restart to ISR — into perf/results/replication-*
 # and BENCHMARKS.md's replication section. REPLICATION_FLAGS adds flags (--full,
 # --registration-ttl 2s, …; bin/gregor bench-suite --replication -h lists them).
-REPLICATION_FLAGS ?= --quick --registration-ttl 2s
+REPLICATION_FLAGS ?= --quick
 bench-replication: build
 	$(BIN)/gregor bench-suite --replication $(REPLICATION_FLAGS)
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	vm "github.com/VictoriaMetrics/metrics"
@@ -18,6 +19,13 @@ import (
 type metrics struct {
 	set *vm.Set
 
+	// Data-plane sessions held by this member (session.go).
+	sessionsOpen   atomic.Int64
+	sessionsOpened *vm.Counter
+	sessionsBroken *vm.Counter
+	sessionsKept   *vm.Counter
+	sessionRevokes *vm.Counter
+
 	opMu sync.Mutex
 	ops  map[string]*vm.Histogram
 }
@@ -29,6 +37,11 @@ func newMetrics(s *Server) *metrics {
 		ops: map[string]*vm.Histogram{},
 	}
 	s.groupMetrics = groups.NewMetrics(set)
+	set.NewGauge("gregor_cp_sessions_open", func() float64 { return float64(m.sessionsOpen.Load()) })
+	m.sessionsOpened = set.NewCounter("gregor_cp_sessions_opened_total")
+	m.sessionsBroken = set.NewCounter("gregor_cp_sessions_broken_total")
+	m.sessionsKept = set.NewCounter("gregor_cp_sessions_kept_total")
+	m.sessionRevokes = set.NewCounter("gregor_cp_session_revocations_total")
 	set.NewGauge("gregor_cp_groups", func() float64 {
 		if rt := s.groupRT.Load(); rt != nil {
 			return float64(rt.GroupCount())

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap/zapcore"
 
@@ -101,6 +102,12 @@ type Config struct {
 	// (live, in sync, not stopping) before its leadership moves back to it (default
 	// controller.DefaultLeaderRebalanceDelay).
 	LeaderRebalanceDelay time.Duration
+	// SessionGrace is how long a data-plane node whose session stream broke (its
+	// process died, closing the connection) has to open another before this member
+	// revokes its registration, moving its leaderships without waiting out the lease
+	// (see session.go). Zero means DefaultSessionGrace; negative turns it off: a crashed
+	// node's partitions then move when its lease expires.
+	SessionGrace time.Duration
 	// Logger receives this node's logs; etcd's own go to it at warn and above.
 	Logger *slog.Logger
 }
@@ -132,6 +139,12 @@ type Server struct {
 
 	// ctl is the controller: campaigning, reconciling while elected, observing.
 	ctl *controller.Controller
+
+	// ecReady is ec once the control loop has opened it (for the session service, which
+	// serves from etcd's start); closing is set, and stopping closed, when Close begins.
+	ecReady  atomic.Pointer[clientv3.Client]
+	closing  atomic.Bool
+	stopping chan struct{}
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -266,11 +279,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		releasePorts()
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}
-	s := &Server{cfg: cfg, logger: logger}
+	if cfg.SessionGrace == 0 {
+		cfg.SessionGrace = DefaultSessionGrace
+	}
+	s := &Server{cfg: cfg, logger: logger, stopping: make(chan struct{})}
 	s.metrics = newMetrics(s)
 	s.ctl = controller.New(controller.Config{Name: cfg.Name, TTL: cfg.ControllerTTL, Logger: logger,
 		Metrics: s.metrics.set, OnTerm: s.runGroups,
 		NoAutoLeaderRebalance: cfg.NoAutoLeaderRebalance, LeaderRebalanceDelay: cfg.LeaderRebalanceDelay})
+	ecfg.ServiceRegister = func(g *grpc.Server) { g.RegisterService(s.sessionService(), nil) }
 	e, err := embed.StartEtcd(ecfg)
 	releasePorts()
 	if err != nil {
@@ -323,6 +340,7 @@ func (s *Server) startControl(ctx context.Context) error {
 		return fmt.Errorf("controlplane: local etcd client: %w", err)
 	}
 	s.ec = ec
+	s.ecReady.Store(ec)
 	s.cli = client.Wrap(ec, client.Config{Logger: s.logger, ObserveOp: s.metrics.observeOp})
 	view, err := s.cli.WatchMetadata(ctx, func(client.Change) { s.ctl.Wake() })
 	if err != nil {
@@ -380,6 +398,8 @@ func (s *Server) ListenAddr() string {
 // Close resigns the controllership (if held), then stops the view, HTTP and etcd.
 func (s *Server) Close() {
 	s.closed.Do(func() {
+		s.closing.Store(true)
+		close(s.stopping)
 		if s.cancel != nil {
 			s.cancel()
 		}

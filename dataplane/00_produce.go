@@ -47,6 +47,9 @@ func handleProduce(s *Server, r *request) error {
 	buf.B = binary.BigEndian.AppendUint32(buf.B, uint32(req.Topics))
 	st := &r.conn.staged
 	fenced := s.fenced()
+	if fenced {
+		s.metrics.fencedProduces.Inc()
+	}
 	sp := stagedProduce{r: r, acks: req.Acks, timeoutMs: req.TimeoutMs, version: version, from: len(st.entries)}
 	for range req.Topics {
 		name, partitions, err := req.NextTopic()
@@ -104,9 +107,10 @@ func handleProduce(s *Server, r *request) error {
 	return nil
 }
 
-// fenced reports whether this node's registration may have expired (RELIABILITY R5,
-// R10): a leader cut off from the control plane past its lease acknowledges nothing, so
-// no write is acknowledged by an old leader once a new leader epoch can have started.
+// fenced reports whether this node's registration may have ended (its lease expired, or
+// its session broke and was revoked): a leader cut off from the control plane past its
+// lease, or past its session's grace, acknowledges nothing, so no write is acknowledged
+// by an old leader once a new leader epoch can have started.
 func (s *Server) fenced() bool {
 	return s.cfg.LeaseSafeUntil != nil && time.Now().After(s.cfg.LeaseSafeUntil())
 }

@@ -343,6 +343,9 @@ type serverMetrics struct {
 	// isrShrinks and isrExpands count the ISR changes this node made as leader.
 	isrShrinks *metrics.Counter
 	isrExpands *metrics.Counter
+	// fencedProduces counts produce requests refused because the node's registration
+	// may have ended (Config.LeaseSafeUntil passed).
+	fencedProduces *metrics.Counter
 	// produceWaiting and fetchWaiting are the purgatories' current sizes.
 	produceWaiting atomic.Int64
 	fetchWaiting   atomic.Int64
@@ -377,6 +380,7 @@ func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
 		replicationSpliceIn: set.NewCounter(`gregor_replication_bytes_in_total{path="splice"}`),
 		isrShrinks:          set.NewCounter("gregor_isr_shrinks_total"),
 		isrExpands:          set.NewCounter("gregor_isr_expands_total"),
+		fencedProduces:      set.NewCounter("gregor_produce_fenced_total"),
 		groupForwards:       set.NewCounter("gregor_group_requests_forwarded_total"),
 		groupFailures:       set.NewCounter("gregor_group_forward_failures_total"),
 	}

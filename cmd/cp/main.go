@@ -64,6 +64,7 @@ func run(args []string) int {
 	fs.UintVar(&cfg.TickMs, "etcd-heartbeat-ms", controlplane.DefaultTickMs, "etcd heartbeat interval (ms)")
 	fs.UintVar(&cfg.ElectionMs, "etcd-election-ms", controlplane.DefaultElectionMs, "etcd election timeout (ms); etcd's shortest lease, and so gregor-dp's shortest --registration-ttl, is 1.5 of it rounded up to whole seconds (1000: 2s; 500 with a 50 ms heartbeat: 1s)")
 	fs.DurationVar(&cfg.ControllerTTL, "controller-ttl", controlplane.DefaultControllerTTL, "controller session TTL: a dead controller is replaced after about this long (whole seconds)")
+	fs.DurationVar(&cfg.SessionGrace, "session-grace", controlplane.DefaultSessionGrace, "a data-plane node whose session connection closed (its process died) and that opened no other within this long has its registration revoked, so its leaderships move without waiting out its lease; negative: off, leaving crashes to the lease")
 	autoRebalance := true
 	fs.BoolVar(&autoRebalance, "auto-leader-rebalance", true, "move each partition's leadership back to its preferred replica once that replica is live and in sync (auto.leader.rebalance.enable)")
 	fs.DurationVar(&cfg.LeaderRebalanceDelay, "leader-rebalance-delay", controlplane.DefaultLeaderRebalanceDelay, "how long a preferred replica must have been live, in sync and not shutting down before its leadership moves back to it")

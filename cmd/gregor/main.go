@@ -3,7 +3,7 @@
 //
 //	gregor bench --workload FILE --driver kafka|kafka-raw|jetstream|redis [--bootstrap ADDR]
 //	gregor bench-suite --quick|--full [--bootstrap ADDR]
-//	gregor bench-suite --replication --quick|--full [--registration-ttl 1s]
+//	gregor bench-suite --replication --quick|--full [--registration-ttl 6s] [--session-grace 1s]
 //	gregor bench-report [--suite perf/results/suite-quick.json]
 //	gregor bench-compare --base-bin DIR [--new-bin bin] [--rounds 3] [--drivers kafka-raw]
 //

@@ -45,6 +45,7 @@ func replicationCmd(args []string, stdout, stderr io.Writer) int {
 	out := fs.String("out", filepath.Join("perf", "results"), "directory for the JSON and Markdown results")
 	bench := fs.String("benchmarks", "BENCHMARKS.md", "file whose replication section is rewritten")
 	ttl := fs.Duration("registration-ttl", replication.DefaultRegistrationTTL, "gregor-dp's --registration-ttl; etcd's timers are shortened when its default minimum lease (2 s) is longer")
+	grace := fs.Duration("session-grace", 0, "gregor-cp's --session-grace (0: its default, 1s): how soon a killed node's registration is revoked")
 	heartbeat := fs.Int("etcd-heartbeat-ms", 0, "gregor-cp's --etcd-heartbeat-ms (0: picked for the TTL)")
 	election := fs.Int("etcd-election-ms", 0, "gregor-cp's --etcd-election-ms (0: picked for the TTL)")
 	lag := fs.Duration("replica-lag-time-max", 0, "gregor-dp's --replica-lag-time-max (0: its default); leaders review ISRs every half of it")
@@ -92,7 +93,7 @@ func replicationCmd(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	start := time.Now()
 	rep, err := replication.Run(ctx, replication.Config{BinDir: *bin, Workloads: ws, Mode: mode,
-		RegistrationTTL: *ttl, EtcdHeartbeatMs: *heartbeat, EtcdElectionMs: *election, ReplicaLagTimeMax: *lag,
+		RegistrationTTL: *ttl, SessionGrace: *grace, EtcdHeartbeatMs: *heartbeat, EtcdElectionMs: *election, ReplicaLagTimeMax: *lag,
 		BacklogBytes: int64(*backlogGB * (1 << 30)), FailoverTrials: *trials, Progress: stderr,
 		LogDir:  filepath.Join(*out, "tmp", "replication-logs"),
 		Command: "bin/gregor bench-suite " + strings.Join(args, " ")})

@@ -71,6 +71,10 @@ type Client struct {
 	observeOp func(op string, d time.Duration)
 	// groups is the connection to the active group coordinator (groups.go).
 	groups groupForwarder
+	// closed ends with Close: registrations' sessions end with it, as they would with
+	// the process (session.go).
+	closed      context.Context
+	closeCancel context.CancelFunc
 }
 
 // New connects to the control plane.
@@ -111,11 +115,14 @@ func Wrap(ec *clientv3.Client, cfg Config) *Client {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Client{etcd: ec, logger: logger, timeout: cfg.RequestTimeout, observeOp: cfg.ObserveOp}
+	closed, closeCancel := context.WithCancel(context.Background())
+	return &Client{etcd: ec, logger: logger, timeout: cfg.RequestTimeout, observeOp: cfg.ObserveOp,
+		closed: closed, closeCancel: closeCancel}
 }
 
 // Close closes the connection if New opened it. Close registrations and views first.
 func (c *Client) Close() error {
+	c.closeCancel()
 	c.closeGroups()
 	if !c.ownsEtcd {
 		return nil

@@ -50,6 +50,12 @@ type Registration struct {
 	// safeUntil (Unix nanoseconds) is a lower bound on the lease's expiry in etcd: the
 	// send time of the last acknowledged keepalive (or grant) plus the TTL.
 	safeUntil atomic.Int64
+	// sessions counts the sessions opened (session.go); sessionDone is closed when the
+	// last has ended; sessionUntil (Unix nanoseconds) is the session's bound on
+	// SafeUntil, sessionUnbounded until a member recorded one.
+	sessions     atomic.Int64
+	sessionDone  chan struct{}
+	sessionUntil atomic.Int64
 
 	closeOnce sync.Once
 }
@@ -104,9 +110,11 @@ func (c *Client) Register(ctx context.Context, b cluster.Broker, ttl time.Durati
 	}
 	kctx, kcancel := context.WithCancel(context.Background())
 	r := &Registration{c: c, broker: b, lease: grant.ID, ttl: time.Duration(grant.TTL) * time.Second,
-		cancel: kcancel, lost: make(chan struct{}), done: make(chan struct{})}
+		cancel: kcancel, lost: make(chan struct{}), done: make(chan struct{}), sessionDone: make(chan struct{})}
 	r.safeUntil.Store(start.Add(r.ttl).UnixNano())
+	r.sessionUntil.Store(sessionUnbounded)
 	go r.keepAlive(kctx)
+	go r.holdSession(kctx)
 	if replaced == nil {
 		c.logger.Info("registered", slog.Int("broker", int(b.ID)), slog.Int64("epoch", b.Epoch))
 	}
@@ -212,13 +220,19 @@ func (r *Registration) keepAlive(kctx context.Context) {
 // SafeUntil is when this registration may have expired at the latest as far as this
 // node can tell: etcd cannot have expired the lease (and the controller cannot have
 // moved this node's leaderships because of an expiry) before it. A node must not
-// acknowledge writes as a leader past it; reading it is one atomic load, cheap enough
+// acknowledge writes as a leader past it; reading it is two atomic loads, cheap enough
 // for the produce path. A takeover by a later process of the same node ends the
 // registration earlier: it is meant for a process that is gone (the data plane proves
 // that with its data directory's lock), and one still running sees SafeUntil drop to
 // the past as soon as its next renewal is refused, and its leaderships end as soon as
 // its metadata view shows the new registration.
-func (r *Registration) SafeUntil() time.Time { return time.Unix(0, r.safeUntil.Load()) }
+//
+// A session (session.go) bounds it too: once a member has recorded one, it may revoke
+// the registration its grace after the session breaks, so SafeUntil is also at most the
+// last answered heartbeat's send time plus that grace.
+func (r *Registration) SafeUntil() time.Time {
+	return time.Unix(0, min(r.safeUntil.Load(), r.sessionUntil.Load()))
+}
 
 // Broker returns the registered node, with its epoch.
 func (r *Registration) Broker() cluster.Broker { return r.broker }
@@ -234,6 +248,7 @@ func (r *Registration) Close() error {
 	r.closeOnce.Do(func() {
 		r.cancel()
 		<-r.done
+		<-r.sessionDone
 		err = r.c.revoke(r.lease)
 	})
 	return err

@@ -28,6 +28,9 @@ const (
 	// ShutdownPrefix holds one key per data-plane node in controlled shutdown, bound to
 	// the node's registration lease (ControlledShutdown).
 	ShutdownPrefix = MetaPrefix + "shutdown/"
+	// SessionsPrefix holds one key per data-plane node with an open session, bound to
+	// its registration lease: the nonce of the stream that opened it last.
+	SessionsPrefix = RootPrefix + "sessions/"
 	// HWPrefix holds one high-watermark checkpoint per partition.
 	HWPrefix = RootPrefix + "hw/"
 	// ProducerIDNextKey holds the first producer id not yet handed out.
@@ -171,6 +174,9 @@ type ControlledShutdown struct {
 
 // BrokerKey returns the registration key of node id.
 func BrokerKey(id int32) string { return BrokersPrefix + strconv.Itoa(int(id)) }
+
+// SessionKey returns the session key of node id.
+func SessionKey(id int32) string { return SessionsPrefix + strconv.Itoa(int(id)) }
 
 // TopicKey returns the key of topic name.
 func TopicKey(name string) string { return TopicsPrefix + name }

@@ -53,6 +53,9 @@ type GregorOptions struct {
 	RegistrationTTL time.Duration
 	// EtcdHeartbeatMs and EtcdElectionMs are gregor-cp's etcd timers (0: its defaults).
 	EtcdHeartbeatMs, EtcdElectionMs int
+	// SessionGrace is gregor-cp's --session-grace (0: its default): how soon after a
+	// data-plane process dies its registration is revoked.
+	SessionGrace time.Duration
 	// ReplicaLagTimeMax is gregor-dp's --replica-lag-time-max (0: its default). A leader
 	// reviews its ISRs every half of it, so it also bounds how soon a caught-up follower
 	// rejoins.
@@ -132,6 +135,9 @@ func StartGregorCluster(binDir string, o GregorOptions) (g *Gregor, err error) {
 	}
 	if o.EtcdElectionMs > 0 {
 		cpArgs = append(cpArgs, "--etcd-election-ms", strconv.Itoa(o.EtcdElectionMs))
+	}
+	if o.SessionGrace != 0 {
+		cpArgs = append(cpArgs, "--session-grace", o.SessionGrace.String())
 	}
 	g.cp, err = StartProcess("gregor-cp", dir, filepath.Join(abs, "gregor-cp"), cpArgs...)
 	if err != nil {

@@ -152,12 +152,16 @@ type Fencing struct {
 	// ISRShrinks is the nodes' gregor_isr_shrinks_total increase (a follower that fell
 	// behind for longer than replica.lag.time.max); -1 when it could not be read.
 	ISRShrinks float64 `json:"isrShrinks"`
+	// FencedProduces is the nodes' gregor_produce_fenced_total increase: produce
+	// requests refused because a node's lease or session could no longer vouch for it;
+	// -1 when it could not be read.
+	FencedProduces float64 `json:"fencedProduces"`
 }
 
 // Clean reports whether no node was fenced and no leadership moved (as far as could be
 // read: a snapshot taken while nodes were down may lack the leader epochs).
 func (f Fencing) Clean() bool {
-	return f.RegistrationsLost == 0 && f.LeaderChanges == 0 && f.NodesExited == 0
+	return f.RegistrationsLost == 0 && f.LeaderChanges == 0 && f.NodesExited == 0 && f.FencedProduces <= 0
 }
 
 // registrationsLost counts the registration-lost lines in all the nodes' logs.
@@ -210,6 +214,7 @@ type fencingSnapshot struct {
 	epochs  map[int32]int32
 	running map[int32]bool
 	shrinks float64
+	fenced  float64
 }
 
 func (c *cluster) fencingSnapshot(ctx context.Context) (fencingSnapshot, error) {
@@ -220,8 +225,10 @@ func (c *cluster) fencingSnapshot(ctx context.Context) (fencingSnapshot, error) 
 		if m, err := perf.ScrapeMetrics(ctx, n.MetricsURL); err == nil && s.shrinks >= 0 {
 			v, _ := m.Sum("gregor_isr_shrinks_total")
 			s.shrinks += v
+			v, _ = m.Sum("gregor_produce_fenced_total")
+			s.fenced += v
 		} else {
-			s.shrinks = -1
+			s.shrinks, s.fenced = -1, -1
 		}
 	}
 	t, err := c.topic(ctx, sentinelTopic)
@@ -235,7 +242,7 @@ func (c *cluster) fencingSnapshot(ctx context.Context) (fencingSnapshot, error) 
 }
 
 func (a fencingSnapshot) until(b fencingSnapshot) Fencing {
-	f := Fencing{RegistrationsLost: b.lost - a.lost, ISRShrinks: -1}
+	f := Fencing{RegistrationsLost: b.lost - a.lost, ISRShrinks: -1, FencedProduces: -1}
 	for p, e := range b.epochs {
 		if was, ok := a.epochs[p]; ok && e > was {
 			f.LeaderChanges += int(e - was)
@@ -248,6 +255,7 @@ func (a fencingSnapshot) until(b fencingSnapshot) Fencing {
 	}
 	if a.shrinks >= 0 && b.shrinks >= 0 {
 		f.ISRShrinks = b.shrinks - a.shrinks
+		f.FencedProduces = b.fenced - a.fenced
 	}
 	return f
 }

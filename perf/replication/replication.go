@@ -10,10 +10,12 @@
 //     copy) and how the follower appended them, and the time from its restart until it
 //     is back in the ISR of every partition;
 //   - failover: from SIGKILL of a partition's leader to the first write its successor
-//     acknowledges, at the cluster's registration lease;
-//   - fencing: while the max-rate loads run, whether any node lost its registration or
-//     any leadership moved — a lease short enough for a quick failover must not fence a
-//     busy node that is alive.
+//     acknowledges, through the killed node's session (its registration is revoked a
+//     session grace after its connection closes) at the cluster's registration lease;
+//   - fencing: while the max-rate loads run, whether any node lost its registration,
+//     refused a produce for want of a renewed lease or an answered session heartbeat,
+//     or any leadership moved — what makes failover quick must not fence a busy node
+//     that is alive.
 //
 // Everything measured comes from the outside, as an operator would see it: Kafka
 // metadata (leaders, leader epochs, ISRs), each node's /metrics, /proc for CPU, and the
@@ -35,10 +37,10 @@ import (
 
 // Defaults and limits.
 const (
-	// DefaultRegistrationTTL is the data-plane nodes' lease in the benchmark: short
-	// enough for a failover within the 2 s goal (the lease runs out 2/3 to 1 TTL after a
-	// crash, renewals being every TTL/3).
-	DefaultRegistrationTTL = time.Second
+	// DefaultRegistrationTTL is the data-plane nodes' lease in the benchmark: gregor-dp's
+	// default. A killed node's partitions move through its session, a session grace
+	// after its death, not when its lease expires.
+	DefaultRegistrationTTL = 6 * time.Second
 	// DataPlanes is the cluster's size: RF 3 needs three nodes.
 	DataPlanes = 3
 	// DefaultBacklogBytes is the follower catch-up's backlog.
@@ -75,6 +77,8 @@ type Config struct {
 	// defaults, or 50/500 ms when the defaults' shortest lease (2 s) is longer than
 	// RegistrationTTL.
 	EtcdHeartbeatMs, EtcdElectionMs int
+	// SessionGrace is gregor-cp's --session-grace (0: its default, 1 s).
+	SessionGrace time.Duration
 	// ReplicaLagTimeMax is gregor-dp's --replica-lag-time-max (0: its default, 30 s).
 	// Leaders review their ISRs every half of it, which bounds restart-to-ISR from below.
 	ReplicaLagTimeMax time.Duration
@@ -96,6 +100,9 @@ func (c *Config) normalize() error {
 	}
 	if c.EtcdHeartbeatMs == 0 && c.EtcdElectionMs == 0 && drivers.MinLeaseTTL(100, 1000) > c.RegistrationTTL {
 		c.EtcdHeartbeatMs, c.EtcdElectionMs = 50, 500
+	}
+	if c.SessionGrace == 0 {
+		c.SessionGrace = time.Second // gregor-cp's default, for the report
 	}
 	if c.BacklogBytes == 0 {
 		c.BacklogBytes = DefaultBacklogBytes
@@ -153,6 +160,8 @@ type ClusterSettings struct {
 	EtcdElectionMs  int           `json:"etcdElectionMs"`
 	// ReplicaLagTimeMax is gregor-dp's replica.lag.time.max (0: its default).
 	ReplicaLagTimeMax time.Duration `json:"replicaLagTimeMaxNs,omitempty"`
+	// SessionGrace is gregor-cp's session grace.
+	SessionGrace time.Duration `json:"sessionGraceNs,omitempty"`
 }
 
 // ProduceRun is one produce workload on one replication setting.
@@ -186,12 +195,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep := &Report{Mode: cfg.Mode, StartedAt: time.Now().UTC(), Commit: perf.GitCommit("."), Machine: perf.DescribeMachine(),
 		Command: cfg.Command, LoadBefore: perf.LoadAverage(),
 		Cluster: ClusterSettings{ControlPlanes: 1, DataPlanes: DataPlanes, RegistrationTTL: cfg.RegistrationTTL,
-			GrantedTTL: granted, EtcdHeartbeatMs: hb, EtcdElectionMs: el, ReplicaLagTimeMax: cfg.ReplicaLagTimeMax}}
+			GrantedTTL: granted, EtcdHeartbeatMs: hb, EtcdElectionMs: el, ReplicaLagTimeMax: cfg.ReplicaLagTimeMax,
+			SessionGrace: cfg.SessionGrace}}
 	progress(cfg.Progress, "starting 1 gregor-cp and %d gregor-dp from %s/ (registration TTL %v, etcd heartbeat %d ms, election %d ms: leases of %v)",
 		DataPlanes, cfg.BinDir, cfg.RegistrationTTL, hb, el, granted)
 	g, err := drivers.StartGregorCluster(cfg.BinDir, drivers.GregorOptions{DataPlanes: DataPlanes,
 		RegistrationTTL: cfg.RegistrationTTL, EtcdHeartbeatMs: cfg.EtcdHeartbeatMs, EtcdElectionMs: cfg.EtcdElectionMs,
-		ReplicaLagTimeMax: cfg.ReplicaLagTimeMax})
+		ReplicaLagTimeMax: cfg.ReplicaLagTimeMax, SessionGrace: cfg.SessionGrace})
 	if err != nil {
 		return nil, err
 	}

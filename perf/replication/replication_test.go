@@ -18,7 +18,7 @@ func TestFencingUntil(t *testing.T) {
 	}
 	b := fencingSnapshot{lost: 2, epochs: map[int32]int32{0: 3, 1: 7, 2: 1}, running: map[int32]bool{1: true, 2: false, 3: true}, shrinks: -1}
 	f := a.until(b)
-	want := Fencing{RegistrationsLost: 1, LeaderChanges: 3, NodesExited: 1, ISRShrinks: -1}
+	want := Fencing{RegistrationsLost: 1, LeaderChanges: 3, NodesExited: 1, ISRShrinks: -1, FencedProduces: -1}
 	if f != want || f.Clean() {
 		t.Errorf("until = %+v, want %+v", f, want)
 	}
@@ -44,7 +44,7 @@ func TestSection(t *testing.T) {
 		wc.Name += name
 		return &perf.Result{Workload: &wc, PublishRateMsgs: 50_000, EndToEndLatency: perf.LatencySummary{P99Us: p99Us}}
 	}
-	r := &Report{Mode: "quick", RegistrationsLost: 1, StartedAt: time.Unix(0, 0), Cluster: ClusterSettings{ControlPlanes: 1, DataPlanes: 3, RegistrationTTL: time.Second, GrantedTTL: time.Second},
+	r := &Report{Mode: "quick", RegistrationsLost: 1, StartedAt: time.Unix(0, 0), Cluster: ClusterSettings{ControlPlanes: 1, DataPlanes: 3, RegistrationTTL: time.Second, GrantedTTL: time.Second, SessionGrace: time.Second},
 		Produce: []ProduceRun{
 			{Setting: settings[0].name, ReplicationFactor: 1, Workload: w.Name, Result: res(settings[0].suffix, 1500)},
 			{Setting: settings[1].name, ReplicationFactor: 3, Workload: w.Name, Result: res(settings[1].suffix, 2500), Fencing: Fencing{LeaderChanges: 1}},
@@ -60,8 +60,8 @@ func TestSection(t *testing.T) {
 		"RF 1, acks=1: end-to-end p99 1.50 ms meets the goal",
 		"RF 3, acks=all, min.insync.replicas=2: end-to-end p99 2.50 ms misses the goal",
 		"| catch-up rate | 1.07 GB/s (1.00 s) |",
-		"max 1.50 s meets the goal of ≤ 2 s at a registration TTL of 1s",
-		"**False fencing at a registration TTL of 1s:** the nodes lost 1 registrations in this run",
+		"max 1.50 s meets the goal of ≤ 2 s at a registration TTL of 1s and a session grace of 1s",
+		"**False fencing at a registration TTL of 1s and a session grace of 1s:** the nodes lost 1 registrations in this run",
 		"- max-rate (RF 3, acks=all, min.insync.replicas=2) failed (see above); meanwhile: 1 registrations lost, 0 sentinel leader changes, 1 nodes exited.",
 		"| 0 / 1 / 0 / 0 |",
 	} {
