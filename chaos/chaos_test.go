@@ -180,4 +180,3 @@ func nemPauseEtcdLeader(r *run) {
 	r.hold()
 	r.resume(m)
 }
-

@@ -87,6 +87,9 @@ const mainTopic, acks1Topic = "t", "a1"
 // newRun starts the cluster, creates the topics and starts the workload.
 func newRun(t *testing.T, name string, o runOptions) *run {
 	t.Helper()
+	if testing.Short() && name != "R1" {
+		t.Skip("-short: the fault scenarios run six processes each; R1 alone runs")
+	}
 	if o.ttl == 0 {
 		o.ttl = 3 * time.Second
 	}
@@ -245,6 +248,14 @@ func (r *run) waitProgress(topic string, p int32, n int) {
 func (r *run) waitHealthy(timeout time.Duration) {
 	r.t.Helper()
 	r.c.CheckFor(r.t, timeout, func() error {
+		// A node that lost its registration (paused or cut off past its lease) stops
+		// once it runs again: it is restarted, as an operator's supervisor would.
+		for _, n := range r.nodes() {
+			if !n.Running() {
+				r.fault("restart", n.Name(), "it had stopped")
+				r.c.Restart(n)
+			}
+		}
 		snap := r.c.Metadata(r.t)
 		for tp, n := range r.topics {
 			for p := range n {
@@ -254,6 +265,11 @@ func (r *run) waitHealthy(timeout time.Duration) {
 				}
 				if len(st.ISR) != len(r.c.DPs) {
 					return fmt.Errorf("%s-%d: ISR %v", tp, p, st.ISR)
+				}
+				for _, id := range st.ISR {
+					if _, ok := snap.Brokers[id]; !ok {
+						return fmt.Errorf("%s-%d: ISR %v, node %d not registered", tp, p, st.ISR, id)
+					}
 				}
 			}
 		}
@@ -378,6 +394,18 @@ func (r *run) drain(timeout time.Duration) {
 	})
 }
 
+// nodes are the cluster's nodes, control plane first.
+func (r *run) nodes() []testcluster.Node {
+	var ns []testcluster.Node
+	for _, m := range r.c.CPs {
+		ns = append(ns, m)
+	}
+	for _, d := range r.c.DPs {
+		ns = append(ns, d)
+	}
+	return ns
+}
+
 // restart restarts nodes, recording it.
 func (r *run) restart(nodes ...testcluster.Node) {
 	r.t.Helper()
@@ -408,14 +436,7 @@ func (r *run) saveOnFailure() {
 	if err := workload.WriteJSON(filepath.Join(dir, "history.json"), r.rec.History()); err != nil {
 		r.t.Logf("keep the history: %v", err)
 	}
-	var nodes []testcluster.Node
-	for _, m := range r.c.CPs {
-		nodes = append(nodes, m)
-	}
-	for _, d := range r.c.DPs {
-		nodes = append(nodes, d)
-	}
-	for _, n := range nodes {
+	for _, n := range r.nodes() {
 		type logger interface{ Log() string }
 		if l, ok := n.(logger); ok {
 			_ = os.WriteFile(filepath.Join(dir, n.Name()+".log"), []byte(l.Log()), 0o644)
