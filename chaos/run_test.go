@@ -418,9 +418,10 @@ func (r *run) restart(nodes ...testcluster.Node) {
 }
 
 // saveOnFailure keeps a failed run's history, node logs and data directories under
-// chaos-runs/<scenario>-<seed>-<time>/ at the repository's root.
+// chaos-runs/<scenario>-<seed>-<time>/ at the repository's root; with CHAOS_KEEP set,
+// a passing run's too.
 func (r *run) saveOnFailure() {
-	if !r.t.Failed() || r.rec == nil || r.c == nil {
+	if (!r.t.Failed() && os.Getenv("CHAOS_KEEP") == "") || r.rec == nil || r.c == nil {
 		return
 	}
 	root, err := filepath.Abs("..")
