@@ -18,7 +18,7 @@ TEST_TIMEOUT ?= 20m
 # (only a doc.go saying what will live there) is skipped with a note.
 PROGRAMS := cp:gregor-cp dp:gregor-dp gregor:gregor
 
-.PHONY: all build run cluster test test-short test-deps bench bench-full bench-replication bench-micro bench-compare fuzz lint deps clean
+.PHONY: all build run cluster test test-short test-deps chaos bench bench-full bench-replication bench-micro bench-compare fuzz lint deps clean
 
 all: build
 
@@ -66,6 +66,18 @@ test-deps:
 # test-short: the same without the race detector, for a quick loop while editing.
 test-short:
 	$(GO) test -count=1 -short ./...
+
+# chaos: the fault suite's random mix (chaos/chaos_test.go's TestChaos) for CHAOS_TIME on
+# three gregor-cp and three gregor-dp processes: kills, pauses, network cuts and delays
+# under franz-go and librdkafka producers and consumers, the history judged at the end.
+# CHAOS_SEED replays a run's faults; a failed run is kept under chaos-runs/.
+#   make chaos CHAOS_TIME=30m CHAOS_SEED=42
+# The test's timeout is CHAOS_TIME plus 15 minutes for the start and the final checks.
+CHAOS_TIME ?= 10m
+CHAOS_TIMEOUT = $(shell python3 -c 'import re, sys; u = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3}; \
+  print("%ds" % (900 + sum(float(n) * u[k] for n, k in re.findall(r"([0-9.]+)(ms|h|m|s)", sys.argv[1]))))' '$(CHAOS_TIME)')
+chaos: build test-deps
+	CHAOS_TIME=$(CHAOS_TIME) $(GO) test -count=1 -run '^TestChaos$$' -v -timeout $(CHAOS_TIMEOUT) ./chaos/
 
 # bench: the quick side-by-side suite (≤ 5 min): Gregor, NATS JetStream and Redis Streams
 # on the same workloads. Installs the peers if missing, starts Gregor from bin/ when

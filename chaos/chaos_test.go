@@ -1,0 +1,182 @@
+package chaos
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/gregor-streaming/gregor/internal/testcluster"
+)
+
+// chaosFlag runs TestChaos without CHAOS_TIME (for its default duration).
+var chaosFlag = flag.Bool("chaos", false, "run TestChaos (also run when CHAOS_TIME is set)")
+
+// defaultChaosTime is TestChaos's run without CHAOS_TIME.
+const defaultChaosTime = 10 * time.Minute
+
+// TestChaos: a random mix of the nemesis's faults for CHAOS_TIME (a Go duration, 10m by
+// default), seeded by CHAOS_SEED or the time; `make chaos` runs it. It prints a
+// progress line every 10 seconds. Skipped unless CHAOS_TIME is set or -chaos given.
+func TestChaos(t *testing.T) {
+	d := defaultChaosTime
+	if s := os.Getenv("CHAOS_TIME"); s != "" {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			t.Fatalf("CHAOS_TIME=%q: %v", s, err)
+		}
+	} else if !*chaosFlag {
+		t.Skip("set CHAOS_TIME (or -chaos) to run the fault mix (make chaos)")
+	}
+	// Control-plane members die here: the data-plane nodes keep gregor-dp's 6s lease
+	// (testcluster's advice: shorter ones are lost while the etcd client leaves a dead
+	// endpoint).
+	r := newRun(t, "chaos", runOptions{ttl: 6 * time.Second, acks1: true, maxTime: d + time.Minute, rate: 200})
+	fmt.Printf("chaos: seed %d, %v\n", r.seed, d)
+	start := time.Now()
+	stopProgress := make(chan struct{})
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		tick := time.NewTicker(10 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopProgress:
+				return
+			case <-tick.C:
+				ok, fail, info := r.rec.Counts()
+				fmt.Printf("chaos: %v elapsed, %d faults, sends ok %d fail %d info %d\n",
+					time.Since(start).Round(time.Second), len(r.rec.Faults()), ok, fail, info)
+			}
+		}
+	}()
+	defer func() {
+		close(stopProgress)
+		<-progressDone
+	}()
+	faults := []struct {
+		name string
+		do   func(r *run)
+	}{
+		{"kill-leader", nemKillLeader},
+		{"kill-follower", nemKillFollower},
+		{"kill-all-dps", nemKillAll},
+		{"pause-leader", nemPauseLeader},
+		{"isolate-leader", nemIsolateLeader},
+		{"delay", nemDelay},
+		{"kill-etcd-leader", nemKillEtcdLeader},
+		{"pause-etcd-leader", nemPauseEtcdLeader},
+	}
+	for time.Since(start) < d {
+		f := faults[r.rng.Intn(len(faults))]
+		fmt.Printf("chaos: %v %s\n", time.Since(start).Round(time.Second), f.name)
+		f.do(r)
+		// Back to health before the next fault: every node up, every ISR whole.
+		r.restoreAll()
+		r.waitHealthy(2 * time.Minute)
+		r.waitProgress(mainTopic, -1, 50)
+	}
+	r.finish()
+}
+
+// hold keeps a fault for a random 1-5 s.
+func (r *run) hold() {
+	time.Sleep(time.Second + time.Duration(r.rng.Int63n(int64(4*time.Second))))
+}
+
+func (r *run) randomPartition() int32 { return int32(r.rng.Intn(int(r.opts.partitions))) }
+
+func nemKillLeader(r *run) {
+	p := r.randomPartition()
+	old := r.leaderOf(mainTopic, p)
+	r.kill(old, fmt.Sprintf("leader of t-%d", p))
+	if r.rng.Intn(2) == 0 {
+		r.waitNewLeader(mainTopic, p, old)
+	} else {
+		r.hold() // restarted before its lease may end: a takeover
+	}
+	r.restart(old)
+}
+
+func nemKillFollower(r *run) {
+	p := r.randomPartition()
+	fs := r.others(r.leaderOf(mainTopic, p))
+	f := fs[r.rng.Intn(len(fs))]
+	r.kill(f, fmt.Sprintf("follower of t-%d", p))
+	r.hold()
+	r.restart(f)
+}
+
+func nemKillAll(r *run) {
+	var all []testcluster.Node
+	for _, d := range r.c.DPs {
+		all = append(all, d)
+	}
+	r.fault("kill", "dp1,dp2,dp3", "every data-plane node at once")
+	for _, d := range r.c.DPs {
+		r.c.Kill(d)
+	}
+	r.restart(all...)
+}
+
+func nemPauseLeader(r *run) {
+	p := r.randomPartition()
+	old := r.leaderOf(mainTopic, p)
+	r.pause(old, fmt.Sprintf("leader of t-%d", p))
+	if r.rng.Intn(2) == 0 {
+		r.waitNewLeader(mainTopic, p, old) // past its lease
+	} else {
+		r.hold()
+	}
+	r.resume(old)
+}
+
+func nemIsolateLeader(r *run) {
+	p := r.randomPartition()
+	old := r.leaderOf(mainTopic, p)
+	links := r.isolationLinks(old)
+	for _, l := range links {
+		r.cut(l, fmt.Sprintf("isolate %s, leader of t-%d", old.Name(), p))
+	}
+	if r.rng.Intn(2) == 0 {
+		r.waitNewLeader(mainTopic, p, old)
+	} else {
+		r.hold()
+	}
+	for _, l := range links {
+		r.heal(l)
+	}
+}
+
+func nemDelay(r *run) {
+	d := r.c.DPs[r.rng.Intn(len(r.c.DPs))]
+	var l *testcluster.Link
+	switch r.rng.Intn(3) {
+	case 0:
+		l = r.c.ClientLink(d)
+	case 1:
+		o := r.others(d)
+		l = r.c.ReplicaLink(d, o[r.rng.Intn(len(o))])
+	default:
+		l = r.c.ControlPlaneLink(d, r.c.CPs[r.rng.Intn(len(r.c.CPs))])
+	}
+	r.delay(l, time.Duration(20+r.rng.Intn(200))*time.Millisecond)
+	r.hold()
+	r.heal(l)
+}
+
+func nemKillEtcdLeader(r *run) {
+	m := r.etcdLeader()
+	r.kill(m, "etcd leader")
+	r.hold()
+	r.restart(m)
+}
+
+func nemPauseEtcdLeader(r *run) {
+	m := r.etcdLeader()
+	r.pause(m, "etcd leader")
+	r.hold()
+	r.resume(m)
+}

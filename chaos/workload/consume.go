@@ -1,0 +1,168 @@
+package workload
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/gregor-streaming/gregor/chaos/history"
+)
+
+// ConsumerConfig configures one consumer.
+type ConsumerConfig struct {
+	// Name names the consumer in the history.
+	Name    string
+	Brokers []string
+	Topic   string
+	// Partitions is the topic's partition count (an assigned consumer reads them all
+	// from their start).
+	Partitions int32
+	// Group, if set, makes a group-subscribed consumer committing what it read after
+	// every poll; otherwise the consumer is assigned every partition.
+	Group string
+}
+
+// Consumer is a running consumer.
+type Consumer struct {
+	cfg    ConsumerConfig
+	rec    *Recorder
+	cl     *kgo.Client
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu   sync.Mutex
+	next map[int32]int64 // the offset expected next, per partition (-1: unknown)
+	read map[int32]int64 // the offset after the last record read, per partition
+}
+
+// StartConsumer starts a consumer recording every poll into rec (and, in a group,
+// every acknowledged commit) until Stop or ctx ends.
+func StartConsumer(ctx context.Context, rec *Recorder, cfg ConsumerConfig) (*Consumer, error) {
+	c := &Consumer{cfg: cfg, rec: rec, done: make(chan struct{}), next: map[int32]int64{}, read: map[int32]int64{}}
+	opts := []kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.FetchMaxWait(500 * time.Millisecond),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}
+	if cfg.Group == "" {
+		parts := map[int32]kgo.Offset{}
+		for p := range cfg.Partitions {
+			parts[p] = kgo.NewOffset().AtStart()
+			c.next[p] = 0
+		}
+		opts = append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{cfg.Topic: parts}))
+	} else {
+		opts = append(opts, kgo.ConsumerGroup(cfg.Group), kgo.ConsumeTopics(cfg.Topic), kgo.DisableAutoCommit(),
+			kgo.BlockRebalanceOnPoll(), kgo.SessionTimeout(6*time.Second), kgo.HeartbeatInterval(time.Second),
+			kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+				c.mu.Lock()
+				for _, p := range m[cfg.Topic] {
+					c.next[p] = -1 // where the committed offset puts it
+				}
+				c.mu.Unlock()
+			}),
+			kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+				c.mu.Lock()
+				for _, p := range m[cfg.Topic] {
+					delete(c.next, p)
+				}
+				c.mu.Unlock()
+			}),
+			kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+				c.mu.Lock()
+				for _, p := range m[cfg.Topic] {
+					delete(c.next, p)
+				}
+				c.mu.Unlock()
+			}))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, err
+	}
+	c.cl = cl
+	ctx, c.cancel = context.WithCancel(ctx)
+	go c.run(ctx)
+	return c, nil
+}
+
+func (c *Consumer) run(ctx context.Context) {
+	defer close(c.done)
+	defer c.cl.Close()
+	for ctx.Err() == nil {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		fs := c.cl.PollFetches(pctx)
+		cancel()
+		now := time.Now()
+		var gen int32
+		if c.cfg.Group != "" {
+			_, gen = c.cl.GroupMetadata()
+		}
+		commit := map[string]map[int32]kgo.EpochOffset{}
+		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if len(fp.Records) == 0 {
+				return
+			}
+			p := history.Poll{Consumer: c.cfg.Name, Group: c.cfg.Group, Generation: gen, Topic: fp.Topic,
+				Partition: fp.Partition, Start: -1, Time: now}
+			for _, r := range fp.Records {
+				p.Records = append(p.Records, history.Record{Offset: r.Offset, Value: string(r.Value)})
+			}
+			last := fp.Records[len(fp.Records)-1]
+			c.mu.Lock()
+			if n, ok := c.next[fp.Partition]; ok {
+				p.Start = n
+			}
+			c.next[fp.Partition] = last.Offset + 1
+			c.read[fp.Partition] = max(c.read[fp.Partition], last.Offset+1)
+			c.mu.Unlock()
+			c.rec.Poll(p)
+			if c.cfg.Group != "" {
+				if commit[fp.Topic] == nil {
+					commit[fp.Topic] = map[int32]kgo.EpochOffset{}
+				}
+				commit[fp.Topic][fp.Partition] = kgo.EpochOffset{Epoch: last.LeaderEpoch, Offset: last.Offset + 1}
+			}
+		})
+		if c.cfg.Group != "" {
+			if len(commit) > 0 && ctx.Err() == nil {
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				c.cl.CommitOffsetsSync(cctx, commit, func(_ *kgo.Client, req *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+					if err != nil || resp == nil {
+						return
+					}
+					at := time.Now()
+					for _, t := range resp.Topics {
+						for _, pt := range t.Partitions {
+							if pt.ErrorCode != 0 {
+								continue
+							}
+							off := commit[t.Topic][pt.Partition].Offset
+							c.rec.Commit(history.Commit{Group: c.cfg.Group, Member: req.MemberID, Generation: req.Generation,
+								Topic: t.Topic, Partition: pt.Partition, Offset: off, Time: at})
+						}
+					}
+				})
+				cancel()
+			}
+			c.cl.AllowRebalance()
+		}
+	}
+}
+
+// Read returns, per partition, the offset after the last record the consumer read.
+func (c *Consumer) Read() map[int32]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := make(map[int32]int64, len(c.read))
+	for p, o := range c.read {
+		m[p] = o
+	}
+	return m
+}
+
+// Stop stops the consumer (a group member leaves its group) and waits for it.
+func (c *Consumer) Stop() {
+	c.cancel()
+	<-c.done
+}
