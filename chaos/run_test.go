@@ -317,6 +317,7 @@ func (r *run) finish() *history.History {
 	r.restoreAll()
 	r.waitHealthy(90 * time.Second)
 	r.drain(60 * time.Second)
+	r.rec.Drained()
 	for _, c := range r.consumers {
 		c.Stop()
 	}
@@ -341,9 +342,6 @@ func (r *run) finish() *history.History {
 		len(h.States), len(h.Control))
 	if ok == 0 {
 		t.Error("no send acknowledged in the whole run")
-	}
-	for _, a := range sanity(h) {
-		t.Error(a)
 	}
 	if rep := checker.Check(h); !rep.OK() {
 		t.Errorf("checker:\n%s", rep)

@@ -144,6 +144,10 @@ type Stats struct {
 	// DuplicatesNonIdempotent counts the values of non-idempotent producers found at
 	// more than one offset (legitimate retries).
 	DuplicatesNonIdempotent int `json:"duplicates_non_idempotent"`
+	// DuplicatesAcrossEpochs counts the values of idempotent producers found at more
+	// than one offset under different producer ids or epochs: the client bumped its
+	// epoch and sent again what it had in flight, which no broker can deduplicate.
+	DuplicatesAcrossEpochs int `json:"duplicates_across_epochs"`
 	// Unexpected counts the distinct values read or in a final log that no send wrote.
 	Unexpected int `json:"unexpected"`
 	// RepeatedValues counts sends whose value an earlier send already used (the
@@ -219,8 +223,8 @@ func (r *Report) String() string {
 	s := r.Stats
 	fmt.Fprintf(&b, "sends %d (ok %d, fail %d, info %d, info found %d); polls %d, reads %d, values read %d\n",
 		s.Sends, s.SendsOK, s.SendsFail, s.SendsInfo, s.InfoFound, s.Polls, s.Reads, s.ValuesRead)
-	fmt.Fprintf(&b, "final records %d on %d replica logs; lost %d (acks=1 %d), unseen %d, non-idempotent duplicates %d, unexpected %d\n",
-		s.FinalRecords, s.Replicas, s.Lost, s.LostAcks1, s.Unseen, s.DuplicatesNonIdempotent, s.Unexpected)
+	fmt.Fprintf(&b, "final records %d on %d replica logs; lost %d (acks=1 %d), unseen %d, non-idempotent duplicates %d, duplicates across producer epochs %d, unexpected %d\n",
+		s.FinalRecords, s.Replicas, s.Lost, s.LostAcks1, s.Unseen, s.DuplicatesNonIdempotent, s.DuplicatesAcrossEpochs, s.Unexpected)
 	fmt.Fprintf(&b, "commits %d; states %d, unclean elections allowed %d; control ops %d: %s\n",
 		s.Commits, s.States, s.UncleanAllowed, s.ControlOps, cmp.Or(s.ControlResult, "none"))
 	if s.MaxUnavailableAt != "" {

@@ -138,6 +138,48 @@ func TestDuplicate(t *testing.T) {
 	}
 }
 
+// TestDuplicateAcrossEpochs: an idempotent producer's value at two offsets written under
+// different producer epochs is the client's resend after an epoch bump, counted and not
+// reported; under one epoch it is a duplicate the broker should have caught.
+func TestDuplicateAcrossEpochs(t *testing.T) {
+	for _, bumped := range []bool{true, false} {
+		t.Run(fmt.Sprint("bumped=", bumped), func(t *testing.T) {
+			h := small()
+			i := okSends(h)[5]
+			s := h.Sends[i]
+			h.Sends[i].Idempotent = true
+			off := appendFinal(h, "t", s.Partition, s.Value)
+			second := int16(0)
+			if bumped {
+				second = 1
+			}
+			for fi := range h.Finals {
+				f := &h.Finals[fi]
+				if f.Partition != s.Partition {
+					continue
+				}
+				for ri := range f.Records {
+					switch f.Records[ri].Offset {
+					case s.Offset:
+						f.Records[ri].ProducerID, f.Records[ri].ProducerEpoch = 1000, 0
+					case off:
+						f.Records[ri].ProducerID, f.Records[ri].ProducerEpoch = 1000, second
+					}
+				}
+			}
+			r := Check(h)
+			if !bumped {
+				expectKinds(t, r, Duplicate)
+				return
+			}
+			expectKinds(t, r)
+			if r.Stats.DuplicatesAcrossEpochs != 1 {
+				t.Errorf("DuplicatesAcrossEpochs %d", r.Stats.DuplicatesAcrossEpochs)
+			}
+		})
+	}
+}
+
 func TestDuplicateInPolls(t *testing.T) {
 	h := small()
 	// A consumer reads the value of an idempotent send at a second offset, one the

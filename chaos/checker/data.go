@@ -56,6 +56,25 @@ type partData struct {
 	offsets []int64
 	// sends indexes h.Sends: the sends to this partition.
 	sends []int32
+	// producers maps an offset to the producer id and epoch of its batch, where a
+	// final log or a poll said (producerKey).
+	producers map[int64]producerKey
+}
+
+// producerKey is a batch's producer id and epoch; the zero key is unknown.
+type producerKey struct {
+	id    int64
+	epoch int16
+}
+
+// noteProducer records the producer of the record at off, if rec names one.
+func (p *partData) noteProducer(rec history.Record) {
+	if rec.ProducerID == 0 && rec.ProducerEpoch == 0 {
+		return
+	}
+	if _, ok := p.producers[rec.Offset]; !ok {
+		p.producers[rec.Offset] = producerKey{rec.ProducerID, rec.ProducerEpoch}
+	}
 }
 
 // valueAt returns the value known at offset off: in a final log below the high
@@ -123,6 +142,7 @@ func (d *data) part(k tp) int32 {
 	d.pidx[k] = i
 	d.parts = append(d.parts, &partData{
 		tp: k, final: map[int64]string{}, polled: map[int64]string{}, conflicts: map[int64][]string{},
+		producers: map[int64]producerKey{},
 	})
 	return i
 }
@@ -224,6 +244,7 @@ func (c *checker) indexFinals(d *data) {
 			for _, rec := range r.records {
 				vi := d.value(rec.Value)
 				d.values[vi].flags |= fAnyFinal
+				p.noteProducer(rec)
 				if !r.committed(rec.Offset) {
 					continue
 				}
@@ -347,6 +368,7 @@ func (c *checker) indexPolls(d *data) {
 			vi := d.value(r.Value)
 			d.values[vi].flags |= fPolled
 			d.at(vi, loc{pi, r.Offset})
+			pd.noteProducer(r)
 			if _, ok := pd.valueAt(r.Offset); !ok {
 				pd.polled[r.Offset] = r.Value
 				continue
@@ -463,7 +485,13 @@ func (c *checker) judgeValues(d *data) {
 		s := &sends[v.send]
 		found := v.flags&(fPolled|fAnyFinal) != 0
 		if extra := d.extra[int32(vi)]; len(extra) > 0 {
-			if s.Idempotent {
+			switch {
+			case s.Idempotent && acrossEpochs(d, v.first, extra):
+				// An idempotent producer deduplicates within one producer id and epoch;
+				// a client that bumps its epoch and resends what it had in flight
+				// (librdkafka, after a message timeout) writes it again, as with Kafka.
+				st.DuplicatesAcrossEpochs++
+			case s.Idempotent:
 				offs := []string{c.locString(d, v.first)}
 				for _, l := range extra {
 					offs = append(offs, c.locString(d, l))
@@ -471,7 +499,7 @@ func (c *checker) judgeValues(d *data) {
 				c.add(Anomaly{Kind: Duplicate, Topic: s.Topic, Partition: s.Partition,
 					Offset: v.first.off, Value: s.Value,
 					Detail: fmt.Sprintf("idempotent producer %s; found at %s", s.Producer, strings.Join(offs, ", "))})
-			} else {
+			default:
 				st.DuplicatesNonIdempotent++
 			}
 		}
@@ -547,6 +575,24 @@ func foundOffset(v valInfo) int64 {
 		return v.first.off
 	}
 	return -1
+}
+
+// acrossEpochs reports whether the copies of a value at first and extra were written
+// under more than one producer id or epoch, all of them known.
+func acrossEpochs(d *data, first loc, extra []loc) bool {
+	k, ok := d.parts[first.part].producers[first.off]
+	if !ok {
+		return false
+	}
+	across := false
+	for _, l := range extra {
+		o, ok := d.parts[l.part].producers[l.off]
+		if !ok {
+			return false
+		}
+		across = across || o != k
+	}
+	return across
 }
 
 func (c *checker) locString(d *data, l loc) string {

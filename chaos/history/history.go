@@ -42,10 +42,14 @@ type Send struct {
 	End   time.Time `json:"end"`
 }
 
-// Record is one record read: its offset and value.
+// Record is one record read: its offset and value, and the producer id and epoch of its
+// batch where the reader saw them (zero when not known, or for a batch of no idempotent
+// producer: producer id -1 is recorded as 0).
 type Record struct {
-	Offset int64  `json:"offset"`
-	Value  string `json:"value"`
+	Offset        int64  `json:"offset"`
+	Value         string `json:"value"`
+	ProducerID    int64  `json:"pid,omitempty"`
+	ProducerEpoch int16  `json:"pepoch,omitempty"`
 }
 
 // Poll is what one consumer read from one partition in one poll, in the order read.

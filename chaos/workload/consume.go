@@ -106,7 +106,11 @@ func (c *Consumer) run(ctx context.Context) {
 			p := history.Poll{Consumer: c.cfg.Name, Group: c.cfg.Group, Generation: gen, Topic: fp.Topic,
 				Partition: fp.Partition, Start: -1, Time: now}
 			for _, r := range fp.Records {
-				p.Records = append(p.Records, history.Record{Offset: r.Offset, Value: string(r.Value)})
+				rec := history.Record{Offset: r.Offset, Value: string(r.Value)}
+				if r.ProducerID >= 0 {
+					rec.ProducerID, rec.ProducerEpoch = r.ProducerID, r.ProducerEpoch
+				}
+				p.Records = append(p.Records, rec)
 			}
 			last := fp.Records[len(fp.Records)-1]
 			c.mu.Lock()

@@ -166,7 +166,11 @@ func appendBatchRecords(recs []history.Record, b []byte) ([]history.Record, erro
 			if !rec.Ok() {
 				return recs, fmt.Errorf("%w: batch at %d record %d", proto.ErrMalformedRecords, h.BaseOffset, i)
 			}
-			recs = append(recs, history.Record{Offset: h.BaseOffset + int64(delta), Value: string(value)})
+			hr := history.Record{Offset: h.BaseOffset + int64(delta), Value: string(value)}
+			if h.ProducerID >= 0 {
+				hr.ProducerID, hr.ProducerEpoch = h.ProducerID, h.ProducerEpoch
+			}
+			recs = append(recs, hr)
 		}
 	}
 	return recs, nil

@@ -85,6 +85,14 @@ func (r *Recorder) Finals(logs []history.ReplicaLog) {
 	r.mu.Unlock()
 }
 
+// Drained notes that the consumers have read every partition to its end: an
+// acknowledged value none of them read is then an anomaly (unseen).
+func (r *Recorder) Drained() {
+	r.mu.Lock()
+	r.h.ConsumersDrained = true
+	r.mu.Unlock()
+}
+
 // AllowUnclean notes a topic created with unclean.leader.election.enable.
 func (r *Recorder) AllowUnclean(topic string) {
 	r.mu.Lock()

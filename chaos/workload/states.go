@@ -46,6 +46,13 @@ func decodeState(key string, value []byte, rev int64, at time.Time, topics map[s
 // history: every state the watch delivers (h.States, with its revision), and a
 // linearizable read of them every interval (h.Control, read operations with their call
 // and return times).
+//
+// The writes are made inside the control plane (the controller, the partition leaders'
+// AlterISR), so h.Control has them as the watch shows them: each a compare-and-swap from
+// the state before it (the watch delivers every revision of a key in order), called at
+// any time since the run began — their writers are not observed — and returned by the
+// time the watch delivered it. The check is then that every read returns a state of the
+// chain no older than the last one delivered before the read began.
 type StateRecorder struct {
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -88,6 +95,25 @@ func (s *StateRecorder) Stop() {
 // a read).
 func watchStates(ctx context.Context, rec *Recorder, ec *clientv3.Client, want map[string]bool) {
 	var from int64
+	began := rec.History().Start
+	last := map[string]history.PartitionState{}
+	// write records st as a write; blind (no compare) when states may have been
+	// skipped since the last one (a read, not the watch, delivered it).
+	write := func(st history.PartitionState, at time.Time, blind bool) {
+		key := st.Topic + "/" + strconv.Itoa(int(st.Partition))
+		op := history.ControlOp{Client: "watch", Topic: st.Topic, Partition: st.Partition, Write: true, Ok: true,
+			State: st, Call: began, Return: at}
+		if prev, ok := last[key]; ok {
+			if prev.Revision >= st.Revision {
+				return // seen already (a read after a broken watch)
+			}
+			if !blind {
+				op.Expect = &prev
+			}
+		}
+		last[key] = st
+		rec.Control(op)
+	}
 	for ctx.Err() == nil {
 		if from == 0 {
 			gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -101,6 +127,7 @@ func watchStates(ctx context.Context, rec *Recorder, ec *clientv3.Client, want m
 			for _, kv := range resp.Kvs {
 				if st, ok := decodeState(string(kv.Key), kv.Value, kv.ModRevision, now, want); ok {
 					rec.State(st)
+					write(st, now, true)
 				}
 			}
 			from = resp.Header.Revision + 1
@@ -121,6 +148,7 @@ func watchStates(ctx context.Context, rec *Recorder, ec *clientv3.Client, want m
 				}
 				if st, ok := decodeState(string(ev.Kv.Key), ev.Kv.Value, ev.Kv.ModRevision, now, want); ok {
 					rec.State(st)
+					write(st, now, false)
 				}
 				from = ev.Kv.ModRevision + 1
 			}
