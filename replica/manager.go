@@ -55,6 +55,7 @@ func NewManager(cfg Config) *Manager {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	segment.RemoveDeletedDirs(cfg.Dir)
 	return &Manager{cfg: cfg, partitions: map[string]map[int32]*Partition{}}
 }
 
@@ -185,7 +186,7 @@ func (m *Manager) dropStray(topic string, partition int32, dir, topicID string) 
 	}
 	m.cfg.Logger.Warn("replica directory of an earlier topic of the same name: deleting it",
 		"topic", topic, "partition", partition, "topic_id", had, "new_topic_id", topicID)
-	if err := os.RemoveAll(dir); err != nil {
+	if err := segment.RemoveDir(dir); err != nil {
 		return fmt.Errorf("replica: delete %s of topic id %s: %w", dir, had, err)
 	}
 	delete(m.loadRestored()[topic], partition)

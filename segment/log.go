@@ -1268,12 +1268,13 @@ func (l *Log) flushToLocked(target int64) error {
 }
 
 // Delete closes the log without a clean-shutdown marker and removes its directory (the
-// topic was deleted). Readers holding regions keep their bytes until they release them.
+// topic was deleted), as RemoveDir does: renamed at once, its files removed in the
+// background. Readers holding regions keep their bytes until they release them.
 func (l *Log) Delete() error {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return os.RemoveAll(l.dir)
+		return RemoveDir(l.dir)
 	}
 	l.closed = true
 	l.mu.Unlock()
@@ -1284,8 +1285,5 @@ func (l *Log) Delete() error {
 		s.close()
 	}
 	l.mu.Unlock()
-	if err := os.RemoveAll(l.dir); err != nil {
-		return fmt.Errorf("segment: delete %s: %w", l.dir, err)
-	}
-	return nil
+	return RemoveDir(l.dir)
 }

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gregor-streaming/gregor/internal/testutil"
 	"github.com/gregor-streaming/gregor/proto"
 )
 
@@ -861,5 +863,67 @@ func TestAppendValidatedParts(t *testing.T) {
 	// Header-level checks still hold for validated parts.
 	if _, err := l.AppendValidated([][]byte{parts[0][:40]}, 7); !errors.Is(err, proto.ErrBatchTruncated) {
 		t.Fatalf("truncated part: %v", err)
+	}
+}
+
+// TestDeleteRemovesInBackground: Delete frees the directory's name at once — a log of
+// the same name can be made there straight away — and the renamed directory's files go
+// in the background; one left behind by a crash goes at the next RemoveDeletedDirs.
+func TestDeleteRemovesInBackground(t *testing.T) {
+	clock := newTestClock()
+	parent := t.TempDir()
+	dir := parent + "/topic-0"
+	l := openLog(t, dir, testConfig(clock))
+	for range 50 {
+		mustAppend(t, l, makeBatch("d", 10, 1000, clock.Ms()), 0)
+	}
+	if err := l.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("directory still under its name: %v", err)
+	}
+	again := openLog(t, dir, testConfig(clock))
+	if again.LogEndOffset() != 0 {
+		t.Fatalf("a new log at the same name starts at %d", again.LogEndOffset())
+	}
+	_ = again.Close()
+	leftovers := func() []string {
+		entries, err := os.ReadDir(parent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range entries {
+			if strings.HasSuffix(e.Name(), DeletedSuffix) {
+				names = append(names, e.Name())
+			}
+		}
+		return names
+	}
+	testutil.CheckFor(t, 10*time.Second, func() error {
+		if n := leftovers(); len(n) > 0 {
+			return fmt.Errorf("still being removed: %v", n)
+		}
+		return nil
+	})
+
+	// A crash between the rename and the removal leaves one behind.
+	crashed := parent + "/topic-1.0123456789abcdef" + DeletedSuffix
+	if err := os.MkdirAll(crashed, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(crashed+"/00000000000000000000.log", []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	RemoveDeletedDirs(parent)
+	testutil.CheckFor(t, 10*time.Second, func() error {
+		if n := leftovers(); len(n) > 0 {
+			return fmt.Errorf("left behind: %v", n)
+		}
+		return nil
+	})
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("the new log's directory went too: %v", err)
 	}
 }
