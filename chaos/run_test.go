@@ -343,10 +343,14 @@ func (r *run) finish() *history.History {
 	if ok == 0 {
 		t.Error("no send acknowledged in the whole run")
 	}
-	if rep := checker.Check(h); !rep.OK() {
+	rep := checker.Check(h)
+	if !rep.OK() {
 		t.Errorf("checker:\n%s", rep)
 	} else {
 		t.Logf("checker: %s", rep)
+	}
+	if err := appendReport(h, rep); err != nil {
+		t.Errorf("CHAOS_REPORT: %v", err)
 	}
 	return h
 }
