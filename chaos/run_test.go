@@ -231,6 +231,7 @@ func (r *run) waitProgress(topic string, p int32, n int) {
 	r.t.Helper()
 	since := time.Now()
 	r.c.CheckFor(r.t, 60*time.Second, func() error {
+		r.supervise()
 		got := 0
 		for _, s := range r.rec.Sends() {
 			if s.Outcome == history.OK && s.Topic == topic && (p < 0 || s.Partition == p) && s.Start.After(since) {
@@ -244,18 +245,24 @@ func (r *run) waitProgress(topic string, p int32, n int) {
 	})
 }
 
+// supervise restarts the nodes that stopped on their own, as an operator's supervisor
+// would: a node that lost its registration (paused or cut off past its lease, or its
+// renewals stuck on a stalled control-plane member) stops once it runs again, possibly
+// after the cluster looked healthy.
+func (r *run) supervise() {
+	for _, n := range r.nodes() {
+		if !n.Running() {
+			r.fault("restart", n.Name(), "it had stopped")
+			r.c.Restart(n)
+		}
+	}
+}
+
 // waitHealthy waits until every partition has a running leader and its full ISR.
 func (r *run) waitHealthy(timeout time.Duration) {
 	r.t.Helper()
 	r.c.CheckFor(r.t, timeout, func() error {
-		// A node that lost its registration (paused or cut off past its lease) stops
-		// once it runs again: it is restarted, as an operator's supervisor would.
-		for _, n := range r.nodes() {
-			if !n.Running() {
-				r.fault("restart", n.Name(), "it had stopped")
-				r.c.Restart(n)
-			}
-		}
+		r.supervise()
 		snap := r.c.Metadata(r.t)
 		for tp, n := range r.topics {
 			for p := range n {
