@@ -29,9 +29,10 @@ import (
 // replica holds the same bytes below the high watermark.
 
 // faultOptions are the cluster's options for the tests that kill nodes: the default
-// lease (6 s; a dead leader is replaced once it runs out — shorter leases were lost to
-// a starved machine's slow keepalives, and a node that loses its registration stops),
-// and a short replica lag time: a leader reconsiders its ISR every half of it, so a
+// lease (6 s; a killed leader is replaced a session grace after its death, and the
+// lease covers only pauses — shorter leases were lost to a starved machine's slow
+// keepalives, and a node that loses its registration stops), and a short replica lag
+// time: a leader reconsiders its ISR every half of it, so a
 // restarted node that has caught up rejoins within 2 s rather than 15 s at the default
 // 30 s.
 func faultOptions() testcluster.Options {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -209,6 +210,12 @@ func (r *Registration) session(ctx context.Context, endpoint string, hello Sessi
 
 	// Heartbeats: the send times of those not yet answered, oldest first. The member
 	// answers in order, so each answer extends SafeUntil from its heartbeat's send time.
+	// A member that stops answering (paused, or cut off from this node one way) is left
+	// for another after answerWait: its stream cannot be revoked while the member is
+	// stalled, and SafeUntil would run out while the node waited on it.
+	answerWait := max(terms.Grace/2, 2*terms.Heartbeat)
+	var lastAnswer atomic.Int64
+	lastAnswer.Store(time.Now().UnixNano())
 	pending := make(chan time.Time, sessionPendingMax)
 	answered := make(chan error, 1)
 	go func() {
@@ -220,6 +227,7 @@ func (r *Registration) session(ctx context.Context, endpoint string, hello Sessi
 			}
 			select {
 			case at := <-pending:
+				lastAnswer.Store(time.Now().UnixNano())
 				r.sessionSafe(at.Add(terms.Grace))
 			default:
 				answered <- errors.New("client: session: an answer to no heartbeat")
@@ -235,6 +243,11 @@ func (r *Registration) session(ctx context.Context, endpoint string, hello Sessi
 			return err
 		case <-tick.C:
 			now := time.Now()
+			if len(pending) > 0 && now.Sub(time.Unix(0, lastAnswer.Load())) > answerWait {
+				cancel()
+				<-answered
+				return fmt.Errorf("client: session: no answer from the member for %v", answerWait)
+			}
 			select {
 			case pending <- now:
 			default:
