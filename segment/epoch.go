@@ -92,9 +92,17 @@ func (c *LeaderEpochCache) assign(epoch int32, startOffset int64) bool {
 
 // endOffsetFor answers OffsetForLeaderEpoch: the largest epoch ≤ epoch that the cache
 // knows and the offset where it ended — the start of the next epoch, or logEndOffset for
-// the latest. With no such epoch it returns (-1, -1), Kafka's UNDEFINED_EPOCH and
-// UNDEFINED_EPOCH_OFFSET.
+// the latest. An epoch older than every epoch the cache knows ended where the first
+// known one starts, as Kafka answers it: whatever the asker holds of it is not here.
+// With no epoch at all, or for a negative one, it returns (-1, -1), Kafka's
+// UNDEFINED_EPOCH and UNDEFINED_EPOCH_OFFSET.
 func (c *LeaderEpochCache) endOffsetFor(epoch int32, logEndOffset int64) (int32, int64) {
+	if epoch < 0 || len(c.entries) == 0 {
+		return -1, -1
+	}
+	if epoch < c.entries[0].Epoch {
+		return epoch, c.entries[0].StartOffset
+	}
 	for i := len(c.entries) - 1; i >= 0; i-- {
 		if c.entries[i].Epoch <= epoch {
 			if i == len(c.entries)-1 {

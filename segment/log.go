@@ -179,6 +179,7 @@ func (l *Log) load() error {
 		}
 	}
 	var buf []byte
+	var recoveredEpochs []EpochEntry
 	prevNext := int64(-1)
 	for i := 0; i < len(l.segments); i++ {
 		s := l.segments[i]
@@ -197,6 +198,7 @@ func (l *Log) load() error {
 		if err != nil {
 			return err
 		}
+		recoveredEpochs = append(recoveredEpochs, res.epochs...)
 		if i < len(l.segments)-1 {
 			if err := s.trimIndexes(); err != nil {
 				return err
@@ -250,7 +252,17 @@ func (l *Log) load() error {
 		epochs = &LeaderEpochCache{path: filepath.Join(l.dir, leaderEpochFile)}
 	}
 	l.epochs = epochs
-	if l.epochs.truncateFromEnd(leo) || l.epochs.truncateFromStart(l.segments[0].baseOffset) {
+	changed := l.epochs.truncateFromEnd(leo)
+	changed = l.epochs.truncateFromStart(l.segments[0].baseOffset) || changed
+	// The checkpoint may lack the epochs of the last batches written before a crash
+	// (it is written after their batch): the scanned batches complete it, as Kafka's
+	// recovery reassigns epochs. Without this, a follower whose only batches are of an
+	// epoch the cache lacks would see "no epoch", skip its truncation, and keep a
+	// record the new leader never had below the high watermark.
+	for _, e := range recoveredEpochs {
+		changed = l.epochs.assign(e.Epoch, e.StartOffset) || changed
+	}
+	if changed {
 		if err := l.epochs.persist(); err != nil {
 			return err
 		}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -925,5 +927,53 @@ func TestDeleteRemovesInBackground(t *testing.T) {
 	})
 	if _, err := os.Stat(dir); err != nil {
 		t.Fatalf("the new log's directory went too: %v", err)
+	}
+}
+
+// TestRecoveryCompletesEpochCache: a crash between a batch's write and the checkpoint
+// of its new leader epoch leaves the cache without that epoch; recovery takes it from
+// the batches it scans, so the log still knows the epochs it holds (a follower with no
+// known epoch would skip its truncation and keep what the leader never had).
+func TestRecoveryCompletesEpochCache(t *testing.T) {
+	clock := newTestClock()
+	dir := t.TempDir()
+	l := openLog(t, dir, testConfig(clock))
+	mustAppend(t, l, makeBatch("a", 1, 100, clock.Ms()), 0)
+	mustAppend(t, l, makeBatch("b", 2, 100, clock.Ms()), 2)
+	l.crash()
+	// The checkpoint as it was before epoch 0 was written: none.
+	if err := os.Remove(filepath.Join(dir, leaderEpochFile)); err != nil {
+		t.Fatal(err)
+	}
+	l = openLog(t, dir, testConfig(clock))
+	defer l.Close()
+	want := []EpochEntry{{0, 0}, {2, 1}}
+	if got := l.LeaderEpochs(); !slices.Equal(got, want) {
+		t.Fatalf("epochs after recovery %+v, want %+v", got, want)
+	}
+	if e, end := l.EndOffsetForEpoch(0); e != 0 || end != 1 {
+		t.Fatalf("end offset for epoch 0: %d %d", e, end)
+	}
+}
+
+// TestEndOffsetForOlderEpoch: an epoch older than any the cache knows ended where the
+// first known one starts (Kafka's answer), so that a follower holding records of it
+// truncates them; with no epoch known, the answer is undefined.
+func TestEndOffsetForOlderEpoch(t *testing.T) {
+	clock := newTestClock()
+	l := openLog(t, t.TempDir(), testConfig(clock))
+	defer l.Close()
+	if e, end := l.EndOffsetForEpoch(0); e != -1 || end != -1 {
+		t.Fatalf("empty cache: %d %d", e, end)
+	}
+	mustAppend(t, l, makeBatch("a", 3, 100, clock.Ms()), 3)
+	if e, end := l.EndOffsetForEpoch(1); e != 1 || end != 0 {
+		t.Fatalf("epoch 1 before the first known (3 at 0): %d %d, want 1 0", e, end)
+	}
+	if e, end := l.EndOffsetForEpoch(-1); e != -1 || end != -1 {
+		t.Fatalf("undefined epoch: %d %d", e, end)
+	}
+	if e, end := l.EndOffsetForEpoch(3); e != 3 || end != 3 {
+		t.Fatalf("latest epoch: %d %d", e, end)
 	}
 }
