@@ -115,6 +115,35 @@ func TestLostAcks1(t *testing.T) {
 	expectKinds(t, CheckWith(h, Options{Acks1LossIsAnomaly: true}), LostWrite)
 }
 
+// TestLostAcks1OffsetReused: a lost acks=1 write whose offset the next leader gave to
+// another record is counted as lost, not also reported as an offset mismatch.
+func TestLostAcks1OffsetReused(t *testing.T) {
+	h := small()
+	i := okSends(h)[10]
+	h.Sends[i].Acks = 1
+	lost := h.Sends[i].Value
+	for fi := range h.Finals {
+		for ri := range h.Finals[fi].Records {
+			if h.Finals[fi].Records[ri].Value == lost {
+				h.Finals[fi].Records[ri].Value = "unacknowledged-" + lost
+			}
+		}
+	}
+	for pi := range h.Polls {
+		for ri := range h.Polls[pi].Records {
+			if h.Polls[pi].Records[ri].Value == lost {
+				h.Polls[pi].Records[ri].Value = "unacknowledged-" + lost
+			}
+		}
+	}
+	r := Check(h)
+	expectKinds(t, r)
+	if r.Stats.LostAcks1 != 1 {
+		t.Errorf("LostAcks1 %d", r.Stats.LostAcks1)
+	}
+	expectKinds(t, CheckWith(h, Options{Acks1LossIsAnomaly: true}), LostWrite, OffsetMismatch)
+}
+
 func TestDuplicate(t *testing.T) {
 	for _, idem := range []bool{true, false} {
 		t.Run(fmt.Sprint("idempotent=", idem), func(t *testing.T) {
@@ -161,9 +190,9 @@ func TestDuplicateAcrossEpochs(t *testing.T) {
 				for ri := range f.Records {
 					switch f.Records[ri].Offset {
 					case s.Offset:
-						f.Records[ri].ProducerID, f.Records[ri].ProducerEpoch = 1000, 0
+						f.Records[ri].Idempotent, f.Records[ri].ProducerID, f.Records[ri].ProducerEpoch = true, 0, 0
 					case off:
-						f.Records[ri].ProducerID, f.Records[ri].ProducerEpoch = 1000, second
+						f.Records[ri].Idempotent, f.Records[ri].ProducerID, f.Records[ri].ProducerEpoch = true, 0, second
 					}
 				}
 			}

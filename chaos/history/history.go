@@ -42,12 +42,12 @@ type Send struct {
 	End   time.Time `json:"end"`
 }
 
-// Record is one record read: its offset and value, and the producer id and epoch of its
-// batch where the reader saw them (zero when not known, or for a batch of no idempotent
-// producer: producer id -1 is recorded as 0).
+// Record is one record read: its offset and value and, when its batch came from an
+// idempotent producer and the reader saw it (Idempotent), the producer id and epoch.
 type Record struct {
 	Offset        int64  `json:"offset"`
 	Value         string `json:"value"`
+	Idempotent    bool   `json:"idem,omitempty"`
 	ProducerID    int64  `json:"pid,omitempty"`
 	ProducerEpoch int16  `json:"pepoch,omitempty"`
 }

@@ -108,7 +108,7 @@ func (c *Consumer) run(ctx context.Context) {
 			for _, r := range fp.Records {
 				rec := history.Record{Offset: r.Offset, Value: string(r.Value)}
 				if r.ProducerID >= 0 {
-					rec.ProducerID, rec.ProducerEpoch = r.ProducerID, r.ProducerEpoch
+					rec.Idempotent, rec.ProducerID, rec.ProducerEpoch = true, r.ProducerID, r.ProducerEpoch
 				}
 				p.Records = append(p.Records, rec)
 			}

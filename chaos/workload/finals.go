@@ -168,7 +168,7 @@ func appendBatchRecords(recs []history.Record, b []byte) ([]history.Record, erro
 			}
 			hr := history.Record{Offset: h.BaseOffset + int64(delta), Value: string(value)}
 			if h.ProducerID >= 0 {
-				hr.ProducerID, hr.ProducerEpoch = h.ProducerID, h.ProducerEpoch
+				hr.Idempotent, hr.ProducerID, hr.ProducerEpoch = true, h.ProducerID, h.ProducerEpoch
 			}
 			recs = append(recs, hr)
 		}

@@ -190,7 +190,10 @@ loop:
 }
 
 // definiteRefusals are the produce errors a broker answers without writing anything.
-var definiteRefusals = []error{kerr.NotEnoughReplicas, kerr.NotLeaderForPartition, kerr.UnknownTopicOrPartition,
+// NOT_LEADER_OR_FOLLOWER is not one: an acks=all request appended before its leader
+// lost the leadership is answered so (as Kafka's delayed produce is), and its records
+// may yet be committed by the next leader.
+var definiteRefusals = []error{kerr.NotEnoughReplicas, kerr.UnknownTopicOrPartition,
 	kerr.LeaderNotAvailable, kerr.FencedLeaderEpoch, kerr.InvalidRecord, kerr.CorruptMessage, kerr.MessageTooLarge,
 	kerr.RecordListTooLarge, kerr.InvalidRequiredAcks, kerr.TopicAuthorizationFailed}
 
