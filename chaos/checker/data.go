@@ -427,6 +427,9 @@ func (c *checker) checkPolls(d *data) {
 		seekBack := p.Start >= 0 && st.has && p.Start <= st.prev
 		next := int64(-1) // the expected next offset; -1 if not judged
 		switch {
+		case genChange && p.Start >= 0:
+			// Where the consumer said it starts: the committed offset it fetched.
+			next = p.Start
 		case genChange:
 			// The group's committed offset, or past what this consumer read itself
 			// if it kept the partition (a cooperative rebalance keeps positions).

@@ -61,6 +61,24 @@ func StartConsumer(ctx context.Context, rec *Recorder, cfg ConsumerConfig) (*Con
 				}
 				c.mu.Unlock()
 			}),
+			// Where each assigned partition really starts: the committed offset fetched
+			// from the coordinator. A poll is then judged against it (a commit this
+			// history missed — answered after a fault cut the connection — would
+			// otherwise look like a skip), and it is recorded as a fetched commit, which
+			// must not be below any acknowledged one.
+			kgo.AdjustFetchOffsetsFn(func(_ context.Context, m map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+				at := time.Now()
+				c.mu.Lock()
+				for p, o := range m[cfg.Topic] {
+					if eo := o.EpochOffset(); eo.Offset >= 0 {
+						c.next[p] = eo.Offset
+						c.rec.Commit(history.Commit{Group: cfg.Group, Topic: cfg.Topic, Partition: p, Offset: eo.Offset,
+							Fetched: true, Time: at})
+					}
+				}
+				c.mu.Unlock()
+				return m, nil
+			}),
 			kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
 				c.mu.Lock()
 				for _, p := range m[cfg.Topic] {
