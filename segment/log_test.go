@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -738,6 +739,45 @@ func TestUpdateConfig(t *testing.T) {
 	}
 }
 
+// TestUpdateConfigFlushInterval: flush.ms may change on an open log: the interval flush
+// starts, follows the new interval, and stops.
+func TestUpdateConfigFlushInterval(t *testing.T) {
+	clock := newTestClock()
+	cfg := testConfig(clock)
+	l := openLog(t, t.TempDir(), cfg)
+	defer l.Close()
+	flushedWithin := func(d time.Duration) bool {
+		t.Helper()
+		mustAppend(t, l, makeBatch("f", 1, 10, clock.Ms()), 0)
+		for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if l.RecoveryPoint() == l.LogEndOffset() {
+				return true
+			}
+		}
+		return false
+	}
+	if flushedWithin(100 * time.Millisecond) {
+		t.Fatal("flushed with no flush policy")
+	}
+	for _, d := range []time.Duration{10 * time.Millisecond, 20 * time.Millisecond} {
+		c := cfg
+		c.Flush.Interval = d
+		if err := l.UpdateConfig(c); err != nil {
+			t.Fatal(err)
+		}
+		if !flushedWithin(5 * time.Second) {
+			t.Fatalf("no flush 5s after the interval became %v", d)
+		}
+	}
+	if err := l.UpdateConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // a tick already under way may still flush
+	if flushedWithin(100 * time.Millisecond) {
+		t.Fatal("flushed after the interval was removed")
+	}
+}
+
 // TestUpdateConfigLimits: the batch size limit and segment size follow UpdateConfig at
 // once, for Append and for the lock-free getters producers validate with; a limit below
 // a batch header refuses every batch (Kafka's max.message.bytes=0). Appends run beside
@@ -925,5 +965,54 @@ func TestDeleteRemovesInBackground(t *testing.T) {
 	})
 	if _, err := os.Stat(dir); err != nil {
 		t.Fatalf("the new log's directory went too: %v", err)
+	}
+}
+
+// TestFsyncJournal: the fault-injection journal records, in order, what a power loss
+// would keep: a new log's directory is created and its parent synced before anything in
+// it, a new segment's name made durable by its directory's sync, and each sync with the
+// size it covered — never more than a truncation that raced it left.
+func TestFsyncJournal(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FsyncJournalFile)
+	if err := EnableFsyncJournal(path); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		j := syncJournal
+		syncJournal = nil
+		_ = j.f.Close()
+	}()
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "t-0")
+	cfg := testConfig(newTestClock())
+	cfg.Flush.Sync = true
+	l := openLog(t, dir, cfg)
+	b := makeBatch("j", 1, 100, 0)
+	mustAppend(t, l, b, 0)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j := syncJournal
+	tok := j.syncToken()
+	j.truncated("x", 5)
+	j.synced("x", 10, tok)
+	tok = j.syncToken()
+	j.synced("x", 10, tok)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	logPath := segmentName(dir, 0, logSuffix)
+	want := []string{"create " + dir, "dirsync " + parent, "create " + logPath, "dirsync " + dir,
+		fmt.Sprintf("sync %s %d", logPath, len(b)), "trunc x 5", "sync x 5", "sync x 10"}
+	i := 0
+	for _, line := range lines {
+		if i < len(want) && line == want[i] {
+			i++
+		}
+	}
+	if i < len(want) {
+		t.Fatalf("journal lacks %q in order; it is:\n%s", want[i], data)
 	}
 }

@@ -109,6 +109,9 @@ func (s *LogSegment) recover(buf []byte, prevNextOffset int64, cfg *Config) (rec
 		if err := unix.Ftruncate(s.file.fd, pos); err != nil {
 			return res, fmt.Errorf("segment: truncate %s: %w", s.file.path, err)
 		}
+		if j := syncJournal; j != nil {
+			j.truncated(s.file.path, pos)
+		}
 		res.cutBytes = s.size - pos
 		s.size = pos
 	}
