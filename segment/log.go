@@ -257,12 +257,47 @@ func (l *Log) load() error {
 	}
 
 	epochs, err := loadLeaderEpochCache(l.dir)
-	if err != nil {
-		l.logger.Warn("leader-epoch checkpoint unreadable, starting it empty", "err", err)
+	// The cache is rebuilt from the batches' epochs where it may lack some: from every
+	// batch if its file is unreadable or gone while the log holds batches (an empty
+	// cache would make a follower skip its truncation by epoch), else from the batches
+	// recovery scanned (a crash between an append's write and the checkpoint of the
+	// epoch it began), as Kafka's recovery does.
+	epochsFrom := len(l.segments)
+	if !clean {
+		epochsFrom = min(scanFrom, len(l.segments)-1)
+	}
+	changed := false
+	if _, statErr := os.Stat(filepath.Join(l.dir, leaderEpochFile)); err != nil || (os.IsNotExist(statErr) && leo > l.segments[0].baseOffset) {
+		l.logger.Warn("leader-epoch checkpoint unreadable or missing, rebuilding it from the log", "err", err)
 		epochs = &LeaderEpochCache{path: filepath.Join(l.dir, leaderEpochFile)}
+		epochsFrom, changed = 0, true // written even if empty: the next open does not scan again
 	}
 	l.epochs = epochs
-	if l.epochs.truncateFromEnd(leo) || l.epochs.truncateFromStart(l.segments[0].baseOffset) {
+	if l.epochs.truncateFromEnd(leo) {
+		changed = true
+	}
+	if l.epochs.truncateFromStart(l.segments[0].baseOffset) {
+		changed = true
+	}
+	var sc headerScanner
+scan:
+	for _, s := range l.segments[epochsFrom:] {
+		sc.fd, sc.bufLen = s.file.fd, 0
+		for pos := int64(0); pos < s.size; {
+			h, err := sc.header(pos, s.size)
+			if err != nil {
+				// A trusted segment whose headers do not parse: reads will say so; the
+				// epochs found so far stand.
+				l.logger.Warn("leader epochs not rebuilt past a bad header", "segment", s.file.path, "err", err)
+				break scan
+			}
+			if l.epochs.assign(h.PartitionLeaderEpoch, h.BaseOffset) {
+				changed = true
+			}
+			pos += int64(h.Size())
+		}
+	}
+	if changed {
 		if err := l.epochs.persist(); err != nil {
 			return err
 		}
