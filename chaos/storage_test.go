@@ -131,8 +131,8 @@ func (r *run) okSends() int64 {
 
 // TestR14StorageFaults: one replica's files damaged while its node is down (SIGKILL),
 // one fault after another, each followed by the node's restart and its return to every
-// ISR: a torn tail, a flipped bit, deleted indexes, and what a crash leaves in the middle
-// of an append, a roll and a checkpoint. Each damaged node must recover and refetch;
+// ISR: a torn tail, a flipped bit, deleted indexes, what a crash leaves in the middle of
+// an append, a roll and a checkpoint, and lost leader-epoch checkpoints. Each damaged node must recover and refetch;
 // nothing acknowledged may be lost.
 func TestR14StorageFaults(t *testing.T) {
 	r := newRun(t, "R14", runOptions{})
@@ -171,7 +171,7 @@ func TestR14StorageFaults(t *testing.T) {
 	// acknowledged), the leader killed first: recovery cuts the log at that batch, and
 	// the node, a follower now, fetches it back.
 	old := r.leaderOf(mainTopic, 1)
-	before := countLines(old, "CRC mismatch", "")
+	crcs := countLines(old, "CRC mismatch", "")
 	r.kill(old, "leader of t-1, for a flipped bit")
 	r.waitNewLeader(mainTopic, 1, old)
 	seg = activeSegment(t, partitionDir(old, mainTopic, 1))
@@ -179,7 +179,7 @@ func TestR14StorageFaults(t *testing.T) {
 	r.restart(old)
 	r.waitHealthy(60 * time.Second)
 	r.c.CheckFor(t, 10*time.Second, func() error {
-		if countLines(old, "CRC mismatch", seg.path) == before {
+		if countLines(old, "CRC mismatch", seg.path) == crcs {
 			return fmt.Errorf("%s logged no CRC mismatch in %s", old.Name(), seg.path)
 		}
 		return nil
@@ -212,6 +212,25 @@ func TestR14StorageFaults(t *testing.T) {
 	hwFile := filepath.Join(d.Dir(), "replication-offset-checkpoint")
 	r.c.CheckFor(t, 15*time.Second, func() error { _, err := os.Stat(hwFile); return err }) // every 5 s
 	step(d, "follower: crash mid-checkpoint", func() string { return halfCheckpoints(t, d) }, "")
+
+	// The leader-epoch checkpoint lost (t-0) and damaged (t-1): rebuilt from the
+	// batches' epochs, so that the node still truncates by epoch when it follows.
+	d = follower(0)
+	before := countLines(d, "leader-epoch checkpoint unreadable or missing", "")
+	step(d, "follower: leader-epoch checkpoints lost", func() string {
+		p0 := filepath.Join(partitionDir(d, mainTopic, 0), "leader-epoch-checkpoint")
+		p1 := filepath.Join(partitionDir(d, mainTopic, 1), "leader-epoch-checkpoint")
+		if err := os.Remove(p0); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p1, []byte("0\n9\n1 "), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return "t-0/leader-epoch-checkpoint removed, t-1/leader-epoch-checkpoint garbled"
+	}, "")
+	if got := countLines(d, "leader-epoch checkpoint unreadable or missing", ""); got < before+2 {
+		t.Errorf("%s logged %d leader-epoch rebuilds, want 2", d.Name(), got-before)
+	}
 
 	r.waitProgress(mainTopic, -1, 200)
 	r.finish()
