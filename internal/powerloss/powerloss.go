@@ -12,8 +12,11 @@
 //   - a file created after its directory's last fsync is removed (its name was never
 //     durable), and so is a partition directory created after the data directory's;
 //   - an index file (.index, .timeindex) is kept only if its last sync covered its
-//     present size and its log file lost nothing; otherwise it is removed (what a power
-//     loss leaves of an unsynced mmap write is unknown), and recovery must rebuild it.
+//     present size and its log file lost nothing; otherwise it is removed, and recovery
+//     must rebuild it. What a power loss leaves of unsynced mmap writes is unknown (stale
+//     or zeroed entries); removal stands in for it. Such indexes belong to the segments
+//     from the recovery point on (a rolled segment's are synced with it), which recovery
+//     rebuilds from the log either way.
 //
 // It never drops a byte that was fsynced: a sync is journaled only after it returned,
 // with the size read before it started, and only the storage engine writes these files.
