@@ -159,7 +159,7 @@ func (x *mmapIndex) flush() error {
 		return fmt.Errorf("segment: msync %s: %w", x.path, err)
 	}
 	if j := syncJournal; j != nil {
-		j.synced(x.path, int64(len(x.data)), tok)
+		j.synced(x.path, int64(len(x.data)), tok, 0) // never replaced by rename
 	}
 	return nil
 }

@@ -1250,7 +1250,7 @@ func fsyncPath(path string) error {
 		return fmt.Errorf("segment: fsync %s: %w", path, err)
 	}
 	if j := syncJournal; j != nil {
-		j.synced(path, size, tok)
+		j.synced(path, size, tok, 0) // an index: never replaced by rename
 	}
 	return nil
 }

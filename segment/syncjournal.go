@@ -88,10 +88,20 @@ func (j *fsyncJournal) syncToken() uint64 {
 }
 
 // synced records that the first size bytes of path are on disk, size having been read
-// after token was taken and before the sync started.
-func (j *fsyncJournal) synced(path string, size int64, token uint64) {
+// after token was taken and before the sync started. With ino not 0 (the synced file's
+// inode), nothing is recorded if path now names another file or none: a truncation by
+// copy renamed a new file over it, or the segment was deleted, while the old one was
+// being synced. The check is made under the journal's lock, which that rename's own
+// line takes after the rename: a sync found still current is journaled before it.
+func (j *fsyncJournal) synced(path string, size int64, token, ino uint64) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if ino != 0 {
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err != nil || st.Ino != ino {
+			return
+		}
+	}
 	for _, t := range j.truncs[path] {
 		if t.seq > token {
 			size = min(size, t.size)
@@ -136,6 +146,6 @@ func fdatasyncJournaled(fd int, path string) error {
 	if err := unix.Fdatasync(fd); err != nil {
 		return err
 	}
-	j.synced(path, st.Size, tok)
+	j.synced(path, st.Size, tok, st.Ino)
 	return nil
 }
