@@ -49,7 +49,7 @@ var packageMap = map[string][]string{
 	"internal/reserve": {},
 
 	"cmd/cp":           {"controlplane", "node"},
-	"cmd/dp":           {"dataplane", "node", "proto"},
+	"cmd/dp":           {"dataplane", "node", "proto", "segment"},
 	"cmd/gregor":       {"perf", "perf/drivers", "perf/replication"},
 	"perf":             {},
 	"perf/drivers":     {"internal/reserve", "perf", "proto"},
@@ -69,11 +69,12 @@ var packageMap = map[string][]string{
 		"internal/testutil", "node",
 	},
 	"controlplane/internal/grouptest": {},
+	"internal/powerloss":              {"segment"},
 	".":                               {},
 }
 
 // testOnly are the packages that only tests import, from any package.
-var testOnly = []string{"internal/testutil", "internal/testcluster", "controlplane/internal/grouptest"}
+var testOnly = []string{"internal/testutil", "internal/testcluster", "controlplane/internal/grouptest", "internal/powerloss"}
 
 const modulePath = "github.com/gregor-streaming/gregor/"
 

@@ -29,7 +29,13 @@ var topicConfigDefaults = map[string]string{
 	cluster.ConfigMaxMessageBytes:       strconv.Itoa(segment.DefaultMaxBatchBytes),
 	cluster.ConfigCleanupPolicy:         "delete",
 	cluster.ConfigCompressionType:       "producer",
+	cluster.ConfigFlushMessages:         flushNever,
+	cluster.ConfigFlushMs:               flushNever,
 }
+
+// flushNever is Kafka's default of flush.messages and flush.ms, Long.MAX_VALUE: the log
+// is not forced to disk (replication is the durability).
+const flushNever = "9223372036854775807"
 
 func handleDescribeConfigs(s *Server, r *request) error {
 	req := kmsg.NewPtrDescribeConfigsRequest()
@@ -66,6 +72,9 @@ func handleDescribeConfigs(s *Server, r *request) error {
 				"default.replication.factor": strconv.Itoa(client.DefaultReplicationFactor),
 				"message.max.bytes":          strconv.Itoa(segment.DefaultMaxBatchBytes),
 				"socket.request.max.bytes":   strconv.Itoa(s.cfg.MaxFrameBytes),
+				// The brokers' defaults of flush.messages and flush.ms: never.
+				"log.flush.interval.messages": flushNever,
+				"log.flush.interval.ms":       flushNever,
 			}
 		default:
 			rr.ErrorCode = kerr.InvalidRequest.Code

@@ -220,6 +220,24 @@ func TopicLogConfig(topic cluster.Topic, base segment.Config) segment.Config {
 	if topic.Configs[cluster.ConfigMessageTimestampType] == "LogAppendTime" {
 		cfg.TimestampType = segment.LogAppendTime
 	}
+	// flush.messages and flush.ms: Long.MAX_VALUE (the default) never flushes. A flush
+	// every message, or whenever anything is unflushed (flush.ms=0), is an fdatasync
+	// before each append is acknowledged: FlushPolicy.Sync, whose concurrent appends
+	// share one sync.
+	if v, ok := num(cluster.ConfigFlushMessages); ok && v < math.MaxInt64 {
+		if v <= 1 {
+			cfg.Flush.Sync = true
+		} else {
+			cfg.Flush.Messages = v
+		}
+	}
+	if v, ok := num(cluster.ConfigFlushMs); ok && v < math.MaxInt64 {
+		if v <= 0 {
+			cfg.Flush.Sync = true
+		} else {
+			cfg.Flush.Interval = millis(v)
+		}
+	}
 	return cfg
 }
 

@@ -45,6 +45,7 @@ func TestTopicConfigsThroughCreateTopics(t *testing.T) {
 		"by-time":  {"retention.ms": kadmStr("0")},
 		"seg-ms":   {"segment.ms": kadmStr("1")},
 		"min-isr":  {"min.insync.replicas": kadmStr("2")},
+		"flush":    {"flush.messages": kadmStr("1"), "flush.ms": kadmStr("1000")},
 	} {
 		if err := create(topic, configs); err != nil {
 			t.Fatalf("create %s: %v", topic, err)
@@ -55,12 +56,33 @@ func TestTopicConfigsThroughCreateTopics(t *testing.T) {
 		"uncompressed": {"compression.type": kadmStr("uncompressed")},
 		"compact":      {"cleanup.policy": kadmStr("compact")},
 		"purge":        {"retention.bytes": kadmStr("0")},
+		"flush-0":      {"flush.messages": kadmStr("0")},
+		"flush-ms-neg": {"flush.ms": kadmStr("-1")},
 	} {
 		if err := create(topic, configs); !errors.Is(err, kerr.InvalidConfig) {
 			t.Fatalf("%s: %v, want INVALID_CONFIG", topic, err)
 		}
 		if _, ok := getTopic(t, c, topic); ok {
 			t.Fatalf("topic %s, refused for its configs, exists", topic)
+		}
+	}
+	described, err := adm.DescribeTopicConfigs(ctx, "flush")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"flush.messages", "flush.ms"} {
+		v, err := described.On("flush", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		for _, c := range v.Configs {
+			if c.Key == name && c.Value != nil {
+				got = *c.Value
+			}
+		}
+		if want := map[string]string{"flush.messages": "1", "flush.ms": "1000"}[name]; got != want {
+			t.Fatalf("DescribeConfigs of flush: %s=%q, want %q", name, got, want)
 		}
 	}
 	produce := func(topic string, count int) {
@@ -111,4 +133,5 @@ func TestTopicConfigsThroughCreateTopics(t *testing.T) {
 		t.Fatalf("acks=all with min.insync.replicas=2 and an ISR of 1: %v", err)
 	}
 	produce("min-isr", 1) // acks=1 does not need the ISR
+	produce("flush", 3)   // each append fsynced before it is acknowledged
 }

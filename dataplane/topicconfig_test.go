@@ -155,6 +155,42 @@ func TestTopicLogConfigValues(t *testing.T) {
 	if res, err := l.DeleteRetained(l.LogEndOffset()); err != nil || res.Segments != 0 {
 		t.Fatalf("retention.bytes=-1 deleted %+v %v", res, err)
 	}
+	// flush.messages and flush.ms: the recovery point (everything below it on disk)
+	// shows when the log flushes. Long.MAX_VALUE, the default, never does before a roll;
+	// flush.messages=1 and flush.ms=0 before each append returns; flush.messages=3 every
+	// third message; flush.ms=20 within a few ticks.
+	for _, configs := range []map[string]string{nil, {cluster.ConfigFlushMessages: never, cluster.ConfigFlushMs: never}} {
+		l = open(configs)
+		appendN(l, 3)
+		if l.RecoveryPoint() != 0 {
+			t.Fatalf("%v: recovery point %d after 3 appends: flushed", configs, l.RecoveryPoint())
+		}
+	}
+	for _, configs := range []map[string]string{{cluster.ConfigFlushMessages: "1"}, {cluster.ConfigFlushMs: "0"}} {
+		l = open(configs)
+		for i := range 3 {
+			appendN(l, 1)
+			if l.RecoveryPoint() != int64(i+1) {
+				t.Fatalf("%v: recovery point %d after append %d", configs, l.RecoveryPoint(), i+1)
+			}
+		}
+	}
+	l = open(map[string]string{cluster.ConfigFlushMessages: "3"})
+	appendN(l, 2)
+	if l.RecoveryPoint() != 0 {
+		t.Fatalf("flush.messages=3: recovery point %d after 2 messages", l.RecoveryPoint())
+	}
+	appendN(l, 1)
+	if l.RecoveryPoint() != 3 {
+		t.Fatalf("flush.messages=3: recovery point %d after 3 messages", l.RecoveryPoint())
+	}
+	l = open(map[string]string{cluster.ConfigFlushMs: "20"})
+	appendN(l, 2)
+	for deadline := time.Now().Add(5 * time.Second); l.RecoveryPoint() != 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("flush.ms=20: recovery point %d 5s after 2 appends", l.RecoveryPoint())
+		}
+	}
 	// max.message.bytes=0: no batch fits.
 	l = open(map[string]string{cluster.ConfigMaxMessageBytes: "0"})
 	if _, err := l.Append(batch(1, "", -1, -1, -1), 0); err == nil {

@@ -65,6 +65,9 @@ func syncDir(dir string) error {
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("segment: fsync dir %s: %w", dir, err)
 	}
+	if j := syncJournal; j != nil {
+		j.dirSynced(dir)
+	}
 	return nil
 }
 

@@ -117,6 +117,9 @@ func (x *mmapIndex) resize(size int) error {
 	if err := unix.Ftruncate(x.fd, int64(size)); err != nil {
 		return fmt.Errorf("segment: resize index %s: %w", x.path, err)
 	}
+	if j := syncJournal; j != nil {
+		j.truncated(x.path, int64(size))
+	}
 	return x.mapSize(size)
 }
 
@@ -148,8 +151,15 @@ func (x *mmapIndex) flush() error {
 	if len(x.data) == 0 {
 		return nil
 	}
+	var tok uint64
+	if j := syncJournal; j != nil {
+		tok = j.syncToken()
+	}
 	if err := unix.Msync(x.data, unix.MS_SYNC); err != nil {
 		return fmt.Errorf("segment: msync %s: %w", x.path, err)
+	}
+	if j := syncJournal; j != nil {
+		j.synced(x.path, int64(len(x.data)), tok, 0) // never replaced by rename
 	}
 	return nil
 }

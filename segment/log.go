@@ -73,6 +73,10 @@ type Log struct {
 	maxBatchBytes atomic.Int64
 	segmentBytes  atomic.Int64
 
+	// flushEvery tells the interval flush loop its new interval (0: stop flushing);
+	// nil until a loop runs. Guarded by mu.
+	flushEvery chan time.Duration
+
 	stop chan struct{}
 	bg   sync.WaitGroup
 }
@@ -103,8 +107,19 @@ func Open(dir string, cfg Config) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
+	_, statErr := os.Stat(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("segment: create %s: %w", dir, err)
+	}
+	if os.IsNotExist(statErr) {
+		// A new log's directory entry is made durable before anything in it: a power
+		// loss would otherwise take the directory away with every segment synced in it.
+		if j := syncJournal; j != nil {
+			j.created(filepath.Clean(dir))
+		}
+		if err := syncDir(filepath.Dir(filepath.Clean(dir))); err != nil {
+			return nil, err
+		}
 	}
 	l := &Log{dir: dir, cfg: cfg, logger: cfg.Logger.With("log", dir), stop: make(chan struct{})}
 	l.flushCond = sync.NewCond(&l.flushMu)
@@ -116,10 +131,7 @@ func Open(dir string, cfg Config) (*Log, error) {
 		}
 		return nil, err
 	}
-	if cfg.Flush.Interval > 0 {
-		l.bg.Add(1)
-		go l.flushLoop(cfg.Flush.Interval)
-	}
+	l.setFlushInterval(cfg.Flush.Interval)
 	return l, nil
 }
 
@@ -179,7 +191,6 @@ func (l *Log) load() error {
 		}
 	}
 	var buf []byte
-	var recoveredEpochs []EpochEntry
 	prevNext := int64(-1)
 	for i := 0; i < len(l.segments); i++ {
 		s := l.segments[i]
@@ -198,7 +209,6 @@ func (l *Log) load() error {
 		if err != nil {
 			return err
 		}
-		recoveredEpochs = append(recoveredEpochs, res.epochs...)
 		if i < len(l.segments)-1 {
 			if err := s.trimIndexes(); err != nil {
 				return err
@@ -247,20 +257,45 @@ func (l *Log) load() error {
 	}
 
 	epochs, err := loadLeaderEpochCache(l.dir)
-	if err != nil {
-		l.logger.Warn("leader-epoch checkpoint unreadable, starting it empty", "err", err)
+	// The cache is rebuilt from the batches' epochs where it may lack some: from every
+	// batch if its file is unreadable or gone while the log holds batches (an empty
+	// cache would make a follower skip its truncation by epoch), else from the batches
+	// recovery scanned (a crash between an append's write and the checkpoint of the
+	// epoch it began), as Kafka's recovery does.
+	epochsFrom := len(l.segments)
+	if !clean {
+		epochsFrom = min(scanFrom, len(l.segments)-1)
+	}
+	changed := false
+	if _, statErr := os.Stat(filepath.Join(l.dir, leaderEpochFile)); err != nil || (os.IsNotExist(statErr) && leo > l.segments[0].baseOffset) {
+		l.logger.Warn("leader-epoch checkpoint unreadable or missing, rebuilding it from the log", "err", err)
 		epochs = &LeaderEpochCache{path: filepath.Join(l.dir, leaderEpochFile)}
+		epochsFrom, changed = 0, true // written even if empty: the next open does not scan again
 	}
 	l.epochs = epochs
-	changed := l.epochs.truncateFromEnd(leo)
-	changed = l.epochs.truncateFromStart(l.segments[0].baseOffset) || changed
-	// The checkpoint may lack the epochs of the last batches written before a crash
-	// (it is written after their batch): the scanned batches complete it, as Kafka's
-	// recovery reassigns epochs. Without this, a follower whose only batches are of an
-	// epoch the cache lacks would see "no epoch", skip its truncation, and keep a
-	// record the new leader never had below the high watermark.
-	for _, e := range recoveredEpochs {
-		changed = l.epochs.assign(e.Epoch, e.StartOffset) || changed
+	if l.epochs.truncateFromEnd(leo) {
+		changed = true
+	}
+	if l.epochs.truncateFromStart(l.segments[0].baseOffset) {
+		changed = true
+	}
+	var sc headerScanner
+scan:
+	for _, s := range l.segments[epochsFrom:] {
+		sc.fd, sc.bufLen = s.file.fd, 0
+		for pos := int64(0); pos < s.size; {
+			h, err := sc.header(pos, s.size)
+			if err != nil {
+				// A trusted segment whose headers do not parse: reads will say so; the
+				// epochs found so far stand.
+				l.logger.Warn("leader epochs not rebuilt past a bad header", "segment", s.file.path, "err", err)
+				break scan
+			}
+			if l.epochs.assign(h.PartitionLeaderEpoch, h.BaseOffset) {
+				changed = true
+			}
+			pos += int64(h.Size())
+		}
 	}
 	if changed {
 		if err := l.epochs.persist(); err != nil {
@@ -530,6 +565,9 @@ func (l *Log) appendLocked(parts [][]byte, sc scanned, epoch int32, assign bool,
 	if err != nil {
 		// Whole or nothing: cut whatever part of the write landed.
 		_ = unix.Ftruncate(s.file.fd, s.size)
+		if j := syncJournal; j != nil {
+			j.truncated(s.file.path, s.size)
+		}
 		l.mu.Unlock()
 		return AppendInfo{}, fmt.Errorf("segment: append to %s: %w", s.file.path, err)
 	}
@@ -916,6 +954,8 @@ func (l *Log) truncateSegment(s *LogSegment, pos, cutOffset int64) error {
 		}
 	} else if err := unix.Ftruncate(s.file.fd, pos); err != nil {
 		return fmt.Errorf("segment: truncate %s: %w", s.file.path, err)
+	} else if j := syncJournal; j != nil {
+		j.truncated(s.file.path, pos)
 	}
 	s.size = pos
 	s.offsetIndex.truncateToPosition(pos)
@@ -954,6 +994,11 @@ func (s *LogSegment) copyOnTruncate(pos int64) error {
 	}
 	if err := os.Rename(swap, s.file.path); err != nil {
 		return fail(err)
+	}
+	if j := syncJournal; j != nil {
+		// The copy was synced whole: the file is pos bytes, or the old one (whose
+		// first pos bytes are the same) if the rename is lost.
+		j.truncated(s.file.path, pos)
 	}
 	nf.path = s.file.path
 	old := s.file
@@ -1082,7 +1127,7 @@ func (l *Log) DeleteRetained(upperBound int64) (RetentionResult, error) {
 
 // UpdateConfig applies new settings (a topic's configs changed). Segment and index sizes
 // apply to new segments; the batch size limit, retention and flush settings from the
-// next use.
+// next use (a new flush interval from the next tick of the interval flush).
 func (l *Log) UpdateConfig(cfg Config) error {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -1090,8 +1135,8 @@ func (l *Log) UpdateConfig(cfg Config) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if cfg.Flush.Interval != l.cfg.Flush.Interval {
-		return fmt.Errorf("segment: flush interval cannot change on an open log")
+	if cfg.Flush.Interval != l.cfg.Flush.Interval && !l.closed {
+		l.setFlushInterval(cfg.Flush.Interval)
 	}
 	cfg.IndexMaxBytes = l.cfg.IndexMaxBytes // the active segment's indexes are already sized
 	l.cfg = cfg
@@ -1154,7 +1199,7 @@ func (l *Log) flushTo(target int64) error {
 	var err error
 	groupSyncs.Add(1)
 	for _, f := range toSync {
-		if e := unix.Fdatasync(f.fd); e != nil && err == nil {
+		if e := fdatasyncJournaled(f.fd, f.path); e != nil && err == nil {
 			err = fmt.Errorf("segment: fdatasync %s: %w", f.path, e)
 		}
 		f.release()
@@ -1191,8 +1236,21 @@ func fsyncPath(path string) error {
 		return fmt.Errorf("segment: open %s: %w", path, err)
 	}
 	defer f.Close()
+	var tok uint64
+	var size int64
+	if j := syncJournal; j != nil {
+		tok = j.syncToken()
+		st, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("segment: stat %s: %w", path, err)
+		}
+		size = st.Size()
+	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("segment: fsync %s: %w", path, err)
+	}
+	if j := syncJournal; j != nil {
+		j.synced(path, size, tok, 0) // an index: never replaced by rename
 	}
 	return nil
 }
@@ -1205,15 +1263,43 @@ func (l *Log) Checkpoint() error {
 	return writeRecoveryPoint(l.dir, l.recoveryPoint.Load())
 }
 
-func (l *Log) flushLoop(interval time.Duration) {
+// setFlushInterval starts the interval flush loop, or gives it a new interval (0 stops
+// its flushes). The caller holds mu (or is Open), and the log is not closed.
+func (l *Log) setFlushInterval(d time.Duration) {
+	if l.flushEvery == nil {
+		if d > 0 {
+			l.flushEvery = make(chan time.Duration, 1)
+			l.bg.Add(1)
+			go l.flushLoop(d, l.flushEvery)
+		}
+		return
+	}
+	select { // a change not yet taken is replaced
+	case <-l.flushEvery:
+	default:
+	}
+	l.flushEvery <- d
+}
+
+func (l *Log) flushLoop(interval time.Duration, every <-chan time.Duration) {
 	defer l.bg.Done()
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	tick := t.C
 	for {
 		select {
 		case <-l.stop:
 			return
-		case <-t.C:
+		case d := <-every:
+			if d > 0 {
+				t.Reset(d)
+				tick = t.C
+			} else {
+				t.Stop()
+				tick = nil
+			}
+			continue
+		case <-tick:
 		}
 		if leo := l.LogEndOffset(); leo > l.recoveryPoint.Load() {
 			if err := l.flushTo(leo); err != nil {

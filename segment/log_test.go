@@ -17,6 +17,7 @@ import (
 
 	"github.com/gregor-streaming/gregor/internal/testutil"
 	"github.com/gregor-streaming/gregor/proto"
+	"golang.org/x/sys/unix"
 )
 
 func TestAppendReadReopen(t *testing.T) {
@@ -740,6 +741,45 @@ func TestUpdateConfig(t *testing.T) {
 	}
 }
 
+// TestUpdateConfigFlushInterval: flush.ms may change on an open log: the interval flush
+// starts, follows the new interval, and stops.
+func TestUpdateConfigFlushInterval(t *testing.T) {
+	clock := newTestClock()
+	cfg := testConfig(clock)
+	l := openLog(t, t.TempDir(), cfg)
+	defer l.Close()
+	flushedWithin := func(d time.Duration) bool {
+		t.Helper()
+		mustAppend(t, l, makeBatch("f", 1, 10, clock.Ms()), 0)
+		for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if l.RecoveryPoint() == l.LogEndOffset() {
+				return true
+			}
+		}
+		return false
+	}
+	if flushedWithin(100 * time.Millisecond) {
+		t.Fatal("flushed with no flush policy")
+	}
+	for _, d := range []time.Duration{10 * time.Millisecond, 20 * time.Millisecond} {
+		c := cfg
+		c.Flush.Interval = d
+		if err := l.UpdateConfig(c); err != nil {
+			t.Fatal(err)
+		}
+		if !flushedWithin(5 * time.Second) {
+			t.Fatalf("no flush 5s after the interval became %v", d)
+		}
+	}
+	if err := l.UpdateConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // a tick already under way may still flush
+	if flushedWithin(100 * time.Millisecond) {
+		t.Fatal("flushed after the interval was removed")
+	}
+}
+
 // TestUpdateConfigLimits: the batch size limit and segment size follow UpdateConfig at
 // once, for Append and for the lock-free getters producers validate with; a limit below
 // a batch header refuses every batch (Kafka's max.message.bytes=0). Appends run beside
@@ -975,5 +1015,64 @@ func TestEndOffsetForOlderEpoch(t *testing.T) {
 	}
 	if e, end := l.EndOffsetForEpoch(3); e != 3 || end != 3 {
 		t.Fatalf("latest epoch: %d %d", e, end)
+	}
+}
+
+// TestFsyncJournal: the fault-injection journal records, in order, what a power loss
+// would keep: a new log's directory is created and its parent synced before anything in
+// it, a new segment's name made durable by its directory's sync, and each sync with the
+// size it covered — never more than a truncation that raced it left.
+func TestFsyncJournal(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FsyncJournalFile)
+	if err := EnableFsyncJournal(path); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		j := syncJournal
+		syncJournal = nil
+		_ = j.f.Close()
+	}()
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "t-0")
+	cfg := testConfig(newTestClock())
+	cfg.Flush.Sync = true
+	l := openLog(t, dir, cfg)
+	b := makeBatch("j", 1, 100, 0)
+	mustAppend(t, l, b, 0)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	logPath := segmentName(dir, 0, logSuffix)
+	j := syncJournal
+	tok := j.syncToken()
+	j.truncated("x", 5)
+	j.synced("x", 10, tok, 0)
+	tok = j.syncToken()
+	j.synced("x", 10, tok, 0)
+	// A sync of a file that a rename replaced meanwhile (a truncation by copy) records
+	// nothing: the name holds another file now.
+	var st unix.Stat_t
+	if err := unix.Stat(logPath, &st); err != nil {
+		t.Fatal(err)
+	}
+	j.synced(logPath, 999, j.syncToken(), st.Ino+1)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if strings.Contains(string(data), " 999\n") {
+		t.Fatalf("a sync of a replaced file was journaled:\n%s", data)
+	}
+	want := []string{"create " + dir, "dirsync " + parent, "create " + logPath, "dirsync " + dir,
+		fmt.Sprintf("sync %s %d", logPath, len(b)), "trunc x 5", "sync x 5", "sync x 10"}
+	i := 0
+	for _, line := range lines {
+		if i < len(want) && line == want[i] {
+			i++
+		}
+	}
+	if i < len(want) {
+		t.Fatalf("journal lacks %q in order; it is:\n%s", want[i], data)
 	}
 }

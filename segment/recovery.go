@@ -45,10 +45,6 @@ type recoveryResult struct {
 	cutBytes   int64  // bytes cut off after them
 	reason     string // why the cut (empty when nothing was cut)
 	batches    int
-	// epochs are where the leader epochs of the valid batches begin, in order: the
-	// leader-epoch cache is completed from them, since a crash can come between a
-	// batch's write and its new epoch's checkpoint.
-	epochs []EpochEntry
 }
 
 // recover validates every batch of the segment from its start — length, magic, CRC,
@@ -104,9 +100,6 @@ func (s *LogSegment) recover(buf []byte, prevNextOffset int64, cfg *Config) (rec
 			break
 		}
 		s.trackBatch(&h, pos, int(size), cfg.IndexIntervalBytes)
-		if e := h.PartitionLeaderEpoch; e >= 0 && (len(res.epochs) == 0 || e > res.epochs[len(res.epochs)-1].Epoch) {
-			res.epochs = append(res.epochs, EpochEntry{Epoch: e, StartOffset: h.BaseOffset})
-		}
 		minOffset = h.NextOffset()
 		res.batches++
 		pos += size
@@ -115,6 +108,9 @@ func (s *LogSegment) recover(buf []byte, prevNextOffset int64, cfg *Config) (rec
 	if pos < s.size {
 		if err := unix.Ftruncate(s.file.fd, pos); err != nil {
 			return res, fmt.Errorf("segment: truncate %s: %w", s.file.path, err)
+		}
+		if j := syncJournal; j != nil {
+			j.truncated(s.file.path, pos)
 		}
 		res.cutBytes = s.size - pos
 		s.size = pos

@@ -527,6 +527,51 @@ func TestRecovery(t *testing.T) {
 			},
 		},
 		{
+			// A crash after an append's write and before the checkpoint of the new leader
+			// epoch it began: the batches are in the log (the page cache kept them), the
+			// epoch is not in the cache. Recovery finds it in the batches it scans, as
+			// Kafka's does; a cache without it would answer OffsetForLeaderEpoch, and
+			// truncate a follower, by the epoch before.
+			name: "leader epoch of the last append not checkpointed",
+			damage: func(t *testing.T, f *fixture) outcome {
+				b := makeBatch("new-epoch", 2, 50, maxTimestampOfAll(f.batches)+10)
+				proto.SetBaseOffset(b, f.leo)
+				proto.SetPartitionLeaderEpoch(b, 7)
+				appendToFile(t, f.path(f.bases[len(f.bases)-1], logSuffix), b)
+				f.batches = append(f.batches, b)
+				return outcome{
+					keep:  [2]int{0, fixtureBatches + 1},
+					scans: scansFrom(f.bases, readRecoveryPoint(f.dir)),
+					check: func(t *testing.T, l *Log) {
+						if got := l.LatestEpoch(); got != 7 {
+							t.Fatalf("latest epoch %d, want 7 from the batch the cache missed", got)
+						}
+					},
+				}
+			},
+		},
+		{
+			// The leader-epoch checkpoint lost or unreadable (a disk's damage: it is
+			// written whole and renamed): rebuilt from every batch's epoch, not left
+			// empty, which would make a follower skip its truncation by epoch.
+			name: "leader-epoch checkpoint deleted",
+			damage: func(t *testing.T, f *fixture) outcome {
+				if err := os.Remove(filepath.Join(f.dir, leaderEpochFile)); err != nil {
+					t.Fatal(err)
+				}
+				return outcome{keep: [2]int{0, fixtureBatches}, scans: scansFrom(f.bases, readRecoveryPoint(f.dir))}
+			},
+		},
+		{
+			name: "leader-epoch checkpoint half written",
+			damage: func(t *testing.T, f *fixture) outcome {
+				p := filepath.Join(f.dir, leaderEpochFile)
+				b := readFile(t, p)
+				writeFile(t, p, b[:len(b)/2])
+				return outcome{keep: [2]int{0, fixtureBatches}, scans: scansFrom(f.bases, readRecoveryPoint(f.dir))}
+			},
+		},
+		{
 			// (d): an interrupted truncation copy and checkpoint writes.
 			name: "leftover .swap and .tmp files are removed",
 			damage: func(t *testing.T, f *fixture) outcome {

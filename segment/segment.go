@@ -84,6 +84,11 @@ func openSegment(dir string, baseOffset int64, cfg *Config, active, create bool)
 		// A new segment's indexes start empty whatever a crash may have left behind.
 		_ = os.Remove(segmentName(dir, baseOffset, indexSuffix))
 		_ = os.Remove(segmentName(dir, baseOffset, timeIndexSuffix))
+		if j := syncJournal; j != nil {
+			for _, suffix := range []string{logSuffix, indexSuffix, timeIndexSuffix} {
+				j.created(segmentName(dir, baseOffset, suffix))
+			}
+		}
 	}
 	if s.offsetIndex, err = openOffsetIndex(segmentName(dir, baseOffset, indexSuffix), baseOffset, cfg.IndexMaxBytes, active); err != nil {
 		s.file.release()
@@ -328,7 +333,7 @@ func (s *LogSegment) loadTail() error {
 
 // flush forces the segment's log and indexes to disk.
 func (s *LogSegment) flush() error {
-	if err := unix.Fdatasync(s.file.fd); err != nil {
+	if err := fdatasyncJournaled(s.file.fd, s.file.path); err != nil {
 		return fmt.Errorf("segment: fdatasync %s: %w", s.file.path, err)
 	}
 	if err := s.offsetIndex.flush(); err != nil {

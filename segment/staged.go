@@ -195,6 +195,8 @@ func (st *StagedAppend) cutTail() {
 	if err := unix.Ftruncate(st.file.fd, st.s.size); err != nil {
 		// A tail past the size is cut by the next open's recovery at the latest.
 		st.l.logger.Warn("cut staged bytes", "segment", st.file.path, "err", err)
+	} else if j := syncJournal; j != nil {
+		j.truncated(st.file.path, st.s.size)
 	}
 }
 

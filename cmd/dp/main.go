@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,7 +34,13 @@ import (
 	"github.com/gregor-streaming/gregor/dataplane"
 	"github.com/gregor-streaming/gregor/node"
 	"github.com/gregor-streaming/gregor/proto"
+	"github.com/gregor-streaming/gregor/segment"
 )
+
+// fsyncJournalEnv set to 1 turns on the storage engine's fsync journal, with which tests
+// simulate a power loss (segment.EnableFsyncJournal). It is no flag: no deployment wants
+// it.
+const fsyncJournalEnv = "GREGOR_DP_FSYNC_JOURNAL"
 
 // stopTimeout bounds stopping the node on SIGTERM or SIGINT, after its controlled
 // shutdown (bounded by --controlled-shutdown-timeout).
@@ -157,6 +164,16 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	}
 	cfg.ReplicaRoutes, _ = node.ParseReplicaRoutes(o.replicaRoutes) // checked by parseFlags
 	cfg.Server.EventLoops, cfg.Server.CopyBelowBytes, cfg.Server.AutoCreateTopics = o.eventLoops, o.copyBelow, o.autoCreateTopics
+	if os.Getenv(fsyncJournalEnv) == "1" {
+		// A fault-injection hook for tests, not a setting: see segment/syncjournal.go.
+		if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
+			return err
+		}
+		if err := segment.EnableFsyncJournal(filepath.Join(o.dataDir, segment.FsyncJournalFile)); err != nil {
+			return err
+		}
+		logger.Warn("fsync journal on: a test's fault-injection hook", "file", segment.FsyncJournalFile)
+	}
 	dp, err := node.StartDataPlane(ctx, cfg)
 	if err != nil {
 		return err

@@ -78,6 +78,15 @@ func TestValidateConfigs(t *testing.T) {
 		{cluster.ConfigRetentionBytes, "-2", false},
 		{cluster.ConfigSegmentMs, "9223372036854775807", true},
 		{cluster.ConfigSegmentMs, "0", false},
+		{cluster.ConfigFlushMessages, "1", true},
+		{cluster.ConfigFlushMessages, "9223372036854775807", true},
+		{cluster.ConfigFlushMessages, "0", false},
+		{cluster.ConfigFlushMessages, "-1", false},
+		{cluster.ConfigFlushMs, "0", true},
+		{cluster.ConfigFlushMs, "1000", true},
+		{cluster.ConfigFlushMs, "9223372036854775807", true},
+		{cluster.ConfigFlushMs, "-1", false},
+		{cluster.ConfigFlushMs, "1s", false},
 		{"no.such.config", "1", false},
 	}
 	for _, tc := range tests {

@@ -64,6 +64,10 @@ var configRules = map[string]configRule{
 	// Any other value makes Kafka recompress each batch (even "uncompressed": it
 	// decompresses); Gregor stores batches as the producer sent them.
 	cluster.ConfigCompressionType: oneOf("producer"),
+	// Kafka's ranges; both default to Long.MAX_VALUE, never (replication is the
+	// durability).
+	cluster.ConfigFlushMessages: longAtLeast(1),
+	cluster.ConfigFlushMs:       longAtLeast(0),
 }
 
 // configHints explain the refusal of a value a Kafka broker would take.

@@ -14,4 +14,6 @@ const (
 	ConfigMaxMessageBytes       = "max.message.bytes"
 	ConfigCleanupPolicy         = "cleanup.policy"
 	ConfigCompressionType       = "compression.type"
+	ConfigFlushMessages         = "flush.messages"
+	ConfigFlushMs               = "flush.ms"
 )

@@ -131,6 +131,9 @@ type Options struct {
 	ControlPlane     func(*controlplane.Config)
 	DataPlane        func(*node.Config)
 	CPFlags, DPFlags []string
+	// DPEnv are extra environment variables (NAME=value) of each gregor-dp process
+	// (ignored without Processes): test-only hooks such as GREGOR_DP_FSYNC_JOURNAL.
+	DPEnv []string
 }
 
 // Cluster is a running cluster.
@@ -592,7 +595,7 @@ func (d *DP) start() error {
 		if routes := d.replicaRoutes(); len(routes) > 0 {
 			args = append(args, "--replica-route", node.FormatReplicaRoutes(routes))
 		}
-		if err := d.startProc(dpBin, nil, append(args, c.opts.DPFlags...)...); err != nil {
+		if err := d.startProc(dpBin, c.opts.DPEnv, append(args, c.opts.DPFlags...)...); err != nil {
 			return err
 		}
 	} else {
