@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -112,7 +113,12 @@ const (
 	sessionStable = 5 * time.Second
 	// sessionPendingMax bounds the heartbeats awaiting an answer.
 	sessionPendingMax = 64
+	// sessionStallAfter is how long a session waits for an answer to an outstanding
+	// heartbeat before it takes its member for stalled (at least three heartbeats).
+	sessionStallAfter = 2 * time.Second
 )
+
+var errSessionStalled = errors.New("client: session: the member answers no heartbeat")
 
 // holdSession keeps the registration's session open until ctx ends or the member says
 // the registration is gone. It dials the members in turn, each attempt on a connection
@@ -211,6 +217,9 @@ func (r *Registration) session(ctx context.Context, endpoint string, hello Sessi
 	// answers in order, so each answer extends SafeUntil from its heartbeat's send time.
 	pending := make(chan time.Time, sessionPendingMax)
 	answered := make(chan error, 1)
+	var lastAnswer atomic.Int64
+	lastAnswer.Store(time.Now().UnixNano())
+	stallAfter := max(sessionStallAfter, 3*terms.Heartbeat)
 	go func() {
 		for {
 			var a wrapperspb.BytesValue
@@ -218,6 +227,7 @@ func (r *Registration) session(ctx context.Context, endpoint string, hello Sessi
 				answered <- err
 				return
 			}
+			lastAnswer.Store(time.Now().UnixNano())
 			select {
 			case at := <-pending:
 				r.sessionSafe(at.Add(terms.Grace))
@@ -235,6 +245,20 @@ func (r *Registration) session(ctx context.Context, endpoint string, hello Sessi
 			return err
 		case <-tick.C:
 			now := time.Now()
+			if len(pending) > 0 && now.Sub(time.Unix(0, lastAnswer.Load())) > stallAfter {
+				// The member answers nothing (paused, or behind a cut that drops bytes):
+				// gRPC's keepalive would notice only after some 12 s, during which
+				// SafeUntil stays where the last answer left it and the node refuses
+				// writes. Move to another member; this one, when it notices the break,
+				// waits its grace and finds the later session.
+				r.c.logger.Warn("session member answers no heartbeat; opening the session elsewhere",
+					slog.Int("broker", int(r.broker.ID)), slog.String("endpoint", endpoint))
+				r.c.event(EventSessionStalled)
+				r.c.suspectEndpoints()
+				cancel()
+				<-answered
+				return errSessionStalled
+			}
 			select {
 			case pending <- now:
 			default:
