@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -80,6 +81,8 @@ type Client struct {
 	countEvent func(event string)
 	// guard keeps stalled members out of the endpoints (endpoints.go).
 	guard endpointGuard
+	// watches counts the bounded watches made, to give each its own gRPC stream.
+	watches atomic.Int64
 	// groups is the connection to the active group coordinator (groups.go).
 	groups groupForwarder
 	// closed ends with Close: registrations' sessions end with it, as they would with

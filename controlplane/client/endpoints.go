@@ -36,9 +36,10 @@ type endpointGuard struct {
 
 // Events counted through Config.CountEvent.
 const (
-	// EventWatchStalled: the metadata watch heard nothing (no event, no progress
-	// notification) within watchStallAfter and was re-created.
-	EventWatchStalled = "metadata_watch_stalled"
+	// EventWatchStalled: a watch (of the metadata, or of the group coordinator's key)
+	// heard nothing (no event, no progress notification) within watchStallAfter and was
+	// made again.
+	EventWatchStalled = "watch_stalled"
 	// EventKeepAliveTimeout: a lease renewal got no answer within keepAliveAttemptMax
 	// and was sent again.
 	EventKeepAliveTimeout = "lease_keepalive_timeout"

@@ -117,8 +117,6 @@ type Metadata struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	closeMu  sync.Once
-	// watches counts the watches made, to give each its own gRPC stream.
-	watches int64
 	// progressEvery and stallAfter are watchProgressEvery and watchStallAfter (tests
 	// shorten them).
 	progressEvery, stallAfter time.Duration
@@ -239,24 +237,47 @@ var (
 	errStalled   = errors.New("watch stalled: its member answers nothing")
 )
 
-// follow watches from the revision after the current snapshot's until the watch ends.
+// follow watches from the revision after the current snapshot's until the watch ends
+// (see watchBounded: a member that stops answering ends it within about stallAfter).
+func (m *Metadata) follow(ctx context.Context) error {
+	from := m.cur.Load().Revision + 1
+	err := m.c.watchBounded(ctx, "metadata", m.progressEvery, m.stallAfter, func(wr clientv3.WatchResponse) error {
+		if wr.CompactRevision != 0 {
+			return errCompacted
+		}
+		if err := wr.Err(); err != nil {
+			return fmt.Errorf("watch from %d: %w", from, err)
+		}
+		return m.apply(wr)
+	}, cluster.MetaPrefix, clientv3.WithPrefix(), clientv3.WithRev(from))
+	if errors.Is(err, errStalled) {
+		m.c.logger.Warn("metadata watch heard nothing: its member stalled; watching elsewhere",
+			slog.Int64("revision", m.cur.Load().Revision))
+		m.c.event(EventWatchStalled)
+	}
+	return err
+}
+
+// watchBounded watches key with opts, handing every response to handle, until the
+// watch ends, handle returns an error (returned), or the watch hears nothing for
+// stallAfter (errStalled).
 //
 // WithRequireLeader makes a member cut off from the quorum end the watch instead of
 // leaving it silently stale. A member that answers nothing at all — paused, or behind a
 // link that drops bytes — ends nothing, and gRPC's keepalive notices it only after
 // some 12 s: so the watch asks for a progress notification every progressEvery, and if
-// nothing (no event, no notification) arrives within stallAfter it ends, reports the
-// member to the endpoint guard and is made again, on a gRPC stream of its own (the etcd
+// nothing (no event, no notification) arrives within stallAfter it ends and reports
+// the member to the endpoint guard. It runs on a gRPC stream of its own (the etcd
 // client shares one stream among watches of equal metadata, which would stay on the
-// stalled member), which the balancer puts on a member that answers.
-func (m *Metadata) follow(ctx context.Context) error {
-	m.watches++
+// stalled member), so the caller's next watch gets a new stream, which the balancer
+// puts on a member that answers.
+func (c *Client) watchBounded(ctx context.Context, name string, progressEvery, stallAfter time.Duration,
+	handle func(clientv3.WatchResponse) error, key string, opts ...clientv3.OpOption) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wctx = metadata.AppendToOutgoingContext(wctx, "gregor-metadata-watch", strconv.FormatInt(m.watches, 10))
-	from := m.cur.Load().Revision + 1
-	wch := m.c.etcd.Watch(wctx, cluster.MetaPrefix, clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify())
-	tick := time.NewTicker(m.progressEvery)
+	wctx = metadata.AppendToOutgoingContext(wctx, "gregor-watch", name+"-"+strconv.FormatInt(c.watches.Add(1), 10))
+	wch := c.etcd.Watch(wctx, key, append(opts, clientv3.WithProgressNotify())...)
+	tick := time.NewTicker(progressEvery)
 	defer tick.Stop()
 	heard := time.Now()
 	for {
@@ -266,28 +287,19 @@ func (m *Metadata) follow(ctx context.Context) error {
 				return errors.New("watch channel closed")
 			}
 			heard = time.Now()
-			if wr.CompactRevision != 0 {
-				return errCompacted
-			}
-			if err := wr.Err(); err != nil {
-				return fmt.Errorf("watch from %d: %w", from, err)
-			}
-			if err := m.apply(wr); err != nil {
+			if err := handle(wr); err != nil {
 				return err
 			}
 		case <-tick.C:
-			if silent := time.Since(heard); silent > m.stallAfter {
-				m.c.logger.Warn("metadata watch heard nothing: its member stalled; watching elsewhere",
-					slog.Duration("silent", silent), slog.Int64("revision", m.cur.Load().Revision))
-				m.c.event(EventWatchStalled)
-				m.c.suspectEndpoints()
+			if time.Since(heard) > stallAfter {
+				c.suspectEndpoints()
 				return errStalled
 			}
 			// The answer comes on wch as a progress notification. The request goes to
 			// this watch's stream (the etcd client finds it by wctx's metadata); it is
 			// bounded in case the stream is being re-opened.
-			pctx, pcancel := context.WithTimeout(wctx, m.progressEvery)
-			_ = m.c.etcd.RequestProgress(pctx)
+			pctx, pcancel := context.WithTimeout(wctx, progressEvery)
+			_ = c.etcd.RequestProgress(pctx)
 			pcancel()
 		}
 	}
