@@ -157,6 +157,15 @@ func (c *Client) opContext(ctx context.Context) (context.Context, context.Cancel
 	return context.WithTimeout(ctx, c.timeout)
 }
 
+// timedOut reports the member to the endpoint guard when a call bounded by ctx (an
+// opContext) ended by its deadline: a call that waits the whole request timeout most
+// likely went to a stalled member (endpoints.go), which later calls should avoid.
+func (c *Client) timedOut(ctx context.Context, err error) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		c.suspectEndpoints()
+	}
+}
+
 // observe reports one etcd call's duration to ObserveOp.
 func (c *Client) observe(op string, start time.Time) {
 	if c.observeOp != nil {
@@ -171,6 +180,7 @@ func (c *Client) get(ctx context.Context, op, key string, opts ...clientv3.OpOpt
 	defer c.observe(op, time.Now())
 	resp, err := c.etcd.Get(ctx, key, opts...)
 	if err != nil {
+		c.timedOut(ctx, err)
 		return nil, fmt.Errorf("get %s: %w", key, err)
 	}
 	return resp, nil
@@ -183,6 +193,7 @@ func (c *Client) txn(ctx context.Context, op string, cmps []clientv3.Cmp, then [
 	defer c.observe(op, time.Now())
 	resp, err := c.etcd.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
 	if err != nil {
+		c.timedOut(ctx, err)
 		return nil, fmt.Errorf("%s txn: %w", op, err)
 	}
 	return resp, nil

@@ -32,6 +32,8 @@ type endpointGuard struct {
 	mu      sync.Mutex
 	running bool
 	using   []string // the endpoints the etcd client uses now (all unless some are out)
+	// probed is closed once the running check's first probe has set the endpoints.
+	probed chan struct{}
 }
 
 // Events counted through Config.CountEvent.
@@ -62,31 +64,38 @@ func (c *Client) event(name string) {
 // suspectEndpoints is called when a call or stream saw a member stall: unless a check
 // already runs, it probes the members and keeps those that fail out of the endpoints
 // until they answer again. A client over one endpoint (or one it does not own) has
-// nowhere else to go.
-func (c *Client) suspectEndpoints() {
+// nowhere else to go. The channel returned is closed once the check's first probe has
+// set the endpoints (at once if there is nothing to check): a watch made again after
+// that is not put back on the stalled member.
+func (c *Client) suspectEndpoints() <-chan struct{} {
 	g := &c.guard
 	if !c.ownsEtcd || len(g.all) < 2 {
-		return
+		return closedChan
 	}
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	if g.running {
-		g.mu.Unlock()
-		return
+		return g.probed
 	}
 	g.running = true
-	g.mu.Unlock()
-	go c.guardEndpoints()
+	g.probed = make(chan struct{})
+	go c.guardEndpoints(g.probed)
+	return g.probed
 }
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // guardEndpoints probes the members until every one answers, setting the etcd client's
 // endpoints to those that do (all of them when none does: nothing to choose then).
-func (c *Client) guardEndpoints() {
+func (c *Client) guardEndpoints(probed chan struct{}) {
 	g := &c.guard
 	defer func() {
 		g.mu.Lock()
 		g.running = false
 		g.mu.Unlock()
 	}()
+	once := sync.OnceFunc(func() { close(probed) })
+	defer once()
 	for {
 		ok := c.probeEndpoints()
 		use := make([]string, 0, len(g.all))
@@ -119,6 +128,7 @@ func (c *Client) guardEndpoints() {
 			}
 			c.etcd.SetEndpoints(use...)
 		}
+		once()
 		if len(use) == len(g.all) {
 			return
 		}

@@ -276,7 +276,26 @@ func (c *Client) watchBounded(ctx context.Context, name string, progressEvery, s
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wctx = metadata.AppendToOutgoingContext(wctx, "gregor-watch", name+"-"+strconv.FormatInt(c.watches.Add(1), 10))
+	// Watch returns only once the member has answered the creation: on a stalled
+	// member it would wait as long as the stream, so it too is bounded by stallAfter.
+	var createStalled atomic.Bool
+	created := make(chan struct{})
+	go func() {
+		t := time.NewTimer(stallAfter)
+		defer t.Stop()
+		select {
+		case <-created:
+		case <-t.C:
+			createStalled.Store(true)
+			cancel()
+		}
+	}()
 	wch := c.etcd.Watch(wctx, key, append(opts, clientv3.WithProgressNotify())...)
+	close(created)
+	if createStalled.Load() && ctx.Err() == nil {
+		c.stalled(ctx)
+		return errStalled
+	}
 	tick := time.NewTicker(progressEvery)
 	defer tick.Stop()
 	heard := time.Now()
@@ -292,7 +311,7 @@ func (c *Client) watchBounded(ctx context.Context, name string, progressEvery, s
 			}
 		case <-tick.C:
 			if time.Since(heard) > stallAfter {
-				c.suspectEndpoints()
+				c.stalled(ctx)
 				return errStalled
 			}
 			// The answer comes on wch as a progress notification. The request goes to
@@ -302,6 +321,16 @@ func (c *Client) watchBounded(ctx context.Context, name string, progressEvery, s
 			_ = c.etcd.RequestProgress(pctx)
 			pcancel()
 		}
+	}
+}
+
+// stalled reports a stalled member to the endpoint guard and waits (until ctx ends)
+// for its first probe to take the member out, so that the watch made next does not go
+// back to it.
+func (c *Client) stalled(ctx context.Context) {
+	select {
+	case <-c.suspectEndpoints():
+	case <-ctx.Done():
 	}
 }
 
