@@ -7,12 +7,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/gregor-streaming/gregor/chaos/checker"
 	"github.com/gregor-streaming/gregor/chaos/history"
 	"github.com/gregor-streaming/gregor/controlplane"
+	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/internal/testcluster"
+	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
 // R10: control-plane faults under load. The etcd leader killed or paused: the other
@@ -103,10 +106,19 @@ func TestR10aEtcdLeaderKilled(t *testing.T) {
 	checkAvailability(t, h, cpFaultUnavailableMax)
 }
 
+// pausedFor is how long R10b holds the etcd leader paused.
+const pausedFor = 4 * time.Second
+
 // TestR10bEtcdLeaderPaused: the member leading etcd SIGSTOPped past its election
 // timeout (the others elect a leader and the load goes on), then continued. A paused
 // member holds its connections open and answers nothing, which only the control-plane
 // client's own bounds notice.
+//
+// The pause stays below the nodes' lease TTL. A leader paused longer may, as it wakes
+// and before it learns of the new term, find every lease it holds expired by its clock
+// and revoke them (etcd's lessor skips its leadership check when the member ticked
+// recently, which a resumed member has): in one run paused for 5.8 s with 6 s leases,
+// every node lost its registration on the resume and stopped.
 func TestR10bEtcdLeaderPaused(t *testing.T) {
 	r := newRun(t, "R10b", runOptions{ttl: 6 * time.Second})
 	r.waitProgress(mainTopic, -1, 300)
@@ -114,13 +126,19 @@ func TestR10bEtcdLeaderPaused(t *testing.T) {
 	m := r.etcdLeader()
 	paused := time.Now()
 	r.pause(m, "etcd leader")
+	// A metadata change made through the others at once, while the nodes' watches may
+	// still be on the paused member: every node's view must follow it.
+	r.createTopic2("r10b")
 	next := r.etcdLeader()
 	r.fault("observed", next.Name(), "leads etcd")
-	r.waitProgress(mainTopic, -1, 300)
-	t.Logf("300 sends acknowledged %v after the pause", time.Since(paused).Round(time.Millisecond))
-	// A metadata change made through the others, while it is paused: every node's view
-	// must follow it.
-	r.createTopic2("r10b")
+	r.waitProgress(mainTopic, -1, 100)
+	t.Logf("100 sends acknowledged %v after the pause", time.Since(paused).Round(time.Millisecond))
+	// The pause is held for pausedFor — past the watch's and the session's stall bounds
+	// (2 s), so that clients on the member must have left it — under load, then
+	// continued within the nodes' lease (6 s): an etcd leader resumed after a pause
+	// longer than that may revoke leases as it wakes (TestR10bEtcdLeaderPaused's doc).
+	time.Sleep(time.Until(paused.Add(pausedFor)))
+	r.waitProgress(mainTopic, -1, 100)
 	r.resume(m)
 	r.waitHealthy(60 * time.Second)
 	r.waitProgress(mainTopic, -1, 100)
@@ -135,9 +153,30 @@ func TestR10bEtcdLeaderPaused(t *testing.T) {
 // longer than the control-plane client's bound on a stalled member's notice.
 func (r *run) createTopic2(topic string) {
 	r.t.Helper()
-	r.c.CreateTopic(r.t, topic, 1, 3)
+	start := time.Now()
+	// Through a control-plane client of the running members alone: the change is made
+	// at once, while the nodes' clients may still be on the paused member.
+	var eps []string
+	for _, m := range r.c.RunningCPs() {
+		eps = append(eps, m.ClientAddr())
+	}
+	cl, err := client.New(client.Config{Endpoints: eps, Logger: testutil.Quiet()})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer cl.Close()
+	r.c.CheckFor(r.t, 30*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _, err := cl.CreateTopic(ctx, client.TopicSpec{Name: topic, Partitions: 1, ReplicationFactor: 3})
+		if code, ok := client.KafkaCode(err); ok && code == kerr.TopicAlreadyExists.Code {
+			return nil // an attempt that timed out had created it
+		}
+		return err
+	})
 	created := time.Now()
-	cl := r.c.Client(r.t)
+	r.fault("observed", topic, fmt.Sprintf("created, with a leader, in %v", created.Sub(start).Round(time.Millisecond)))
+	kc := r.c.Client(r.t)
 	for _, d := range r.c.DPs {
 		if !d.Running() {
 			continue
@@ -149,7 +188,7 @@ func (r *run) createTopic2(topic string) {
 			req.Topics = append(req.Topics, rt)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			resp, err := cl.Broker(int(d.ID)).Request(ctx, req)
+			resp, err := kc.Broker(int(d.ID)).Request(ctx, req)
 			if err != nil {
 				return fmt.Errorf("%s: %w", d.Name(), err)
 			}
