@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -117,8 +118,8 @@ type Metadata struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	closeMu  sync.Once
-	// progressEvery and stallAfter are watchProgressEvery and watchStallAfter (tests
-	// shorten them).
+	// progressEvery and stallAfter are watchProgressEvery and watchStallAfter (zero:
+	// those).
 	progressEvery, stallAfter time.Duration
 }
 
@@ -241,7 +242,7 @@ var (
 // (see watchBounded: a member that stops answering ends it within about stallAfter).
 func (m *Metadata) follow(ctx context.Context) error {
 	from := m.cur.Load().Revision + 1
-	err := m.c.watchBounded(ctx, "metadata", m.progressEvery, m.stallAfter, func(wr clientv3.WatchResponse) error {
+	err := m.c.watchBounded(ctx, "metadata", cmp.Or(m.progressEvery, watchProgressEvery), cmp.Or(m.stallAfter, watchStallAfter), func(wr clientv3.WatchResponse) error {
 		if wr.CompactRevision != 0 {
 			return errCompacted
 		}
