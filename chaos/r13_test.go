@@ -86,6 +86,7 @@ func TestR13GroupFaults(t *testing.T) {
 	})
 	r.waitProgress(mainTopic, -1, 100)
 	h := r.finish()
+	checkLeaderInISR(t, h)
 	gens := map[int32]int{}
 	for _, c := range h.Commits {
 		if c.Group == group {
