@@ -17,6 +17,7 @@ import (
 	"github.com/gregor-streaming/gregor/chaos/checker"
 	"github.com/gregor-streaming/gregor/chaos/history"
 	"github.com/gregor-streaming/gregor/chaos/workload"
+	"github.com/gregor-streaming/gregor/controlplane"
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/internal/testcluster"
@@ -143,9 +144,12 @@ func newRun(t *testing.T, name string, o runOptions) *run {
 	if o.fsyncJournal {
 		dpEnv = append(dpEnv, "GREGOR_DP_FSYNC_JOURNAL=1")
 	}
+	// The group's first rebalance does not wait Kafka's 3 s for more members: a short
+	// run's group consumers would otherwise join when most of the load is over, and
+	// read it in a poll or two, with as few commits.
 	r.c = testcluster.New(t, testcluster.Options{ControlPlanes: o.controlPlanes, DataPlanes: 3, Processes: true,
 		RegistrationTTL: o.ttl, DPFlags: []string{"--replica-lag-time-max", "3s", "--controlled-shutdown-timeout", "2s"},
-		DPEnv: dpEnv})
+		DPEnv: dpEnv, Groups: controlplane.GroupConfig{InitialRebalanceDelay: 200 * time.Millisecond}})
 	var names []string
 	for tp := range r.topics {
 		names = append(names, tp)

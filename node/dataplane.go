@@ -182,7 +182,10 @@ func StartDataPlane(ctx context.Context, cfg Config) (dp *DataPlane, err error) 
 	etcdLatency := func(op string, dur time.Duration) {
 		set.GetOrCreateHistogram(fmt.Sprintf("gregor_cp_op_duration_seconds{op=%q}", op)).Update(dur.Seconds())
 	}
-	if d.cl, err = client.New(client.Config{Endpoints: cfg.ControlPlane, Logger: logger, ObserveOp: etcdLatency}); err != nil {
+	cpEvent := func(event string) {
+		set.GetOrCreateCounter(fmt.Sprintf("gregor_cp_client_events_total{event=%q}", event)).Inc()
+	}
+	if d.cl, err = client.New(client.Config{Endpoints: cfg.ControlPlane, Logger: logger, ObserveOp: etcdLatency, CountEvent: cpEvent}); err != nil {
 		return nil, err
 	}
 	// Follow the metadata before serving, so the first client sees the cluster.

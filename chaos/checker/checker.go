@@ -50,6 +50,11 @@ const (
 	// CommittedOffsetRegression is a group's committed offset for a partition going
 	// down in time order.
 	CommittedOffsetRegression = "committed-offset-regression"
+	// StaleGenerationCommit is a group commit acknowledged although it was sent after
+	// the coordinator had acknowledged a commit of a later generation of the group:
+	// generations only grow, so the coordinator accepted a commit from a generation
+	// that was over (Kafka answers ILLEGAL_GENERATION).
+	StaleGenerationCommit = "stale-generation-commit"
 	// UncleanElection is a leader chosen outside the previous ISR on a topic that does
 	// not allow unclean election.
 	UncleanElection = "unclean-election"
@@ -64,7 +69,7 @@ const (
 // Kinds lists every anomaly kind, in the order Report.String prints them.
 var Kinds = []string{
 	LostWrite, Duplicate, InconsistentOffsets, OffsetMismatch, NonmonotonicPoll, PollSkip,
-	Unseen, ReadOfFailedWrite, ReplicaDivergence, CommittedOffsetRegression,
+	Unseen, ReadOfFailedWrite, ReplicaDivergence, CommittedOffsetRegression, StaleGenerationCommit,
 	UncleanElection, EpochRegression, NonlinearizableControl,
 }
 
@@ -262,6 +267,7 @@ func CheckWith(h *history.History, opts Options) *Report {
 	c := &checker{h: h, opts: opts}
 	c.checkData()
 	c.checkCommits()
+	c.checkGenerations()
 	c.checkStates()
 	c.checkControl()
 	return c.report()

@@ -544,6 +544,40 @@ func TestCommittedOffsetRegression(t *testing.T) {
 	expectKinds(t, Check(h), CommittedOffsetRegression)
 }
 
+func TestStaleGenerationCommit(t *testing.T) {
+	h := small()
+	var last, firstLater history.Commit
+	for _, c := range h.Commits {
+		if c.Time.After(last.Time) {
+			last = c
+		}
+		if c.Generation == 2 && (firstLater.Time.IsZero() || c.Time.Before(firstLater.Time)) {
+			firstLater = c
+		}
+	}
+	if last.Generation != 2 || firstLater.Time.IsZero() {
+		t.Fatalf("small(): last commit %+v, first of generation 2 %+v", last, firstLater)
+	}
+	// Generation 1's member commits again, sent after generation 2's commit was
+	// acknowledged: the coordinator must have refused it.
+	stale := last
+	stale.Member, stale.Generation = "g-1", 1
+	stale.Call, stale.Time = last.Time.Add(time.Millisecond), last.Time.Add(2*time.Millisecond)
+	h.Commits = append(h.Commits, stale)
+	expectKinds(t, Check(h), StaleGenerationCommit)
+	// Sent before any commit of generation 2 was acknowledged, acknowledged after: the
+	// coordinator may have handled it first.
+	h = small()
+	stale.Call = firstLater.Time.Add(-time.Millisecond)
+	h.Commits = append(h.Commits, stale)
+	expectKinds(t, Check(h))
+	// The send time unknown: not judged.
+	h = small()
+	stale.Call = time.Time{}
+	h.Commits = append(h.Commits, stale)
+	expectKinds(t, Check(h))
+}
+
 func statesHistory(topic string, unclean bool, states ...history.PartitionState) *history.History {
 	h := &history.History{Topics: []string{topic}}
 	if unclean {

@@ -70,6 +70,51 @@ func (c *checker) checkCommits() {
 	}
 }
 
+// checkGenerations checks that no group commit sent after a commit of a later
+// generation was acknowledged is itself acknowledged: a commit acknowledged at
+// generation g means the group was at g or later from then on. Commits whose send time
+// is not known, fetched offsets and generation-less commits are not judged.
+func (c *checker) checkGenerations() {
+	byGroup := map[string][]history.Commit{}
+	for _, cm := range c.h.Commits {
+		if !cm.Fetched && cm.Generation > 0 {
+			byGroup[cm.Group] = append(byGroup[cm.Group], cm)
+		}
+	}
+	for group, cs := range byGroup {
+		slices.SortStableFunc(cs, func(a, b history.Commit) int { return a.Time.Compare(b.Time) })
+		// top[i] is the commit of the highest generation among cs[:i+1].
+		top := make([]int, len(cs))
+		for i := range cs {
+			top[i] = i
+			if i > 0 && cs[top[i-1]].Generation >= cs[i].Generation {
+				top[i] = top[i-1]
+			}
+		}
+		for _, cm := range cs {
+			if cm.Call.IsZero() {
+				continue
+			}
+			// The commits acknowledged before cm was sent.
+			n, _ := slices.BinarySearchFunc(cs, cm.Call, func(x history.Commit, t time.Time) int {
+				if x.Time.Before(t) {
+					return -1
+				}
+				return 1
+			})
+			if n == 0 {
+				continue
+			}
+			if later := cs[top[n-1]]; later.Generation > cm.Generation {
+				c.add(Anomaly{Kind: StaleGenerationCommit, Topic: cm.Topic, Partition: cm.Partition, Offset: cm.Offset,
+					Detail: fmt.Sprintf("group %s: %s sent at %s, acknowledged at %s, after the commit %s of %s/%d was acknowledged at %s",
+						group, commitWhat(cm), cm.Call.Format(time.RFC3339Nano), cm.Time.Format(time.RFC3339Nano),
+						commitWhat(later), later.Topic, later.Partition, later.Time.Format(time.RFC3339Nano))})
+			}
+		}
+	}
+}
+
 func commitWhat(c history.Commit) string {
 	if c.Fetched {
 		return "fetched"

@@ -74,14 +74,17 @@ type Poll struct {
 // Commit is a group offset commit that the coordinator acknowledged, or a committed
 // offset fetched back (Fetched: OffsetFetch's answer).
 type Commit struct {
-	Group      string    `json:"group"`
-	Member     string    `json:"member,omitempty"`
-	Generation int32     `json:"generation"`
-	Topic      string    `json:"topic"`
-	Partition  int32     `json:"partition"`
-	Offset     int64     `json:"offset"`
-	Fetched    bool      `json:"fetched,omitempty"`
-	Time       time.Time `json:"time"`
+	Group      string `json:"group"`
+	Member     string `json:"member,omitempty"`
+	Generation int32  `json:"generation"`
+	Topic      string `json:"topic"`
+	Partition  int32  `json:"partition"`
+	Offset     int64  `json:"offset"`
+	Fetched    bool   `json:"fetched,omitempty"`
+	// Call is when the commit was sent (zero if not known): the coordinator handled it
+	// after Call. Time is when its acknowledgement arrived (or the offset was fetched).
+	Call time.Time `json:"call,omitempty"`
+	Time time.Time `json:"time"`
 }
 
 // PartitionState is the control plane's record of one partition at one etcd revision,

@@ -2,7 +2,10 @@ package workload
 
 import (
 	"context"
+	"errors"
+	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -36,13 +39,70 @@ type Consumer struct {
 	mu   sync.Mutex
 	next map[int32]int64 // the offset expected next, per partition (-1: unknown)
 	read map[int32]int64 // the offset after the last record read, per partition
+
+	commits   atomic.Int64
+	abort     chan struct{}
+	abortOnce sync.Once
+
+	// net holds the client's connections, so that Abort can drop them all.
+	net gate
+}
+
+// gate is a dialer whose connections can all be dropped at once, and which then dials
+// no more: a consumer process's crash, as its group's coordinator sees it.
+type gate struct {
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]struct{}
+}
+
+func (g *gate) dial(ctx context.Context, network, host string) (net.Conn, error) {
+	g.mu.Lock()
+	closed := g.closed
+	g.mu.Unlock()
+	if closed {
+		return nil, errors.New("workload: consumer aborted")
+	}
+	var d net.Dialer
+	cn, err := d.DialContext(ctx, network, host)
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		cn.Close()
+		return nil, errors.New("workload: consumer aborted")
+	}
+	if g.conns == nil {
+		g.conns = map[net.Conn]struct{}{}
+	}
+	g.conns[cn] = struct{}{}
+	return cn, nil
+}
+
+// drop closes every connection and refuses new ones.
+func (g *gate) drop() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+	for cn := range g.conns {
+		cn.Close()
+	}
+	g.conns = nil
+}
+
+func (g *gate) dropped() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.closed
 }
 
 // StartConsumer starts a consumer recording every poll into rec (and, in a group,
 // every acknowledged commit) until Stop or ctx ends.
 func StartConsumer(ctx context.Context, rec *Recorder, cfg ConsumerConfig) (*Consumer, error) {
-	c := &Consumer{cfg: cfg, rec: rec, done: make(chan struct{}), next: map[int32]int64{}, read: map[int32]int64{}}
-	opts := []kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.FetchMaxWait(500 * time.Millisecond),
+	c := &Consumer{cfg: cfg, rec: rec, done: make(chan struct{}), abort: make(chan struct{}), next: map[int32]int64{}, read: map[int32]int64{}}
+	opts := []kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.FetchMaxWait(500 * time.Millisecond), kgo.Dialer(c.net.dial),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}
 	if cfg.Group == "" {
 		parts := map[int32]kgo.Offset{}
@@ -106,8 +166,22 @@ func StartConsumer(ctx context.Context, rec *Recorder, cfg ConsumerConfig) (*Con
 
 func (c *Consumer) run(ctx context.Context) {
 	defer close(c.done)
-	defer c.cl.Close()
+	defer func() {
+		if c.net.dropped() {
+			// Aborted: the client must not leave the group (its LeaveGroup could not be
+			// sent anyway); it is closed in the background, where it gives up.
+			go c.cl.Close()
+			return
+		}
+		c.cl.Close()
+	}()
 	for ctx.Err() == nil {
+		select {
+		case <-c.abort:
+			c.net.drop()
+			return
+		default:
+		}
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		fs := c.cl.PollFetches(pctx)
 		cancel()
@@ -149,6 +223,7 @@ func (c *Consumer) run(ctx context.Context) {
 		if c.cfg.Group != "" {
 			if len(commit) > 0 && ctx.Err() == nil {
 				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				call := time.Now()
 				c.cl.CommitOffsetsSync(cctx, commit, func(_ *kgo.Client, req *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 					if err != nil || resp == nil {
 						return
@@ -160,8 +235,9 @@ func (c *Consumer) run(ctx context.Context) {
 								continue
 							}
 							off := commit[t.Topic][pt.Partition].Offset
+							c.commits.Add(1)
 							c.rec.Commit(history.Commit{Group: c.cfg.Group, Member: req.MemberID, Generation: req.Generation,
-								Topic: t.Topic, Partition: pt.Partition, Offset: off, Time: at})
+								Topic: t.Topic, Partition: pt.Partition, Offset: off, Call: call, Time: at})
 						}
 					}
 				})
@@ -188,3 +264,20 @@ func (c *Consumer) Stop() {
 	c.cancel()
 	<-c.done
 }
+
+// Abort stops the consumer as a crash would: its connections are dropped at once and
+// it sends nothing more — no LeaveGroup, no last commit — so that its group's
+// coordinator learns of it only when its session times out. It waits for the
+// consumer's loop to end; the client itself is closed in the background.
+//
+// The consumer is stopped between two polls, with no commit in flight: a commit the
+// coordinator handled but whose answer the crash lost would leave the history a lower
+// committed offset than the group's, and the next owner's first read would look like
+// a skip.
+func (c *Consumer) Abort() {
+	c.abortOnce.Do(func() { close(c.abort) })
+	<-c.done
+}
+
+// Commits is how many commits this consumer had acknowledged (per partition each).
+func (c *Consumer) Commits() int { return int(c.commits.Load()) }

@@ -110,6 +110,13 @@ func (r *Recorder) Sends() []history.Send {
 	return append([]history.Send(nil), r.h.Sends...)
 }
 
+// Commits returns a copy of the commits so far.
+func (r *Recorder) Commits() []history.Commit {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]history.Commit(nil), r.h.Commits...)
+}
+
 // Faults returns a copy of the faults so far.
 func (r *Recorder) Faults() []history.Fault {
 	r.mu.Lock()

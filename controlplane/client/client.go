@@ -21,7 +21,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -40,8 +42,11 @@ const (
 	// coordinator's largest transaction through; the server's RequestBytesMax bounds
 	// them again.
 	CallSendBytesMax = 2 * cluster.RequestBytesMax
-	// keepAliveTime is the gRPC ping interval: a dead member is noticed in about
-	// keepAliveTime+keepAliveTimeout and the client moves to another endpoint.
+	// keepAliveTime is the gRPC ping interval asked for; gRPC raises it to its minimum,
+	// 10 s, so a member that holds the connection open and answers nothing (paused, or
+	// behind a cut that drops bytes) is noticed by keepalive only after about 12 s. The
+	// watch, the lease renewals and the session bound their own waits below that and
+	// take such a member out of the endpoints (endpoints.go).
 	keepAliveTime    = 2 * time.Second
 	keepAliveTimeout = 2 * time.Second
 )
@@ -60,15 +65,24 @@ type Config struct {
 	Logger *slog.Logger
 	// ObserveOp, if set, is called with the duration of every etcd call (for metrics).
 	ObserveOp func(op string, d time.Duration)
+	// CountEvent, if set, is called once per event of the client's fault handling (the
+	// Event* names: a stalled watch re-created, a member taken out of the endpoints, …),
+	// for metrics. It must return quickly.
+	CountEvent func(event string)
 }
 
 // Client talks to the control plane. It is safe for concurrent use.
 type Client struct {
-	etcd      *clientv3.Client
-	ownsEtcd  bool
-	logger    *slog.Logger
-	timeout   time.Duration
-	observeOp func(op string, d time.Duration)
+	etcd       *clientv3.Client
+	ownsEtcd   bool
+	logger     *slog.Logger
+	timeout    time.Duration
+	observeOp  func(op string, d time.Duration)
+	countEvent func(event string)
+	// guard keeps stalled members out of the endpoints (endpoints.go).
+	guard endpointGuard
+	// watches counts the bounded watches made, to give each its own gRPC stream.
+	watches atomic.Int64
 	// groups is the connection to the active group coordinator (groups.go).
 	groups groupForwarder
 	// closed ends with Close: registrations' sessions end with it, as they would with
@@ -102,6 +116,8 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := Wrap(ec, cfg)
 	c.ownsEtcd = true
+	c.guard.all = slices.Clone(ec.Endpoints())
+	c.guard.using = c.guard.all
 	return c, nil
 }
 
@@ -117,7 +133,7 @@ func Wrap(ec *clientv3.Client, cfg Config) *Client {
 	}
 	closed, closeCancel := context.WithCancel(context.Background())
 	return &Client{etcd: ec, logger: logger, timeout: cfg.RequestTimeout, observeOp: cfg.ObserveOp,
-		closed: closed, closeCancel: closeCancel}
+		countEvent: cfg.CountEvent, closed: closed, closeCancel: closeCancel}
 }
 
 // Close closes the connection if New opened it. Close registrations and views first.
@@ -141,6 +157,15 @@ func (c *Client) opContext(ctx context.Context) (context.Context, context.Cancel
 	return context.WithTimeout(ctx, c.timeout)
 }
 
+// timedOut reports the member to the endpoint guard when a call bounded by ctx (an
+// opContext) ended by its deadline: a call that waits the whole request timeout most
+// likely went to a stalled member (endpoints.go), which later calls should avoid.
+func (c *Client) timedOut(ctx context.Context, err error) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		c.suspectEndpoints()
+	}
+}
+
 // observe reports one etcd call's duration to ObserveOp.
 func (c *Client) observe(op string, start time.Time) {
 	if c.observeOp != nil {
@@ -155,6 +180,7 @@ func (c *Client) get(ctx context.Context, op, key string, opts ...clientv3.OpOpt
 	defer c.observe(op, time.Now())
 	resp, err := c.etcd.Get(ctx, key, opts...)
 	if err != nil {
+		c.timedOut(ctx, err)
 		return nil, fmt.Errorf("get %s: %w", key, err)
 	}
 	return resp, nil
@@ -167,6 +193,7 @@ func (c *Client) txn(ctx context.Context, op string, cmps []clientv3.Cmp, then [
 	defer c.observe(op, time.Now())
 	resp, err := c.etcd.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
 	if err != nil {
+		c.timedOut(ctx, err)
 		return nil, fmt.Errorf("%s txn: %w", op, err)
 	}
 	return resp, nil

@@ -501,9 +501,11 @@ func (c *Client) closeGroups() {
 func (c *Client) watchGroupCoordinator(ctx context.Context, rev int64) {
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
-		for resp := range c.etcd.Watch(ctx, cluster.GroupCoordinatorKey, clientv3.WithRev(rev)) {
+		// Bounded (watchBounded): a watch on a paused member would leave the connection
+		// to a coordinator that moved in use until gRPC's keepalive gave up.
+		err := c.watchBounded(ctx, "group-coordinator", watchProgressEvery, watchStallAfter, func(resp clientv3.WatchResponse) error {
 			if err := resp.Err(); err != nil {
-				break // compacted or the watch failed: look at the key again, then watch on
+				return err // compacted or the watch failed: look at the key again, then watch on
 			}
 			for _, ev := range resp.Events {
 				// A delete's ModRevision is its own; its address is none.
@@ -511,6 +513,12 @@ func (c *Client) watchGroupCoordinator(ctx context.Context, rev int64) {
 			}
 			rev = resp.Header.Revision + 1
 			backoff = 50 * time.Millisecond
+			return nil
+		}, cluster.GroupCoordinatorKey, clientv3.WithRev(rev))
+		if errors.Is(err, errStalled) {
+			c.logger.Warn("group coordinator watch heard nothing: its member stalled; watching elsewhere")
+			c.event(EventWatchStalled)
+			backoff = 0
 		}
 		select {
 		case <-ctx.Done():

@@ -1,9 +1,11 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"strconv"
 	"strings"
@@ -13,6 +15,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
 )
@@ -21,6 +24,13 @@ import (
 const (
 	watchRetryMin = 50 * time.Millisecond
 	watchRetryMax = 2 * time.Second
+	// watchProgressEvery is how often the watch asks its member for a progress
+	// notification, and watchStallAfter how long it waits to hear anything (an event or
+	// a progress notification) before it takes the member for stalled and re-creates the
+	// watch elsewhere: a view is stale for at most about watchStallAfter plus a probe
+	// (endpointProbeTimeout) when its member stops answering.
+	watchProgressEvery = 500 * time.Millisecond
+	watchStallAfter    = 2 * time.Second
 )
 
 // ChangeKind says what a Change is about.
@@ -108,13 +118,16 @@ type Metadata struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	closeMu  sync.Once
+	// progressEvery and stallAfter are watchProgressEvery and watchStallAfter (zero:
+	// those).
+	progressEvery, stallAfter time.Duration
 }
 
 // WatchMetadata loads the metadata and keeps it current until Close. onChange, if not
 // nil, is called for every change in revision order, from the watch goroutine, after
 // the snapshot including it is published; it must return quickly.
 func (c *Client) WatchMetadata(ctx context.Context, onChange func(Change)) (*Metadata, error) {
-	m := &Metadata{c: c, onChange: onChange, done: make(chan struct{})}
+	m := &Metadata{c: c, onChange: onChange, done: make(chan struct{}), progressEvery: watchProgressEvery, stallAfter: watchStallAfter}
 	snap, err := m.load(ctx)
 	if err != nil {
 		return nil, err
@@ -192,6 +205,12 @@ func (m *Metadata) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, errStalled) {
+			// Not the etcd client's fault to retry with a backoff: a new watch, on a new
+			// stream, at once (the guard is taking the member out meanwhile).
+			backoff = watchRetryMin
+			continue
+		}
 		if errors.Is(err, errCompacted) {
 			snap, lerr := m.load(ctx)
 			if lerr == nil {
@@ -214,28 +233,106 @@ func (m *Metadata) run(ctx context.Context) {
 	}
 }
 
-var errCompacted = errors.New("watch revision compacted")
+var (
+	errCompacted = errors.New("watch revision compacted")
+	errStalled   = errors.New("watch stalled: its member answers nothing")
+)
 
-// follow watches from the revision after the current snapshot's until the watch ends.
+// follow watches from the revision after the current snapshot's until the watch ends
+// (see watchBounded: a member that stops answering ends it within about stallAfter).
 func (m *Metadata) follow(ctx context.Context) error {
-	// WithRequireLeader: a member cut off from the quorum ends the watch instead of
-	// leaving it silently stale, and the client reconnects to a member that has a leader.
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
 	from := m.cur.Load().Revision + 1
-	wch := m.c.etcd.Watch(wctx, cluster.MetaPrefix, clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify())
-	for wr := range wch {
+	err := m.c.watchBounded(ctx, "metadata", cmp.Or(m.progressEvery, watchProgressEvery), cmp.Or(m.stallAfter, watchStallAfter), func(wr clientv3.WatchResponse) error {
 		if wr.CompactRevision != 0 {
 			return errCompacted
 		}
 		if err := wr.Err(); err != nil {
 			return fmt.Errorf("watch from %d: %w", from, err)
 		}
-		if err := m.apply(wr); err != nil {
-			return err
+		return m.apply(wr)
+	}, cluster.MetaPrefix, clientv3.WithPrefix(), clientv3.WithRev(from))
+	if errors.Is(err, errStalled) {
+		m.c.logger.Warn("metadata watch heard nothing: its member stalled; watching elsewhere",
+			slog.Int64("revision", m.cur.Load().Revision))
+		m.c.event(EventWatchStalled)
+	}
+	return err
+}
+
+// watchBounded watches key with opts, handing every response to handle, until the
+// watch ends, handle returns an error (returned), or the watch hears nothing for
+// stallAfter (errStalled).
+//
+// WithRequireLeader makes a member cut off from the quorum end the watch instead of
+// leaving it silently stale. A member that answers nothing at all — paused, or behind a
+// link that drops bytes — ends nothing, and gRPC's keepalive notices it only after
+// some 12 s: so the watch asks for a progress notification every progressEvery, and if
+// nothing (no event, no notification) arrives within stallAfter it ends and reports
+// the member to the endpoint guard. It runs on a gRPC stream of its own (the etcd
+// client shares one stream among watches of equal metadata, which would stay on the
+// stalled member), so the caller's next watch gets a new stream, which the balancer
+// puts on a member that answers.
+func (c *Client) watchBounded(ctx context.Context, name string, progressEvery, stallAfter time.Duration,
+	handle func(clientv3.WatchResponse) error, key string, opts ...clientv3.OpOption) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wctx = metadata.AppendToOutgoingContext(wctx, "gregor-watch", name+"-"+strconv.FormatInt(c.watches.Add(1), 10))
+	// Watch returns only once the member has answered the creation: on a stalled
+	// member it would wait as long as the stream, so it too is bounded by stallAfter.
+	var createStalled atomic.Bool
+	created := make(chan struct{})
+	go func() {
+		t := time.NewTimer(stallAfter)
+		defer t.Stop()
+		select {
+		case <-created:
+		case <-t.C:
+			createStalled.Store(true)
+			cancel()
+		}
+	}()
+	wch := c.etcd.Watch(wctx, key, append(opts, clientv3.WithProgressNotify())...)
+	close(created)
+	if createStalled.Load() && ctx.Err() == nil {
+		c.stalled(ctx)
+		return errStalled
+	}
+	tick := time.NewTicker(progressEvery)
+	defer tick.Stop()
+	heard := time.Now()
+	for {
+		select {
+		case wr, ok := <-wch:
+			if !ok {
+				return errors.New("watch channel closed")
+			}
+			heard = time.Now()
+			if err := handle(wr); err != nil {
+				return err
+			}
+		case <-tick.C:
+			if time.Since(heard) > stallAfter {
+				c.stalled(ctx)
+				return errStalled
+			}
+			// The answer comes on wch as a progress notification. The request goes to
+			// this watch's stream (the etcd client finds it by wctx's metadata); it is
+			// bounded in case the stream is being re-opened.
+			pctx, pcancel := context.WithTimeout(wctx, progressEvery)
+			_ = c.etcd.RequestProgress(pctx)
+			pcancel()
 		}
 	}
-	return errors.New("watch channel closed")
+}
+
+// stalled reports a stalled member to the endpoint guard and waits (until ctx ends)
+// for its first probe to take the member out, so that the watch made next does not go
+// back to it.
+func (c *Client) stalled(ctx context.Context) {
+	select {
+	case <-c.suspectEndpoints():
+	case <-ctx.Done():
+	}
 }
 
 // apply builds the next snapshot from one watch response (copy-on-write: maps are

@@ -26,6 +26,8 @@ const (
 	// failed renewal (another member may answer the next one).
 	keepAliveIntervalMin = 100 * time.Millisecond
 	keepAliveRetry       = 100 * time.Millisecond
+	// keepAliveAttemptMax bounds one renewal's wait for its answer (see keepAlive).
+	keepAliveAttemptMax = time.Second
 	// registerAttemptsMax bounds the rounds of one Register: a round is lost only to a
 	// registration of the same id changing between its read and its write (an expiry,
 	// another registration or takeover), so more than a few means something is wrong.
@@ -190,12 +192,29 @@ func (r *Registration) keepAlive(kctx context.Context) {
 			return
 		}
 		sent := time.Now()
-		cctx, cancel := context.WithDeadline(kctx, deadline)
+		// One attempt waits at most keepAliveAttemptMax, not until SafeUntil: each
+		// KeepAliveOnce opens a stream of its own, which the balancer may put on a
+		// stalled member (paused, or behind a cut that drops bytes), and a renewal waiting
+		// there until the deadline would lose the registration although two members
+		// could renew it. A timed-out attempt reports the member to the endpoint guard and
+		// is sent again at once.
+		attempt := sent.Add(keepAliveAttemptMax)
+		if deadline.Before(attempt) {
+			attempt = deadline
+		}
+		cctx, cancel := context.WithDeadline(kctx, attempt)
 		resp, err := r.c.etcd.KeepAliveOnce(cctx, r.lease)
 		cancel()
 		r.c.observe("lease_keepalive", sent)
 		if kctx.Err() != nil {
 			return
+		}
+		if err != nil && !time.Now().Before(attempt) && attempt.Before(deadline) {
+			r.c.logger.Warn("lease renewal unanswered; sending it again", slog.Int("broker", int(r.broker.ID)),
+				slog.Duration("waited", time.Since(sent)), slog.Any("err", err))
+			r.c.event(EventKeepAliveTimeout)
+			r.c.suspectEndpoints()
+			continue
 		}
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL <= 0) {
 			r.c.logger.Warn("registration lost: lease expired", slog.Int("broker", int(r.broker.ID)), slog.Int64("epoch", r.broker.Epoch))

@@ -115,6 +115,8 @@ const (
 	sessionPendingMax = 64
 )
 
+var errSessionStalled = errors.New("client: session: the member answers no heartbeat")
+
 // holdSession keeps the registration's session open until ctx ends or the member says
 // the registration is gone. It dials the members in turn, each attempt on a connection
 // of its own, so that a session never waits on the etcd client's balancer.
@@ -244,9 +246,17 @@ func (r *Registration) session(ctx context.Context, endpoint string, hello Sessi
 		case <-tick.C:
 			now := time.Now()
 			if len(pending) > 0 && now.Sub(time.Unix(0, lastAnswer.Load())) > answerWait {
+				// The member answers nothing (paused, or behind a cut that drops bytes):
+				// gRPC's keepalive would notice only after some 12 s. Move to another
+				// member before SafeUntil runs out; this one, when it notices the break,
+				// waits its grace and finds the later session.
+				r.c.logger.Warn("session member answers no heartbeat; opening the session elsewhere",
+					slog.Int("broker", int(r.broker.ID)), slog.String("endpoint", endpoint))
+				r.c.event(EventSessionStalled)
+				r.c.suspectEndpoints()
 				cancel()
 				<-answered
-				return fmt.Errorf("client: session: no answer from the member for %v", answerWait)
+				return errSessionStalled
 			}
 			select {
 			case pending <- now:
