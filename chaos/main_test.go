@@ -6,4 +6,7 @@ import (
 	"github.com/gregor-streaming/gregor/internal/testcluster"
 )
 
-func TestMain(m *testing.M) { testcluster.Main(m) }
+// TestMain builds the node binaries without the race detector: the scenarios judge
+// behaviour under faults in time, which nodes slowed several times over distort, and
+// the node code runs under the detector in the other packages' tests.
+func TestMain(m *testing.M) { testcluster.Main(m, testcluster.NodesWithoutRace()) }

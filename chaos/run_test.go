@@ -419,17 +419,24 @@ var dataAnomaly = map[string]bool{
 func (r *run) drain(timeout time.Duration) {
 	r.t.Helper()
 	adm := kadm.NewClient(r.c.Client(r.t))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	var names []string
 	for tp := range r.topics {
 		names = append(names, tp)
 	}
-	ends, err := adm.ListEndOffsets(ctx, names...)
-	if err != nil {
-		r.t.Fatalf("end offsets: %v", err)
-	}
+	// The end offsets are read again at every check: the producers have stopped, but
+	// records appended just before (acks=1 ones above the high watermark) become
+	// readable only once the followers have them. The consumers have drained when they
+	// have read to end offsets that two checks in a row agree on.
+	var last kadm.ListedOffsets
 	r.c.CheckFor(r.t, timeout, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ends, err := adm.ListEndOffsets(ctx, names...)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("end offsets: %w", err)
+		}
+		prev := last
+		last = ends
 		for key, cs := range r.groups {
 			read := map[int32]int64{}
 			for _, c := range cs {
@@ -445,6 +452,9 @@ func (r *run) drain(timeout time.Duration) {
 				end, ok := ends.Lookup(topic, p)
 				if !ok || end.Err != nil {
 					return fmt.Errorf("no end offset of %s-%d: %+v", topic, p, end)
+				}
+				if before, ok := prev.Lookup(topic, p); !ok || before.Offset != end.Offset {
+					return fmt.Errorf("end offset of %s-%d still moving (%d)", topic, p, end.Offset)
 				}
 				if read[p] < end.Offset {
 					return fmt.Errorf("%s read %s-%d to %d of %d", key, topic, p, read[p], end.Offset)

@@ -542,6 +542,17 @@ func TestCommittedOffsetRegression(t *testing.T) {
 	fetched.Fetched, fetched.Member, fetched.Offset, fetched.Time = true, "", 0, last.Time.Add(time.Millisecond)
 	h.Commits = append(h.Commits, fetched)
 	expectKinds(t, Check(h), CommittedOffsetRegression)
+	// A lower commit sent before the higher one was acknowledged overlapped it: the
+	// coordinator may apply them in either order.
+	h = small()
+	back = last
+	back.Offset, back.Call, back.Time = last.Offset-3, last.Time.Add(-time.Millisecond), last.Time.Add(time.Millisecond)
+	h.Commits = append(h.Commits, back)
+	expectKinds(t, Check(h))
+	// Sent after it, it is a regression.
+	back.Call = last.Time.Add(time.Microsecond)
+	h.Commits[len(h.Commits)-1] = back
+	expectKinds(t, Check(h), CommittedOffsetRegression)
 }
 
 func TestStaleGenerationCommit(t *testing.T) {

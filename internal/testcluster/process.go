@@ -18,19 +18,32 @@ import (
 )
 
 // Binaries: gregor-cp and gregor-dp, built once per test binary (Main), with the race
-// detector when the test binary has it.
+// detector when the test binary has it, unless Main was given NodesWithoutRace.
 var (
 	binDir    string
 	buildOnce sync.Once
 	buildErr  error
+	nodesRace = raceEnabled
 )
+
+// MainOption adjusts Main.
+type MainOption func()
+
+// NodesWithoutRace builds the node binaries without the race detector even when the
+// tests run under it: for suites whose point is timing under faults (the fault suite),
+// where a node slowed several times over would fail for want of speed, and whose node
+// code the other packages' tests already run under the detector.
+func NodesWithoutRace() MainOption { return func() { nodesRace = false } }
 
 // Main runs a package's tests and removes the node binaries the harness built for
 // them. A package whose tests start clusters of processes (Options.Processes) calls it
 // from TestMain:
 //
 //	func TestMain(m *testing.M) { testcluster.Main(m) }
-func Main(m *testing.M) {
+func Main(m *testing.M, opts ...MainOption) {
+	for _, o := range opts {
+		o()
+	}
 	dir, err := os.MkdirTemp("", "gregor-testcluster-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testcluster:", err)
@@ -65,7 +78,7 @@ func binaries() (cp, dp string, err error) {
 			{"gregor-dp", "github.com/gregor-streaming/gregor/cmd/dp"},
 		} {
 			args := []string{"build", "-o", filepath.Join(binDir, b.name)}
-			if raceEnabled {
+			if nodesRace {
 				args = append(args, "-race")
 			}
 			if out, err := exec.Command("go", append(args, b.pkg)...).CombinedOutput(); err != nil {
