@@ -276,7 +276,7 @@ func (r *run) waitProgress(topic string, p int32, n int) {
 // after the cluster looked healthy.
 func (r *run) supervise() {
 	for _, n := range r.nodes() {
-		if !n.Running() {
+		if testcluster.StoppedOnItsOwn(n) {
 			r.fault("restart", n.Name(), "it had stopped")
 			r.c.Restart(n)
 		}

@@ -674,6 +674,11 @@ func (d *DP) stop() error {
 	return d.dp.Stop(ctx)
 }
 
+// StoppedOnItsOwn reports whether node n does not run although the harness neither
+// killed, stopped nor paused it: it exited by itself (a data-plane node that lost its
+// registration stops), as a supervisor would see it.
+func StoppedOnItsOwn(n Node) bool { return !n.isDown() && !n.Running() }
+
 // Kill ends node n at once: a process gets SIGKILL. An in-process data-plane node is
 // aborted (node.DataPlane.Abort: its registration is left to expire, no last HW
 // checkpoint); an in-process control-plane member can only be closed, which resigns its
