@@ -32,7 +32,8 @@ func TestChaos(t *testing.T) {
 	// Control-plane members die here: the data-plane nodes keep gregor-dp's 6s lease
 	// (testcluster's advice: shorter ones are lost while the etcd client leaves a dead
 	// endpoint).
-	r := newRun(t, "chaos", runOptions{ttl: 6 * time.Second, acks1: true, maxTime: d + time.Minute, rate: 200})
+	r := newRun(t, "chaos", runOptions{ttl: 6 * time.Second, acks1: true, maxTime: d + time.Minute, rate: 200,
+		fsyncJournal: true})
 	fmt.Printf("chaos: seed %d, %v\n", r.seed, d)
 	start := time.Now()
 	stopProgress := make(chan struct{})
@@ -66,6 +67,8 @@ func TestChaos(t *testing.T) {
 		{"pause-leader", nemPauseLeader},
 		{"isolate-leader", nemIsolateLeader},
 		{"delay", nemDelay},
+		{"one-way-cut", nemOneWayCut},
+		{"power-loss-one", nemPowerLossOne},
 		{"kill-etcd-leader", nemKillEtcdLeader},
 		{"pause-etcd-leader", nemPauseEtcdLeader},
 	}
@@ -179,4 +182,41 @@ func nemPauseEtcdLeader(r *run) {
 	r.pause(m, "etcd leader")
 	r.hold()
 	r.resume(m)
+}
+
+// nemOneWayCut cuts one direction of a link: between two data-plane nodes (a follower's
+// fetches reach its leader, the answers do not, or the other way) or between a node and
+// a control-plane member.
+func nemOneWayCut(r *run) {
+	d := r.c.DPs[r.rng.Intn(len(r.c.DPs))]
+	var l *testcluster.Link
+	if r.rng.Intn(2) == 0 {
+		o := r.others(d)
+		l = r.c.ReplicaLink(d, o[r.rng.Intn(len(o))])
+	} else {
+		l = r.c.ControlPlaneLink(d, r.c.CPs[r.rng.Intn(len(r.c.CPs))])
+	}
+	dir := testcluster.Upstream
+	if r.rng.Intn(2) == 0 {
+		dir = testcluster.Downstream
+	}
+	r.fault("cut-one-way", l.Name(), string(dir))
+	if err := l.CutOneWay(dir); err != nil {
+		r.t.Fatal(err)
+	}
+	r.hold()
+	r.heal(l)
+}
+
+// nemPowerLossOne kills one data-plane node, drops every write it never fsynced (a
+// power loss of its host) and restarts it: the other replicas hold what was
+// acknowledged, and it must recover, truncate by epoch and catch up.
+func nemPowerLossOne(r *run) {
+	d := r.c.DPs[r.rng.Intn(len(r.c.DPs))]
+	r.kill(d, "its host loses power")
+	r.powerLoss(d)
+	if r.rng.Intn(2) == 0 {
+		r.hold()
+	}
+	r.restart(d)
 }
