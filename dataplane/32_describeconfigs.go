@@ -5,11 +5,11 @@ package dataplane
 // CLI tools ask for. Synonyms (v1+) list the topic value and the default.
 
 import (
-	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"sort"
 	"strconv"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/segment"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"

@@ -1,10 +1,11 @@
 package client
 
 import (
-	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
 )
 
 // Bounds on config values (Kafka's own minimums where it has them).
