@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anishathalye/porcupine"
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/gregor-streaming/gregor/chaos/checker"
@@ -379,7 +380,10 @@ func (r *run) finish() *history.History {
 	if ok == 0 {
 		t.Error("no send acknowledged in the whole run")
 	}
-	rep := checker.Check(h)
+	rep := checker.CheckWith(h, checker.Options{ControlTimeout: 2 * time.Minute})
+	if rep.Stats.ControlResult == string(porcupine.Unknown) {
+		t.Errorf("the control plane's %d operations were not judged linearizable or not in time", len(h.Control))
+	}
 	switch {
 	case rep.OK():
 		t.Logf("checker: %s", rep)

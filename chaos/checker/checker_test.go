@@ -906,3 +906,70 @@ func TestPlantedAlwaysFlagged(t *testing.T) {
 		}
 	}
 }
+
+// watchHistory is a control-plane history shaped as a long chaos run records it: per
+// partition, writes seen on a watch (known only to follow the run's start) chained by
+// compare-and-swap, and linearizable reads of every partition every 250 ms.
+func watchHistory(parts int, d time.Duration) *history.History {
+	h := &history.History{Start: t0}
+	rng := rand.New(rand.NewPCG(3, 4))
+	type cur struct {
+		st   history.PartitionState
+		prev *history.PartitionState
+	}
+	sts := make([]cur, parts)
+	rev := int64(0)
+	for p := range sts {
+		rev++
+		st := history.PartitionState{Topic: "t", Partition: int32(p), Leader: 1, ISR: []int32{1, 2, 3},
+			Replicas: []int32{1, 2, 3}, Revision: rev}
+		sts[p].st = st
+		h.Control = append(h.Control, history.ControlOp{Client: "watch", Topic: "t", Partition: int32(p),
+			Write: true, Ok: true, State: st, Call: t0, Return: t0.Add(time.Millisecond)})
+	}
+	for at := 10 * time.Millisecond; at < d; at += 250 * time.Millisecond {
+		// Some partitions change state just before the read, seen on the watch after it.
+		for p := range sts {
+			if rng.IntN(11) != 0 {
+				continue
+			}
+			rev++
+			prev := sts[p].st
+			next := prev
+			next.Revision = rev
+			next.LeaderEpoch++
+			next.Leader = prev.ISR[rng.IntN(len(prev.ISR))]
+			sts[p].st = next
+			h.Control = append(h.Control, history.ControlOp{Client: "watch", Topic: "t", Partition: int32(p),
+				Write: true, Ok: true, State: next, Expect: &prev, Call: t0, Return: t0.Add(at + 3*time.Millisecond)})
+		}
+		for p := range sts {
+			h.Control = append(h.Control, history.ControlOp{Client: "state-reader", Topic: "t", Partition: int32(p),
+				Ok: true, State: sts[p].st, Call: t0.Add(at), Return: t0.Add(at + 2*time.Millisecond)})
+		}
+	}
+	return h
+}
+
+func TestControlLongWatchHistory(t *testing.T) {
+	h := watchHistory(6, 30*time.Minute)
+	began := time.Now()
+	r := CheckWith(h, Options{ControlTimeout: time.Minute})
+	if r.Stats.ControlResult != "Ok" || len(r.Anomalies) != 0 {
+		t.Fatalf("result %q after %v over %d ops: %v", r.Stats.ControlResult, time.Since(began), len(h.Control), r.Anomalies)
+	}
+	t.Logf("%d control ops judged in %v", len(h.Control), time.Since(began))
+
+	// A read that begins after a newer state was seen and returns the older one.
+	var w history.ControlOp
+	for _, op := range h.Control {
+		if op.Write && op.Expect != nil {
+			w = op
+		}
+	}
+	stale := history.ControlOp{Client: "state-reader-2", Topic: "t", Partition: w.Partition, Ok: true,
+		State: *w.Expect, Call: w.Return.Add(time.Millisecond), Return: w.Return.Add(2 * time.Millisecond)}
+	h.Control = append(h.Control, stale)
+	r = CheckWith(h, Options{ControlTimeout: time.Minute})
+	expectKinds(t, r, NonlinearizableControl)
+}

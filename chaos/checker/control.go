@@ -315,14 +315,21 @@ var ControlModel = (&porcupine.NondeterministicModel{
 // operations for ControlModel. A write that was not acknowledged may take effect at
 // any time after its call, so its return is put after every other operation. A read
 // counts as the observation of its State whatever its Ok.
+//
+// A write whose revision is known cannot have taken effect before any operation that
+// saw an older revision of its partition: its call is moved up to the latest call among
+// those. This is sound (such a read was linearized at or after its call, and the write
+// after it) and keeps a long run's check small: a write observed on a watch is otherwise
+// only known to have happened some time after the run began.
 func ControlOperations(ops []history.ControlOp) []porcupine.Operation {
+	calls := earliestCalls(ops)
 	var last int64
 	for _, op := range ops {
 		last = max(last, op.Return.UnixNano(), op.Call.UnixNano())
 	}
 	clients := map[string]int{}
 	out := make([]porcupine.Operation, 0, len(ops))
-	for _, op := range ops {
+	for i, op := range ops {
 		id, ok := clients[op.Client]
 		if !ok {
 			id = len(clients)
@@ -332,14 +339,49 @@ func ControlOperations(ops []history.ControlOp) []porcupine.Operation {
 		if op.Expect != nil {
 			in.cas, in.expect = true, stateOf(*op.Expect)
 		}
+		call := max(op.Call.UnixNano(), calls[i])
 		ret := op.Return.UnixNano()
 		if op.Write && !op.Ok {
 			ret = last + 1
 		}
 		out = append(out, porcupine.Operation{
-			ClientId: id, Input: in, Call: op.Call.UnixNano(), Return: max(ret, op.Call.UnixNano()),
+			ClientId: id, Input: in, Call: call, Return: max(ret, call),
 			Metadata: op.Client,
 		})
+	}
+	return out
+}
+
+// earliestCalls returns, for each acknowledged write of ops with a known revision, the
+// latest call (in Unix nanoseconds) among the operations on its partition that saw or
+// wrote an older revision; 0 for the other operations.
+func earliestCalls(ops []history.ControlOp) []int64 {
+	out := make([]int64, len(ops))
+	by := map[tp][]int{}
+	for i, op := range ops {
+		if op.State.Revision > 0 && (!op.Write || op.Ok) {
+			k := tp{op.Topic, op.Partition}
+			by[k] = append(by[k], i)
+		}
+	}
+	for _, idx := range by {
+		slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(ops[a].State.Revision, ops[b].State.Revision) })
+		var before, cur int64 // the latest call below the current revision, and at it
+		rev := int64(-1)
+		for _, i := range idx {
+			op := ops[i]
+			if op.State.Revision != rev {
+				before, rev = max(before, cur), op.State.Revision
+			}
+			call := op.Call.UnixNano()
+			if op.Write {
+				// Never past its own return: a read that began after the write was
+				// seen and still returned an older revision must stay a stale read.
+				call = min(max(call, before), op.Return.UnixNano())
+				out[i] = call
+			}
+			cur = max(cur, call)
+		}
 	}
 	return out
 }
