@@ -71,6 +71,9 @@ func TestChaos(t *testing.T) {
 		{"power-loss-one", nemPowerLossOne},
 		{"kill-etcd-leader", nemKillEtcdLeader},
 		{"pause-etcd-leader", nemPauseEtcdLeader},
+		{"kill-leader+pause-follower", nemKillLeaderPauseFollower},
+		{"kill-leader+kill-etcd-leader", nemKillLeaderAndEtcdLeader},
+		{"pause-leader+cut-follower-from-cps", nemPauseLeaderCutFollower},
 	}
 	for time.Since(start) < d {
 		f := faults[r.rng.Intn(len(faults))]
@@ -219,4 +222,57 @@ func nemPowerLossOne(r *run) {
 		r.hold()
 	}
 	r.restart(d)
+}
+
+// Fixed combinations: two faults at once, each healed after a random hold.
+
+// nemKillLeaderPauseFollower kills a partition's leader while one of its followers is
+// paused: the other follower, or the paused one once resumed, must take over without
+// losing what the ISR acknowledged.
+func nemKillLeaderPauseFollower(r *run) {
+	p := r.randomPartition()
+	old := r.leaderOf(mainTopic, p)
+	fs := r.others(old)
+	f := fs[r.rng.Intn(len(fs))]
+	r.pause(f, fmt.Sprintf("follower of t-%d, before its leader is killed", p))
+	r.kill(old, fmt.Sprintf("leader of t-%d, a follower paused", p))
+	r.hold()
+	r.resume(f)
+	r.restart(old)
+}
+
+// nemKillLeaderAndEtcdLeader kills a partition's leader and the etcd leader together:
+// the election waits for etcd's own.
+func nemKillLeaderAndEtcdLeader(r *run) {
+	p := r.randomPartition()
+	old := r.leaderOf(mainTopic, p)
+	m := r.etcdLeader()
+	r.kill(m, fmt.Sprintf("etcd leader, with the leader of t-%d", p))
+	r.kill(old, fmt.Sprintf("leader of t-%d, with the etcd leader", p))
+	r.hold()
+	r.restart(old, m)
+}
+
+// nemPauseLeaderCutFollower pauses a partition's leader while one of its followers is
+// cut off from every control-plane member: that follower loses its registration, so the
+// other one (if in the ISR) is the only one that may lead.
+func nemPauseLeaderCutFollower(r *run) {
+	p := r.randomPartition()
+	old := r.leaderOf(mainTopic, p)
+	fs := r.others(old)
+	f := fs[r.rng.Intn(len(fs))]
+	var links []*testcluster.Link
+	for _, m := range r.c.CPs {
+		links = append(links, r.c.ControlPlaneLink(f, m))
+	}
+	for _, l := range links {
+		r.cut(l, fmt.Sprintf("cut %s, follower of t-%d, from the control plane", f.Name(), p))
+	}
+	r.pause(old, fmt.Sprintf("leader of t-%d, a follower cut from the control plane", p))
+	r.hold()
+	r.hold()
+	r.resume(old)
+	for _, l := range links {
+		r.heal(l)
+	}
 }

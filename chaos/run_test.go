@@ -272,9 +272,8 @@ func (r *run) waitProgress(topic string, p int32, n int) {
 }
 
 // supervise restarts the nodes that stopped on their own, as an operator's supervisor
-// would: a node that lost its registration (paused or cut off past its lease, or its
-// renewals stuck on a stalled control-plane member) stops once it runs again, possibly
-// after the cluster looked healthy.
+// would. A data-plane node that lost its registration starts again in its process; one
+// whose new start failed (the control plane unreachable for its whole start) stops.
 func (r *run) supervise() {
 	for _, n := range r.nodes() {
 		if testcluster.StoppedOnItsOwn(n) {

@@ -83,6 +83,12 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// ErrRegistrationLost is what Err wraps when the node stopped because its registration's
+// lease expired or was revoked (not taken over by a later process of the node): the
+// control plane counts it dead, and a new start of the node, as a new epoch, is what
+// brings it back. gregor-dp starts it again in the same process.
+var ErrRegistrationLost = errors.New("lost the control-plane registration (its lease expired or was revoked)")
+
 // DataPlane is a running data-plane node. It serves until Stop, Abort, or a condition
 // that ends it on its own (its registration lost or taken over by a later process of
 // the node, the HTTP listener failing): then Done is closed and Err says why.
@@ -280,7 +286,10 @@ func (d *DataPlane) loop(httpErr <-chan error) {
 			case <-d.stop:
 				return nil
 			case <-d.reg.Lost():
-				return errors.New("lost the control-plane registration (lease expired, or taken over by a later process of this node): stopping so that a restart registers again")
+				if b, ok := d.md.Snapshot().Brokers[d.cfg.ID]; ok && b.Epoch > d.reg.Broker().Epoch {
+					return fmt.Errorf("a later process of node %d took the registration over (epoch %d, this process's %d): stopping", d.cfg.ID, b.Epoch, d.reg.Broker().Epoch)
+				}
+				return fmt.Errorf("%w (epoch %d): stopping so that a new start registers again", ErrRegistrationLost, d.reg.Broker().Epoch)
 			case err := <-httpErr:
 				return fmt.Errorf("http: %w", err)
 			case <-d.reconcile:

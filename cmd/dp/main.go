@@ -7,6 +7,9 @@
 // other in-sync replicas and waits until it leads nothing (controlled shutdown, at most
 // --controlled-shutdown-timeout), then stops.
 //
+// A node that loses its registration (its lease expired or was revoked) starts again in
+// the process as a new broker epoch, on the ports it had bound; see docs/nodes.md.
+//
 // The data directory is locked while the process runs (.lock) and holds the node's
 // incarnation id (incarnation): restarted on the same directory after a crash, the node
 // takes its registration over at once instead of waiting for the old lease to expire.
@@ -20,6 +23,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -45,6 +49,14 @@ const fsyncJournalEnv = "GREGOR_DP_FSYNC_JOURNAL"
 // stopTimeout bounds stopping the node on SIGTERM or SIGINT, after its controlled
 // shutdown (bounded by --controlled-shutdown-timeout).
 const stopTimeout = 15 * time.Second
+
+// A node that lost its registration starts again in the process after restartBackoffMin,
+// doubled up to restartBackoffMax for each loss within restartBackoffReset of its start.
+const (
+	restartBackoffMin   = 100 * time.Millisecond
+	restartBackoffMax   = 30 * time.Second
+	restartBackoffReset = time.Minute
+)
 
 type options struct {
 	id                           int
@@ -174,23 +186,47 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 		}
 		logger.Warn("fsync journal on: a test's fault-injection hook", "file", segment.FsyncJournalFile)
 	}
-	dp, err := node.StartDataPlane(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	if err := node.WriteAddresses(o.dataDir, dp.Addresses()); err != nil {
-		_ = dp.Stop(context.Background())
-		return err
-	}
-	select {
-	case <-ctx.Done():
-		logger.Info("gregor-dp stopping")
-		// The controlled shutdown first, with its own bound: the node serves meanwhile.
-		_ = dp.ControlledShutdown(context.Background())
-		sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-		defer cancel()
-		return dp.Stop(sctx)
-	case <-dp.Done():
-		return dp.Err()
+	var lastStart time.Time
+	backoff := restartBackoffMin
+	for {
+		lastStart = time.Now()
+		dp, err := node.StartDataPlane(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		if err := node.WriteAddresses(o.dataDir, dp.Addresses()); err != nil {
+			_ = dp.Stop(context.Background())
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			logger.Info("gregor-dp stopping")
+			// The controlled shutdown first, with its own bound: the node serves meanwhile.
+			_ = dp.ControlledShutdown(context.Background())
+			sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+			defer cancel()
+			return dp.Stop(sctx)
+		case <-dp.Done():
+		}
+		err = dp.Err()
+		if !errors.Is(err, node.ErrRegistrationLost) {
+			return err
+		}
+		// The control plane counts this node dead (its lease ran out while it was paused
+		// or cut off, or a control-plane member revoked it): start again as a new
+		// epoch, on the same ports, as Kafka's brokers register again when their session
+		// expires. A node that keeps losing it waits longer each time.
+		if time.Since(lastStart) > restartBackoffReset {
+			backoff = restartBackoffMin
+		}
+		logger.Warn("registration lost: starting the node again", "err", err, "after", backoff)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, restartBackoffMax)
+		a := dp.Addresses()
+		cfg.Listen, cfg.HTTP = a.Kafka, a.HTTP
 	}
 }
