@@ -18,7 +18,7 @@ TEST_TIMEOUT ?= 20m
 # (only a doc.go saying what will live there) is skipped with a note.
 PROGRAMS := cp:gregor-cp dp:gregor-dp gregor:gregor
 
-.PHONY: all build run cluster test test-short test-deps chaos bench bench-full bench-replication bench-micro bench-compare fuzz lint deps clean
+.PHONY: all build run cluster test test-short test-deps chaos chaos-scenarios bench bench-full bench-replication bench-micro bench-compare fuzz lint deps clean
 
 all: build
 
@@ -78,6 +78,15 @@ CHAOS_TIMEOUT = $(shell python3 -c 'import re, sys; u = {"h": 3600, "m": 60, "s"
   print("%ds" % (900 + sum(float(n) * u[k] for n, k in re.findall(r"([0-9.]+)(ms|h|m|s)", sys.argv[1]))))' '$(CHAOS_TIME)')
 chaos: build test-deps
 	CHAOS_TIME=$(CHAOS_TIME) $(GO) test -count=1 -run '^TestChaos$$' -v -timeout $(CHAOS_TIMEOUT) ./chaos/
+
+# chaos-scenarios: every scenario of the fault suite (R1 for 60 s), each run's summary
+# appended to CHAOS_REPORT (chaos-runs/scenarios.jsonl), then their table as
+# docs/reliability.md shows it.
+CHAOS_REPORT ?= chaos-runs/scenarios.jsonl
+chaos-scenarios: build test-deps
+	@mkdir -p $(dir $(CHAOS_REPORT))
+	CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) CHAOS_R1_TIME=60s $(GO) test -count=1 -run '^TestR[0-9]' -v -timeout 30m ./chaos/
+	@CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) $(GO) test -count=1 -run '^TestReportTable$$' -v ./chaos/ | grep '^|'
 
 # bench: the quick side-by-side suite (≤ 5 min): Gregor, NATS JetStream and Redis Streams
 # on the same workloads. Installs the peers if missing, starts Gregor from bin/ when
