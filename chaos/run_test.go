@@ -401,7 +401,7 @@ func (r *run) finish() *history.History {
 	default:
 		t.Errorf("checker:\n%s", rep)
 	}
-	if err := appendReport(h, rep); err != nil {
+	if err := appendReport(h, rep, r.opts.lossAllowed); err != nil {
 		t.Errorf("CHAOS_REPORT: %v", err)
 	}
 	return h
