@@ -190,8 +190,10 @@ func (c *Client) get(ctx context.Context, op, key string, opts ...clientv3.OpOpt
 func (c *Client) txn(ctx context.Context, op string, cmps []clientv3.Cmp, then []clientv3.Op, els ...clientv3.Op) (*clientv3.TxnResponse, error) {
 	ctx, cancel := c.opContext(ctx)
 	defer cancel()
-	defer c.observe(op, time.Now())
+	call := time.Now()
+	defer c.observe(op, call)
 	resp, err := c.etcd.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
+	recordWrites(call, cmps, then, resp, err)
 	if err != nil {
 		c.timedOut(ctx, err)
 		return nil, fmt.Errorf("%s txn: %w", op, err)
