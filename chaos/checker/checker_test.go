@@ -913,10 +913,7 @@ func TestPlantedAlwaysFlagged(t *testing.T) {
 func watchHistory(parts int, d time.Duration) *history.History {
 	h := &history.History{Start: t0}
 	rng := rand.New(rand.NewPCG(3, 4))
-	type cur struct {
-		st   history.PartitionState
-		prev *history.PartitionState
-	}
+	type cur struct{ st history.PartitionState }
 	sts := make([]cur, parts)
 	rev := int64(0)
 	for p := range sts {
