@@ -164,10 +164,20 @@ func (s *Server) logConfig(topic cluster.Topic) segment.Config {
 	return TopicLogConfig(topic, segment.Config{Logger: s.logger})
 }
 
-// snapshot is the metadata view last reconciled.
+// snapshot is the metadata view last reconciled; before the first reconcile, the
+// control plane's current view. The listener opens before the node's first reconcile
+// (which opens its logs), and a Metadata request answered from an empty view in that
+// window tells clients every topic is gone: librdkafka then fails its queued messages
+// with "unknown topic". Requests for a partition not yet opened are refused as
+// retriable instead.
 func (s *Server) snapshot() *client.Snapshot {
 	if snap := s.cluster.Load(); snap != nil {
 		return snap
+	}
+	if s.cp != nil {
+		if snap := s.cp.Snapshot(); snap != nil {
+			return snap
+		}
 	}
 	return &client.Snapshot{}
 }
