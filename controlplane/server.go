@@ -1,5 +1,6 @@
 // Package controlplane is the control-plane node (gregor-cp): an embedded etcd member,
-// its HTTP endpoints (/metrics, /healthz, /readyz, /v1/cluster) and its lifecycle. It
+// its HTTP endpoints (/metrics, /healthz, /readyz, /v1/cluster, and the replica-movement
+// API: /v1/nodes, /v1/reassignments, movement_http.go) and its lifecycle. It
 // wires the parts of the control plane together: the controller (package controller:
 // one active in the cluster, elected through etcd, keeping partition leaders and ISRs
 // right) and, for each term this node is the controller, the group coordinator
