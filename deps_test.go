@@ -36,12 +36,13 @@ var packageMap = map[string][]string{
 	},
 
 	"controlplane/cluster":        {},
+	"controlplane/api":            {},
 	"controlplane/client/zapslog": {},
 	"controlplane/client":         {"controlplane/client/zapslog", "controlplane/cluster"},
 	"controlplane/controller":     {"controlplane/client", "controlplane/cluster"},
 	"controlplane/groups":         {"controlplane/cluster"},
 	"controlplane": {
-		"controlplane/client", "controlplane/client/zapslog", "controlplane/cluster",
+		"controlplane/api", "controlplane/client", "controlplane/client/zapslog", "controlplane/cluster",
 		"controlplane/controller", "controlplane/groups", "internal/reserve", "proto",
 	},
 

@@ -35,8 +35,11 @@ type runOptions struct {
 	// ttl is the data-plane nodes' registration lease (default 3s: failovers within a
 	// short test; runs that kill control-plane members use the 6s default of gregor-dp).
 	ttl time.Duration
-	// controlPlanes is the number of gregor-cp (default 3).
-	controlPlanes int
+	// controlPlanes is the number of gregor-cp (default 3), dataPlanes of gregor-dp
+	// (default 3; topics have 3 replicas whatever the number).
+	controlPlanes, dataPlanes int
+	// cpFlags are more flags of every gregor-cp.
+	cpFlags []string
 	// partitions per topic (default 3).
 	partitions int32
 	// producers write topic "t" with acks=all (default franz-idem, franz-plain and,
@@ -116,6 +119,9 @@ func newRun(t *testing.T, name string, o runOptions) *run {
 	if o.partitions == 0 {
 		o.partitions = 3
 	}
+	if o.dataPlanes == 0 {
+		o.dataPlanes = 3
+	}
 	if o.producers == nil {
 		o.producers = []workload.Kind{workload.FranzIdempotent, workload.FranzPlain}
 		if _, err := os.Stat(workload.PythonConfluentKafka); err == nil {
@@ -156,7 +162,7 @@ func newRun(t *testing.T, name string, o runOptions) *run {
 	// The group's first rebalance does not wait Kafka's 3 s for more members: a short
 	// run's group consumers would otherwise join when most of the load is over, and
 	// read it in a poll or two, with as few commits.
-	r.c = testcluster.New(t, testcluster.Options{ControlPlanes: o.controlPlanes, DataPlanes: 3, Processes: true,
+	r.c = testcluster.New(t, testcluster.Options{ControlPlanes: o.controlPlanes, DataPlanes: o.dataPlanes, Processes: true, CPFlags: o.cpFlags,
 		RegistrationTTL: o.ttl, DPFlags: []string{"--replica-lag-time-max", "3s", "--controlled-shutdown-timeout", "2s"},
 		DPEnv: dpEnv, Groups: controlplane.GroupConfig{InitialRebalanceDelay: 200 * time.Millisecond}})
 	var names []string
@@ -291,7 +297,8 @@ func (r *run) supervise() {
 	}
 }
 
-// waitHealthy waits until every partition has a running leader and its full ISR.
+// waitHealthy waits until every partition has a running leader and its full ISR (every
+// replica in sync).
 func (r *run) waitHealthy(timeout time.Duration) {
 	r.t.Helper()
 	r.c.CheckFor(r.t, timeout, func() error {
@@ -303,7 +310,7 @@ func (r *run) waitHealthy(timeout time.Duration) {
 				if st.Leader < 1 || !r.c.DP(st.Leader).Running() {
 					return fmt.Errorf("%s-%d: leader %d", tp, p, st.Leader)
 				}
-				if len(st.ISR) != len(r.c.DPs) {
+				if len(st.ISR) != len(st.Replicas) {
 					return fmt.Errorf("%s-%d: ISR %v", tp, p, st.ISR)
 				}
 				for _, id := range st.ISR {

@@ -181,6 +181,10 @@ func (s *Server) handleGroupRequest(host string, kreq []byte, reply func(status 
 		s.handleElectLeaders(kreq, reply) // not a group request: the controller's
 		return
 	}
+	if isReassignmentRequest(kreq) {
+		s.handleReassignmentRequest(kreq, reply) // the controller's too
+		return
+	}
 	h, req, err := groups.ParseRequest(kreq)
 	if err != nil {
 		s.groupMetrics.BadRequest()

@@ -33,6 +33,7 @@ func (s *Server) startHTTP() error {
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
 	mux.HandleFunc("GET /v1/cluster", s.handleCluster)
+	s.registerMovementHTTP(mux)
 	s.httpLn = ln
 	s.http = &http.Server{
 		Handler:           mux,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,6 +12,8 @@ import (
 	vm "github.com/VictoriaMetrics/metrics"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
+	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/controlplane/controller"
 	"github.com/gregor-streaming/gregor/controlplane/groups"
 )
 
@@ -86,6 +89,10 @@ func newMetrics(s *Server) *metrics {
 	set.NewGauge("gregor_cp_offline_partitions", health(func(c partitionCounts) int { return c.offline }))
 	set.NewGauge("gregor_cp_under_replicated_partitions", health(func(c partitionCounts) int { return c.underReplicated }))
 	set.NewGauge("gregor_cp_preferred_replica_imbalance", health(func(c partitionCounts) int { return c.imbalanced }))
+	// Replica movement, from the active controller only too.
+	set.NewGauge("gregor_cp_reassignments_in_flight", health(func(c partitionCounts) int { return c.reassigning }))
+	set.NewGauge("gregor_cp_reassignment_replicas_catching_up", health(func(c partitionCounts) int { return c.catchingUp }))
+	set.RegisterMetricsWriter(s.writeDecommissionStates)
 	set.NewGauge("gregor_cp_etcd_has_leader", func() float64 {
 		if s.etcd != nil && s.etcd.Server.Leader() != 0 {
 			return 1
@@ -150,6 +157,9 @@ type partitionCounts struct {
 	// imbalanced: a leader other than the preferred one, replicas[0], offline ones
 	// included (Kafka's PreferredReplicaImbalanceCount).
 	imbalanced int
+	// reassigning: a reassignment in progress (Kafka's ReassigningPartitions);
+	// catchingUp: the adding replicas of those not in the ISR yet.
+	reassigning, catchingUp int
 }
 
 // partitionHealth counts the partitions of snap by health.
@@ -168,6 +178,46 @@ func partitionHealth(snap *client.Snapshot) partitionCounts {
 		if len(st.Replicas) == 0 || st.Leader != st.Replicas[0] {
 			c.imbalanced++
 		}
+		if st.Reassigning() {
+			c.reassigning++
+			for _, id := range st.AddingReplicas {
+				if !slices.Contains(st.ISR, id) {
+					c.catchingUp++
+				}
+			}
+		}
 	}
 	return c
+}
+
+// writeDecommissionStates writes, on the active controller, each node's decommission
+// state (1 draining, 2 decommissioned; nodes not being decommissioned are left out) and
+// whether its decommission is blocked (1: some replicas cannot move now, see
+// /v1/nodes).
+func (s *Server) writeDecommissionStates(w io.Writer) {
+	if !s.IsController() {
+		return
+	}
+	snap := s.snapshot()
+	if snap == nil || len(snap.Decommissions) == 0 {
+		return
+	}
+	blocked := controller.DecommissionBlocked(snap)
+	ids := make([]int32, 0, len(snap.Decommissions))
+	for id := range snap.Decommissions {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		state := uint64(1)
+		if snap.Decommissions[id].State == cluster.DecommissionDone {
+			state = 2
+		}
+		vm.WriteGaugeUint64(w, fmt.Sprintf(`gregor_cp_node_decommission_state{node="%d"}`, id), state)
+		b := uint64(0)
+		if len(blocked[id]) > 0 {
+			b = 1
+		}
+		vm.WriteGaugeUint64(w, fmt.Sprintf(`gregor_cp_node_decommission_blocked{node="%d"}`, id), b)
+	}
 }

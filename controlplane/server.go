@@ -1,5 +1,6 @@
 // Package controlplane is the control-plane node (gregor-cp): an embedded etcd member,
-// its HTTP endpoints (/metrics, /healthz, /readyz, /v1/cluster) and its lifecycle. It
+// its HTTP endpoints (/metrics, /healthz, /readyz, /v1/cluster, and the replica-movement
+// API: /v1/nodes, /v1/reassignments, movement_http.go) and its lifecycle. It
 // wires the parts of the control plane together: the controller (package controller:
 // one active in the cluster, elected through etcd, keeping partition leaders and ISRs
 // right) and, for each term this node is the controller, the group coordinator
@@ -52,6 +53,10 @@ const (
 	DefaultElectionMs = 1000
 	// DefaultLeaderRebalanceDelay is Config.LeaderRebalanceDelay's default.
 	DefaultLeaderRebalanceDelay = controller.DefaultLeaderRebalanceDelay
+	// DefaultMovesInFlightMax and DefaultDeadNodeDelay are Config.MovesInFlightMax's and
+	// Config.DeadNodeDelay's defaults.
+	DefaultMovesInFlightMax = controller.DefaultMovesInFlightMax
+	DefaultDeadNodeDelay    = controller.DefaultDeadNodeDelay
 	// clusterToken keeps members of different Gregor clusters from joining each other.
 	clusterToken = "gregor"
 	// compactionRetention is how much etcd history is kept: watchers further behind than
@@ -102,6 +107,18 @@ type Config struct {
 	// (live, in sync, not stopping) before its leadership moves back to it (default
 	// controller.DefaultLeaderRebalanceDelay).
 	LeaderRebalanceDelay time.Duration
+	// AutoBalance turns on the controller's balancer: replicas, then preferred
+	// leaderships, evened out over the live nodes, and the replicas of nodes
+	// unregistered for DeadNodeDelay moved to live ones (off by default, as Kafka has
+	// none).
+	AutoBalance bool
+	// MovesInFlightMax bounds the reassignments in progress for the controller to start
+	// more of its own, for decommissions and the balancer (default
+	// controller.DefaultMovesInFlightMax).
+	MovesInFlightMax int
+	// DeadNodeDelay is how long a node holding replicas must have been unregistered
+	// before the balancer moves them (default controller.DefaultDeadNodeDelay).
+	DeadNodeDelay time.Duration
 	// SessionGrace is how long a data-plane node whose session stream broke (its
 	// process died, closing the connection) has to open another before this member
 	// revokes its registration, moving its leaderships without waiting out the lease
@@ -286,7 +303,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.metrics = newMetrics(s)
 	s.ctl = controller.New(controller.Config{Name: cfg.Name, TTL: cfg.ControllerTTL, Logger: logger,
 		Metrics: s.metrics.set, OnTerm: s.runGroups,
-		NoAutoLeaderRebalance: cfg.NoAutoLeaderRebalance, LeaderRebalanceDelay: cfg.LeaderRebalanceDelay})
+		NoAutoLeaderRebalance: cfg.NoAutoLeaderRebalance, LeaderRebalanceDelay: cfg.LeaderRebalanceDelay,
+		AutoBalance: cfg.AutoBalance, MovesInFlightMax: cfg.MovesInFlightMax, DeadNodeDelay: cfg.DeadNodeDelay})
 	ecfg.ServiceRegister = func(g *grpc.Server) { g.RegisterService(s.sessionService(), nil) }
 	e, err := embed.StartEtcd(ecfg)
 	releasePorts()

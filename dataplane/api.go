@@ -50,6 +50,8 @@ func init() {
 		{key: int16(kmsg.DeleteGroups), min: 0, max: 1, handle: handleGroupRequest},
 		{key: int16(kmsg.OffsetDelete), min: 0, max: 0, handle: handleGroupRequest},
 		{key: electLeadersKey, min: 0, max: 2, handle: handleElectLeaders},
+		{key: alterPartitionReassignmentsKey, min: 0, max: 0, handle: handleAlterPartitionReassignments},
+		{key: listPartitionReassignmentsKey, min: 0, max: 0, handle: handleListPartitionReassignments},
 		{key: apiVersionsKey, min: 0, max: 3, handle: handleApiVersions},
 	}
 	apiTable = make([]*apiVersion, 128)

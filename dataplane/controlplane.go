@@ -49,7 +49,8 @@ const adminTimeout = 30 * time.Second
 // Reconcile brings this node's replicas in line with a metadata snapshot: it leads the
 // partitions whose state names it leader (opening or creating their logs), follows the
 // others assigned to it (opening or creating their logs, and fetching from their
-// leaders: fetcher.go), and deletes the replicas of topics that no longer exist. cmd/dp calls it for every snapshot the watch delivers; it
+// leaders: fetcher.go), and deletes the replicas of topics that no longer exist and those
+// of partitions reassigned away from it. cmd/dp calls it for every snapshot the watch delivers; it
 // is idempotent. Calls are serialised and a snapshot older than one already applied is
 // ignored, so a slow reconcile of an old view cannot reopen the log of a topic a newer
 // view deleted. With Config.BrokerEpoch set, a
@@ -126,10 +127,22 @@ func (s *Server) Reconcile(snap *client.Snapshot) error {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	for topic := range local {
+	for topic, parts := range local {
 		if _, ok := snap.Topics[topic]; !ok {
 			if err := s.replicas.DeleteTopic(topic); err != nil {
 				errs = append(errs, err)
+			}
+			continue
+		}
+		// A replica the partition's state no longer names was reassigned away: its
+		// fetcher is gone (set above), and its log goes, as Kafka's StopReplica with
+		// deletion does.
+		for _, p := range parts {
+			if st, ok := snap.Partitions[cluster.TopicPartition{Topic: topic, Partition: p}]; ok && !contains(st.Replicas, s.cfg.NodeID) {
+				s.logger.Info("replica reassigned away: deleting it", "topic", topic, "partition", p, "replicas", st.Replicas)
+				if err := s.replicas.DeletePartition(topic, p); err != nil {
+					errs = append(errs, err)
+				}
 			}
 		}
 	}

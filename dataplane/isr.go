@@ -57,6 +57,7 @@ func (s *Server) maintainISR() {
 		if !ok || !s.isr.begin(p, ch.From.PartitionEpoch) {
 			continue
 		}
+		p.BeginISRExpansion(ch) // the high watermark waits for the members it adds
 		go s.alterISR(p, ch)
 	}
 }
@@ -109,6 +110,7 @@ func (s *Server) alterISR(p *replica.Partition, ch replica.ISRChange) {
 		BrokerEpochs: ch.BrokerEpochs,
 	})
 	if err != nil {
+		p.EndISRExpansion(from.PartitionEpoch)
 		s.isr.end(p)
 		s.logger.Info("ISR change refused", "topic", p.Topic, "partition", p.Index, "isr", from.ISR, "proposed", isr, "err", err)
 		return

@@ -320,6 +320,27 @@ func (m *Manager) DeleteTopic(topic string) error {
 	return errors.Join(errs...)
 }
 
+// DeletePartition closes and removes this node's replica of topic-partition, with its
+// data, open or only on disk: the partition was reassigned away from this node. The
+// requests parked on it are woken to answer that this node no longer leads it. The
+// files go in the background (segment.RemoveDir).
+func (m *Manager) DeletePartition(topic string, partition int32) error {
+	m.mu.Lock()
+	p := m.partitions[topic][partition]
+	delete(m.partitions[topic], partition)
+	if len(m.partitions[topic]) == 0 {
+		delete(m.partitions, topic)
+	}
+	delete(m.restored[topic], partition)
+	delete(m.hints[topic], partition)
+	m.mu.Unlock()
+	if p == nil {
+		return segment.RemoveDir(m.PartitionDir(topic, partition))
+	}
+	p.Resign()
+	return p.log.Delete()
+}
+
 // Close checkpoints the high watermarks, closes every log cleanly and forgets the
 // replicas.
 func (m *Manager) Close() error {

@@ -222,6 +222,18 @@ type Partition struct {
 	partitionEpoch int32
 	replicas       []int32
 	isr            []int32
+	// expanding are the members an ISR change in flight adds, decided from partition
+	// epoch expandingFrom (BeginISRExpansion): until the change is refused or the state
+	// it wrote is applied, the high watermark counts them as in the ISR already (Kafka's
+	// maximal ISR, KIP-497). The control plane may elect any member of the ISR it holds
+	// — a reassignment's completion makes a member just added the leader at once — so
+	// the high watermark must never pass the log end of a member the control plane may
+	// already list while this leader does not know it yet.
+	expanding     []int32
+	expandingFrom int32
+	// expandingCount is len(expanding), for the appends' high-watermark rule, which
+	// runs without stateMu. Written under stateMu.
+	expandingCount atomic.Int32
 	// followers is the progress of every assigned replica but this node. Invariant:
 	// non-empty only while leading.
 	followers map[int32]*Replica
@@ -463,6 +475,10 @@ func (p *Partition) storeRoleLocked(role Role, epoch int32) {
 // setLeadership stores st's leadership with leader as the leading node. The caller holds
 // stateMu.
 func (p *Partition) setLeadership(st PartitionState, leader int32) {
+	if leader != p.localID || st.PartitionEpoch > p.expandingFrom {
+		p.expanding = nil // the change was applied, or superseded, or this node follows
+		p.expandingCount.Store(0)
+	}
 	p.leaderID = leader
 	p.partitionEpoch = st.PartitionEpoch
 	p.replicas = slices.Clone(st.Replicas)
@@ -476,7 +492,7 @@ func (p *Partition) setLeadership(st PartitionState, leader int32) {
 // log end offset; with followers in the ISR it stays until their progress moves it
 // (advanceHighWatermarkLocked). The caller holds mu.
 func (p *Partition) maybeIncrementHighWatermark(logEndOffset int64) {
-	if p.isrSize.Load() <= 1 {
+	if p.isrSize.Load() <= 1 && p.expandingCount.Load() == 0 {
 		p.raiseHighWatermark(logEndOffset)
 	}
 }
@@ -503,6 +519,11 @@ func (p *Partition) raiseHighWatermark(hw int64) bool {
 // that name unknown replicas) is never known. The caller holds stateMu.
 func (p *Partition) isrHighWatermark() int64 {
 	hw := p.log.LogEndOffset()
+	for _, id := range p.expanding {
+		if r := p.followers[id]; r != nil {
+			hw = min(hw, r.logEndOffset.Load())
+		}
+	}
 	for _, id := range p.isr {
 		if id == p.localID {
 			continue
@@ -654,6 +675,34 @@ func (p *Partition) ProposeISR(nowNs int64, maxLag time.Duration) (change ISRCha
 	}
 	from := LeaderAndIsr{Leader: p.leaderID, LeaderEpoch: epoch, ISR: slices.Clone(p.isr), PartitionEpoch: p.partitionEpoch}
 	return ISRChange{From: from, ISR: isr, BrokerEpochs: epochs}, true
+}
+
+// BeginISRExpansion records that ch, which may add members to the ISR, is being sent:
+// until EndISRExpansion or until a state of a newer partition epoch is applied, the high
+// watermark is the smallest log end offset over the ISR and those members (see
+// Partition.expanding). Call it before sending the change.
+func (p *Partition) BeginISRExpansion(ch ISRChange) {
+	p.stateMu.Lock()
+	defer p.stateMu.Unlock()
+	p.expanding = nil
+	for _, id := range ch.ISR {
+		if !slices.Contains(p.isr, id) {
+			p.expanding = append(p.expanding, id)
+		}
+	}
+	p.expandingFrom = ch.From.PartitionEpoch
+	p.expandingCount.Store(int32(len(p.expanding)))
+}
+
+// EndISRExpansion forgets the members the change decided from partition epoch from
+// would have added: it was refused, or not sent.
+func (p *Partition) EndISRExpansion(from int32) {
+	p.stateMu.Lock()
+	defer p.stateMu.Unlock()
+	if p.expandingFrom == from {
+		p.expanding = nil
+		p.expandingCount.Store(0)
+	}
 }
 
 // maxWaitersPerPartition bounds a partition's waiter list (a flood of long polls).

@@ -408,3 +408,55 @@ func logBytes(t *testing.T, p *Partition) []byte {
 	}
 	return out
 }
+
+// TestHighWatermarkWaitsForISRExpansion (KIP-497's maximal ISR): while an ISR change
+// that adds a follower is in flight, the high watermark does not pass that follower's
+// log end, even with the ISR it knows all caught up, because the control plane may
+// already hold the follower in the ISR and elect it; a refused change, or the applied
+// state, lifts that.
+func TestHighWatermarkWaitsForISRExpansion(t *testing.T) {
+	const lag = time.Second
+	m := newManager(t, t.TempDir())
+	st := leaderState(1, local, 2, 3)
+	st.ISR, st.PartitionEpoch = []int32{local, 2}, 5
+	p := lead(t, m, "t", st)
+	now := time.Now().UnixNano()
+	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 4, 0)))
+	p.UpdateFollowerFetchState(2, BrokerEpochUnknown, 4, now)
+	p.UpdateFollowerFetchState(3, BrokerEpochUnknown, 4, now) // caught up: joins
+	ch, ok := p.ProposeISR(now+1, lag)
+	if !ok || !slices.Equal(ch.ISR, []int32{local, 2, 3}) {
+		t.Fatalf("expand: %+v %v", ch, ok)
+	}
+	p.BeginISRExpansion(ch)
+	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 4, 0)))
+	p.UpdateFollowerFetchState(2, BrokerEpochUnknown, 8, now+2) // the known ISR is at 8
+	if hw := p.HighWatermark(); hw != 4 {
+		t.Fatalf("high watermark %d with 3 joining at 4, want 4", hw)
+	}
+	p.EndISRExpansion(ch.From.PartitionEpoch) // refused
+	p.UpdateFollowerFetchState(2, BrokerEpochUnknown, 8, now+3)
+	if hw := p.HighWatermark(); hw != 8 {
+		t.Fatalf("high watermark %d after the change was refused, want 8", hw)
+	}
+	// Single-member ISR: appends do not move the high watermark past a joining member.
+	st1 := leaderState(2, local, 2)
+	st1.ISR, st1.PartitionEpoch = []int32{local}, 9
+	p = lead(t, m, "t", st1)
+	p.UpdateFollowerFetchState(2, BrokerEpochUnknown, 8, now+4)
+	ch, ok = p.ProposeISR(now+5, lag)
+	if !ok {
+		t.Fatal("no expansion proposed")
+	}
+	p.BeginISRExpansion(ch)
+	appendAsLeader(t, p, testBatch(hdr(-1, -1, -1, 2, 0)))
+	if hw := p.HighWatermark(); hw != 8 {
+		t.Fatalf("high watermark %d after an append with 2 joining at 8, want 8", hw)
+	}
+	st1.ISR, st1.PartitionEpoch = ch.ISR, 10
+	lead(t, m, "t", st1) // the applied state: 2 is in the ISR the leader knows
+	p.UpdateFollowerFetchState(2, BrokerEpochUnknown, 10, now+6)
+	if hw := p.HighWatermark(); hw != 10 {
+		t.Fatalf("high watermark %d once applied, want 10", hw)
+	}
+}

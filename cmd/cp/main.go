@@ -60,7 +60,7 @@ func run(args []string) int {
 	fs.IntVar(&cfg.Groups.MaxSize, "group-max-size", 0, "most members in one group (0: no bound)")
 	fs.DurationVar(&cfg.Groups.OffsetsRetention, "offsets-retention", controlplane.DefaultOffsetsRetention, "how long an empty group keeps its committed offsets")
 	fs.IntVar(&cfg.Groups.OffsetMetadataMaxBytes, "offset-metadata-max-bytes", controlplane.DefaultOffsetMetadataMaxBytes, "largest metadata string of a committed offset")
-	fs.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:9645", "HTTP listener: /metrics, /healthz, /readyz, /v1/cluster")
+	fs.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:9645", "HTTP listener: /metrics, /healthz, /readyz, /v1/cluster, /v1/nodes, /v1/reassignments")
 	fs.UintVar(&cfg.TickMs, "etcd-heartbeat-ms", controlplane.DefaultTickMs, "etcd heartbeat interval (ms)")
 	fs.UintVar(&cfg.ElectionMs, "etcd-election-ms", controlplane.DefaultElectionMs, "etcd election timeout (ms); etcd's shortest lease, and so gregor-dp's shortest --registration-ttl, is 1.5 of it rounded up to whole seconds (1000: 2s; 500 with a 50 ms heartbeat: 1s)")
 	fs.DurationVar(&cfg.ControllerTTL, "controller-ttl", controlplane.DefaultControllerTTL, "controller session TTL: a dead controller is replaced after about this long (whole seconds)")
@@ -68,6 +68,9 @@ func run(args []string) int {
 	autoRebalance := true
 	fs.BoolVar(&autoRebalance, "auto-leader-rebalance", true, "move each partition's leadership back to its preferred replica once that replica is live and in sync (auto.leader.rebalance.enable)")
 	fs.DurationVar(&cfg.LeaderRebalanceDelay, "leader-rebalance-delay", controlplane.DefaultLeaderRebalanceDelay, "how long a preferred replica must have been live, in sync and not shutting down before its leadership moves back to it")
+	fs.BoolVar(&cfg.AutoBalance, "auto-balance", false, "run the balancer: even out replicas, then preferred leaderships, over the live nodes, and move the replicas of nodes unregistered for --auto-balance-dead-node-delay to live ones")
+	fs.IntVar(&cfg.MovesInFlightMax, "moves-in-flight-max", controlplane.DefaultMovesInFlightMax, "most reassignments in progress for the controller to start moves of its own (decommissions, the balancer); reassignments admins ask for are not bounded")
+	fs.DurationVar(&cfg.DeadNodeDelay, "auto-balance-dead-node-delay", controlplane.DefaultDeadNodeDelay, "how long a node holding replicas must have been unregistered before the balancer moves its replicas to live nodes")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error (etcd and gRPC log at warn and above)")
 	fs.Usage = func() {
 		out := fs.Output()

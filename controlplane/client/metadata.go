@@ -51,11 +51,15 @@ const (
 	// controlled-shutdown key went (with its registration).
 	ShutdownPut
 	ShutdownDeleted
+	// DecommissionPut and DecommissionDeleted: a node's decommission was asked for or
+	// changed state, or it was recommissioned.
+	DecommissionPut
+	DecommissionDeleted
 )
 
 // String returns the kind's name.
 func (k ChangeKind) String() string {
-	names := [...]string{"?", "BrokerPut", "BrokerDeleted", "TopicPut", "TopicDeleted", "PartitionPut", "PartitionDeleted", "Resync", "ShutdownPut", "ShutdownDeleted"}
+	names := [...]string{"?", "BrokerPut", "BrokerDeleted", "TopicPut", "TopicDeleted", "PartitionPut", "PartitionDeleted", "Resync", "ShutdownPut", "ShutdownDeleted", "DecommissionPut", "DecommissionDeleted"}
 	if k < 0 || int(k) >= len(names) {
 		return "ChangeKind(" + strconv.Itoa(int(k)) + ")"
 	}
@@ -89,8 +93,18 @@ type Snapshot struct {
 	// ShuttingDown holds, for each node that asked for a controlled shutdown, the broker
 	// epoch of the registration that asked (see InControlledShutdown).
 	ShuttingDown map[int32]int64
+	// Decommissions holds the nodes being decommissioned or decommissioned, registered
+	// or not (see Decommissioning).
+	Decommissions map[int32]cluster.Decommission
 
 	superseded chan struct{}
+}
+
+// Decommissioning reports whether node id is being decommissioned or is decommissioned:
+// no new replica may be placed on it.
+func (s *Snapshot) Decommissioning(id int32) bool {
+	_, ok := s.Decommissions[id]
+	return ok
 }
 
 // InControlledShutdown reports whether node id is registered and its current
@@ -174,12 +188,13 @@ func (m *Metadata) load(ctx context.Context) (*Snapshot, error) {
 		return nil, fmt.Errorf("client: load metadata: %w", err)
 	}
 	s := &Snapshot{
-		Revision:     resp.Header.Revision,
-		Brokers:      map[int32]cluster.Broker{},
-		Topics:       map[string]cluster.Topic{},
-		Partitions:   map[cluster.TopicPartition]cluster.PartitionState{},
-		ShuttingDown: map[int32]int64{},
-		superseded:   make(chan struct{}),
+		Revision:      resp.Header.Revision,
+		Brokers:       map[int32]cluster.Broker{},
+		Topics:        map[string]cluster.Topic{},
+		Partitions:    map[cluster.TopicPartition]cluster.PartitionState{},
+		ShuttingDown:  map[int32]int64{},
+		Decommissions: map[int32]cluster.Decommission{},
+		superseded:    make(chan struct{}),
 	}
 	for _, kv := range resp.Kvs {
 		if _, err := applyPut(s, kv); err != nil {
@@ -352,20 +367,22 @@ func (m *Metadata) apply(wr clientv3.WatchResponse) error {
 	// Copy only the maps this response changes: a broker's lease expiring must not copy
 	// every partition state.
 	next := &Snapshot{
-		Revision:     prev.Revision,
-		Brokers:      prev.Brokers,
-		Topics:       prev.Topics,
-		Partitions:   prev.Partitions,
-		ShuttingDown: prev.ShuttingDown,
-		superseded:   make(chan struct{}),
+		Revision:      prev.Revision,
+		Brokers:       prev.Brokers,
+		Topics:        prev.Topics,
+		Partitions:    prev.Partitions,
+		ShuttingDown:  prev.ShuttingDown,
+		Decommissions: prev.Decommissions,
+		superseded:    make(chan struct{}),
 	}
-	var brokers, topics, partitions, shutdown bool
+	var brokers, topics, partitions, shutdown, decommissions bool
 	for _, ev := range wr.Events {
 		key := string(ev.Kv.Key)
 		brokers = brokers || strings.HasPrefix(key, cluster.BrokersPrefix)
 		topics = topics || strings.HasPrefix(key, cluster.TopicsPrefix)
 		partitions = partitions || strings.HasPrefix(key, cluster.PartitionsPrefix)
 		shutdown = shutdown || strings.HasPrefix(key, cluster.ShutdownPrefix)
+		decommissions = decommissions || strings.HasPrefix(key, cluster.DecommissionPrefix)
 	}
 	if brokers {
 		next.Brokers = maps.Clone(prev.Brokers)
@@ -380,6 +397,12 @@ func (m *Metadata) apply(wr clientv3.WatchResponse) error {
 		next.ShuttingDown = maps.Clone(prev.ShuttingDown)
 		if next.ShuttingDown == nil {
 			next.ShuttingDown = map[int32]int64{}
+		}
+	}
+	if decommissions {
+		next.Decommissions = maps.Clone(prev.Decommissions)
+		if next.Decommissions == nil {
+			next.Decommissions = map[int32]cluster.Decommission{}
 		}
 	}
 	changes := make([]Change, 0, len(wr.Events))
@@ -441,6 +464,13 @@ func applyPut(s *Snapshot, kv *mvccpb.KeyValue) (Change, error) {
 		}
 		s.ShuttingDown[id] = v.Epoch
 		return Change{Kind: ShutdownPut, BrokerID: id}, nil
+	case strings.HasPrefix(key, cluster.DecommissionPrefix):
+		id, v, err := cluster.DecodeDecommission(key, kv.Value, kv.ModRevision)
+		if err != nil {
+			return Change{}, err
+		}
+		s.Decommissions[id] = v
+		return Change{Kind: DecommissionPut, BrokerID: id}, nil
 	}
 	return Change{}, fmt.Errorf("unknown metadata key %q", key)
 }
@@ -473,6 +503,13 @@ func applyDelete(s *Snapshot, key string) (Change, error) {
 		}
 		delete(s.ShuttingDown, id)
 		return Change{Kind: ShutdownDeleted, BrokerID: id}, nil
+	case strings.HasPrefix(key, cluster.DecommissionPrefix):
+		id, err := cluster.ParseDecommissionKey(key)
+		if err != nil {
+			return Change{}, err
+		}
+		delete(s.Decommissions, id)
+		return Change{Kind: DecommissionDeleted, BrokerID: id}, nil
 	}
 	return Change{}, fmt.Errorf("unknown metadata key %q", key)
 }

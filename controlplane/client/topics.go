@@ -34,7 +34,8 @@ type TopicSpec struct {
 	ValidateOnly bool
 }
 
-// CreateTopic validates spec, assigns replicas over the live nodes and creates the
+// CreateTopic validates spec, assigns replicas over the live nodes not being
+// decommissioned (assignableBrokers) and creates the
 // topic and all its partition states in one transaction. It returns the topic and the
 // etcd revision of the creation (WatchMetadata views reach it with WaitRevision).
 //
@@ -60,12 +61,12 @@ func (c *Client) CreateTopic(ctx context.Context, spec TopicSpec) (cluster.Topic
 		return cluster.Topic{}, 0, err
 	}
 	for attempt := 0; ; attempt++ {
-		brokers, _, err := c.LiveBrokers(ctx)
+		brokers, notDecommissioned, err := c.assignableBrokers(ctx)
 		if err != nil {
 			return cluster.Topic{}, 0, fmt.Errorf("client: create topic %s: %w", spec.Name, err)
 		}
 		if int(spec.ReplicationFactor) > len(brokers) {
-			return cluster.Topic{}, 0, errorf(kerr.InvalidReplicationFactor, "replication factor %d is larger than the %d live nodes", spec.ReplicationFactor, len(brokers))
+			return cluster.Topic{}, 0, errorf(kerr.InvalidReplicationFactor, "replication factor %d is larger than the %d live nodes not being decommissioned", spec.ReplicationFactor, len(brokers))
 		}
 		t := cluster.Topic{
 			Name:              spec.Name,
@@ -80,6 +81,7 @@ func (c *Client) CreateTopic(ctx context.Context, spec TopicSpec) (cluster.Topic
 		}
 		key := cluster.TopicKey(t.Name)
 		cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, brokersUnchanged(brokers, assignment)...)
+		cmps = append(cmps, notDecommissioned...)
 		ops := make([]clientv3.Op, 0, len(assignment)+2)
 		ops = append(ops, clientv3.OpPut(key, cluster.MustJSON(t)),
 			// A checkpoint left by an earlier topic of this name must not be read as ours.
@@ -174,7 +176,8 @@ func (c *Client) DeleteTopic(ctx context.Context, name string) (int64, error) {
 }
 
 // CreatePartitions grows a topic to total partitions (Kafka's CreatePartitions), placing
-// the new ones over the live nodes with the topic's replication factor. Refusals:
+// the new ones over the live nodes not being decommissioned with the topic's
+// replication factor. Refusals:
 // UNKNOWN_TOPIC_OR_PARTITION, INVALID_PARTITIONS (total not above the current count or
 // above the limit), INVALID_REPLICATION_FACTOR (too few live nodes), INVALID_UPDATE_VERSION
 // (the topic changed concurrently).
@@ -187,18 +190,19 @@ func (c *Client) CreatePartitions(ctx context.Context, name string, total int32)
 		if total <= t.Partitions || total > cluster.PartitionsPerTopicMax {
 			return 0, errorf(kerr.InvalidPartitions, "topic %q has %d partitions; new total %d must be above that and at most %d", name, t.Partitions, total, cluster.PartitionsPerTopicMax)
 		}
-		brokers, _, err := c.LiveBrokers(ctx)
+		brokers, notDecommissioned, err := c.assignableBrokers(ctx)
 		if err != nil {
 			return 0, fmt.Errorf("client: create partitions %s: %w", name, err)
 		}
 		if int(t.ReplicationFactor) > len(brokers) {
-			return 0, errorf(kerr.InvalidReplicationFactor, "replication factor %d is larger than the %d live nodes", t.ReplicationFactor, len(brokers))
+			return 0, errorf(kerr.InvalidReplicationFactor, "replication factor %d is larger than the %d live nodes not being decommissioned", t.ReplicationFactor, len(brokers))
 		}
 		assignment := AssignReplicas(brokers, int(total-t.Partitions), int(t.ReplicationFactor), t.Partitions, rand.IntN(len(brokers)))
 		key := cluster.TopicKey(name)
 		old := t.Partitions
 		t.Partitions = total
 		cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", modRev)}, brokersUnchanged(brokers, assignment)...)
+		cmps = append(cmps, notDecommissioned...)
 		ops := []clientv3.Op{clientv3.OpPut(key, cluster.MustJSON(t))}
 		for i, replicas := range assignment {
 			ops = append(ops, clientv3.OpPut(cluster.PartitionKey(name, old+int32(i)), cluster.MustJSON(initialState(replicas))))

@@ -1,6 +1,7 @@
 // Package cluster is Gregor's cluster model and its etcd key schema: the registered
 // data-plane nodes (Broker), topics and their configs, partition states (replicas,
-// leader, leader epoch, ISR, partition epoch), high-watermark checkpoints, the group
+// leader, leader epoch, ISR, partition epoch, reassignment in progress), node
+// decommissions, high-watermark checkpoints, the group
 // coordinator's address and the keys every one of them is stored under. SCHEMA.md in
 // controlplane/ describes each key, its value and its writer.
 //

@@ -28,6 +28,10 @@ const (
 	// ShutdownPrefix holds one key per data-plane node in controlled shutdown, bound to
 	// the node's registration lease (ControlledShutdown).
 	ShutdownPrefix = MetaPrefix + "shutdown/"
+	// DecommissionPrefix holds one key per data-plane node being decommissioned or
+	// decommissioned (Decommission): durable, not lease-bound, so the intent outlives
+	// the node's registration and a change of controller.
+	DecommissionPrefix = MetaPrefix + "decommission/"
 	// SessionsPrefix holds one key per data-plane node with an open session, bound to
 	// its registration lease: the nonce of the stream that opened it last.
 	SessionsPrefix = RootPrefix + "sessions/"
@@ -119,12 +123,24 @@ func (tp TopicPartition) String() string { return tp.Topic + "-" + strconv.Itoa(
 //
 // Invariants: Leader is NoLeader or a member of ISR; ISR ⊆ Replicas; every write bumps
 // PartitionEpoch by one and is a compare-and-swap on the previous value; every leader
-// change bumps LeaderEpoch by one.
+// change bumps LeaderEpoch by one. During a reassignment (KIP-455) AddingReplicas and
+// RemovingReplicas are disjoint subsets of Replicas, at least one of them not empty;
+// otherwise both are empty.
 type PartitionState struct {
 	Topic     string `json:"-"`
 	Partition int32  `json:"-"`
-	// Replicas is the assignment; Replicas[0] is the preferred leader.
+	// Replicas is the assignment; Replicas[0] is the preferred leader. During a
+	// reassignment it is the target followed by the original replicas not in the target
+	// (Kafka's order): every replica that holds or is getting the data, so that each of
+	// them follows the leader and any of them in the ISR can be elected.
 	Replicas []int32 `json:"replicas"`
+	// AddingReplicas are the replicas a reassignment adds (in the target, not in the
+	// original assignment): they follow and catch up, and the reassignment completes
+	// once all of them are in the ISR. Empty when no reassignment is in progress.
+	AddingReplicas []int32 `json:"addingReplicas,omitempty"`
+	// RemovingReplicas are the original replicas a reassignment removes (not in the
+	// target): they stay replicas, and in the ISR, until it completes.
+	RemovingReplicas []int32 `json:"removingReplicas,omitempty"`
 	// Leader is the leading node, or NoLeader while the partition is offline.
 	Leader int32 `json:"leader"`
 	// LeaderEpoch counts leader changes; followers and fetchers are fenced by it.
@@ -146,7 +162,44 @@ func (s PartitionState) TopicPartition() TopicPartition {
 func (s PartitionState) Clone() PartitionState {
 	s.Replicas = append([]int32(nil), s.Replicas...)
 	s.ISR = append([]int32(nil), s.ISR...)
+	if s.AddingReplicas != nil {
+		s.AddingReplicas = append([]int32(nil), s.AddingReplicas...)
+	}
+	if s.RemovingReplicas != nil {
+		s.RemovingReplicas = append([]int32(nil), s.RemovingReplicas...)
+	}
 	return s
+}
+
+// Reassigning reports whether a reassignment of the partition is in progress.
+func (s PartitionState) Reassigning() bool {
+	return len(s.AddingReplicas) > 0 || len(s.RemovingReplicas) > 0
+}
+
+// TargetReplicas is the assignment the partition is moving to: Replicas without
+// RemovingReplicas, in order (Replicas itself when no reassignment is in progress).
+func (s PartitionState) TargetReplicas() []int32 { return without(s.Replicas, s.RemovingReplicas) }
+
+// OriginalReplicas is the assignment before the reassignment in progress: Replicas
+// without AddingReplicas, in order (Replicas itself when none is in progress).
+func (s PartitionState) OriginalReplicas() []int32 { return without(s.Replicas, s.AddingReplicas) }
+
+// without returns the members of ids not in drop, in order, in a new slice.
+func without(ids, drop []int32) []int32 {
+	out := make([]int32, 0, len(ids))
+	for _, id := range ids {
+		found := false
+		for _, d := range drop {
+			if d == id {
+				found = true
+				break
+			}
+		}
+		if !found {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // HWCheckpoint is the value of HWPrefix/<topic>/<p>: the last high watermark a leader
@@ -170,6 +223,57 @@ type HWCheckpoint struct {
 // rewriting that key would change the epoch.
 type ControlledShutdown struct {
 	Epoch int64 `json:"epoch"`
+}
+
+// Decommission states (Decommission.State).
+const (
+	// DecommissionDraining: the controller moves every replica off the node.
+	DecommissionDraining = "draining"
+	// DecommissionDone: the node holds no replica any more.
+	DecommissionDone = "decommissioned"
+)
+
+// Decommission is the value of DecommissionPrefix/<id>: an operator asked that node id
+// be emptied (its replicas moved to other nodes by reassignments) and never be given a
+// replica again until it is recommissioned (the key deleted). Topic creation and
+// partition creation leave the node out from the moment the key exists.
+type Decommission struct {
+	// State is DecommissionDraining until the controller sees the node hold no replica,
+	// then DecommissionDone.
+	State string `json:"state"`
+	// RequestedMs is when the decommission was asked for (Unix milliseconds), and
+	// CompletedMs when the node was seen empty (0 while draining).
+	RequestedMs int64 `json:"requestedMs"`
+	CompletedMs int64 `json:"completedMs,omitempty"`
+	// ModRevision is the etcd revision of the last write; not stored in the value.
+	ModRevision int64 `json:"-"`
+}
+
+// DecommissionKey returns the decommission key of node id.
+func DecommissionKey(id int32) string { return DecommissionPrefix + strconv.Itoa(int(id)) }
+
+// DecodeDecommission decodes a decommission key and value: the node id and the value,
+// with modRev as its ModRevision.
+func DecodeDecommission(key string, value []byte, modRev int64) (int32, Decommission, error) {
+	var v Decommission
+	id, err := ParseDecommissionKey(key)
+	if err != nil {
+		return 0, v, err
+	}
+	if err := json.Unmarshal(value, &v); err != nil {
+		return 0, v, fmt.Errorf("decode decommission %s: %w", key, err)
+	}
+	v.ModRevision = modRev
+	return id, v, nil
+}
+
+// ParseDecommissionKey returns the node id in a DecommissionPrefix key.
+func ParseDecommissionKey(key string) (int32, error) {
+	id, err := strconv.ParseInt(strings.TrimPrefix(key, DecommissionPrefix), 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("decommission key %q: %w", key, err)
+	}
+	return int32(id), nil
 }
 
 // BrokerKey returns the registration key of node id.

@@ -70,6 +70,17 @@ type Config struct {
 	// LeaderRebalanceDelay is how long a preferred replica must have been able to lead
 	// before its leadership moves back (default DefaultLeaderRebalanceDelay).
 	LeaderRebalanceDelay time.Duration
+	// AutoBalance turns on the balancer (movement.go): replicas, then preferred
+	// leaderships, evened out over the live nodes, and the replicas of nodes gone for
+	// DeadNodeDelay moved to live ones.
+	AutoBalance bool
+	// MovesInFlightMax bounds the reassignments in progress for the controller to start
+	// more of its own, for decommissions and the balancer (default
+	// DefaultMovesInFlightMax). Reassignments admins ask for are not bounded.
+	MovesInFlightMax int
+	// DeadNodeDelay is how long a node must have been unregistered before the balancer
+	// moves its replicas away (default DefaultDeadNodeDelay).
+	DeadNodeDelay time.Duration
 }
 
 // Conn is how the controller reaches the cluster, once the node's etcd is up.
@@ -110,6 +121,9 @@ type Controller struct {
 	// preferredSince is when each partition was first seen movable back to its
 	// preferred replica (rebalance); used by the reconcile pass only, under writeMu.
 	preferredSince map[cluster.TopicPartition]time.Time
+	// goneSince is when each unregistered node holding replicas was first seen gone
+	// (balancer); used by the reconcile pass only, under writeMu.
+	goneSince map[int32]time.Time
 
 	// controllerChanges counts changes of the active controller seen by this node.
 	controllerChanges *vm.Counter
@@ -117,6 +131,12 @@ type Controller struct {
 	electionsWon *vm.Counter
 	// leaderElections counts partition leader changes written by this node as controller.
 	leaderElections *vm.Counter
+	// reassignmentsStarted, reassignmentsCompleted and reassignmentsCancelled count the
+	// reassignments this node started (asked for, or its own moves), completed and
+	// cancelled as controller.
+	reassignmentsStarted   *vm.Counter
+	reassignmentsCompleted *vm.Counter
+	reassignmentsCancelled *vm.Counter
 }
 
 // New returns a controller that has not started campaigning (Run). Its counters are
@@ -131,10 +151,20 @@ func New(cfg Config) *Controller {
 	if cfg.LeaderRebalanceDelay <= 0 {
 		cfg.LeaderRebalanceDelay = DefaultLeaderRebalanceDelay
 	}
+	if cfg.MovesInFlightMax <= 0 {
+		cfg.MovesInFlightMax = DefaultMovesInFlightMax
+	}
+	if cfg.DeadNodeDelay <= 0 {
+		cfg.DeadNodeDelay = DefaultDeadNodeDelay
+	}
 	c := &Controller{cfg: cfg, kick: make(chan struct{}, 1), preferredSince: map[cluster.TopicPartition]time.Time{},
-		controllerChanges: cfg.Metrics.NewCounter("gregor_cp_controller_changes_total"),
-		electionsWon:      cfg.Metrics.NewCounter("gregor_cp_controller_elections_won_total"),
-		leaderElections:   cfg.Metrics.NewCounter("gregor_cp_partition_leader_elections_total"),
+		goneSince:              map[int32]time.Time{},
+		controllerChanges:      cfg.Metrics.NewCounter("gregor_cp_controller_changes_total"),
+		electionsWon:           cfg.Metrics.NewCounter("gregor_cp_controller_elections_won_total"),
+		leaderElections:        cfg.Metrics.NewCounter("gregor_cp_partition_leader_elections_total"),
+		reassignmentsStarted:   cfg.Metrics.NewCounter("gregor_cp_reassignments_started_total"),
+		reassignmentsCompleted: cfg.Metrics.NewCounter("gregor_cp_reassignments_completed_total"),
+		reassignmentsCancelled: cfg.Metrics.NewCounter("gregor_cp_reassignments_cancelled_total"),
 	}
 	c.current.Store(new(string))
 	return c
@@ -209,6 +239,7 @@ func (c *Controller) lead(ctx context.Context, sess *concurrency.Session, e *con
 		c.term.Store(nil)
 		c.writeMu.Lock()
 		clear(c.preferredSince)
+		clear(c.goneSince)
 		c.writeMu.Unlock()
 		c.isController.Store(false)
 	}()
@@ -299,8 +330,9 @@ func liveFor(st cluster.PartitionState, brokers map[int32]cluster.Broker) (map[i
 }
 
 // reconcile plans elections on the current view and writes them, fenced on this node
-// still holding the election key, in batches of electionTxnPartitionsMax; then, unless
-// turned off, it moves leaderships back to preferred replicas (rebalance).
+// still holding the election key, in batches of electionTxnPartitionsMax; then it
+// completes and starts replica moves (reconcileMoves); then, unless turned off, it
+// moves leaderships back to preferred replicas (rebalance).
 func (c *Controller) reconcile(ctx context.Context, e *concurrency.Election) {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
@@ -315,6 +347,9 @@ func (c *Controller) reconcile(ctx context.Context, e *concurrency.Election) {
 	}
 	if len(olds) > 0 {
 		return // the next pass, on a view with these writes, may rebalance
+	}
+	if c.reconcileMoves(ctx, e, snap, time.Now()) {
+		return // the next pass decides on a view with these writes
 	}
 	if !c.cfg.NoAutoLeaderRebalance {
 		c.rebalance(ctx, e, snap, time.Now())
