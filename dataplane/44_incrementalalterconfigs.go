@@ -113,7 +113,7 @@ func incrementalChange(res *kmsg.IncrementalAlterConfigsRequestResource) configC
 }
 
 // alterList appends to a comma-separated list the items of values it lacks, or
-// subtracts them from it (Kafka's APPEND and SUBTRACT).
+// removes every occurrence of them from it (Kafka's APPEND and SUBTRACT).
 func alterList(list, values string, appendValues bool) string {
 	split := func(s string) []string {
 		var out []string
@@ -126,12 +126,11 @@ func alterList(list, values string, appendValues bool) string {
 	}
 	items := split(list)
 	for _, v := range split(values) {
-		i := slices.Index(items, v)
 		switch {
-		case appendValues && i < 0:
+		case appendValues && !slices.Contains(items, v):
 			items = append(items, v)
-		case !appendValues && i >= 0:
-			items = slices.Delete(items, i, i+1)
+		case !appendValues:
+			items = slices.DeleteFunc(items, func(x string) bool { return x == v })
 		}
 	}
 	return strings.Join(items, ",")
