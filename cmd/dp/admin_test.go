@@ -189,11 +189,20 @@ func TestAlterConfigsReplicated(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sadm.Close()
+	// sdescribe describes one resource with synonyms and documentation (v3+).
+	sdescribe := func(res sarama.ConfigResource) []sarama.ConfigEntry {
+		t.Helper()
+		results, err := sadm.DescribeConfigs([]*sarama.ConfigResource{&res}, sarama.DescribeConfigsOptions{IncludeSynonyms: true, IncludeDocumentation: true})
+		if err != nil || len(results) != 1 || results[0].ErrorCode != 0 {
+			t.Fatalf("sarama DescribeConfigs %+v: %v %+v", res, err, results)
+		}
+		return results[0].Configs
+	}
 	describe := func(name string) sarama.ConfigEntry {
 		t.Helper()
-		entries, err := sadm.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topic, ConfigNames: []string{name}})
-		if err != nil || len(entries) != 1 {
-			t.Fatalf("sarama DescribeConfig %s: %v %+v", name, err, entries)
+		entries := sdescribe(sarama.ConfigResource{Type: sarama.TopicResource, Name: topic, ConfigNames: []string{name}})
+		if len(entries) != 1 || entries[0].Documentation == nil || entries[0].Type == sarama.UnknownConfigType {
+			t.Fatalf("sarama DescribeConfigs %s: %+v", name, entries)
 		}
 		return entries[0]
 	}
@@ -202,7 +211,7 @@ func TestAlterConfigsReplicated(t *testing.T) {
 	}, false); err != nil {
 		t.Fatal(err)
 	}
-	if e := describe("retention.ms"); e.Value != "7200000" || e.Source != sarama.SourceTopic || e.Default {
+	if e := describe("retention.ms"); e.Value != "7200000" || e.Source != sarama.SourceTopic || e.Default || e.Type != sarama.LongConfigType || len(e.Synonyms) != 2 {
 		t.Fatalf("retention.ms after sarama's incremental alter: %+v", e)
 	}
 	if e := describe("max.message.bytes"); e.Value != "300" {
@@ -227,17 +236,15 @@ func TestAlterConfigsReplicated(t *testing.T) {
 	if !errors.Is(err, sarama.ErrInvalidConfig) || !strings.Contains(err.Error(), "--data-dir") {
 		t.Fatalf("sarama alter of a node setting: %v", err)
 	}
-	entries, err := sadm.DescribeConfig(sarama.ConfigResource{Type: sarama.BrokerResource, Name: "2"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	entries := sdescribe(sarama.ConfigResource{Type: sarama.BrokerResource, Name: "2"})
 	var id *sarama.ConfigEntry
 	for i := range entries {
 		if entries[i].Name == "broker.id" {
 			id = &entries[i]
 		}
 	}
-	if id == nil || id.Value != "2" || !id.ReadOnly || id.Source != sarama.SourceStaticBroker {
+	if id == nil || id.Value != "2" || !id.ReadOnly || id.Source != sarama.SourceStaticBroker ||
+		id.Documentation == nil || !strings.Contains(*id.Documentation, "--id") {
 		t.Fatalf("node 2's broker.id: %+v", id)
 	}
 	dirs, err := sadm.DescribeLogDirs([]int32{1, 2, 3})
