@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -464,5 +465,77 @@ func TestHTTP(t *testing.T) {
 	if !v.IsController || v.Controller != s.Name() || len(v.Members) != 1 || len(v.Brokers) != 1 ||
 		len(v.Topics) != 1 || len(v.Topics[0].PartitionStates) != 2 {
 		t.Fatalf("cluster view: %s", body)
+	}
+}
+
+// TestAlterTopicConfigsConcurrently: alters of different configs of one topic, made at
+// once from several clients, all take effect (each lost compare-and-swap is applied
+// again on the winner's value); a bad value, an unknown config and an unknown topic are
+// refused with their codes, and validate-only writes nothing.
+func TestAlterTopicConfigsConcurrently(t *testing.T) {
+	c := newControlPlane(t, 1)
+	c.FakeDP(t, 1, 0)
+	admin := c.ControlPlaneClient(t)
+	ctx := testCtx(t)
+	if _, _, err := admin.CreateTopic(ctx, client.TopicSpec{Name: "cfg", Partitions: 1, ReplicationFactor: 1,
+		Configs: map[string]string{cluster.ConfigRetentionMs: "1000"}}); err != nil {
+		t.Fatal(err)
+	}
+	set := func(k, v string) func(map[string]string) (map[string]string, error) {
+		return func(m map[string]string) (map[string]string, error) {
+			if m == nil {
+				m = map[string]string{}
+			}
+			m[k] = v
+			return m, nil
+		}
+	}
+	values := map[string]string{
+		cluster.ConfigRetentionBytes: "4096", cluster.ConfigSegmentMs: "60000", cluster.ConfigFlushMs: "10",
+		cluster.ConfigMinInsyncReplicas: "1", cluster.ConfigMaxMessageBytes: "2048", cluster.ConfigFlushMessages: "5",
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(values))
+	for k, v := range values {
+		cl := c.NewControlPlaneClient(t, client.Config{})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := cl.AlterTopicConfigs(ctx, "cfg", false, set(k, v))
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	topic, _, err := admin.GetTopic(ctx, "cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	values[cluster.ConfigRetentionMs] = "1000"
+	if !maps.Equal(topic.Configs, values) {
+		t.Fatalf("configs after concurrent alters: %v, want %v", topic.Configs, values)
+	}
+	for _, tc := range []struct {
+		topic, key, value string
+		want              error
+	}{
+		{"cfg", cluster.ConfigRetentionMs, "-2", kerr.InvalidConfig},
+		{"cfg", "no.such.config", "1", kerr.InvalidConfig},
+		{"missing", cluster.ConfigRetentionMs, "1", kerr.UnknownTopicOrPartition},
+	} {
+		if _, err := admin.AlterTopicConfigs(ctx, tc.topic, false, set(tc.key, tc.value)); !errors.Is(err, tc.want) {
+			t.Fatalf("%s %s=%s: %v, want %v", tc.topic, tc.key, tc.value, err, tc.want)
+		}
+	}
+	if rev, err := admin.AlterTopicConfigs(ctx, "cfg", true, set(cluster.ConfigRetentionMs, "5")); err != nil || rev != 0 {
+		t.Fatalf("validate only: %d %v", rev, err)
+	}
+	if after, _, _ := admin.GetTopic(ctx, "cfg"); after.Configs[cluster.ConfigRetentionMs] != "1000" {
+		t.Fatalf("validate only wrote %v", after.Configs)
 	}
 }

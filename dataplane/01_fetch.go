@@ -228,6 +228,9 @@ func (f *fetch) read(p *replica.Partition, rp *proto.FetchPartitionRequest, part
 		if p.TakeISRExpansionDue() {
 			f.s.kickISR()
 		}
+		if rp.LogStartOffset >= 0 { // v5+
+			p.UpdateFollowerLogStartOffset(f.req.ReplicaID, rp.LogStartOffset)
+		}
 		hw = p.HighWatermark() // after the follower's progress moved it
 		part.HighWatermark, part.LastStableOffset = hw, hw
 		bound = log.LogEndOffset()

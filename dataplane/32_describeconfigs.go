@@ -1,91 +1,83 @@
 package dataplane
 
-// DescribeConfigs, key 32, versions 0-2: a topic's configs (those set on it, then the
-// defaults of the rest, marked as such) and this broker's few settings that clients and
-// CLI tools ask for. Synonyms (v1+) list the topic value and the default.
+// DescribeConfigs, key 32, versions 0-4 (v1: config sources and synonyms; v3: config
+// types and documentation, KIP-226 and KIP-519; v4: flexible).
+//
+//   - TOPIC (2): every topic config Gregor understands (or those named), each with the
+//     value the topic sets (DYNAMIC_TOPIC_CONFIG) or the default (DEFAULT_CONFIG); the
+//     synonyms (v1+, when asked) are the topic's value and the broker config whose value
+//     is the default (log.retention.ms for retention.ms), as Kafka lists them. Unknown
+//     topic: UNKNOWN_TOPIC_OR_PARTITION.
+//   - BROKER (4), named by this node's id or empty (this node): the node's settings
+//     (configs.go), read-only: STATIC_BROKER_CONFIG for those its flags set,
+//     DEFAULT_CONFIG for those built in. Another node's id: INVALID_REQUEST, as a Kafka
+//     broker answers a request meant for another (clients send it to that node).
+//   - Anything else: INVALID_REQUEST.
+//
+// Names asked for that do not exist are left out, as Kafka leaves them out. No config
+// is sensitive: the node has no passwords.
 
 import (
-	"sort"
 	"strconv"
 
-	"github.com/gregor-streaming/gregor/controlplane/client"
-	"github.com/gregor-streaming/gregor/controlplane/cluster"
-	"github.com/gregor-streaming/gregor/segment"
+	"github.com/gregor-streaming/gregor/proto"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 const describeConfigsKey = int16(kmsg.DescribeConfigs)
 
-// topicConfigDefaults are the values a topic has when it sets nothing.
-var topicConfigDefaults = map[string]string{
-	cluster.ConfigRetentionMs:           strconv.FormatInt(segment.DefaultRetentionAge.Milliseconds(), 10),
-	cluster.ConfigRetentionBytes:        "-1",
-	cluster.ConfigSegmentBytes:          strconv.Itoa(segment.DefaultSegmentBytes),
-	cluster.ConfigSegmentMs:             strconv.FormatInt(segment.DefaultSegmentAge.Milliseconds(), 10),
-	cluster.ConfigMinInsyncReplicas:     "1",
-	cluster.ConfigMessageTimestampType:  "CreateTime",
-	cluster.ConfigUncleanLeaderElection: "false",
-	cluster.ConfigMaxMessageBytes:       strconv.Itoa(segment.DefaultMaxBatchBytes),
-	cluster.ConfigCleanupPolicy:         "delete",
-	cluster.ConfigCompressionType:       "producer",
-	cluster.ConfigFlushMessages:         flushNever,
-	cluster.ConfigFlushMs:               flushNever,
-}
-
-// flushNever is Kafka's default of flush.messages and flush.ms, Long.MAX_VALUE: the log
-// is not forced to disk (replication is the durability).
-const flushNever = "9223372036854775807"
-
 func handleDescribeConfigs(s *Server, r *request) error {
 	req := kmsg.NewPtrDescribeConfigsRequest()
 	req.SetVersion(r.hdr.APIVersion)
+	if req.IsFlexible() {
+		if err := proto.CheckShape(r.body, proto.DescribeConfigsRequestV4); err != nil {
+			return err
+		}
+	}
 	if err := req.ReadFrom(r.body); err != nil {
 		return err
 	}
 	resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
 	resp.SetVersion(r.hdr.APIVersion)
 	snap := s.snapshot()
+	opts := describeOptions{synonyms: req.IncludeSynonyms && resp.Version >= 1, docs: req.IncludeDocumentation && resp.Version >= 3}
 	for _, res := range req.Resources {
 		rr := kmsg.NewDescribeConfigsResponseResource()
 		rr.ResourceType, rr.ResourceName = res.ResourceType, res.ResourceName
-		var set, defaults map[string]string
 		switch res.ResourceType {
 		case kmsg.ConfigResourceTypeTopic:
 			t, ok := snap.Topics[res.ResourceName]
 			if !ok {
 				rr.ErrorCode = kerr.UnknownTopicOrPartition.Code
-				resp.Resources = append(resp.Resources, rr)
-				continue
+				rr.ErrorMessage = kmsg.StringPtr("topic " + strconv.Quote(res.ResourceName) + " does not exist")
+				break
 			}
-			set, defaults = effectiveConfigs(t.Configs), topicConfigDefaults
+			rr.Configs = describeTopic(effectiveConfigs(t.Configs), res.ConfigNames, opts)
 		case kmsg.ConfigResourceTypeBroker:
-			if res.ResourceName != "" && res.ResourceName != strconv.Itoa(int(s.cfg.NodeID)) {
-				rr.ErrorCode = kerr.InvalidRequest.Code
-				resp.Resources = append(resp.Resources, rr)
-				continue
+			if msg, ok := s.isThisNode(res.ResourceName); !ok {
+				rr.ErrorCode, rr.ErrorMessage = kerr.InvalidRequest.Code, &msg
+				break
 			}
-			defaults = map[string]string{
-				"broker.id":                  strconv.Itoa(int(s.cfg.NodeID)),
-				"auto.create.topics.enable":  "false",
-				"num.partitions":             strconv.Itoa(client.DefaultPartitions),
-				"default.replication.factor": strconv.Itoa(client.DefaultReplicationFactor),
-				"message.max.bytes":          strconv.Itoa(segment.DefaultMaxBatchBytes),
-				"socket.request.max.bytes":   strconv.Itoa(s.cfg.MaxFrameBytes),
-				// The brokers' defaults of flush.messages and flush.ms: never.
-				"log.flush.interval.messages": flushNever,
-				"log.flush.interval.ms":       flushNever,
-			}
+			rr.Configs = describeNode(s.nodeConfigs(), res.ConfigNames, opts)
 		default:
 			rr.ErrorCode = kerr.InvalidRequest.Code
-			resp.Resources = append(resp.Resources, rr)
-			continue
+			rr.ErrorMessage = kmsg.StringPtr("unsupported resource type " + res.ResourceType.String())
 		}
-		rr.Configs = describe(set, defaults, res.ConfigNames, req.IncludeSynonyms, resp.Version, res.ResourceType)
 		resp.Resources = append(resp.Resources, rr)
 	}
 	writeResponse(r, resp)
 	return nil
+}
+
+// isThisNode reports whether a BROKER resource's name means this node: its id, or
+// empty. If not, msg is Kafka's message for a request meant for another broker.
+func (s *Server) isThisNode(name string) (msg string, ok bool) {
+	id := strconv.Itoa(int(s.cfg.NodeID))
+	if name == "" || name == id {
+		return "", true
+	}
+	return "unexpected broker id, expected " + id + " or empty string, but received " + strconv.Quote(name), false
 }
 
 // effectiveConfigs are the configs of a topic that take effect: a value stored by an
@@ -94,58 +86,90 @@ func handleDescribeConfigs(s *Server, r *request) error {
 func effectiveConfigs(configs map[string]string) map[string]string {
 	out := make(map[string]string, len(configs))
 	for k, v := range configs {
-		if client.ValidateConfigs(map[string]string{k: v}) == nil {
+		if lookupTopicConfig(k) != nil && validTopicConfig(k, v) {
 			out[k] = v
 		}
 	}
 	return out
 }
 
-// describe lists configs: every name known (or only the names asked for), each with its
-// set value or its default.
-func describe(set, defaults map[string]string, names []string, synonyms bool, version int16, typ kmsg.ConfigResourceType) []kmsg.DescribeConfigsResponseResourceConfig {
+// describeOptions are what a request asks to include beyond names and values.
+type describeOptions struct {
+	synonyms, docs bool
+}
+
+// wanted reports whether name is among names (nil: every config).
+func wanted(names []string, name string) bool {
 	if names == nil {
-		for k := range defaults {
-			names = append(names, k)
-		}
-		for k := range set {
-			if _, ok := defaults[k]; !ok {
-				names = append(names, k)
-			}
-		}
-		sort.Strings(names)
+		return true
 	}
+	for _, n := range names {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// describeTopic lists a topic's configs: each known one (or each of names), with its
+// set value or its default.
+func describeTopic(set map[string]string, names []string, opts describeOptions) []kmsg.DescribeConfigsResponseResourceConfig {
 	var out []kmsg.DescribeConfigsResponseResourceConfig
-	for _, name := range names {
-		v, isSet := set[name]
-		def, hasDefault := defaults[name]
-		if !isSet && !hasDefault {
+	for _, d := range topicConfigDefs {
+		if !wanted(names, d.name) {
 			continue
 		}
+		v, isSet := set[d.name]
 		c := kmsg.NewDescribeConfigsResponseResourceConfig()
-		c.Name = name
-		c.ReadOnly = typ == kmsg.ConfigResourceTypeBroker
-		c.Source = kmsg.ConfigSourceDefaultConfig
-		value := def
+		c.Name, c.ConfigType = d.name, d.typ
+		c.Source, c.Value, c.IsDefault = kmsg.ConfigSourceDefaultConfig, kmsg.StringPtr(d.def), true
 		if isSet {
-			value = v
-			c.Source = kmsg.ConfigSourceDynamicTopicConfig
+			c.Source, c.Value, c.IsDefault = kmsg.ConfigSourceDynamicTopicConfig, kmsg.StringPtr(v), false
 		}
-		c.Value = kmsg.StringPtr(value)
-		c.IsDefault = !isSet
-		if synonyms && version >= 1 {
+		if opts.docs {
+			c.Documentation = kmsg.StringPtr(d.doc)
+		}
+		if opts.synonyms {
 			if isSet {
-				syn := kmsg.NewDescribeConfigsResponseResourceConfigConfigSynonym()
-				syn.Name, syn.Value, syn.Source = name, kmsg.StringPtr(v), kmsg.ConfigSourceDynamicTopicConfig
-				c.ConfigSynonyms = append(c.ConfigSynonyms, syn)
+				c.ConfigSynonyms = append(c.ConfigSynonyms, synonym(d.name, &v, kmsg.ConfigSourceDynamicTopicConfig))
 			}
-			if hasDefault {
-				syn := kmsg.NewDescribeConfigsResponseResourceConfigConfigSynonym()
-				syn.Name, syn.Value, syn.Source = name, kmsg.StringPtr(def), kmsg.ConfigSourceDefaultConfig
-				c.ConfigSynonyms = append(c.ConfigSynonyms, syn)
-			}
+			c.ConfigSynonyms = append(c.ConfigSynonyms, synonym(d.brokerName, kmsg.StringPtr(d.def), kmsg.ConfigSourceDefaultConfig))
 		}
 		out = append(out, c)
 	}
 	return out
+}
+
+// describeNode lists the node's settings (or those of names), read-only.
+func describeNode(configs []nodeConfig, names []string, opts describeOptions) []kmsg.DescribeConfigsResponseResourceConfig {
+	var out []kmsg.DescribeConfigsResponseResourceConfig
+	for _, n := range configs {
+		if !wanted(names, n.name) {
+			continue
+		}
+		c := kmsg.NewDescribeConfigsResponseResourceConfig()
+		c.Name, c.Value, c.ConfigType, c.ReadOnly = n.name, n.value, n.typ, true
+		c.Source, c.IsDefault = kmsg.ConfigSourceStaticBrokerConfig, false
+		if n.flag == "" {
+			c.Source, c.IsDefault = kmsg.ConfigSourceDefaultConfig, true
+		}
+		if opts.docs {
+			doc := n.doc
+			if n.flag != "" {
+				doc += " Set by gregor-dp's " + n.flag + "."
+			}
+			c.Documentation = &doc
+		}
+		if opts.synonyms {
+			c.ConfigSynonyms = append(c.ConfigSynonyms, synonym(n.name, n.value, c.Source))
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func synonym(name string, value *string, source kmsg.ConfigSource) kmsg.DescribeConfigsResponseResourceConfigConfigSynonym {
+	syn := kmsg.NewDescribeConfigsResponseResourceConfigConfigSynonym()
+	syn.Name, syn.Value, syn.Source = name, value, source
+	return syn
 }

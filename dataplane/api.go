@@ -35,7 +35,9 @@ func init() {
 		{key: createPartitionsKey, min: 0, max: 1, handle: handleCreatePartitions},
 		{key: initProducerIDKey, min: 0, max: 1, handle: handleInitProducerID},
 		{key: offsetForLeaderEpochKey, min: 0, max: 3, handle: handleOffsetForLeaderEpoch},
-		{key: describeConfigsKey, min: 0, max: 2, handle: handleDescribeConfigs},
+		{key: describeConfigsKey, min: 0, max: 4, handle: handleDescribeConfigs},
+		{key: alterConfigsKey, min: 0, max: 2, handle: handleAlterConfigs},
+		{key: incrementalAlterConfigsKey, min: 0, max: 1, handle: handleIncrementalAlterConfigs},
 		{key: describeClusterKey, min: 0, max: 1, handle: handleDescribeCluster},
 		{key: findCoordinatorKey, min: 0, max: 2, handle: handleFindCoordinator},
 		// Forwarded to the group coordinator (11_groups.go, whose groupRefusals lists them).
@@ -52,6 +54,9 @@ func init() {
 		{key: electLeadersKey, min: 0, max: 2, handle: handleElectLeaders},
 		{key: alterPartitionReassignmentsKey, min: 0, max: 0, handle: handleAlterPartitionReassignments},
 		{key: listPartitionReassignmentsKey, min: 0, max: 0, handle: handleListPartitionReassignments},
+		{key: deleteRecordsKey, min: 0, max: 2, handle: handleDeleteRecords},
+		{key: describeLogDirsKey, min: 0, max: 4, handle: handleDescribeLogDirs},
+		{key: describeProducersKey, min: 0, max: 0, handle: handleDescribeProducers},
 		{key: apiVersionsKey, min: 0, max: 3, handle: handleApiVersions},
 	}
 	apiTable = make([]*apiVersion, 128)

@@ -27,6 +27,10 @@ type ControlPlane interface {
 	CreateTopic(ctx context.Context, spec client.TopicSpec) (cluster.Topic, int64, error)
 	DeleteTopic(ctx context.Context, name string) (int64, error)
 	CreatePartitions(ctx context.Context, name string, total int32) (int64, error)
+	// AlterTopicConfigs changes a topic's configs by a compare-and-swap
+	// (controlplane/client's Client.AlterTopicConfigs) and returns the etcd revision of
+	// the change (0: none made).
+	AlterTopicConfigs(ctx context.Context, name string, validateOnly bool, alter func(configs map[string]string) (map[string]string, error)) (int64, error)
 	AllocateProducerIDs(ctx context.Context) (client.ProducerIDBlock, error)
 	// AlterISR changes the ISR of a partition this node leads, as a compare-and-swap on
 	// the epochs of the state it decided from (controlplane/client's

@@ -39,6 +39,11 @@ func (c *ClientControlPlane) CreatePartitions(ctx context.Context, name string, 
 	return c.Client.CreatePartitions(ctx, name, total)
 }
 
+// AlterTopicConfigs implements ControlPlane.
+func (c *ClientControlPlane) AlterTopicConfigs(ctx context.Context, name string, validateOnly bool, alter func(map[string]string) (map[string]string, error)) (int64, error) {
+	return c.Client.AlterTopicConfigs(ctx, name, validateOnly, alter)
+}
+
 // AllocateProducerIDs implements ControlPlane.
 func (c *ClientControlPlane) AllocateProducerIDs(ctx context.Context) (client.ProducerIDBlock, error) {
 	if c.Registration == nil {

@@ -546,6 +546,7 @@ func (f *fetcher) apply(fp *fetchPartition, rp *proto.FetchResponsePartition) {
 			return
 		}
 		fp.p.UpdateFollowerHighWatermark(rp.HighWatermark)
+		f.followLogStart(fp, rp.LogStartOffset)
 	case kerr.OffsetOutOfRange.Code:
 		// Below the leader's log start: start over there. Else past its end: the logs
 		// diverge, truncate by epoch.
@@ -561,6 +562,22 @@ func (f *fetcher) apply(fp *fetchPartition, rp *proto.FetchResponsePartition) {
 		// Not (yet) the leader at this epoch, or an unknown partition there: wait for
 		// the next reconcile or the leader to catch up with the control plane.
 		f.delay(fp)
+	}
+}
+
+// followLogStart moves a follower's log start up to its leader's, as a fetch response
+// carries it (Kafka's follower does so on every fetch: records a DeleteRecords removed
+// on the leader go on its followers too), but never past this replica's high
+// watermark. The leader learns the new start from the next fetch, which a DeleteRecords
+// waiting for its followers needs.
+func (f *fetcher) followLogStart(fp *fetchPartition, leaderLogStart int64) {
+	log := fp.p.Log()
+	target := min(leaderLogStart, fp.p.HighWatermark())
+	if target <= log.LogStartOffset() {
+		return
+	}
+	if _, err := log.IncrementLogStartOffset(target); err != nil {
+		f.s.logger.Warn("replica fetcher: log start", "topic", fp.topic, "partition", fp.partition, "logStartOffset", target, "err", err)
 	}
 }
 

@@ -329,6 +329,10 @@ type serverMetrics struct {
 	appends        *metrics.Counter
 	delayedProduce *metrics.Counter
 	delayedFetch   *metrics.Counter
+	// delayedDeleteRecords counts DeleteRecords requests that waited for followers'
+	// log starts; deleteRecordsWaiting is how many wait now.
+	delayedDeleteRecords *metrics.Counter
+	deleteRecordsWaiting atomic.Int64
 	// consumerBytesOut and replicationBytesOut count the records bytes of fetch
 	// answers, to consumers and to followers; replicationSendfileOut and
 	// replicationCopyOut split the followers' by the path the writer takes for them.
@@ -374,6 +378,8 @@ func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
 		delayedProduce: set.NewCounter(`gregor_purgatory_parked_total{purgatory="produce"}`),
 		delayedFetch:   set.NewCounter(`gregor_purgatory_parked_total{purgatory="fetch"}`),
 
+		delayedDeleteRecords: set.NewCounter(`gregor_purgatory_parked_total{purgatory="delete_records"}`),
+
 		consumerBytesOut:    set.NewCounter(`gregor_fetch_records_bytes_total{reader="consumer"}`),
 		replicationBytesOut: set.NewCounter(`gregor_fetch_records_bytes_total{reader="follower"}`),
 		replicationBytesIn:  set.NewCounter(`gregor_replication_bytes_in_total{path="copy"}`),
@@ -392,6 +398,7 @@ func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
 	set.NewGauge("gregor_connections", func() float64 { return float64(s.nconns.Load()) })
 	set.NewGauge(`gregor_purgatory_size{purgatory="produce"}`, func() float64 { return float64(m.produceWaiting.Load()) })
 	set.NewGauge(`gregor_purgatory_size{purgatory="fetch"}`, func() float64 { return float64(m.fetchWaiting.Load()) })
+	set.NewGauge(`gregor_purgatory_size{purgatory="delete_records"}`, func() float64 { return float64(m.deleteRecordsWaiting.Load()) })
 	set.NewGauge("gregor_group_forwards_in_flight", func() float64 { return float64(m.groupForwarding.Load()) })
 	set.NewGauge(`gregor_fetch_bytes_total{path="sendfile"}`, func() float64 { return float64(s.fetchCounters.Sendfile.Load()) })
 	set.NewGauge(`gregor_fetch_bytes_total{path="copy"}`, func() float64 { return float64(s.fetchCounters.Copied.Load()) })

@@ -126,4 +126,17 @@ var (
 	DescribeClusterRequestV0 = Shape{Bool, Tags}
 	DescribeClusterRequestV1 = Shape{Bool, Int8, Tags}
 	ElectLeadersRequestV2    = Shape{Int8, CompactArray(CompactString, CompactArray(Int32), Tags), Int32, Tags}
+	// Resources: type, name, config names (nullable); include synonyms, documentation.
+	DescribeConfigsRequestV4 = Shape{CompactArray(Int8, CompactString, CompactArray(CompactString), Tags), Bool, Bool, Tags}
+	// Resources: type, name, configs (name, operation, value); validate only.
+	IncrementalAlterConfigsRequestV1 = Shape{CompactArray(Int8, CompactString,
+		CompactArray(CompactString, Int8, CompactString, Tags), Tags), Bool, Tags}
+	// Resources: type, name, configs (name, value); validate only.
+	AlterConfigsRequestV2 = Shape{CompactArray(Int8, CompactString, CompactArray(CompactString, CompactString, Tags), Tags), Bool, Tags}
+	// Topics: name, partitions (partition, offset); timeout.
+	DeleteRecordsRequestV2 = Shape{CompactArray(CompactString, CompactArray(Int32, Int64, Tags), Tags), Int32, Tags}
+	// Topics (nullable): name, partitions.
+	DescribeLogDirsRequestV2 = Shape{CompactArray(CompactString, CompactArray(Int32), Tags), Tags}
+	// Topics: name, partitions.
+	DescribeProducersRequestV0 = Shape{CompactArray(CompactString, CompactArray(Int32), Tags), Tags}
 )

@@ -33,6 +33,41 @@ var shapeCases = []struct {
 		r.SetVersion(2)
 		return r
 	}},
+	{"DescribeConfigs v4", DescribeConfigsRequestV4, func() kmsg.Request {
+		r := kmsg.NewPtrDescribeConfigsRequest()
+		r.SetVersion(4)
+		return r
+	}},
+	{"IncrementalAlterConfigs v1", IncrementalAlterConfigsRequestV1, func() kmsg.Request {
+		r := kmsg.NewPtrIncrementalAlterConfigsRequest()
+		r.SetVersion(1)
+		return r
+	}},
+	{"AlterConfigs v2", AlterConfigsRequestV2, func() kmsg.Request {
+		r := kmsg.NewPtrAlterConfigsRequest()
+		r.SetVersion(2)
+		return r
+	}},
+	{"DeleteRecords v2", DeleteRecordsRequestV2, func() kmsg.Request {
+		r := kmsg.NewPtrDeleteRecordsRequest()
+		r.SetVersion(2)
+		return r
+	}},
+	{"DescribeLogDirs v2", DescribeLogDirsRequestV2, func() kmsg.Request {
+		r := kmsg.NewPtrDescribeLogDirsRequest()
+		r.SetVersion(2)
+		return r
+	}},
+	{"DescribeLogDirs v4", DescribeLogDirsRequestV2, func() kmsg.Request {
+		r := kmsg.NewPtrDescribeLogDirsRequest()
+		r.SetVersion(4)
+		return r
+	}},
+	{"DescribeProducers v0", DescribeProducersRequestV0, func() kmsg.Request {
+		r := kmsg.NewPtrDescribeProducersRequest()
+		r.SetVersion(0)
+		return r
+	}},
 }
 
 // sampleBodies are valid bodies of each case: kmsg-encoded requests with and without
@@ -55,6 +90,30 @@ func sampleBodies(t testing.TB, i int) [][]byte {
 					{Topic: "b-topic", Partitions: nil},
 				}
 				r.Topics[0].UnknownTags.Set(3, []byte("tag"))
+			case *kmsg.DescribeConfigsRequest:
+				r.IncludeSynonyms, r.IncludeDocumentation = true, true
+				r.Resources = []kmsg.DescribeConfigsRequestResource{
+					{ResourceType: 2, ResourceName: "t", ConfigNames: []string{"retention.ms", "segment.bytes"}},
+					{ResourceType: 4, ResourceName: ""},
+				}
+			case *kmsg.IncrementalAlterConfigsRequest:
+				r.ValidateOnly = true
+				r.Resources = []kmsg.IncrementalAlterConfigsRequestResource{{ResourceType: 2, ResourceName: "t",
+					Configs: []kmsg.IncrementalAlterConfigsRequestResourceConfig{
+						{Name: "retention.ms", Op: 0, Value: kmsg.StringPtr("1")}, {Name: "segment.ms", Op: 1},
+					}}}
+				r.Resources[0].UnknownTags.Set(9, []byte("z"))
+			case *kmsg.AlterConfigsRequest:
+				r.Resources = []kmsg.AlterConfigsRequestResource{{ResourceType: 2, ResourceName: "t",
+					Configs: []kmsg.AlterConfigsRequestResourceConfig{{Name: "retention.ms", Value: kmsg.StringPtr("1")}, {Name: "x"}}}}
+			case *kmsg.DeleteRecordsRequest:
+				r.TimeoutMillis = 100
+				r.Topics = []kmsg.DeleteRecordsRequestTopic{{Topic: "t", Partitions: []kmsg.DeleteRecordsRequestTopicPartition{
+					{Partition: 0, Offset: 10}, {Partition: 3, Offset: -1}}}}
+			case *kmsg.DescribeLogDirsRequest:
+				r.Topics = []kmsg.DescribeLogDirsRequestTopic{{Topic: "t", Partitions: []int32{0, 1}}}
+			case *kmsg.DescribeProducersRequest:
+				r.Topics = []kmsg.DescribeProducersRequestTopic{{Topic: "t", Partitions: []int32{0, 1}}, {Topic: "u"}}
 			}
 		}
 		out = append(out, r.AppendTo(nil))

@@ -110,6 +110,9 @@ type Replica struct {
 	// under: the fetch's own, else the view's when it was recorded; BrokerEpochUnknown
 	// until it fetches.
 	fetchBrokerEpoch atomic.Int64
+	// logStartOffset is the follower's log start offset as its last fetch reported it
+	// (Fetch v5+), -1 until it does: DeleteRecords waits on it (LowWatermark).
+	logStartOffset atomic.Int64
 }
 
 func newReplica(id int32) *Replica {
@@ -126,6 +129,7 @@ func (r *Replica) reset() {
 	r.lastFetchLeaderLEO.Store(-1)
 	r.lastFetchTimeNs.Store(0)
 	r.fetchBrokerEpoch.Store(BrokerEpochUnknown)
+	r.logStartOffset.Store(-1)
 }
 
 // updateFetchState records a fetch at fetchOffset made at nowNs under brokerEpoch while
@@ -574,6 +578,39 @@ func (p *Partition) UpdateFollowerFetchState(id int32, brokerEpoch, fetchOffset,
 		p.wakeWaiters()
 	}
 	return true
+}
+
+// UpdateFollowerLogStartOffset records the log start offset follower id's fetch
+// reported (Kafka's Replica.logStartOffset) and, when it moved, wakes the requests
+// parked on the partition: a DeleteRecords waits for the followers' log starts. It
+// does nothing when this node does not lead or id is not an assigned follower.
+func (p *Partition) UpdateFollowerLogStartOffset(id int32, logStartOffset int64) {
+	p.stateMu.RLock()
+	r := p.followers[id]
+	moved := r != nil && p.IsLeader() && r.logStartOffset.Swap(logStartOffset) != logStartOffset
+	p.stateMu.RUnlock()
+	if moved {
+		p.wakeWaiters()
+	}
+}
+
+// LowWatermark is the smallest log start offset over this leader's log and its
+// registered followers' as their fetches reported them (Kafka's lowWatermarkIfLeader;
+// -1 while a registered follower has not reported one). ok is false when this node
+// does not lead.
+func (p *Partition) LowWatermark() (offset int64, ok bool) {
+	p.stateMu.RLock()
+	defer p.stateMu.RUnlock()
+	if !p.IsLeader() {
+		return 0, false
+	}
+	low := p.log.LogStartOffset()
+	for _, r := range p.followers {
+		if r.viewBrokerEpoch.Load() != BrokerNotRegistered {
+			low = min(low, r.logStartOffset.Load())
+		}
+	}
+	return low, true
 }
 
 // TakeISRExpansionDue reports, once, whether a follower fetch showed a follower outside

@@ -1,7 +1,9 @@
 package replica
 
 import (
+	"cmp"
 	"math"
+	"slices"
 
 	"github.com/gregor-streaming/gregor/proto"
 	"github.com/gregor-streaming/gregor/segment"
@@ -27,6 +29,8 @@ type producerBatch struct {
 
 type producerState struct {
 	epoch int16
+	// lastTimestamp is the largest timestamp of the producer's last batch.
+	lastTimestamp int64
 	// batches is a ring of the last batches, newest at (next-1) mod producerBatchesKept.
 	batches [producerBatchesKept]producerBatch
 	n, next int
@@ -97,10 +101,37 @@ func (ps *producerStates) update(h *proto.RecordBatchHeader, firstOffset int64) 
 		st = &producerState{epoch: h.ProducerEpoch}
 		ps.m[h.ProducerID] = st
 	}
+	st.lastTimestamp = h.MaxTimestamp
 	st.add(producerBatch{
 		firstSeq: h.BaseSequence, lastSeq: addSeq(h.BaseSequence, h.LastOffsetDelta),
 		firstOffset: firstOffset, lastOffset: firstOffset + int64(h.LastOffsetDelta),
 	})
+}
+
+// ProducerSnapshot is one idempotent producer's state on a partition, as
+// DescribeProducers describes it.
+type ProducerSnapshot struct {
+	ProducerID    int64
+	ProducerEpoch int16
+	// LastSequence is the sequence number of the producer's last record.
+	LastSequence int32
+	// LastTimestamp is the largest timestamp of its last batch.
+	LastTimestamp int64
+}
+
+// Producers lists the partition's idempotent producers' state, by producer id.
+func (p *Partition) Producers() []ProducerSnapshot {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]ProducerSnapshot, 0, len(p.producers.m))
+	for id, st := range p.producers.m {
+		if st.n == 0 {
+			continue
+		}
+		out = append(out, ProducerSnapshot{ProducerID: id, ProducerEpoch: st.epoch, LastSequence: st.last().lastSeq, LastTimestamp: st.lastTimestamp})
+	}
+	slices.SortFunc(out, func(a, b ProducerSnapshot) int { return cmp.Compare(a.ProducerID, b.ProducerID) })
+	return out
 }
 
 // rebuild replays the log's batch headers.

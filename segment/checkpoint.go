@@ -20,8 +20,14 @@ import (
 //	clean-shutdown           present only between a clean Close and the next Open: the
 //	                         indexes were trimmed and flushed and no recovery is needed.
 //	leader-epoch-checkpoint  "0\n<n>\n" then n lines "<epoch> <startOffset>" (Kafka's).
+//	log-start-offset         "0\n<offset>\n": the log start offset when a DeleteRecords
+//	                         request (or a leader's, for a follower) moved it past the
+//	                         first segment's base offset (Kafka's
+//	                         log-start-offset-checkpoint, one file per log). Open takes
+//	                         the larger of it and the first segment's base offset.
 const (
 	recoveryPointFile     = "recovery-point"
+	logStartOffsetFile    = "log-start-offset"
 	cleanShutdownFile     = "clean-shutdown"
 	leaderEpochFile       = "leader-epoch-checkpoint"
 	checkpointVersion     = 0
@@ -113,4 +119,22 @@ func readRecoveryPoint(dir string) int64 {
 
 func writeRecoveryPoint(dir string, offset int64) error {
 	return WriteFileAtomic(filepath.Join(dir, recoveryPointFile), fmt.Appendf(nil, "%d\n%d\n", checkpointVersion, offset))
+}
+
+// readLogStartOffset returns the checkpointed log start offset, or 0 when the file is
+// missing or unreadable (the first segment's base offset then stands).
+func readLogStartOffset(dir string) int64 {
+	lines, err := readCheckpointLines(filepath.Join(dir, logStartOffsetFile))
+	if err != nil || len(lines) != 1 {
+		return 0
+	}
+	v, err := strconv.ParseInt(lines[0], 10, 64)
+	if err != nil || v < 0 {
+		return 0
+	}
+	return v
+}
+
+func writeLogStartOffset(dir string, offset int64) error {
+	return WriteFileAtomic(filepath.Join(dir, logStartOffsetFile), fmt.Appendf(nil, "%d\n%d\n", checkpointVersion, offset))
 }

@@ -64,6 +64,12 @@ type Log struct {
 	// recoveryPoint: every byte of the log below this offset is on disk. Written under
 	// flushMu, read lock-free. Invariant: recoveryPoint ≤ log end offset.
 	recoveryPoint atomic.Int64
+	// logStartOffset is the first offset a reader may read (Kafka's logStartOffset):
+	// the first segment's base offset, or past it once DeleteRecords moved it
+	// (IncrementLogStartOffset; checkpointed in log-start-offset). Written under mu's
+	// write lock, read lock-free. Invariant: segments[0].baseOffset ≤ logStartOffset ≤
+	// log end offset.
+	logStartOffset atomic.Int64
 
 	checkpointMu sync.Mutex
 
@@ -273,10 +279,23 @@ func (l *Log) load() error {
 		epochsFrom, changed = 0, true // written even if empty: the next open does not scan again
 	}
 	l.epochs = epochs
+	lso := max(readLogStartOffset(l.dir), l.segments[0].baseOffset)
+	if lso > leo {
+		// Records were deleted up to lso, then a crash took appends above the log end
+		// that never reached the disk: what is left lies wholly below the log start,
+		// so the log starts empty there (the records it lacks were deleted anyway).
+		l.logger.Warn("log start offset past the recovered log end, starting the log empty there",
+			"logStartOffset", lso, "logEndOffset", leo)
+		if err := l.truncateFullyAndStartAt(lso); err != nil {
+			return err
+		}
+		leo, epochsFrom = lso, len(l.segments)
+	}
+	l.logStartOffset.Store(lso)
 	if l.epochs.truncateFromEnd(leo) {
 		changed = true
 	}
-	if l.epochs.truncateFromStart(l.segments[0].baseOffset) {
+	if l.epochs.truncateFromStart(lso) {
 		changed = true
 	}
 	var sc headerScanner
@@ -355,12 +374,9 @@ func (l *Log) active() *LogSegment { return l.segments[len(l.segments)-1] }
 // Dir is the log's directory.
 func (l *Log) Dir() string { return l.dir }
 
-// LogStartOffset is the first offset in the log.
-func (l *Log) LogStartOffset() int64 {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	return l.segments[0].baseOffset
-}
+// LogStartOffset is the first offset a reader may read: the first segment's base
+// offset, or past it after IncrementLogStartOffset. Lock-free.
+func (l *Log) LogStartOffset() int64 { return l.logStartOffset.Load() }
 
 // LogEndOffset is the offset the next appended record gets.
 func (l *Log) LogEndOffset() int64 {
@@ -529,7 +545,7 @@ func (l *Log) appendLocked(parts [][]byte, sc scanned, epoch int32, assign bool,
 	}
 	info := AppendInfo{
 		FirstOffset: first, LastOffset: last, SegmentBaseOffset: s.baseOffset, Position: s.size,
-		MaxTimestamp: sc.maxTimestamp, LogAppendTime: -1, LogStartOffset: l.segments[0].baseOffset,
+		MaxTimestamp: sc.maxTimestamp, LogAppendTime: -1, LogStartOffset: l.logStartOffset.Load(),
 		Batches: sc.batches, Records: sc.records, Bytes: sc.bytes,
 	}
 	if assign {
@@ -711,7 +727,7 @@ func (l *Log) Read(dst []Region, offset int64, maxBytes int, upperBound int64, m
 	if l.closed {
 		return dst, ErrClosed
 	}
-	start, end := l.segments[0].baseOffset, l.active().nextOffset
+	start, end := l.logStartOffset.Load(), l.active().nextOffset
 	if offset < start || offset > end {
 		return dst, fmt.Errorf("%w: %d not in [%d, %d]", ErrOffsetOutOfRange, offset, start, end)
 	}
@@ -806,8 +822,11 @@ func (l *Log) OffsetForTimestamp(ts int64) (offset, timestamp int64, found bool,
 			if err != nil {
 				return 0, 0, false, err
 			}
-			if h.MaxTimestamp >= ts {
-				return s.recordAtOrAfter(pos, &h, ts)
+			if h.MaxTimestamp >= ts && h.BaseOffset+int64(h.LastOffsetDelta) >= l.logStartOffset.Load() {
+				offset, timestamp, found, err := s.recordAtOrAfter(pos, &h, ts)
+				// Records below the log start were deleted: the answer is at least
+				// the log start (Kafka searches from it).
+				return max(offset, l.logStartOffset.Load()), timestamp, found, err
 			}
 			pos += int64(h.Size())
 		}
@@ -937,6 +956,12 @@ func (l *Log) TruncateTo(offset int64) (int64, error) {
 			return 0, err
 		}
 	}
+	if l.logStartOffset.Load() > leo {
+		// Kafka's truncateTo lowers the log start with the log end.
+		if err := l.setLogStartOffset(leo); err != nil {
+			return 0, err
+		}
+	}
 	l.lowerRecoveryPoint(leo)
 	// The checkpoint also syncs the directory. A recovery point left above the new log
 	// end would make a crash trust the offsets written again before they are flushed.
@@ -1026,6 +1051,9 @@ func (l *Log) truncateFullyAndStartAt(offset int64) error {
 			return err
 		}
 	}
+	if err := l.setLogStartOffset(offset); err != nil {
+		return err
+	}
 	l.lowerRecoveryPoint(offset)
 	l.flushMu.Lock()
 	l.recoveryPoint.Store(offset)
@@ -1089,7 +1117,11 @@ func (l *Log) DeleteRetained(upperBound int64) (RetentionResult, error) {
 		}
 		expired := l.cfg.RetentionAge > 0 && s.maxTimestamp < nowMs-l.cfg.RetentionAge.Milliseconds()
 		oversize := l.cfg.RetentionBytes > 0 && total-s.size >= l.cfg.RetentionBytes
-		if !expired && !oversize {
+		// A segment wholly below the log start holds only deleted records (Kafka's
+		// deleteLogStartOffsetBreachedSegments); IncrementLogStartOffset deletes them
+		// at once, this catches one whose deletion failed.
+		breached := n+1 < len(l.segments) && l.segments[n+1].baseOffset <= l.logStartOffset.Load()
+		if !expired && !oversize && !breached {
 			break
 		}
 		if n == len(l.segments)-1 {
@@ -1111,7 +1143,8 @@ func (l *Log) DeleteRetained(upperBound int64) (RetentionResult, error) {
 		}
 	}
 	l.segments = append(l.segments[:0], l.segments[n:]...)
-	res.LogStartOffset = l.segments[0].baseOffset
+	res.LogStartOffset = max(l.logStartOffset.Load(), l.segments[0].baseOffset)
+	l.logStartOffset.Store(res.LogStartOffset)
 	if n > 0 {
 		if l.epochs.truncateFromStart(res.LogStartOffset) {
 			if err := l.epochs.persist(); err != nil {
@@ -1123,6 +1156,63 @@ func (l *Log) DeleteRetained(upperBound int64) (RetentionResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// IncrementLogStartOffset moves the log start offset up to offset (Kafka's
+// maybeIncrementLogStartOffset, for DeleteRecords on a leader and, on a follower, for
+// the leader's log start its fetches learn): the records below it can no longer be
+// read, the new start is checkpointed (fsynced) before it is answered, the segments
+// wholly below it are deleted and the leader-epoch cache starts there. An offset at or
+// below the current start changes nothing; one past the log end is ErrOffsetOutOfRange
+// (the caller bounds it by the high watermark). It returns the log start offset after
+// the call.
+func (l *Log) IncrementLogStartOffset(offset int64) (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return 0, ErrClosed
+	}
+	cur, end := l.logStartOffset.Load(), l.active().nextOffset
+	if offset <= cur {
+		return cur, nil
+	}
+	if offset > end {
+		return cur, fmt.Errorf("%w: log start %d past the log end %d", ErrOffsetOutOfRange, offset, end)
+	}
+	// The checkpoint goes first: a crash after a segment's deletion must not reopen the
+	// log at that segment's successor's base with records below offset readable.
+	if err := l.setLogStartOffset(offset); err != nil {
+		return cur, err
+	}
+	n := 0
+	for n+1 < len(l.segments) && l.segments[n+1].baseOffset <= offset {
+		if err := l.segments[n].delete(); err != nil {
+			l.segments = append(l.segments[:0], l.segments[n:]...)
+			return offset, err
+		}
+		n++
+	}
+	l.segments = append(l.segments[:0], l.segments[n:]...)
+	if l.epochs.truncateFromStart(offset) {
+		if err := l.epochs.persist(); err != nil {
+			return offset, err
+		}
+	}
+	if n > 0 {
+		if err := syncDir(l.dir); err != nil {
+			return offset, err
+		}
+	}
+	return offset, nil
+}
+
+// setLogStartOffset sets the log start offset and checkpoints it. The caller holds mu's
+// write lock and keeps the invariant on logStartOffset.
+func (l *Log) setLogStartOffset(offset int64) error {
+	if l.logStartOffset.Swap(offset) == offset {
+		return nil
+	}
+	return writeLogStartOffset(l.dir, offset)
 }
 
 // UpdateConfig applies new settings (a topic's configs changed). Segment and index sizes
