@@ -157,10 +157,6 @@ func groupViews(ctx context.Context, g *globals, adm *kadm.Client, groups []stri
 		if l.FetchErr != nil {
 			return nil, nil, failf("offsets of group %s: %s", name, groupErr(name, l.FetchErr, ""))
 		}
-		if l.State == "Dead" && len(l.Members) == 0 && l.Lag.IsEmpty() {
-			missing = append(missing, name)
-			continue
-		}
 		v := groupView{Group: name, Coordinator: l.Coordinator.NodeID, State: l.State, ProtocolType: l.ProtocolType,
 			Protocol: l.Protocol, Members: []groupMember{}, Offsets: []groupOffset{}}
 		for _, m := range l.Members {
@@ -187,6 +183,10 @@ func groupViews(ctx context.Context, g *globals, adm *kadm.Client, groups []stri
 				v.TotalLag += o.Lag
 			}
 			v.Offsets = append(v.Offsets, o)
+		}
+		if v.State == "Dead" && len(v.Members) == 0 && len(v.Offsets) == 0 {
+			missing = append(missing, name)
+			continue
 		}
 		views = append(views, v)
 	}

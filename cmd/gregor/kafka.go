@@ -89,6 +89,10 @@ func (g *globals) clientOpts(seeds []string) []kgo.Opt {
 		kgo.DialTimeout(dialTimeout),
 		// A request retried past the command's timeout helps no one.
 		kgo.RetryTimeout(g.timeout),
+		// franz-go takes a connection closed before its first answer for a TLS or SASL
+		// mismatch and does not retry; Gregor has neither, and such a close comes from a
+		// node going down (or a proxy before a dead one): retry on another broker.
+		kgo.AlwaysRetryEOF(),
 	}
 }
 

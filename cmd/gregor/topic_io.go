@@ -28,6 +28,10 @@ const (
 	lineBytesMaxDefault = 1 << 20
 	// progressInterval is how often a long produce or consume reports on stderr.
 	progressInterval = 2 * time.Second
+	// unknownTopicAttempts and unknownTopicBackoff bound the wait for a new topic to
+	// reach every node (topicPartitions).
+	unknownTopicAttempts = 4
+	unknownTopicBackoff  = 250 * time.Millisecond
 )
 
 const produceLong = `Each line of stdin is one record's value; with --key-delimiter D, the text before
@@ -80,11 +84,27 @@ func parseCompression(s string) (kgo.CompressionCodec, error) {
 // when it does not exist (produce and consume check before they start, instead of
 // leaving the client to retry an unknown topic).
 func topicPartitions(ctx context.Context, g *globals, adm *kadm.Client, topic string) ([]int32, error) {
-	md, err := adm.Metadata(ctx, topic)
-	if err != nil {
-		return nil, g.requestErr(err, "Metadata")
+	var td kadm.TopicDetail
+	ok := false
+	// Each node learns of a new topic from the control plane a moment after the node
+	// that created it answered: a topic created by the previous command may be unknown
+	// to the node asked now. Ask again a few times before calling it missing.
+	for attempt := 0; attempt < unknownTopicAttempts; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(unknownTopicBackoff):
+			}
+		}
+		md, err := adm.Metadata(ctx, topic)
+		if err != nil {
+			return nil, g.requestErr(err, "Metadata")
+		}
+		td, ok = md.Topics[topic]
+		if ok && !errors.Is(td.Err, kerr.UnknownTopicOrPartition) {
+			break
+		}
 	}
-	td, ok := md.Topics[topic]
 	if !ok || td.Err != nil {
 		err := td.Err
 		if !ok || errors.Is(err, kerr.UnknownTopicOrPartition) {
