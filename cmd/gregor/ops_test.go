@@ -133,6 +133,8 @@ func TestOperatorUsage(t *testing.T) {
 		{[]string{"partition", "elect-leader"}, "or give --all"},
 		{[]string{"partition", "elect-leader", "t", "--type", "random"}, `--type "random"`},
 		{[]string{"cluster", "health", "--watch", "--exit-when-healthy"}, "give one of"},
+		{[]string{"node", "decommission", "three"}, `"three" is not a node id`},
+		{[]string{"node", "recommission"}, "missing NODE-ID"},
 		{[]string{"topic", "list", "-b", "nocolon"}, `"nocolon" is not host:port`},
 		{[]string{"bench-suite", "--quick"}, "bench-suite is now gregor bench suite"},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
@@ -427,6 +429,29 @@ func TestOperatorCommands(t *testing.T) {
 		}
 		g.fails(t, exitFailed, "INVALID_REPLICA_ASSIGNMENT", "partition", "reassign", "one/0:9")
 		g.fails(t, exitFailed, "does not exist", "partition", "reassign", "nope/0:1")
+	})
+
+	t.Run("decommission", func(t *testing.T) {
+		r := g.run("", "node", "decommission", "3", "--no-wait")
+		if unsupportedOnServer(r) {
+			t.Skipf("the control plane does not serve node decommissioning yet: %s", r.stderr)
+		}
+		if r.code != 0 {
+			t.Fatal(r)
+		}
+		// Three nodes hold RF 3 topics: node 3 drains no further than the others allow,
+		// and stays listed as draining until recommissioned.
+		var nodes []nodeView
+		g.okJSON(t, &nodes, "node", "list")
+		if len(nodes) != 3 || nodes[2].State != "draining" {
+			t.Errorf("node list while draining: %+v", nodes)
+		}
+		g.ok(t, "", "node", "recommission", "3")
+		g.okJSON(t, &nodes, "node", "list")
+		if len(nodes) != 3 || nodes[2].State != "up" {
+			t.Errorf("node list after recommission: %+v", nodes)
+		}
+		g.fails(t, exitFailed, "gregor node list shows the nodes", "node", "decommission", "9")
 	})
 
 	t.Run("a node down", func(t *testing.T) {
