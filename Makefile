@@ -94,21 +94,21 @@ chaos-scenarios: build test-deps
 # perf/results/.
 bench: build
 	scripts/install-peers.sh
-	$(BIN)/gregor bench-suite --quick
+	$(BIN)/gregor bench suite --quick
 
 # bench-full: the workloads as written (about 80 minutes).
 bench-full: build
 	scripts/install-peers.sh
-	$(BIN)/gregor bench-suite --full
+	$(BIN)/gregor bench suite --full
 
 # bench-replication: the replication benchmarks (≤ 5 min) on 1 gregor-cp and 3 gregor-dp
 # processes from bin/ — produce at acks=all on RF 3 beside acks=1 on RF 1, a follower
 # catching up 1 GiB, leader failover and restart to ISR — into perf/results/replication-*
 # and BENCHMARKS.md's replication section. REPLICATION_FLAGS adds flags (--full,
-# --registration-ttl 2s, …; bin/gregor bench-suite --replication -h lists them).
+# --registration-ttl 2s, …; bin/gregor bench suite --replication -h lists them).
 REPLICATION_FLAGS ?= --quick
 bench-replication: build
-	$(BIN)/gregor bench-suite --replication $(REPLICATION_FLAGS)
+	$(BIN)/gregor bench suite --replication $(REPLICATION_FLAGS)
 
 # bench-compare: whole-system A/B of BASE's servers against the working tree's on the
 # quick workloads — the check every change to the produce or fetch path goes through,
@@ -158,7 +158,7 @@ bench-compare: build
 	    $(GO) build -o $(CURDIR)/$(BASE_BIN)/gregor-dp ./cmd/dp) || \
 	  { rm -f $(BASE_BIN)/gregor-cp $(BASE_BIN)/gregor-dp; exit 1; }; \
 	fi
-	$(BIN)/gregor bench-compare --base-bin $(BASE_BIN) --base-label '$(BASE)' --base-commit $(BASE_COMMIT) \
+	$(BIN)/gregor bench compare --base-bin $(BASE_BIN) --base-label '$(BASE)' --base-commit $(BASE_COMMIT) \
 	  --new-bin $(BIN) --new-label 'working tree' --rounds $(ROUNDS) --drivers $(DRIVERS) \
 	  $(if $(WORKLOADS),--only $(WORKLOADS)) \
 	  --command 'make bench-compare BASE=$(BASE) ROUNDS=$(ROUNDS) DRIVERS=$(DRIVERS)$(if $(WORKLOADS), WORKLOADS=$(WORKLOADS))'

@@ -33,7 +33,13 @@ Gregor cluster is starting, data under ./$dir:
                  HTTP 127.0.0.1:9645, 9655, 9665 (/metrics, /readyz, /v1/cluster)
   data plane     dp1 127.0.0.1:9092  dp2 127.0.0.1:9192  dp3 127.0.0.1:9292  (Kafka)
                  HTTP 127.0.0.1:9644, 9654, 9664 (/metrics)
-Connect with any Kafka client, e.g.:  kcat -b $kafka -L
+Try it with bin/gregor (docs/cli.md lists its commands):
+  export GREGOR_BROKERS=$kafka GREGOR_CONTROL_PLANE=127.0.0.1:9645,127.0.0.1:9655,127.0.0.1:9665
+  bin/gregor topic create rf3 -p 3 -r 3 -c min.insync.replicas=2
+  seq 100 | bin/gregor topic produce rf3
+  bin/gregor topic describe rf3      # leaders, replicas, ISRs
+  bin/gregor cluster health --exit-when-healthy
+Any Kafka client works too, e.g.:  kcat -b $kafka -L
 Cluster view: curl 127.0.0.1:9645/v1/cluster
 Ctrl-C stops all six.
 MSG

@@ -21,7 +21,7 @@ import (
 // defaultMetricsURL is Gregor's data-plane metrics as `make run` serves them.
 const defaultMetricsURL = "http://127.0.0.1:9644/metrics"
 
-// benchFlags are the flags bench and bench-suite share.
+// benchFlags are the flags bench run and bench suite share.
 type benchFlags struct {
 	bootstrap  string
 	metricsURL string
@@ -58,7 +58,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 func benchCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("gregor bench", flag.ContinueOnError)
+	fs := flag.NewFlagSet("gregor bench run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var f benchFlags
 	f.register(fs)
@@ -70,18 +70,18 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *workload == "" || *driver == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "gregor bench: --workload and --driver are required")
+		fmt.Fprintln(stderr, "gregor bench run: --workload and --driver are required")
 		fs.Usage()
 		return 2
 	}
 	pids, err := f.pids()
 	if err != nil {
-		fmt.Fprintln(stderr, "gregor bench:", err)
+		fmt.Fprintln(stderr, "gregor bench run:", err)
 		return 2
 	}
 	w, err := perf.LoadWorkload(*workload)
 	if err != nil {
-		fmt.Fprintln(stderr, "gregor bench:", err)
+		fmt.Fprintln(stderr, "gregor bench run:", err)
 		return 1
 	}
 	if *quick {
@@ -91,7 +91,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	d, err := drivers.New(*driver, drivers.Options{Bootstrap: f.bootstrap, ServerPIDs: pids, Log: stderr})
 	if err != nil {
-		fmt.Fprintln(stderr, "gregor bench:", err)
+		fmt.Fprintln(stderr, "gregor bench run:", err)
 		return 1
 	}
 	defer d.Close()
@@ -102,12 +102,12 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	if *cpuProfile != "" {
 		pf, err := os.Create(*cpuProfile)
 		if err != nil {
-			fmt.Fprintln(stderr, "gregor bench:", err)
+			fmt.Fprintln(stderr, "gregor bench run:", err)
 			return 1
 		}
 		defer pf.Close()
 		if err := pprof.StartCPUProfile(pf); err != nil {
-			fmt.Fprintln(stderr, "gregor bench:", err)
+			fmt.Fprintln(stderr, "gregor bench run:", err)
 			return 1
 		}
 		defer pprof.StopCPUProfile()
@@ -116,7 +116,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "bench: %s on %s (%s)\n", w.Name, d.System(), cmd)
 	res, err := perf.Run(ctx, perf.RunConfig{Workload: w, Driver: d, MetricsURL: metrics, Progress: stderr, Command: cmd})
 	if err != nil {
-		fmt.Fprintln(stderr, "gregor bench:", err)
+		fmt.Fprintln(stderr, "gregor bench run:", err)
 		return 1
 	}
 	var out bytes.Buffer
@@ -127,12 +127,12 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	stdout.Write(out.Bytes())
 	path := filepath.Join(f.outDir, resultFile(res))
 	if err := perf.WriteJSON(path, res); err != nil {
-		fmt.Fprintln(stderr, "gregor bench:", err)
+		fmt.Fprintln(stderr, "gregor bench run:", err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "result: %s\n", path)
 	if res.PublishErrors > 0 {
-		fmt.Fprintf(stderr, "gregor bench: %d publishes failed, first: %s\n", res.PublishErrors, res.FirstError)
+		fmt.Fprintf(stderr, "gregor bench run: %d publishes failed, first: %s\n", res.PublishErrors, res.FirstError)
 		return 1
 	}
 	return 0
@@ -143,7 +143,7 @@ func resultFile(r *perf.Result) string { return r.Workload.Name + "-" + r.Driver
 
 // benchCommand is the command line that reruns one workload alone.
 func benchCommand(workload, driver, bootstrap string, quick bool) string {
-	c := "bin/gregor bench --workload " + filepath.ToSlash(workload) + " --driver " + driver
+	c := "bin/gregor bench run --workload " + filepath.ToSlash(workload) + " --driver " + driver
 	if bootstrap != "" {
 		c += " --bootstrap " + bootstrap
 	}

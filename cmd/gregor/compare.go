@@ -16,7 +16,7 @@ import (
 	"github.com/gregor-streaming/gregor/perf/drivers"
 )
 
-// Exit statuses of bench-compare beyond the usual 0 (no loss), 1 (failure) and 2 (bad
+// Exit statuses of bench compare beyond the usual 0 (no loss), 1 (failure) and 2 (bad
 // usage).
 const exitLoss = 3
 
@@ -36,7 +36,7 @@ type compareJob struct {
 }
 
 func compareCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("gregor bench-compare", flag.ContinueOnError)
+	fs := flag.NewFlagSet("gregor bench compare", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, compareUsage)
@@ -61,44 +61,44 @@ func compareCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "gregor bench-compare: unexpected argument %q\n", fs.Arg(0))
+		fmt.Fprintf(stderr, "gregor bench compare: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
 	if *report != "" {
 		c, err := perf.ReadComparison(*report)
 		if err != nil {
-			fmt.Fprintln(stderr, "gregor bench-compare:", err)
+			fmt.Fprintln(stderr, "gregor bench compare:", err)
 			return 1
 		}
 		return compareVerdict(c, stdout)
 	}
 	if *baseBin == "" {
-		fmt.Fprintln(stderr, "gregor bench-compare: --base-bin is required")
+		fmt.Fprintln(stderr, "gregor bench compare: --base-bin is required")
 		fs.Usage()
 		return 2
 	}
 	if *rounds < 1 || *lossPct <= 0 {
-		fmt.Fprintln(stderr, "gregor bench-compare: --rounds must be at least 1 and --loss above 0")
+		fmt.Fprintln(stderr, "gregor bench compare: --rounds must be at least 1 and --loss above 0")
 		return 2
 	}
 	drvs, err := compareDrivers(*drv)
 	if err != nil {
-		fmt.Fprintln(stderr, "gregor bench-compare:", err)
+		fmt.Fprintln(stderr, "gregor bench compare:", err)
 		return 2
 	}
 	for _, b := range []string{*baseBin, *newBin} {
 		if !drivers.GregorBinaries(b) {
-			fmt.Fprintf(stderr, "gregor bench-compare: no gregor-cp and gregor-dp in %s\n", b)
+			fmt.Fprintf(stderr, "gregor bench compare: no gregor-cp and gregor-dp in %s\n", b)
 			return 1
 		}
 	}
 	ws, paths, err := perf.LoadWorkloadDir(*dir)
 	if err != nil {
-		fmt.Fprintln(stderr, "gregor bench-compare:", err)
+		fmt.Fprintln(stderr, "gregor bench compare:", err)
 		return 1
 	}
 	if ws, paths, err = selectWorkloads(ws, paths, *only); err != nil {
-		fmt.Fprintln(stderr, "gregor bench-compare:", err)
+		fmt.Fprintln(stderr, "gregor bench compare:", err)
 		return 2
 	}
 	for _, w := range ws {
@@ -112,7 +112,7 @@ func compareCmd(args []string, stdout, stderr io.Writer) int {
 		*newCommit = perf.GitCommit(".")
 	}
 	if *command == "" {
-		*command = "bin/gregor bench-compare " + strings.Join(args, " ")
+		*command = "bin/gregor bench compare " + strings.Join(args, " ")
 	}
 	start := time.Now().UTC()
 	if *out == "" {
@@ -130,7 +130,7 @@ func compareCmd(args []string, stdout, stderr io.Writer) int {
 
 	ctx, cancel := signalContext()
 	defer cancel()
-	fmt.Fprintf(stderr, "bench-compare: %s (%s) against %s (%s): %d workload(s) × %d driver(s) × %d round(s) × 2 sides = %d runs, each on freshly started servers\n",
+	fmt.Fprintf(stderr, "bench compare: %s (%s) against %s (%s): %d workload(s) × %d driver(s) × %d round(s) × 2 sides = %d runs, each on freshly started servers\n",
 		c.Base.Label, c.Base.Commit, c.New.Label, c.New.Commit, len(ws), len(drvs), *rounds, len(jobs))
 	began := time.Now()
 	for i, j := range jobs {
@@ -141,23 +141,23 @@ func compareCmd(args []string, stdout, stderr io.Writer) int {
 		if i > 0 {
 			eta = ", about " + roughly(time.Since(began)/time.Duration(i)*time.Duration(len(jobs)-i)) + " left"
 		}
-		fmt.Fprintf(stderr, "\nbench-compare: [run %d/%d%s] round %d/%d · %s (%s) · %s · %s\n",
+		fmt.Fprintf(stderr, "\nbench compare: [run %d/%d%s] round %d/%d · %s (%s) · %s · %s\n",
 			i+1, len(jobs), eta, j.round, *rounds, j.side.name, j.side.Label, j.w.Name, j.driver)
 		run := perf.CompareRun{Round: j.round, Side: j.side.name, Workload: j.w.Name, Driver: j.driver, Load: perf.LoadAverage()}
 		res, err := compareOne(ctx, j, stderr)
 		if err != nil && ctx.Err() != nil {
 			// An interrupted run measured nothing worth keeping; its servers are stopped.
-			fmt.Fprintf(stderr, "bench-compare: interrupted during %s on %s\n", j.w.Name, j.side.name)
+			fmt.Fprintf(stderr, "bench compare: interrupted during %s on %s\n", j.w.Name, j.side.name)
 			break
 		}
 		run.Result = res
 		if err != nil {
 			run.Error = err.Error()
-			fmt.Fprintf(stderr, "bench-compare: %s on %s failed: %v\n", j.w.Name, j.side.name, err)
+			fmt.Fprintf(stderr, "bench compare: %s on %s failed: %v\n", j.w.Name, j.side.name, err)
 		}
 		c.Runs = append(c.Runs, run)
 		if err := perf.WriteJSON(*out, c); err != nil {
-			fmt.Fprintln(stderr, "gregor bench-compare:", err)
+			fmt.Fprintln(stderr, "gregor bench compare:", err)
 			return 1
 		}
 		if i < len(jobs)-1 {
@@ -168,24 +168,24 @@ func compareCmd(args []string, stdout, stderr io.Writer) int {
 	c.LoadAfter = perf.LoadAverage()
 	c.Interrupted = len(c.Runs) < len(jobs)
 	if err := perf.WriteJSON(*out, c); err != nil {
-		fmt.Fprintln(stderr, "gregor bench-compare:", err)
+		fmt.Fprintln(stderr, "gregor bench compare:", err)
 		return 1
 	}
 	md := strings.TrimSuffix(*out, filepath.Ext(*out)) + ".md"
 	if err := os.WriteFile(md, []byte(perf.RenderComparison(c, c.Tables())), 0o644); err != nil {
-		fmt.Fprintln(stderr, "gregor bench-compare:", err)
+		fmt.Fprintln(stderr, "gregor bench compare:", err)
 		return 1
 	}
-	fmt.Fprintf(stderr, "\nbench-compare: raw results in %s, the table also in %s\n\n", *out, md)
+	fmt.Fprintf(stderr, "\nbench compare: raw results in %s, the table also in %s\n\n", *out, md)
 	code := compareVerdict(c, stdout)
 	if c.Interrupted {
-		fmt.Fprintln(stderr, "gregor bench-compare: interrupted")
+		fmt.Fprintln(stderr, "gregor bench compare: interrupted")
 		return 1
 	}
 	return code
 }
 
-const compareUsage = `usage: gregor bench-compare --base-bin DIR [flags]
+const compareUsage = `usage: gregor bench compare --base-bin DIR [flags]
 
 Whole-system A/B comparison of two builds of Gregor's servers (gregor-cp, gregor-dp) on
 the quick bench workloads: every workload is run on each side in turn (A B, then B A, …) for

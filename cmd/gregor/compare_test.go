@@ -31,13 +31,13 @@ func TestCompareUsage(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"bench-compare"}, 2, "--base-bin is required"},
-		{[]string{"bench-compare", "--base-bin", bins, "--rounds", "0"}, 2, "--rounds must be at least 1"},
-		{[]string{"bench-compare", "--base-bin", bins, "--drivers", "redis"}, 2, `"redis" cannot drive Gregor`},
-		{[]string{"bench-compare", "--base-bin", bins, "extra"}, 2, "unexpected argument"},
-		{[]string{"bench-compare", "--base-bin", t.TempDir(), "--new-bin", bins}, 1, "no gregor-cp and gregor-dp in"},
-		{[]string{"bench-compare", "--base-bin", bins, "--new-bin", bins, "--workloads", wdir, "--only", "nope"}, 2, `no workload "nope" (have tiny)`},
-		{[]string{"bench-compare", "--report", "/nonexistent.json"}, 1, "no such file"},
+		{[]string{"bench", "compare"}, 2, "--base-bin is required"},
+		{[]string{"bench", "compare", "--base-bin", bins, "--rounds", "0"}, 2, "--rounds must be at least 1"},
+		{[]string{"bench", "compare", "--base-bin", bins, "--drivers", "redis"}, 2, `"redis" cannot drive Gregor`},
+		{[]string{"bench", "compare", "--base-bin", bins, "extra"}, 2, "unexpected argument"},
+		{[]string{"bench", "compare", "--base-bin", t.TempDir(), "--new-bin", bins}, 1, "no gregor-cp and gregor-dp in"},
+		{[]string{"bench", "compare", "--base-bin", bins, "--new-bin", bins, "--workloads", wdir, "--only", "nope"}, 2, `no workload "nope" (have tiny)`},
+		{[]string{"bench", "compare", "--report", "/nonexistent.json"}, 1, "no such file"},
 	}
 	for _, tc := range tests {
 		code, _, stderr := runCLI(tc.args...)
@@ -97,7 +97,7 @@ func TestCompareFailedRuns(t *testing.T) {
 	bins := fakeBins(t)
 	wdir, _ := writeWorkload(t)
 	out := filepath.Join(t.TempDir(), "compare.json")
-	code, stdout, stderr := runCLI("bench-compare", "--base-bin", bins, "--new-bin", bins, "--base-label", "HEAD~1",
+	code, stdout, stderr := runCLI("bench", "compare", "--base-bin", bins, "--new-bin", bins, "--base-label", "HEAD~1",
 		"--base-commit", "abc", "--new-commit", "def", "--workloads", wdir, "--rounds", "2", "--settle", "0", "--out", out)
 	if code != 1 {
 		t.Fatalf("code %d\n%s\n%s", code, stdout, stderr)
@@ -154,7 +154,7 @@ func TestCompareReportExitStatus(t *testing.T) {
 		if err := perf.WriteJSON(path, c); err != nil {
 			t.Fatal(err)
 		}
-		code, stdout, stderr := runCLI("bench-compare", "--report", path)
+		code, stdout, stderr := runCLI("bench", "compare", "--report", path)
 		if code != tc.code || !strings.Contains(stdout, tc.want) {
 			t.Errorf("new rate %v: code %d (want %d), output lacks %q:\n%s%s", tc.newRate, code, tc.code, tc.want, stdout, stderr)
 		}

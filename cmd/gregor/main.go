@@ -1,67 +1,135 @@
-// Command gregor is Gregor's command-line tool. Its subcommands run the bench suite
-// (package perf):
+// Command gregor is Gregor's command-line tool: it administers a cluster through the
+// Kafka protocol (franz-go's kadm and kgo) and, for what Kafka has no API for, the
+// control plane's HTTP API; and it runs the bench suite (package perf).
 //
-//	gregor bench --workload FILE --driver kafka|kafka-raw|jetstream|redis [--bootstrap ADDR]
-//	gregor bench-suite --quick|--full [--bootstrap ADDR]
-//	gregor bench-suite --replication --quick|--full [--registration-ttl 6s] [--session-grace 1s]
-//	gregor bench-report [--suite perf/results/suite-quick.json]
-//	gregor bench-compare --base-bin DIR [--new-bin bin] [--rounds 3] [--drivers kafka-raw]
+//	gregor topic create|delete|list|describe|add-partitions|alter-config|produce|consume
+//	gregor group list|describe|seek|delete
+//	gregor cluster info|health
+//	gregor partition reassign|elect-leader
+//	gregor node list|decommission|recommission
+//	gregor bench run|suite|report|compare
 //
-// bench runs one workload on one system and prints a table; bench-suite runs every
-// workload of perf/workloads on every system available and rewrites the generated
-// section of BENCHMARKS.md (with --replication, the replication benchmarks of
-// perf/replication and their section); bench-report regenerates that section and the charts from a
-// saved suite without running anything; bench-compare runs the quick workloads on two
-// builds of Gregor's servers, rounds interleaved, and prints a Markdown table of the
-// medians, their ratios and the losses (make bench-compare BASE=<rev> builds the base).
+// The operator commands take rpk's nouns and verbs and Kafka's flag names: --brokers/-b
+// (GREGOR_BROKERS, default 127.0.0.1:9092), --control-plane (GREGOR_CONTROL_PLANE,
+// default 127.0.0.1:9645), --format text|json, --timeout. They print aligned tables or
+// JSON on stdout, errors (named by their Kafka error, with what to do) and progress on
+// stderr, and exit 0 on success, 1 when the operation failed, 2 on bad usage, 3 when
+// the cluster does not answer. docs/cli.md describes every command.
+//
+// The bench commands: bench run runs one workload on one system and prints a table;
+// bench suite runs every workload of perf/workloads on every system available and
+// rewrites the generated section of BENCHMARKS.md (with --replication, the replication
+// benchmarks of perf/replication and their section); bench report regenerates that
+// section and the charts from a saved suite without running anything; bench compare
+// runs the quick workloads on two builds of Gregor's servers, rounds interleaved, and
+// prints a Markdown table of the medians, their ratios and the losses (make
+// bench-compare BASE=<rev> builds the base).
 package main
 
 import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
-const usage = `usage:
-  gregor bench --workload FILE --driver kafka|kafka-raw|jetstream|redis [flags]
-      run one workload on one system (gregor bench -h for flags)
-  gregor bench-suite --quick|--full [flags]
+const usage = `usage: gregor <command> [flags]
+
+Administer a Gregor cluster (Kafka protocol, and the control plane's HTTP API):
+  topic      create, delete, list, describe, add-partitions, alter-config, produce, consume
+  group      list, describe, seek, delete
+  cluster    info, health
+  partition  reassign, elect-leader
+  node       list, decommission, recommission
+
+Benchmarks:
+  bench      run, suite, report, compare
+
+Flags of every cluster command:
+  -b, --brokers host:port,...   Kafka listeners (env GREGOR_BROKERS, default 127.0.0.1:9092)
+  --control-plane host:port     a gregor-cp's HTTP address (env GREGOR_CONTROL_PLANE,
+                                default 127.0.0.1:9645)
+  --format text|json            aligned columns (default) or JSON
+  --timeout 30s                 bound on the command's requests
+
+Exit status: 0 ok, 1 the operation failed, 2 bad usage, 3 the cluster does not answer.
+gregor <command> -h lists a command's verbs and flags; docs/cli.md has examples.
+
+  gregor topic create demo -p 3
+  printf 'k1:hello\nk2:world\n' | gregor topic produce demo --key-delimiter :
+  gregor topic consume demo -n 2
+`
+
+const benchUsage = `usage:
+  gregor bench run --workload FILE --driver kafka|kafka-raw|jetstream|redis [flags]
+      run one workload on one system (gregor bench run -h for flags)
+  gregor bench suite --quick|--full [flags]
       run every workload on every available system and rewrite BENCHMARKS.md
-  gregor bench-suite --replication --quick|--full [flags]
+  gregor bench suite --replication --quick|--full [flags]
       the replication benchmarks on 1 gregor-cp and 3 gregor-dp processes: RF 3
       against RF 1, a follower's catch-up, failover, restart to ISR (make
       bench-replication)
-  gregor bench-report [--suite FILE] [--benchmarks FILE]
+  gregor bench report [--suite FILE] [--benchmarks FILE]
       regenerate BENCHMARKS.md's section and the charts from a saved suite
-  gregor bench-compare --base-bin DIR [flags]
+  gregor bench compare --base-bin DIR [flags]
       A/B two builds of gregor-cp and gregor-dp on the quick workloads (gregor
-      bench-compare -h for flags and exit statuses; make bench-compare BASE=<rev>)
+      bench compare -h for flags and exit statuses; make bench-compare BASE=<rev>)
 `
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
 }
 
-// run dispatches a subcommand and returns the exit status: 0 success, 1 failure, 2 bad
-// usage.
-func run(args []string, stdout, stderr io.Writer) int {
+// run dispatches a command line and returns the exit status: 0 success, 1 failure, 2
+// bad usage, 3 cluster unreachable (and bench compare's own, see compare.go).
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return 2
+		return exitUsage
 	}
 	switch args[0] {
 	case "bench":
-		return benchCmd(args[1:], stdout, stderr)
-	case "bench-suite":
-		return suiteCmd(args[1:], stdout, stderr)
-	case "bench-report":
-		return reportCmd(args[1:], stdout, stderr)
-	case "bench-compare":
-		return compareCmd(args[1:], stdout, stderr)
+		return benchDispatch(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
-		return 0
+		return exitOK
 	}
-	fmt.Fprintf(stderr, "gregor: unknown command %q\n%s", args[0], usage)
-	return 2
+	if sub, ok := strings.CutPrefix(args[0], "bench-"); ok {
+		// The bench commands' names before they moved under gregor bench.
+		fmt.Fprintf(stderr, "gregor: %s is now gregor bench %s\n", args[0], sub)
+		return exitUsage
+	}
+	if strings.HasPrefix(args[0], "-") || tree().sub(args[0]) != nil {
+		return runOperator(args, stdin, stdout, stderr, getenv)
+	}
+	fmt.Fprintf(stderr, "gregor: unknown command %q\n\n%s", args[0], usage)
+	return exitUsage
+}
+
+// benchDispatch runs gregor bench's commands.
+func benchDispatch(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, benchUsage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "run":
+		return benchCmd(args[1:], stdout, stderr)
+	case "suite":
+		return suiteCmd(args[1:], stdout, stderr)
+	case "report":
+		return reportCmd(args[1:], stdout, stderr)
+	case "compare":
+		return compareCmd(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, benchUsage)
+		return exitOK
+	}
+	if strings.HasPrefix(args[0], "-") {
+		// gregor bench --workload F …, as BENCHMARKS.md's generated sections written
+		// before bench run existed still show it.
+		return benchCmd(args, stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "gregor bench: unknown command %q\n%s", args[0], benchUsage)
+	return exitUsage
 }

@@ -40,7 +40,7 @@ func writeWorkload(t *testing.T) (dir, file string) {
 
 func runCLI(args ...string) (code int, stdout, stderr string) {
 	var o, e bytes.Buffer
-	code = run(args, &o, &e)
+	code = run(args, strings.NewReader(""), &o, &e, func(string) string { return "" })
 	return code, o.String(), e.String()
 }
 
@@ -52,12 +52,12 @@ func TestUsage(t *testing.T) {
 	}{
 		{nil, 2, "usage:"},
 		{[]string{"frobnicate"}, 2, "unknown command"},
-		{[]string{"bench"}, 2, "--workload and --driver are required"},
-		{[]string{"bench", "--workload", "x.yaml"}, 2, "required"},
-		{[]string{"bench-suite"}, 2, "exactly one of --quick and --full"},
-		{[]string{"bench-suite", "--quick", "--full"}, 2, "exactly one"},
-		{[]string{"bench", "--workload", "x", "--driver", "redis", "--server-pid", "abc"}, 2, "not a pid"},
-		{[]string{"bench", "--workload", "/nonexistent.yaml", "--driver", "redis"}, 1, "no such file"},
+		{[]string{"bench", "run"}, 2, "--workload and --driver are required"},
+		{[]string{"bench", "run", "--workload", "x.yaml"}, 2, "required"},
+		{[]string{"bench", "suite"}, 2, "exactly one of --quick and --full"},
+		{[]string{"bench", "suite", "--quick", "--full"}, 2, "exactly one"},
+		{[]string{"bench", "run", "--workload", "x", "--driver", "redis", "--server-pid", "abc"}, 2, "not a pid"},
+		{[]string{"bench", "run", "--workload", "/nonexistent.yaml", "--driver", "redis"}, 1, "no such file"},
 	}
 	for _, tc := range tests {
 		code, _, stderr := runCLI(tc.args...)
@@ -76,7 +76,7 @@ func TestBenchNoBroker(t *testing.T) {
 	}
 	defer res.Close()
 	addr := res.Addr()
-	code, _, stderr := runCLI("bench", "--workload", file, "--driver", "kafka", "--bootstrap", addr)
+	code, _, stderr := runCLI("bench", "run", "--workload", file, "--driver", "kafka", "--bootstrap", addr)
 	if code != 1 || !strings.Contains(stderr, "no Kafka-compatible broker at "+addr) {
 		t.Errorf("code %d, stderr %q", code, stderr)
 	}
@@ -88,7 +88,7 @@ func TestBenchAgainstGregor(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{})
 	_, file := writeWorkload(t)
 	out := t.TempDir()
-	code, stdout, stderr := runCLI("bench", "--workload", file, "--driver", "kafka-raw", "--bootstrap", c.Brokers()[0],
+	code, stdout, stderr := runCLI("bench", "run", "--workload", file, "--driver", "kafka-raw", "--bootstrap", c.Brokers()[0],
 		"--metrics", "http://127.0.0.1:1/metrics", "--out", out)
 	if code != 0 {
 		t.Fatalf("code %d\n%s\n%s", code, stdout, stderr)
@@ -123,7 +123,7 @@ func TestSuiteRewritesOnlyItsSection(t *testing.T) {
 			drv += "," + b[0]
 		}
 	}
-	code, stdout, stderr := runCLI("bench-suite", "--quick", "--workloads", dir, "--out", out, "--benchmarks", bench,
+	code, stdout, stderr := runCLI("bench", "suite", "--quick", "--workloads", dir, "--out", out, "--benchmarks", bench,
 		"--drivers", drv, "--bootstrap", c.Brokers()[0], "--metrics", "http://127.0.0.1:1/metrics")
 	if code != 0 {
 		t.Fatalf("code %d\n%s\n%s", code, stdout, stderr)
@@ -149,7 +149,7 @@ func TestSuiteRewritesOnlyItsSection(t *testing.T) {
 	if err := os.WriteFile(bench, []byte(before+perf.SectionBegin+"\n"+perf.SectionEnd+after), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, stderr := runCLI("bench-report", "--suite", filepath.Join(out, "suite-quick.json"), "--benchmarks", bench); code != 0 {
+	if code, _, stderr := runCLI("bench", "report", "--suite", filepath.Join(out, "suite-quick.json"), "--benchmarks", bench); code != 0 {
 		t.Fatalf("bench-report: %d %s", code, stderr)
 	}
 	again, _ := os.ReadFile(bench)

@@ -31,10 +31,10 @@ func hasFlag(args []string, name string) bool {
 	return false
 }
 
-// replicationCmd is `gregor bench-suite --replication`: the cluster part of the suite
+// replicationCmd is `gregor bench suite --replication`: the cluster part of the suite
 // (package perf/replication) on 1 gregor-cp and 3 gregor-dp processes it starts.
 func replicationCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("gregor bench-suite --replication", flag.ContinueOnError)
+	fs := flag.NewFlagSet("gregor bench suite --replication", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Bool("replication", true, "run the replication benchmarks (this command)")
 	quick := fs.Bool("quick", false, fmt.Sprintf("quick: workloads scaled as the quick suite scales them (warmup ≤ %v, test ≤ %v); about 3 minutes", perf.QuickWarmupMax, perf.QuickTestMax))
@@ -55,17 +55,17 @@ func replicationCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *quick == *full || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "gregor bench-suite --replication: give exactly one of --quick and --full")
+		fmt.Fprintln(stderr, "gregor bench suite --replication: give exactly one of --quick and --full")
 		fs.Usage()
 		return 2
 	}
 	if !drivers.GregorBinaries(*bin) {
-		fmt.Fprintf(stderr, "gregor bench-suite --replication: no %s/gregor-cp and %s/gregor-dp (make build)\n", *bin, *bin)
+		fmt.Fprintf(stderr, "gregor bench suite --replication: no %s/gregor-cp and %s/gregor-dp (make build)\n", *bin, *bin)
 		return 1
 	}
 	all, _, err := perf.LoadWorkloadDir(*dir)
 	if err != nil {
-		fmt.Fprintln(stderr, "gregor bench-suite --replication:", err)
+		fmt.Fprintln(stderr, "gregor bench suite --replication:", err)
 		return 1
 	}
 	var ws []*perf.Workload
@@ -78,7 +78,7 @@ func replicationCmd(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 		if !found && n != "" {
-			fmt.Fprintf(stderr, "gregor bench-suite --replication: no workload %q in %s\n", n, *dir)
+			fmt.Fprintf(stderr, "gregor bench suite --replication: no workload %q in %s\n", n, *dir)
 			return 2
 		}
 	}
@@ -96,11 +96,11 @@ func replicationCmd(args []string, stdout, stderr io.Writer) int {
 		RegistrationTTL: *ttl, SessionGrace: *grace, EtcdHeartbeatMs: *heartbeat, EtcdElectionMs: *election, ReplicaLagTimeMax: *lag,
 		BacklogBytes: int64(*backlogGB * (1 << 30)), FailoverTrials: *trials, Progress: stderr,
 		LogDir:  filepath.Join(*out, "tmp", "replication-logs"),
-		Command: "bin/gregor bench-suite " + strings.Join(args, " ")})
+		Command: "bin/gregor bench suite " + strings.Join(args, " ")})
 	if err != nil {
-		fmt.Fprintln(stderr, "gregor bench-suite --replication:", err)
+		fmt.Fprintln(stderr, "gregor bench suite --replication:", err)
 		if ctx.Err() != nil {
-			fmt.Fprintln(stderr, "gregor bench-suite --replication: interrupted; BENCHMARKS.md left as it was")
+			fmt.Fprintln(stderr, "gregor bench suite --replication: interrupted; BENCHMARKS.md left as it was")
 		}
 		return 1
 	}
@@ -110,13 +110,13 @@ func replicationCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		name := strings.TrimSuffix(resultFile(pr.Result), ".json") + ttlSuffix(rep) + ".json"
 		if err := perf.WriteJSON(filepath.Join(*out, name), pr.Result); err != nil {
-			fmt.Fprintln(stderr, "gregor bench-suite --replication:", err)
+			fmt.Fprintln(stderr, "gregor bench suite --replication:", err)
 			return 1
 		}
 	}
 	section := replication.Section(rep)
 	if err := writeReplication(rep, section, *out, *bench); err != nil {
-		fmt.Fprintln(stderr, "gregor bench-suite --replication:", err)
+		fmt.Fprintln(stderr, "gregor bench suite --replication:", err)
 		return 1
 	}
 	fmt.Fprint(stdout, section)

@@ -32,7 +32,7 @@ func TestReplicationBench(t *testing.T) {
 	if err := os.WriteFile(bench, []byte(before+replication.SectionBegin+"\nold\n"+replication.SectionEnd+after), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	code, stdout, stderr := runCLI("bench-suite", "--replication", "--quick", "--gregor-bin", filepath.Dir(cp),
+	code, stdout, stderr := runCLI("bench", "suite", "--replication", "--quick", "--gregor-bin", filepath.Dir(cp),
 		"--workloads", dir, "--replication-workloads", "tiny", "--out", out, "--benchmarks", bench,
 		"--backlog-gb", "0.015625", "--failover-trials", "1", "--replica-lag-time-max", "2s", "--registration-ttl", "2s")
 	if code != 0 {

@@ -30,7 +30,7 @@ func suiteCmd(args []string, stdout, stderr io.Writer) int {
 	if hasFlag(args, "replication") {
 		return replicationCmd(args, stdout, stderr)
 	}
-	fs := flag.NewFlagSet("gregor bench-suite", flag.ContinueOnError)
+	fs := flag.NewFlagSet("gregor bench suite", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var f benchFlags
 	f.register(fs)
@@ -41,28 +41,28 @@ func suiteCmd(args []string, stdout, stderr io.Writer) int {
 	only := fs.String("drivers", strings.Join(drivers.Names, ","), "drivers to run, comma-separated")
 	reading := fs.String("reading", filepath.Join("perf", "READING.md"), "hand-written reading carried into the section (skipped if missing)")
 	bin := fs.String("gregor-bin", "bin", "directory with gregor-cp and gregor-dp, started when no broker answers at --bootstrap")
-	fs.Bool("replication", false, "instead, the replication benchmarks on 1 gregor-cp and 3 gregor-dp processes (gregor bench-suite --replication -h for their flags)")
+	fs.Bool("replication", false, "instead, the replication benchmarks on 1 gregor-cp and 3 gregor-dp processes (gregor bench suite --replication -h for their flags)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *quick == *full || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "gregor bench-suite: give exactly one of --quick and --full")
+		fmt.Fprintln(stderr, "gregor bench suite: give exactly one of --quick and --full")
 		fs.Usage()
 		return 2
 	}
 	pids, err := f.pids()
 	if err != nil {
-		fmt.Fprintln(stderr, "gregor bench-suite:", err)
+		fmt.Fprintln(stderr, "gregor bench suite:", err)
 		return 2
 	}
 	ws, paths, err := perf.LoadWorkloadDir(*dir)
 	if err != nil {
-		fmt.Fprintln(stderr, "gregor bench-suite:", err)
+		fmt.Fprintln(stderr, "gregor bench suite:", err)
 		return 1
 	}
 	mode := scaleMode(*quick, ws)
 	suite := &perf.Suite{Mode: mode, StartedAt: time.Now().UTC(), Commit: perf.GitCommit("."), Machine: perf.DescribeMachine(),
-		Command: "bin/gregor bench-suite " + strings.Join(args, " "), LoadBefore: perf.LoadAverage()}
+		Command: "bin/gregor bench suite " + strings.Join(args, " "), LoadBefore: perf.LoadAverage()}
 	ctx, cancel := signalContext()
 	defer cancel()
 
@@ -93,15 +93,15 @@ func suiteCmd(args []string, stdout, stderr io.Writer) int {
 			targets = append(targets, target{driver: name, opts: drivers.Options{Log: stderr}})
 		case "":
 		default:
-			fmt.Fprintf(stderr, "gregor bench-suite: unknown driver %q (one of %s)\n", name, strings.Join(drivers.Names, ", "))
+			fmt.Fprintf(stderr, "gregor bench suite: unknown driver %q (one of %s)\n", name, strings.Join(drivers.Names, ", "))
 			return 2
 		}
 	}
 	for _, s := range suite.Skipped {
-		fmt.Fprintln(stderr, "bench-suite: not run:", s)
+		fmt.Fprintln(stderr, "bench suite: not run:", s)
 	}
 	if len(targets) == 0 {
-		fmt.Fprintln(stderr, "gregor bench-suite: no system to run")
+		fmt.Fprintln(stderr, "gregor bench suite: no system to run")
 		return 1
 	}
 
@@ -115,24 +115,24 @@ func suiteCmd(args []string, stdout, stderr io.Writer) int {
 			if err != nil {
 				failed++
 				msg := fmt.Sprintf("%s on %s failed: %v", w.Name, t.driver, err)
-				fmt.Fprintln(stderr, "bench-suite:", msg)
+				fmt.Fprintln(stderr, "bench suite:", msg)
 				suite.Skipped = append(suite.Skipped, msg)
 				continue
 			}
 			suite.Results = append(suite.Results, res)
 			if err := perf.WriteJSON(filepath.Join(f.outDir, resultFile(res)), res); err != nil {
-				fmt.Fprintln(stderr, "gregor bench-suite:", err)
+				fmt.Fprintln(stderr, "gregor bench suite:", err)
 				return 1
 			}
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		fmt.Fprintln(stderr, "gregor bench-suite: interrupted; BENCHMARKS.md left as it was")
+		fmt.Fprintln(stderr, "gregor bench suite: interrupted; BENCHMARKS.md left as it was")
 		return 1
 	}
 	suite.LoadAfter = perf.LoadAverage()
 	if err := writeSuite(suite, f.outDir, *bench, *reading); err != nil {
-		fmt.Fprintln(stderr, "gregor bench-suite:", err)
+		fmt.Fprintln(stderr, "gregor bench suite:", err)
 		return 1
 	}
 	var out bytes.Buffer
@@ -174,7 +174,7 @@ func kafkaTarget(name string, f benchFlags, pids []int, binDir string, g **drive
 		if f.bootstrap != "" || !drivers.GregorBinaries(binDir) {
 			return t, fmt.Sprintf("%s: no Kafka-compatible broker at %s, and no %s/gregor-cp and %s/gregor-dp to start (Gregor's data-plane program has not landed yet)", name, addr, binDir, binDir)
 		}
-		fmt.Fprintf(log, "bench-suite: starting Gregor from %s/\n", binDir)
+		fmt.Fprintf(log, "bench suite: starting Gregor from %s/\n", binDir)
 		started, err := drivers.StartGregor(binDir)
 		if err != nil {
 			return t, fmt.Sprintf("%s: starting Gregor from %s failed: %v", name, binDir, err)
@@ -193,7 +193,7 @@ func runOne(ctx context.Context, w *perf.Workload, path string, t target, quick 
 	}
 	defer d.Close()
 	cmd := benchCommand(path, t.driver, t.bootstrapFlag, quick)
-	fmt.Fprintf(log, "bench-suite: %s on %s\n", w.Name, d.System())
+	fmt.Fprintf(log, "bench suite: %s on %s\n", w.Name, d.System())
 	wc := *w // Run records the workload; each result keeps its own copy
 	return perf.Run(ctx, perf.RunConfig{Workload: &wc, Driver: d, MetricsURL: t.metrics, Progress: log, Command: cmd})
 }
@@ -229,9 +229,9 @@ func readReading(path string) (string, error) {
 // reportCmd regenerates the BENCHMARKS.md section and the charts from a suite file, e.g.
 // after BENCHMARKS.md was rewritten by hand or the report's layout changed.
 func reportCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("gregor bench-report", flag.ContinueOnError)
+	fs := flag.NewFlagSet("gregor bench report", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	suitePath := fs.String("suite", filepath.Join("perf", "results", "suite-quick.json"), "suite file written by bench-suite")
+	suitePath := fs.String("suite", filepath.Join("perf", "results", "suite-quick.json"), "suite file written by bench suite")
 	bench := fs.String("benchmarks", "BENCHMARKS.md", "file whose generated section is rewritten")
 	readingPath := fs.String("reading", filepath.Join("perf", "READING.md"), "hand-written reading carried into the section (skipped if missing)")
 	if err := fs.Parse(args); err != nil {
@@ -243,12 +243,12 @@ func reportCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	s, err := perf.ReadSuite(*suitePath)
 	if err != nil {
-		fmt.Fprintln(stderr, "gregor bench-report:", err)
+		fmt.Fprintln(stderr, "gregor bench report:", err)
 		return 1
 	}
 	outDir := filepath.Dir(*suitePath)
 	if err := perf.WriteCharts(outDir, s.Results); err != nil {
-		fmt.Fprintln(stderr, "gregor bench-report:", err)
+		fmt.Fprintln(stderr, "gregor bench report:", err)
 		return 1
 	}
 	rel, err := filepath.Rel(filepath.Dir(*bench), outDir)
@@ -257,11 +257,11 @@ func reportCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	reading, err := readReading(*readingPath)
 	if err != nil {
-		fmt.Fprintln(stderr, "gregor bench-report:", err)
+		fmt.Fprintln(stderr, "gregor bench report:", err)
 		return 1
 	}
 	if err := perf.UpdateBenchmarks(*bench, perf.Section(s, filepath.ToSlash(rel), reading)); err != nil {
-		fmt.Fprintln(stderr, "gregor bench-report:", err)
+		fmt.Fprintln(stderr, "gregor bench report:", err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "section rewritten in %s from %s\n", *bench, *suitePath)

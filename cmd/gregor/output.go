@@ -1,0 +1,97 @@
+package main
+
+// Output: text tables with aligned columns (as rpk prints them), or JSON (--format json)
+// for scripts: one document per command, fields named as in Kafka's own tools.
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// table writes rows of aligned columns: upper-case headers, two spaces between columns.
+type table struct {
+	tw *tabwriter.Writer
+}
+
+func newTable(w io.Writer, headers ...string) *table {
+	t := &table{tw: tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)}
+	if len(headers) > 0 {
+		t.row(anys(headers)...)
+	}
+	return t
+}
+
+func anys(s []string) []any {
+	a := make([]any, len(s))
+	for i, v := range s {
+		a[i] = v
+	}
+	return a
+}
+
+// row writes one row; each column is printed with %v.
+func (t *table) row(cols ...any) {
+	for i, c := range cols {
+		if i > 0 {
+			fmt.Fprint(t.tw, "\t")
+		}
+		fmt.Fprint(t.tw, c)
+	}
+	fmt.Fprint(t.tw, "\n")
+}
+
+func (t *table) flush() { _ = t.tw.Flush() }
+
+// section writes a heading over a block of text output, as rpk's describe does.
+func section(w io.Writer, first bool, name string) {
+	if !first {
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w, name)
+	fmt.Fprintln(w, strings.Repeat("=", len(name)))
+}
+
+// writeJSON writes v as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// int32s prints node ids as Kafka's tools do: [1 2 3] → "1,2,3"; empty → "-".
+func int32s(ids []int32) string {
+	if len(ids) == 0 {
+		return "-"
+	}
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = strconv.Itoa(int(id))
+	}
+	return strings.Join(s, ",")
+}
+
+// orDash prints an empty string as "-".
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// parseInt32s parses "1,2,3" into node ids.
+func parseInt32s(s string) ([]int32, error) {
+	var ids []int32
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		n, err := strconv.ParseInt(f, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a node id", f)
+		}
+		ids = append(ids, int32(n))
+	}
+	return ids, nil
+}
