@@ -51,7 +51,7 @@ var packageMap = map[string][]string{
 
 	"cmd/cp":           {"controlplane", "node"},
 	"cmd/dp":           {"dataplane", "node", "proto", "segment"},
-	"cmd/gregor":       {"perf", "perf/drivers", "perf/replication"},
+	"cmd/gregor":       {"controlplane/api", "perf", "perf/drivers", "perf/replication"},
 	"perf":             {},
 	"perf/drivers":     {"internal/reserve", "perf", "proto"},
 	"perf/replication": {"perf", "perf/drivers"},

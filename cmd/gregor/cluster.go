@@ -7,11 +7,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/gregor-streaming/gregor/controlplane/api"
 	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kadm"
 )
@@ -55,14 +58,17 @@ type health struct {
 }
 
 // healthOf reads the partitions' health from Metadata: offline (no leader),
-// under-replicated (ISR smaller than the replicas), and the nodes down (holding
-// replicas, not registered).
-func healthOf(md kadm.Metadata) health {
+// under-replicated (ISR smaller than the replicas); and the nodes down: with the control
+// plane's node list (cpNodes non-nil), the nodes it knows that are not registered (a
+// decommissioned node excepted: it was taken out of service); without, the nodes named
+// as replicas that Metadata does not list (Metadata lists the registered nodes).
+func healthOf(md kadm.Metadata, cpNodes []api.Node) health {
 	h := health{KafkaController: md.Controller, Nodes: md.Brokers.NodeIDs(), NodesDown: []int32{},
 		OfflinePartitions: []partitionRef{}, UnderReplicatedPartitions: []partitionRef{}}
 	if h.Nodes == nil {
 		h.Nodes = []int32{}
 	}
+	slices.Sort(h.Nodes)
 	down := map[int32]bool{}
 	for _, t := range md.Topics.Sorted() {
 		for _, p := range t.Partitions.Sorted() {
@@ -73,11 +79,18 @@ func healthOf(md kadm.Metadata) health {
 			if len(p.ISR) < len(p.Replicas) {
 				h.UnderReplicatedPartitions = append(h.UnderReplicatedPartitions, ref)
 			}
-			for _, r := range p.Replicas {
-				if !slices.Contains(h.Nodes, r) {
-					down[r] = true
+			if cpNodes == nil {
+				for _, r := range p.Replicas {
+					if !slices.Contains(h.Nodes, r) {
+						down[r] = true
+					}
 				}
 			}
+		}
+	}
+	for _, n := range cpNodes {
+		if !n.Registered && n.State != api.NodeDecommissioned {
+			down[n.ID] = true
 		}
 	}
 	for id := range down {
@@ -86,6 +99,24 @@ func healthOf(md kadm.Metadata) health {
 	slices.Sort(h.NodesDown)
 	h.Healthy = len(h.Nodes) > 0 && len(h.OfflinePartitions) == 0 && len(h.UnderReplicatedPartitions) == 0
 	return h
+}
+
+// cpNodesBestEffort reads the control plane's node list for a command that can do
+// without it: nil, and a note on stderr the first time (*warned), when it does not
+// answer.
+func cpNodesBestEffort(ctx context.Context, g *globals, warned *bool) []api.Node {
+	nodes, err := g.cpNodes(ctx)
+	if err != nil {
+		if !*warned {
+			*warned = true
+			g.warnf("control plane: %v; nodes down are those named as replicas but not registered", cpErr(err, "GET /v1/nodes"))
+		}
+		return nil
+	}
+	if nodes == nil {
+		nodes = []api.Node{}
+	}
+	return nodes
 }
 
 func refs(ps []partitionRef) string {
@@ -141,16 +172,21 @@ func clusterHealth(fs *pflag.FlagSet) runFunc {
 			deadline = time.After(g.timeout)
 		}
 		var last string
+		cpWarned := false
 		for {
 			rctx, cancel := g.bounded(ctx)
 			md, err := adm.Metadata(rctx)
+			var cpNodes []api.Node
+			if err == nil {
+				cpNodes = cpNodesBestEffort(rctx, g, &cpWarned)
+			}
 			cancel()
 			if err != nil && !*watch && !*untilHealthy {
 				return g.requestErr(err, "Metadata")
 			}
 			var h health
 			if err == nil {
-				h = healthOf(md)
+				h = healthOf(md, cpNodes)
 				if key := fmt.Sprint(h); key != last {
 					last = key
 					if *watch || *untilHealthy {
@@ -207,15 +243,23 @@ func unhealthyReason(h health) string {
 	return strings.Join(why, ", ") + "; see gregor cluster info"
 }
 
-// clusterNode is one node as cluster info shows it.
+// clusterNode is one node as cluster info shows it: every node Metadata lists (the
+// registered ones) or names as a replica, and every node the control plane knows.
 type clusterNode struct {
 	ID   int32  `json:"id"`
-	Addr string `json:"address"`
+	Addr string `json:"address,omitempty"`
 	Rack string `json:"rack,omitempty"`
+	// State is the control plane's (api.NodeLive, NodeUnregistered, NodeDraining,
+	// NodeDecommissioned); without an answer from it, live for a node Metadata lists and
+	// unregistered for one it names only as a replica.
+	State string `json:"state"`
 	// ControlledShutdown: the node is stopping, its leaderships moving away.
 	ControlledShutdown bool `json:"controlledShutdown,omitempty"`
-	Leaders            int  `json:"leaders"`
-	Replicas           int  `json:"replicas"`
+	// Leaders and Replicas count the partitions it leads and holds, from Metadata.
+	Leaders  int `json:"leaders"`
+	Replicas int `json:"replicas"`
+	// Blocked says why a draining node's replicas cannot all move now.
+	Blocked []string `json:"blocked,omitempty"`
 }
 
 // groupLag is one group as cluster info shows it.
@@ -224,6 +268,7 @@ type groupLag struct {
 	State    string `json:"state"`
 	Members  int    `json:"members"`
 	TotalLag int64  `json:"totalLag"`
+	Error    string `json:"error,omitempty"`
 }
 
 // clusterInfoView is cluster info's document.
@@ -238,6 +283,58 @@ type clusterInfoView struct {
 	Partitions          int           `json:"partitions"`
 	health
 	Groups []groupLag `json:"groups"`
+	// NotAnswering are the nodes that did not answer their piece of a broadcast
+	// (ListGroups): what only they know is missing above.
+	NotAnswering []notAnswering `json:"notAnswering"`
+}
+
+// clusterNodes joins Metadata's nodes (registered ones, and the replicas it names) with
+// the control plane's (nil: it did not answer).
+func clusterNodes(md kadm.Metadata, cpNodes []api.Node) []clusterNode {
+	byID := map[int32]*clusterNode{}
+	get := func(id int32) *clusterNode {
+		n := byID[id]
+		if n == nil {
+			n = &clusterNode{ID: id, State: api.NodeUnregistered}
+			byID[id] = n
+		}
+		return n
+	}
+	for _, b := range md.Brokers {
+		n := get(b.NodeID)
+		n.Addr, n.State = net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port))), api.NodeLive
+		if b.Rack != nil {
+			n.Rack = *b.Rack
+		}
+	}
+	for _, t := range md.Topics {
+		for _, p := range t.Partitions {
+			if p.Leader >= 0 {
+				get(p.Leader).Leaders++
+			}
+			for _, r := range p.Replicas {
+				get(r).Replicas++
+			}
+		}
+	}
+	for _, cn := range cpNodes {
+		n := get(cn.ID)
+		// A node Metadata lists is registered: the control plane knows it (it answers
+		// from a view at least as new as the node's); its state says more (draining).
+		n.State, n.ControlledShutdown, n.Blocked = cn.State, cn.ControlledShutdown, cn.Blocked
+		if n.Addr == "" && cn.Registered {
+			n.Addr = net.JoinHostPort(cn.Host, strconv.Itoa(int(cn.Port)))
+		}
+		if n.Rack == "" {
+			n.Rack = cn.Rack
+		}
+	}
+	out := make([]clusterNode, 0, len(byID))
+	for _, n := range byID {
+		out = append(out, *n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
 }
 
 func clusterInfo(fs *pflag.FlagSet) runFunc {
@@ -252,73 +349,78 @@ func clusterInfo(fs *pflag.FlagSet) runFunc {
 		if err != nil {
 			return g.requestErr(err, "Metadata")
 		}
-		v := clusterInfoView{ClusterID: md.Cluster, health: healthOf(md), Nodes: []clusterNode{}, ControlPlaneMembers: []string{}, Groups: []groupLag{}}
-		byID := map[int32]*clusterNode{}
-		for _, b := range md.Brokers {
-			n := clusterNode{ID: b.NodeID, Addr: fmt.Sprintf("%s:%d", b.Host, b.Port)}
-			if b.Rack != nil {
-				n.Rack = *b.Rack
-			}
-			v.Nodes = append(v.Nodes, n)
-		}
-		for i := range v.Nodes {
-			byID[v.Nodes[i].ID] = &v.Nodes[i]
-		}
+		v := clusterInfoView{ClusterID: md.Cluster, ControlPlaneMembers: []string{}, Groups: []groupLag{}, NotAnswering: []notAnswering{}}
 		for _, t := range md.Topics {
 			v.Topics++
-			for _, p := range t.Partitions {
-				v.Partitions++
-				if n := byID[p.Leader]; n != nil {
-					n.Leaders++
-				}
-				for _, r := range p.Replicas {
-					if n := byID[r]; n != nil {
-						n.Replicas++
-					}
-				}
-			}
+			v.Partitions += len(t.Partitions)
 		}
-		// The control plane: the active controller, its members, nodes stopping.
+		// The control plane: the active controller, its members, the nodes' states.
+		var cpNodes []api.Node
 		if cv, err := g.cpCluster(ctx); err != nil {
-			g.warnf("control plane: %v", err)
+			g.warnf("control plane: %v", cpErr(err, "GET /v1/cluster"))
 		} else {
 			v.Controller = cv.Controller
 			for _, m := range cv.Members {
 				v.ControlPlaneMembers = append(v.ControlPlaneMembers, m.Name)
 			}
-			for _, id := range cv.ControlledShutdown {
-				if n := byID[id]; n != nil {
-					n.ControlledShutdown = true
-				}
-			}
+			warned := false
+			cpNodes = cpNodesBestEffort(ctx, g, &warned)
 		}
-		// Groups and their lag.
-		listed, err := adm.ListGroups(ctx)
-		if err != nil && len(listed) == 0 {
-			return g.requestErr(err, "ListGroups")
-		}
-		if names := listed.Groups(); len(names) > 0 {
-			lags, err := adm.Lag(ctx, names...)
-			if err != nil {
-				return g.requestErr(err, "DescribeGroups")
-			}
-			for _, l := range lags.Sorted() {
-				gl := groupLag{Group: l.Group, State: l.State, Members: len(l.Members)}
-				for _, ml := range l.Lag.Sorted() {
-					if ml.Lag > 0 {
-						gl.TotalLag += ml.Lag
-					}
-				}
-				v.Groups = append(v.Groups, gl)
-			}
-		}
-		sort.Slice(v.Groups, func(i, j int) bool { return v.Groups[i].Group < v.Groups[j].Group })
+		v.health = healthOf(md, cpNodes)
+		v.Nodes = clusterNodes(md, cpNodes)
+		// Groups and their lag: what the nodes that answer know.
+		v.Groups, v.NotAnswering = groupLags(ctx, g, adm)
 		if g.json() {
 			return writeJSON(g.stdout, v)
 		}
 		writeClusterInfo(g, v)
 		return nil
 	}
+}
+
+// groupLags lists the groups with their lag for cluster info. A node that does not
+// answer is named (in notAnswering, and on stderr) and its groups left out; a request
+// that fails as a whole is noted on stderr and leaves the groups out.
+func groupLags(ctx context.Context, g *globals, adm *kadm.Client) ([]groupLag, []notAnswering) {
+	out := []groupLag{}
+	listed, err := adm.ListGroups(ctx)
+	missing, err := g.broadcastErr(err, "ListGroups")
+	if missing == nil {
+		missing = []notAnswering{}
+	}
+	if err != nil {
+		g.warnf("groups not listed: %v", g.requestErr(err, "ListGroups"))
+		return out, missing
+	}
+	names := listed.Groups()
+	if len(names) == 0 {
+		return out, missing
+	}
+	lags, err := adm.Lag(ctx, names...)
+	if err != nil {
+		g.warnf("groups not described: %v", g.requestErr(err, "DescribeGroups"))
+		for _, name := range names {
+			l := listed[name]
+			out = append(out, groupLag{Group: name, State: l.State, Error: "not described"})
+		}
+	}
+	for _, l := range lags.Sorted() {
+		gl := groupLag{Group: l.Group, State: l.State, Members: len(l.Members)}
+		switch {
+		case l.DescribeErr != nil:
+			gl.Error = describe(l.DescribeErr, "")
+		case l.FetchErr != nil:
+			gl.Error = describe(l.FetchErr, "")
+		}
+		for _, ml := range l.Lag.Sorted() {
+			if ml.Lag > 0 {
+				gl.TotalLag += ml.Lag
+			}
+		}
+		out = append(out, gl)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Group < out[j].Group })
+	return out, missing
 }
 
 func writeClusterInfo(g *globals, v clusterInfoView) {
@@ -334,16 +436,19 @@ func writeClusterInfo(g *globals, v clusterInfoView) {
 	t.flush()
 
 	section(w, false, "NODES")
-	t = newTable(w, "ID", "ADDRESS", "RACK", "LEADERS", "REPLICAS", "STATE")
+	t = newTable(w, "ID", "STATE", "ADDRESS", "RACK", "LEADERS", "REPLICAS", "NOTES")
 	for _, n := range v.Nodes {
-		state := "up"
+		var notes []string
 		if n.ControlledShutdown {
-			state = "controlled shutdown"
+			notes = append(notes, "controlled shutdown")
 		}
-		t.row(n.ID, n.Addr, orDash(n.Rack), n.Leaders, n.Replicas, state)
-	}
-	for _, id := range v.NodesDown {
-		t.row(id, "-", "-", 0, "-", "down (holds replicas, not registered)")
+		if slices.Contains(v.NodesDown, n.ID) {
+			notes = append(notes, "down: not registered")
+		}
+		if len(n.Blocked) > 0 {
+			notes = append(notes, fmt.Sprintf("draining blocked (%d reason(s): gregor node list)", len(n.Blocked)))
+		}
+		t.row(n.ID, n.State, orDash(n.Addr), orDash(n.Rack), n.Leaders, n.Replicas, orDash(strings.Join(notes, "; ")))
 	}
 	t.flush()
 
@@ -363,9 +468,18 @@ func writeClusterInfo(g *globals, v clusterInfoView) {
 	}
 
 	section(w, false, "GROUPS")
-	t = newTable(w, "GROUP", "STATE", "MEMBERS", "TOTAL-LAG")
+	t = newTable(w, "GROUP", "STATE", "MEMBERS", "TOTAL-LAG", "ERROR")
 	for _, gl := range v.Groups {
-		t.row(gl.Group, orDash(gl.State), gl.Members, gl.TotalLag)
+		t.row(gl.Group, orDash(gl.State), gl.Members, gl.TotalLag, orDash(gl.Error))
 	}
 	t.flush()
+
+	if len(v.NotAnswering) > 0 {
+		section(w, false, "NOT ANSWERING")
+		t = newTable(w, "NODE", "REQUEST", "ERROR")
+		for _, na := range v.NotAnswering {
+			t.row(na.Node, na.Request, na.Error)
+		}
+		t.flush()
+	}
 }

@@ -1,10 +1,12 @@
 package main
 
 // The control plane's HTTP API, for what Kafka has no API for: the active controller
-// (a control-plane member, not a Kafka node), the members, nodes in controlled
-// shutdown, node decommissioning. The types below mirror the JSON gregor-cp serves
-// (controlplane/http.go); the CLI decodes only the fields it shows, so that it needs
-// none of the control plane's packages.
+// (a control-plane member, not a Kafka node), the members, the nodes and their states,
+// node decommissioning, how far reassignments have got. The documents of the replica
+// movement API (/v1/nodes, /v1/reassignments) are decoded into gregor-cp's own types,
+// package controlplane/api (which imports nothing); the older cluster view
+// (/v1/cluster, controlplane/http.go) has no such package: the types below mirror the
+// fields the CLI shows.
 
 import (
 	"bytes"
@@ -16,6 +18,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+
+	"github.com/gregor-streaming/gregor/controlplane/api"
 )
 
 // cpResponseBytesMax bounds a control-plane answer the CLI reads.
@@ -68,7 +72,16 @@ type cpStatusError struct {
 }
 
 func (e *cpStatusError) Error() string {
-	return fmt.Sprintf("HTTP %d: %s", e.status, strings.TrimSpace(e.body))
+	return fmt.Sprintf("HTTP %d: %s", e.status, e.message())
+}
+
+// message is the server's error: the api.Error document's text, else the body.
+func (e *cpStatusError) message() string {
+	var doc api.Error
+	if json.Unmarshal([]byte(e.body), &doc) == nil && doc.Error != "" {
+		return doc.Error
+	}
+	return strings.TrimSpace(e.body)
 }
 
 // cpAddrs returns the --control-plane addresses.
@@ -83,8 +96,9 @@ func (g *globals) cpAddrs() []string {
 }
 
 // cpDo sends a request to the first control-plane member that answers and decodes
-// its JSON answer into out (nil: ignored). A member that does not answer is skipped;
-// when none does, the error exits 3.
+// its JSON answer into out (nil: ignored). A member that does not answer, or answers
+// 503 (starting, or cut off from etcd), is skipped; when none answers, the error exits
+// 3; when every one that answered said 503, the last 503 is returned.
 func (g *globals) cpDo(ctx context.Context, method, path string, body, out any) error {
 	addrs := g.cpAddrs()
 	if len(addrs) == 0 {
@@ -100,6 +114,7 @@ func (g *globals) cpDo(ctx context.Context, method, path string, body, out any) 
 	hc := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{Timeout: dialTimeout}).DialContext}}
 	defer hc.CloseIdleConnections()
 	var dialErr error
+	var unavailable *cpStatusError
 	for _, a := range addrs {
 		req, err := http.NewRequestWithContext(ctx, method, "http://"+a+path, bytes.NewReader(payload))
 		if err != nil {
@@ -125,6 +140,10 @@ func (g *globals) cpDo(ctx context.Context, method, path string, body, out any) 
 		if err != nil {
 			return failf("%s %s: %v", method, path, err)
 		}
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			unavailable = &cpStatusError{status: resp.StatusCode, body: string(data)}
+			continue
+		}
 		if resp.StatusCode/100 != 2 {
 			return &cpStatusError{status: resp.StatusCode, body: string(data)}
 		}
@@ -135,6 +154,9 @@ func (g *globals) cpDo(ctx context.Context, method, path string, body, out any) 
 		}
 		return nil
 	}
+	if unavailable != nil {
+		return unavailable
+	}
 	return unreachablef("no control plane answers at %s (%v); point --control-plane or %s at a gregor-cp's --http address",
 		g.controlPlane, unwrapNet(dialErr), envControlPlane)
 }
@@ -143,6 +165,24 @@ func (g *globals) cpDo(ctx context.Context, method, path string, body, out any) 
 func (g *globals) cpCluster(ctx context.Context) (*cpClusterView, error) {
 	var v cpClusterView
 	if err := g.cpDo(ctx, http.MethodGet, "/v1/cluster", nil, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// cpNodes reads GET /v1/nodes: every node the control plane knows, by id.
+func (g *globals) cpNodes(ctx context.Context) ([]api.Node, error) {
+	var v api.NodeList
+	if err := g.cpDo(ctx, http.MethodGet, "/v1/nodes", nil, &v); err != nil {
+		return nil, err
+	}
+	return v.Nodes, nil
+}
+
+// cpReassignments reads GET /v1/reassignments: the partitions being moved.
+func (g *globals) cpReassignments(ctx context.Context) (*api.ReassignmentList, error) {
+	var v api.ReassignmentList
+	if err := g.cpDo(ctx, http.MethodGet, "/v1/reassignments", nil, &v); err != nil {
 		return nil, err
 	}
 	return &v, nil

@@ -74,11 +74,13 @@ func groupList(fs *pflag.FlagSet) runFunc {
 		}
 		ctx, cancel := g.bounded(ctx)
 		defer cancel()
+		// A node that does not answer is named on stderr; the others' groups are listed.
 		gs, err := adm.ListGroups(ctx)
-		if err != nil && len(gs) == 0 {
+		if _, err = g.broadcastErr(err, "ListGroups"); err != nil {
 			return g.requestErr(err, "ListGroups")
 		}
-		// ListGroups gives states from v4 on; DescribeGroups gives them always.
+		// ListGroups gives states from v4 on; DescribeGroups gives them always (best
+		// effort: a group it does not describe shows ListGroups' state).
 		var states kadm.DescribedGroups
 		if names := gs.Groups(); len(names) > 0 {
 			states, _ = adm.DescribeGroups(ctx, names...)

@@ -11,10 +11,12 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // seeds returns the --brokers list.
@@ -87,13 +89,54 @@ func (g *globals) clientOpts(seeds []string) []kgo.Opt {
 		kgo.SeedBrokers(seeds...),
 		kgo.ClientID("gregor-cli"),
 		kgo.DialTimeout(dialTimeout),
-		// A request retried past the command's timeout helps no one.
-		kgo.RetryTimeout(g.timeout),
+		// A request retried past the command's timeout helps no one; a broadcast's piece
+		// for a node that went down is not worth waiting for (broadcastRetryTimeout).
+		kgo.RetryTimeoutFn(func(key int16) time.Duration {
+			if broadcastKeys[key] {
+				return min(broadcastRetryTimeout, g.timeout)
+			}
+			return g.timeout
+		}),
 		// franz-go takes a connection closed before its first answer for a TLS or SASL
 		// mismatch and does not retry; Gregor has neither, and such a close comes from a
 		// node going down (or a proxy before a dead one): retry on another broker.
 		kgo.AlwaysRetryEOF(),
 	}
+}
+
+// broadcastKeys are the requests kadm sends to every node of the metadata
+// (ListGroups, and DescribeLogDirs for every node): a node that went down and is still
+// listed (its registration not expired yet, or a proxy in front of it still accepting
+// connections) gets the request retried until broadcastRetryTimeout, the rest of the
+// answer (broadcastErr) being what the other nodes said.
+var broadcastKeys = map[int16]bool{int16(kmsg.ListGroups): true, int16(kmsg.DescribeLogDirs): true}
+
+// broadcastRetryTimeout bounds the retries of a broadcast's piece for one node.
+const broadcastRetryTimeout = dialTimeout
+
+// notAnswering is a node that did not answer its piece of a broadcast.
+type notAnswering struct {
+	Node    int32  `json:"node"`
+	Request string `json:"request"`
+	Error   string `json:"error"`
+}
+
+// broadcastErr splits the error of a broadcast (kadm's ShardErrors): the nodes that did
+// not answer, each named on stderr, and nil when some answered; when none did, or for
+// another error, err itself.
+func (g *globals) broadcastErr(err error, request string) ([]notAnswering, error) {
+	var se *kadm.ShardErrors
+	if err == nil || !errors.As(err, &se) || se.AllFailed {
+		return nil, err
+	}
+	var out []notAnswering
+	for _, e := range se.Errs {
+		na := notAnswering{Node: e.Broker.NodeID, Request: request, Error: unwrapNet(e.Err).Error()}
+		out = append(out, na)
+		g.warnf("node %d did not answer %s (%s): what only it knows is missing; gregor cluster health says whether it is down",
+			na.Node, request, na.Error)
+	}
+	return out, nil
 }
 
 // newClient checks that the cluster is reachable and returns a client with opts added;

@@ -1,27 +1,29 @@
 package main
 
 // gregor node: the data-plane nodes as the control plane knows them (Kafka has no API
-// for node lifecycle), through gregor-cp's HTTP API.
+// for a node's lifecycle), through gregor-cp's HTTP API: GET /v1/nodes, POST
+// /v1/nodes/{id}/decommission and /recommission, decoded into controlplane/api's types.
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/gregor-streaming/gregor/controlplane/api"
 	"github.com/spf13/pflag"
 )
 
 func nodeCommand() *command {
 	return &command{name: "node", summary: "list data-plane nodes; decommission and recommission them",
 		subs: []*command{
-			{name: "list", summary: "the registered nodes, their replicas and leaderships, their state", maxArgs: 0, setup: nodeList},
+			{name: "list", summary: "every node the control plane knows: state, address, rack, replicas, leaderships", maxArgs: 0, setup: nodeList,
+				long: nodeListLong},
 			{name: "decommission", args: "NODE-ID", summary: "move every replica off a node and give it no new one", minArgs: 1, maxArgs: 1,
 				setup: nodeDecommission, long: decommissionLong},
 			{name: "recommission", args: "NODE-ID", summary: "let a decommissioned (or draining) node take replicas again", minArgs: 1, maxArgs: 1,
@@ -29,156 +31,111 @@ func nodeCommand() *command {
 		}}
 }
 
-// nodeView is one node as node list shows it.
-type nodeView struct {
-	ID       int32  `json:"id"`
-	Addr     string `json:"address"`
-	Rack     string `json:"rack,omitempty"`
-	State    string `json:"state"`
-	Leaders  int    `json:"leaders"`
-	Replicas int    `json:"replicas"`
+const nodeListLong = `STATE is the control plane's: live (registered), unregistered (known, holding
+replicas, but its process is not running: down), draining (being decommissioned: its
+replicas are moving away) or decommissioned (it holds none and gets none). A draining
+node whose replicas cannot all move says why under BLOCKED.`
+
+// nodeAddr is a node's registered address, "" when not registered.
+func nodeAddr(n api.Node) string {
+	if !n.Registered {
+		return ""
+	}
+	return net.JoinHostPort(n.Host, strconv.Itoa(int(n.Port)))
+}
+
+// nodeNotes says what the state alone does not: stopping, stopped while draining,
+// blocked.
+func nodeNotes(n api.Node) string {
+	var notes []string
+	if n.ControlledShutdown {
+		notes = append(notes, "controlled shutdown")
+	}
+	switch {
+	case n.State == api.NodeUnregistered:
+		notes = append(notes, "down: not registered")
+	case !n.Registered && n.State == api.NodeDraining:
+		notes = append(notes, "not running (its replicas move all the same)")
+	}
+	if len(n.Blocked) > 0 {
+		notes = append(notes, fmt.Sprintf("blocked (%d)", len(n.Blocked)))
+	}
+	return strings.Join(notes, "; ")
+}
+
+// writeNodes prints nodes as a table, then the blocked reasons of draining nodes.
+func writeNodes(g *globals, nodes []api.Node) {
+	t := newTable(g.stdout, "ID", "STATE", "ADDRESS", "RACK", "REPLICAS", "LEADERS", "NOTES")
+	for _, n := range nodes {
+		t.row(n.ID, n.State, orDash(nodeAddr(n)), orDash(n.Rack), n.Replicas, n.Leaders, orDash(nodeNotes(n)))
+	}
+	t.flush()
+	var blocked []api.Node
+	for _, n := range nodes {
+		if len(n.Blocked) > 0 {
+			blocked = append(blocked, n)
+		}
+	}
+	if len(blocked) == 0 {
+		return
+	}
+	section(g.stdout, false, "BLOCKED")
+	t = newTable(g.stdout, "NODE", "REASON")
+	for _, n := range blocked {
+		for _, r := range n.Blocked {
+			t.row(n.ID, r)
+		}
+	}
+	t.flush()
 }
 
 func nodeList(fs *pflag.FlagSet) runFunc {
 	return func(ctx context.Context, g *globals, _ []string) error {
 		ctx, cancel := g.bounded(ctx)
 		defer cancel()
-		cv, err := g.cpCluster(ctx)
+		nodes, err := g.cpNodes(ctx)
 		if err != nil {
-			return err
+			return cpErr(err, "GET /v1/nodes")
 		}
-		views := nodeViews(cv)
-		states, err := g.cpNodeStates(ctx)
-		if err != nil && !errors.Is(err, errNotServed) {
-			return err
-		}
-		for i, n := range views {
-			if st := states[n.ID]; st != "" && st != "up" && n.State != "down" {
-				views[i].State = st
-			}
+		if nodes == nil {
+			nodes = []api.Node{}
 		}
 		if g.json() {
-			return writeJSON(g.stdout, views)
+			return writeJSON(g.stdout, nodes)
 		}
-		t := newTable(g.stdout, "ID", "ADDRESS", "RACK", "STATE", "LEADERS", "REPLICAS")
-		for _, n := range views {
-			t.row(n.ID, orDash(n.Addr), orDash(n.Rack), n.State, n.Leaders, n.Replicas)
-		}
-		t.flush()
+		writeNodes(g, nodes)
 		return nil
 	}
 }
 
-// nodeViews lists the registered nodes and the nodes holding replicas without a
-// registration (down), with their replica and leader counts.
-func nodeViews(cv *cpClusterView) []nodeView {
-	byID := map[int32]*nodeView{}
-	for _, b := range cv.Brokers {
-		byID[b.ID] = &nodeView{ID: b.ID, Addr: fmt.Sprintf("%s:%d", b.Host, b.Port), Rack: b.Rack, State: "up"}
-	}
-	for _, id := range cv.ControlledShutdown {
-		if n := byID[id]; n != nil {
-			n.State = "controlled-shutdown"
-		}
-	}
-	for _, t := range cv.Topics {
-		for _, p := range t.PartitionStates {
-			for _, r := range p.Replicas {
-				n := byID[r]
-				if n == nil {
-					n = &nodeView{ID: r, State: "down"}
-					byID[r] = n
-				}
-				n.Replicas++
-			}
-			if n := byID[p.Leader]; n != nil {
-				n.Leaders++
-			}
-		}
-	}
-	out := []nodeView{}
-	for _, n := range byID {
-		out = append(out, *n)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
-}
-
 const decommissionLong = `The control plane moves the node's replicas to the other nodes (each new replica
-catches up before the old one leaves) and places no new replica on it; the command
-waits until the node holds none, printing progress on stderr, unless --no-wait. Then
-stop the node. recommission undoes it.
+catches up before the old one leaves) and places no new replica on it. The command
+waits, at most --timeout, until the node is decommissioned (it holds no replica),
+printing on stderr the replicas left and, when some cannot move, why (too few other
+live nodes for a partition's replication factor, a partition without a leader). Then
+stop the node. --no-wait returns once the control plane has the request. recommission
+undoes it (moves already started are not reverted).
 
-  gregor node decommission 3`
+  gregor node decommission 3 --timeout 30m`
 
-// errNotServed is a control plane that does not serve an endpoint (an older version).
-var errNotServed = errors.New("not served")
-
-// cpNode is one entry of GET /v1/nodes, as far as the CLI reads it: the node's state,
-// or its decommission's.
-type cpNode struct {
-	ID           int32  `json:"id"`
-	State        string `json:"state"`
-	Decommission *struct {
-		State string `json:"state"`
-	} `json:"decommission,omitempty"`
-}
-
-// cpNodeStates reads GET /v1/nodes (a list, or {"nodes": [...]}) into each node's
-// state; errNotServed when the control plane has no such endpoint.
-func (g *globals) cpNodeStates(ctx context.Context) (map[int32]string, error) {
-	var raw json.RawMessage
-	if err := g.cpDo(ctx, http.MethodGet, "/v1/nodes", nil, &raw); err != nil {
-		return nil, notServed(err)
-	}
-	var nodes []cpNode
-	raw = bytes.TrimSpace(raw)
-	if len(raw) > 0 && raw[0] == '{' {
-		var wrapped struct {
-			Nodes []cpNode `json:"nodes"`
-		}
-		if err := json.Unmarshal(raw, &wrapped); err != nil {
-			return nil, failf("GET /v1/nodes: the answer is not what this gregor expects: %v", err)
-		}
-		nodes = wrapped.Nodes
-	} else if err := json.Unmarshal(raw, &nodes); err != nil {
-		return nil, failf("GET /v1/nodes: the answer is not what this gregor expects: %v", err)
-	}
-	out := map[int32]string{}
-	for _, n := range nodes {
-		st := n.State
-		if n.Decommission != nil && n.Decommission.State != "" {
-			st = n.Decommission.State
-		}
-		out[n.ID] = st
-	}
-	return out, nil
-}
-
-// notServed turns the 404 of a route the control plane does not have (Go's mux answers
-// "404 page not found") into errNotServed; other errors, a 404 about an unknown node
-// among them, pass.
-func notServed(err error) error {
+// cpErr explains a failed control-plane request: the server's own message (an
+// api.Error), with a hint for a node it does not know.
+func cpErr(err error, what string) error {
 	var se *cpStatusError
-	if errors.As(err, &se) && se.status == http.StatusNotFound && strings.TrimSpace(se.body) == "404 page not found" {
-		return fmt.Errorf("%w: %v", errNotServed, err)
+	if !errors.As(err, &se) {
+		return err
 	}
-	return err
-}
-
-// lifecycleErr explains a failed decommission or recommission.
-func lifecycleErr(err error, what string) error {
-	err = notServed(err)
-	var se *cpStatusError
+	msg := se.message()
 	switch {
-	case errors.Is(err, errNotServed):
-		return failf("this control plane does not serve %s (HTTP 404); it needs a Gregor version with node decommissioning", what)
-	case errors.As(err, &se) && se.status == http.StatusNotFound:
-		return failf("%s: %s; gregor node list shows the nodes", what, strings.TrimSpace(se.body))
-	case errors.As(err, &se):
-		return failf("%s: %s", what, strings.TrimSpace(se.body))
+	case se.status == http.StatusNotFound && msg == "404 page not found":
+		// Go's mux: the route does not exist.
+		return failf("%s: this control plane does not serve it (HTTP 404); it needs a Gregor version with node decommissioning", what)
+	case se.status == http.StatusNotFound:
+		return failf("%s: %s; gregor node list shows the nodes", what, msg)
+	case se.status == http.StatusServiceUnavailable:
+		return failf("%s: the control plane cannot answer now (HTTP 503: %s); try again, or check it with gregor cluster health", what, msg)
 	}
-	return err
+	return failf("%s: HTTP %d: %s", what, se.status, msg)
 }
 
 func parseNodeID(s string) (int32, error) {
@@ -189,23 +146,35 @@ func parseNodeID(s string) (int32, error) {
 	return int32(n), nil
 }
 
-// replicasOn counts the replicas node id holds, from the control plane's view.
-func replicasOn(cv *cpClusterView, id int32) int {
-	n := 0
-	for _, t := range cv.Topics {
-		for _, p := range t.PartitionStates {
-			for _, r := range p.Replicas {
-				if r == id {
-					n++
-				}
-			}
-		}
+// nodeAction posts /v1/nodes/{id}/{action} and returns the node after it.
+func (g *globals) nodeAction(ctx context.Context, id int32, action string) (api.Node, error) {
+	ctx, cancel := g.bounded(ctx)
+	defer cancel()
+	path := fmt.Sprintf("/v1/nodes/%d/%s", id, action)
+	var n api.Node
+	if err := g.cpDo(ctx, http.MethodPost, path, nil, &n); err != nil {
+		return n, cpErr(err, "POST "+path)
 	}
-	return n
+	return n, nil
+}
+
+// writeNode prints one node: its document with --format json, else a table.
+func writeNode(g *globals, n api.Node) error {
+	if g.json() {
+		return writeJSON(g.stdout, n)
+	}
+	writeNodes(g, []api.Node{n})
+	return nil
+}
+
+// unblockHint says how to unblock a decommission.
+func unblockHint(id int32) string {
+	return fmt.Sprintf("to unblock it, add a node, lower those partitions' replication factor by a reassignment "+
+		"(gregor partition reassign), or take the node back (gregor node recommission %d)", id)
 }
 
 func nodeDecommission(fs *pflag.FlagSet) runFunc {
-	noWait := fs.Bool("no-wait", false, "return once the control plane accepted it")
+	noWait := fs.Bool("no-wait", false, "return once the control plane has the request")
 	interval := fs.Duration("interval", time.Second, "how often to look while waiting")
 	return func(ctx context.Context, g *globals, args []string) error {
 		id, err := parseNodeID(args[0])
@@ -215,51 +184,81 @@ func nodeDecommission(fs *pflag.FlagSet) runFunc {
 		if *interval <= 0 {
 			return usageErrorf("--interval must be positive")
 		}
-		what := fmt.Sprintf("POST /v1/nodes/%d/decommission", id)
-		rctx, cancel := g.bounded(ctx)
-		err = g.cpDo(rctx, http.MethodPost, fmt.Sprintf("/v1/nodes/%d/decommission", id), nil, nil)
-		cancel()
+		n, err := g.nodeAction(ctx, id, "decommission")
 		if err != nil {
-			return lifecycleErr(err, what)
+			return err
 		}
-		left := -1
 		if !*noWait {
-			last := time.Time{}
-			for {
-				rctx, cancel := g.bounded(ctx)
-				cv, err := g.cpCluster(rctx)
-				cancel()
-				if err != nil {
-					if ctx.Err() != nil {
-						return failf("interrupted while waiting; node %d goes on draining (gregor node list)", id)
-					}
-					return err
-				}
-				if left = replicasOn(cv, id); left == 0 {
-					break
-				}
-				if time.Since(last) >= progressInterval {
-					last = time.Now()
-					g.warnf("node %d: %d replicas left to move", id, left)
-				}
-				select {
-				case <-ctx.Done():
-					return failf("interrupted while waiting; node %d goes on draining (gregor node list)", id)
-				case <-time.After(*interval):
-				}
+			if n, err = waitDecommissioned(ctx, g, n, *interval); err != nil {
+				return err
 			}
 		}
-		state := "draining"
-		if left == 0 {
-			state = "drained: no replica left; it can be stopped"
+		return writeNode(g, n)
+	}
+}
+
+// waitDecommissioned waits, at most --timeout, until node n is decommissioned, printing
+// on stderr the replicas left (when the count changes, and every progressInterval) and
+// the blocked reasons (when they change). It returns the node as last seen.
+func waitDecommissioned(ctx context.Context, g *globals, n api.Node, interval time.Duration) (api.Node, error) {
+	deadline := time.NewTimer(g.timeout)
+	defer deadline.Stop()
+	id := n.ID
+	left, lastLine := -1, time.Time{}
+	var blocked []string
+	var lastErr string
+	for {
+		switch n.State {
+		case api.NodeDecommissioned:
+			return n, nil
+		case api.NodeLive, api.NodeUnregistered:
+			return n, failf("node %d was recommissioned while waiting (state %s): it is not being decommissioned", id, n.State)
 		}
-		if g.json() {
-			return writeJSON(g.stdout, map[string]any{"id": id, "decommission": "accepted", "replicasLeft": left})
+		if !slices.Equal(n.Blocked, blocked) {
+			blocked = n.Blocked
+			if len(blocked) == 0 {
+				g.warnf("node %d: no longer blocked", id)
+			} else {
+				g.warnf("node %d: %d replica(s) cannot move now:\n  %s", id, len(blocked), strings.Join(blocked, "\n  "))
+			}
 		}
-		t := newTable(g.stdout, "NODE", "STATUS")
-		t.row(id, state)
-		t.flush()
-		return nil
+		if n.Replicas != left || time.Since(lastLine) >= progressInterval {
+			left, lastLine = n.Replicas, time.Now()
+			g.warnf("node %d: draining, %d replica(s) left to move (%d leadership(s))", id, n.Replicas, n.Leaders)
+		}
+		select {
+		case <-ctx.Done():
+			return n, failf("interrupted while waiting; node %d goes on draining (gregor node list)", id)
+		case <-deadline.C:
+			if len(n.Blocked) > 0 {
+				return n, failf("node %d not decommissioned within %s (--timeout): blocked: %s; %s",
+					id, g.timeout, strings.Join(n.Blocked, "; "), unblockHint(id))
+			}
+			return n, failf("node %d not decommissioned within %s (--timeout): %d replica(s) left to move; it goes on draining "+
+				"(wait longer with --timeout, or watch gregor node list)", id, g.timeout, n.Replicas)
+		case <-time.After(interval):
+		}
+		rctx, cancel := g.bounded(ctx)
+		nodes, err := g.cpNodes(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				continue // reported above
+			}
+			// The control plane may be changing controller or restarting: keep looking
+			// until --timeout.
+			if msg := err.Error(); msg != lastErr {
+				lastErr = msg
+				g.warnf("GET /v1/nodes: %v; still waiting", err)
+			}
+			continue
+		}
+		lastErr = ""
+		i := slices.IndexFunc(nodes, func(m api.Node) bool { return m.ID == id })
+		if i < 0 {
+			return n, failf("node %d is no longer known to the control plane (recommissioned and gone?); gregor node list shows the nodes", id)
+		}
+		n = nodes[i]
 	}
 }
 
@@ -269,17 +268,10 @@ func nodeRecommission(fs *pflag.FlagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		ctx, cancel := g.bounded(ctx)
-		defer cancel()
-		if err := g.cpDo(ctx, http.MethodPost, fmt.Sprintf("/v1/nodes/%d/recommission", id), nil, nil); err != nil {
-			return lifecycleErr(err, fmt.Sprintf("POST /v1/nodes/%d/recommission", id))
+		n, err := g.nodeAction(ctx, id, "recommission")
+		if err != nil {
+			return err
 		}
-		if g.json() {
-			return writeJSON(g.stdout, map[string]any{"id": id, "recommission": "accepted"})
-		}
-		t := newTable(g.stdout, "NODE", "STATUS")
-		t.row(id, "recommissioned: takes replicas again")
-		t.flush()
-		return nil
+		return writeNode(g, n)
 	}
 }

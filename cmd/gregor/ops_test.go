@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gregor-streaming/gregor/controlplane/api"
 	"github.com/gregor-streaming/gregor/internal/reserve"
 	"github.com/gregor-streaming/gregor/internal/testcluster"
 )
@@ -77,13 +78,6 @@ func (g *gregorCLI) okJSON(t *testing.T, v any, args ...string) {
 	if err := json.Unmarshal([]byte(out), v); err != nil {
 		t.Fatalf("gregor %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-}
-
-// unsupportedOnServer reports whether r failed because the cluster does not serve the
-// API yet (the server side of alter-config, reassign and the node lifecycle comes on
-// branches of its own).
-func unsupportedOnServer(r result) bool {
-	return r.code == exitFailed && (strings.Contains(r.stderr, "UNSUPPORTED_VERSION") || strings.Contains(r.stderr, "HTTP 404"))
 }
 
 // syncBuffer is a buffer a command writes while the test reads it.
@@ -358,54 +352,102 @@ func TestOperatorCommands(t *testing.T) {
 	})
 
 	t.Run("alter-config", func(t *testing.T) {
-		r := g.run("", "topic", "alter-config", "demo", "--set", "retention.ms=3600000")
-		if unsupportedOnServer(r) {
-			t.Skipf("the cluster does not serve IncrementalAlterConfigs yet: %s", r.stderr)
-		}
-		if r.code != 0 {
-			t.Fatal(r)
-		}
-		var views []topicView
-		g.okJSON(t, &views, "topic", "describe", "demo")
-		for _, cv := range views[0].Configs {
-			if cv.Name == "retention.ms" && cv.Value != "3600000" {
-				t.Errorf("retention.ms after alter: %+v", cv)
+		config := func(name string) configView {
+			t.Helper()
+			var views []topicView
+			g.okJSON(t, &views, "topic", "describe", "demo")
+			for _, cv := range views[0].Configs {
+				if cv.Name == name {
+					return cv
+				}
 			}
+			t.Fatalf("no config %s in %+v", name, views[0].Configs)
+			return configView{}
+		}
+		g.ok(t, "", "topic", "alter-config", "demo", "--set", "retention.ms=3600000")
+		// Incremental: the config set at creation stays; DescribeConfigs gives sources.
+		if cv := config("retention.ms"); cv.Value != "3600000" || cv.Source != "DYNAMIC_TOPIC_CONFIG" {
+			t.Errorf("retention.ms after alter: %+v", cv)
+		}
+		if cv := config("min.insync.replicas"); cv.Value != "2" || cv.Source != "DYNAMIC_TOPIC_CONFIG" {
+			t.Errorf("min.insync.replicas after altering another config: %+v", cv)
+		}
+		g.ok(t, "", "topic", "alter-config", "demo", "--set", "retention.ms=1000", "--dry-run")
+		if cv := config("retention.ms"); cv.Value != "3600000" {
+			t.Errorf("retention.ms after --dry-run: %+v", cv)
 		}
 		g.fails(t, exitFailed, "INVALID_CONFIG", "topic", "alter-config", "demo", "--set", "retention.ms=soon")
 		g.fails(t, exitFailed, `topic "nope" does not exist`, "topic", "alter-config", "nope", "--set", "retention.ms=1")
 		g.ok(t, "", "topic", "alter-config", "demo", "--delete", "retention.ms")
+		if cv := config("retention.ms"); cv.Source == "DYNAMIC_TOPIC_CONFIG" {
+			t.Errorf("retention.ms after --delete: %+v", cv)
+		}
 	})
 
 	t.Run("cluster info and node list", func(t *testing.T) {
 		var info clusterInfoView
 		g.okJSON(t, &info, "cluster", "info")
-		if len(info.Nodes) != 3 || info.Controller != "cp1" || !info.Healthy || info.Topics != 2 {
+		if len(info.Nodes) != 3 || info.Controller != "cp1" || !info.Healthy || info.Topics != 2 || len(info.NotAnswering) != 0 {
 			t.Errorf("cluster info: %+v", info)
 		}
+		infoReplicas := 0
+		for _, n := range info.Nodes {
+			infoReplicas += n.Replicas
+			if n.State != api.NodeLive || n.Addr == "" || n.ControlledShutdown {
+				t.Errorf("cluster info: node %+v", n)
+			}
+		}
+		if infoReplicas != 3*3+3 {
+			t.Errorf("cluster info counts %d replicas, want 12: %+v", infoReplicas, info.Nodes)
+		}
 		out := g.ok(t, "", "cluster", "info")
-		for _, want := range []string{"CONTROLLER", "cp1 (control plane", "NODES", "GROUPS"} {
+		for _, want := range []string{"CONTROLLER", "cp1 (control plane", "NODES", "live", "GROUPS"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("no %q in\n%s", want, out)
 			}
 		}
-		var nodes []nodeView
+		// node list is the control plane's document: 3 live nodes, 3×3 + 3 replicas,
+		// one leader per partition.
+		var nodes []api.Node
 		g.okJSON(t, &nodes, "node", "list")
 		if len(nodes) != 3 {
 			t.Fatalf("node list: %+v", nodes)
 		}
-		replicas := 0
-		for _, n := range nodes {
+		replicas, leaders := 0, 0
+		for i, n := range nodes {
 			replicas += n.Replicas
-			if n.State != "up" {
+			leaders += n.Leaders
+			if n.ID != int32(i+1) || n.State != api.NodeLive || !n.Registered || n.Host == "" || n.Port == 0 || n.ControlledShutdown || len(n.Blocked) != 0 {
 				t.Errorf("node %+v", n)
 			}
 		}
-		if replicas != 3*3+3 {
-			t.Errorf("node list counts %d replicas, want 12: %+v", replicas, nodes)
+		if replicas != 3*3+3 || leaders != 6 {
+			t.Errorf("node list counts %d replicas and %d leaders, want 12 and 6: %+v", replicas, leaders, nodes)
+		}
+		out = g.ok(t, "", "node", "list")
+		for _, want := range []string{"STATE", "ADDRESS", "REPLICAS", "LEADERS", "live", fmt.Sprintf("%s:%d", nodes[0].Host, nodes[0].Port)} {
+			if !strings.Contains(out, want) {
+				t.Errorf("no %q in node list:\n%s", want, out)
+			}
 		}
 		g.ok(t, "", "cluster", "health")
 	})
+
+	// noMoves waits until no partition is being reassigned and every ISR is full.
+	noMoves := func(t *testing.T) {
+		t.Helper()
+		c.CheckFor(t, 30*time.Second, func() error {
+			var moving []reassignment
+			g.okJSON(t, &moving, "partition", "reassign", "--status")
+			if len(moving) != 0 {
+				return fmt.Errorf("reassignments in progress: %+v", moving)
+			}
+			if r := g.run("", "cluster", "health"); r.code != 0 {
+				return fmt.Errorf("%v", r)
+			}
+			return nil
+		})
+	}
 
 	t.Run("reassign", func(t *testing.T) {
 		// "one"/0 lives on one node: move it to another and wait.
@@ -413,45 +455,78 @@ func TestOperatorCommands(t *testing.T) {
 		g.okJSON(t, &views, "topic", "describe", "one")
 		from := views[0].PartitionsList[0].Replicas[0]
 		to := from%3 + 1
-		r := g.run("", "partition", "reassign", fmt.Sprintf("one/0:%d", to), "--format", "json")
-		if unsupportedOnServer(r) {
-			t.Skipf("the cluster does not serve AlterPartitionReassignments yet: %s", r.stderr)
-		}
 		var moves []reassignment
-		if err := json.Unmarshal([]byte(r.stdout), &moves); err != nil || r.code != 0 {
-			t.Fatalf("%v: %v", err, r)
-		}
+		g.okJSON(t, &moves, "partition", "reassign", fmt.Sprintf("one/0:%d", to))
 		if len(moves) != 1 || !moves[0].Done || len(moves[0].Replicas) != 1 || moves[0].Replicas[0] != to {
 			t.Errorf("reassign: %+v", moves)
 		}
-		if out := g.ok(t, "", "partition", "reassign", "--status"); strings.Contains(out, "one ") {
-			t.Errorf("a finished reassignment listed:\n%s", out)
+		if out := g.ok(t, "", "partition", "reassign", "--status"); strings.Contains(out, "one ") || !strings.Contains(out, "IN-SYNC") {
+			t.Errorf("--status after the move:\n%s", out)
 		}
-		g.fails(t, exitFailed, "INVALID_REPLICA_ASSIGNMENT", "partition", "reassign", "one/0:9")
+		// A move that takes a while (a new replica of a partition with records), seen
+		// in progress by --status with the control plane's view, then waited for.
+		g.ok(t, "", "partition", "reassign", fmt.Sprintf("one/0:%d,%d", to, from), "--no-wait")
+		var status []reassignment
+		g.okJSON(t, &status, "partition", "reassign", "--status", "one/0")
+		if len(status) > 1 || (len(status) == 1 && (len(status[0].Target) != 2 || status[0].Leader != to)) {
+			t.Errorf("--status while moving: %+v", status)
+		}
+		g.ok(t, "", "partition", "reassign", fmt.Sprintf("one/0:%d", to))
+		noMoves(t)
+		// The server's reason for a refused target is shown.
+		g.fails(t, exitFailed, "INVALID_REPLICA_ASSIGNMENT: replicas 9 refused for one/0 (The manual partition assignment includes broker 9, but no such broker is registered.)",
+			"partition", "reassign", "one/0:9")
 		g.fails(t, exitFailed, "does not exist", "partition", "reassign", "nope/0:1")
 	})
 
 	t.Run("decommission", func(t *testing.T) {
-		r := g.run("", "node", "decommission", "3", "--no-wait")
-		if unsupportedOnServer(r) {
-			t.Skipf("the control plane does not serve node decommissioning yet: %s", r.stderr)
+		// Three nodes hold RF 3 topics: node 3 cannot drain, and says why. The wait
+		// prints progress and the reasons, and ends at --timeout with what to do.
+		r := g.run("", "node", "decommission", "3", "--timeout", "2s", "--interval", "100ms")
+		for _, want := range []string{"node 3: draining", "replica(s) left to move", "cannot move now", "not decommissioned within 2s (--timeout): blocked: ",
+			"add a node", "gregor partition reassign", "gregor node recommission 3"} {
+			if r.code != exitFailed || !strings.Contains(r.stderr, want) {
+				t.Errorf("decommission of a node that cannot drain: no %q in %v", want, r)
+			}
 		}
-		if r.code != 0 {
-			t.Fatal(r)
+		// Printed when they change (the partitions of "one" on node 3 move away
+		// meanwhile), not at every look (every 100ms).
+		if n := strings.Count(r.stderr, "cannot move now"); n < 1 || n > 4 {
+			t.Errorf("the blocked reasons printed %d times, want once and again only when they change:\n%s", n, r.stderr)
 		}
-		// Three nodes hold RF 3 topics: node 3 drains no further than the others allow,
-		// and stays listed as draining until recommissioned.
-		var nodes []nodeView
+		var nodes []api.Node
 		g.okJSON(t, &nodes, "node", "list")
-		if len(nodes) != 3 || nodes[2].State != "draining" {
+		if len(nodes) != 3 || nodes[2].State != api.NodeDraining || len(nodes[2].Blocked) == 0 {
 			t.Errorf("node list while draining: %+v", nodes)
 		}
-		g.ok(t, "", "node", "recommission", "3")
+		if out := g.ok(t, "", "node", "list"); !strings.Contains(out, "draining") || !strings.Contains(out, "BLOCKED") {
+			t.Errorf("node list while draining:\n%s", out)
+		}
+		var info clusterInfoView
+		g.okJSON(t, &info, "cluster", "info")
+		if len(info.Nodes) != 3 || info.Nodes[2].State != api.NodeDraining || len(info.Nodes[2].Blocked) == 0 {
+			t.Errorf("cluster info while draining: %+v", info.Nodes)
+		}
+		// Asked again, --no-wait: the node as the control plane has it.
+		var n api.Node
+		g.okJSON(t, &n, "node", "decommission", "3", "--no-wait")
+		if n.ID != 3 || n.State != api.NodeDraining {
+			t.Errorf("decommission --no-wait: %+v", n)
+		}
+		g.okJSON(t, &n, "node", "recommission", "3")
+		if n.ID != 3 || n.State != api.NodeLive {
+			t.Errorf("recommission: %+v", n)
+		}
 		g.okJSON(t, &nodes, "node", "list")
-		if len(nodes) != 3 || nodes[2].State != "up" {
+		if len(nodes) != 3 || nodes[2].State != api.NodeLive {
 			t.Errorf("node list after recommission: %+v", nodes)
 		}
-		g.fails(t, exitFailed, "gregor node list shows the nodes", "node", "decommission", "9")
+		for _, verb := range []string{"decommission", "recommission"} {
+			g.fails(t, exitFailed, "node 9 is not known: not registered", "node", verb, "9")
+			g.fails(t, exitFailed, "gregor node list shows the nodes", "node", verb, "9")
+		}
+		// Moves the decommission started go on after the recommission: let them end.
+		noMoves(t)
 	})
 
 	t.Run("a node down", func(t *testing.T) {
@@ -465,21 +540,37 @@ func TestOperatorCommands(t *testing.T) {
 			}
 			return nil
 		})
+		// The control plane knows node 3 is down at once; Metadata lists it until its
+		// registration expires.
 		var h health
 		r := g.run("", "cluster", "health", "--format", "json")
 		if err := json.Unmarshal([]byte(r.stdout), &h); err != nil || h.Healthy || len(h.UnderReplicatedPartitions) == 0 ||
 			len(h.NodesDown) != 1 || h.NodesDown[0] != 3 {
 			t.Errorf("health: %+v %v\n%v", h, err, r)
 		}
-		if out := g.ok(t, "", "cluster", "info"); !strings.Contains(out, "UNHEALTHY PARTITIONS") || !strings.Contains(out, "under-replicated") {
-			t.Errorf("cluster info:\n%s", out)
+		// cluster info answers, whether or not node 3 is still in Metadata (a broadcast
+		// to it fails: the command names it and goes on).
+		r = g.run("", "cluster", "info")
+		if r.code != 0 || !strings.Contains(r.stdout, "UNHEALTHY PARTITIONS") || !strings.Contains(r.stdout, "under-replicated") ||
+			!strings.Contains(r.stdout, "unregistered") || !strings.Contains(r.stdout, "down: not registered") || r.elapsed > 15*time.Second {
+			t.Errorf("cluster info: %v", r)
 		}
-		// A reassignment to the dead node is refused.
-		if r := g.run("", "partition", "reassign", "demo/0:1,2,3"); unsupportedOnServer(r) {
-			t.Logf("the cluster does not serve AlterPartitionReassignments yet: %s", r.stderr)
-		} else if r.code != exitFailed || !strings.Contains(r.stderr, "INVALID_REPLICA_ASSIGNMENT") {
-			t.Errorf("reassignment to a dead node: %v", r)
+		var info clusterInfoView
+		g.okJSON(t, &info, "cluster", "info")
+		if len(info.Nodes) != 3 || info.Nodes[2].State != api.NodeUnregistered || info.Healthy {
+			t.Errorf("cluster info: %+v", info)
 		}
+		for _, na := range info.NotAnswering {
+			if na.Node != 3 || na.Request != "ListGroups" {
+				t.Errorf("cluster info: a node other than 3 did not answer: %+v", na)
+			}
+		}
+		if r := g.run("", "group", "list"); r.code != 0 {
+			t.Errorf("group list: %v", r)
+		}
+		// A reassignment to the dead node is refused with the server's reason.
+		g.fails(t, exitFailed, "INVALID_REPLICA_ASSIGNMENT: replicas 1,2,3 refused for demo/0 (The manual partition assignment includes broker 3, but no such broker is registered.)",
+			"partition", "reassign", "demo/0:1,2,3")
 		// --exit-when-healthy, started while the node is down, ends once it is back in
 		// every ISR.
 		var out, errs syncBuffer

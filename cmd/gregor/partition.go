@@ -1,7 +1,8 @@
 package main
 
 // gregor partition: reassign (AlterPartitionReassignments, waiting on
-// ListPartitionReassignments with progress) and elect-leader (ElectLeaders).
+// ListPartitionReassignments with progress; the control plane's GET /v1/reassignments
+// for which adding replicas are in sync) and elect-leader (ElectLeaders).
 
 import (
 	"context"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gregor-streaming/gregor/controlplane/api"
 	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -202,10 +204,14 @@ type reassignment struct {
 	Replicas  []int32 `json:"replicas"`
 	Adding    []int32 `json:"addingReplicas"`
 	Removing  []int32 `json:"removingReplicas"`
-	Leader    int32   `json:"leader"`
-	ISR       []int32 `json:"isr"`
-	Done      bool    `json:"done"`
-	Error     string  `json:"error,omitempty"`
+	// AddingInSync are the adding replicas in the ISR already (the control plane's
+	// GET /v1/reassignments; absent when it did not answer): the move completes once
+	// it holds every adding replica.
+	AddingInSync []int32 `json:"addingInSync,omitempty"`
+	Leader       int32   `json:"leader"`
+	ISR          []int32 `json:"isr"`
+	Done         bool    `json:"done"`
+	Error        string  `json:"error,omitempty"`
 }
 
 // parseMoves reads TOPIC/PARTITION:R1,R2,... arguments (cancel: TOPIC/PARTITION).
@@ -307,7 +313,7 @@ func reassignErr(m reassignment, err error, serverMsg string, cancel bool) strin
 	switch {
 	case errors.Is(err, kerr.InvalidReplicaAssignment):
 		return itemErr(err, serverMsg, fmt.Sprintf("replicas %s refused for %s/%d", int32s(m.Target), m.Topic, m.Partition),
-			"gregor cluster info lists the live nodes")
+			"name live nodes that are not being decommissioned: gregor node list shows them")
 	case errors.Is(err, kerr.UnknownTopicOrPartition):
 		return itemErr(err, "", fmt.Sprintf("%s/%d does not exist", m.Topic, m.Partition), "see the topic with gregor topic describe "+m.Topic)
 	case errors.Is(err, kerr.NoReassignmentInProgress) && cancel:
@@ -332,12 +338,17 @@ func waitReassigned(ctx context.Context, g *globals, adm *kadm.Client, moves []r
 		return nil
 	}
 	lastLine := time.Time{}
+	cpWarned := false
 	for {
 		rctx, cancel := g.bounded(ctx)
 		listed, err := adm.ListPartitionReassignments(rctx, set)
 		var md kadm.Metadata
 		if err == nil {
 			md, err = adm.Metadata(rctx, set.Topics()...)
+		}
+		var inSync map[tp][]int32
+		if err == nil && time.Since(lastLine) >= progressInterval {
+			inSync = cpAddingInSync(rctx, g, &cpWarned)
 		}
 		cancel()
 		if err != nil {
@@ -363,8 +374,11 @@ func waitReassigned(ctx context.Context, g *globals, adm *kadm.Client, moves []r
 			moves[i].Done = !listedNow && equalInt32s(moves[i].Replicas, m.Target)
 			if !moves[i].Done {
 				pending++
-				notes = append(notes, fmt.Sprintf("%s/%d adding %s removing %s (ISR %s)", m.Topic, m.Partition,
-					int32s(moves[i].Adding), int32s(moves[i].Removing), int32s(moves[i].ISR)))
+				note := fmt.Sprintf("%s/%d adding %s", m.Topic, m.Partition, int32s(moves[i].Adding))
+				if ids, ok := inSync[tp{m.Topic, m.Partition}]; ok {
+					note += fmt.Sprintf(" (in sync: %s)", int32s(ids))
+				}
+				notes = append(notes, note+fmt.Sprintf(" removing %s (ISR %s)", int32s(moves[i].Removing), int32s(moves[i].ISR)))
 			}
 		}
 		if pending == 0 {
@@ -419,7 +433,34 @@ func writeMoves(g *globals, moves []reassignment, waited bool) error {
 	return nil
 }
 
-// reassignStatus lists the reassignments in progress.
+// tp is a topic partition.
+type tp struct {
+	topic     string
+	partition int32
+}
+
+// cpAddingInSync reads, best effort, the adding replicas in sync of each partition
+// being moved from the control plane (GET /v1/reassignments): nil, and a note on stderr
+// the first time (*warned), when it does not answer.
+func cpAddingInSync(ctx context.Context, g *globals, warned *bool) map[tp][]int32 {
+	list, err := g.cpReassignments(ctx)
+	if err != nil {
+		if !*warned {
+			*warned = true
+			g.warnf("control plane: %v; which adding replicas are in sync is not shown", cpErr(err, "GET /v1/reassignments"))
+		}
+		return nil
+	}
+	out := map[tp][]int32{}
+	for _, r := range list.Reassignments {
+		out[tp{r.Topic, r.Partition}] = orEmpty(r.AddingInSync)
+	}
+	return out
+}
+
+// reassignStatus lists the reassignments in progress: Kafka's
+// ListPartitionReassignments, with the control plane's view of each (target, adding
+// replicas in sync, leader, ISR) when it answers.
 func reassignStatus(ctx context.Context, g *globals, set kadm.TopicsSet) error {
 	adm, err := g.admin(ctx)
 	if err != nil {
@@ -434,17 +475,37 @@ func reassignStatus(ctx context.Context, g *globals, set kadm.TopicsSet) error {
 	if err != nil {
 		return g.requestErr(err, "ListPartitionReassignments")
 	}
+	var cpView map[tp]api.Reassignment
+	if cl, err := g.cpReassignments(ctx); err != nil {
+		g.warnf("control plane: %v; which adding replicas are in sync is not shown", cpErr(err, "GET /v1/reassignments"))
+	} else {
+		cpView = map[tp]api.Reassignment{}
+		for _, r := range cl.Reassignments {
+			cpView[tp{r.Topic, r.Partition}] = r
+		}
+	}
 	list := []reassignment{}
 	for _, r := range listed.Sorted() {
-		list = append(list, reassignment{Topic: r.Topic, Partition: r.Partition, Replicas: orEmpty(r.Replicas),
-			Adding: orEmpty(r.AddingReplicas), Removing: orEmpty(r.RemovingReplicas), Leader: -1, ISR: []int32{}})
+		m := reassignment{Topic: r.Topic, Partition: r.Partition, Replicas: orEmpty(r.Replicas),
+			Adding: orEmpty(r.AddingReplicas), Removing: orEmpty(r.RemovingReplicas), Leader: -1, ISR: []int32{}}
+		if c, ok := cpView[tp{r.Topic, r.Partition}]; ok {
+			m.Target, m.AddingInSync, m.Leader, m.ISR = c.TargetReplicas, orEmpty(c.AddingInSync), c.Leader, orEmpty(c.ISR)
+		}
+		list = append(list, m)
 	}
 	if g.json() {
 		return writeJSON(g.stdout, list)
 	}
-	t := newTable(g.stdout, "TOPIC", "PARTITION", "REPLICAS", "ADDING", "REMOVING")
+	t := newTable(g.stdout, "TOPIC", "PARTITION", "REPLICAS", "TARGET", "ADDING", "IN-SYNC", "REMOVING", "LEADER", "ISR")
 	for _, r := range list {
-		t.row(r.Topic, r.Partition, int32s(r.Replicas), int32s(r.Adding), int32s(r.Removing))
+		inSync, leader := "?", any("?")
+		if cpView != nil {
+			inSync, leader = int32s(r.AddingInSync), r.Leader
+			if r.Leader < 0 {
+				leader = "none"
+			}
+		}
+		t.row(r.Topic, r.Partition, int32s(r.Replicas), int32s(r.Target), int32s(r.Adding), inSync, int32s(r.Removing), leader, int32s(r.ISR))
 	}
 	t.flush()
 	return nil

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func topicCommand() *command {
@@ -472,12 +473,25 @@ func topicAlterConfig(fs *pflag.FlagSet) runFunc {
 			alter = adm.ValidateAlterTopicConfigs
 		}
 		resp, err := alter(ctx, alters, topics...)
-		if err != nil {
-			return g.requestErr(err, "IncrementalAlterConfigs")
-		}
 		byName := map[string]kadm.AlterConfigsResponse{}
-		for _, r := range resp {
-			byName[r.Name] = r
+		switch {
+		case unsupported(err) || (err == nil && allUnsupported(resp)):
+			// A cluster without IncrementalAlterConfigs: AlterConfigs replaces a topic's
+			// whole config, so read each topic's own configs, change them, write them.
+			g.warnf("the cluster does not serve IncrementalAlterConfigs; using AlterConfigs (each topic's configs read, changed, written whole)")
+			for _, t := range topics {
+				r, err := alterConfigsWhole(ctx, adm, t, sets, *del, *dry)
+				if err != nil {
+					return g.requestErr(err, "AlterConfigs")
+				}
+				byName[t] = r
+			}
+		case err != nil:
+			return g.requestErr(err, "IncrementalAlterConfigs")
+		default:
+			for _, r := range resp {
+				byName[r.Name] = r
+			}
 		}
 		var rs []topicResult
 		for _, t := range topics {
@@ -490,4 +504,84 @@ func topicAlterConfig(fs *pflag.FlagSet) runFunc {
 		}
 		return g.writeResults(rs, nil)
 	}
+}
+
+// allUnsupported reports whether every topic of an answer failed with
+// UNSUPPORTED_VERSION.
+func allUnsupported(resp kadm.AlterConfigsResponses) bool {
+	for _, r := range resp {
+		if !errors.Is(r.Err, kerr.UnsupportedVersion) {
+			return false
+		}
+	}
+	return len(resp) > 0
+}
+
+// alterConfigsWhole changes a topic's configs through AlterConfigs, which sets the
+// topic's whole config: its own configs (source DYNAMIC_TOPIC_CONFIG, from
+// DescribeConfigs) with sets applied and dels removed. A read or a topic error is the
+// topic's answer; err is the whole request's.
+func alterConfigsWhole(ctx context.Context, adm *kadm.Client, topic string, sets map[string]*string, dels []string, dry bool) (kadm.AlterConfigsResponse, error) {
+	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		return kadm.AlterConfigsResponse{}, err
+	}
+	rc, err := rcs.On(topic, nil)
+	if err != nil {
+		return kadm.AlterConfigsResponse{Name: topic, Err: kerr.UnknownTopicOrPartition}, nil
+	}
+	if rc.Err != nil {
+		return kadm.AlterConfigsResponse{Name: topic, Err: rc.Err, ErrMessage: rc.ErrMessage}, nil
+	}
+	own := map[string]*string{}
+	for _, c := range rc.Configs {
+		if c.Source != kmsg.ConfigSourceDynamicTopicConfig {
+			continue
+		}
+		if c.Sensitive && c.Value == nil {
+			return kadm.AlterConfigsResponse{Name: topic, Err: kerr.InvalidConfig,
+				ErrMessage: fmt.Sprintf("config %s is sensitive: its value cannot be read back to be written whole by AlterConfigs", c.Key)}, nil
+		}
+		own[c.Key] = c.Value
+	}
+	var alters []kadm.AlterConfig
+	for _, kv := range mergeConfigs(own, sets, dels) {
+		alters = append(alters, kadm.AlterConfig{Op: kadm.SetConfig, Name: kv[0], Value: kmsg.StringPtr(kv[1])})
+	}
+	alter := adm.AlterTopicConfigsState
+	if dry {
+		alter = adm.ValidateAlterTopicConfigsState
+	}
+	resp, err := alter(ctx, alters, topic)
+	if err != nil {
+		return kadm.AlterConfigsResponse{}, err
+	}
+	r, err := resp.On(topic, nil)
+	if err != nil {
+		return kadm.AlterConfigsResponse{Name: topic, Err: errors.New("no answer for this topic")}, nil
+	}
+	return r, nil
+}
+
+// mergeConfigs returns a topic's own configs with sets applied and dels removed, as
+// name-value pairs sorted by name.
+func mergeConfigs(own, sets map[string]*string, dels []string) [][2]string {
+	m := map[string]string{}
+	for k, v := range own {
+		if v != nil {
+			m[k] = *v
+		}
+	}
+	for k, v := range sets {
+		m[k] = *v
+	}
+	for _, k := range dels {
+		delete(m, k)
+	}
+	out := make([][2]string, 0, len(m))
+	for k, v := range m {
+		out = append(out, [2]string{k, v})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i][0] < out[j][0] })
+	return out
 }
