@@ -79,6 +79,17 @@ func TestStalledMemberLeftBehind(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// One fault at a time: the next cut comes once the node has let every member
+		// it left out back in. Cut at once, the member it moved to goes quiet right as
+		// the others come back, two stalls in a row which together can outlast the lease.
+		c.CheckFor(t, 30*time.Second, func() error {
+			out, _ := c.Metric(t, dp, fmt.Sprintf("gregor_cp_client_events_total{event=%q}", client.EventEndpointExcluded))
+			back, _ := c.Metric(t, dp, fmt.Sprintf("gregor_cp_client_events_total{event=%q}", client.EventEndpointRestored))
+			if back < out {
+				return fmt.Errorf("%v of the %v members left out are back", back, out)
+			}
+			return nil
+		})
 	}
 	if b, ok := c.Metadata(t).Brokers[dp.ID]; !ok || b.Epoch != epoch {
 		t.Errorf("node registration %+v (registered %v), want epoch %d kept throughout", b, ok, epoch)

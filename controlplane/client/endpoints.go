@@ -34,6 +34,9 @@ type endpointGuard struct {
 	using   []string // the endpoints the etcd client uses now (all unless some are out)
 	// probed is closed once the running check's first probe has set the endpoints.
 	probed chan struct{}
+	// again asks the running check to probe at once rather than at its next tick: a
+	// call stalled on a member it still uses, or one it let back in may answer.
+	again chan struct{}
 }
 
 // Events counted through Config.CountEvent.
@@ -75,11 +78,16 @@ func (c *Client) suspectEndpoints() <-chan struct{} {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.running {
+		select {
+		case g.again <- struct{}{}:
+		default:
+		}
 		return g.probed
 	}
 	g.running = true
 	g.probed = make(chan struct{})
-	go c.guardEndpoints(g.probed)
+	g.again = make(chan struct{}, 1)
+	go c.guardEndpoints(g.probed, g.again)
 	return g.probed
 }
 
@@ -87,7 +95,7 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 
 // guardEndpoints probes the members until every one answers, setting the etcd client's
 // endpoints to those that do (all of them when none does: nothing to choose then).
-func (c *Client) guardEndpoints(probed chan struct{}) {
+func (c *Client) guardEndpoints(probed chan struct{}, again <-chan struct{}) {
 	g := &c.guard
 	defer func() {
 		g.mu.Lock()
@@ -137,6 +145,8 @@ func (c *Client) guardEndpoints(probed chan struct{}) {
 		case <-c.closed.Done():
 			t.Stop()
 			return
+		case <-again:
+			t.Stop()
 		case <-t.C:
 		}
 	}
