@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"github.com/gregor-streaming/gregor/proto"
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -36,12 +37,12 @@ func FuzzElectLeadersRequest(f *testing.F) {
 		f.Add(electLeadersFrame(req))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		req, err := parseElectLeaders(b)
-		if err != nil {
+		req := kmsg.NewPtrElectLeadersRequest()
+		if err := parseForwarded(b, req, electLeadersVersionMax, proto.ElectLeadersRequestV2); err != nil {
 			return
 		}
-		again, err := parseElectLeaders(electLeadersFrame(req))
-		if err != nil {
+		again := kmsg.NewPtrElectLeadersRequest()
+		if err := parseForwarded(electLeadersFrame(req), again, electLeadersVersionMax, proto.ElectLeadersRequestV2); err != nil {
 			t.Fatalf("re-encoded request does not decode: %v", err)
 		}
 		if !bytes.Equal(again.AppendTo(nil), req.AppendTo(nil)) {

@@ -10,9 +10,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"time"
 
-	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -22,60 +20,20 @@ import (
 	"github.com/gregor-streaming/gregor/proto"
 )
 
-// Bounds of an ElectLeaders request's run.
-const (
-	// electLeadersVersionMax is the newest version served (v2: flexible).
-	electLeadersVersionMax = 2
-	// electLeadersTimeoutDefault bounds a request that gives no timeout of its own;
-	// electLeadersTimeoutMax bounds any.
-	electLeadersTimeoutDefault = 30 * time.Second
-	electLeadersTimeoutMax     = 5 * time.Minute
-)
+// electLeadersVersionMax is the newest ElectLeaders version served (v2: flexible).
+const electLeadersVersionMax = 2
 
 // isElectLeaders reports whether a forwarded Kafka request is an ElectLeaders one.
 func isElectLeaders(kreq []byte) bool {
 	return len(kreq) >= 2 && int16(binary.BigEndian.Uint16(kreq)) == int16(kmsg.ElectLeaders)
 }
 
-// parseElectLeaders reads a forwarded ElectLeaders request: its header (v1, or v2 for
-// the flexible v2) and body.
-func parseElectLeaders(b []byte) (*kmsg.ElectLeadersRequest, error) {
-	r := kbin.Reader{Src: b}
-	key, version := r.Int16(), r.Int16()
-	_ = r.Int32() // the client's correlation id: the data-plane node answers it
-	_ = r.NullableString()
-	if err := r.Complete(); err != nil {
-		return nil, err
-	}
-	if key != int16(kmsg.ElectLeaders) || version < 0 || version > electLeadersVersionMax {
-		return nil, errors.New("not an ElectLeaders request of a version served")
-	}
-	req := kmsg.NewPtrElectLeadersRequest()
-	req.SetVersion(version)
-	if req.IsFlexible() {
-		for n := r.Uvarint(); n > 0 && r.Ok(); n-- {
-			r.Uvarint()
-			r.Span(int(r.Uvarint()))
-		}
-		if err := r.Complete(); err != nil {
-			return nil, err
-		}
-		if err := proto.CheckShape(r.Src, proto.ElectLeadersRequestV2); err != nil {
-			return nil, err
-		}
-	}
-	if err := req.ReadFrom(r.Src); err != nil {
-		return nil, err
-	}
-	return req, nil
-}
-
-// handleElectLeaders runs one forwarded ElectLeaders request on a goroutine of its own
-// (elections write to etcd: the connection's reader goes on with the requests behind
-// it) and answers with the response body at the request's version.
+// handleElectLeaders runs one forwarded ElectLeaders request (elections write to etcd:
+// on a goroutine of its own, see runForwarded) and answers with the response body at
+// the request's version.
 func (s *Server) handleElectLeaders(kreq []byte, reply func(status byte, body []byte)) {
-	req, err := parseElectLeaders(kreq)
-	if err != nil {
+	req := kmsg.NewPtrElectLeadersRequest()
+	if err := parseForwarded(kreq, req, electLeadersVersionMax, proto.ElectLeadersRequestV2); err != nil {
 		reply(client.GroupStatusBadRequest, nil)
 		return
 	}
@@ -83,20 +41,9 @@ func (s *Server) handleElectLeaders(kreq []byte, reply func(status byte, body []
 		reply(client.GroupStatusNotActive, nil)
 		return
 	}
-	go func() {
-		timeout := time.Duration(req.TimeoutMillis) * time.Millisecond
-		if timeout <= 0 {
-			timeout = electLeadersTimeoutDefault
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), min(timeout, electLeadersTimeoutMax))
-		defer cancel()
-		resp, notActive := s.electLeaders(ctx, req)
-		if notActive {
-			reply(client.GroupStatusNotActive, nil)
-			return
-		}
-		reply(client.GroupStatusOK, resp.AppendTo(nil))
-	}()
+	runForwarded(req.TimeoutMillis, reply, func(ctx context.Context) (kmsg.Response, bool) {
+		return s.electLeaders(ctx, req)
+	})
 }
 
 // electLeaders runs the request's elections; notActive means this node is not the

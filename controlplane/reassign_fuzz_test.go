@@ -45,11 +45,11 @@ func FuzzReassignmentRequests(f *testing.F) {
 		if b[1] == byte(kmsg.ListPartitionReassignments) {
 			req, shape = kmsg.NewPtrListPartitionReassignmentsRequest(), listReassignmentsRequestV0
 		}
-		if err := parseFlexibleV0(b, req, shape); err != nil {
+		if err := parseForwarded(b, req, 0, shape); err != nil {
 			return
 		}
 		again := req.ResponseKind().RequestKind()
-		if err := parseFlexibleV0(forwardedFrame(req), again, shape); err != nil {
+		if err := parseForwarded(forwardedFrame(req), again, 0, shape); err != nil {
 			t.Fatalf("re-encoded request does not decode: %v", err)
 		}
 		if !bytes.Equal(again.AppendTo(nil), req.AppendTo(nil)) {

@@ -11,11 +11,8 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"sort"
-	"time"
 
-	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -38,14 +35,6 @@ var (
 		proto.CompactArray(proto.CompactString, proto.CompactArray(proto.Int32), proto.Tags), proto.Tags}
 )
 
-// Bounds of a forwarded reassignment request's run.
-const (
-	// reassignmentsTimeoutDefault bounds a request that gives no timeout of its own;
-	// reassignmentsTimeoutMax bounds any.
-	reassignmentsTimeoutDefault = 30 * time.Second
-	reassignmentsTimeoutMax     = 5 * time.Minute
-)
-
 // isReassignmentRequest reports whether a forwarded Kafka request is an
 // AlterPartitionReassignments or ListPartitionReassignments one.
 func isReassignmentRequest(kreq []byte) bool {
@@ -56,72 +45,28 @@ func isReassignmentRequest(kreq []byte) bool {
 	return key == int16(kmsg.AlterPartitionAssignments) || key == int16(kmsg.ListPartitionReassignments)
 }
 
-// parseFlexibleV0 reads a forwarded request of a flexible v0 (header v2): its header,
-// then a body of the given shape into req, whose key it must have.
-func parseFlexibleV0(b []byte, req kmsg.Request, shape proto.Shape) error {
-	r := kbin.Reader{Src: b}
-	key, version := r.Int16(), r.Int16()
-	_ = r.Int32() // the client's correlation id: the data-plane node answers it
-	_ = r.NullableString()
-	for n := r.Uvarint(); n > 0 && r.Ok(); n-- {
-		r.Uvarint()
-		r.Span(int(r.Uvarint()))
-	}
-	if err := r.Complete(); err != nil {
-		return err
-	}
-	if key != req.Key() || version != 0 {
-		return fmt.Errorf("not a %s v0 request", kmsg.NameForKey(req.Key()))
-	}
-	req.SetVersion(0)
-	if err := proto.CheckShape(r.Src, shape); err != nil {
-		return err
-	}
-	return req.ReadFrom(r.Src)
-}
-
-// requestTimeout is a request's timeout within the bounds above.
-func requestTimeout(ms int32) time.Duration {
-	d := reassignmentsTimeoutDefault
-	if ms > 0 {
-		d = time.Duration(ms) * time.Millisecond
-	}
-	return min(d, reassignmentsTimeoutMax)
-}
-
 // handleReassignmentRequest runs one forwarded request on a goroutine of its own (a
 // reassignment writes to etcd: the connection's reader goes on with the requests behind
 // it) and answers with the response body.
 func (s *Server) handleReassignmentRequest(kreq []byte, reply func(status byte, body []byte)) {
 	if int16(binary.BigEndian.Uint16(kreq)) == int16(kmsg.ListPartitionReassignments) {
 		req := kmsg.NewPtrListPartitionReassignmentsRequest()
-		if err := parseFlexibleV0(kreq, req, listReassignmentsRequestV0); err != nil {
+		if err := parseForwarded(kreq, req, 0, listReassignmentsRequestV0); err != nil {
 			reply(client.GroupStatusBadRequest, nil)
 			return
 		}
 		resp, notActive := s.listReassignments(req)
-		if notActive {
-			reply(client.GroupStatusNotActive, nil)
-			return
-		}
-		reply(client.GroupStatusOK, resp.AppendTo(nil))
+		replyForwarded(reply, resp, notActive)
 		return
 	}
 	req := kmsg.NewPtrAlterPartitionAssignmentsRequest()
-	if err := parseFlexibleV0(kreq, req, alterReassignmentsRequestV0); err != nil {
+	if err := parseForwarded(kreq, req, 0, alterReassignmentsRequestV0); err != nil {
 		reply(client.GroupStatusBadRequest, nil)
 		return
 	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout(req.TimeoutMillis))
-		defer cancel()
-		resp, notActive := s.alterReassignments(ctx, req)
-		if notActive {
-			reply(client.GroupStatusNotActive, nil)
-			return
-		}
-		reply(client.GroupStatusOK, resp.AppendTo(nil))
-	}()
+	runForwarded(req.TimeoutMillis, reply, func(ctx context.Context) (kmsg.Response, bool) {
+		return s.alterReassignments(ctx, req)
+	})
 }
 
 // alterReassignments runs the request's reassignments and cancellations; notActive

@@ -15,8 +15,6 @@ package dataplane
 //     INVALID_REQUEST.
 
 import (
-	"context"
-
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/proto"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -40,17 +38,11 @@ func handleAlterConfigs(s *Server, r *request) error {
 	for i := range req.Resources {
 		changes[i] = replacingChange(&req.Resources[i])
 	}
-	duplicateResources(changes)
 	resp := req.ResponseKind().(*kmsg.AlterConfigsResponse)
 	resp.SetVersion(r.hdr.APIVersion)
 	resp.Resources = make([]kmsg.AlterConfigsResponseResource, len(changes))
-	s.adminEach(r, 0, len(changes), resp, func(ctx context.Context, i int) (int64, error) {
-		return s.applyConfigChange(ctx, &changes[i], req.ValidateOnly)
-	}, func(i int, err error) {
-		rr := &resp.Resources[i]
-		rr.Default()
-		rr.ResourceType, rr.ResourceName = changes[i].typ, changes[i].name
-		rr.ErrorCode, rr.ErrorMessage = errorCode(err), errorMessage(err)
+	s.alterConfigs(r, changes, req.ValidateOnly, resp, func(i int, res kmsg.AlterConfigsResponseResource) {
+		resp.Resources[i] = res
 	})
 	return nil
 }

@@ -15,9 +15,7 @@ package dataplane
 // answer: every partition asked for, and from v1 the request, get REQUEST_TIMED_OUT.
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"time"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
@@ -34,50 +32,29 @@ const electLeadersKey = int16(kmsg.ElectLeaders)
 const electLeadersViewWaitMax = 5 * time.Second
 
 func handleElectLeaders(s *Server, r *request) error {
-	frame := bytes.Clone(r.frame) // the frame views the inbound buffer
 	req := kmsg.NewPtrElectLeadersRequest()
-	req.SetVersion(r.hdr.APIVersion)
-	if req.IsFlexible() {
-		if err := proto.CheckShape(frame[r.hdr.Size:], proto.ElectLeadersRequestV2); err != nil {
-			return err
-		}
-	}
-	if err := req.ReadFrom(frame[r.hdr.Size:]); err != nil {
+	frame, err := decodeForwarded(r, req, proto.ElectLeadersRequestV2)
+	if err != nil {
 		return err
 	}
-	host := r.conn.ip
-	var body []byte
-	s.async(r, req.TimeoutMillis, func(ctx context.Context) (err error) {
-		before := s.cp.Snapshot()
-		body, err = s.cp.ForwardGroupRequest(ctx, nil, host, frame)
-		if err == nil {
-			s.awaitElected(ctx, before, body, r.hdr.APIVersion)
-		}
-		return err
-	}, func(err error) {
-		switch {
-		case err == nil:
-			writeResponseBody(r, body)
-		case errors.Is(err, client.ErrGroupBadRequest):
-			r.conn.closeRequested = true
-		default:
-			s.logger.Debug("ElectLeaders not answered by the controller", "err", err)
-			resp := req.ResponseKind().(*kmsg.ElectLeadersResponse)
-			code := kerr.RequestTimedOut.Code
-			resp.ErrorCode = code // encoded from v1
-			msg := "no controller answered: " + err.Error()
-			for _, t := range req.Topics {
-				rt := kmsg.NewElectLeadersResponseTopic()
-				rt.Topic = t.Topic
-				for _, p := range t.Partitions {
-					rp := kmsg.NewElectLeadersResponseTopicPartition()
-					rp.Partition, rp.ErrorCode, rp.ErrorMessage = p, code, &msg
-					rt.Partitions = append(rt.Partitions, rp)
-				}
-				resp.Topics = append(resp.Topics, rt)
+	before := s.cp.Snapshot() // the view the elected leaders' epochs must pass
+	s.forwardToController(r, frame, req.TimeoutMillis, "ElectLeaders", func(ctx context.Context, body []byte) {
+		s.awaitElected(ctx, before, body, r.hdr.APIVersion)
+	}, func(msg string) kmsg.Response {
+		resp := req.ResponseKind().(*kmsg.ElectLeadersResponse)
+		code := kerr.RequestTimedOut.Code
+		resp.ErrorCode = code // encoded from v1
+		for _, t := range req.Topics {
+			rt := kmsg.NewElectLeadersResponseTopic()
+			rt.Topic = t.Topic
+			for _, p := range t.Partitions {
+				rp := kmsg.NewElectLeadersResponseTopicPartition()
+				rp.Partition, rp.ErrorCode, rp.ErrorMessage = p, code, &msg
+				rt.Partitions = append(rt.Partitions, rp)
 			}
-			writeResponse(r, resp)
+			resp.Topics = append(resp.Topics, rt)
 		}
+		return resp
 	})
 	return nil
 }

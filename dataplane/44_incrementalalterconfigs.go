@@ -19,7 +19,6 @@ package dataplane
 //     resource named twice in one request, SET without a value: INVALID_REQUEST.
 
 import (
-	"context"
 	"slices"
 	"strings"
 
@@ -46,17 +45,11 @@ func handleIncrementalAlterConfigs(s *Server, r *request) error {
 	for i := range req.Resources {
 		changes[i] = incrementalChange(&req.Resources[i])
 	}
-	duplicateResources(changes)
 	resp := req.ResponseKind().(*kmsg.IncrementalAlterConfigsResponse)
 	resp.SetVersion(r.hdr.APIVersion)
 	resp.Resources = make([]kmsg.IncrementalAlterConfigsResponseResource, len(changes))
-	s.adminEach(r, 0, len(changes), resp, func(ctx context.Context, i int) (int64, error) {
-		return s.applyConfigChange(ctx, &changes[i], req.ValidateOnly)
-	}, func(i int, err error) {
-		rr := &resp.Resources[i]
-		rr.Default()
-		rr.ResourceType, rr.ResourceName = changes[i].typ, changes[i].name
-		rr.ErrorCode, rr.ErrorMessage = errorCode(err), errorMessage(err)
+	s.alterConfigs(r, changes, req.ValidateOnly, resp, func(i int, res kmsg.AlterConfigsResponseResource) {
+		resp.Resources[i] = kmsg.IncrementalAlterConfigsResponseResource(res) // the same fields
 	})
 	return nil
 }

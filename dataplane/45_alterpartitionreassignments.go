@@ -14,14 +14,9 @@ package dataplane
 // REQUEST_TIMED_OUT.
 
 import (
-	"bytes"
-	"context"
-	"errors"
-
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/proto"
 )
 
@@ -34,44 +29,26 @@ var alterReassignmentsRequestV0 = proto.Shape{proto.Int32,
 	proto.Tags}
 
 func handleAlterPartitionReassignments(s *Server, r *request) error {
-	frame := bytes.Clone(r.frame) // the frame views the inbound buffer
 	req := kmsg.NewPtrAlterPartitionAssignmentsRequest()
-	req.SetVersion(r.hdr.APIVersion)
-	if err := proto.CheckShape(frame[r.hdr.Size:], alterReassignmentsRequestV0); err != nil {
+	frame, err := decodeForwarded(r, req, alterReassignmentsRequestV0)
+	if err != nil {
 		return err
 	}
-	if err := req.ReadFrom(frame[r.hdr.Size:]); err != nil {
-		return err
-	}
-	host := r.conn.ip
-	var body []byte
-	s.async(r, req.TimeoutMillis, func(ctx context.Context) (err error) {
-		body, err = s.cp.ForwardGroupRequest(ctx, nil, host, frame)
-		return err
-	}, func(err error) {
-		switch {
-		case err == nil:
-			writeResponseBody(r, body)
-		case errors.Is(err, client.ErrGroupBadRequest):
-			r.conn.closeRequested = true
-		default:
-			s.logger.Debug("AlterPartitionReassignments not answered by the controller", "err", err)
-			resp := req.ResponseKind().(*kmsg.AlterPartitionAssignmentsResponse)
-			code := kerr.RequestTimedOut.Code
-			msg := "no controller answered: " + err.Error()
-			resp.ErrorCode, resp.ErrorMessage = code, &msg
-			for _, t := range req.Topics {
-				rt := kmsg.NewAlterPartitionAssignmentsResponseTopic()
-				rt.Topic = t.Topic
-				for _, p := range t.Partitions {
-					rp := kmsg.NewAlterPartitionAssignmentsResponseTopicPartition()
-					rp.Partition, rp.ErrorCode, rp.ErrorMessage = p.Partition, code, &msg
-					rt.Partitions = append(rt.Partitions, rp)
-				}
-				resp.Topics = append(resp.Topics, rt)
+	s.forwardToController(r, frame, req.TimeoutMillis, "AlterPartitionReassignments", nil, func(msg string) kmsg.Response {
+		resp := req.ResponseKind().(*kmsg.AlterPartitionAssignmentsResponse)
+		code := kerr.RequestTimedOut.Code
+		resp.ErrorCode, resp.ErrorMessage = code, &msg
+		for _, t := range req.Topics {
+			rt := kmsg.NewAlterPartitionAssignmentsResponseTopic()
+			rt.Topic = t.Topic
+			for _, p := range t.Partitions {
+				rp := kmsg.NewAlterPartitionAssignmentsResponseTopicPartition()
+				rp.Partition, rp.ErrorCode, rp.ErrorMessage = p.Partition, code, &msg
+				rt.Partitions = append(rt.Partitions, rp)
 			}
-			writeResponse(r, resp)
+			resp.Topics = append(resp.Topics, rt)
 		}
+		return resp
 	})
 	return nil
 }

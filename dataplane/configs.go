@@ -231,6 +231,24 @@ func (s *Server) applyConfigChange(ctx context.Context, c *configChange, validat
 	return 0, &client.Error{Code: kerr.InvalidRequest, Message: "unsupported resource type " + c.typ.String()}
 }
 
+// alterConfigs makes the decoded changes of an AlterConfigs or IncrementalAlterConfigs
+// request and answers it. The two APIs differ only in how a resource's configs change
+// (replacingChange, incrementalChange), so the refusal of a resource named twice, the
+// topic/broker split (applyConfigChange) and the answer are one piece. answer stores
+// resource i's result in resp: both APIs' resource results have the same fields, so it
+// is built once, as AlterConfigs's.
+func (s *Server) alterConfigs(r *request, changes []configChange, validateOnly bool, resp kmsg.Response, answer func(i int, res kmsg.AlterConfigsResponseResource)) {
+	duplicateResources(changes)
+	s.adminEach(r, 0, len(changes), resp, func(ctx context.Context, i int) (int64, error) {
+		return s.applyConfigChange(ctx, &changes[i], validateOnly)
+	}, func(i int, err error) {
+		res := kmsg.NewAlterConfigsResponseResource()
+		res.ResourceType, res.ResourceName = changes[i].typ, changes[i].name
+		res.ErrorCode, res.ErrorMessage = errorCode(err), errorMessage(err)
+		answer(i, res)
+	})
+}
+
 // duplicateResources marks, as Kafka does, every resource named more than once in a
 // request: each is refused with INVALID_REQUEST.
 func duplicateResources(changes []configChange) {

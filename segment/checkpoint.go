@@ -103,10 +103,10 @@ func readCheckpointLines(path string) ([]string, error) {
 	return lines[1:], nil
 }
 
-// readRecoveryPoint returns the recovery point, or 0 (recover everything) when the file
-// is missing or unreadable.
-func readRecoveryPoint(dir string) int64 {
-	lines, err := readCheckpointLines(filepath.Join(dir, recoveryPointFile))
+// readOffsetCheckpoint returns the offset a one-offset checkpoint file (the recovery
+// point, the log start offset) holds, or 0 when it is missing or unreadable.
+func readOffsetCheckpoint(path string) int64 {
+	lines, err := readCheckpointLines(path)
 	if err != nil || len(lines) != 1 {
 		return 0
 	}
@@ -117,24 +117,27 @@ func readRecoveryPoint(dir string) int64 {
 	return v
 }
 
+// writeOffsetCheckpoint writes offset as a one-offset checkpoint file, atomically.
+func writeOffsetCheckpoint(path string, offset int64) error {
+	return WriteFileAtomic(path, fmt.Appendf(nil, "%d\n%d\n", checkpointVersion, offset))
+}
+
+// readRecoveryPoint returns the recovery point, or 0 (recover everything) when the file
+// is missing or unreadable.
+func readRecoveryPoint(dir string) int64 {
+	return readOffsetCheckpoint(filepath.Join(dir, recoveryPointFile))
+}
+
 func writeRecoveryPoint(dir string, offset int64) error {
-	return WriteFileAtomic(filepath.Join(dir, recoveryPointFile), fmt.Appendf(nil, "%d\n%d\n", checkpointVersion, offset))
+	return writeOffsetCheckpoint(filepath.Join(dir, recoveryPointFile), offset)
 }
 
 // readLogStartOffset returns the checkpointed log start offset, or 0 when the file is
 // missing or unreadable (the first segment's base offset then stands).
 func readLogStartOffset(dir string) int64 {
-	lines, err := readCheckpointLines(filepath.Join(dir, logStartOffsetFile))
-	if err != nil || len(lines) != 1 {
-		return 0
-	}
-	v, err := strconv.ParseInt(lines[0], 10, 64)
-	if err != nil || v < 0 {
-		return 0
-	}
-	return v
+	return readOffsetCheckpoint(filepath.Join(dir, logStartOffsetFile))
 }
 
 func writeLogStartOffset(dir string, offset int64) error {
-	return WriteFileAtomic(filepath.Join(dir, logStartOffsetFile), fmt.Appendf(nil, "%d\n%d\n", checkpointVersion, offset))
+	return writeOffsetCheckpoint(filepath.Join(dir, logStartOffsetFile), offset)
 }

@@ -93,15 +93,9 @@ func groupList(fs *pflag.FlagSet) runFunc {
 			}
 			list = append(list, s)
 		}
-		if g.json() {
-			return writeJSON(g.stdout, list)
-		}
-		t := newTable(g.stdout, "GROUP", "STATE", "PROTOCOL-TYPE", "COORDINATOR")
-		for _, s := range list {
-			t.row(s.Group, orDash(s.State), orDash(s.ProtocolType), s.Coordinator)
-		}
-		t.flush()
-		return nil
+		return writeRows(g, list, []string{"GROUP", "STATE", "PROTOCOL-TYPE", "COORDINATOR"}, func(s groupSummary) []any {
+			return []any{s.Group, orDash(s.State), orDash(s.ProtocolType), s.Coordinator}
+		})
 	}
 }
 
@@ -340,23 +334,14 @@ func groupSeek(fs *pflag.FlagSet) runFunc {
 				g.warnf("%s/%d: %s", r.Topic, r.Partition, r.Error)
 			}
 		}
-		if g.json() {
-			if err := writeJSON(g.stdout, results); err != nil {
-				return err
-			}
-		} else {
-			t := newTable(g.stdout, "TOPIC", "PARTITION", "PREVIOUS-OFFSET", "NEW-OFFSET", "STATUS")
-			for _, r := range results {
-				status := "OK"
-				if *dry {
-					status = "dry run"
-				}
-				if r.Error != "" {
-					status, _, _ = strings.Cut(r.Error, ":")
-				}
-				t.row(r.Topic, r.Partition, offsetText(r.PreviousOffset), r.NewOffset, status)
-			}
-			t.flush()
+		ok := "OK"
+		if *dry {
+			ok = "dry run"
+		}
+		if err := writeRows(g, results, []string{"TOPIC", "PARTITION", "PREVIOUS-OFFSET", "NEW-OFFSET", "STATUS"}, func(r seekResult) []any {
+			return []any{r.Topic, r.Partition, offsetText(r.PreviousOffset), r.NewOffset, statusText(r.Error, ok)}
+		}); err != nil {
+			return err
 		}
 		if failed {
 			return errReported
@@ -444,20 +429,10 @@ func groupDelete(fs *pflag.FlagSet) runFunc {
 			}
 			rs = append(rs, result{Group: name, Error: e})
 		}
-		if g.json() {
-			if err := writeJSON(g.stdout, rs); err != nil {
-				return err
-			}
-		} else {
-			t := newTable(g.stdout, "GROUP", "STATUS")
-			for _, r := range rs {
-				status := "OK"
-				if r.Error != "" {
-					status, _, _ = strings.Cut(r.Error, ":")
-				}
-				t.row(r.Group, status)
-			}
-			t.flush()
+		if err := writeRows(g, rs, []string{"GROUP", "STATUS"}, func(r result) []any {
+			return []any{r.Group, statusText(r.Error, "OK")}
+		}); err != nil {
+			return err
 		}
 		if failed {
 			return errReported

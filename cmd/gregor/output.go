@@ -55,6 +55,31 @@ func section(w io.Writer, first bool, name string) {
 	fmt.Fprintln(w, strings.Repeat("=", len(name)))
 }
 
+// writeRows prints a command's answer, one entry a row: with --format json the rows as
+// they are, else a table under headers with each row's columns as cols gives them. The
+// list commands and the per-item results answer alike.
+func writeRows[T any](g *globals, rows []T, headers []string, cols func(T) []any) error {
+	if g.json() {
+		return writeJSON(g.stdout, rows)
+	}
+	t := newTable(g.stdout, headers...)
+	for _, r := range rows {
+		t.row(cols(r)...)
+	}
+	t.flush()
+	return nil
+}
+
+// statusText is an item's STATUS column: ok, or the first part of its error (the whole is
+// on stderr).
+func statusText(errMsg, ok string) string {
+	if errMsg == "" {
+		return ok
+	}
+	s, _, _ := strings.Cut(errMsg, ":")
+	return s
+}
+
 // writeJSON writes v as indented JSON.
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

@@ -154,27 +154,17 @@ func partitionElect(fs *pflag.FlagSet) runFunc {
 				g.warnf("%s/%d: %s", r.Topic, r.Partition, r.Error)
 			}
 		}
-		if g.json() {
-			if rs == nil {
-				rs = []electResult{}
+		if rs == nil {
+			rs = []electResult{} // JSON: [], not null
+		}
+		if err := writeRows(g, rs, []string{"TOPIC", "PARTITION", "LEADER", "STATUS"}, func(r electResult) []any {
+			leader := any(r.Leader)
+			if r.Leader < 0 {
+				leader = "none"
 			}
-			if err := writeJSON(g.stdout, rs); err != nil {
-				return err
-			}
-		} else {
-			t := newTable(g.stdout, "TOPIC", "PARTITION", "LEADER", "STATUS")
-			for _, r := range rs {
-				status := "OK"
-				if r.Error != "" {
-					status, _, _ = strings.Cut(r.Error, ":")
-				}
-				leader := any(r.Leader)
-				if r.Leader < 0 {
-					leader = "none"
-				}
-				t.row(r.Topic, r.Partition, leader, status)
-			}
-			t.flush()
+			return []any{r.Topic, r.Partition, leader, statusText(r.Error, "OK")}
+		}); err != nil {
+			return err
 		}
 		if failed {
 			return errReported
@@ -409,28 +399,20 @@ func equalInt32s(a, b []int32) bool {
 }
 
 func writeMoves(g *globals, moves []reassignment, waited bool) error {
-	if g.json() {
-		return writeJSON(g.stdout, moves)
-	}
-	t := newTable(g.stdout, "TOPIC", "PARTITION", "TARGET", "REPLICAS", "ISR", "LEADER", "STATUS")
-	for _, m := range moves {
-		status := "accepted"
+	return writeRows(g, moves, []string{"TOPIC", "PARTITION", "TARGET", "REPLICAS", "ISR", "LEADER", "STATUS"}, func(m reassignment) []any {
+		ok := "accepted"
 		switch {
-		case m.Error != "":
-			status, _, _ = strings.Cut(m.Error, ":")
 		case m.Target == nil:
-			status = "cancelled"
+			ok = "cancelled"
 		case waited && m.Done:
-			status = "done"
+			ok = "done"
 		}
 		leader := any(m.Leader)
 		if !waited || m.Error != "" {
 			leader = "-"
 		}
-		t.row(m.Topic, m.Partition, int32s(m.Target), int32s(m.Replicas), int32s(m.ISR), leader, status)
-	}
-	t.flush()
-	return nil
+		return []any{m.Topic, m.Partition, int32s(m.Target), int32s(m.Replicas), int32s(m.ISR), leader, statusText(m.Error, ok)}
+	})
 }
 
 // tp is a topic partition.
@@ -493,11 +475,7 @@ func reassignStatus(ctx context.Context, g *globals, set kadm.TopicsSet) error {
 		}
 		list = append(list, m)
 	}
-	if g.json() {
-		return writeJSON(g.stdout, list)
-	}
-	t := newTable(g.stdout, "TOPIC", "PARTITION", "REPLICAS", "TARGET", "ADDING", "IN-SYNC", "REMOVING", "LEADER", "ISR")
-	for _, r := range list {
+	return writeRows(g, list, []string{"TOPIC", "PARTITION", "REPLICAS", "TARGET", "ADDING", "IN-SYNC", "REMOVING", "LEADER", "ISR"}, func(r reassignment) []any {
 		inSync, leader := "?", any("?")
 		if cpView != nil {
 			inSync, leader = int32s(r.AddingInSync), r.Leader
@@ -505,8 +483,6 @@ func reassignStatus(ctx context.Context, g *globals, set kadm.TopicsSet) error {
 				leader = "none"
 			}
 		}
-		t.row(r.Topic, r.Partition, int32s(r.Replicas), int32s(r.Target), int32s(r.Adding), inSync, int32s(r.Removing), leader, int32s(r.ISR))
-	}
-	t.flush()
-	return nil
+		return []any{r.Topic, r.Partition, int32s(r.Replicas), int32s(r.Target), int32s(r.Adding), inSync, int32s(r.Removing), leader, int32s(r.ISR)}
+	})
 }

@@ -53,24 +53,14 @@ func (g *globals) writeResults(rs []topicResult, extra func(r topicResult) []any
 			g.warnf("%s", r.Error)
 		}
 	}
-	if g.json() {
-		if err := writeJSON(g.stdout, rs); err != nil {
-			return err
+	if err := writeRows(g, rs, append([]string{"TOPIC"}, append(headers, "STATUS")...), func(r topicResult) []any {
+		cols := []any{r.Topic}
+		if extra != nil {
+			cols = append(cols, extra(r)...)
 		}
-	} else {
-		t := newTable(g.stdout, append([]string{"TOPIC"}, append(headers, "STATUS")...)...)
-		for _, r := range rs {
-			status := "OK"
-			if r.Error != "" {
-				status, _, _ = strings.Cut(r.Error, ":")
-			}
-			cols := []any{r.Topic}
-			if extra != nil {
-				cols = append(cols, extra(r)...)
-			}
-			t.row(append(cols, status)...)
-		}
-		t.flush()
+		return append(cols, statusText(r.Error, "OK"))
+	}); err != nil {
+		return err
 	}
 	if failed {
 		return errReported
@@ -199,15 +189,9 @@ func topicList(fs *pflag.FlagSet) runFunc {
 			}
 			list = append(list, topicSummary{Topic: t.Topic, ID: topicID(t.ID), Partitions: len(t.Partitions), ReplicationFactor: t.Partitions.NumReplicas()})
 		}
-		if g.json() {
-			return writeJSON(g.stdout, list)
-		}
-		tb := newTable(g.stdout, "NAME", "PARTITIONS", "REPLICAS")
-		for _, t := range list {
-			tb.row(t.Topic, t.Partitions, t.ReplicationFactor)
-		}
-		tb.flush()
-		return nil
+		return writeRows(g, list, []string{"NAME", "PARTITIONS", "REPLICAS"}, func(t topicSummary) []any {
+			return []any{t.Topic, t.Partitions, t.ReplicationFactor}
+		})
 	}
 }
 

@@ -330,38 +330,20 @@ func (c *Controller) AlterReassignments(ctx context.Context, reqs []Reassignment
 			olds, nexts, idx = append(olds, st), append(nexts, next), append(idx, i)
 		}
 		pending = pending[:0]
-		for start := 0; start < len(olds); start += electionTxnPartitionsMax {
-			end := min(start+electionTxnPartitionsMax, len(olds))
-			ok, rev, err := c.electionTxn(ctx, term, olds[start:end], nexts[start:end])
-			if err != nil {
-				return nil, err
-			}
-			lastRev = max(lastRev, rev)
-			committed := make([]bool, end-start)
-			if ok {
-				for j := range committed {
-					committed[j] = true
-				}
-			} else {
-				for j := start; j < end; j++ {
-					ok, rev, err := c.electionTxn(ctx, term, olds[j:j+1], nexts[j:j+1])
-					if err != nil {
-						return nil, err
-					}
-					lastRev = max(lastRev, rev)
-					committed[j-start] = ok
-				}
-			}
-			for j, ok := range committed {
-				i := idx[start+j]
-				switch {
-				case !ok:
-					pending = append(pending, i)
-				case reqs[i].Target == nil:
-					cancelled++
-				default:
-					started++
-				}
+		committed, rev, err := c.writeRequested(ctx, term, olds, nexts)
+		if err != nil {
+			return nil, err
+		}
+		lastRev = max(lastRev, rev)
+		for j, ok := range committed {
+			i := idx[j]
+			switch {
+			case !ok:
+				pending = append(pending, i)
+			case reqs[i].Target == nil:
+				cancelled++
+			default:
+				started++
 			}
 		}
 		if len(pending) == 0 {
@@ -370,7 +352,6 @@ func (c *Controller) AlterReassignments(ctx context.Context, reqs []Reassignment
 		if c.term.Load() != term {
 			return nil, ErrNotController
 		}
-		var err error
 		if snap, err = c.conn.View.WaitRevision(ctx, lastRev); err != nil {
 			return nil, err
 		}

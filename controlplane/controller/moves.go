@@ -276,6 +276,40 @@ func (c *Controller) rebalance(ctx context.Context, e *concurrency.Election, sna
 	}
 }
 
+// writeRequested writes the changes an admin request decided (ElectLeaders,
+// AlterReassignments) the way the reconcile pass writes its own (writeElections): in
+// transactions of at most electionTxnPartitionsMax partitions, fenced on the term, a
+// batch that loses a race retried one partition at a time so one conflict does not
+// hold up the rest. Unlike the pass it stops at the first error, which fails the
+// request, and it reports which changes were committed (the others are decided again
+// on a newer view) and the newest revision written.
+func (c *Controller) writeRequested(ctx context.Context, term *concurrency.Election, olds, nexts []cluster.PartitionState) (committed []bool, lastRev int64, err error) {
+	committed = make([]bool, len(olds))
+	for start := 0; start < len(olds); start += electionTxnPartitionsMax {
+		end := min(start+electionTxnPartitionsMax, len(olds))
+		ok, rev, err := c.electionTxn(ctx, term, olds[start:end], nexts[start:end])
+		if err != nil {
+			return nil, 0, err
+		}
+		lastRev = max(lastRev, rev)
+		if ok {
+			for j := start; j < end; j++ {
+				committed[j] = true
+			}
+			continue
+		}
+		for j := start; j < end; j++ {
+			ok, rev, err := c.electionTxn(ctx, term, olds[j:j+1], nexts[j:j+1])
+			if err != nil {
+				return nil, 0, err
+			}
+			lastRev = max(lastRev, rev)
+			committed[j] = ok
+		}
+	}
+	return committed, lastRev, nil
+}
+
 // ErrNotController is returned by ElectLeaders on a node that is not the active
 // controller.
 var ErrNotController = errors.New("controller: not the active controller")
@@ -346,26 +380,13 @@ func (c *Controller) ElectLeaders(ctx context.Context, typ ElectionType, parts [
 			olds, nexts, idx = append(olds, st), append(nexts, next), append(idx, i)
 		}
 		pending = pending[:0]
-		var lastRev int64
-		for start := 0; start < len(olds); start += electionTxnPartitionsMax {
-			end := min(start+electionTxnPartitionsMax, len(olds))
-			ok, rev, err := c.electionTxn(ctx, term, olds[start:end], nexts[start:end])
-			if err != nil {
-				return nil, err
-			}
-			lastRev = max(lastRev, rev)
-			if ok {
-				continue
-			}
-			for j := start; j < end; j++ {
-				ok, rev, err := c.electionTxn(ctx, term, olds[j:j+1], nexts[j:j+1])
-				if err != nil {
-					return nil, err
-				}
-				lastRev = max(lastRev, rev)
-				if !ok {
-					pending = append(pending, idx[j])
-				}
+		committed, lastRev, err := c.writeRequested(ctx, term, olds, nexts)
+		if err != nil {
+			return nil, err
+		}
+		for j, ok := range committed {
+			if !ok {
+				pending = append(pending, idx[j])
 			}
 		}
 		if len(pending) == 0 {
@@ -376,7 +397,6 @@ func (c *Controller) ElectLeaders(ctx context.Context, typ ElectionType, parts [
 		if c.term.Load() != term {
 			return nil, ErrNotController
 		}
-		var err error
 		if snap, err = c.conn.View.WaitRevision(ctx, lastRev); err != nil {
 			return nil, err
 		}

@@ -171,12 +171,7 @@ func PlanBalance(in PlanInput, max int) []Move {
 	states := sortedStates(in.Partitions)
 	planned := map[cluster.TopicPartition]bool{}
 	var moves []Move
-	for len(moves) < max {
-		hi, lo := extremes(counts)
-		if counts[hi]-counts[lo] <= 1 {
-			break
-		}
-		found := false
+	evenOut(counts, max, func(hi, lo int32) bool {
 		for _, st := range states {
 			tp := st.TopicPartition()
 			if planned[tp] || st.Reassigning() || st.Leader == cluster.NoLeader ||
@@ -190,15 +185,10 @@ func PlanBalance(in PlanInput, max int) []Move {
 			}
 			moves = append(moves, Move{TopicPartition: tp, Target: target})
 			planned[tp] = true
-			counts[hi]--
-			counts[lo]++
-			found = true
-			break
+			return true
 		}
-		if !found {
-			break
-		}
-	}
+		return false
+	})
 	return moves
 }
 
@@ -226,12 +216,7 @@ func PlanPreferred(in PlanInput, max int) (olds, nexts []cluster.PartitionState)
 		}
 	}
 	planned := map[cluster.TopicPartition]bool{}
-	for len(olds) < max {
-		hi, lo := extremes(counts)
-		if counts[hi]-counts[lo] <= 1 {
-			break
-		}
-		found := false
+	evenOut(counts, max, func(hi, lo int32) bool {
 		for _, st := range states {
 			if planned[st.TopicPartition()] || st.Reassigning() || len(st.Replicas) == 0 || st.Replicas[0] != hi ||
 				!slices.Contains(st.ISR, lo) {
@@ -242,16 +227,26 @@ func PlanPreferred(in PlanInput, max int) (olds, nexts []cluster.PartitionState)
 			next.PartitionEpoch++
 			olds, nexts = append(olds, st), append(nexts, next)
 			planned[st.TopicPartition()] = true
-			counts[hi]--
-			counts[lo]++
-			found = true
-			break
+			return true
 		}
-		if !found {
-			break
-		}
-	}
+		return false
+	})
 	return olds, nexts
+}
+
+// evenOut moves one unit of counts at a time, at most max times, from the node with
+// the most to the one with the fewest (extremes) while they differ by two or more:
+// move(hi, lo) plans one such change, or reports that none is left to plan. The
+// balance of replicas and that of preferred leaderships even out alike.
+func evenOut(counts map[int32]int, max int, move func(hi, lo int32) bool) {
+	for range max {
+		hi, lo := extremes(counts)
+		if counts[hi]-counts[lo] <= 1 || !move(hi, lo) {
+			return
+		}
+		counts[hi]--
+		counts[lo]++
+	}
 }
 
 // extremes returns the node with the most count (the highest id among equals) and the
