@@ -22,7 +22,8 @@ const PythonConfluentKafka = "/usr/lib/python3/dist-packages/confluent_kafka/__i
 // confluent-kafka (librdkafka), idempotent and acks=all, at a rate, for a duration or
 // until its standard input closes; it reads nothing else. It prints one JSON line per
 // delivery report: {"v": value, "p": partition, "o": offset, "e": error or "", "s":
-// send time, "t": report time} (times in Unix seconds); records still undelivered when
+// send time, "t": report time} (times in Unix seconds; o -1 when librdkafka acknowledged
+// the record without learning its offset); records still undelivered when
 // the final flush gives up are reported with e "undelivered"; the last line is
 // {"done": n}.
 const rdkafkaScript = `
@@ -40,7 +41,10 @@ out = sys.stdout
 def report(err, msg):
     v = msg.value().decode()
     s = started.pop(v, 0)
-    out.write(json.dumps({"v": v, "p": msg.partition(), "o": msg.offset() if err is None else -1,
+    # An offset librdkafka does not know (a message it acknowledged because a later batch
+    # of the producer was, after its own request failed) comes as None: reported as -1.
+    o = msg.offset() if err is None else None
+    out.write(json.dumps({"v": v, "p": msg.partition(), "o": -1 if o is None or o < 0 else o,
                           "e": "" if err is None else str(err), "s": s, "t": time.time()}) + "\n")
 p = Producer({"bootstrap.servers": addr, "acks": "all", "enable.idempotence": True,
               "message.timeout.ms": timeout_ms, "linger.ms": 2, "error_cb": lambda e: None})
