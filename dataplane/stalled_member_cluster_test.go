@@ -31,6 +31,10 @@ func TestStalledMemberLeftBehind(t *testing.T) {
 	admin := c.ControlPlaneClient(t)
 	epoch := c.Metadata(t).Brokers[dp.ID].Epoch
 	kc := c.Client(t)
+	events := func(ev string) float64 {
+		v, _ := c.Metric(t, dp, fmt.Sprintf("gregor_cp_client_events_total{event=%q}", ev))
+		return v
+	}
 	for i, left := range c.CPs {
 		var cut []*testcluster.Link
 		for _, m := range c.CPs {
@@ -83,9 +87,7 @@ func TestStalledMemberLeftBehind(t *testing.T) {
 		// it left out back in. Cut at once, the member it moved to goes quiet right as
 		// the others come back, two stalls in a row which together can outlast the lease.
 		c.CheckFor(t, 30*time.Second, func() error {
-			out, _ := c.Metric(t, dp, fmt.Sprintf("gregor_cp_client_events_total{event=%q}", client.EventEndpointExcluded))
-			back, _ := c.Metric(t, dp, fmt.Sprintf("gregor_cp_client_events_total{event=%q}", client.EventEndpointRestored))
-			if back < out {
+			if out, back := events(client.EventEndpointExcluded), events(client.EventEndpointRestored); back < out {
 				return fmt.Errorf("%v of the %v members left out are back", back, out)
 			}
 			return nil
@@ -100,10 +102,9 @@ func TestStalledMemberLeftBehind(t *testing.T) {
 	default:
 	}
 	for _, ev := range []string{client.EventWatchStalled, client.EventKeepAliveTimeout, client.EventSessionStalled, client.EventEndpointExcluded} {
-		v, _ := c.Metric(t, dp, fmt.Sprintf("gregor_cp_client_events_total{event=%q}", ev))
-		t.Logf("%s: %v", ev, v)
+		t.Logf("%s: %v", ev, events(ev))
 	}
-	if v, _ := c.Metric(t, dp, fmt.Sprintf("gregor_cp_client_events_total{event=%q}", client.EventEndpointExcluded)); v == 0 {
+	if events(client.EventEndpointExcluded) == 0 {
 		t.Error("no member was taken out of the node's endpoints")
 	}
 }
