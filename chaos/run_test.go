@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand"
@@ -126,6 +127,7 @@ func newRun(t *testing.T, name string, o runOptions) *run {
 		o.producers = []workload.Kind{workload.FranzIdempotent, workload.FranzPlain}
 		if _, err := os.Stat(workload.PythonConfluentKafka); err == nil {
 			o.producers = append(o.producers, workload.Librdkafka)
+			logRdkafkaVersion(t)
 		} else {
 			t.Logf("no confluent-kafka (%v): librdkafka does not produce", err)
 		}
@@ -552,4 +554,23 @@ func (r *run) saveOnFailure() {
 		}
 	}
 	r.t.Logf("the failed run is kept in %s", dir)
+}
+
+// logRdkafkaVersion says which librdkafka the Librdkafka producer runs on, and warns when
+// it is one whose idempotent producer may stop on its own fatal "rewound sequence
+// number" or "sequence desynchronization" (before 2.3.0, confluentinc/librdkafka#4438):
+// scripts/build-librdkafka.sh, which make test and make chaos run, builds one without.
+func logRdkafkaVersion(t *testing.T) {
+	t.Helper()
+	v, err := workload.RdkafkaLibVersion()
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	t.Logf("librdkafka %s (%s)", v, cmp.Or(workload.LibrdkafkaDir(), "the system's"))
+	var major, minor int
+	if _, err := fmt.Sscanf(v, "%d.%d", &major, &minor); err == nil && (major < 2 || major == 2 && minor < 3) {
+		t.Logf("warning: librdkafka %s's idempotent producer may stop on a fatal error of its own "+
+			"after a possibly persisted request (fixed in 2.3.0); run scripts/build-librdkafka.sh", v)
+	}
 }

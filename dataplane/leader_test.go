@@ -184,3 +184,58 @@ func TestOffsetForLeaderEpoch(t *testing.T) {
 		t.Errorf("a follower answered: %+v", got)
 	}
 }
+
+// TestIdempotentRetryAfterNotEnoughReplicas: the answers an idempotent acks=all producer
+// gets while the ISR is below min.insync.replicas and then grows back, as Kafka gives
+// them: a batch refused NOT_ENOUGH_REPLICAS is not written, so the next sequence is
+// OUT_OF_ORDER_SEQUENCE_NUMBER once the ISR is back (the sequence check comes after the
+// ISR check); the retried batches, pipelined, are then written once each, in order. This
+// is the sequence the 30-minute fault run's librdkafka 2.0.2 producer died on, with its
+// own fatal "rewound sequence number" (a client bug, fixed in librdkafka 2.3.0).
+func TestIdempotentRetryAfterNotEnoughReplicas(t *testing.T) {
+	s := startServer(t, Config{})
+	leadReplicated(t, s, "q", 1, 2, 2)
+	producer, f2 := dial(t, s), dial(t, s)
+	const pid = 77
+	if rp := produce(t, producer, 7, "q", 0, 1, batch(1, "a", pid, 0, 0)); rp.ErrorCode != 0 || rp.BaseOffset != 0 {
+		t.Fatalf("seq 0: %+v", rp)
+	}
+	leadReplicated(t, s, "q", 2, 2) // the ISR is this node alone
+	if rp := produce(t, producer, 7, "q", 0, -1, batch(1, "b", pid, 0, 1)); rp.ErrorCode != kerr.NotEnoughReplicas.Code {
+		t.Fatalf("seq 1 under min.insync.replicas: %+v", rp)
+	}
+	leadReplicated(t, s, "q", 3, 2, 2)
+	if rp := produce(t, producer, 7, "q", 0, -1, batch(1, "c", pid, 0, 2)); rp.ErrorCode != kerr.OutOfOrderSequenceNumber.Code {
+		t.Fatalf("seq 2 after seq 1 was refused: %+v", rp)
+	}
+	if leo := s.replicas.Partition("q", 0).Log().LogEndOffset(); leo != 1 {
+		t.Fatalf("log end offset %d after two refused batches, want 1", leo)
+	}
+	var wire []byte
+	for i, tag := range []string{"b", "c"} {
+		wire = append(wire, frameRequest(produceReq("q", 0, -1, batch(1, tag, pid, 0, int32(1+i))), 7, int32(10+i))...)
+	}
+	if _, err := producer.Write(wire); err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		if n := s.metrics.produceWaiting.Load(); n != 2 {
+			return fmt.Errorf("%d produces parked", n)
+		}
+		return nil
+	})
+	if fp := followerFetch(t, f2, 2, "q", 0, 1); len(fp.RecordBatches) == 0 {
+		t.Fatal("the follower read nothing")
+	}
+	if fp := followerFetch(t, f2, 2, "q", 3, 2); fp.HighWatermark != 3 {
+		t.Fatalf("high watermark %d after the follower caught up, want 3", fp.HighWatermark)
+	}
+	for i := range 2 {
+		req := produceReq("q", 0, -1, nil)
+		req.SetVersion(7)
+		rp := readAnswer(t, producer, req, int32(10+i)).(*kmsg.ProduceResponse).Topics[0].Partitions[0]
+		if rp.ErrorCode != 0 || rp.BaseOffset != int64(1+i) {
+			t.Fatalf("retried seq %d: %+v, want offset %d", 1+i, rp, 1+i)
+		}
+	}
+}

@@ -34,7 +34,8 @@ const (
 	// what a leader acknowledged alone may be lost on failover).
 	FranzAcks1 Kind = "franz-acks1"
 	// Librdkafka is confluent-kafka's idempotent acks=all producer in a python3
-	// subprocess (Debian's python3-confluent-kafka, librdkafka 2.0.2).
+	// subprocess (Debian's python3-confluent-kafka on the librdkafka LibrdkafkaDir
+	// holds, else the system's).
 	Librdkafka Kind = "rdkafka"
 )
 

@@ -6,7 +6,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +19,63 @@ import (
 // PythonConfluentKafka is where Debian's python3-confluent-kafka puts the module the
 // Librdkafka producer needs; tests skip that producer when it is missing.
 const PythonConfluentKafka = "/usr/lib/python3/dist-packages/confluent_kafka/__init__.py"
+
+// LibrdkafkaVersion is the librdkafka the Librdkafka producer loads when
+// scripts/build-librdkafka.sh has built it (make test and make chaos do); without it
+// the producer runs on the system's (Debian bookworm: 2.0.2), whose idempotent producer
+// can stop on a fatal error of its own after a possibly persisted request (fixed in
+// 2.3.0, confluentinc/librdkafka#4438).
+const LibrdkafkaVersion = "2.12.0"
+
+// LibrdkafkaDir is the directory holding the librdkafka.so.1 the Librdkafka producer
+// loads: $GREGOR_LIBRDKAFKA_DIR if set, else .cache/librdkafka-<LibrdkafkaVersion> at
+// the module's root (found from the working directory up); "" when neither has one,
+// and the system's library is used.
+func LibrdkafkaDir() string {
+	if d := os.Getenv("GREGOR_LIBRDKAFKA_DIR"); d != "" {
+		return d
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			d := filepath.Join(dir, ".cache", "librdkafka-"+LibrdkafkaVersion)
+			if _, err := os.Stat(filepath.Join(d, "librdkafka.so.1")); err == nil {
+				return d
+			}
+			return ""
+		}
+		up := filepath.Dir(dir)
+		if up == dir {
+			return ""
+		}
+		dir = up
+	}
+}
+
+// rdkafkaEnv is the environment of a confluent-kafka subprocess: LibrdkafkaDir's
+// library first on the loader's path.
+func rdkafkaEnv() []string {
+	env := os.Environ()
+	if d := LibrdkafkaDir(); d != "" {
+		env = append(env, "LD_LIBRARY_PATH="+d)
+	}
+	return env
+}
+
+// RdkafkaLibVersion is the version of the librdkafka the Librdkafka producer loads, as
+// confluent-kafka reports it.
+func RdkafkaLibVersion() (string, error) {
+	cmd := exec.Command("/usr/bin/python3", "-c", "import confluent_kafka; print(confluent_kafka.libversion()[0])")
+	cmd.Env = rdkafkaEnv()
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("workload: confluent-kafka's librdkafka version: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
 
 // rdkafkaScript produces "<prefix>-<n>" to the partitions of a topic in turn with
 // confluent-kafka (librdkafka), idempotent and acks=all, at a rate, for a duration or
@@ -98,6 +157,7 @@ func (p *Producer) startRdkafka(ctx context.Context) error {
 	cmd := exec.Command("/usr/bin/python3", "-c", rdkafkaScript, strings.Join(p.cfg.Brokers, ","), p.cfg.Topic, p.cfg.Name,
 		strconv.Itoa(int(p.cfg.Partitions)), strconv.FormatFloat(p.cfg.Rate, 'f', -1, 64),
 		strconv.FormatFloat(p.cfg.Duration.Seconds(), 'f', -1, 64), strconv.Itoa(int(p.cfg.Timeout.Milliseconds())))
+	cmd.Env = rdkafkaEnv()
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return err
