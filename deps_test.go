@@ -38,10 +38,11 @@ var packageMap = map[string][]string{
 	"controlplane/cluster":          {},
 	"controlplane/api":              {},
 	"controlplane/client/zapslog":   {},
-	"controlplane/client":           {"controlplane/client/zapslog", "controlplane/cluster"},
+	"controlplane/client":           {"controlplane/client/zapslog", "controlplane/cluster", "proto"},
 	"controlplane/controller":       {"controlplane/client", "controlplane/cluster"},
 	"controlplane/internal/kvstore": {},
 	"controlplane/groups":           {"controlplane/cluster", "controlplane/internal/kvstore"},
+	"controlplane/txn":              {"controlplane/cluster", "controlplane/internal/kvstore"},
 	"controlplane": {
 		"controlplane/api", "controlplane/client", "controlplane/client/zapslog", "controlplane/cluster",
 		"controlplane/controller", "controlplane/groups", "internal/reserve", "proto",
