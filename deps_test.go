@@ -19,7 +19,7 @@ import (
 //	            │          ▼
 //	            └────► controlplane/client ──► controlplane/cluster
 //	                                                   ▲
-//	cmd/cp ──► controlplane ──► controlplane/{controller, groups}
+//	cmd/cp ──► controlplane ──► controlplane/{controller, groups, txn}
 //
 // The leaves (proto, segment, sendfile) know nothing of the rest; replica, the home of
 // replication, knows storage but neither request handling nor the control plane; the
@@ -45,7 +45,7 @@ var packageMap = map[string][]string{
 	"controlplane/txn":              {"controlplane/cluster", "controlplane/internal/kvstore"},
 	"controlplane": {
 		"controlplane/api", "controlplane/client", "controlplane/client/zapslog", "controlplane/cluster",
-		"controlplane/controller", "controlplane/groups", "internal/reserve", "proto",
+		"controlplane/controller", "controlplane/groups", "controlplane/txn", "internal/reserve", "proto",
 	},
 
 	"node":             {"controlplane/client", "controlplane/cluster", "dataplane", "internal/reserve"},
