@@ -1,7 +1,6 @@
 package groups
 
 import (
-	"maps"
 	"testing"
 	"time"
 
@@ -9,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/controlplane/internal/kvstore"
 )
 
 // txnCommitReq is a TxnOffsetCommit v3 of producer pid (epoch 0) for group, outside
@@ -111,10 +111,7 @@ func TestTxnOffsetsSurviveFailover(t *testing.T) {
 		t.Fatalf("TxnOffsetCommit: %d", c)
 	}
 	h.flush()
-	st := newMemStore()
-	h.st.mu.Lock()
-	st.kv = maps.Clone(h.st.kv)
-	h.st.mu.Unlock()
+	st := &memStore{kvstore.NewMem(h.st.Snapshot())}
 	h.co.stop() // the term ends before the transaction does
 	h2 := txnHarness(t, st, nil)
 	if got := h2.fetch("g", "t", 2); got != -1 {

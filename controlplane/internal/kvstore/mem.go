@@ -18,6 +18,7 @@ type Mem struct {
 	kv     map[string]string
 	queue  []request
 	held   bool
+	busy   bool // the writer is completing a request
 	closed bool
 	fail   func(Op) error
 	done   chan struct{}
@@ -94,6 +95,13 @@ func (m *Mem) Release() {
 	m.mu.Unlock()
 }
 
+// Idle reports whether everything submitted has completed.
+func (m *Mem) Idle() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.queue) == 0 && !m.busy
+}
+
 // Queued returns how many requests wait for the writer.
 func (m *Mem) Queued() int {
 	m.mu.Lock()
@@ -130,9 +138,11 @@ func (m *Mem) run() {
 		r := m.queue[0]
 		m.queue = m.queue[1:]
 		err := m.apply(r.ops)
+		m.busy = true
 		m.mu.Unlock()
 		r.done(err) // takes the coordinator's lock: not with ours held
 		m.mu.Lock()
+		m.busy = false
 	}
 }
 
