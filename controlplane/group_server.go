@@ -185,6 +185,10 @@ func (s *Server) handleGroupRequest(host string, kreq []byte, reply func(status 
 		s.handleReassignmentRequest(kreq, reply) // the controller's too
 		return
 	}
+	if isTxnRequest(kreq) {
+		s.handleTxnRequest(host, kreq, reply) // the transaction coordinator's (txn_server.go)
+		return
+	}
 	h, req, err := groups.ParseRequest(kreq)
 	if err != nil {
 		s.groupMetrics.BadRequest()

@@ -33,7 +33,7 @@ func init() {
 		{key: createTopicsKey, min: 0, max: 4, handle: handleCreateTopics},
 		{key: deleteTopicsKey, min: 0, max: 3, handle: handleDeleteTopics},
 		{key: createPartitionsKey, min: 0, max: 1, handle: handleCreatePartitions},
-		{key: initProducerIDKey, min: 0, max: 1, handle: handleInitProducerID},
+		{key: initProducerIDKey, min: 0, max: 4, handle: handleInitProducerID},
 		{key: offsetForLeaderEpochKey, min: 0, max: 3, handle: handleOffsetForLeaderEpoch},
 		{key: describeConfigsKey, min: 0, max: 4, handle: handleDescribeConfigs},
 		{key: alterConfigsKey, min: 0, max: 2, handle: handleAlterConfigs},
@@ -51,6 +51,14 @@ func init() {
 		{key: int16(kmsg.DescribeGroups), min: 0, max: 4, handle: handleGroupRequest},
 		{key: int16(kmsg.DeleteGroups), min: 0, max: 1, handle: handleGroupRequest},
 		{key: int16(kmsg.OffsetDelete), min: 0, max: 0, handle: handleGroupRequest},
+		// Forwarded to the transaction coordinator (txn_forward.go); TxnOffsetCommit to
+		// the group coordinator.
+		{key: int16(kmsg.AddPartitionsToTxn), min: 0, max: 3, handle: handleGroupRequest},
+		{key: int16(kmsg.AddOffsetsToTxn), min: 0, max: 3, handle: handleGroupRequest},
+		{key: int16(kmsg.EndTxn), min: 0, max: 3, handle: handleGroupRequest},
+		{key: int16(kmsg.TxnOffsetCommit), min: 0, max: 3, handle: handleGroupRequest},
+		{key: int16(kmsg.DescribeTransactions), min: 0, max: 0, handle: handleGroupRequest},
+		{key: listTransactionsKey, min: 0, max: 0, handle: handleGroupRequest},
 		{key: electLeadersKey, min: 0, max: 2, handle: handleElectLeaders},
 		{key: alterPartitionReassignmentsKey, min: 0, max: 0, handle: handleAlterPartitionReassignments},
 		{key: listPartitionReassignmentsKey, min: 0, max: 0, handle: handleListPartitionReassignments},

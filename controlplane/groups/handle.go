@@ -47,7 +47,9 @@ func ParseRequest(b []byte) (Header, kmsg.Request, error) {
 	return h, req, nil
 }
 
-// IsGroupAPI reports whether key is one of the APIs the coordinator serves.
+// IsGroupAPI reports whether key is one of the APIs ParseRequest reads (TxnOffsetCommit,
+// whose flexible version the node checks before decoding it, is handed to Handle
+// decoded).
 func IsGroupAPI(key int16) bool {
 	switch kmsg.Key(key) {
 	case kmsg.JoinGroup, kmsg.SyncGroup, kmsg.Heartbeat, kmsg.LeaveGroup, kmsg.OffsetCommit,
@@ -174,6 +176,8 @@ func (co *Coordinator) handle(h Header, host string, req kmsg.Request, ans Answe
 			}
 			answer()
 		})
+	case *kmsg.TxnOffsetCommitRequest:
+		co.handleTxnOffsetCommit(req, send, notActive)
 	case *kmsg.ListGroupsRequest:
 		send(co.handleList(req))
 	case *kmsg.DescribeGroupsRequest:
@@ -484,7 +488,7 @@ func (co *Coordinator) handleDeleteGroups(req *kmsg.DeleteGroupsRequest, send fu
 			codes[i] = kerr.InvalidGroupID.Code
 		case g == nil || g.state == stateDead:
 			codes[i] = kerr.GroupIDNotFound.Code
-		case len(g.members) > 0 || g.state != stateEmpty:
+		case len(g.members) > 0 || g.state != stateEmpty || len(g.txnOffsets) > 0:
 			// Pending member ids (a first join step) do not keep an Empty group: as in
 			// Kafka, it is deleted, and their second step finds no group.
 			codes[i] = kerr.NonEmptyGroup.Code
