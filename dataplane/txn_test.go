@@ -1,11 +1,13 @@
 package dataplane
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -249,6 +251,14 @@ func TestTxnProduceFetch(t *testing.T) {
 	}
 	if n := len(coord.calls()); n != 2 {
 		t.Fatalf("%d verifications, want 2", n)
+	}
+	var scrape bytes.Buffer
+	s.cfg.Metrics.WritePrometheus(&scrape)
+	for _, line := range []string{"gregor_txn_ongoing 1", "gregor_txn_lso_lag_max 1", "gregor_txn_aborted_index_entries 1",
+		"gregor_txn_verifications_total 2", "gregor_txn_verification_failures_total 0", `gregor_txn_markers_total{type="abort"} 1`} {
+		if !strings.Contains(scrape.String(), line+"\n") {
+			t.Errorf("metrics lack %q:\n%s", line, scrape.String())
+		}
 	}
 }
 
