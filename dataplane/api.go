@@ -65,6 +65,7 @@ func init() {
 		{key: deleteRecordsKey, min: 0, max: 2, handle: handleDeleteRecords},
 		{key: describeLogDirsKey, min: 0, max: 4, handle: handleDescribeLogDirs},
 		{key: describeProducersKey, min: 0, max: 0, handle: handleDescribeProducers},
+		{key: writeTxnMarkersKey, min: 0, max: 1, handle: handleWriteTxnMarkers},
 		{key: apiVersionsKey, min: 0, max: 3, handle: handleApiVersions},
 	}
 	apiTable = make([]*apiVersion, 128)
