@@ -375,7 +375,11 @@ func (co *Coordinator) addToTxn(id string, pid int64, epoch int16, parts []topic
 
 // verify answers a partition leader's check (AddPartitionsToTxn v4 VerifyOnly, KIP-890)
 // from memory: each partition 0 if it is in producer pid's ongoing transaction at
-// epoch, INVALID_TXN_STATE if not; or one code for all.
+// epoch, INVALID_TXN_STATE if not; or one code for all. A write of the id in flight
+// (pending) is CONCURRENT_TRANSACTIONS, as for every other request, except a fence's:
+// the transaction is ongoing at the old epoch until its PrepareAbort is stored, and the
+// abort's markers close what the old epoch opens meanwhile (Kafka answers the same
+// during PrepareEpochFence).
 func (co *Coordinator) verify(id string, pid int64, epoch int16, parts []topicPartition) (int16, map[topicPartition]int16) {
 	m := co.txns[id]
 	switch {
@@ -385,6 +389,8 @@ func (co *Coordinator) verify(id string, pid int64, epoch int16, parts []topicPa
 		return kerr.InvalidProducerIDMapping.Code, nil
 	case m.epoch != epoch:
 		return kerr.ProducerFenced.Code, nil
+	case m.pending && !m.fencing:
+		return kerr.ConcurrentTransactions.Code, nil
 	case m.state == StatePrepareCommit || m.state == StatePrepareAbort:
 		return kerr.ConcurrentTransactions.Code, nil
 	}

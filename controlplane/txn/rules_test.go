@@ -459,6 +459,19 @@ func TestVerifyOnlyFromMemory(t *testing.T) {
 	if h.st.Queued() != 0 || len(h.st.Snapshot()) != writes {
 		t.Fatal("a verification wrote to the store")
 	}
+	// While the commit's PrepareCommit is being written the id is pending: the leader
+	// is told to try again (it answers its producer NOT_ENOUGH_REPLICAS), not let in.
+	ending := h.send(endReq("a", pid, epoch, true))
+	if got := verify(pid, epoch, 0); got[0] != kerr.ConcurrentTransactions.Code {
+		t.Fatalf("while the commit is written: %s", code(got[0]))
+	}
+	h.st.Release()
+	if c := ending.wait().(*kmsg.EndTxnResponse).ErrorCode; c != 0 {
+		t.Fatalf("EndTxn: %s", code(c))
+	}
+	if got := verify(pid, epoch, 0); got[0] != kerr.ConcurrentTransactions.Code && got[0] != kerr.InvalidTxnState.Code {
+		t.Fatalf("after the commit: %s", code(got[0]))
+	}
 }
 
 func TestAddOffsetsToTxnEndsGroupOffsets(t *testing.T) {
