@@ -27,7 +27,7 @@
 //     after a truncation, kept by followers from what they append; the last stable
 //     offset it bounds (LastStableOffset) and the transaction markers a leader writes
 //     for the coordinator (AppendTxnMarker), whose aborts fill the log's
-//     aborted-transaction index (docs/transactions-log.md);
+//     aborted-transaction index (docs/transactions.md);
 //   - the list of requests parked on the partition (Waiter), woken when its log end,
 //     high watermark or role changes.
 //

@@ -12,7 +12,7 @@ import (
 
 // Transactions on a partition (KIP-98): which transactions are open, the last stable
 // offset (LSO) they hold back, and the aborted-transaction index their abort markers
-// fill. docs/transactions-log.md describes the whole.
+// fill. docs/transactions.md describes the whole.
 //
 // The LSO is the first offset a read_committed consumer may not read: the smallest first
 // offset over the open transactions and over those whose marker is written but not yet
