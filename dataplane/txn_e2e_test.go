@@ -1,11 +1,11 @@
 package dataplane_test
 
-// Transactions end to end on a cluster of the harness: a franz-go transactional
-// producer against the control plane's transaction coordinator (InitProducerId,
+// Transactions end to end on clusters of the harness: franz-go's transactional producer
+// against the control plane's transaction coordinator (InitProducerId,
 // AddPartitionsToTxn, EndTxn, the markers) and the data-plane nodes' partitions (the
-// verification of the first batch, the markers, the LSO, the aborted transactions in
-// read_committed fetches), with the partitions replicated so that the markers must
-// reach the followers before they are answered.
+// verification of a transaction's first batch, the markers, the LSO, the aborted
+// transactions of read_committed fetches), with the partitions replicated so that a
+// marker must reach the followers before it is answered.
 
 import (
 	"context"
@@ -15,47 +15,119 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/gregor-streaming/gregor/controlplane"
 	"github.com/gregor-streaming/gregor/internal/testcluster"
+	"github.com/gregor-streaming/gregor/internal/testutil"
 )
+
+// txnPartitions and txnPerPartition shape the transactions of these tests.
+const txnPartitions, txnPerPartition = 3, 4
+
+// txnProducer is a transactional franz-go client producing to topic.
+func txnProducer(t *testing.T, c *testcluster.Cluster, topic, txnID string, timeout time.Duration) *kgo.Client {
+	t.Helper()
+	return c.Client(t, kgo.TransactionalID(txnID), kgo.TransactionTimeout(timeout),
+		kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+}
+
+// txnProduce begins a transaction on cl and produces txnPerPartition records to each
+// partition, named after the transaction, and returns their values.
+func txnProduce(ctx context.Context, t *testing.T, cl *kgo.Client, name string) []string {
+	t.Helper()
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatalf("%s: BeginTransaction: %v", name, err)
+	}
+	var values []string
+	var records []*kgo.Record
+	for p := range int32(txnPartitions) {
+		for i := range txnPerPartition {
+			v := fmt.Sprintf("%s-%d-%d", name, p, i)
+			values = append(values, v)
+			records = append(records, &kgo.Record{Partition: p, Value: []byte(v)})
+		}
+	}
+	if err := cl.ProduceSync(ctx, records...).FirstErr(); err != nil {
+		t.Fatalf("%s: produce: %v", name, err)
+	}
+	return values
+}
+
+// txnRun produces a transaction and commits or aborts it.
+func txnRun(ctx context.Context, t *testing.T, cl *kgo.Client, name string, commit bool) []string {
+	t.Helper()
+	values := txnProduce(ctx, t, cl, name)
+	if err := cl.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+		t.Fatalf("%s: EndTransaction(commit %v): %v", name, commit, err)
+	}
+	return values
+}
+
+// consumeAll reads topic from the start at isolation until it has every value of want
+// (the last ones written to each partition, so that nothing written before them is
+// still to come), and returns how many times it saw each value.
+func consumeAll(ctx context.Context, t *testing.T, c *testcluster.Cluster, topic string, isolation kgo.IsolationLevel, want []string) map[string]int {
+	t.Helper()
+	cl := c.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(isolation), kgo.FetchMaxWait(200*time.Millisecond))
+	seen := map[string]int{}
+	missing := func() int {
+		n := 0
+		for _, v := range want {
+			if seen[v] == 0 {
+				n++
+			}
+		}
+		return n
+	}
+	for missing() > 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("consuming: %d of %d records still missing; seen %v", missing(), len(want), slices.Sorted(maps.Keys(seen)))
+		}
+		fs.EachError(func(topic string, p int32, err error) { t.Logf("fetch %s-%d: %v", topic, p, err) })
+		fs.EachRecord(func(r *kgo.Record) { seen[string(r.Value)]++ })
+	}
+	return seen
+}
+
+// checkSeen checks that a consumer saw exactly the values of want, each once.
+func checkSeen(t *testing.T, name string, seen map[string]int, want []string) {
+	t.Helper()
+	if got, w := slices.Sorted(maps.Keys(seen)), slices.Sorted(slices.Values(want)); !slices.Equal(got, w) {
+		t.Errorf("%s consumer saw %v, want %v", name, got, w)
+	}
+	for v, n := range seen {
+		if n != 1 {
+			t.Errorf("%s consumer saw %q %d times", name, v, n)
+		}
+	}
+}
+
+// sumMetric adds metric up over the cluster's data-plane nodes.
+func sumMetric(t *testing.T, c *testcluster.Cluster, name string) float64 {
+	t.Helper()
+	total := 0.0
+	for _, d := range c.DPs {
+		v, _ := c.Metric(t, d, name)
+		total += v
+	}
+	return total
+}
 
 func TestTxnEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{ControlPlanes: 1, DataPlanes: 2})
-	const topic, perPartition = "txn-e2e", 4
-	c.CreateTopic(t, topic, 3, 2)
+	const topic = "txn-e2e"
+	c.CreateTopic(t, topic, txnPartitions, 2)
 
-	producer := c.Client(t, kgo.TransactionalID("e2e-producer"), kgo.TransactionTimeout(30*time.Second),
-		kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	// transaction produces perPartition records to each partition, named after the
-	// transaction, and commits or aborts it.
-	transaction := func(name string, commit bool) []string {
-		t.Helper()
-		if err := producer.BeginTransaction(); err != nil {
-			t.Fatalf("%s: BeginTransaction: %v", name, err)
-		}
-		var values []string
-		var records []*kgo.Record
-		for p := range int32(3) {
-			for i := range perPartition {
-				v := fmt.Sprintf("%s-%d-%d", name, p, i)
-				values = append(values, v)
-				records = append(records, &kgo.Record{Partition: p, Value: []byte(v)})
-			}
-		}
-		if err := producer.ProduceSync(ctx, records...).FirstErr(); err != nil {
-			t.Fatalf("%s: produce: %v", name, err)
-		}
-		if err := producer.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
-			t.Fatalf("%s: EndTransaction(commit %v): %v", name, commit, err)
-		}
-		return values
-	}
-	committed := transaction("commit1", true)
-	aborted := transaction("abort1", false)
-	committed = append(committed, transaction("commit2", true)...)
+	producer := txnProducer(t, c, topic, "e2e-producer", 30*time.Second)
+	committed := txnRun(ctx, t, producer, "commit1", true)
+	aborted := txnRun(ctx, t, producer, "abort1", false)
+	committed = append(committed, txnRun(ctx, t, producer, "commit2", true)...)
 
 	// An idempotent producer (no transactional id) still gets its producer id from the
 	// node it asks.
@@ -65,67 +137,109 @@ func TestTxnEndToEnd(t *testing.T) {
 	}
 	committed = append(committed, "plain")
 
-	// consume reads the topic from the start at isolation until it has every value of
-	// want (the last ones written to each partition, so nothing written before them is
-	// still to come), and returns how many times it saw each value.
-	consume := func(isolation kgo.IsolationLevel, want []string) map[string]int {
-		t.Helper()
-		cl := c.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-			kgo.FetchIsolationLevel(isolation), kgo.FetchMaxWait(200*time.Millisecond))
-		seen := map[string]int{}
-		missing := func() int {
-			n := 0
-			for _, v := range want {
-				if seen[v] == 0 {
-					n++
-				}
-			}
-			return n
-		}
-		for missing() > 0 {
-			fs := cl.PollFetches(ctx)
-			if ctx.Err() != nil {
-				t.Fatalf("consuming: %d of %d records still missing; seen %v", missing(), len(want), slices.Sorted(maps.Keys(seen)))
-			}
-			fs.EachError(func(topic string, p int32, err error) { t.Logf("fetch %s-%d: %v", topic, p, err) })
-			fs.EachRecord(func(r *kgo.Record) { seen[string(r.Value)]++ })
-		}
-		return seen
-	}
-	check := func(name string, seen map[string]int, want []string) {
-		t.Helper()
-		if got := slices.Sorted(maps.Keys(seen)); !slices.Equal(got, slices.Sorted(slices.Values(want))) {
-			t.Errorf("%s consumer saw %v, want %v", name, got, slices.Sorted(slices.Values(want)))
-		}
-		for v, n := range seen {
-			if n != 1 {
-				t.Errorf("%s consumer saw %q %d times", name, v, n)
-			}
-		}
-	}
-	check("read_committed", consume(kgo.ReadCommitted(), committed), committed)
+	checkSeen(t, "read_committed", consumeAll(ctx, t, c, topic, kgo.ReadCommitted(), committed), committed)
 	all := append(slices.Clone(committed), aborted...)
-	check("read_uncommitted", consume(kgo.ReadUncommitted(), all), all)
+	checkSeen(t, "read_uncommitted", consumeAll(ctx, t, c, topic, kgo.ReadUncommitted(), all), all)
 
 	// The partition side did its part: each transaction's first batches were verified
 	// with the coordinator, and every partition of every transaction got its marker
 	// (the read_committed consumer saw the last transaction: every marker before it is
 	// written). At least: a marker the coordinator sent again counts twice.
-	sum := func(name string) float64 {
-		total := 0.0
-		for _, d := range c.DPs {
-			v, _ := c.Metric(t, d, name)
-			total += v
-		}
-		return total
-	}
-	if n := sum("gregor_txn_verifications_total"); n < 3 {
+	if n := sumMetric(t, c, "gregor_txn_verifications_total"); n < 3 {
 		t.Errorf("%v verifications sent, want at least one per transaction", n)
 	}
-	if n := sum(`gregor_txn_markers_total{type="commit"}`); n < 6 {
-		t.Errorf("%v commit markers written, want 6 at least", n)
+	if n := sumMetric(t, c, `gregor_txn_markers_total{type="commit"}`); n < 2*txnPartitions {
+		t.Errorf("%v commit markers written, want %d at least", n, 2*txnPartitions)
 	}
-	if n := sum(`gregor_txn_markers_total{type="abort"}`); n < 3 {
-		t.Errorf("%v abort markers written, want 3 at least", n)
+	if n := sumMetric(t, c, `gregor_txn_markers_total{type="abort"}`); n < txnPartitions {
+		t.Errorf("%v abort markers written, want %d at least", n, txnPartitions)
 	}
+}
+
+// TestTxnTimeoutAndCoordinatorFailover: the coordinator aborts a transaction left open
+// past its timeout with the producer's epoch bumped, and the partitions take that
+// marker, fence the producer, and let read_committed consumers past it; after the
+// active controller stops, the next one's coordinator ends transactions with a higher
+// coordinator epoch, which the partitions take and keep.
+func TestTxnTimeoutAndCoordinatorFailover(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{ControlPlanes: 3, DataPlanes: 2, ControllerTTL: time.Second,
+		ControlPlane: func(cfg *controlplane.Config) { cfg.Transactions.AbortInterval = 200 * time.Millisecond }})
+	const topic = "txn-failover"
+	c.CreateTopic(t, topic, txnPartitions, 2)
+	admin := kadm.NewClient(c.Client(t))
+	// ended waits until txnID's transaction has ended (every marker written) in state.
+	ended := func(txnID, state string) int64 {
+		t.Helper()
+		var pid int64
+		testutil.CheckFor(t, 30*time.Second, func() error {
+			txns, err := admin.DescribeTransactions(ctx, txnID)
+			if err != nil {
+				return err
+			}
+			d, err := txns.On(txnID, nil)
+			if err != nil {
+				return err
+			}
+			if d.State != state {
+				return fmt.Errorf("transaction of %s in state %s, want %s", txnID, d.State, state)
+			}
+			pid = d.ProducerID
+			return nil
+		})
+		return pid
+	}
+	// coordinatorEpochs returns the coordinator epoch each partition holds for the
+	// producer of txnID, once its transaction has committed.
+	coordinatorEpochs := func(txnID string) []int32 {
+		t.Helper()
+		pid := ended(txnID, "CompleteCommit")
+		producers, err := admin.DescribeProducers(ctx, kadm.TopicsSet{topic: nil})
+		if err != nil {
+			t.Fatalf("DescribeProducers: %v", err)
+		}
+		var epochs []int32
+		producers.EachProducer(func(p kadm.DescribedProducer) {
+			if p.ProducerID == pid {
+				epochs = append(epochs, p.CoordinatorEpoch)
+			}
+		})
+		return epochs
+	}
+
+	// A transaction left open for longer than its timeout is aborted by the
+	// coordinator; its producer is fenced.
+	stale := txnProducer(t, c, topic, "e2e-stale", 2*time.Second)
+	aborted := txnProduce(ctx, t, stale, "timedout")
+	ended("e2e-stale", "CompleteAbort")
+	if err := stale.EndTransaction(ctx, kgo.TryCommit); err == nil {
+		t.Fatal("a producer whose transaction timed out committed it")
+	}
+
+	producer := txnProducer(t, c, topic, "e2e-producer", 30*time.Second)
+	committed := txnRun(ctx, t, producer, "before", true)
+	before := coordinatorEpochs("e2e-producer")
+	if len(before) != txnPartitions {
+		t.Fatalf("coordinator epochs of the producer's partitions: %v", before)
+	}
+
+	// The active controller stops: the next term's coordinator has a higher epoch.
+	old := c.WaitController(t)
+	if err := c.Stop(old); err != nil {
+		t.Fatal(err)
+	}
+	if next := c.WaitController(t); next == old {
+		t.Fatal("the stopped member is still the controller")
+	}
+	committed = append(committed, txnRun(ctx, t, producer, "after", true)...)
+	after := coordinatorEpochs("e2e-producer")
+	t.Logf("coordinator epochs at the partitions: %v before the failover, %v after", before, after)
+	if len(after) != txnPartitions || slices.Max(after) != slices.Min(after) || after[0] <= slices.Max(before) {
+		t.Fatalf("coordinator epochs after the failover %v, before %v: want all the same, above", after, before)
+	}
+
+	checkSeen(t, "read_committed", consumeAll(ctx, t, c, topic, kgo.ReadCommitted(), committed), committed)
+	all := append(slices.Clone(committed), aborted...)
+	checkSeen(t, "read_uncommitted", consumeAll(ctx, t, c, topic, kgo.ReadUncommitted(), all), all)
 }
