@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/gregor-streaming/gregor/controlplane"
 	"github.com/gregor-streaming/gregor/internal/testcluster"
@@ -63,6 +65,38 @@ func txnRun(ctx context.Context, t *testing.T, cl *kgo.Client, name string, comm
 		t.Fatalf("%s: EndTransaction(commit %v): %v", name, commit, err)
 	}
 	return values
+}
+
+// txnCommitOffset commits, in cl's ongoing transaction txnID, group's offset of a
+// partition of topic (AddOffsetsToTxn, then TxnOffsetCommit as a producer outside the
+// group: generation -1).
+func txnCommitOffset(ctx context.Context, t *testing.T, cl *kgo.Client, txnID, group, topic string, partition int32, offset int64) {
+	t.Helper()
+	pid, epoch, err := cl.ProducerID(ctx)
+	if err != nil {
+		t.Fatalf("ProducerID: %v", err)
+	}
+	ao := kmsg.NewPtrAddOffsetsToTxnRequest()
+	ao.TransactionalID, ao.ProducerID, ao.ProducerEpoch, ao.Group = txnID, pid, epoch, group
+	aresp, err := ao.RequestWith(ctx, cl)
+	if err == nil {
+		err = kerr.ErrorForCode(aresp.ErrorCode)
+	}
+	if err != nil {
+		t.Fatalf("AddOffsetsToTxn: %v", err)
+	}
+	tc := kmsg.NewPtrTxnOffsetCommitRequest()
+	tc.TransactionalID, tc.Group, tc.ProducerID, tc.ProducerEpoch, tc.Generation = txnID, group, pid, epoch, -1
+	tp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+	tp.Partition, tp.Offset, tp.LeaderEpoch = partition, offset, -1
+	tc.Topics = []kmsg.TxnOffsetCommitRequestTopic{{Topic: topic, Partitions: []kmsg.TxnOffsetCommitRequestTopicPartition{tp}}}
+	tresp, err := tc.RequestWith(ctx, cl)
+	if err == nil {
+		err = kerr.ErrorForCode(tresp.Topics[0].Partitions[0].ErrorCode)
+	}
+	if err != nil {
+		t.Fatalf("TxnOffsetCommit: %v", err)
+	}
 }
 
 // consumeAll reads topic from the start at isolation until it has every value of want
@@ -126,8 +160,19 @@ func TestTxnEndToEnd(t *testing.T) {
 
 	producer := txnProducer(t, c, topic, "e2e-producer", 30*time.Second)
 	committed := txnRun(ctx, t, producer, "commit1", true)
-	aborted := txnRun(ctx, t, producer, "abort1", false)
-	committed = append(committed, txnRun(ctx, t, producer, "commit2", true)...)
+	// A group's offsets go with the transactions: the aborted one's are dropped, the
+	// committed one's become the group's.
+	const group = "e2e-group"
+	aborted := txnProduce(ctx, t, producer, "abort1")
+	txnCommitOffset(ctx, t, producer, "e2e-producer", group, topic, 1, 99)
+	if err := producer.EndTransaction(ctx, kgo.TryAbort); err != nil {
+		t.Fatalf("abort1: EndTransaction(abort): %v", err)
+	}
+	committed = append(committed, txnProduce(ctx, t, producer, "commit2")...)
+	txnCommitOffset(ctx, t, producer, "e2e-producer", group, topic, 0, 7)
+	if err := producer.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatalf("commit2: EndTransaction(commit): %v", err)
+	}
 
 	// An idempotent producer (no transactional id) still gets its producer id from the
 	// node it asks.
@@ -140,6 +185,22 @@ func TestTxnEndToEnd(t *testing.T) {
 	checkSeen(t, "read_committed", consumeAll(ctx, t, c, topic, kgo.ReadCommitted(), committed), committed)
 	all := append(slices.Clone(committed), aborted...)
 	checkSeen(t, "read_uncommitted", consumeAll(ctx, t, c, topic, kgo.ReadUncommitted(), all), all)
+
+	// The transaction coordinator told the group coordinator of both ends.
+	admin := kadm.NewClient(c.Client(t))
+	testutil.CheckFor(t, 30*time.Second, func() error {
+		offsets, err := admin.FetchOffsets(ctx, group)
+		if err != nil {
+			return err
+		}
+		if o, ok := offsets.Lookup(topic, 0); !ok || o.At != 7 {
+			return fmt.Errorf("group %s's offset of %s-0: %+v (found %v), want 7", group, topic, o, ok)
+		}
+		if o, ok := offsets.Lookup(topic, 1); ok && o.At >= 0 {
+			t.Fatalf("group %s's offset of %s-1 is %d: the aborted transaction's", group, topic, o.At)
+		}
+		return nil
+	})
 
 	// The partition side did its part: each transaction's first batches were verified
 	// with the coordinator, and every partition of every transaction got its marker
