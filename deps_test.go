@@ -53,10 +53,11 @@ var packageMap = map[string][]string{
 
 	"cmd/cp":           {"controlplane", "node"},
 	"cmd/dp":           {"dataplane", "node", "proto", "segment"},
-	"cmd/gregor":       {"controlplane/api", "perf", "perf/drivers", "perf/replication"},
+	"cmd/gregor":       {"controlplane/api", "perf", "perf/drivers", "perf/replication", "perf/txn"},
 	"perf":             {},
 	"perf/drivers":     {"internal/reserve", "perf", "proto"},
 	"perf/replication": {"perf", "perf/drivers"},
+	"perf/txn":         {"perf"},
 
 	// The fault suite: what a run records, its checker, the workload that drives a
 	// cluster, and the scenarios (package chaos's tests, on internal/testcluster).
