@@ -99,7 +99,7 @@ func nemKillLeader(r *run) {
 	old := r.leaderOf(mainTopic, p)
 	r.kill(old, fmt.Sprintf("leader of t-%d", p))
 	if r.rng.Intn(2) == 0 {
-		r.waitNewLeader(mainTopic, p, old)
+		r.waitNewLeaderOrOffline(mainTopic, p, old)
 	} else {
 		r.hold() // restarted before its lease may end: a takeover
 	}
@@ -132,7 +132,7 @@ func nemPauseLeader(r *run) {
 	old := r.leaderOf(mainTopic, p)
 	r.pause(old, fmt.Sprintf("leader of t-%d", p))
 	if r.rng.Intn(2) == 0 {
-		r.waitNewLeader(mainTopic, p, old) // past its lease
+		r.waitNewLeaderOrOffline(mainTopic, p, old) // past its lease
 	} else {
 		r.hold()
 	}
@@ -147,7 +147,7 @@ func nemIsolateLeader(r *run) {
 		r.cut(l, fmt.Sprintf("isolate %s, leader of t-%d", old.Name(), p))
 	}
 	if r.rng.Intn(2) == 0 {
-		r.waitNewLeader(mainTopic, p, old)
+		r.waitNewLeaderOrOffline(mainTopic, p, old)
 	} else {
 		r.hold()
 	}

@@ -101,6 +101,45 @@ func (r *run) waitNewLeader(topic string, p int32, old *testcluster.DP) *testclu
 	return now
 }
 
+// waitNewLeaderOrOffline is waitNewLeader for the random mix, where faults overlap: it
+// also accepts the partition going offline as Kafka leaves it with unclean election off
+// — no leader, and no member of its ISR but old (or a node that is down) — which happens
+// when the other replicas had just left the ISR, e.g. their registrations lost while the
+// control plane had no quorum. Only old's return brings it back; nil then.
+func (r *run) waitNewLeaderOrOffline(topic string, p int32, old *testcluster.DP) *testcluster.DP {
+	r.t.Helper()
+	var now *testcluster.DP
+	var isr []int32
+	r.c.CheckFor(r.t, 60*time.Second, func() error {
+		st := r.partitionState(topic, p)
+		if st.Leader < 1 {
+			offline := len(st.ISR) > 0
+			for _, id := range st.ISR {
+				if id != old.ID && r.c.DP(id).Running() {
+					offline = false
+				}
+			}
+			if offline {
+				now, isr = nil, st.ISR
+				return nil
+			}
+		}
+		if st.Leader < 1 || st.Leader == old.ID {
+			return fmt.Errorf("%s-%d led by %d", topic, p, st.Leader)
+		}
+		if now = r.c.DP(st.Leader); !now.Running() {
+			return fmt.Errorf("%s-%d led by %s, down", topic, p, now.Name())
+		}
+		return nil
+	})
+	if now == nil {
+		r.fault("observed", old.Name(), fmt.Sprintf("%s-%d offline: no leader eligible, ISR %v", topic, p, isr))
+		return nil
+	}
+	r.fault("observed", now.Name(), fmt.Sprintf("leads %s-%d after %s", topic, p, old.Name()))
+	return now
+}
+
 // waitISR waits until the ISR of topic-partition is want (in any order).
 func (r *run) waitISR(topic string, p int32, want ...int32) {
 	r.t.Helper()

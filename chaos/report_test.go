@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -45,9 +46,35 @@ type reportRow struct {
 // what the nemesis observed, and the final stop for the replica reads.
 var notFaults = map[string]bool{"heal": true, "restart": true, "resume": true, "observed": true, "stop": true}
 
+// reportPath is CHAOS_REPORT's file ("" when unset), a relative path taken from the
+// repository's root (as make runs it), not from the package's directory, where go test
+// runs.
+func reportPath() string {
+	path := os.Getenv("CHAOS_REPORT")
+	if path == "" || filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join("..", path)
+}
+
+// checkReportPath fails the test at once when CHAOS_REPORT is set to a file a run could
+// not append to, rather than after a run of half an hour.
+func checkReportPath(t *testing.T) {
+	t.Helper()
+	path := reportPath()
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatalf("CHAOS_REPORT: %v", err)
+	}
+	_ = f.Close()
+}
+
 // appendReport appends h's summary to CHAOS_REPORT, if set.
 func appendReport(h *history.History, rep *checker.Report, lossAllowed bool) error {
-	path := os.Getenv("CHAOS_REPORT")
+	path := reportPath()
 	if path == "" {
 		return nil
 	}
@@ -153,7 +180,7 @@ func reportTable(rows []reportRow) string {
 // TestReportTable prints CHAOS_REPORT's runs as docs/reliability.md's table (skipped
 // without it): `CHAOS_REPORT=runs.jsonl go test -run TestReportTable -v ./chaos/`.
 func TestReportTable(t *testing.T) {
-	path := os.Getenv("CHAOS_REPORT")
+	path := reportPath()
 	if path == "" {
 		t.Skip("CHAOS_REPORT names no file of runs")
 	}

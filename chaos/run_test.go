@@ -81,8 +81,11 @@ type run struct {
 	scratch string
 	// historyDir holds the processes' partition-state write histories (client.ControlHistoryEnv).
 	historyDir string
-	ctx        context.Context
-	cancel     context.CancelFunc
+	// judged is the history the checker judged (its control operations the writers'
+	// own), once finish has judged it: a kept run keeps that one.
+	judged *history.History
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	producers []*workload.Producer
 	consumers []*workload.Consumer
@@ -141,6 +144,7 @@ func newRun(t *testing.T, name string, o runOptions) *run {
 	if o.maxTime == 0 {
 		o.maxTime = 2 * time.Minute
 	}
+	checkReportPath(t)
 	seed := seedFromEnv(t)
 	r := &run{t: t, name: name, seed: seed, rng: rand.New(rand.NewSource(seed)), opts: o,
 		topics: map[string]int32{mainTopic: o.partitions}, groups: map[string][]*workload.Consumer{}}
@@ -418,6 +422,7 @@ func (r *run) finish() *history.History {
 	if ok == 0 {
 		t.Error("no send acknowledged in the whole run")
 	}
+	r.judged = h
 	rep := checker.CheckWith(h, checker.Options{ControlTimeout: 2 * time.Minute})
 	if rep.Stats.ControlResult == string(porcupine.Unknown) {
 		t.Errorf("the control plane's %d operations were not judged linearizable or not in time", len(h.Control))
@@ -551,7 +556,11 @@ func (r *run) saveOnFailure() {
 		r.t.Logf("keep the run: %v", err)
 		return
 	}
-	if err := workload.WriteJSON(filepath.Join(dir, "history.json"), r.rec.History()); err != nil {
+	h := r.judged
+	if h == nil {
+		h = r.rec.History()
+	}
+	if err := workload.WriteJSON(filepath.Join(dir, "history.json"), h); err != nil {
 		r.t.Logf("keep the history: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(r.scratch, clientLogs)); err == nil {
