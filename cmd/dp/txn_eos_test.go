@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,6 +48,8 @@ const (
 	// eosMemberEnv, set, makes the test binary a pipeline member
 	// (TestTxnEOSMemberProcess): "brokers|group|input|output|transactional id".
 	eosMemberEnv = "GREGOR_TXN_EOS_MEMBER"
+	// eosLogEnv, set to a directory, has each member write its client's debug log there.
+	eosLogEnv = "GREGOR_TXN_EOS_LOG"
 )
 
 // TestTxnEOSMemberProcess is one member of TestTxnEOSFranzGo's pipeline, run in a
@@ -112,17 +115,26 @@ func runEOSMember(brokers []string, group, input, output, txnID string) error {
 		member, gen := cl.GroupMetadata()
 		eosReport("ASSIGN %d %s %s", gen, cmp.Or(member, "-"), partitionListOf(owned))
 	}
-	sess, err := kgo.NewGroupTransactSession(
+	opts := []kgo.Opt{
 		kgo.SeedBrokers(brokers...), kgo.TransactionalID(txnID), kgo.TransactionTimeout(eosTxnTimeout),
 		kgo.ConsumerGroup(group), kgo.ConsumeTopics(input), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100 * time.Millisecond),
 		kgo.SessionTimeout(groupSessionTimeout), kgo.HeartbeatInterval(groupHeartbeat),
 		kgo.RebalanceTimeout(groupRebalanceTimeout),
 		kgo.DefaultProduceTopic(output), kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.OnPartitionsAssigned(func(_ context.Context, cl *kgo.Client, m map[string][]int32) { change(cl, m[input], true) }),
 		kgo.OnPartitionsRevoked(func(_ context.Context, cl *kgo.Client, m map[string][]int32) { change(cl, m[input], false) }),
 		kgo.OnPartitionsLost(func(_ context.Context, cl *kgo.Client, m map[string][]int32) { change(cl, m[input], false) }),
-	)
+	}
+	if dir := os.Getenv(eosLogEnv); dir != "" { // for debugging the test: each member's client log in a file
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.log", txnID, os.Getpid())))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		opts = append(opts, kgo.WithLogger(kgo.BasicLogger(f, kgo.LogLevelDebug, nil)))
+	}
+	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
 		return err
 	}
