@@ -477,6 +477,8 @@ func (s *Server) verifyTxnProduce(r *request, body []byte, acks int16, txnID []b
 	}
 	r.retained = true
 	r.frame, r.body, r.hdr.ClientID = nil, nil, nil // views of the inbound buffer
+	w := &txnVerifyWait{r: r, body: owned}
+	r.conn.verifying = append(r.conn.verifying, w)
 	for i := range checks {
 		if checks[i].producerID != checks[0].producerID || checks[i].epoch != checks[0].epoch {
 			// Kafka's InvalidPidMappingException: one producer per transactional request.
@@ -484,7 +486,10 @@ func (s *Server) verifyTxnProduce(r *request, body []byte, acks int16, txnID []b
 			for _, c := range checks {
 				verdicts[tpKey{c.topic, c.partition}] = txnVerdict{code: kerr.InvalidProducerIDMapping.Code}
 			}
-			_ = r.conn.post(func() { s.produceVerified(r, owned, verdicts) })
+			_ = r.conn.post(func() {
+				w.verdicts = verdicts
+				s.applyVerified(r.conn)
+			})
 			return
 		}
 	}
@@ -519,9 +524,34 @@ func (s *Server) verifyTxnProduce(r *request, body []byte, acks int16, txnID []b
 				}
 				verdicts[tpKey{c.topic, c.partition}] = txnVerdict{code: codes[i], guard: c.guard}
 			}
-			s.produceVerified(r, owned, verdicts)
+			w.verdicts = verdicts
+			s.applyVerified(r.conn)
 		})
 	}()
+}
+
+// txnVerifyWait is a produce request waiting for its transaction verification: its
+// copied body, and the coordinator's verdicts once they are in.
+type txnVerifyWait struct {
+	r        *request
+	body     []byte
+	verdicts txnVerdicts
+}
+
+// applyVerified handles again, in the order the connection sent them, the verified
+// requests at the head of its queue whose verdicts are in. Kafka handles a connection's
+// requests one at a time; here the verifications of pipelined requests run side by
+// side and may be answered in any order, and a later request's batch appended before
+// an earlier one's of the same producer and partition would be refused
+// OUT_OF_ORDER_SEQUENCE_NUMBER (the earlier one's verification holds the lowest
+// sequence), which a transactional producer such as franz-go's takes as fatal.
+func (s *Server) applyVerified(cs *connState) {
+	for len(cs.verifying) > 0 && cs.verifying[0].verdicts != nil {
+		w := cs.verifying[0]
+		cs.verifying[0] = nil
+		cs.verifying = cs.verifying[1:]
+		s.produceVerified(w.r, w.body, w.verdicts)
+	}
 }
 
 // produceVerified handles a verified produce request again, on the loop, and appends

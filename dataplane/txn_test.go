@@ -273,6 +273,75 @@ func waitParked(t *testing.T, s *Server) {
 	})
 }
 
+// TestTxnPipelinedVerifications: two produce requests of one producer, pipelined on one
+// connection, both needing verification (its transaction is not open on the partition
+// yet) and verified in the reverse order: the batches are appended in the connection's
+// order and both acknowledged, not the second refused OUT_OF_ORDER_SEQUENCE_NUMBER for
+// coming before the first (franz-go's transactional producer, which pipelines its
+// batches, takes that error as fatal).
+func TestTxnPipelinedVerifications(t *testing.T) {
+	s := startServer(t, Config{})
+	coord := &fakeCoordinator{}
+	secondDone := make(chan struct{})
+	var n int
+	var mu sync.Mutex
+	s.txn.verify = func(ctx context.Context, frame []byte) ([]byte, error) {
+		mu.Lock()
+		n++
+		first := n == 1
+		mu.Unlock()
+		if !first {
+			defer close(secondDone)
+			return coord.verify(ctx, frame)
+		}
+		select { // the first is answered after the second
+		case <-secondDone:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		// ... and after the connection's loop has run what the second's answer posted:
+		// two rounds of its mailbox behind it.
+		for range 2 {
+			ran := make(chan struct{})
+			s.connMu.Lock()
+			for cs := range s.conns {
+				cs.post(func() { close(ran) })
+			}
+			s.connMu.Unlock()
+			select {
+			case <-ran:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		return coord.verify(ctx, frame)
+	}
+	if err := s.BecomeLeader("orders", 0, 3, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, s)
+	txnID := "tx-pipelined"
+	reqs := []*kmsg.ProduceRequest{produceReq("orders", 0, -1, txnRecords(3, "a", 42, 0, 0)),
+		produceReq("orders", 0, -1, txnRecords(2, "b", 42, 0, 3))}
+	var out []byte
+	for i, req := range reqs {
+		req.TransactionID = &txnID
+		out = append(out, frameRequest(req, 7, int32(10+i))...)
+	}
+	if _, err := c.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int64{0, 3} {
+		rp := readAnswer(t, c, reqs[i], int32(10+i)).(*kmsg.ProduceResponse).Topics[0].Partitions[0]
+		if rp.ErrorCode != 0 || rp.BaseOffset != want {
+			t.Errorf("pipelined transactional produce %d: code %d offset %d, want 0 at %d", i, rp.ErrorCode, rp.BaseOffset, want)
+		}
+	}
+	if got := len(coord.calls()); got != 2 {
+		t.Fatalf("%d verifications, want 2", got)
+	}
+}
+
 // TestTxnProduceRefusals: what a transactional produce gets when the coordinator does
 // not verify it (each mapped as Kafka maps it), and the checks before any verification.
 func TestTxnProduceRefusals(t *testing.T) {
