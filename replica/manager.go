@@ -361,7 +361,7 @@ func (m *Manager) Close() error {
 		for _, p := range parts {
 			// The producer state as of the end: the next open replays nothing.
 			p.mu.Lock()
-			if err := p.writeSnapshot(); err != nil {
+			if err := p.writeSnapshot(true); err != nil {
 				errs = append(errs, err)
 			}
 			p.mu.Unlock()

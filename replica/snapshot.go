@@ -234,11 +234,27 @@ func readSnapshotFile(path string) ([]byte, error) {
 
 // writeSnapshot writes the producer state as of the log end offset and deletes all but
 // the newest snapshotsKept. The caller holds mu (the state and the log end do not move).
-func (p *Partition) writeSnapshot() error {
+// With sync (at close) the file and its directory entry are fsynced before it returns;
+// without (at a roll, on the append path) a goroutine flushes them, so that no produce
+// waits for a disk flush: a snapshot a power loss takes is found torn (its checksum) or
+// missing at the next open, which then takes an older one or replays the log.
+func (p *Partition) writeSnapshot(sync bool) error {
 	dir := p.log.Dir()
 	offset := p.log.LogEndOffset()
-	if err := segment.WriteFileAtomic(snapshotName(dir, offset), encodeSnapshot(&p.producers, offset)); err != nil {
-		return err
+	path, data := snapshotName(dir, offset), encodeSnapshot(&p.producers, offset)
+	if sync {
+		if err := segment.WriteFileAtomic(path, data); err != nil {
+			return err
+		}
+	} else {
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, data, 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return err
+		}
+		go flushSnapshot(path)
 	}
 	p.snapshotBase = p.log.ActiveBaseOffset()
 	offs := snapshotOffsets(dir)
@@ -254,7 +270,7 @@ func (p *Partition) maybeSnapshot(segmentBase int64) {
 	if segmentBase == p.snapshotBase {
 		return
 	}
-	if err := p.writeSnapshot(); err != nil {
+	if err := p.writeSnapshot(false); err != nil {
 		p.logger.Warn("producer snapshot not written", "topic", p.Topic, "partition", p.Index, "err", err)
 		p.snapshotBase = segmentBase // not again at every append: at the next roll
 	}
@@ -282,4 +298,19 @@ func replayFrom(ps *producerStates, log *segment.Log, offset int64) (aborted []s
 		return true
 	})
 	return aborted, replayed, ok, err
+}
+
+// flushSnapshot fsyncs a snapshot written without and its directory, off the append
+// path. A snapshot deleted meanwhile (a newer one replaced it) needs nothing.
+func flushSnapshot(path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	_ = f.Sync()
+	_ = f.Close()
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
 }
