@@ -86,19 +86,7 @@ func (r *run) isolationLinks(d *testcluster.DP) []*testcluster.Link {
 // by the control plane (old may still run: cut off, it does not know).
 func (r *run) waitNewLeader(topic string, p int32, old *testcluster.DP) *testcluster.DP {
 	r.t.Helper()
-	var now *testcluster.DP
-	r.c.CheckFor(r.t, 60*time.Second, func() error {
-		st := r.partitionState(topic, p)
-		if st.Leader < 1 || st.Leader == old.ID {
-			return fmt.Errorf("%s-%d led by %d", topic, p, st.Leader)
-		}
-		if now = r.c.DP(st.Leader); !now.Running() {
-			return fmt.Errorf("%s-%d led by %s, down", topic, p, now.Name())
-		}
-		return nil
-	})
-	r.fault("observed", now.Name(), fmt.Sprintf("leads %s-%d after %s", topic, p, old.Name()))
-	return now
+	return r.awaitLeaderAfter(topic, p, old, false)
 }
 
 // waitNewLeaderOrOffline is waitNewLeader for the random mix, where faults overlap: it
@@ -108,21 +96,19 @@ func (r *run) waitNewLeader(topic string, p int32, old *testcluster.DP) *testclu
 // control plane had no quorum. Only old's return brings it back; nil then.
 func (r *run) waitNewLeaderOrOffline(topic string, p int32, old *testcluster.DP) *testcluster.DP {
 	r.t.Helper()
+	return r.awaitLeaderAfter(topic, p, old, true)
+}
+
+// awaitLeaderAfter is waitNewLeader, and with offlineOK waitNewLeaderOrOffline.
+func (r *run) awaitLeaderAfter(topic string, p int32, old *testcluster.DP, offlineOK bool) *testcluster.DP {
+	r.t.Helper()
 	var now *testcluster.DP
 	var isr []int32
 	r.c.CheckFor(r.t, 60*time.Second, func() error {
 		st := r.partitionState(topic, p)
-		if st.Leader < 1 {
-			offline := len(st.ISR) > 0
-			for _, id := range st.ISR {
-				if id != old.ID && r.c.DP(id).Running() {
-					offline = false
-				}
-			}
-			if offline {
-				now, isr = nil, st.ISR
-				return nil
-			}
+		if st.Leader < 1 && offlineOK && r.noLiveISRBut(st.ISR, old) {
+			now, isr = nil, st.ISR
+			return nil
 		}
 		if st.Leader < 1 || st.Leader == old.ID {
 			return fmt.Errorf("%s-%d led by %d", topic, p, st.Leader)
@@ -138,6 +124,11 @@ func (r *run) waitNewLeaderOrOffline(topic string, p int32, old *testcluster.DP)
 	}
 	r.fault("observed", now.Name(), fmt.Sprintf("leads %s-%d after %s", topic, p, old.Name()))
 	return now
+}
+
+// noLiveISRBut reports whether isr is not empty and holds no running node but old.
+func (r *run) noLiveISRBut(isr []int32, old *testcluster.DP) bool {
+	return len(isr) > 0 && !slices.ContainsFunc(isr, func(id int32) bool { return id != old.ID && r.c.DP(id).Running() })
 }
 
 // waitISR waits until the ISR of topic-partition is want (in any order).

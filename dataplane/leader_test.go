@@ -47,9 +47,15 @@ func followerPoll(t *testing.T, c net.Conn, id int32, topic string, offset int64
 // waitParkedProduce waits until one produce waits in the purgatory.
 func waitParkedProduce(t *testing.T, s *Server) {
 	t.Helper()
+	waitParkedProduces(t, s, 1)
+}
+
+// waitParkedProduces waits until want produces wait in the purgatory.
+func waitParkedProduces(t *testing.T, s *Server, want int64) {
+	t.Helper()
 	testutil.CheckFor(t, 5*time.Second, func() error {
-		if n := s.metrics.produceWaiting.Load(); n != 1 {
-			return fmt.Errorf("%d produces parked", n)
+		if n := s.metrics.produceWaiting.Load(); n != want {
+			return fmt.Errorf("%d produces parked, want %d", n, want)
 		}
 		return nil
 	})
@@ -218,12 +224,7 @@ func TestIdempotentRetryAfterNotEnoughReplicas(t *testing.T) {
 	if _, err := producer.Write(wire); err != nil {
 		t.Fatal(err)
 	}
-	testutil.CheckFor(t, 5*time.Second, func() error {
-		if n := s.metrics.produceWaiting.Load(); n != 2 {
-			return fmt.Errorf("%d produces parked", n)
-		}
-		return nil
-	})
+	waitParkedProduces(t, s, 2)
 	if fp := followerFetch(t, f2, 2, "q", 0, 1); len(fp.RecordBatches) == 0 {
 		t.Fatal("the follower read nothing")
 	}

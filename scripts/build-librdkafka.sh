@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the librdkafka the fault suite's confluent-kafka producer loads, once, into
-# .cache/ (or $1). Debian bookworm's librdkafka 2.0.2 has an idempotent-producer bug
+# .cache/librdkafka (or $1), with the version it holds in VERSION: a new VERSION here
+# builds again. Debian bookworm's librdkafka 2.0.2 has an idempotent-producer bug
 # fixed upstream in 2.3.0 (confluentinc/librdkafka#4438): after a request that may have
 # been persisted (a timeout, a disconnection) it moves its next expected sequence past
 # the batch, and if that batch then turns out not to be written (the retry of an earlier
@@ -13,8 +14,8 @@ set -euo pipefail
 NODE_RDKAFKA=node-rdkafka@3.6.1
 VERSION=2.12.0
 cd "$(dirname "$0")/.."
-dest=${1:-.cache/librdkafka-$VERSION}
-if [ -e "$dest/librdkafka.so.1" ]; then
+dest=${1:-.cache/librdkafka}
+if [ -e "$dest/librdkafka.so.1" ] && [ "$(cat "$dest/VERSION" 2>/dev/null)" = "$VERSION" ]; then
   exit 0
 fi
 tmp=$(mktemp -d)
@@ -40,5 +41,7 @@ mkdir -p "$(dirname "$dest")"
 rm -rf "$dest.tmp"
 mkdir "$dest.tmp"
 cp "$src/src/librdkafka.so.1" "$dest.tmp/"
+echo "$VERSION" >"$dest.tmp/VERSION"
+rm -rf "$dest"
 mv "$dest.tmp" "$dest"
 echo "build-librdkafka: $dest/librdkafka.so.1"

@@ -20,17 +20,13 @@ import (
 // Librdkafka producer needs; tests skip that producer when it is missing.
 const PythonConfluentKafka = "/usr/lib/python3/dist-packages/confluent_kafka/__init__.py"
 
-// LibrdkafkaVersion is the librdkafka the Librdkafka producer loads when
-// scripts/build-librdkafka.sh has built it (make test and make chaos do); without it
-// the producer runs on the system's (Debian bookworm: 2.0.2), whose idempotent producer
-// can stop on a fatal error of its own after a possibly persisted request (fixed in
-// 2.3.0, confluentinc/librdkafka#4438).
-const LibrdkafkaVersion = "2.12.0"
-
 // LibrdkafkaDir is the directory holding the librdkafka.so.1 the Librdkafka producer
-// loads: $GREGOR_LIBRDKAFKA_DIR if set, else .cache/librdkafka-<LibrdkafkaVersion> at
-// the module's root (found from the working directory up); "" when neither has one,
-// and the system's library is used.
+// loads: $GREGOR_LIBRDKAFKA_DIR if set, else .cache/librdkafka at the module's root
+// (found from the working directory up), where scripts/build-librdkafka.sh builds it
+// (make test and make chaos run it); "" when neither has one, and the system's library
+// is used (Debian bookworm: 2.0.2, whose idempotent producer can stop on a fatal error
+// of its own after a possibly persisted request; fixed in 2.3.0,
+// confluentinc/librdkafka#4438).
 func LibrdkafkaDir() string {
 	if d := os.Getenv("GREGOR_LIBRDKAFKA_DIR"); d != "" {
 		return d
@@ -41,7 +37,7 @@ func LibrdkafkaDir() string {
 	}
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			d := filepath.Join(dir, ".cache", "librdkafka-"+LibrdkafkaVersion)
+			d := filepath.Join(dir, ".cache", "librdkafka")
 			if _, err := os.Stat(filepath.Join(d, "librdkafka.so.1")); err == nil {
 				return d
 			}
@@ -60,7 +56,7 @@ func LibrdkafkaDir() string {
 func rdkafkaEnv() []string {
 	env := os.Environ()
 	if d := LibrdkafkaDir(); d != "" {
-		env = append(env, "LD_LIBRARY_PATH="+d)
+		env = append(env, "LD_LIBRARY_PATH="+strings.TrimSuffix(d+":"+os.Getenv("LD_LIBRARY_PATH"), ":"))
 	}
 	return env
 }
