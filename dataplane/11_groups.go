@@ -9,7 +9,8 @@ package dataplane
 //   - Heartbeat, key 12, versions 0-3
 //   - LeaveGroup, key 13, versions 0-3 (v3: a batch of members, KIP-345)
 //   - OffsetCommit, key 8, versions 2-7
-//   - OffsetFetch, key 9, versions 1-5 (v2: every topic with null topics, top-level error)
+//   - OffsetFetch, key 9, versions 1-7 (v2: every topic with null topics, top-level error;
+//     v7: require_stable, KIP-447)
 //   - ListGroups, key 16, versions 0-2
 //   - DescribeGroups, key 15, versions 0-4
 //   - DeleteGroups, key 42, versions 0-1
@@ -142,8 +143,12 @@ func handleGroupRequest(s *Server, r *request) error {
 	req := kmsg.RequestForKey(key)
 	req.SetVersion(version)
 	if req.IsFlexible() {
-		// Only transaction APIs are served at flexible versions (txn_forward.go).
+		// Only the transaction APIs (txn_forward.go) and OffsetFetch v6-7 are served at
+		// flexible versions.
 		shape, ok := client.TxnRequestShape(key, version)
+		if !ok {
+			shape, ok = client.GroupRequestShape(key, version)
+		}
 		if !ok {
 			return fmt.Errorf("dataplane: %s v%d is not forwarded", kmsg.NameForKey(key), version)
 		}

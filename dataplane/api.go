@@ -46,7 +46,7 @@ func init() {
 		{key: int16(kmsg.Heartbeat), min: 0, max: 3, handle: handleGroupRequest},
 		{key: int16(kmsg.LeaveGroup), min: 0, max: 3, handle: handleGroupRequest},
 		{key: int16(kmsg.OffsetCommit), min: 2, max: 7, handle: handleGroupRequest},
-		{key: int16(kmsg.OffsetFetch), min: 1, max: 5, handle: handleGroupRequest},
+		{key: int16(kmsg.OffsetFetch), min: 1, max: 7, handle: handleGroupRequest},
 		{key: listGroupsKey, min: 0, max: 2, handle: handleGroupRequest},
 		{key: int16(kmsg.DescribeGroups), min: 0, max: 4, handle: handleGroupRequest},
 		{key: int16(kmsg.DeleteGroups), min: 0, max: 1, handle: handleGroupRequest},

@@ -696,7 +696,11 @@ func chunkOps(ops []Op) [][]Op {
 }
 
 // fetchOffsets answers OffsetFetch: the requested partitions (all committed ones when
-// topics is nil), -1 where nothing is committed.
+// topics is nil), -1 where nothing is committed. With require_stable (v7, KIP-447), a
+// partition whose offset a transaction not ended yet holds pending is answered
+// UNSTABLE_OFFSET_COMMIT, as Kafka does: the consumer asks again, and starts from that
+// transaction's offset if it commits (a consumer taking a partition over from a member
+// whose transaction is being committed must not start from the offset before it).
 func (co *Coordinator) fetchOffsets(req *kmsg.OffsetFetchRequest, resp *kmsg.OffsetFetchResponse) {
 	g := co.groups[req.Group]
 	if !validGroupID(req.Group) {
@@ -707,6 +711,11 @@ func (co *Coordinator) fetchOffsets(req *kmsg.OffsetFetchRequest, resp *kmsg.Off
 		p := kmsg.NewOffsetFetchResponseTopicPartition()
 		p.Partition = tp.partition
 		p.Offset, p.LeaderEpoch = -1, -1
+		if g != nil && req.RequireStable && g.txnPending(tp) {
+			p.ErrorCode = kerr.UnstableOffsetCommit.Code
+			p.Metadata = kmsg.StringPtr("")
+			return p
+		}
 		if g != nil {
 			if o, ok := g.offsets[tp]; ok {
 				p.Offset, p.LeaderEpoch = o.Offset, o.LeaderEpoch

@@ -16,8 +16,11 @@ type Header struct {
 }
 
 // ParseRequest reads a forwarded Kafka request: its header (v1, or v2 for flexible
-// versions) and body. It refuses anything but the group APIs (IsGroupAPI).
-func ParseRequest(b []byte) (Header, kmsg.Request, error) {
+// versions) and body. It refuses anything but the group APIs (IsGroupAPI). The body of a
+// flexible version is decoded only once checkFlexible has accepted it (the caller walks
+// it with its version's shape: kmsg believes the counts it reads); nil refuses every
+// flexible version.
+func ParseRequest(b []byte, checkFlexible func(key, version int16, body []byte) error) (Header, kmsg.Request, error) {
 	r := kbin.Reader{Src: b}
 	h := Header{Key: r.Int16(), Version: r.Int16()}
 	_ = r.Int32() // the client's correlation id: the data-plane node answers it
@@ -38,6 +41,12 @@ func ParseRequest(b []byte) (Header, kmsg.Request, error) {
 			r.Span(int(r.Uvarint()))
 		}
 		if err := r.Complete(); err != nil {
+			return h, nil, err
+		}
+		if checkFlexible == nil {
+			return h, nil, errors.New("flexible version not served")
+		}
+		if err := checkFlexible(h.Key, h.Version, r.Src); err != nil {
 			return h, nil, err
 		}
 	}

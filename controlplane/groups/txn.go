@@ -19,6 +19,16 @@ import (
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
 )
 
+// txnPending reports whether a transaction not ended yet holds an offset of tp pending.
+func (g *group) txnPending(tp topicPartition) bool {
+	for _, pending := range g.txnOffsets {
+		if _, ok := pending[tp]; ok {
+			return true
+		}
+	}
+	return false
+}
+
 // handleTxnOffsetCommit answers TxnOffsetCommit (Kafka's handleTxnCommitOffsets): the
 // member checks of an OffsetCommit, for a group-aware producer (v3: generation,
 // member id, instance id), then the offsets held pending for the producer.

@@ -177,3 +177,56 @@ func TestTxnOffsetsKeepTheirGroup(t *testing.T) {
 		t.Fatal("expiry dropped a pending transactional offset")
 	}
 }
+
+// TestTxnOffsetsUnstable: OffsetFetch v7 with require_stable (KIP-447) answers
+// UNSTABLE_OFFSET_COMMIT for a partition whose offset a transaction holds pending until
+// the transaction ends, and then the transaction's offset; the group's other partitions,
+// and a fetch that does not ask for stable offsets, get the committed offset at once.
+func TestTxnOffsetsUnstable(t *testing.T) {
+	h := txnHarness(t, nil, nil)
+	h.mustCommit("g", "", -1, "t", 0, 10)
+	h.mustCommit("g", "", -1, "t", 1, 20)
+	if c := txnCommitCode(h.call(txnCommitReq("g", 7, "", -1, "t", 0, 42))); c != 0 {
+		t.Fatalf("TxnOffsetCommit: %d", c)
+	}
+	fetch := func(version int16, stable bool) map[int32]kmsg.OffsetFetchResponseTopicPartition {
+		t.Helper()
+		r := kmsg.NewPtrOffsetFetchRequest()
+		r.Version, r.Group, r.RequireStable = version, "g", stable
+		r.Topics = []kmsg.OffsetFetchRequestTopic{{Topic: "t", Partitions: []int32{0, 1}}}
+		resp := h.call(r).(*kmsg.OffsetFetchResponse)
+		if resp.ErrorCode != 0 || len(resp.Topics) != 1 {
+			t.Fatalf("OffsetFetch v%d: code %d, %d topics", version, resp.ErrorCode, len(resp.Topics))
+		}
+		out := map[int32]kmsg.OffsetFetchResponseTopicPartition{}
+		for _, p := range resp.Topics[0].Partitions {
+			out[p.Partition] = p
+		}
+		return out
+	}
+	check := func(what string, p kmsg.OffsetFetchResponseTopicPartition, code int16, offset int64) {
+		t.Helper()
+		if p.ErrorCode != code || p.Offset != offset {
+			t.Errorf("%s: code %d offset %d, want code %d offset %d", what, p.ErrorCode, p.Offset, code, offset)
+		}
+	}
+	stable := fetch(7, true)
+	check("v7 stable, pending partition", stable[0], kerr.UnstableOffsetCommit.Code, -1)
+	check("v7 stable, other partition", stable[1], 0, 20)
+	check("v7 not asking for stable", fetch(7, false)[0], 0, 10)
+	check("v5", fetch(5, false)[0], 0, 10)
+	if err := h.completeTxn("g", 7, true); err != nil {
+		t.Fatal(err)
+	}
+	check("v7 stable after the commit", fetch(7, true)[0], 0, 42)
+	// An aborted transaction's offset was never the group's: after the abort, the
+	// committed one again.
+	if c := txnCommitCode(h.call(txnCommitReq("g", 8, "", -1, "t", 0, 99))); c != 0 {
+		t.Fatalf("TxnOffsetCommit: %d", c)
+	}
+	check("v7 stable, pending again", fetch(7, true)[0], kerr.UnstableOffsetCommit.Code, -1)
+	if err := h.completeTxn("g", 8, false); err != nil {
+		t.Fatal(err)
+	}
+	check("v7 stable after the abort", fetch(7, true)[0], 0, 42)
+}
