@@ -100,6 +100,24 @@ func txnCommitOffset(ctx context.Context, t *testing.T, cl *kgo.Client, txnID, g
 	}
 }
 
+// fetchTxnOffset asks group's coordinator for its offset of one partition with
+// OffsetFetch v7, require_stable or not, and returns the partition's code and offset.
+func fetchTxnOffset(ctx context.Context, t *testing.T, cl *kgo.Client, group, topic string, partition int32, stable bool) (int16, int64) {
+	t.Helper()
+	req := kmsg.NewPtrOffsetFetchRequest()
+	req.Group, req.RequireStable = group, stable
+	req.Topics = []kmsg.OffsetFetchRequestTopic{{Topic: topic, Partitions: []int32{partition}}}
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatalf("OffsetFetch: %v", err)
+	}
+	if resp.Version != 7 || resp.ErrorCode != 0 || len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+		t.Fatalf("OffsetFetch v%d: code %d, %d topics, want v7 with the one partition", resp.Version, resp.ErrorCode, len(resp.Topics))
+	}
+	p := resp.Topics[0].Partitions[0]
+	return p.ErrorCode, p.Offset
+}
+
 // consumeAll reads topic from the start at isolation until it has every value of want
 // (the last ones written to each partition, so that nothing written before them is
 // still to come), and returns how many times it saw each value.
@@ -171,6 +189,15 @@ func TestTxnEndToEnd(t *testing.T) {
 	}
 	committed = append(committed, txnProduce(ctx, t, producer, "commit2")...)
 	txnCommitOffset(ctx, t, producer, "e2e-producer", group, topic, 0, 7)
+	// While the transaction is open, a consumer asking for stable offsets (OffsetFetch
+	// v7, require_stable) is told to wait; one that does not gets the committed offset.
+	admin := c.Client(t)
+	if code, at := fetchTxnOffset(ctx, t, admin, group, topic, 0, true); code != kerr.UnstableOffsetCommit.Code {
+		t.Fatalf("stable offset fetch during the transaction: code %d offset %d, want UNSTABLE_OFFSET_COMMIT", code, at)
+	}
+	if code, at := fetchTxnOffset(ctx, t, admin, group, topic, 0, false); code != 0 || at != -1 {
+		t.Fatalf("offset fetch during the transaction: code %d offset %d, want none committed", code, at)
+	}
 	if err := producer.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		t.Fatalf("commit2: EndTransaction(commit): %v", err)
 	}
@@ -188,9 +215,9 @@ func TestTxnEndToEnd(t *testing.T) {
 	checkSeen(t, "read_uncommitted", consumeAll(ctx, t, c, topic, kgo.ReadUncommitted(), all), all)
 
 	// The transaction coordinator told the group coordinator of both ends.
-	admin := kadm.NewClient(c.Client(t))
+	adm := kadm.NewClient(admin)
 	testutil.CheckFor(t, 30*time.Second, func() error {
-		offsets, err := admin.FetchOffsets(ctx, group)
+		offsets, err := adm.FetchOffsets(ctx, group)
 		if err != nil {
 			return err
 		}
@@ -199,6 +226,9 @@ func TestTxnEndToEnd(t *testing.T) {
 		}
 		if o, ok := offsets.Lookup(topic, 1); ok && o.At >= 0 {
 			t.Fatalf("group %s's offset of %s-1 is %d: the aborted transaction's", group, topic, o.At)
+		}
+		if code, at := fetchTxnOffset(ctx, t, admin, group, topic, 0, true); code != 0 || at != 7 {
+			return fmt.Errorf("stable offset fetch after the commit: code %d offset %d, want 7", code, at)
 		}
 		return nil
 	})
