@@ -82,9 +82,9 @@ func eosReport(format string, args ...any) {
 // runEOSMember consumes input at read_committed in group and, for every poll, in one
 // transaction of its GroupTransactSession, produces "out-<value>" for each record to the
 // same partition of output and commits the consumed offsets; on any error it aborts, as
-// franz-go documents. It fetches offsets with require_stable (OffsetFetch v7), as
-// franz-go advises for sessions. It reports in groupMember's line format, ASSIGN on
-// every assignment change, and also:
+// franz-go documents (franz-go fetches the group's offsets with require_stable, OffsetFetch
+// v7). It reports in groupMember's line format, ASSIGN on every assignment change, and
+// also:
 //
 //	COMMIT <records>           a transaction committed
 //	ABORT <records> <reason>   one aborted (a rebalance during it, a produce error)
@@ -119,7 +119,6 @@ func runEOSMember(brokers []string, group, input, output, txnID string) error {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(brokers...), kgo.TransactionalID(txnID), kgo.TransactionTimeout(eosTxnTimeout),
 		kgo.ConsumerGroup(group), kgo.ConsumeTopics(input), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100 * time.Millisecond),
 		kgo.SessionTimeout(groupSessionTimeout), kgo.HeartbeatInterval(groupHeartbeat),
 		kgo.RebalanceTimeout(groupRebalanceTimeout),
