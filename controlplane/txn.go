@@ -34,6 +34,7 @@ const (
 	DefaultTxnAbortInterval   = txn.DefaultAbortInterval
 	DefaultTxnRemoveInterval  = txn.DefaultRemoveInterval
 	DefaultTxnMarkerRetryWait = txn.DefaultMarkerRetryBackoff
+	DefaultTxnEndWait         = txn.DefaultEndTxnCompleteWait
 )
 
 // runTerm is what a term of controllership runs beside the reconcile loop: the group

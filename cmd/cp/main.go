@@ -63,6 +63,7 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.Transactions.MaxTimeout, "transaction-max-timeout", controlplane.DefaultTxnMaxTimeout, "longest transaction timeout a producer may ask for (transaction.max.timeout.ms)")
 	fs.DurationVar(&cfg.Transactions.IDExpiration, "transactional-id-expiration", controlplane.DefaultTxnIDExpiration, "how long a transactional id with no transaction in progress is kept after its last use (transactional.id.expiration.ms)")
 	fs.DurationVar(&cfg.Transactions.AbortInterval, "transaction-abort-interval", controlplane.DefaultTxnAbortInterval, "how often transactions past their timeout are looked for and aborted")
+	fs.DurationVar(&cfg.Transactions.EndTxnCompleteWait, "transaction-end-wait", controlplane.DefaultTxnEndWait, "how long EndTxn waits for its transaction's markers before it is answered anyway: the outcome is stored before, and waiting spares the producer's next transaction a CONCURRENT_TRANSACTIONS and its retry backoff (at most 5s; negative: answer once the outcome is stored, as Kafka does)")
 	fs.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:9645", "HTTP listener: /metrics, /healthz, /readyz, /v1/cluster, /v1/nodes, /v1/reassignments")
 	fs.UintVar(&cfg.TickMs, "etcd-heartbeat-ms", controlplane.DefaultTickMs, "etcd heartbeat interval (ms)")
 	fs.UintVar(&cfg.ElectionMs, "etcd-election-ms", controlplane.DefaultElectionMs, "etcd election timeout (ms); etcd's shortest lease, and so gregor-dp's shortest --registration-ttl, is 1.5 of it rounded up to whole seconds (1000: 2s; 500 with a 50 ms heartbeat: 1s)")

@@ -37,6 +37,10 @@ type Config struct {
 	// MarkerRetryBackoff is the first wait before a marker is sent again to a partition
 	// that did not take it; it doubles up to markerRetryMax.
 	MarkerRetryBackoff time.Duration
+	// EndTxnCompleteWait bounds how long EndTxn waits for its transaction to complete
+	// (every marker written, Complete* stored) before it is answered anyway; it is held
+	// to endTxnCompleteWaitMax. Negative: EndTxn is answered once Prepare* is stored.
+	EndTxnCompleteWait time.Duration
 }
 
 // Defaults of Config (Kafka's).
@@ -46,6 +50,15 @@ const (
 	DefaultAbortInterval      = 10 * time.Second
 	DefaultRemoveInterval     = time.Hour
 	DefaultMarkerRetryBackoff = 100 * time.Millisecond
+	// DefaultEndTxnCompleteWait is not Kafka's (Kafka answers EndTxn once Prepare* is
+	// stored). Answering at completion spares the producer's next AddPartitionsToTxn a
+	// CONCURRENT_TRANSACTIONS and the client's 20 ms backoff after it; markers normally
+	// complete in a few milliseconds. 500 ms still covers the first two retries of a
+	// marker whose partition just changed leader (100 and 200 ms), and is what EndTxn
+	// costs at most when a partition stays unavailable — far below the clients' request
+	// timeouts (30 s in Kafka's Java client) and the data plane's bound on a forwarded
+	// request (30 s), so the wait never turns a decided transaction into a timeout.
+	DefaultEndTxnCompleteWait = 500 * time.Millisecond
 )
 
 // Limits.
@@ -57,6 +70,9 @@ const (
 	recordMax = 1 << 20
 	// markerRetryMax bounds the wait between two attempts at a partition's marker.
 	markerRetryMax = 2 * time.Second
+	// endTxnCompleteWaitMax bounds Config.EndTxnCompleteWait: well under the 30 s a
+	// client, and the data plane forwarding it, give an EndTxn before giving up on it.
+	endTxnCompleteWaitMax = 5 * time.Second
 	// markerRequestTimeout bounds one WriteTxnMarkers request.
 	markerRequestTimeout = 30 * time.Second
 	// intervalMin bounds how often the periodic checks run (short configs in tests).
@@ -87,6 +103,10 @@ func (c *Config) withDefaults() Config {
 	if out.MarkerRetryBackoff <= 0 {
 		out.MarkerRetryBackoff = DefaultMarkerRetryBackoff
 	}
+	if out.EndTxnCompleteWait == 0 {
+		out.EndTxnCompleteWait = DefaultEndTxnCompleteWait
+	}
+	out.EndTxnCompleteWait = min(out.EndTxnCompleteWait, endTxnCompleteWaitMax)
 	return out
 }
 
@@ -320,10 +340,17 @@ func (co *Coordinator) load(ctx context.Context) error {
 // loadTimeout bounds one loading attempt.
 const loadTimeout = 10 * time.Second
 
-// stop ends the term: writes fail, the marker loop ends with ctx.
+// stop ends the term: writes fail, the marker loop ends with ctx. An EndTxn still
+// waiting for its transaction to complete is answered 0: its Prepare* is stored, so the
+// next term completes the transaction (see awaitEnd).
 func (co *Coordinator) stop() {
 	co.mu.Lock()
 	co.stopped = true
+	for _, id := range slices.Sorted(maps.Keys(co.txns)) {
+		if e := co.txns[id].ending; e != nil {
+			co.answerEnd(e, co.metrics.endBeforeCompleteStopped)
+		}
+	}
 	co.mu.Unlock()
 	co.store.Close()
 }

@@ -37,10 +37,11 @@ func fencedCode(code int16, key, version int16) int16 {
 	return code
 }
 
-// Handle applies one request and answers it, now or once its state change is stored.
-// It returns once the request is applied, so a caller applying a connection's requests
-// one after the other keeps their order. Until the coordinator has loaded, every
-// request is answered COORDINATOR_LOAD_IN_PROGRESS.
+// Handle applies one request and answers it, now or once its state change is stored
+// (EndTxn: once its transaction is complete, within a bound; see awaitEnd). It returns
+// once the request is applied, so a caller applying a connection's requests one after
+// the other keeps their order. Until the coordinator has loaded, every request is
+// answered COORDINATOR_LOAD_IN_PROGRESS.
 func (co *Coordinator) Handle(h Header, req kmsg.Request, ans Answer) {
 	co.metrics.request(h.Key)
 	send := func(resp kmsg.Response) {
@@ -482,8 +483,13 @@ func v4Partitions(topics []kmsg.AddPartitionsToTxnRequestTransactionTopic) []top
 }
 
 // endTxn answers EndTxn (Kafka's endTransaction, transactions v1: no epoch bump per
-// transaction): an ongoing transaction is written PrepareCommit or PrepareAbort and
-// answered; its markers follow. A retry after the end is answered as the end was.
+// transaction): an ongoing transaction is written PrepareCommit or PrepareAbort, its
+// markers follow, and it is answered once complete or after the bound (awaitEnd). A
+// retry after the end is answered as the end was. A retry while the same end is still
+// in Prepare* (the client gave up on the first answer) waits like the first, where
+// Kafka answers CONCURRENT_TRANSACTIONS (as here when no wait is configured): the
+// outcome asked for is already decided, so the client is told as soon as the end is
+// complete, or at the bound, rather than made to poll.
 func (co *Coordinator) endTxn(id string, pid int64, epoch int16, commit bool, reply func(code int16)) {
 	m := co.txns[id]
 	switch {
@@ -496,7 +502,8 @@ func (co *Coordinator) endTxn(id string, pid int64, epoch int16, commit bool, re
 	case m.epoch != epoch:
 		reply(kerr.ProducerFenced.Code)
 		return
-	case m.pending:
+	case m.pending && (m.ending == nil || !m.ending.completing):
+		// (Complete* being written is the end a retry waits for, below.)
 		reply(kerr.ConcurrentTransactions.Code)
 		return
 	}
@@ -508,10 +515,12 @@ func (co *Coordinator) endTxn(id string, pid int64, epoch int16, commit bool, re
 			next.state = StatePrepareCommit
 		}
 		co.transition(m, next, func(code int16) {
-			if code == 0 {
-				co.beginEnding(m)
+			if code != 0 {
+				reply(code)
+				return
 			}
-			reply(code)
+			co.beginEnding(m)
+			co.awaitEnd(m.ending, reply)
 		})
 	case StateCompleteCommit, StateCompleteAbort:
 		if commit == (m.state == StateCompleteCommit) {
@@ -520,10 +529,13 @@ func (co *Coordinator) endTxn(id string, pid int64, epoch int16, commit bool, re
 			reply(kerr.InvalidTxnState.Code)
 		}
 	case StatePrepareCommit, StatePrepareAbort:
-		if commit == (m.state == StatePrepareCommit) {
-			reply(kerr.ConcurrentTransactions.Code)
-		} else {
+		switch {
+		case commit != (m.state == StatePrepareCommit):
 			reply(kerr.InvalidTxnState.Code)
+		case m.ending != nil && co.cfg.EndTxnCompleteWait >= 0:
+			co.awaitEnd(m.ending, reply)
+		default: // no wait configured (Kafka's answer); or no ending, which Prepare* always has
+			reply(kerr.ConcurrentTransactions.Code)
 		}
 	default: // Empty
 		reply(kerr.InvalidTxnState.Code)

@@ -7,10 +7,12 @@ package txn
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -225,6 +227,12 @@ func newHarness(t *testing.T, st *memStore) *harness {
 
 func newHarnessNoWait(t *testing.T, st *memStore) *harness {
 	t.Helper()
+	return newHarnessConfig(t, st, testConfig())
+}
+
+// newHarnessConfig is newHarnessNoWait with the coordinator configured by cfg.
+func newHarnessConfig(t *testing.T, st *memStore, cfg Config) *harness {
+	t.Helper()
 	if st == nil {
 		st = newMemStore(nil)
 	}
@@ -234,7 +242,7 @@ func newHarnessNoWait(t *testing.T, st *memStore) *harness {
 		h.leaders.set("t", p, 1+p%2)
 	}
 	h.leaders.set("u", 0, 2)
-	h.co = New(Options{Config: testConfig(), Store: st, Clock: h.clock, Markers: h.sender,
+	h.co = New(Options{Config: cfg, Store: st, Clock: h.clock, Markers: h.sender,
 		Leader: h.leaders.get, Groups: h.groups, Logger: testutil.Quiet()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -280,6 +288,7 @@ type pending struct {
 	h   *harness
 	req kmsg.Request
 	ch  chan kmsg.Response // nil: "not active"
+	n   atomic.Int32       // answers delivered
 }
 
 // send applies req through Handle and returns its pending answer.
@@ -300,11 +309,10 @@ func (h *harness) send(req kmsg.Request) *pending {
 }
 
 func (p *pending) deliver(resp kmsg.Response) {
-	select {
-	case p.ch <- resp:
-	default:
+	if p.n.Add(1) > 1 {
 		panic(fmt.Sprintf("%T answered twice", p.req))
 	}
+	p.ch <- resp
 }
 
 func (p *pending) wait() kmsg.Response {
@@ -320,6 +328,9 @@ func (p *pending) wait() kmsg.Response {
 		return nil
 	}
 }
+
+// answered reports, without waiting, whether the answer has come.
+func (p *pending) answered() bool { return p.n.Load() > 0 }
 
 func (h *harness) call(req kmsg.Request) kmsg.Response {
 	h.t.Helper()
@@ -389,6 +400,21 @@ func endReq(id string, pid int64, epoch int16, commit bool) *kmsg.EndTxnRequest 
 func (h *harness) end(id string, pid int64, epoch int16, commit bool) int16 {
 	h.t.Helper()
 	return h.call(endReq(id, pid, epoch, commit)).(*kmsg.EndTxnResponse).ErrorCode
+}
+
+// endAdvancing sends EndTxn and moves the clock by step until it is answered: EndTxn
+// waits for the transaction to complete, which may take marker retries, or for the
+// wait's bound.
+func (h *harness) endAdvancing(id string, pid int64, epoch int16, commit bool, step time.Duration) int16 {
+	h.t.Helper()
+	p := h.send(endReq(id, pid, epoch, commit))
+	h.advanceUntil("the EndTxn answer", step, func() error {
+		if !p.answered() {
+			return errors.New("not answered")
+		}
+		return nil
+	})
+	return p.wait().(*kmsg.EndTxnResponse).ErrorCode
 }
 
 // describe returns id's state as DescribeTransactions shows it.

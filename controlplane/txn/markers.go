@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	vm "github.com/VictoriaMetrics/metrics"
+	"github.com/jonboulle/clockwork"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -37,6 +39,15 @@ type ending struct {
 	// next attempt after a failed one.
 	completing    bool
 	completeAfter time.Time
+	// waiters are the EndTxn requests of this transaction not answered yet (awaitEnd).
+	waiters []*endWaiter
+}
+
+// endWaiter is an EndTxn waiting for its transaction to complete, at most until its
+// timer fires.
+type endWaiter struct {
+	reply func(code int16)
+	timer clockwork.Timer
 }
 
 // markerState is one partition's (or group's) marker: in flight, or due at notBefore.
@@ -58,6 +69,55 @@ func (co *Coordinator) beginEnding(m *txnMeta) {
 	}
 	m.ending = e
 	co.wakeMarkers()
+}
+
+// awaitEnd answers an EndTxn of e's transaction (its Prepare* stored) once the
+// transaction is complete, or with 0 anyway after Config.EndTxnCompleteWait. The answer
+// is 0 either way: the outcome is decided and durable once Prepare* is stored, which is
+// why Kafka answers then. Waiting only spares the producer the CONCURRENT_TRANSACTIONS
+// its next AddPartitionsToTxn (and its partition leaders' verification) would get until
+// Complete* is stored, and the client's backoff after it. Every path answers exactly
+// once, with mu held as every other answer: completion (complete), the deadline (the
+// timer below), the end of the term (stop, or a Complete* write refused as not active:
+// the next term loads Prepare* and completes the transaction). Nothing else ends an
+// ending: an id in Prepare* is not fenced, aborted or expired, and a failed Complete*
+// write is tried again while the EndTxn keeps waiting. reply runs with mu held.
+func (co *Coordinator) awaitEnd(e *ending, reply func(code int16)) {
+	switch {
+	case co.cfg.EndTxnCompleteWait < 0:
+		reply(0)
+		return
+	case co.stopped: // a write stored as the term ended
+		co.metrics.endBeforeCompleteStopped.Inc()
+		reply(0)
+		return
+	}
+	w := &endWaiter{reply: reply}
+	e.waiters = append(e.waiters, w)
+	w.timer = co.clock.AfterFunc(co.cfg.EndTxnCompleteWait, func() {
+		co.mu.Lock()
+		defer co.mu.Unlock()
+		i := slices.Index(e.waiters, w)
+		if i < 0 {
+			return // answered meanwhile
+		}
+		e.waiters = slices.Delete(e.waiters, i, i+1)
+		co.metrics.endBeforeCompleteWait.Inc()
+		w.reply(0)
+	})
+}
+
+// answerEnd answers 0 every EndTxn waiting for e, counting them in early (nil: the
+// transaction is complete).
+func (co *Coordinator) answerEnd(e *ending, early *vm.Counter) {
+	for _, w := range e.waiters {
+		w.timer.Stop()
+		if early != nil {
+			early.Inc()
+		}
+		w.reply(0)
+	}
+	e.waiters = nil
 }
 
 // retry counts a failed attempt and sets when to try again.
@@ -323,7 +383,9 @@ func (co *Coordinator) complete(m *txnMeta, e *ending) {
 			}
 			co.metrics.completionLatency.Update(co.clock.Since(e.start).Seconds())
 			co.metrics.completed.Inc()
+			co.answerEnd(e, nil)
 		case notActiveCode:
+			co.answerEnd(e, co.metrics.endBeforeCompleteStopped)
 		default:
 			e.completeAfter = co.clock.Now().Add(markerRetryMax) // tried again then
 			co.wakeMarkers()

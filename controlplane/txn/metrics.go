@@ -26,6 +26,10 @@ type Metrics struct {
 	storeBatchOps     *vm.Histogram
 	storeBatchTime    *vm.Histogram
 	requests          [128]*vm.Counter
+	// EndTxn answered before its transaction completed: at the wait's bound, or at the
+	// end of the term.
+	endBeforeCompleteWait    *vm.Counter
+	endBeforeCompleteStopped *vm.Counter
 }
 
 type atomicGauge struct{ atomic.Int64 }
@@ -42,6 +46,10 @@ func NewMetrics(set *vm.Set) *Metrics {
 		completionLatency: set.NewHistogram("gregor_cp_txn_completion_duration_seconds"),
 		storeBatchOps:     set.NewHistogram("gregor_cp_txn_store_batch_ops"),
 		storeBatchTime:    set.NewHistogram("gregor_cp_txn_store_batch_duration_seconds"),
+		endBeforeCompleteWait: set.NewCounter(
+			`gregor_cp_txn_end_answered_before_complete_total{reason="wait_bound"}`),
+		endBeforeCompleteStopped: set.NewCounter(
+			`gregor_cp_txn_end_answered_before_complete_total{reason="term_ended"}`),
 	}
 	set.NewGauge("gregor_cp_txn_markers_in_flight", func() float64 { return float64(m.markersInFlight.Load()) })
 	for st := range stateCount {

@@ -213,7 +213,7 @@ func TestMarkersRetriedUntilTaken(t *testing.T) {
 			return 0
 		}), nil
 	})
-	if c := h.end("a", pid, epoch, false); c != 0 {
+	if c := h.endAdvancing("a", pid, epoch, false, 50*time.Millisecond); c != 0 {
 		t.Fatalf("EndTxn abort: %s", code(c))
 	}
 	h.advanceUntil("the abort to complete", 50*time.Millisecond, func() error {
@@ -267,15 +267,33 @@ func TestConcurrentEndTxn(t *testing.T) {
 		return nil, errors.New("held")
 	})
 	h.st.Release()
-	if c := first.wait().(*kmsg.EndTxnResponse).ErrorCode; c != 0 {
-		t.Fatalf("first EndTxn: %s", code(c))
-	}
-	// PrepareCommit stored, markers not taken: a retry is told to wait, an abort refused.
-	if c := h.end("a", pid, epoch, true); c != kerr.ConcurrentTransactions.Code {
-		t.Fatalf("EndTxn commit during PrepareCommit: %s", code(c))
-	}
+	h.waitFor("PrepareCommit to be stored", func() error {
+		if d, _ := h.stored("a"); d.state != StatePrepareCommit {
+			return fmt.Errorf("stored %s", d.state)
+		}
+		return nil
+	})
+	// PrepareCommit stored, markers not taken: an abort is refused; a retry of the
+	// commit waits for the end with the first.
 	if c := h.end("a", pid, epoch, false); c != kerr.InvalidTxnState.Code {
 		t.Fatalf("EndTxn abort during PrepareCommit: %s", code(c))
+	}
+	retry := h.send(endReq("a", pid, epoch, true))
+	if first.answered() || retry.answered() {
+		t.Fatalf("EndTxn answered before its markers were taken or the wait's bound (first %v, retry %v)",
+			first.answered(), retry.answered())
+	}
+	h.clock.Advance(h.co.cfg.EndTxnCompleteWait) // the bound of both (no time has passed)
+	for name, p := range map[string]*pending{"first": first, "retried": retry} {
+		if c := p.wait().(*kmsg.EndTxnResponse).ErrorCode; c != 0 {
+			t.Fatalf("%s EndTxn at the bound: %s", name, code(c))
+		}
+	}
+	if n := h.co.metrics.endBeforeCompleteWait.Get(); n != 2 {
+		t.Fatalf("EndTxn answered at the bound counted %d times, want 2", n)
+	}
+	if got := h.describe("a"); got.State != "PrepareCommit" {
+		t.Fatalf("state after the bound: %s, want PrepareCommit (markers still not taken)", got.State)
 	}
 }
 
@@ -346,7 +364,7 @@ func TestIdleTransactionalIDExpires(t *testing.T) {
 	h.sender.setRespond(func(int32, *kmsg.WriteTxnMarkersRequest) (*kmsg.WriteTxnMarkersResponse, error) {
 		return nil, errors.New("held") // b stays in PrepareAbort
 	})
-	if c := h.end("b", pid, epoch, false); c != 0 {
+	if c := h.endAdvancing("b", pid, epoch, false, 100*time.Millisecond); c != 0 {
 		t.Fatal(code(c))
 	}
 	h.clock.Advance(testConfig().IDExpiration)
@@ -372,7 +390,7 @@ func TestFailoverResendsMarkers(t *testing.T) {
 	h.sender.setRespond(func(int32, *kmsg.WriteTxnMarkersRequest) (*kmsg.WriteTxnMarkersResponse, error) {
 		return nil, errors.New("nodes unreachable")
 	})
-	if c := h.end("a", pid, epoch, true); c != 0 {
+	if c := h.endAdvancing("a", pid, epoch, true, 100*time.Millisecond); c != 0 {
 		t.Fatal(code(c))
 	}
 	firstEpoch := h.co.Epoch()
@@ -495,7 +513,7 @@ func TestAddOffsetsToTxnEndsGroupOffsets(t *testing.T) {
 	h.groups.mu.Lock()
 	h.groups.failN = 1 // the group coordinator is not ready the first time
 	h.groups.mu.Unlock()
-	if c := h.end("a", pid, epoch, true); c != 0 {
+	if c := h.endAdvancing("a", pid, epoch, true, 50*time.Millisecond); c != 0 {
 		t.Fatal(code(c))
 	}
 	h.advanceUntil("the commit to complete", 50*time.Millisecond, func() error {
