@@ -18,7 +18,7 @@ TEST_TIMEOUT ?= 20m
 # (only a doc.go saying what will live there) is skipped with a note.
 PROGRAMS := cp:gregor-cp dp:gregor-dp gregor:gregor
 
-.PHONY: all build run cluster test test-short test-deps chaos chaos-scenarios bench bench-full bench-replication bench-micro bench-compare fuzz lint deps clean
+.PHONY: all build run cluster test test-short test-deps chaos chaos-scenarios bench bench-full bench-replication bench-txn bench-micro bench-compare fuzz lint deps clean
 
 all: build
 
@@ -112,6 +112,15 @@ bench-full: build
 REPLICATION_FLAGS ?= --quick
 bench-replication: build
 	$(BIN)/gregor bench suite --replication $(REPLICATION_FLAGS)
+
+# bench-txn: transactional produce with 1, 10 and 100 batches per transaction against
+# idempotent produce of the same batches (about 2 minutes: 4 modes of 2 s warmup and 20 s
+# measured), on Gregor started from bin/ when nothing answers on 127.0.0.1:9092, into
+# perf/results/txn.{json,md} and BENCHMARKS.md's transactions section. TXN_FLAGS adds
+# flags (--duration 60s, --producers 8, …; bin/gregor bench txn -h lists them).
+TXN_FLAGS ?=
+bench-txn: build
+	$(BIN)/gregor bench txn $(TXN_FLAGS)
 
 # bench-compare: whole-system A/B of BASE's servers against the working tree's on the
 # quick workloads — the check every change to the produce or fetch path goes through,

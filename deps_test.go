@@ -19,7 +19,7 @@ import (
 //	            │          ▼
 //	            └────► controlplane/client ──► controlplane/cluster
 //	                                                   ▲
-//	cmd/cp ──► controlplane ──► controlplane/{controller, groups}
+//	cmd/cp ──► controlplane ──► controlplane/{controller, groups, txn}
 //
 // The leaves (proto, segment, sendfile) know nothing of the rest; replica, the home of
 // replication, knows storage but neither request handling nor the control plane; the
@@ -35,15 +35,17 @@ var packageMap = map[string][]string{
 		"controlplane/client", "controlplane/cluster", "proto", "replica", "segment", "sendfile",
 	},
 
-	"controlplane/cluster":        {},
-	"controlplane/api":            {},
-	"controlplane/client/zapslog": {},
-	"controlplane/client":         {"controlplane/client/zapslog", "controlplane/cluster"},
-	"controlplane/controller":     {"controlplane/client", "controlplane/cluster"},
-	"controlplane/groups":         {"controlplane/cluster"},
+	"controlplane/cluster":          {},
+	"controlplane/api":              {},
+	"controlplane/client/zapslog":   {},
+	"controlplane/client":           {"controlplane/client/zapslog", "controlplane/cluster", "proto"},
+	"controlplane/controller":       {"controlplane/client", "controlplane/cluster"},
+	"controlplane/internal/kvstore": {},
+	"controlplane/groups":           {"controlplane/cluster", "controlplane/internal/kvstore"},
+	"controlplane/txn":              {"controlplane/cluster", "controlplane/internal/kvstore"},
 	"controlplane": {
 		"controlplane/api", "controlplane/client", "controlplane/client/zapslog", "controlplane/cluster",
-		"controlplane/controller", "controlplane/groups", "internal/reserve", "proto",
+		"controlplane/controller", "controlplane/groups", "controlplane/txn", "internal/reserve", "proto",
 	},
 
 	"node":             {"controlplane/client", "controlplane/cluster", "dataplane", "internal/reserve"},
@@ -51,10 +53,11 @@ var packageMap = map[string][]string{
 
 	"cmd/cp":           {"controlplane", "node"},
 	"cmd/dp":           {"dataplane", "node", "proto", "segment"},
-	"cmd/gregor":       {"controlplane/api", "perf", "perf/drivers", "perf/replication"},
+	"cmd/gregor":       {"controlplane/api", "perf", "perf/drivers", "perf/replication", "perf/txn"},
 	"perf":             {},
 	"perf/drivers":     {"internal/reserve", "perf", "proto"},
 	"perf/replication": {"perf", "perf/drivers"},
+	"perf/txn":         {"perf"},
 
 	// The fault suite: what a run records, its checker, the workload that drives a
 	// cluster, and the scenarios (package chaos's tests, on internal/testcluster).

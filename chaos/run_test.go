@@ -92,6 +92,9 @@ type run struct {
 	groups    map[string][]*workload.Consumer
 	states    *workload.StateRecorder
 	finished  bool
+	// drained, if set, runs in finish once the consumers have drained and stopped,
+	// before the data-plane nodes stop: the last reads of a running cluster.
+	drained func()
 }
 
 // seedFromEnv is CHAOS_SEED or the time.
@@ -378,6 +381,9 @@ func (r *run) finish() *history.History {
 	for _, c := range r.consumers {
 		c.Stop()
 	}
+	if r.drained != nil {
+		r.drained()
+	}
 	r.states.Stop()
 	for _, d := range r.c.DPs {
 		if err := r.c.Stop(d); err != nil {
@@ -529,9 +535,13 @@ func (r *run) restart(nodes ...testcluster.Node) {
 	r.c.Restart(nodes...)
 }
 
-// saveOnFailure keeps a failed run's history, node logs and data directories under
-// chaos-runs/<scenario>-<seed>-<time>/ at the repository's root; with CHAOS_KEEP set,
-// a passing run's too.
+// clientLogs is the directory of the run's scratch directory where client processes
+// (the transactional producers) log, kept with a failed run.
+const clientLogs = "clients"
+
+// saveOnFailure keeps a failed run's history, node and client logs and data
+// directories under chaos-runs/<scenario>-<seed>-<time>/ at the repository's root;
+// with CHAOS_KEEP set, a passing run's too.
 func (r *run) saveOnFailure() {
 	if (!r.t.Failed() && os.Getenv("CHAOS_KEEP") == "") || r.rec == nil || r.c == nil {
 		return
@@ -552,6 +562,11 @@ func (r *run) saveOnFailure() {
 	}
 	if err := workload.WriteJSON(filepath.Join(dir, "history.json"), h); err != nil {
 		r.t.Logf("keep the history: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(r.scratch, clientLogs)); err == nil {
+		if err := workload.CopyTree(filepath.Join(r.scratch, clientLogs), filepath.Join(dir, clientLogs)); err != nil {
+			r.t.Logf("keep the clients' logs: %v", err)
+		}
 	}
 	for _, n := range r.nodes() {
 		type logger interface{ Log() string }

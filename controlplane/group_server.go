@@ -29,6 +29,7 @@ import (
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/groups"
+	"github.com/gregor-streaming/gregor/proto"
 )
 
 // groupConnWriteTimeout bounds one write to a data-plane node.
@@ -173,6 +174,16 @@ func (gc *groupServerConn) readLoop() {
 	}
 }
 
+// checkGroupShape accepts the body of a flexible version of a group request once it has
+// its version's shape (client.GroupRequestShape); those not served are refused.
+func checkGroupShape(key, version int16, body []byte) error {
+	shape, ok := client.GroupRequestShape(key, version)
+	if !ok {
+		return errors.New("flexible version not served")
+	}
+	return proto.CheckShape(body, shape)
+}
+
 // handleGroupRequest decodes one forwarded request and runs it on the active
 // coordinator. It returns once the request is applied (its answer may come later); the
 // caller, a connection's reader, applies the next one only then.
@@ -185,7 +196,11 @@ func (s *Server) handleGroupRequest(host string, kreq []byte, reply func(status 
 		s.handleReassignmentRequest(kreq, reply) // the controller's too
 		return
 	}
-	h, req, err := groups.ParseRequest(kreq)
+	if isTxnRequest(kreq) {
+		s.handleTxnRequest(host, kreq, reply) // the transaction coordinator's (txn_server.go)
+		return
+	}
+	h, req, err := groups.ParseRequest(kreq, checkGroupShape)
 	if err != nil {
 		s.groupMetrics.BadRequest()
 		reply(client.GroupStatusBadRequest, nil)

@@ -67,6 +67,7 @@ func (s *Server) runGroups(ctx context.Context, term controller.Term) {
 		Partitions: s.partitions,
 		Logger:     s.logger,
 		Metrics:    s.groupMetrics,
+		VerifyTxn:  s.verifyTxn,
 	})
 	s.groupRT.Store(co)
 	defer s.groupRT.CompareAndSwap(co, nil)

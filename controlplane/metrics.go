@@ -15,6 +15,7 @@ import (
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/controlplane/controller"
 	"github.com/gregor-streaming/gregor/controlplane/groups"
+	"github.com/gregor-streaming/gregor/controlplane/txn"
 )
 
 // metrics are one node's metrics. Each Server has its own set, so several nodes can run
@@ -40,6 +41,7 @@ func newMetrics(s *Server) *metrics {
 		ops: map[string]*vm.Histogram{},
 	}
 	s.groupMetrics = groups.NewMetrics(set)
+	s.txnMetrics = txn.NewMetrics(set)
 	set.NewGauge("gregor_cp_sessions_open", func() float64 { return float64(m.sessionsOpen.Load()) })
 	m.sessionsOpened = set.NewCounter("gregor_cp_sessions_opened_total")
 	m.sessionsBroken = set.NewCounter("gregor_cp_sessions_broken_total")

@@ -4,15 +4,16 @@
 // wires the parts of the control plane together: the controller (package controller:
 // one active in the cluster, elected through etcd, keeping partition leaders and ISRs
 // right) and, for each term this node is the controller, the group coordinator
-// (package groups), which it serves on its internal listener (Config.Listen), where
-// data-plane nodes forward their clients' group requests.
+// (package groups) and the transaction coordinator (package txn), which it serves on
+// its internal listener (Config.Listen), where data-plane nodes forward their clients'
+// group and transaction requests.
 //
 // Data-plane nodes talk to the control plane only through controlplane/client, over
 // etcd; the model and key schema both sides share are in controlplane/cluster, and
 // SCHEMA.md in this folder documents every key.
 //
-// Dependencies point one way (deps_test.go): controlplane ──► controller, groups ──►
-// cluster; the controller and the client also use cluster, and the controller the
+// Dependencies point one way (deps_test.go): controlplane ──► controller, groups, txn
+// ──► cluster; the controller and the client also use cluster, and the controller the
 // client; nothing below imports the node.
 package controlplane
 
@@ -39,6 +40,7 @@ import (
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/controlplane/controller"
 	"github.com/gregor-streaming/gregor/controlplane/groups"
+	"github.com/gregor-streaming/gregor/controlplane/txn"
 	"github.com/gregor-streaming/gregor/internal/reserve"
 )
 
@@ -94,6 +96,8 @@ type Config struct {
 	Listen string
 	// Groups configures the group coordinator.
 	Groups GroupConfig
+	// Transactions configures the transaction coordinator.
+	Transactions TxnConfig
 	// HTTPAddr serves /metrics, /healthz, /readyz and /v1/cluster; empty disables HTTP.
 	HTTPAddr string
 	// TickMs and ElectionMs are etcd's heartbeat and election timeouts in milliseconds.
@@ -147,6 +151,12 @@ type Server struct {
 	listener     net.Listener
 	groupRT      atomic.Pointer[groups.Coordinator]
 	groupMetrics *groups.Metrics
+	// txnRT is the transaction coordinator while this node is the active controller
+	// (nil otherwise), txnMetrics its counters, markers its connections to the
+	// data-plane nodes (txn_markers.go).
+	txnRT        atomic.Pointer[txn.Coordinator]
+	txnMetrics   *txn.Metrics
+	markers      *markerSender
 	groupConnsMu sync.Mutex
 	groupConns   map[*groupServerConn]struct{}
 	// hwCache holds the HW checkpoints read for lag, refreshed after hwCacheTTL.
@@ -300,9 +310,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.SessionGrace = DefaultSessionGrace
 	}
 	s := &Server{cfg: cfg, logger: logger, stopping: make(chan struct{})}
+	s.markers = newMarkerSender(s)
 	s.metrics = newMetrics(s)
 	s.ctl = controller.New(controller.Config{Name: cfg.Name, TTL: cfg.ControllerTTL, Logger: logger,
-		Metrics: s.metrics.set, OnTerm: s.runGroups,
+		Metrics: s.metrics.set, OnTerm: s.runTerm,
 		NoAutoLeaderRebalance: cfg.NoAutoLeaderRebalance, LeaderRebalanceDelay: cfg.LeaderRebalanceDelay,
 		AutoBalance: cfg.AutoBalance, MovesInFlightMax: cfg.MovesInFlightMax, DeadNodeDelay: cfg.DeadNodeDelay})
 	ecfg.ServiceRegister = func(g *grpc.Server) { g.RegisterService(s.sessionService(), nil) }
@@ -436,6 +447,7 @@ func (s *Server) Close() {
 			_ = s.ec.Close()
 			<-done
 		}
+		s.markers.close()
 		if s.view != nil {
 			s.view.Close()
 		}

@@ -5,9 +5,12 @@ package dataplane
 // read below the high watermark; followers (replica id >= 0, an assigned replica) read
 // up to the log end, and each of their fetches records their progress, which moves the
 // high watermark (replica's UpdateFollowerFetchState); their answers carry it, and their
-// bytes are counted apart. read_committed sees the last stable offset, which is the high
-// watermark (no transactions). max_bytes and the partition limits hold except for the
-// first batch of the first non-empty partition, which is always whole (KIP-74).
+// bytes are counted apart. read_committed (isolation level 1) consumers read below the
+// last stable offset instead, and get the aborted transactions overlapping the records
+// returned (from the segments' aborted-transaction indexes, in memory: the records
+// still go out as file regions); every answer carries the partition's LSO. max_bytes
+// and the partition limits hold except for the first batch of the first non-empty
+// partition, which is always whole (KIP-74).
 // min_bytes/max_wait_ms long-poll in the fetch purgatory, woken by appends. Fetch
 // sessions (KIP-227) are declined: session id 0 in every answer,
 // FETCH_SESSION_ID_NOT_FOUND for a session id we never gave. The records go out as file
@@ -122,13 +125,15 @@ type fetch struct {
 	spans   []int
 	regions []segment.Region
 	cuts    []int
+	// aborted backs the parts' aborted transactions (read_committed).
+	aborted []proto.AbortedTransaction
 }
 
 var fetchPool = sync.Pool{New: func() any { return new(fetch) }}
 
 func (f *fetch) free() {
 	f.s, f.r, f.req, f.sessionErr, f.staleReplica = nil, nil, proto.FetchRequest{}, 0, false
-	f.parts, f.spans, f.cuts = f.parts[:0], f.spans[:0], f.cuts[:0]
+	f.parts, f.spans, f.cuts, f.aborted = f.parts[:0], f.spans[:0], f.cuts[:0], f.aborted[:0]
 	clear(f.regions)
 	f.regions = f.regions[:0]
 	fetchPool.Put(f)
@@ -136,7 +141,7 @@ func (f *fetch) free() {
 
 // collect reads every requested partition and returns the bytes found.
 func (f *fetch) collect() int {
-	f.parts, f.spans, f.regions = f.parts[:0], append(f.spans[:0], 0), f.regions[:0]
+	f.parts, f.spans, f.regions, f.aborted = f.parts[:0], append(f.spans[:0], 0), f.regions[:0], f.aborted[:0]
 	remaining := int(f.req.MaxBytes)
 	if remaining <= 0 {
 		remaining = 1 << 30
@@ -206,7 +211,8 @@ func (f *fetch) read(p *replica.Partition, rp *proto.FetchPartitionRequest, part
 	}
 	log := p.Log()
 	hw, logStart := p.HighWatermark(), log.LogStartOffset()
-	part.HighWatermark, part.LastStableOffset, part.LogStartOffset = hw, hw, logStart
+	lso := min(p.LastStableOffset(), hw) // loaded after hw: at most it
+	part.HighWatermark, part.LastStableOffset, part.LogStartOffset = hw, lso, logStart
 	if rp.LastFetchedEpoch >= 0 {
 		// Kafka's Partition.readRecords: where the fetcher's last epoch ended here.
 		epoch, end := p.EndOffsetForEpoch(rp.LastFetchedEpoch)
@@ -220,6 +226,10 @@ func (f *fetch) read(p *replica.Partition, rp *proto.FetchPartitionRequest, part
 		}
 	}
 	bound := hw
+	readCommitted := f.req.IsolationLevel == 1 && !follower
+	if readCommitted {
+		bound, part.ReadCommitted = lso, true
+	}
 	if follower {
 		if !p.UpdateFollowerFetchState(f.req.ReplicaID, f.req.ReplicaEpoch, rp.FetchOffset, nowNs) {
 			part.ErrorCode = kerr.NotLeaderForPartition.Code // it stopped leading meanwhile
@@ -232,7 +242,7 @@ func (f *fetch) read(p *replica.Partition, rp *proto.FetchPartitionRequest, part
 			p.UpdateFollowerLogStartOffset(f.req.ReplicaID, rp.LogStartOffset)
 		}
 		hw = p.HighWatermark() // after the follower's progress moved it
-		part.HighWatermark, part.LastStableOffset = hw, hw
+		part.HighWatermark, part.LastStableOffset = hw, min(p.LastStableOffset(), hw)
 		bound = log.LogEndOffset()
 	}
 	from := len(f.regions)
@@ -246,6 +256,13 @@ func (f *fetch) read(p *replica.Partition, rp *proto.FetchPartitionRequest, part
 	}
 	for _, rg := range f.regions[from:] {
 		part.RecordsBytes += int32(rg.Length)
+	}
+	if readCommitted && len(f.regions) > from {
+		// Kafka's addAbortedTransactions: those overlapping the fetch offset up to the
+		// offset after the last batch returned.
+		a := len(f.aborted)
+		f.aborted = log.CollectAbortedTxns(f.aborted, rp.FetchOffset, f.regions[len(f.regions)-1].NextOffset)
+		part.Aborted = f.aborted[a:len(f.aborted):len(f.aborted)]
 	}
 }
 

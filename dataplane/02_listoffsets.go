@@ -1,9 +1,10 @@
 package dataplane
 
 // ListOffsets, key 2, versions 1-5: earliest (-2: the log start offset), latest (-1: the
-// high watermark, which is also the last stable offset), and by timestamp (the first
-// record at or after it, below the high watermark). v4+ fences by the current leader
-// epoch and answers with the leader epoch.
+// high watermark; with isolation level 1, read_committed (v2+), the last stable offset),
+// and by timestamp (the first record at or after it, below the high watermark, or the
+// last stable offset for read_committed, as Kafka's lastFetchableOffset bounds it). v4+
+// fences by the current leader epoch and answers with the leader epoch.
 
 import (
 	"strings"
@@ -36,7 +37,7 @@ func handleListOffsets(s *Server, r *request) error {
 			rp := kmsg.NewListOffsetsResponseTopicPartition()
 			rp.Partition = t.Partitions[j].Partition
 			rp.Timestamp, rp.Offset, rp.LeaderEpoch = -1, -1, -1
-			rp.ErrorCode = s.listOffset(t.Topic, &t.Partitions[j], &rp)
+			rp.ErrorCode = s.listOffset(t.Topic, &t.Partitions[j], req.IsolationLevel == 1, &rp)
 			rt.Partitions = append(rt.Partitions, rp)
 		}
 		resp.Topics = append(resp.Topics, rt)
@@ -45,7 +46,8 @@ func handleListOffsets(s *Server, r *request) error {
 	return nil
 }
 
-func (s *Server) listOffset(topic string, q *kmsg.ListOffsetsRequestTopicPartition, rp *kmsg.ListOffsetsResponseTopicPartition) int16 {
+func (s *Server) listOffset(topic string, q *kmsg.ListOffsetsRequestTopicPartition, readCommitted bool,
+	rp *kmsg.ListOffsetsResponseTopicPartition) int16 {
 	p := s.replicas.Partition(topic, q.Partition)
 	if p == nil {
 		return kerr.UnknownTopicOrPartition.Code
@@ -55,6 +57,9 @@ func (s *Server) listOffset(topic string, q *kmsg.ListOffsetsRequestTopicPartiti
 	}
 	rp.LeaderEpoch = p.LeaderEpoch()
 	hw := p.HighWatermark()
+	if readCommitted {
+		hw = p.LastStableOffset()
+	}
 	switch q.Timestamp {
 	case listOffsetsEarliest:
 		rp.Offset = p.Log().LogStartOffset()

@@ -10,8 +10,10 @@ package dataplane
 //     (11_groups.go), where the state machine runs. Picking it by hash spreads the
 //     clients' group connections over the nodes and gives ListGroups (answered per node
 //     in Kafka) a partition of the groups. No live node: COORDINATOR_NOT_AVAILABLE.
-//   - Transactions (type 1) are not served: INVALID_REQUEST. InitProducerId refuses
-//     transactional ids, so no client that got this far asks.
+//   - Transactions (type 1): the same choice, by rendezvous hashing on the
+//     transactional id. The chosen node forwards the transaction requests to the
+//     control plane like the group requests (txn_forward.go), where the transaction
+//     coordinator runs.
 
 import (
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
@@ -42,14 +44,12 @@ func handleFindCoordinator(s *Server, r *request) error {
 		}
 	}
 	switch req.CoordinatorType {
-	case coordinatorTypeGroup:
+	case coordinatorTypeGroup, coordinatorTypeTransaction:
 		if b, ok := groupCoordinator(s.snapshot().Brokers, req.CoordinatorKey); ok {
 			resp.NodeID, resp.Host, resp.Port = b.ID, b.Host, b.Port
 		} else {
 			fail(kerr.CoordinatorNotAvailable, "no live data-plane node")
 		}
-	case coordinatorTypeTransaction:
-		fail(kerr.InvalidRequest, "transactions are not served")
 	default:
 		fail(kerr.InvalidRequest, "unknown coordinator type")
 	}
@@ -57,7 +57,8 @@ func handleFindCoordinator(s *Server, r *request) error {
 	return nil
 }
 
-// groupCoordinator is the node among brokers that coordinates group: the one with the
+// groupCoordinator is the node among brokers that coordinates group (or transactional
+// id; the two share the hash, as they share the node that forwards them): the one with the
 // highest rendezvous weight for it (ties, which need a 64-bit collision, go to the
 // lower id). Removing a node moves only the groups it had; adding one takes about
 // 1/n of the groups from the others. ok is false when brokers is empty.

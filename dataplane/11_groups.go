@@ -9,11 +9,14 @@ package dataplane
 //   - Heartbeat, key 12, versions 0-3
 //   - LeaveGroup, key 13, versions 0-3 (v3: a batch of members, KIP-345)
 //   - OffsetCommit, key 8, versions 2-7
-//   - OffsetFetch, key 9, versions 1-5 (v2: every topic with null topics, top-level error)
+//   - OffsetFetch, key 9, versions 1-7 (v2: every topic with null topics, top-level error;
+//     v7: require_stable, KIP-447)
 //   - ListGroups, key 16, versions 0-2
 //   - DescribeGroups, key 15, versions 0-4
 //   - DeleteGroups, key 42, versions 0-1
 //   - OffsetDelete, key 47, version 0
+//   - and the transaction APIs (txn_forward.go), TxnOffsetCommit to the group
+//     coordinator, the others to the transaction coordinator beside it
 //
 // A request is decoded here (a malformed one closes the connection at once), copied and
 // sent on a goroutine: a JoinGroup is a long poll that may last a whole rebalance, and
@@ -115,6 +118,14 @@ var groupRefusals = map[int16]func(req kmsg.Request, resp kmsg.Response){
 	int16(kmsg.OffsetDelete): refusal(func(_ *kmsg.OffsetDeleteRequest, resp *kmsg.OffsetDeleteResponse) {
 		resp.ErrorCode = kerr.NotCoordinator.Code
 	}),
+	// The transaction APIs (txn_forward.go).
+	initProducerIDKey:                refusal(refuseInitProducerID),
+	int16(kmsg.AddPartitionsToTxn):   refusal(refuseAddPartitionsToTxn),
+	int16(kmsg.AddOffsetsToTxn):      refusal(refuseAddOffsetsToTxn),
+	int16(kmsg.EndTxn):               refusal(refuseEndTxn),
+	int16(kmsg.TxnOffsetCommit):      refusal(refuseTxnOffsetCommit),
+	int16(kmsg.DescribeTransactions): refusal(refuseDescribeTransactions),
+	listTransactionsKey:              refusal(refuseListTransactions),
 }
 
 // refusal adapts a typed refusal to groupRefusals' untyped signature.
@@ -126,15 +137,37 @@ func refusal[Req kmsg.Request, Resp kmsg.Response](fill func(Req, Resp)) func(km
 // it says, or with a refusal if it says nothing.
 func handleGroupRequest(s *Server, r *request) error {
 	key, version := r.hdr.APIKey, r.hdr.APIVersion
-	refuse := groupRefusals[key]
 	// The frame views the inbound buffer, and kmsg's decoded byte fields view what they
 	// were decoded from: copy first, decode the copy.
 	frame := bytes.Clone(r.frame)
 	req := kmsg.RequestForKey(key)
 	req.SetVersion(version)
+	if req.IsFlexible() {
+		// Only the transaction APIs (txn_forward.go) and OffsetFetch v6-7 are served at
+		// flexible versions.
+		shape, ok := client.TxnRequestShape(key, version)
+		if !ok {
+			shape, ok = client.GroupRequestShape(key, version)
+		}
+		if !ok {
+			return fmt.Errorf("dataplane: %s v%d is not forwarded", kmsg.NameForKey(key), version)
+		}
+		if err := proto.CheckShape(frame[r.hdr.Size:], shape); err != nil {
+			return err
+		}
+	}
 	if err := req.ReadFrom(frame[r.hdr.Size:]); err != nil {
 		return err
 	}
+	s.forwardGroupRequest(r, frame, req)
+	return nil
+}
+
+// forwardGroupRequest sends a decoded request (frame: its copy, which req views) to the
+// coordinator and answers with what it says, or with its refusal if it says nothing.
+func (s *Server) forwardGroupRequest(r *request, frame []byte, req kmsg.Request) {
+	key, version := r.hdr.APIKey, r.hdr.APIVersion
+	refuse := groupRefusals[key]
 	host, m := r.conn.ip, s.metrics
 	// The place is taken here, on the loop, in the order the requests arrived; async
 	// gives it to exactly one ForwardGroupRequest (it runs op whenever there is a
@@ -149,8 +182,12 @@ func handleGroupRequest(s *Server, r *request) error {
 		m.groupForwarding.Add(1)
 		defer m.groupForwarding.Add(-1)
 		body, err = s.cp.ForwardGroupRequest(ctx, place, host, frame)
-		if err == nil && key == listGroupsKey {
+		switch {
+		case err != nil:
+		case key == listGroupsKey:
 			body, err = s.ownGroupsOnly(body, version)
+		case key == listTransactionsKey:
+			body, err = s.ownTransactionsOnly(body, version)
 		}
 		if err != nil {
 			m.groupFailures.Inc()
@@ -170,7 +207,6 @@ func handleGroupRequest(s *Server, r *request) error {
 			writeResponse(r, resp)
 		}
 	})
-	return nil
 }
 
 // groupForwardTimeoutMs bounds the wait for the coordinator's answer to req (0 gives

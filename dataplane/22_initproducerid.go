@@ -1,15 +1,19 @@
 package dataplane
 
-// InitProducerId, key 22, versions 0-1, for idempotent producers: a producer id from a
-// block this node holds (blocks come from the control plane and are never handed out
-// twice), epoch 0. Transactional ids are refused (transactions are not served).
+// InitProducerId, key 22, versions 0-4. For idempotent producers (no transactional id)
+// this node answers: a producer id from a block it holds (blocks come from the control
+// plane and are never handed out twice), epoch 0 — also when a v3+ producer names the
+// id and epoch it had (KIP-360), as Kafka does without a transactional id. With a
+// transactional id it is forwarded to the transaction coordinator (txn_forward.go),
+// which bumps the id's epoch and fences the producer that had it.
 
 import (
+	"bytes"
 	"context"
 	"sync"
 
 	"github.com/gregor-streaming/gregor/controlplane/client"
-	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/gregor-streaming/gregor/proto"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -43,17 +47,25 @@ func (s *Server) nextProducerID(ctx context.Context) (int64, error) {
 func handleInitProducerID(s *Server, r *request) error {
 	req := kmsg.NewPtrInitProducerIDRequest()
 	req.SetVersion(r.hdr.APIVersion)
-	if err := req.ReadFrom(r.body); err != nil {
+	// Decoded from a copy: a transactional one is forwarded (and its strings view it).
+	frame := bytes.Clone(r.frame)
+	body := frame[r.hdr.Size:]
+	if req.IsFlexible() {
+		shape, _ := client.TxnRequestShape(initProducerIDKey, r.hdr.APIVersion)
+		if err := proto.CheckShape(body, shape); err != nil {
+			return err
+		}
+	}
+	if err := req.ReadFrom(body); err != nil {
 		return err
+	}
+	if req.TransactionalID != nil {
+		s.forwardGroupRequest(r, frame, req)
+		return nil
 	}
 	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
 	resp.SetVersion(r.hdr.APIVersion)
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
-	if req.TransactionalID != nil {
-		resp.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
-		writeResponse(r, resp)
-		return nil
-	}
 	var id int64
 	s.async(r, 0, func(ctx context.Context) (err error) {
 		id, err = s.nextProducerID(ctx)

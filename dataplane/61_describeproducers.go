@@ -1,10 +1,10 @@
 package dataplane
 
 // DescribeProducers, key 61, version 0 (flexible; KIP-664), sent to each partition's
-// leader: the idempotent producers' state the leader keeps for deduplication
-// (replica/producer.go) — producer id, epoch, last sequence and the last batch's
-// timestamp. There are no transactions, so the coordinator epoch and the current
-// transaction's start offset are -1. A partition this node does not lead:
+// leader: the producers' state the leader keeps (replica/producer.go) — producer id,
+// epoch, last sequence and the last batch's timestamp, the coordinator epoch of the
+// producer's last transaction marker and the first offset of its open transaction (-1
+// for none). A partition this node does not lead:
 // NOT_LEADER_OR_FOLLOWER, or UNKNOWN_TOPIC_OR_PARTITION when it does not exist, as
 // Kafka answers.
 
@@ -44,7 +44,7 @@ func handleDescribeProducers(s *Server, r *request) error {
 					ap := kmsg.NewDescribeProducersResponseTopicPartitionActiveProducer()
 					ap.ProducerID, ap.ProducerEpoch = ps.ProducerID, int32(ps.ProducerEpoch)
 					ap.LastSequence, ap.LastTimestamp = ps.LastSequence, ps.LastTimestamp
-					ap.CoordinatorEpoch, ap.CurrentTxnStartOffset = -1, -1
+					ap.CoordinatorEpoch, ap.CurrentTxnStartOffset = ps.CoordinatorEpoch, ps.CurrentTxnStartOffset
 					rp.ActiveProducers = append(rp.ActiveProducers, ap)
 				}
 			}

@@ -98,6 +98,9 @@ type connState struct {
 	// groupOrder keeps the connection's group requests in order on their way to the
 	// coordinator (11_groups.go); Next is called on the loop.
 	groupOrder client.GroupOrder
+	// verifying are the connection's produce requests waiting for their transaction
+	// verification, in arrival order (00_produce.go, verifyTxnProduce). Loop-owned.
+	verifying []*txnVerifyWait
 	// closeRequested is set by a posted function that wants the connection closed (a
 	// forwarded request the group coordinator could not decode, as a handler's error
 	// closes it for one decoded here). Loop-owned.

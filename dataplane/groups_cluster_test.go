@@ -91,8 +91,8 @@ const (
 )
 
 // TestFindCoordinator: groups are answered with the live node the hash picks, over the
-// wire at every version and through franz-go's admin client; transactions and unknown
-// key types are refused; when a second node registers, groups split between the two,
+// wire at every version and through franz-go's admin client, and so are transactional
+// ids; unknown key types are refused; when a second node registers, groups split between the two,
 // and when it dies its groups come back and no other group moves.
 func TestFindCoordinator(t *testing.T) {
 	cl, dp := startNode(t, testcluster.Options{})
@@ -116,14 +116,11 @@ func TestFindCoordinator(t *testing.T) {
 		}
 	}
 	for v := int16(1); v <= 2; v++ {
-		for _, typ := range []int8{dataplane.CoordinatorTypeTransaction, 7} {
-			resp := find(v, typ, "tx")
-			if resp.ErrorCode != kerr.InvalidRequest.Code || resp.ErrorMessage == nil || resp.NodeID != -1 {
-				t.Fatalf("v%d type %d: %+v", v, typ, resp)
-			}
+		if resp := find(v, dataplane.CoordinatorTypeTransaction, "tx"); resp.ErrorCode != 0 || resp.NodeID != 1 || resp.Host != host || resp.Port != port {
+			t.Fatalf("v%d transactions: %+v", v, resp)
 		}
-		if resp := find(v, dataplane.CoordinatorTypeTransaction, "tx"); *resp.ErrorMessage != "transactions are not served" {
-			t.Fatalf("v%d transactions: message %q", v, *resp.ErrorMessage)
+		if resp := find(v, 7, "tx"); resp.ErrorCode != kerr.InvalidRequest.Code || resp.ErrorMessage == nil || resp.NodeID != -1 {
+			t.Fatalf("v%d type 7: %+v", v, resp)
 		}
 	}
 
@@ -220,7 +217,7 @@ func TestGroupRequestsWithoutCoordinator(t *testing.T) {
 				sent++
 			}
 			code := kerr.NotCoordinator.Code
-			if key == int16(kmsg.ListGroups) {
+			if key == int16(kmsg.ListGroups) || key == int16(kmsg.ListTransactions) {
 				code = kerr.CoordinatorNotAvailable.Code
 			}
 			for i, req := range reqs {

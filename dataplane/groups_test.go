@@ -165,6 +165,34 @@ func sampleGroupRequest(key, version int16) (kmsg.Request, int) {
 		req.Group = "g"
 		req.Topics = []kmsg.OffsetDeleteRequestTopic{{Topic: "t", Partitions: []kmsg.OffsetDeleteRequestTopicPartition{{Partition: 0}}}}
 		return req, 1
+	case initProducerIDKey: // forwarded with a transactional id only
+		req := kmsg.NewPtrInitProducerIDRequest()
+		req.TransactionalID, req.TransactionTimeoutMillis = kmsg.StringPtr("tx"), 1000
+		return req, 1
+	case int16(kmsg.AddPartitionsToTxn):
+		req := kmsg.NewPtrAddPartitionsToTxnRequest()
+		req.TransactionalID, req.ProducerID = "tx", 5
+		req.Topics = []kmsg.AddPartitionsToTxnRequestTopic{{Topic: "t", Partitions: []int32{0, 1}}}
+		return req, 2
+	case int16(kmsg.AddOffsetsToTxn):
+		req := kmsg.NewPtrAddOffsetsToTxnRequest()
+		req.TransactionalID, req.ProducerID, req.Group = "tx", 5, "g"
+		return req, 1
+	case int16(kmsg.EndTxn):
+		req := kmsg.NewPtrEndTxnRequest()
+		req.TransactionalID, req.ProducerID, req.Commit = "tx", 5, true
+		return req, 1
+	case int16(kmsg.TxnOffsetCommit):
+		req := kmsg.NewPtrTxnOffsetCommitRequest()
+		req.TransactionalID, req.Group, req.ProducerID = "tx", "g", 5
+		req.Topics = []kmsg.TxnOffsetCommitRequestTopic{{Topic: "t", Partitions: []kmsg.TxnOffsetCommitRequestTopicPartition{{Partition: 0, Offset: 1}, {Partition: 1, Offset: 2}}}}
+		return req, 2
+	case int16(kmsg.DescribeTransactions):
+		req := kmsg.NewPtrDescribeTransactionsRequest()
+		req.TransactionalIDs = []string{"a", "b"}
+		return req, 2
+	case listTransactionsKey:
+		return kmsg.NewPtrListTransactionsRequest(), 1
 	}
 	panic(fmt.Sprintf("no sample %s request", kmsg.NameForKey(key)))
 }
@@ -175,7 +203,8 @@ func TestGroupAPIsAdvertised(t *testing.T) {
 	forward := reflect.ValueOf(handleGroupRequest).Pointer()
 	n := 0
 	for _, a := range apis {
-		if reflect.ValueOf(a.handle).Pointer() == forward {
+		// InitProducerId is forwarded by its own handler, when it has a transactional id.
+		if reflect.ValueOf(a.handle).Pointer() == forward || a.key == initProducerIDKey {
 			n++
 			if groupRefusals[a.key] == nil {
 				t.Errorf("%s is forwarded without a refusal", kmsg.NameForKey(a.key))

@@ -55,6 +55,8 @@ type Server struct {
 	reconcileMu sync.Mutex
 	// producerIDs is the block of producer ids this node hands out.
 	producerIDs producerIDs
+	// txn is the data plane's share of transactions (27_writetxnmarkers.go).
+	txn txnSupport
 	// autoCreating holds the topics being auto-created.
 	autoCreating sync.Map
 
@@ -90,6 +92,7 @@ func New(cfg Config) (*Server, error) {
 	s.replicas = replica.NewManager(replica.Config{Dir: cfg.DataDir, NodeID: cfg.NodeID, Logger: s.logger})
 	s.fetchers.s = s
 	s.metrics = newServerMetrics(cfg.Metrics, s)
+	s.txn.init(cfg.Metrics, s)
 	return s, nil
 }
 

@@ -17,7 +17,8 @@ import (
 //	topic      name string (v≤12) | topicId uuid (v13+) · [partition] · tags (v12+)
 //	partition  partition int32 · errorCode int16 · highWatermark int64 ·
 //	           lastStableOffset int64 · logStartOffset int64 (v5+) ·
-//	           abortedTransactions nullable array (null: none) · preferredReadReplica
+//	           abortedTransactions nullable array [producerId int64 · firstOffset int64 ·
+//	           tags (v12+)] (null for read_uncommitted) · preferredReadReplica
 //	           int32 (v11+) · records nullable bytes · tags (v12+: 0 divergingEpoch
 //	           {epoch int32 · endOffset int64 · tags}, 1 currentLeader, 2 snapshotId)
 //
@@ -113,6 +114,12 @@ type FetchPartition struct {
 	// records, and the fetcher truncates (KIP-595; Kafka's Partition.fetchRecords).
 	Diverging      bool
 	DivergingEpoch EpochEndOffset
+	// ReadCommitted says the fetch is read_committed: Aborted is written as an array
+	// (possibly empty), else as null, as Kafka answers each isolation level.
+	ReadCommitted bool
+	// Aborted are the aborted transactions overlapping the records returned
+	// (read_committed only).
+	Aborted []AbortedTransaction
 	// RecordsBytes is the length of the records that follow on the wire.
 	RecordsBytes int32
 }
@@ -128,12 +135,7 @@ func AppendFetchPartition(dst []byte, version int16, p *FetchPartition) []byte {
 	if version >= 5 {
 		dst = binary.BigEndian.AppendUint64(dst, uint64(p.LogStartOffset))
 	}
-	// No aborted transactions: a null array.
-	if flexible {
-		dst = append(dst, 0)
-	} else {
-		dst = binary.BigEndian.AppendUint32(dst, 0xffffffff)
-	}
+	dst = appendAbortedTransactions(dst, flexible, p.ReadCommitted, p.Aborted)
 	if version >= 11 {
 		dst = binary.BigEndian.AppendUint32(dst, 0xffffffff) // preferred read replica: none
 	}

@@ -2,6 +2,7 @@ package proto
 
 import (
 	"bytes"
+	"reflect"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -144,7 +145,7 @@ func TestFetchResponseScannerFlexible(t *testing.T) {
 			t.Fatalf("v%d: scanned %d partitions (%v), kmsg read %d (%v)", v, len(got), ok, len(want), wok)
 		}
 		for i := range want {
-			if got[i].FetchPartition != want[i].FetchPartition || !bytes.Equal(got[i].Records, want[i].Records) {
+			if !reflect.DeepEqual(got[i].FetchPartition, want[i].FetchPartition) || !bytes.Equal(got[i].Records, want[i].Records) {
 				t.Fatalf("v%d partition %d: scanned %+v, kmsg read %+v", v, i, got[i], want[i])
 			}
 		}
@@ -209,7 +210,7 @@ func TestFetchResponseScannerMatchesWalker(t *testing.T) {
 			t.Fatalf("v%d: scanned %d partitions (%v), walked %d (%v)", v, len(got), ok, len(want), wok)
 		}
 		for i := range want {
-			if got[i].FetchPartition != want[i].FetchPartition || !bytes.Equal(got[i].Records, want[i].Records) {
+			if !reflect.DeepEqual(got[i].FetchPartition, want[i].FetchPartition) || !bytes.Equal(got[i].Records, want[i].Records) {
 				t.Fatalf("v%d partition %d: scanned %+v, walked %+v", v, i, got[i], want[i])
 			}
 		}
@@ -278,7 +279,7 @@ func FuzzFetchResponseScanner(f *testing.F) {
 			t.Fatalf("scanned %d partitions, walked %d", len(got), len(want))
 		}
 		for i := range want {
-			if got[i].FetchPartition != want[i].FetchPartition || !bytes.Equal(got[i].Records, want[i].Records) {
+			if !reflect.DeepEqual(got[i].FetchPartition, want[i].FetchPartition) || !bytes.Equal(got[i].Records, want[i].Records) {
 				t.Fatalf("partition %d: scanned %+v, walked %+v", i, got[i], want[i])
 			}
 		}

@@ -26,6 +26,11 @@ func TestFetchResponseMatchesKmsg(t *testing.T) {
 			parts = append(parts, FetchPartition{Partition: 5, HighWatermark: 9, LastStableOffset: 9, LogStartOffset: 0,
 				Diverging: true, DivergingEpoch: EpochEndOffset{Epoch: 3, EndOffset: 7}})
 		}
+		// read_committed: aborted transactions, and an empty (not null) list.
+		parts = append(parts,
+			FetchPartition{Partition: 6, HighWatermark: 10, LastStableOffset: 8, LogStartOffset: 0, ReadCommitted: true,
+				Aborted: []AbortedTransaction{{ProducerID: 1, FirstOffset: 2}, {ProducerID: 3, FirstOffset: 4}}, RecordsBytes: int32(len(records))},
+			FetchPartition{Partition: 7, HighWatermark: 10, LastStableOffset: 8, LogStartOffset: 0, ReadCommitted: true})
 		var mine []byte
 		mine = AppendFetchResponseStart(mine, v, 3, 0, 0, 2)
 		for ti, topic := range []string{"orders", "t2"} {
@@ -45,6 +50,14 @@ func TestFetchResponseMatchesKmsg(t *testing.T) {
 				kp.RecordBatches = []byte{}
 				if p.Diverging {
 					kp.DivergingEpoch.Epoch, kp.DivergingEpoch.EndOffset = p.DivergingEpoch.Epoch, p.DivergingEpoch.EndOffset
+				}
+				if p.ReadCommitted {
+					kp.AbortedTransactions = []kmsg.FetchResponseTopicPartitionAbortedTransaction{}
+					for _, a := range p.Aborted {
+						ka := kmsg.NewFetchResponseTopicPartitionAbortedTransaction()
+						ka.ProducerID, ka.FirstOffset = a.ProducerID, a.FirstOffset
+						kp.AbortedTransactions = append(kp.AbortedTransactions, ka)
+					}
 				}
 				mine = AppendFetchPartition(mine, v, p)
 				if p.RecordsBytes > 0 {

@@ -139,4 +139,7 @@ var (
 	DescribeLogDirsRequestV2 = Shape{CompactArray(CompactString, CompactArray(Int32), Tags), Tags}
 	// Topics: name, partitions.
 	DescribeProducersRequestV0 = Shape{CompactArray(CompactString, CompactArray(Int32), Tags), Tags}
+	// Markers: producer id, epoch, committed, topics (name, partitions), coordinator
+	// epoch.
+	WriteTxnMarkersRequestV1 = Shape{CompactArray(Int64, Int16, Bool, CompactArray(CompactString, CompactArray(Int32), Tags), Int32, Tags), Tags}
 )

@@ -68,6 +68,11 @@ var shapeCases = []struct {
 		r.SetVersion(0)
 		return r
 	}},
+	{"WriteTxnMarkers v1", WriteTxnMarkersRequestV1, func() kmsg.Request {
+		r := kmsg.NewPtrWriteTxnMarkersRequest()
+		r.SetVersion(1)
+		return r
+	}},
 }
 
 // sampleBodies are valid bodies of each case: kmsg-encoded requests with and without
@@ -114,6 +119,13 @@ func sampleBodies(t testing.TB, i int) [][]byte {
 				r.Topics = []kmsg.DescribeLogDirsRequestTopic{{Topic: "t", Partitions: []int32{0, 1}}}
 			case *kmsg.DescribeProducersRequest:
 				r.Topics = []kmsg.DescribeProducersRequestTopic{{Topic: "t", Partitions: []int32{0, 1}}, {Topic: "u"}}
+			case *kmsg.WriteTxnMarkersRequest:
+				r.Markers = []kmsg.WriteTxnMarkersRequestMarker{
+					{ProducerID: 7, ProducerEpoch: 2, Committed: true, CoordinatorEpoch: 3,
+						Topics: []kmsg.WriteTxnMarkersRequestMarkerTopic{{Topic: "t", Partitions: []int32{0, 1}}, {Topic: "u"}}},
+					{ProducerID: 8},
+				}
+				r.Markers[1].UnknownTags.Set(4, []byte("m"))
 			}
 		}
 		out = append(out, r.AppendTo(nil))

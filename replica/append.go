@@ -73,12 +73,17 @@ func (a *LeaderAppend) Begin(p *Partition) {
 // Add checks one request's records (validated batches) against the idempotent-producer
 // rules and, if they are to be written, assigns their offsets and records them in the
 // producer state, so that the next Add of the same append sees them.
-func (a *LeaderAppend) Add(records []byte) Assignment {
+func (a *LeaderAppend) Add(records []byte) Assignment { return a.AddVerified(records, 0) }
+
+// AddVerified is Add for records whose first transactional batch was verified with the
+// transaction coordinator under guard (Partition.BeginTxnVerification; 0: none): that
+// batch may then open its producer's transaction on the partition (KIP-890 part 1).
+func (a *LeaderAppend) AddVerified(records []byte, guard uint64) Assignment {
 	p := a.p
 	if a.refused != 0 {
 		return Assignment{ErrorCode: a.refused, FirstOffset: -1, LastOffset: -1}
 	}
-	code, dupFirst, dupLast := p.producers.checkRecords(records)
+	code, dupFirst, dupLast := p.producers.checkRecords(records, guard)
 	switch {
 	case code != 0:
 		return Assignment{ErrorCode: code, FirstOffset: -1, LastOffset: -1}
@@ -110,6 +115,9 @@ func (a *LeaderAppend) Commit() (segment.AppendInfo, error) {
 		p.mu.Unlock()
 		return segment.AppendInfo{}, nil
 	}
+	// Transactions the records open count before any of their bytes can be read (by a
+	// follower, whose fetch moves the high watermark without this lock).
+	p.publishTxnBounds()
 	info, err := p.log.AppendValidated(a.parts, a.epoch)
 	clear(a.parts) // the records belong to the requests' buffers
 	a.parts = a.parts[:0]
@@ -117,14 +125,15 @@ func (a *LeaderAppend) Commit() (segment.AppendInfo, error) {
 		err = fmt.Errorf("replica: append landed at %d, not the expected %d", info.FirstOffset, a.first)
 	}
 	if err != nil {
-		p.producers = producerStates{}
-		if rerr := p.producers.rebuild(p.log); rerr != nil {
-			p.logger.Error("rebuild producer state", "topic", p.Topic, "partition", p.Index, "err", rerr)
+		if rerr := p.rebuildProducers(); rerr != nil {
+			p.logger.Error("rebuild producer state", "err", rerr)
 		}
 		p.mu.Unlock()
 		return segment.AppendInfo{}, err
 	}
 	p.maybeIncrementHighWatermark(info.LastOffset + 1)
+	p.pruneTxnsLocked()
+	p.maybeSnapshot(info.SegmentBaseOffset)
 	p.mu.Unlock()
 	p.wakeWaiters()
 	return info, nil
@@ -143,6 +152,7 @@ func (p *Partition) AppendAsFollower(records []byte) (segment.AppendInfo, error)
 		info, err := p.log.AppendAsFollower(records)
 		if err == nil {
 			p.trackProducers(records)
+			p.maybeSnapshot(info.SegmentBaseOffset)
 		}
 		return info, err
 	})
@@ -165,7 +175,13 @@ func (p *Partition) StageFollowerAppend(n int) (*segment.StagedAppend, error) {
 // epochs, the producer state kept from its batches. It ends st: on error nothing of it
 // is in the log.
 func (p *Partition) AppendStagedAsFollower(st *segment.StagedAppend) (segment.AppendInfo, error) {
-	info, err := p.appendAsFollower(func() (segment.AppendInfo, error) { return st.Commit(p.trackProducers) })
+	info, err := p.appendAsFollower(func() (segment.AppendInfo, error) {
+		info, err := st.Commit(p.trackProducers)
+		if err == nil {
+			p.maybeSnapshot(info.SegmentBaseOffset)
+		}
+		return info, err
+	})
 	st.Abort() // not committed if the role check refused it
 	return info, err
 }
@@ -181,14 +197,20 @@ func (p *Partition) appendAsFollower(appendLog func() (segment.AppendInfo, error
 	return appendLog()
 }
 
-// trackProducers keeps the idempotent-producer state from batches a follower appended
-// (validated by the append). The caller holds the append lock.
+// trackProducers keeps the producer state from batches a follower appended (validated
+// by the append): sequences, and transactions opened and closed by markers, whose
+// aborts go into the aborted index as on the leader. The caller holds the append lock.
 func (p *Partition) trackProducers(records []byte) {
 	for pos := 0; pos < len(records); {
 		h, _ := proto.ParseRecordBatchHeader(records[pos:])
-		p.producers.update(&h, h.BaseOffset)
+		if h.Attributes&proto.AttrControl != 0 {
+			p.trackMarker(records[pos:pos+h.Size()], &h)
+		} else {
+			p.producers.update(&h, h.BaseOffset)
+		}
 		pos += h.Size()
 	}
+	p.pruneTxnsLocked()
 }
 
 // TruncateTo cuts the log before the batch holding offset (a follower truncating to the
@@ -206,11 +228,7 @@ func (p *Partition) TruncateTo(offset int64) (int64, error) {
 	if p.highWatermark.Load() > leo {
 		p.highWatermark.Store(leo)
 	}
-	p.producers = producerStates{}
-	if err := p.producers.rebuild(p.log); err != nil {
-		return leo, fmt.Errorf("replica: rebuild producer state of %s-%d: %w", p.Topic, p.Index, err)
-	}
-	return leo, nil
+	return leo, p.rebuildProducers()
 }
 
 // UpdateFollowerHighWatermark sets a follower's high watermark from its leader's, as a
@@ -223,6 +241,7 @@ func (p *Partition) UpdateFollowerHighWatermark(leaderHW int64) {
 		leo := p.log.LogEndOffset()
 		p.highWatermark.Store(max(min(leaderHW, leo), 0))
 		p.fetcherLag.Store(max(leaderHW-leo, 0))
+		p.pruneTxnsLocked()
 	}
 	p.mu.Unlock()
 }
@@ -237,7 +256,11 @@ func (p *Partition) TruncateFullyAndStartAt(offset int64) error {
 		return err
 	}
 	p.highWatermark.Store(offset)
-	p.producers = producerStates{}
+	p.producers.reset()
+	p.producers.txnChanged = true
+	p.publishTxnBounds()
+	removeSnapshotsAbove(p.log.Dir(), -1)
+	p.snapshotBase = p.log.ActiveBaseOffset()
 	return nil
 }
 

@@ -22,8 +22,12 @@
 //     (UpdateFollowerHighWatermark); it never passes the log end offset; it is
 //     checkpointed to the data directory's replication-offset-checkpoint and restored
 //     from it, or from the control plane's checkpoint, when a replica opens;
-//   - the idempotent-producer state (KIP-98 sequence and epoch rules), rebuilt from the
-//     log on open and after a truncation;
+//   - the producer state (KIP-98 sequence and epoch rules; the open transactions and
+//     their markers, KIP-890's verification guards), rebuilt from the log on open and
+//     after a truncation, kept by followers from what they append; the last stable
+//     offset it bounds (LastStableOffset) and the transaction markers a leader writes
+//     for the coordinator (AppendTxnMarker), whose aborts fill the log's
+//     aborted-transaction index (docs/transactions.md);
 //   - the list of requests parked on the partition (Waiter), woken when its log end,
 //     high watermark or role changes.
 //

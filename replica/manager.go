@@ -161,6 +161,9 @@ func (m *Manager) open(topic string, partition int32, topicID string, configs ma
 		}
 		p.topicID = topicID
 		p.highWatermark.Store(m.restoreHighWatermark(topic, partition, log))
+		p.mu.Lock()
+		p.pruneTxnsLocked() // the transactions closed below the restored high watermark
+		p.mu.Unlock()
 		p.configs = configs
 		if m.partitions[topic] == nil {
 			m.partitions[topic] = map[int32]*Partition{}
@@ -356,6 +359,12 @@ func (m *Manager) Close() error {
 	}
 	for _, parts := range m.partitions {
 		for _, p := range parts {
+			// The producer state as of the end: the next open replays nothing.
+			p.mu.Lock()
+			if err := p.writeSnapshot(true); err != nil {
+				errs = append(errs, err)
+			}
+			p.mu.Unlock()
 			if err := p.log.Close(); err != nil {
 				errs = append(errs, err)
 			}

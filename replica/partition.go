@@ -262,6 +262,18 @@ type Partition struct {
 	// update.
 	mu        sync.Mutex
 	producers producerStates
+	// txnGuards counts the transaction verifications begun (BeginTxnVerification): each
+	// gets the next number as its guard. Guarded by mu.
+	txnGuards uint64
+	// txnBounds are the bounds of the last stable offset (txn.go), nil while no
+	// transaction is open or unreplicated. Written under mu, read lock-free.
+	txnBounds atomic.Pointer[txnBounds]
+	// snapshotBase is the base offset of the segment the last producer snapshot was
+	// taken in (snapshot.go): an append landing in another segment takes the next.
+	// replayed is how many batches the last rebuild of the producer state replayed.
+	// Guarded by mu.
+	snapshotBase int64
+	replayed     int
 	// highWatermark: consumers read below it. A leader only raises it
 	// (raiseHighWatermark: from appends under mu, from followers' fetches under
 	// stateMu); a follower sets it from its leader's and lowers it as it truncates,
@@ -293,9 +305,10 @@ type Partition struct {
 func newPartition(topic string, index, localID int32, log *segment.Log, logger *slog.Logger) (*Partition, error) {
 	p := &Partition{Topic: topic, Index: index, localID: localID, log: log, logger: logger, leaderID: -1}
 	p.storeState(RoleNone, -1)
-	if err := p.producers.rebuild(log); err != nil {
+	if err := p.rebuildProducers(); err != nil {
 		return nil, err
 	}
+	p.snapshotBase = log.ActiveBaseOffset()
 	return p, nil
 }
 
@@ -434,6 +447,7 @@ func (p *Partition) makeLeader(st PartitionState) {
 	p.setLeadership(st, p.localID)
 	p.storeState(RoleLeader, st.LeaderEpoch)
 	p.maybeIncrementHighWatermark(p.log.LogEndOffset())
+	p.pruneTxnsLocked()
 	p.mu.Unlock()
 	p.advanceHighWatermarkLocked()
 }
@@ -574,6 +588,9 @@ func (p *Partition) UpdateFollowerFetchState(id int32, brokerEpoch, fetchOffset,
 		p.isrExpansionDue.Store(true)
 	}
 	p.stateMu.RUnlock()
+	if p.maybePruneTxns() {
+		moved = true // the LSO moved: read_committed fetches wait on it
+	}
 	if moved {
 		p.wakeWaiters()
 	}

@@ -119,7 +119,7 @@ func TestCheckRecords(t *testing.T) {
 		{"a cut batch", first[:len(first)-1], kerr.CorruptMessage.Code, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, dupFirst, _ := ps.checkRecords(tc.records)
+			code, dupFirst, _ := ps.checkRecords(tc.records, 0)
 			if code != tc.code || dupFirst != tc.dupFirst {
 				t.Fatalf("checkRecords = (code %d, dup at %d), want (code %d, dup at %d)", code, dupFirst, tc.code, tc.dupFirst)
 			}

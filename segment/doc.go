@@ -5,7 +5,9 @@
 // <base>.log (RecordBatch v2 batches, as received, offsets written in place),
 // <base>.index (relative offset → file position) and <base>.timeindex (timestamp →
 // relative offset), both memory-mapped, preallocated and trimmed when the segment rolls.
-// Beside them: the leader-epoch cache (leader-epoch-checkpoint) and the recovery point.
+// Each segment also has <base>.txnindex, the transactions aborted by markers in it
+// (TxnIndex, kept in memory; CollectAbortedTxns answers read_committed fetches). Beside
+// them: the leader-epoch cache (leader-epoch-checkpoint) and the recovery point.
 //
 // What it does: appends of validated batches with one write, whole or nothing; staged
 // follower appends (StagedAppend: bytes spliced past the log's end, validated there,

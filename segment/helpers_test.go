@@ -140,6 +140,7 @@ func (l *Log) crash() {
 		_ = unix.Munmap(s.timeIndex.data)
 		_ = unix.Close(s.offsetIndex.fd)
 		_ = unix.Close(s.timeIndex.fd)
+		_ = s.txnIndex.close()
 		s.file.release()
 	}
 }

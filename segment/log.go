@@ -73,6 +73,11 @@ type Log struct {
 
 	checkpointMu sync.Mutex
 
+	// recoveredFrom is the lowest base offset of a segment this open's recovery scanned
+	// or whose aborted-transaction index file was missing (the index may lack entries),
+	// or the log end offset if there is none. Written by Open.
+	recoveredFrom int64
+
 	// maxBatchBytes and segmentBytes copy cfg.MaxBatchBytes and cfg.SegmentBytes for
 	// readers that do not take mu: a producer validating a request must not wait behind
 	// an append's write, which holds mu, and UpdateConfig may change them meanwhile.
@@ -165,7 +170,7 @@ func (l *Log) load() error {
 	}
 	for _, e := range entries {
 		// Index files whose log is gone: a crash while deleting a segment.
-		for _, suffix := range []string{indexSuffix, timeIndexSuffix} {
+		for _, suffix := range []string{indexSuffix, timeIndexSuffix, txnIndexSuffix} {
 			if base, ok := parseSegmentName(e.Name(), suffix); ok && !logs[base] {
 				_ = os.Remove(filepath.Join(l.dir, e.Name()))
 			}
@@ -175,8 +180,14 @@ func (l *Log) load() error {
 
 	recoveryPoint := readRecoveryPoint(l.dir)
 	rebuild := make([]bool, len(bases))
+	recovered := false
 	for i, base := range bases {
 		rebuild[i] = !indexesExist(l.dir, base)
+		if _, err := os.Stat(segmentName(l.dir, base, txnIndexSuffix)); err != nil && !recovered {
+			// Lost (or from before the index existed): opened empty, refilled by the
+			// replica's replay of the markers from here.
+			l.recoveredFrom, recovered = base, true
+		}
 		s, err := openSegment(l.dir, base, &l.cfg, i == len(bases)-1, false)
 		if err != nil {
 			return err
@@ -214,6 +225,9 @@ func (l *Log) load() error {
 		res, err := s.recover(buf, prevNext, &l.cfg)
 		if err != nil {
 			return err
+		}
+		if !recovered || s.baseOffset < l.recoveredFrom {
+			l.recoveredFrom, recovered = s.baseOffset, true
 		}
 		if i < len(l.segments)-1 {
 			if err := s.trimIndexes(); err != nil {
@@ -331,6 +345,9 @@ scan:
 		}
 	}
 	l.recoveryPoint.Store(leo)
+	if !recovered || l.recoveredFrom > leo {
+		l.recoveredFrom = leo
+	}
 	if err := writeRecoveryPoint(l.dir, leo); err != nil {
 		return err
 	}
@@ -385,8 +402,23 @@ func (l *Log) LogEndOffset() int64 {
 	return l.active().nextOffset
 }
 
+// ActiveBaseOffset is the active segment's base offset.
+func (l *Log) ActiveBaseOffset() int64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.active().baseOffset
+}
+
 // RecoveryPoint is the offset below which the log is known to be on disk.
 func (l *Log) RecoveryPoint() int64 { return l.recoveryPoint.Load() }
+
+// RecoveredFrom is the lowest offset Open's recovery scanned from (the base of the first
+// segment it scanned, after an unclean stop or for lost indexes, or whose
+// aborted-transaction index file was missing), or the log end offset at open if there is
+// none: state derived from the log below it (the replica's producer snapshots) was built
+// from records that stood the crash, and their aborted-transaction index entries are
+// all there.
+func (l *Log) RecoveredFrom() int64 { return l.recoveredFrom }
 
 // Size is the log's total size in bytes.
 func (l *Log) Size() int64 {
@@ -985,6 +1017,9 @@ func (l *Log) truncateSegment(s *LogSegment, pos, cutOffset int64) error {
 	s.size = pos
 	s.offsetIndex.truncateToPosition(pos)
 	s.timeIndex.truncateToOffset(cutOffset)
+	if err := s.txnIndex.truncateTo(cutOffset); err != nil {
+		return err
+	}
 	s.nextOffset, s.maxTimestamp, s.offsetOfMaxTimestamp = s.baseOffset, -1, s.baseOffset
 	s.bytesSinceIndexEntry = 0
 	return s.loadTail()
@@ -1282,7 +1317,7 @@ func (l *Log) flushTo(target int64) error {
 	}
 	var rolledIndexes []string
 	for _, s := range rolled {
-		rolledIndexes = append(rolledIndexes, s.offsetIndex.path, s.timeIndex.path)
+		rolledIndexes = append(rolledIndexes, s.offsetIndex.path, s.timeIndex.path, s.txnIndex.path)
 	}
 	l.mu.RUnlock()
 

@@ -115,7 +115,7 @@ func (s *LogSegment) recover(buf []byte, prevNextOffset int64, cfg *Config) (rec
 		res.cutBytes = s.size - pos
 		s.size = pos
 	}
-	return res, nil
+	return res, s.trimTxnIndex()
 }
 
 // crc computes CRC-32C of n bytes at pos, reading in buffer-sized pieces.

@@ -35,6 +35,8 @@ type LogSegment struct {
 	size        int64
 	offsetIndex *OffsetIndex
 	timeIndex   *TimeIndex
+	// txnIndex lists the transactions aborted by markers in the segment (txnindex.go).
+	txnIndex *TxnIndex
 	// nextOffset is the offset after the last batch (baseOffset when empty).
 	nextOffset int64
 	// maxTimestamp is the largest batch maxTimestamp in the segment (-1 when empty);
@@ -85,7 +87,7 @@ func openSegment(dir string, baseOffset int64, cfg *Config, active, create bool)
 		_ = os.Remove(segmentName(dir, baseOffset, indexSuffix))
 		_ = os.Remove(segmentName(dir, baseOffset, timeIndexSuffix))
 		if j := syncJournal; j != nil {
-			for _, suffix := range []string{logSuffix, indexSuffix, timeIndexSuffix} {
+			for _, suffix := range []string{logSuffix, indexSuffix, timeIndexSuffix, txnIndexSuffix} {
 				j.created(segmentName(dir, baseOffset, suffix))
 			}
 		}
@@ -96,6 +98,12 @@ func openSegment(dir string, baseOffset int64, cfg *Config, active, create bool)
 	}
 	if s.timeIndex, err = openTimeIndex(segmentName(dir, baseOffset, timeIndexSuffix), baseOffset, cfg.IndexMaxBytes, active); err != nil {
 		_ = s.offsetIndex.close()
+		s.file.release()
+		return nil, err
+	}
+	if s.txnIndex, err = openTxnIndex(segmentName(dir, baseOffset, txnIndexSuffix), create); err != nil {
+		_ = s.offsetIndex.close()
+		_ = s.timeIndex.close()
 		s.file.release()
 		return nil, err
 	}
@@ -273,7 +281,7 @@ func (s *LogSegment) loadTail() error {
 	var sc headerScanner
 	sc.fd = s.file.fd
 	if s.size == 0 {
-		return nil
+		return s.trimTxnIndex()
 	}
 	first, err := sc.header(0, s.size)
 	if err != nil {
@@ -328,7 +336,24 @@ func (s *LogSegment) loadTail() error {
 	if ts, off := s.timeIndex.lastEntry(); ts >= 0 && off >= s.nextOffset {
 		return fmt.Errorf("%w: time index entry offset %d beyond the log end %d", errCorruptSegment, off, s.nextOffset)
 	}
-	return nil
+	return s.trimTxnIndex()
+}
+
+// trimTxnIndex drops the aborted-transaction entries whose markers are not in the
+// segment: below its base (a damaged file) or at or past its end (the log was cut
+// after the entry was written).
+func (s *LogSegment) trimTxnIndex() error {
+	keep := 0
+	for _, e := range s.txnIndex.entries {
+		if e.LastOffset < s.baseOffset || e.LastOffset >= s.nextOffset {
+			break
+		}
+		keep++
+	}
+	if keep == len(s.txnIndex.entries) {
+		return nil
+	}
+	return s.txnIndex.cut(keep)
 }
 
 // flush forces the segment's log and indexes to disk.
@@ -337,6 +362,9 @@ func (s *LogSegment) flush() error {
 		return fmt.Errorf("segment: fdatasync %s: %w", s.file.path, err)
 	}
 	if err := s.offsetIndex.flush(); err != nil {
+		return err
+	}
+	if err := s.txnIndex.flush(); err != nil {
 		return err
 	}
 	return s.timeIndex.flush()
@@ -354,6 +382,7 @@ func (s *LogSegment) trimIndexes() error {
 func (s *LogSegment) close() {
 	_ = s.offsetIndex.close()
 	_ = s.timeIndex.close()
+	_ = s.txnIndex.close()
 	s.file.release()
 }
 
@@ -369,6 +398,9 @@ func (s *LogSegment) delete() error {
 		errs = append(errs, err)
 	}
 	if err := s.timeIndex.delete(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.txnIndex.delete(); err != nil {
 		errs = append(errs, err)
 	}
 	s.file.release()

@@ -2,8 +2,9 @@
 // every anomaly in it, in the terms of Jepsen's queue checker (lost writes,
 // duplicates, inconsistent offsets, nonmonotonic polls, skips, unseen values), plus the
 // replicas' agreement below the high watermark, the group commits, the control
-// plane's partition history (no unclean election, no leader-epoch regression) and the
-// linearizability of the control-plane operations (with porcupine).
+// plane's partition history (no unclean election, no leader-epoch regression), the
+// linearizability of the control-plane operations (with porcupine), and transactions:
+// all or nothing of each visible at read_committed, as its outcome allows (txn.go).
 //
 // Every pass is linear or n·log n in the size of the history: a run records millions
 // of sends and records, so the checker indexes values and offsets in maps and sorts
@@ -71,6 +72,7 @@ var Kinds = []string{
 	LostWrite, Duplicate, InconsistentOffsets, OffsetMismatch, NonmonotonicPoll, PollSkip,
 	Unseen, ReadOfFailedWrite, ReplicaDivergence, CommittedOffsetRegression, StaleGenerationCommit,
 	UncleanElection, EpochRegression, NonlinearizableControl,
+	TornTransaction, AbortedRead, LostTransaction, CommittedDuplicate,
 }
 
 // Anomaly is one violation found in a history. Fields that do not apply to a kind are
@@ -173,6 +175,15 @@ type Stats struct {
 	Availability     []Availability `json:"availability"`
 	MaxUnavailable   time.Duration  `json:"max_unavailable"`
 	MaxUnavailableAt string         `json:"max_unavailable_at,omitempty"`
+	// Txns counts the transactions by outcome; TxnsUnknownCommitted the unknown ones
+	// visible at read_committed (they did commit); TxnRecordsRead the records the final
+	// read_committed reads returned.
+	Txns                 int `json:"txns,omitempty"`
+	TxnsCommitted        int `json:"txns_committed,omitempty"`
+	TxnsAborted          int `json:"txns_aborted,omitempty"`
+	TxnsUnknown          int `json:"txns_unknown,omitempty"`
+	TxnsUnknownCommitted int `json:"txns_unknown_committed,omitempty"`
+	TxnRecordsRead       int `json:"txn_records_read,omitempty"`
 	// Notes are remarks that are not anomalies (a timed-out linearizability check, a
 	// visualization written).
 	Notes []string `json:"notes,omitempty"`
@@ -232,6 +243,10 @@ func (r *Report) String() string {
 		s.FinalRecords, s.Replicas, s.Lost, s.LostAcks1, s.Unseen, s.DuplicatesNonIdempotent, s.DuplicatesAcrossEpochs, s.Unexpected)
 	fmt.Fprintf(&b, "commits %d; states %d, unclean elections allowed %d; control ops %d: %s\n",
 		s.Commits, s.States, s.UncleanAllowed, s.ControlOps, cmp.Or(s.ControlResult, "none"))
+	if s.Txns > 0 {
+		fmt.Fprintf(&b, "transactions %d (committed %d, aborted %d, unknown %d of which %d visible); %d records read at read_committed\n",
+			s.Txns, s.TxnsCommitted, s.TxnsAborted, s.TxnsUnknown, s.TxnsUnknownCommitted, s.TxnRecordsRead)
+	}
 	if s.MaxUnavailableAt != "" {
 		fmt.Fprintf(&b, "longest unavailability %v on %s\n", s.MaxUnavailable, s.MaxUnavailableAt)
 	}
@@ -270,6 +285,7 @@ func CheckWith(h *history.History, opts Options) *Report {
 	c.checkGenerations()
 	c.checkStates()
 	c.checkControl()
+	c.checkTxns()
 	return c.report()
 }
 

@@ -141,6 +141,64 @@ type Fault struct {
 	Detail string `json:"detail,omitempty"`
 }
 
+// TxnOutcome is how a transaction ended, as its producer saw it.
+type TxnOutcome string
+
+// The outcomes of a transaction. A committed one's EndTxn(commit) was acknowledged: all
+// its records must be visible to read_committed consumers. An aborted one never asked
+// to commit (its producer aborted it, failed before the commit, or died first): none of
+// its records may be visible. An unknown one asked to commit and got no answer, or an
+// error: all or none of its records may be visible.
+const (
+	TxnCommitted TxnOutcome = "committed"
+	TxnAborted   TxnOutcome = "aborted"
+	TxnUnknown   TxnOutcome = "unknown"
+)
+
+// TxnRecord is one record a transaction wrote.
+type TxnRecord struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Value     string `json:"value"`
+	// Offset is the offset its produce was acknowledged at (-1 if not acknowledged).
+	Offset int64 `json:"offset"`
+}
+
+// Txn is one transaction of a transactional producer. Its records' values are unique
+// over a run.
+type Txn struct {
+	// Producer names the producer instance (a process); TransactionalID is its
+	// transactional.id, which a later instance may share.
+	Producer        string      `json:"producer"`
+	TransactionalID string      `json:"transactional_id"`
+	Seq             int         `json:"seq"`
+	Records         []TxnRecord `json:"records"`
+	Outcome         TxnOutcome  `json:"outcome"`
+	// Err is the error that ended an aborted or unknown transaction, or how its
+	// producer ended.
+	Err   string    `json:"err,omitempty"`
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+}
+
+// The isolation levels of a TxnRead.
+const (
+	ReadCommitted   = "read_committed"
+	ReadUncommitted = "read_uncommitted"
+)
+
+// TxnRead is one partition read from its start at the end of a run, once no
+// transaction was open, at one isolation level: to the last stable offset at
+// read_committed, to the high watermark at read_uncommitted. Records are the data
+// records returned (control records left out), in the order read.
+type TxnRead struct {
+	Isolation string   `json:"isolation"`
+	Topic     string   `json:"topic"`
+	Partition int32    `json:"partition"`
+	End       int64    `json:"end"`
+	Records   []Record `json:"records"`
+}
+
 // History is one run.
 type History struct {
 	Seed     int64    `json:"seed"`
@@ -155,6 +213,11 @@ type History struct {
 	Control        []ControlOp      `json:"control"`
 	Finals         []ReplicaLog     `json:"finals"`
 	Faults         []Fault          `json:"faults"`
+	// Txns are the transactions of the transactional producers, and TxnReads the
+	// partitions they wrote read back at both isolation levels at the end. A
+	// transaction's records are in Sends too: ok when it committed, info otherwise.
+	Txns     []Txn     `json:"txns,omitempty"`
+	TxnReads []TxnRead `json:"txn_reads,omitempty"`
 	// ConsumersDrained is true when the consumers were meant to read every partition to
 	// its end before the run stopped: an acknowledged value in the final logs that no
 	// poll read is then an anomaly (unseen), not only a count.

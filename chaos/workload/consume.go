@@ -102,8 +102,10 @@ func (g *gate) dropped() bool {
 // every acknowledged commit) until Stop or ctx ends.
 func StartConsumer(ctx context.Context, rec *Recorder, cfg ConsumerConfig) (*Consumer, error) {
 	c := &Consumer{cfg: cfg, rec: rec, done: make(chan struct{}), abort: make(chan struct{}), next: map[int32]int64{}, read: map[int32]int64{}}
+	// Control records (transaction markers) are kept, not recorded: they move the
+	// consumer's position, so that a partition ending with a marker is read to its end.
 	opts := []kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.FetchMaxWait(500 * time.Millisecond), kgo.Dialer(c.net.dial),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords()}
 	if cfg.Group == "" {
 		parts := map[int32]kgo.Offset{}
 		for p := range cfg.Partitions {
@@ -198,6 +200,9 @@ func (c *Consumer) run(ctx context.Context) {
 			p := history.Poll{Consumer: c.cfg.Name, Group: c.cfg.Group, Generation: gen, Topic: fp.Topic,
 				Partition: fp.Partition, Start: -1, Time: now}
 			for _, r := range fp.Records {
+				if r.Attrs.IsControl() {
+					continue
+				}
 				rec := history.Record{Offset: r.Offset, Value: string(r.Value)}
 				if r.ProducerID >= 0 {
 					rec.Idempotent, rec.ProducerID, rec.ProducerEpoch = true, r.ProducerID, r.ProducerEpoch
@@ -212,7 +217,9 @@ func (c *Consumer) run(ctx context.Context) {
 			c.next[fp.Partition] = last.Offset + 1
 			c.read[fp.Partition] = max(c.read[fp.Partition], last.Offset+1)
 			c.mu.Unlock()
-			c.rec.Poll(p)
+			if len(p.Records) > 0 {
+				c.rec.Poll(p)
+			}
 			if c.cfg.Group != "" {
 				if commit[fp.Topic] == nil {
 					commit[fp.Topic] = map[int32]kgo.EpochOffset{}

@@ -85,6 +85,39 @@ func (r *Recorder) Finals(logs []history.ReplicaLog) {
 	r.mu.Unlock()
 }
 
+// Txn records a transaction's outcome, and each of its records as a send: ok at its
+// acknowledged offset if the transaction committed, info otherwise (an aborted
+// transaction's records are in the log, below its abort marker).
+func (r *Recorder) Txn(t history.Txn) {
+	for _, x := range t.Records {
+		s := history.Send{Producer: t.Producer, Idempotent: true, Acks: -1, Topic: x.Topic, Partition: x.Partition,
+			Value: x.Value, Outcome: history.Info, Offset: -1, Err: t.Err, Start: t.Start, End: t.End}
+		if t.Outcome == history.TxnCommitted {
+			s.Outcome, s.Offset, s.Err = history.OK, x.Offset, ""
+		} else if s.Err == "" {
+			s.Err = "transaction " + string(t.Outcome)
+		}
+		r.Send(s)
+	}
+	r.mu.Lock()
+	r.h.Txns = append(r.h.Txns, t)
+	r.mu.Unlock()
+}
+
+// TxnReads records the final reads of the transactional partitions.
+func (r *Recorder) TxnReads(reads []history.TxnRead) {
+	r.mu.Lock()
+	r.h.TxnReads = append(r.h.TxnReads, reads...)
+	r.mu.Unlock()
+}
+
+// Txns returns a copy of the transactions recorded so far.
+func (r *Recorder) Txns() []history.Txn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]history.Txn(nil), r.h.Txns...)
+}
+
 // Drained notes that the consumers have read every partition to its end: an
 // acknowledged value none of them read is then an anomaly (unseen).
 func (r *Recorder) Drained() {

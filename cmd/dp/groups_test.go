@@ -472,8 +472,14 @@ func newGroupRun(t *testing.T, c *testcluster.Cluster, client groupClient, group
 // startMember starts one member process of the run's client library.
 func (r *groupRun) startMember(name string) *groupMember {
 	r.t.Helper()
-	m := &groupMember{name: name, identity: name, kind: r.client.name, exited: make(chan struct{})}
-	m.cmd = r.client.command(r.t, r.c.Brokers(), r.group, r.topic)
+	return r.startCommand(name, r.client.command(r.t, r.c.Brokers(), r.group, r.topic))
+}
+
+// startCommand starts cmd as member name of the run: a process that reports in the
+// members' line format.
+func (r *groupRun) startCommand(name string, cmd *exec.Cmd) *groupMember {
+	r.t.Helper()
+	m := &groupMember{name: name, identity: name, kind: r.client.name, cmd: cmd, exited: make(chan struct{})}
 	m.cmd.Stdout, m.cmd.Stderr = m, m // one pipe: the lines keep their order
 	if err := m.cmd.Start(); err != nil {
 		r.t.Fatal(err)

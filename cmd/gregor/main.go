@@ -7,7 +7,7 @@
 //	gregor cluster info|health
 //	gregor partition reassign|elect-leader
 //	gregor node list|decommission|recommission
-//	gregor bench run|suite|report|compare
+//	gregor bench run|suite|report|compare|txn
 //
 // The operator commands take rpk's nouns and verbs and Kafka's flag names: --brokers/-b
 // (GREGOR_BROKERS, default 127.0.0.1:9092), --control-plane (GREGOR_CONTROL_PLANE,
@@ -23,7 +23,9 @@
 // section and the charts from a saved suite without running anything; bench compare
 // runs the quick workloads on two builds of Gregor's servers, rounds interleaved, and
 // prints a Markdown table of the medians, their ratios and the losses (make
-// bench-compare BASE=<rev> builds the base).
+// bench-compare BASE=<rev> builds the base); bench txn measures transactional produce
+// with 1, 10 and 100 batches per transaction against idempotent produce (package
+// perf/txn) and rewrites its section of BENCHMARKS.md.
 package main
 
 import (
@@ -43,7 +45,7 @@ Administer a Gregor cluster (Kafka protocol, and the control plane's HTTP API):
   node       list, decommission, recommission
 
 Benchmarks:
-  bench      run, suite, report, compare
+  bench      run, suite, report, compare, txn
 
 Flags of every cluster command:
   -b, --brokers host:port,...   Kafka listeners (env GREGOR_BROKERS, default 127.0.0.1:9092)
@@ -74,6 +76,10 @@ const benchUsage = `usage:
   gregor bench compare --base-bin DIR [flags]
       A/B two builds of gregor-cp and gregor-dp on the quick workloads (gregor
       bench compare -h for flags and exit statuses; make bench-compare BASE=<rev>)
+  gregor bench txn [flags]
+      transactional produce with 1, 10 and 100 batches per transaction against
+      idempotent produce: records/s, MB/s, transactions/s, commit latency (gregor
+      bench txn -h for flags; make bench-txn)
 `
 
 func main() {
@@ -121,6 +127,8 @@ func benchDispatch(args []string, stdout, stderr io.Writer) int {
 		return reportCmd(args[1:], stdout, stderr)
 	case "compare":
 		return compareCmd(args[1:], stdout, stderr)
+	case "txn":
+		return txnBenchCmd(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, benchUsage)
 		return exitOK

@@ -2,12 +2,14 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
@@ -156,7 +158,32 @@ type ProducerIDBlock struct {
 // AllocateProducerIDs hands this node the next block of producer ids. Blocks are taken
 // by a compare-and-swap on ProducerIDNextKey, which only grows, so no id is handed out twice.
 func (r *Registration) AllocateProducerIDs(ctx context.Context) (ProducerIDBlock, error) {
-	c := r.c
+	return r.c.allocateProducerIDs(ctx, brokerEpochIs(r.broker.ID, r.broker.Epoch),
+		clientv3.OpGet(cluster.BrokerKey(r.broker.ID)), func(kvs []*mvccpb.KeyValue) bool {
+			return len(kvs) == 0 || kvs[0].ModRevision != r.broker.Epoch
+		}, ErrRegistrationLost)
+}
+
+// ErrElectionLost is AllocateProducerIDsAsController's error once the caller's term of
+// controllership is over.
+var ErrElectionLost = errors.New("client: the controller election key is gone")
+
+// AllocateProducerIDsAsController hands the active controller (the transaction
+// coordinator of its term) the next block of producer ids, from the same counter as the
+// nodes' blocks, fenced on its election key (electionKey with create revision
+// electionRev): ErrElectionLost once another term has begun.
+func (c *Client) AllocateProducerIDsAsController(ctx context.Context, electionKey string, electionRev int64) (ProducerIDBlock, error) {
+	return c.allocateProducerIDs(ctx, clientv3.Compare(clientv3.CreateRevision(electionKey), "=", electionRev),
+		clientv3.OpGet(electionKey), func(kvs []*mvccpb.KeyValue) bool {
+			return len(kvs) == 0 || kvs[0].CreateRevision != electionRev
+		}, ErrElectionLost)
+}
+
+// allocateProducerIDs takes the next block by a compare-and-swap on ProducerIDNextKey,
+// in a transaction that also compares fence; when it fails, check's answer tells
+// whether the fence is what failed (lost: lostErr) or the counter moved (try again).
+func (c *Client) allocateProducerIDs(ctx context.Context, fence clientv3.Cmp, check clientv3.Op,
+	lost func([]*mvccpb.KeyValue) bool, lostErr error) (ProducerIDBlock, error) {
 	for attempt := 0; attempt < producerIDAttemptsMax; attempt++ {
 		resp, err := c.get(ctx, "get_producer_ids", cluster.ProducerIDNextKey)
 		if err != nil {
@@ -171,20 +198,17 @@ func (r *Registration) AllocateProducerIDs(ctx context.Context) (ProducerIDBlock
 		}
 		block := ProducerIDBlock{First: next, Size: ProducerIDBlockSize}
 		tr, err := c.txn(ctx, "allocate_producer_ids",
-			[]clientv3.Cmp{
-				clientv3.Compare(clientv3.ModRevision(cluster.ProducerIDNextKey), "=", modRev),
-				brokerEpochIs(r.broker.ID, r.broker.Epoch),
-			},
+			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(cluster.ProducerIDNextKey), "=", modRev), fence},
 			[]clientv3.Op{clientv3.OpPut(cluster.ProducerIDNextKey, strconv.FormatInt(next+ProducerIDBlockSize, 10))},
-			clientv3.OpGet(cluster.BrokerKey(r.broker.ID)))
+			check)
 		if err != nil {
 			return ProducerIDBlock{}, fmt.Errorf("client: allocate producer ids: %w", err)
 		}
 		if tr.Succeeded {
 			return block, nil
 		}
-		if kvs := tr.Responses[0].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].ModRevision != r.broker.Epoch {
-			return ProducerIDBlock{}, fmt.Errorf("client: allocate producer ids: %w", ErrRegistrationLost)
+		if lost(tr.Responses[0].GetResponseRange().Kvs) {
+			return ProducerIDBlock{}, fmt.Errorf("client: allocate producer ids: %w", lostErr)
 		}
 	}
 	return ProducerIDBlock{}, fmt.Errorf("client: allocate producer ids: lost %d races in a row", producerIDAttemptsMax)

@@ -44,7 +44,9 @@ import (
 	"time"
 
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/proto"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -115,6 +117,30 @@ func AppendGroupResponse(dst []byte, id int32, status byte, body []byte) []byte 
 	dst = binary.BigEndian.AppendUint32(dst, uint32(id))
 	dst = append(dst, status)
 	return append(dst, body...)
+}
+
+// Shapes of the flexible versions of the group requests served: OffsetFetch v6, and
+// v7 with require_stable (KIP-447).
+var (
+	offsetFetchTopics = proto.CompactArray(proto.CompactString, proto.CompactArray(proto.Int32), proto.Tags)
+	offsetFetchV6     = proto.Shape{proto.CompactString, offsetFetchTopics, proto.Tags}
+	offsetFetchV7     = proto.Shape{proto.CompactString, offsetFetchTopics, proto.Bool, proto.Tags}
+)
+
+// GroupRequestShape returns the body shape of a forwarded group request's flexible
+// version; ok is false for one not served (the group APIs are served at versions that
+// are not flexible but for OffsetFetch v6 and v7).
+func GroupRequestShape(key, version int16) (shape proto.Shape, ok bool) {
+	if kmsg.Key(key) != kmsg.OffsetFetch {
+		return nil, false
+	}
+	switch version {
+	case 6:
+		return offsetFetchV6, true
+	case 7:
+		return offsetFetchV7, true
+	}
+	return nil, false
 }
 
 // ReadGroupFrame reads one frame's payload (after its size) into buf, grown as needed.

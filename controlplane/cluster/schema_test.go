@@ -29,3 +29,19 @@ func TestOffsetKeyRoundTrip(t *testing.T) {
 		t.Fatalf("HW key round trip: %v %v", tp, ok)
 	}
 }
+
+func TestTransactionKeysRoundTrip(t *testing.T) {
+	for _, id := range []string{"tx", "a/b c%", ""} {
+		if got, err := ParseTransactionKey(TransactionKey(id)); err != nil || got != id {
+			t.Fatalf("transaction key round trip %q: %q, %v", id, got, err)
+		}
+		tp := TopicPartition{Topic: "t.x", Partition: 7}
+		g, pid, got, err := ParseTxnOffsetKey(TxnOffsetKey(id, 1234, tp.Topic, tp.Partition))
+		if err != nil || g != id || pid != 1234 || got != tp {
+			t.Fatalf("txn offset key round trip %q: %q %d %v, %v", id, g, pid, got, err)
+		}
+	}
+	if _, _, _, err := ParseTxnOffsetKey(TxnOffsetsPrefix + "g/x/t/1"); err == nil {
+		t.Fatal("txn offset key with a bad producer id accepted")
+	}
+}

@@ -102,6 +102,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics counts rebalances, expiries and commits; nil keeps a private set.
 	Metrics *Metrics
+	// VerifyTxn asks the transaction coordinator whether producerID, at epoch, has
+	// added group to its ongoing transaction id (TxnOffsetCommit): 0 or the Kafka code
+	// to answer. It may take the transaction coordinator's lock (never the other way
+	// round). Nil refuses every TxnOffsetCommit (COORDINATOR_NOT_AVAILABLE).
+	VerifyTxn func(id string, producerID int64, epoch int16, group string) int16
 }
 
 // Coordinator is the group coordinator for one term of controllership: it holds the
@@ -118,6 +123,7 @@ type Coordinator struct {
 	metrics    *Metrics
 	store      Store
 	partitions func(topic string) (int32, bool)
+	verify     func(id string, producerID int64, epoch int16, group string) int16
 
 	mu      sync.Mutex
 	groups  map[string]*group
@@ -134,7 +140,7 @@ func New(opts Options) *Coordinator {
 		panic("groups: New without a Store")
 	}
 	co := &Coordinator{cfg: opts.Config.withDefaults(), clock: opts.Clock, logger: opts.Logger,
-		metrics: opts.Metrics, store: opts.Store, partitions: opts.Partitions,
+		metrics: opts.Metrics, store: opts.Store, partitions: opts.Partitions, verify: opts.VerifyTxn,
 		groups: map[string]*group{}, loaded: make(chan struct{})}
 	if co.clock == nil {
 		co.clock = clockwork.NewRealClock()
@@ -267,6 +273,14 @@ func (lg *loadedGroups) build(now time.Time) map[string]*group {
 		}
 		g.offsets = offs
 	}
+	for name, byProducer := range lg.txnOffsets {
+		g := groups[name]
+		if g == nil {
+			g = newGroup(name, now)
+			groups[name] = g
+		}
+		g.txnOffsets = byProducer
+	}
 	return groups
 }
 
@@ -307,7 +321,7 @@ func (co *Coordinator) getGroup(id string, create bool) *group {
 // maybeForget drops an empty group that holds nothing worth keeping.
 func (co *Coordinator) maybeForget(g *group) {
 	if g.state == stateEmpty && len(g.members) == 0 && len(g.pending) == 0 && len(g.offsets) == 0 &&
-		g.offsetWrites == 0 && !g.persisted {
+		len(g.txnOffsets) == 0 && g.offsetWrites == 0 && !g.persisted {
 		if co.groups[g.id] == g {
 			delete(co.groups, g.id)
 		}
@@ -390,8 +404,8 @@ func (co *Coordinator) expire(now time.Time) {
 		var since func(offsetRecord) time.Time
 		var subscribed map[string]bool
 		switch {
-		case len(g.pending) > 0:
-			continue
+		case len(g.pending) > 0 || len(g.txnOffsets) > 0:
+			continue // joining members, or offsets of a transaction not ended
 		case g.state == stateEmpty && g.protocolType == "" && !g.persisted:
 			// Manually assigned consumers only (a group record means members once,
 			// written by a version that cleared the protocol type of an emptied group).
@@ -682,7 +696,11 @@ func chunkOps(ops []Op) [][]Op {
 }
 
 // fetchOffsets answers OffsetFetch: the requested partitions (all committed ones when
-// topics is nil), -1 where nothing is committed.
+// topics is nil), -1 where nothing is committed. With require_stable (v7, KIP-447), a
+// partition whose offset a transaction not ended yet holds pending is answered
+// UNSTABLE_OFFSET_COMMIT, as Kafka does: the consumer asks again, and starts from that
+// transaction's offset if it commits (a consumer taking a partition over from a member
+// whose transaction is being committed must not start from the offset before it).
 func (co *Coordinator) fetchOffsets(req *kmsg.OffsetFetchRequest, resp *kmsg.OffsetFetchResponse) {
 	g := co.groups[req.Group]
 	if !validGroupID(req.Group) {
@@ -693,6 +711,11 @@ func (co *Coordinator) fetchOffsets(req *kmsg.OffsetFetchRequest, resp *kmsg.Off
 		p := kmsg.NewOffsetFetchResponseTopicPartition()
 		p.Partition = tp.partition
 		p.Offset, p.LeaderEpoch = -1, -1
+		if g != nil && req.RequireStable && g.txnPending(tp) {
+			p.ErrorCode = kerr.UnstableOffsetCommit.Code
+			p.Metadata = kmsg.StringPtr("")
+			return p
+		}
 		if g != nil {
 			if o, ok := g.offsets[tp]; ok {
 				p.Offset, p.LeaderEpoch = o.Offset, o.LeaderEpoch

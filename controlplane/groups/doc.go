@@ -1,7 +1,9 @@
 // Package groups is Gregor's consumer-group coordinator: Kafka's classic group protocol
 // (JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ListGroups, DescribeGroups,
 // DeleteGroups) and committed offsets (OffsetCommit, OffsetFetch, OffsetDelete, and
-// their expiry as KIP-211 has it).
+// their expiry as KIP-211 has it), with the offsets committed in transactions
+// (TxnOffsetCommit: held pending until the transaction coordinator, package txn, ends
+// the transaction; txn.go).
 //
 // The active controller runs one Coordinator per term of controllership: data-plane
 // nodes forward their clients' group requests to the node's internal listener

@@ -26,7 +26,7 @@ func FuzzGroupRequest(f *testing.F) {
 		f.Add(grouptest.EncodeRequest(r, "fuzz"))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, req, err := ParseRequest(b)
+		_, req, err := ParseRequest(b, nil)
 		if err != nil {
 			return
 		}

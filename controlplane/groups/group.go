@@ -109,6 +109,9 @@ type group struct {
 	static map[string]string
 	// offsets are the committed offsets (durable: updated after the write).
 	offsets map[topicPartition]offsetRecord
+	// txnOffsets are the offsets committed in transactions not ended yet, by producer
+	// id (durable: updated after the write; txn.go).
+	txnOffsets map[int64]map[topicPartition]offsetRecord
 	// pendingCommits counts the commits of each partition queued but not yet written:
 	// expiry leaves those partitions (and the group) alone.
 	pendingCommits map[topicPartition]int
@@ -138,7 +141,7 @@ type group struct {
 func newGroup(id string, now time.Time) *group {
 	return &group{id: id, state: stateEmpty, stateSince: now, members: map[string]*member{},
 		pending: map[string]clockwork.Timer{}, static: map[string]string{}, offsets: map[topicPartition]offsetRecord{},
-		pendingCommits: map[topicPartition]int{}}
+		pendingCommits: map[topicPartition]int{}, txnOffsets: map[int64]map[topicPartition]offsetRecord{}}
 }
 
 func (g *group) transition(s groupState, now time.Time) {

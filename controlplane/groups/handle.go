@@ -16,8 +16,11 @@ type Header struct {
 }
 
 // ParseRequest reads a forwarded Kafka request: its header (v1, or v2 for flexible
-// versions) and body. It refuses anything but the group APIs (IsGroupAPI).
-func ParseRequest(b []byte) (Header, kmsg.Request, error) {
+// versions) and body. It refuses anything but the group APIs (IsGroupAPI). The body of a
+// flexible version is decoded only once checkFlexible has accepted it (the caller walks
+// it with its version's shape: kmsg believes the counts it reads); nil refuses every
+// flexible version.
+func ParseRequest(b []byte, checkFlexible func(key, version int16, body []byte) error) (Header, kmsg.Request, error) {
 	r := kbin.Reader{Src: b}
 	h := Header{Key: r.Int16(), Version: r.Int16()}
 	_ = r.Int32() // the client's correlation id: the data-plane node answers it
@@ -40,6 +43,12 @@ func ParseRequest(b []byte) (Header, kmsg.Request, error) {
 		if err := r.Complete(); err != nil {
 			return h, nil, err
 		}
+		if checkFlexible == nil {
+			return h, nil, errors.New("flexible version not served")
+		}
+		if err := checkFlexible(h.Key, h.Version, r.Src); err != nil {
+			return h, nil, err
+		}
 	}
 	if err := req.ReadFrom(r.Src); err != nil {
 		return h, nil, err
@@ -47,7 +56,9 @@ func ParseRequest(b []byte) (Header, kmsg.Request, error) {
 	return h, req, nil
 }
 
-// IsGroupAPI reports whether key is one of the APIs the coordinator serves.
+// IsGroupAPI reports whether key is one of the APIs ParseRequest reads (TxnOffsetCommit,
+// whose flexible version the node checks before decoding it, is handed to Handle
+// decoded).
 func IsGroupAPI(key int16) bool {
 	switch kmsg.Key(key) {
 	case kmsg.JoinGroup, kmsg.SyncGroup, kmsg.Heartbeat, kmsg.LeaveGroup, kmsg.OffsetCommit,
@@ -174,6 +185,8 @@ func (co *Coordinator) handle(h Header, host string, req kmsg.Request, ans Answe
 			}
 			answer()
 		})
+	case *kmsg.TxnOffsetCommitRequest:
+		co.handleTxnOffsetCommit(req, send, notActive)
 	case *kmsg.ListGroupsRequest:
 		send(co.handleList(req))
 	case *kmsg.DescribeGroupsRequest:
@@ -484,7 +497,7 @@ func (co *Coordinator) handleDeleteGroups(req *kmsg.DeleteGroupsRequest, send fu
 			codes[i] = kerr.InvalidGroupID.Code
 		case g == nil || g.state == stateDead:
 			codes[i] = kerr.GroupIDNotFound.Code
-		case len(g.members) > 0 || g.state != stateEmpty:
+		case len(g.members) > 0 || g.state != stateEmpty || len(g.txnOffsets) > 0:
 			// Pending member ids (a first join step) do not keep an Empty group: as in
 			// Kafka, it is deleted, and their second step finds no group.
 			codes[i] = kerr.NonEmptyGroup.Code

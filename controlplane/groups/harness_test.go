@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/controlplane/internal/grouptest"
+	"github.com/gregor-streaming/gregor/controlplane/internal/kvstore"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
@@ -88,151 +88,25 @@ func (c *testClock) busy() int {
 
 // ---- store ----
 
-// memStore is a Store in memory with the contract of EtcdStore: requests complete in
-// order, on the writer's goroutine, each whole or not at all. A test can hold the writer
-// (requests queue up, as behind a slow etcd) and make ops fail.
-type memStore struct {
-	mu     sync.Mutex
-	cond   *sync.Cond
-	kv     map[string]string
-	queue  []memReq
-	busy   bool // the writer is completing a request
-	held   bool
-	closed bool
-	// fail, when set, fails a request holding an op it returns an error for.
-	fail func(Op) error
-	done chan struct{}
-}
+// memStore is a Store in memory with the contract of EtcdStore (kvstore.Mem): requests
+// complete in order, on the writer's goroutine, each whole or not at all. A test can
+// hold the writer (requests queue up, as behind a slow etcd) and make ops fail.
+type memStore struct{ *kvstore.Mem }
 
-type memReq struct {
-	ops  []Op
-	done func(error)
-}
-
-func newMemStore() *memStore {
-	st := &memStore{kv: map[string]string{}, done: make(chan struct{})}
-	st.cond = sync.NewCond(&st.mu)
-	go st.run()
-	return st
-}
-
-func (st *memStore) Load(context.Context) ([]KV, error) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	var out []KV
-	for k, v := range st.kv {
-		out = append(out, KV{Key: k, Value: []byte(v)})
-	}
-	return out, nil
-}
-
-func (st *memStore) Submit(ops []Op, done func(error)) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.closed {
-		go done(ErrNotActive)
-		return
-	}
-	st.queue = append(st.queue, memReq{ops: ops, done: done})
-	st.cond.Broadcast()
-}
-
-func (st *memStore) Close() {
-	st.mu.Lock()
-	st.closed = true
-	st.cond.Broadcast()
-	st.mu.Unlock()
-	<-st.done
-}
-
-func (st *memStore) run() {
-	defer close(st.done)
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	for {
-		for !st.closed && (len(st.queue) == 0 || st.held) {
-			st.cond.Wait()
-		}
-		if st.closed {
-			q := st.queue
-			st.queue = nil
-			st.mu.Unlock()
-			for _, r := range q {
-				r.done(ErrNotActive)
-			}
-			st.mu.Lock()
-			return
-		}
-		r := st.queue[0]
-		st.queue = st.queue[1:]
-		err := st.apply(r.ops)
-		st.busy = true
-		st.mu.Unlock()
-		r.done(err) // takes the coordinator's lock: not with ours held
-		st.mu.Lock()
-		st.busy = false
-		st.cond.Broadcast()
-	}
-}
-
-// apply writes ops, all or none. Called with st.mu held.
-func (st *memStore) apply(ops []Op) error {
-	for _, o := range ops {
-		if st.fail != nil {
-			if err := st.fail(o); err != nil {
-				return err
-			}
-		}
-	}
-	for _, o := range ops {
-		switch {
-		case o.Prefix:
-			for k := range st.kv {
-				if strings.HasPrefix(k, o.Key) {
-					delete(st.kv, k)
-				}
-			}
-		case o.Delete:
-			delete(st.kv, o.Key)
-		default:
-			st.kv[o.Key] = o.Value
-		}
-	}
-	return nil
-}
+func newMemStore() *memStore { return &memStore{kvstore.NewMem(nil)} }
 
 // hold stops the writer before its next request; release lets it go on.
-func (st *memStore) hold() {
-	st.mu.Lock()
-	st.held = true
-	st.mu.Unlock()
-}
-
-func (st *memStore) release() {
-	st.mu.Lock()
-	st.held = false
-	st.cond.Broadcast()
-	st.mu.Unlock()
-}
+func (st *memStore) hold()    { st.Hold() }
+func (st *memStore) release() { st.Release() }
 
 // setFail makes requests holding an op f refuses fail (nil: none fails).
-func (st *memStore) setFail(f func(Op) error) {
-	st.mu.Lock()
-	st.fail = f
-	st.mu.Unlock()
-}
+func (st *memStore) setFail(f func(Op) error) { st.SetFail(f) }
 
 // idle reports whether everything submitted has completed.
-func (st *memStore) idle() bool {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return len(st.queue) == 0 && !st.busy
-}
+func (st *memStore) idle() bool { return st.Idle() }
 
 func (st *memStore) has(key string) bool {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	_, ok := st.kv[key]
+	_, ok := st.Get(key)
 	return ok
 }
 

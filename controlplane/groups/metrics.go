@@ -37,7 +37,7 @@ func NewMetrics(set *vm.Set) *Metrics {
 		storeBatchTime:   set.NewHistogram("gregor_cp_group_store_batch_duration_seconds"),
 	}
 	for key := range m.groupRequests {
-		if IsGroupAPI(int16(key)) {
+		if IsGroupAPI(int16(key)) || int16(key) == int16(kmsg.TxnOffsetCommit) {
 			m.groupRequests[key] = set.NewCounter(fmt.Sprintf(`gregor_cp_group_requests_total{api=%q}`, kmsg.NameForKey(int16(key))))
 		}
 	}

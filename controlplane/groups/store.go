@@ -3,12 +3,11 @@ package groups
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/controlplane/internal/kvstore"
 )
 
 // What the coordinator keeps beyond its term (keys in controlplane/cluster, described
@@ -23,38 +22,31 @@ const (
 	// storeBatchOpsMax and storeBatchBytesMax bound one store transaction, well inside
 	// etcd's bounds (cluster.TxnOpsMax, cluster.RequestBytesMax). The coordinator splits
 	// its own writes to fit them (chunkOps), so a Store may rely on them.
-	storeBatchOpsMax   = 1024
-	storeBatchBytesMax = 2 << 20
+	storeBatchOpsMax   = kvstore.BatchOpsMax
+	storeBatchBytesMax = kvstore.BatchBytesMax
 	// groupRecordMax bounds one group's record; a bigger generation is refused.
 	groupRecordMax = 3 << 20
 	// storeWriteTimeout bounds one transaction, and loading.
-	storeWriteTimeout = 10 * time.Second
+	storeWriteTimeout = kvstore.WriteTimeout
 )
 
 // ErrNotActive is a Store's answer once the term is over: the store was closed, or its
 // writes are fenced (another controller was elected). The coordinator answers the
 // request "not active", and the data-plane node resends it to the next coordinator.
-var ErrNotActive = errors.New("groups: not the active group coordinator")
+var ErrNotActive = kvstore.ErrNotActive
 
 // Op is one write of a Store: a put (Value set), a delete (Delete), or the delete of
 // every key under a prefix (Delete and Prefix).
-type Op struct {
-	Key    string
-	Value  string
-	Delete bool
-	Prefix bool
-}
+type Op = kvstore.Op
 
 // KV is one stored key and its value.
-type KV struct {
-	Key   string
-	Value []byte
-}
+type KV = kvstore.KV
 
 // Loader reads back what a Store holds.
 type Loader interface {
-	// Load returns every key under cluster.GroupsPrefix and cluster.OffsetsPrefix, all
-	// read at one point in time, so that groups and offsets are one consistent view.
+	// Load returns every key under cluster.GroupsPrefix, cluster.OffsetsPrefix and
+	// cluster.TxnOffsetsPrefix, all read at one point in time, so that groups and
+	// offsets are one consistent view.
 	Load(ctx context.Context) ([]KV, error)
 }
 
@@ -111,11 +103,14 @@ type offsetRecord struct {
 type loadedGroups struct {
 	groups  map[string]*groupRecord
 	offsets map[string]map[topicPartition]offsetRecord
+	// txnOffsets are the offsets of transactions not ended, by group and producer id.
+	txnOffsets map[string]map[int64]map[topicPartition]offsetRecord
 }
 
 // loadGroups reads every group and committed offset.
 func loadGroups(ctx context.Context, st Loader) (*loadedGroups, error) {
-	out := &loadedGroups{groups: map[string]*groupRecord{}, offsets: map[string]map[topicPartition]offsetRecord{}}
+	out := &loadedGroups{groups: map[string]*groupRecord{}, offsets: map[string]map[topicPartition]offsetRecord{},
+		txnOffsets: map[string]map[int64]map[topicPartition]offsetRecord{}}
 	kvs, err := st.Load(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load groups: %w", err)
@@ -145,6 +140,22 @@ func loadGroups(ctx context.Context, st Loader) (*loadedGroups, error) {
 				out.offsets[group] = map[topicPartition]offsetRecord{}
 			}
 			out.offsets[group][topicPartition{ctp.Topic, ctp.Partition}] = rec
+		case strings.HasPrefix(kv.Key, cluster.TxnOffsetsPrefix):
+			group, pid, ctp, err := cluster.ParseTxnOffsetKey(kv.Key)
+			if err != nil {
+				return nil, err
+			}
+			var rec offsetRecord
+			if err := json.Unmarshal(kv.Value, &rec); err != nil {
+				return nil, fmt.Errorf("transactional offset %q: %w", kv.Key, err)
+			}
+			if out.txnOffsets[group] == nil {
+				out.txnOffsets[group] = map[int64]map[topicPartition]offsetRecord{}
+			}
+			if out.txnOffsets[group][pid] == nil {
+				out.txnOffsets[group][pid] = map[topicPartition]offsetRecord{}
+			}
+			out.txnOffsets[group][pid][topicPartition{ctp.Topic, ctp.Partition}] = rec
 		}
 	}
 	return out, nil

@@ -41,12 +41,16 @@ func JoinRequest(group, memberID string, meta []byte) *kmsg.JoinGroupRequest {
 }
 
 // EncodeRequest is req as a data-plane node forwards it: a request header v1
-// (correlation id 7, clientID) and the body.
+// (correlation id 7, clientID; v2, with no tagged fields, for a flexible version) and
+// the body.
 func EncodeRequest(req kmsg.Request, clientID string) []byte {
 	b := kbin.AppendInt16(nil, req.Key())
 	b = kbin.AppendInt16(b, req.GetVersion())
 	b = kbin.AppendInt32(b, 7)
 	b = kbin.AppendNullableString(b, &clientID)
+	if req.IsFlexible() {
+		b = append(b, 0) // request header v2: no tagged fields
+	}
 	return req.AppendTo(b)
 }
 
