@@ -2,7 +2,6 @@ package groups
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"slices"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/controlplane/internal/term"
 )
 
 // Config holds the group coordinator's settings (Kafka's group.* and offsets.* broker
@@ -162,20 +162,11 @@ func New(opts Options) *Coordinator {
 // ctx ends, and then stops: whatever is still waiting is answered "not active".
 func (co *Coordinator) Run(ctx context.Context, loaded func(ctx context.Context)) {
 	defer co.stop()
-	backoff := groupLoadRetryMin
-	for {
-		err := co.load(ctx)
-		if err == nil {
-			break
-		}
-		co.logger.Warn("loading groups failed; retrying", "err", err)
-		co.sleep(ctx, backoff)
-		backoff = min(2*backoff, groupLoadRetryMax)
-		if ctx.Err() != nil {
-			co.loadErr = ErrNotActive
-			close(co.loaded)
-			return
-		}
+	if err := term.Load(ctx, co.clock, co.logger, "loading groups failed; retrying",
+		groupLoadRetryMin, groupLoadRetryMax, nil, co.load); err != nil {
+		co.loadErr = err
+		close(co.loaded)
+		return
 	}
 	close(co.loaded)
 	if loaded != nil {
@@ -198,16 +189,6 @@ func (co *Coordinator) Run(ctx context.Context, loaded func(ctx context.Context)
 // [groupExpiryIntervalMin, groupExpiryInterval].
 func (co *Coordinator) expiryInterval() time.Duration {
 	return min(groupExpiryInterval, max(co.cfg.OffsetsRetention/4, groupExpiryIntervalMin))
-}
-
-// sleep waits d on the coordinator's clock, or until ctx ends.
-func (co *Coordinator) sleep(ctx context.Context, d time.Duration) {
-	t := co.clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.Chan():
-	}
 }
 
 // GroupCount returns the number of groups held.
@@ -306,7 +287,7 @@ func (co *Coordinator) stop() {
 
 // notActiveCode is an internal marker inside the rules: the answer becomes
 // Answer.NotActive.
-const notActiveCode int16 = -32768
+const notActiveCode = term.NotActiveCode
 
 // getGroup returns the group, creating it (Empty) when create is set.
 func (co *Coordinator) getGroup(id string, create bool) *group {
@@ -374,16 +355,7 @@ func (co *Coordinator) persistGroup(g *group, done func(code int16)) {
 }
 
 // storeCode maps a store error to what the client is told.
-func storeCode(err error) int16 {
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, ErrNotActive):
-		return notActiveCode
-	default:
-		return kerr.CoordinatorNotAvailable.Code // etcd trouble: retriable
-	}
-}
+func storeCode(err error) int16 { return term.StoreCode(err) }
 
 // expire drops expired offsets and the groups they leave behind, as Kafka's offset
 // cleanup does (offsets.retention.minutes, KIP-211):
