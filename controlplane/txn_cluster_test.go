@@ -97,25 +97,12 @@ func (fk *fakeKafka) serve(nc net.Conn) {
 		fk.got = append(fk.got, req)
 		answer := fk.answer
 		fk.mu.Unlock()
-		resp := req.ResponseKind().(*kmsg.WriteTxnMarkersResponse)
-		for _, mk := range req.Markers {
-			rm := kmsg.NewWriteTxnMarkersResponseMarker()
-			rm.ProducerID = mk.ProducerID
-			for _, t := range mk.Topics {
-				rt := kmsg.NewWriteTxnMarkersResponseMarkerTopic()
-				rt.Topic = t.Topic
-				for _, p := range t.Partitions {
-					rp := kmsg.NewWriteTxnMarkersResponseMarkerTopicPartition()
-					rp.Partition = p
-					if answer != nil {
-						rp.ErrorCode = answer(n, t.Topic, p)
-					}
-					rt.Partitions = append(rt.Partitions, rp)
-				}
-				rm.Topics = append(rm.Topics, rt)
+		resp := testutil.WriteTxnMarkersAnswer(req, func(topic string, p int32) int16 {
+			if answer == nil {
+				return 0
 			}
-			resp.Markers = append(resp.Markers, rm)
-		}
+			return answer(n, topic, p)
+		})
 		out := kbin.AppendInt32(nil, corr)
 		if resp.IsFlexible() {
 			out = append(out, 0)

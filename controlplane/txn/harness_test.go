@@ -101,7 +101,7 @@ func (f *fakeSender) WriteTxnMarkers(_ context.Context, node int32, req *kmsg.Wr
 	respond := f.respond
 	f.mu.Unlock()
 	if respond == nil {
-		return markersAnswer(req, func(string, int32) int16 { return 0 }), nil
+		return testutil.WriteTxnMarkersAnswer(req, func(string, int32) int16 { return 0 }), nil
 	}
 	return respond(node, req)
 }
@@ -116,27 +116,6 @@ func (f *fakeSender) requests() []sent {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.sent)
-}
-
-// markersAnswer answers every partition of req with code(topic, partition).
-func markersAnswer(req *kmsg.WriteTxnMarkersRequest, code func(string, int32) int16) *kmsg.WriteTxnMarkersResponse {
-	resp := req.ResponseKind().(*kmsg.WriteTxnMarkersResponse)
-	for _, mk := range req.Markers {
-		rm := kmsg.NewWriteTxnMarkersResponseMarker()
-		rm.ProducerID = mk.ProducerID
-		for _, t := range mk.Topics {
-			rt := kmsg.NewWriteTxnMarkersResponseMarkerTopic()
-			rt.Topic = t.Topic
-			for _, p := range t.Partitions {
-				rp := kmsg.NewWriteTxnMarkersResponseMarkerTopicPartition()
-				rp.Partition, rp.ErrorCode = p, code(t.Topic, p)
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			rm.Topics = append(rm.Topics, rt)
-		}
-		resp.Markers = append(resp.Markers, rm)
-	}
-	return resp
 }
 
 // groupEnd is one CompleteTxn the fake group coordinator got.
