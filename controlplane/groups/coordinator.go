@@ -778,21 +778,31 @@ func (co *Coordinator) deleteOffsets(req *kmsg.OffsetDeleteRequest, reply func(c
 		reply(0, codes)
 		return
 	}
+	co.writeOffsets(g, ops, gone, codes, func(tp topicPartition) { delete(g.offsets, tp) }, reply)
+}
+
+// writeOffsets submits ops, the writes of g's offsets of tps (one each), counted in
+// g.offsetWrites while in flight. Once they are done, with the lock held, each
+// partition's code goes in codes and stored is called for each one written; reply then
+// gets 0 and codes, or notActiveCode and nil at the first write refused because the
+// term is over.
+func (co *Coordinator) writeOffsets(g *group, ops []Op, tps []topicPartition, codes map[topicPartition]int16,
+	stored func(tp topicPartition), reply func(code int16, codes map[topicPartition]int16)) {
 	g.offsetWrites++
 	co.submitChunked(ops, func(errs []error) {
 		co.mu.Lock()
 		defer co.mu.Unlock()
 		g.offsetWrites--
-		for i, tp := range gone {
+		for i, tp := range tps {
 			code := storeCode(errs[i])
 			if code == notActiveCode {
-				reply(code, nil)
+				reply(notActiveCode, nil)
 				return
 			}
-			if code == 0 {
-				delete(g.offsets, tp)
-			}
 			codes[tp] = code
+			if code == 0 {
+				stored(tp)
+			}
 		}
 		reply(0, codes)
 	})
