@@ -133,6 +133,48 @@ func (gt *groupTester) txnCall(req kmsg.Request, code func(kmsg.Response) int16)
 	return resp
 }
 
+// initTxn sends InitProducerId for the transactional id (60 s timeout), retrying while
+// the coordinator loads.
+func (gt *groupTester) initTxn(id string) *kmsg.InitProducerIDResponse {
+	gt.t.Helper()
+	ir := kmsg.NewPtrInitProducerIDRequest()
+	ir.SetVersion(4)
+	ir.TransactionalID, ir.TransactionTimeoutMillis, ir.ProducerID, ir.ProducerEpoch = kmsg.StringPtr(id), 60_000, -1, -1
+	return gt.txnCall(ir, func(r kmsg.Response) int16 { return r.(*kmsg.InitProducerIDResponse).ErrorCode }).(*kmsg.InitProducerIDResponse)
+}
+
+// commitTxnOffset adds group to the producer's transaction (AddOffsetsToTxn) and
+// commits offset for partition 0 of topic in it (TxnOffsetCommit), failing the test
+// on an error.
+func (gt *groupTester) commitTxnOffset(id string, pid int64, epoch int16, group, topic string, offset int64) {
+	gt.t.Helper()
+	or := kmsg.NewPtrAddOffsetsToTxnRequest()
+	or.SetVersion(3)
+	or.TransactionalID, or.ProducerID, or.ProducerEpoch, or.Group = id, pid, epoch, group
+	if c := gt.call(or).(*kmsg.AddOffsetsToTxnResponse).ErrorCode; c != 0 {
+		gt.t.Fatalf("AddOffsetsToTxn: %v", kerr.ErrorForCode(c))
+	}
+	tc := kmsg.NewPtrTxnOffsetCommitRequest()
+	tc.SetVersion(3)
+	tc.TransactionalID, tc.Group, tc.ProducerID, tc.ProducerEpoch, tc.Generation = id, group, pid, epoch, -1
+	tc.Topics = []kmsg.TxnOffsetCommitRequestTopic{{Topic: topic, Partitions: []kmsg.TxnOffsetCommitRequestTopicPartition{{Partition: 0, Offset: offset, LeaderEpoch: -1}}}}
+	if c := gt.call(tc).(*kmsg.TxnOffsetCommitResponse).Topics[0].Partitions[0].ErrorCode; c != 0 {
+		gt.t.Fatalf("TxnOffsetCommit: %v", kerr.ErrorForCode(c))
+	}
+}
+
+// commitTxn ends the producer's transaction with a commit (EndTxn), failing the test
+// on an error.
+func (gt *groupTester) commitTxn(id string, pid int64, epoch int16) {
+	gt.t.Helper()
+	er := kmsg.NewPtrEndTxnRequest()
+	er.SetVersion(3)
+	er.TransactionalID, er.ProducerID, er.ProducerEpoch, er.Commit = id, pid, epoch, true
+	if c := gt.call(er).(*kmsg.EndTxnResponse).ErrorCode; c != 0 {
+		gt.t.Fatalf("EndTxn: %v", kerr.ErrorForCode(c))
+	}
+}
+
 // TestTxnForwardedEndToEnd runs a transaction through the internal listener, with real
 // Kafka requests, to its markers at the partitions' leader — a fake Kafka listener
 // registered as data-plane node 1, which refuses the first marker request — and
@@ -161,10 +203,7 @@ func TestTxnForwardedEndToEnd(t *testing.T) {
 		return nil
 	})
 
-	ir := kmsg.NewPtrInitProducerIDRequest()
-	ir.SetVersion(4)
-	ir.TransactionalID, ir.TransactionTimeoutMillis, ir.ProducerID, ir.ProducerEpoch = kmsg.StringPtr("tid"), 60_000, -1, -1
-	init := gt.txnCall(ir, func(r kmsg.Response) int16 { return r.(*kmsg.InitProducerIDResponse).ErrorCode }).(*kmsg.InitProducerIDResponse)
+	init := gt.initTxn("tid")
 	if init.ErrorCode != 0 || init.ProducerEpoch != 0 {
 		t.Fatalf("InitProducerId: %v epoch %d", kerr.ErrorForCode(init.ErrorCode), init.ProducerEpoch)
 	}
@@ -188,29 +227,12 @@ func TestTxnForwardedEndToEnd(t *testing.T) {
 		t.Fatalf("verification: %v", kerr.ErrorForCode(c))
 	}
 
-	or := kmsg.NewPtrAddOffsetsToTxnRequest()
-	or.SetVersion(3)
-	or.TransactionalID, or.ProducerID, or.ProducerEpoch, or.Group = "tid", pid, epoch, "g"
-	if c := gt.call(or).(*kmsg.AddOffsetsToTxnResponse).ErrorCode; c != 0 {
-		t.Fatalf("AddOffsetsToTxn: %v", kerr.ErrorForCode(c))
-	}
-	tc := kmsg.NewPtrTxnOffsetCommitRequest()
-	tc.SetVersion(3)
-	tc.TransactionalID, tc.Group, tc.ProducerID, tc.ProducerEpoch, tc.Generation = "tid", "g", pid, epoch, -1
-	tc.Topics = []kmsg.TxnOffsetCommitRequestTopic{{Topic: "tx", Partitions: []kmsg.TxnOffsetCommitRequestTopicPartition{{Partition: 0, Offset: 42, LeaderEpoch: -1}}}}
-	if c := gt.call(tc).(*kmsg.TxnOffsetCommitResponse).Topics[0].Partitions[0].ErrorCode; c != 0 {
-		t.Fatalf("TxnOffsetCommit: %v", kerr.ErrorForCode(c))
-	}
+	gt.commitTxnOffset("tid", pid, epoch, "g", "tx", 42)
 	if got := gt.fetch("g", "tx", 0)[0].Offset; got != -1 {
 		t.Fatalf("an offset of a transaction not ended is visible: %d", got)
 	}
 
-	er := kmsg.NewPtrEndTxnRequest()
-	er.SetVersion(3)
-	er.TransactionalID, er.ProducerID, er.ProducerEpoch, er.Commit = "tid", pid, epoch, true
-	if c := gt.call(er).(*kmsg.EndTxnResponse).ErrorCode; c != 0 {
-		t.Fatalf("EndTxn: %v", kerr.ErrorForCode(c))
-	}
+	gt.commitTxn("tid", pid, epoch)
 	dr := kmsg.NewPtrDescribeTransactionsRequest()
 	dr.TransactionalIDs = []string{"tid"}
 	testutil.CheckFor(t, 20*time.Second, func() error {
@@ -379,10 +401,7 @@ func TestTxnMarkersResentAfterFailover(t *testing.T) {
 		}
 		return nil
 	})
-	ir := kmsg.NewPtrInitProducerIDRequest()
-	ir.SetVersion(4)
-	ir.TransactionalID, ir.TransactionTimeoutMillis, ir.ProducerID, ir.ProducerEpoch = kmsg.StringPtr("ftx"), 60_000, -1, -1
-	init := gt.txnCall(ir, func(r kmsg.Response) int16 { return r.(*kmsg.InitProducerIDResponse).ErrorCode }).(*kmsg.InitProducerIDResponse)
+	init := gt.initTxn("ftx")
 	pid, epoch := init.ProducerID, init.ProducerEpoch
 	ar := kmsg.NewPtrAddPartitionsToTxnRequest()
 	ar.SetVersion(3)
@@ -391,25 +410,8 @@ func TestTxnMarkersResentAfterFailover(t *testing.T) {
 	if c := gt.call(ar).(*kmsg.AddPartitionsToTxnResponse).Topics[0].Partitions[0].ErrorCode; c != 0 {
 		t.Fatalf("AddPartitionsToTxn: %v", kerr.ErrorForCode(c))
 	}
-	or := kmsg.NewPtrAddOffsetsToTxnRequest()
-	or.SetVersion(3)
-	or.TransactionalID, or.ProducerID, or.ProducerEpoch, or.Group = "ftx", pid, epoch, "fg"
-	if c := gt.call(or).(*kmsg.AddOffsetsToTxnResponse).ErrorCode; c != 0 {
-		t.Fatalf("AddOffsetsToTxn: %v", kerr.ErrorForCode(c))
-	}
-	tc := kmsg.NewPtrTxnOffsetCommitRequest()
-	tc.SetVersion(3)
-	tc.TransactionalID, tc.Group, tc.ProducerID, tc.ProducerEpoch, tc.Generation = "ftx", "fg", pid, epoch, -1
-	tc.Topics = []kmsg.TxnOffsetCommitRequestTopic{{Topic: "fx", Partitions: []kmsg.TxnOffsetCommitRequestTopicPartition{{Partition: 0, Offset: 7, LeaderEpoch: -1}}}}
-	if c := gt.call(tc).(*kmsg.TxnOffsetCommitResponse).Topics[0].Partitions[0].ErrorCode; c != 0 {
-		t.Fatalf("TxnOffsetCommit: %v", kerr.ErrorForCode(c))
-	}
-	er := kmsg.NewPtrEndTxnRequest()
-	er.SetVersion(3)
-	er.TransactionalID, er.ProducerID, er.ProducerEpoch, er.Commit = "ftx", pid, epoch, true
-	if c := gt.call(er).(*kmsg.EndTxnResponse).ErrorCode; c != 0 {
-		t.Fatalf("EndTxn: %v", kerr.ErrorForCode(c))
-	}
+	gt.commitTxnOffset("ftx", pid, epoch, "fg", "fx", 7)
+	gt.commitTxn("ftx", pid, epoch)
 	testutil.CheckFor(t, 10*time.Second, func() error {
 		if len(fk.requests()) == 0 {
 			return errors.New("no marker sent yet")
