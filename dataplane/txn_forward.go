@@ -84,13 +84,7 @@ func (s *Server) ownTransactionsOnly(body []byte, version int16) ([]byte, error)
 	if err := resp.ReadFrom(body); err != nil {
 		return nil, fmt.Errorf("dataplane: ListTransactions answer from the coordinator: %w", err)
 	}
-	brokers := s.snapshot().Brokers
-	own := resp.TransactionStates[:0]
-	for _, st := range resp.TransactionStates {
-		if b, ok := groupCoordinator(brokers, st.TransactionalID); ok && b.ID == s.cfg.NodeID {
-			own = append(own, st)
-		}
-	}
-	resp.TransactionStates = own
+	resp.TransactionStates = coordinatedHere(s, resp.TransactionStates,
+		func(st kmsg.ListTransactionsResponseTransactionState) string { return st.TransactionalID })
 	return resp.AppendTo(nil), nil
 }
