@@ -22,6 +22,7 @@ import (
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/controlplane/txn"
+	"github.com/gregor-streaming/gregor/internal/testcluster"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
@@ -133,6 +134,27 @@ func (gt *groupTester) txnCall(req kmsg.Request, code func(kmsg.Response) int16)
 	return resp
 }
 
+// newTxnTester registers fk as data-plane node 1, creates topic with parts partitions
+// and waits until node 1 leads every one of them, so that markers go to fk.
+func newTxnTester(t testing.TB, c *testcluster.Cluster, fk *fakeKafka, topic string, parts int32) *groupTester {
+	t.Helper()
+	if _, err := c.RegisterFakeDP(t, cluster.Broker{ID: 1, Host: "127.0.0.1", Port: fk.port()}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	gt := newGroupTester(t, c)
+	gt.createTopic(topic, parts)
+	testutil.CheckFor(t, 10*time.Second, func() error {
+		snap := c.Metadata(t)
+		for p := range parts {
+			if st := snap.Partitions[cluster.TopicPartition{Topic: topic, Partition: p}]; st.Leader != 1 {
+				return fmt.Errorf("%s-%d led by %d", topic, p, st.Leader)
+			}
+		}
+		return nil
+	})
+	return gt
+}
+
 // initTxn sends InitProducerId for the transactional id (60 s timeout), retrying while
 // the coordinator loads.
 func (gt *groupTester) initTxn(id string) *kmsg.InitProducerIDResponse {
@@ -188,20 +210,7 @@ func TestTxnForwardedEndToEnd(t *testing.T) {
 		}
 		return 0
 	}
-	if _, err := c.RegisterFakeDP(t, cluster.Broker{ID: 1, Host: "127.0.0.1", Port: fk.port()}, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	gt := newGroupTester(t, c)
-	gt.createTopic("tx", 2)
-	testutil.CheckFor(t, 10*time.Second, func() error {
-		snap := c.Metadata(t)
-		for p := range int32(2) {
-			if st := snap.Partitions[cluster.TopicPartition{Topic: "tx", Partition: p}]; st.Leader != 1 {
-				return fmt.Errorf("tx-%d led by %d", p, st.Leader)
-			}
-		}
-		return nil
-	})
+	gt := newTxnTester(t, c, fk, "tx", 2)
 
 	init := gt.initTxn("tid")
 	if init.ErrorCode != 0 || init.ProducerEpoch != 0 {
@@ -390,17 +399,7 @@ func TestTxnMarkersResentAfterFailover(t *testing.T) {
 		}
 		return 0
 	}
-	if _, err := c.RegisterFakeDP(t, cluster.Broker{ID: 1, Host: "127.0.0.1", Port: fk.port()}, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	gt := newGroupTester(t, c)
-	gt.createTopic("fx", 1)
-	testutil.CheckFor(t, 10*time.Second, func() error {
-		if st := c.Metadata(t).Partitions[cluster.TopicPartition{Topic: "fx", Partition: 0}]; st.Leader != 1 {
-			return fmt.Errorf("fx-0 led by %d", st.Leader)
-		}
-		return nil
-	})
+	gt := newTxnTester(t, c, fk, "fx", 1)
 	init := gt.initTxn("ftx")
 	pid, epoch := init.ProducerID, init.ProducerEpoch
 	ar := kmsg.NewPtrAddPartitionsToTxnRequest()
