@@ -544,17 +544,9 @@ func (co *Coordinator) commitOffsets(req *kmsg.OffsetCommitRequest, reply func(a
 			cp := &parts[i]
 			opOf[i] = -1
 			i++
-			meta := ""
-			if p.Metadata != nil {
-				meta = *p.Metadata
-			}
-			partitions, ok := co.partitions(t.Topic)
-			switch {
-			case !ok || p.Partition < 0 || p.Partition >= partitions:
-				cp.code = kerr.UnknownTopicOrPartition.Code
-				continue
-			case len(meta) > co.cfg.OffsetMetadataMaxBytes:
-				cp.code = kerr.OffsetMetadataTooLarge.Code
+			meta, code := co.checkOffset(t.Topic, p.Partition, p.Metadata)
+			if code != 0 {
+				cp.code = code
 				continue
 			}
 			cp.rec = offsetRecord{Offset: p.Offset, LeaderEpoch: p.LeaderEpoch, Metadata: meta, CommitMs: now, ExpireMs: expireMs}
@@ -609,6 +601,24 @@ func (co *Coordinator) commitOffsets(req *kmsg.OffsetCommitRequest, reply func(a
 		co.metrics.commitLatency.Update(co.clock.Since(start).Seconds())
 		reply(0, codes(parts, opOf, opCodes))
 	})
+}
+
+// checkOffset checks a partition's offset commit (OffsetCommit, TxnOffsetCommit): it
+// returns the commit's metadata ("" when null) and 0, or the code to answer the
+// partition with when its topic or partition does not exist or its metadata is too
+// large.
+func (co *Coordinator) checkOffset(topic string, partition int32, metadata *string) (meta string, code int16) {
+	if metadata != nil {
+		meta = *metadata
+	}
+	partitions, ok := co.partitions(topic)
+	switch {
+	case !ok || partition < 0 || partition >= partitions:
+		return meta, kerr.UnknownTopicOrPartition.Code
+	case len(meta) > co.cfg.OffsetMetadataMaxBytes:
+		return meta, kerr.OffsetMetadataTooLarge.Code
+	}
+	return meta, 0
 }
 
 // codes are an OffsetCommit's answers in request order: a partition's own refusal, else

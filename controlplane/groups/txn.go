@@ -101,17 +101,9 @@ func (co *Coordinator) handleTxnOffsetCommit(req *kmsg.TxnOffsetCommitRequest, s
 	for _, t := range req.Topics {
 		for _, p := range t.Partitions {
 			tp := topicPartition{t.Topic, p.Partition}
-			meta := ""
-			if p.Metadata != nil {
-				meta = *p.Metadata
-			}
-			partitions, ok := co.partitions(t.Topic)
-			switch {
-			case !ok || p.Partition < 0 || p.Partition >= partitions:
-				codes[tp] = kerr.UnknownTopicOrPartition.Code
-				continue
-			case len(meta) > co.cfg.OffsetMetadataMaxBytes:
-				codes[tp] = kerr.OffsetMetadataTooLarge.Code
+			meta, code := co.checkOffset(t.Topic, p.Partition, p.Metadata)
+			if code != 0 {
+				codes[tp] = code
 				continue
 			}
 			leaderEpoch := int32(-1)
