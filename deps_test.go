@@ -41,8 +41,11 @@ var packageMap = map[string][]string{
 	"controlplane/client":           {"controlplane/client/zapslog", "controlplane/cluster", "proto"},
 	"controlplane/controller":       {"controlplane/client", "controlplane/cluster"},
 	"controlplane/internal/kvstore": {},
-	"controlplane/groups":           {"controlplane/cluster", "controlplane/internal/kvstore"},
-	"controlplane/txn":              {"controlplane/cluster", "controlplane/internal/kvstore"},
+	"controlplane/internal/term":    {"controlplane/internal/kvstore"},
+	"controlplane/groups":           {"controlplane/cluster", "controlplane/internal/kvstore", "controlplane/internal/term"},
+	"controlplane/txn": {
+		"controlplane/client", "controlplane/cluster", "controlplane/internal/kvstore", "controlplane/internal/term",
+	},
 	"controlplane": {
 		"controlplane/api", "controlplane/client", "controlplane/client/zapslog", "controlplane/cluster",
 		"controlplane/controller", "controlplane/groups", "controlplane/txn", "internal/reserve", "proto",

@@ -22,6 +22,7 @@ import (
 	"github.com/gregor-streaming/gregor/controlplane/client"
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
 	"github.com/gregor-streaming/gregor/controlplane/txn"
+	"github.com/gregor-streaming/gregor/internal/testcluster"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
@@ -97,25 +98,12 @@ func (fk *fakeKafka) serve(nc net.Conn) {
 		fk.got = append(fk.got, req)
 		answer := fk.answer
 		fk.mu.Unlock()
-		resp := req.ResponseKind().(*kmsg.WriteTxnMarkersResponse)
-		for _, mk := range req.Markers {
-			rm := kmsg.NewWriteTxnMarkersResponseMarker()
-			rm.ProducerID = mk.ProducerID
-			for _, t := range mk.Topics {
-				rt := kmsg.NewWriteTxnMarkersResponseMarkerTopic()
-				rt.Topic = t.Topic
-				for _, p := range t.Partitions {
-					rp := kmsg.NewWriteTxnMarkersResponseMarkerTopicPartition()
-					rp.Partition = p
-					if answer != nil {
-						rp.ErrorCode = answer(n, t.Topic, p)
-					}
-					rt.Partitions = append(rt.Partitions, rp)
-				}
-				rm.Topics = append(rm.Topics, rt)
+		resp := testutil.WriteTxnMarkersAnswer(req, func(topic string, p int32) int16 {
+			if answer == nil {
+				return 0
 			}
-			resp.Markers = append(resp.Markers, rm)
-		}
+			return answer(n, topic, p)
+		})
 		out := kbin.AppendInt32(nil, corr)
 		if resp.IsFlexible() {
 			out = append(out, 0)
@@ -146,6 +134,69 @@ func (gt *groupTester) txnCall(req kmsg.Request, code func(kmsg.Response) int16)
 	return resp
 }
 
+// newTxnTester registers fk as data-plane node 1, creates topic with parts partitions
+// and waits until node 1 leads every one of them, so that markers go to fk.
+func newTxnTester(t testing.TB, c *testcluster.Cluster, fk *fakeKafka, topic string, parts int32) *groupTester {
+	t.Helper()
+	if _, err := c.RegisterFakeDP(t, cluster.Broker{ID: 1, Host: "127.0.0.1", Port: fk.port()}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	gt := newGroupTester(t, c)
+	gt.createTopic(topic, parts)
+	testutil.CheckFor(t, 10*time.Second, func() error {
+		snap := c.Metadata(t)
+		for p := range parts {
+			if st := snap.Partitions[cluster.TopicPartition{Topic: topic, Partition: p}]; st.Leader != 1 {
+				return fmt.Errorf("%s-%d led by %d", topic, p, st.Leader)
+			}
+		}
+		return nil
+	})
+	return gt
+}
+
+// initTxn sends InitProducerId for the transactional id (60 s timeout), retrying while
+// the coordinator loads.
+func (gt *groupTester) initTxn(id string) *kmsg.InitProducerIDResponse {
+	gt.t.Helper()
+	ir := kmsg.NewPtrInitProducerIDRequest()
+	ir.SetVersion(4)
+	ir.TransactionalID, ir.TransactionTimeoutMillis, ir.ProducerID, ir.ProducerEpoch = kmsg.StringPtr(id), 60_000, -1, -1
+	return gt.txnCall(ir, func(r kmsg.Response) int16 { return r.(*kmsg.InitProducerIDResponse).ErrorCode }).(*kmsg.InitProducerIDResponse)
+}
+
+// commitTxnOffset adds group to the producer's transaction (AddOffsetsToTxn) and
+// commits offset for partition 0 of topic in it (TxnOffsetCommit), failing the test
+// on an error.
+func (gt *groupTester) commitTxnOffset(id string, pid int64, epoch int16, group, topic string, offset int64) {
+	gt.t.Helper()
+	or := kmsg.NewPtrAddOffsetsToTxnRequest()
+	or.SetVersion(3)
+	or.TransactionalID, or.ProducerID, or.ProducerEpoch, or.Group = id, pid, epoch, group
+	if c := gt.call(or).(*kmsg.AddOffsetsToTxnResponse).ErrorCode; c != 0 {
+		gt.t.Fatalf("AddOffsetsToTxn: %v", kerr.ErrorForCode(c))
+	}
+	tc := kmsg.NewPtrTxnOffsetCommitRequest()
+	tc.SetVersion(3)
+	tc.TransactionalID, tc.Group, tc.ProducerID, tc.ProducerEpoch, tc.Generation = id, group, pid, epoch, -1
+	tc.Topics = []kmsg.TxnOffsetCommitRequestTopic{{Topic: topic, Partitions: []kmsg.TxnOffsetCommitRequestTopicPartition{{Partition: 0, Offset: offset, LeaderEpoch: -1}}}}
+	if c := gt.call(tc).(*kmsg.TxnOffsetCommitResponse).Topics[0].Partitions[0].ErrorCode; c != 0 {
+		gt.t.Fatalf("TxnOffsetCommit: %v", kerr.ErrorForCode(c))
+	}
+}
+
+// commitTxn ends the producer's transaction with a commit (EndTxn), failing the test
+// on an error.
+func (gt *groupTester) commitTxn(id string, pid int64, epoch int16) {
+	gt.t.Helper()
+	er := kmsg.NewPtrEndTxnRequest()
+	er.SetVersion(3)
+	er.TransactionalID, er.ProducerID, er.ProducerEpoch, er.Commit = id, pid, epoch, true
+	if c := gt.call(er).(*kmsg.EndTxnResponse).ErrorCode; c != 0 {
+		gt.t.Fatalf("EndTxn: %v", kerr.ErrorForCode(c))
+	}
+}
+
 // TestTxnForwardedEndToEnd runs a transaction through the internal listener, with real
 // Kafka requests, to its markers at the partitions' leader — a fake Kafka listener
 // registered as data-plane node 1, which refuses the first marker request — and
@@ -159,25 +210,9 @@ func TestTxnForwardedEndToEnd(t *testing.T) {
 		}
 		return 0
 	}
-	if _, err := c.RegisterFakeDP(t, cluster.Broker{ID: 1, Host: "127.0.0.1", Port: fk.port()}, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	gt := newGroupTester(t, c)
-	gt.createTopic("tx", 2)
-	testutil.CheckFor(t, 10*time.Second, func() error {
-		snap := c.Metadata(t)
-		for p := range int32(2) {
-			if st := snap.Partitions[cluster.TopicPartition{Topic: "tx", Partition: p}]; st.Leader != 1 {
-				return fmt.Errorf("tx-%d led by %d", p, st.Leader)
-			}
-		}
-		return nil
-	})
+	gt := newTxnTester(t, c, fk, "tx", 2)
 
-	ir := kmsg.NewPtrInitProducerIDRequest()
-	ir.SetVersion(4)
-	ir.TransactionalID, ir.TransactionTimeoutMillis, ir.ProducerID, ir.ProducerEpoch = kmsg.StringPtr("tid"), 60_000, -1, -1
-	init := gt.txnCall(ir, func(r kmsg.Response) int16 { return r.(*kmsg.InitProducerIDResponse).ErrorCode }).(*kmsg.InitProducerIDResponse)
+	init := gt.initTxn("tid")
 	if init.ErrorCode != 0 || init.ProducerEpoch != 0 {
 		t.Fatalf("InitProducerId: %v epoch %d", kerr.ErrorForCode(init.ErrorCode), init.ProducerEpoch)
 	}
@@ -201,29 +236,12 @@ func TestTxnForwardedEndToEnd(t *testing.T) {
 		t.Fatalf("verification: %v", kerr.ErrorForCode(c))
 	}
 
-	or := kmsg.NewPtrAddOffsetsToTxnRequest()
-	or.SetVersion(3)
-	or.TransactionalID, or.ProducerID, or.ProducerEpoch, or.Group = "tid", pid, epoch, "g"
-	if c := gt.call(or).(*kmsg.AddOffsetsToTxnResponse).ErrorCode; c != 0 {
-		t.Fatalf("AddOffsetsToTxn: %v", kerr.ErrorForCode(c))
-	}
-	tc := kmsg.NewPtrTxnOffsetCommitRequest()
-	tc.SetVersion(3)
-	tc.TransactionalID, tc.Group, tc.ProducerID, tc.ProducerEpoch, tc.Generation = "tid", "g", pid, epoch, -1
-	tc.Topics = []kmsg.TxnOffsetCommitRequestTopic{{Topic: "tx", Partitions: []kmsg.TxnOffsetCommitRequestTopicPartition{{Partition: 0, Offset: 42, LeaderEpoch: -1}}}}
-	if c := gt.call(tc).(*kmsg.TxnOffsetCommitResponse).Topics[0].Partitions[0].ErrorCode; c != 0 {
-		t.Fatalf("TxnOffsetCommit: %v", kerr.ErrorForCode(c))
-	}
+	gt.commitTxnOffset("tid", pid, epoch, "g", "tx", 42)
 	if got := gt.fetch("g", "tx", 0)[0].Offset; got != -1 {
 		t.Fatalf("an offset of a transaction not ended is visible: %d", got)
 	}
 
-	er := kmsg.NewPtrEndTxnRequest()
-	er.SetVersion(3)
-	er.TransactionalID, er.ProducerID, er.ProducerEpoch, er.Commit = "tid", pid, epoch, true
-	if c := gt.call(er).(*kmsg.EndTxnResponse).ErrorCode; c != 0 {
-		t.Fatalf("EndTxn: %v", kerr.ErrorForCode(c))
-	}
+	gt.commitTxn("tid", pid, epoch)
 	dr := kmsg.NewPtrDescribeTransactionsRequest()
 	dr.TransactionalIDs = []string{"tid"}
 	testutil.CheckFor(t, 20*time.Second, func() error {
@@ -381,21 +399,8 @@ func TestTxnMarkersResentAfterFailover(t *testing.T) {
 		}
 		return 0
 	}
-	if _, err := c.RegisterFakeDP(t, cluster.Broker{ID: 1, Host: "127.0.0.1", Port: fk.port()}, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	gt := newGroupTester(t, c)
-	gt.createTopic("fx", 1)
-	testutil.CheckFor(t, 10*time.Second, func() error {
-		if st := c.Metadata(t).Partitions[cluster.TopicPartition{Topic: "fx", Partition: 0}]; st.Leader != 1 {
-			return fmt.Errorf("fx-0 led by %d", st.Leader)
-		}
-		return nil
-	})
-	ir := kmsg.NewPtrInitProducerIDRequest()
-	ir.SetVersion(4)
-	ir.TransactionalID, ir.TransactionTimeoutMillis, ir.ProducerID, ir.ProducerEpoch = kmsg.StringPtr("ftx"), 60_000, -1, -1
-	init := gt.txnCall(ir, func(r kmsg.Response) int16 { return r.(*kmsg.InitProducerIDResponse).ErrorCode }).(*kmsg.InitProducerIDResponse)
+	gt := newTxnTester(t, c, fk, "fx", 1)
+	init := gt.initTxn("ftx")
 	pid, epoch := init.ProducerID, init.ProducerEpoch
 	ar := kmsg.NewPtrAddPartitionsToTxnRequest()
 	ar.SetVersion(3)
@@ -404,25 +409,8 @@ func TestTxnMarkersResentAfterFailover(t *testing.T) {
 	if c := gt.call(ar).(*kmsg.AddPartitionsToTxnResponse).Topics[0].Partitions[0].ErrorCode; c != 0 {
 		t.Fatalf("AddPartitionsToTxn: %v", kerr.ErrorForCode(c))
 	}
-	or := kmsg.NewPtrAddOffsetsToTxnRequest()
-	or.SetVersion(3)
-	or.TransactionalID, or.ProducerID, or.ProducerEpoch, or.Group = "ftx", pid, epoch, "fg"
-	if c := gt.call(or).(*kmsg.AddOffsetsToTxnResponse).ErrorCode; c != 0 {
-		t.Fatalf("AddOffsetsToTxn: %v", kerr.ErrorForCode(c))
-	}
-	tc := kmsg.NewPtrTxnOffsetCommitRequest()
-	tc.SetVersion(3)
-	tc.TransactionalID, tc.Group, tc.ProducerID, tc.ProducerEpoch, tc.Generation = "ftx", "fg", pid, epoch, -1
-	tc.Topics = []kmsg.TxnOffsetCommitRequestTopic{{Topic: "fx", Partitions: []kmsg.TxnOffsetCommitRequestTopicPartition{{Partition: 0, Offset: 7, LeaderEpoch: -1}}}}
-	if c := gt.call(tc).(*kmsg.TxnOffsetCommitResponse).Topics[0].Partitions[0].ErrorCode; c != 0 {
-		t.Fatalf("TxnOffsetCommit: %v", kerr.ErrorForCode(c))
-	}
-	er := kmsg.NewPtrEndTxnRequest()
-	er.SetVersion(3)
-	er.TransactionalID, er.ProducerID, er.ProducerEpoch, er.Commit = "ftx", pid, epoch, true
-	if c := gt.call(er).(*kmsg.EndTxnResponse).ErrorCode; c != 0 {
-		t.Fatalf("EndTxn: %v", kerr.ErrorForCode(c))
-	}
+	gt.commitTxnOffset("ftx", pid, epoch, "fg", "fx", 7)
+	gt.commitTxn("ftx", pid, epoch)
 	testutil.CheckFor(t, 10*time.Second, func() error {
 		if len(fk.requests()) == 0 {
 			return errors.New("no marker sent yet")

@@ -243,15 +243,21 @@ func (s *Server) ownGroupsOnly(body []byte, version int16) ([]byte, error) {
 	if err := resp.ReadFrom(body); err != nil {
 		return nil, fmt.Errorf("dataplane: ListGroups answer from the coordinator: %w", err)
 	}
+	resp.Groups = coordinatedHere(s, resp.Groups, func(g kmsg.ListGroupsResponseGroup) string { return g.Group })
+	return resp.AppendTo(nil), nil
+}
+
+// coordinatedHere keeps, of entries (in place), those whose coordinator key, id(entry),
+// this node coordinates: the coordinator's answer to a list request covers every node.
+func coordinatedHere[T any](s *Server, entries []T, id func(T) string) []T {
 	brokers := s.snapshot().Brokers
-	own := resp.Groups[:0]
-	for _, g := range resp.Groups {
-		if b, ok := groupCoordinator(brokers, g.Group); ok && b.ID == s.cfg.NodeID {
-			own = append(own, g)
+	own := entries[:0]
+	for _, e := range entries {
+		if b, ok := groupCoordinator(brokers, id(e)); ok && b.ID == s.cfg.NodeID {
+			own = append(own, e)
 		}
 	}
-	resp.Groups = own
-	return resp.AppendTo(nil), nil
+	return own
 }
 
 // writeResponseBody answers r with a body encoded elsewhere (the coordinator's answer),

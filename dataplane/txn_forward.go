@@ -25,6 +25,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/gregor-streaming/gregor/controlplane/client"
 )
 
 const listTransactionsKey = int16(kmsg.ListTransactions)
@@ -34,30 +36,10 @@ func refuseInitProducerID(_ *kmsg.InitProducerIDRequest, resp *kmsg.InitProducer
 }
 
 func refuseAddPartitionsToTxn(req *kmsg.AddPartitionsToTxnRequest, resp *kmsg.AddPartitionsToTxnResponse) {
-	for _, t := range req.Topics {
-		rt := kmsg.NewAddPartitionsToTxnResponseTopic()
-		rt.Topic = t.Topic
-		for _, p := range t.Partitions {
-			rp := kmsg.NewAddPartitionsToTxnResponseTopicPartition()
-			rp.Partition, rp.ErrorCode = p, kerr.NotCoordinator.Code
-			rt.Partitions = append(rt.Partitions, rp)
-		}
-		resp.Topics = append(resp.Topics, rt)
-	}
+	notCoordinator := func(string, int32) int16 { return kerr.NotCoordinator.Code }
+	resp.Topics = append(resp.Topics, client.AddPartitionsTopicsAnswer(req.Topics, notCoordinator)...)
 	for _, t := range req.Transactions { // v4
-		rt := kmsg.NewAddPartitionsToTxnResponseTransaction()
-		rt.TransactionalID = t.TransactionalID
-		for _, tt := range t.Topics {
-			rtt := kmsg.NewAddPartitionsToTxnResponseTransactionTopic()
-			rtt.Topic = tt.Topic
-			for _, p := range tt.Partitions {
-				rp := kmsg.NewAddPartitionsToTxnResponseTransactionTopicPartition()
-				rp.Partition, rp.ErrorCode = p, kerr.NotCoordinator.Code
-				rtt.Partitions = append(rtt.Partitions, rp)
-			}
-			rt.Topics = append(rt.Topics, rtt)
-		}
-		resp.Transactions = append(resp.Transactions, rt)
+		resp.Transactions = append(resp.Transactions, client.AddPartitionsTxnAnswer(t, notCoordinator))
 	}
 }
 
@@ -102,13 +84,7 @@ func (s *Server) ownTransactionsOnly(body []byte, version int16) ([]byte, error)
 	if err := resp.ReadFrom(body); err != nil {
 		return nil, fmt.Errorf("dataplane: ListTransactions answer from the coordinator: %w", err)
 	}
-	brokers := s.snapshot().Brokers
-	own := resp.TransactionStates[:0]
-	for _, st := range resp.TransactionStates {
-		if b, ok := groupCoordinator(brokers, st.TransactionalID); ok && b.ID == s.cfg.NodeID {
-			own = append(own, st)
-		}
-	}
-	resp.TransactionStates = own
+	resp.TransactionStates = coordinatedHere(s, resp.TransactionStates,
+		func(st kmsg.ListTransactionsResponseTransactionState) string { return st.TransactionalID })
 	return resp.AppendTo(nil), nil
 }

@@ -50,19 +50,7 @@ func (f *fakeCoordinator) verify(_ context.Context, frame []byte) ([]byte, error
 	resp.SetVersion(4)
 	resp.ErrorCode = f.topCode
 	for _, tx := range req.Transactions {
-		rt := kmsg.NewAddPartitionsToTxnResponseTransaction()
-		rt.TransactionalID = tx.TransactionalID
-		for _, t := range tx.Topics {
-			rtt := kmsg.NewAddPartitionsToTxnResponseTransactionTopic()
-			rtt.Topic = t.Topic
-			for _, p := range t.Partitions {
-				rp := kmsg.NewAddPartitionsToTxnResponseTransactionTopicPartition()
-				rp.Partition, rp.ErrorCode = p, f.code
-				rtt.Partitions = append(rtt.Partitions, rp)
-			}
-			rt.Topics = append(rt.Topics, rtt)
-		}
-		resp.Transactions = append(resp.Transactions, rt)
+		resp.Transactions = append(resp.Transactions, client.AddPartitionsTxnAnswer(tx, func(string, int32) int16 { return f.code }))
 	}
 	return resp.AppendTo(nil), nil
 }

@@ -520,30 +520,39 @@ func (r *run) startProgress() (stop func()) {
 	if r.cfg.Progress == nil {
 		return func() {}
 	}
+	last := r.snapshotCounts()
+	return Every(r.cfg.ProgressEvery, func(now, began time.Time) {
+		// backlog: acknowledged and not yet consumed. A consumer may see a
+		// message before its ack arrives, so it is clamped at zero.
+		cur := r.snapshotCounts()
+		s := now.Sub(last.at).Seconds()
+		pl, el := r.pubLat.Summary(), r.e2e.Summary()
+		fmt.Fprintf(r.cfg.Progress, "%-9s %-9s %5.0fs | pub %9.0f msg/s %8.1f MB/s | cons %9.0f msg/s %8.1f MB/s | backlog %9d | pub p99 %s | e2e p99 %s\n",
+			r.cfg.Driver.Name(), r.phase.Load(), now.Sub(began).Seconds(),
+			float64(cur.pubMsgs-last.pubMsgs)/s, float64(cur.pubBytes-last.pubBytes)/s/1e6,
+			float64(cur.consMsgs-last.consMsgs)/s, float64(cur.consBytes-last.consBytes)/s/1e6,
+			max(0, cur.pubMsgs*int64(r.w.SubscriptionsPerTopic)-cur.consMsgs), FormatMicros(pl.P99Us), FormatMicros(el.P99Us))
+		last = cur
+	})
+}
+
+// Every calls tick every d on a goroutine of its own, with the tick's time and the
+// time it started, until the returned function is called; that one may be called more
+// than once, and returns once a tick in progress has ended.
+func Every(d time.Duration, tick func(now, began time.Time)) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
-		t := time.NewTicker(r.cfg.ProgressEvery)
+		t := time.NewTicker(d)
 		defer t.Stop()
 		began := time.Now()
-		last := r.snapshotCounts()
 		for {
 			select {
 			case <-done:
 				return
 			case now := <-t.C:
-				// backlog: acknowledged and not yet consumed. A consumer may see a
-				// message before its ack arrives, so it is clamped at zero.
-				cur := r.snapshotCounts()
-				s := now.Sub(last.at).Seconds()
-				pl, el := r.pubLat.Summary(), r.e2e.Summary()
-				fmt.Fprintf(r.cfg.Progress, "%-9s %-9s %5.0fs | pub %9.0f msg/s %8.1f MB/s | cons %9.0f msg/s %8.1f MB/s | backlog %9d | pub p99 %s | e2e p99 %s\n",
-					r.cfg.Driver.Name(), r.phase.Load(), now.Sub(began).Seconds(),
-					float64(cur.pubMsgs-last.pubMsgs)/s, float64(cur.pubBytes-last.pubBytes)/s/1e6,
-					float64(cur.consMsgs-last.consMsgs)/s, float64(cur.consBytes-last.consBytes)/s/1e6,
-					max(0, cur.pubMsgs*int64(r.w.SubscriptionsPerTopic)-cur.consMsgs), FormatMicros(pl.P99Us), FormatMicros(el.P99Us))
-				last = cur
+				tick(now, began)
 			}
 		}
 	}()

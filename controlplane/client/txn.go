@@ -82,3 +82,41 @@ func TxnRequestShape(key, version int16) (shape proto.Shape, ok bool) {
 	}
 	return nil, false
 }
+
+// AddPartitionsTopicsAnswer answers the topics of an AddPartitionsToTxn v0-3 request:
+// each partition with code(topic, partition). The coordinator answers with it, and a
+// data-plane node refusing the request.
+func AddPartitionsTopicsAnswer(topics []kmsg.AddPartitionsToTxnRequestTopic,
+	code func(topic string, partition int32) int16) []kmsg.AddPartitionsToTxnResponseTopic {
+	var out []kmsg.AddPartitionsToTxnResponseTopic
+	for _, t := range topics {
+		rt := kmsg.NewAddPartitionsToTxnResponseTopic()
+		rt.Topic = t.Topic
+		for _, p := range t.Partitions {
+			rp := kmsg.NewAddPartitionsToTxnResponseTopicPartition()
+			rp.Partition, rp.ErrorCode = p, code(t.Topic, p)
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		out = append(out, rt)
+	}
+	return out
+}
+
+// AddPartitionsTxnAnswer answers one transaction of an AddPartitionsToTxn v4 request:
+// each partition with code(topic, partition).
+func AddPartitionsTxnAnswer(t kmsg.AddPartitionsToTxnRequestTransaction,
+	code func(topic string, partition int32) int16) kmsg.AddPartitionsToTxnResponseTransaction {
+	rt := kmsg.NewAddPartitionsToTxnResponseTransaction()
+	rt.TransactionalID = t.TransactionalID
+	for _, tt := range t.Topics {
+		rtt := kmsg.NewAddPartitionsToTxnResponseTransactionTopic()
+		rtt.Topic = tt.Topic
+		for _, p := range tt.Partitions {
+			rp := kmsg.NewAddPartitionsToTxnResponseTransactionTopicPartition()
+			rp.Partition, rp.ErrorCode = p, code(tt.Topic, p)
+			rtt.Partitions = append(rtt.Partitions, rp)
+		}
+		rt.Topics = append(rt.Topics, rtt)
+	}
+	return rt
+}

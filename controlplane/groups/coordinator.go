@@ -2,7 +2,6 @@ package groups
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"slices"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/controlplane/internal/term"
 )
 
 // Config holds the group coordinator's settings (Kafka's group.* and offsets.* broker
@@ -162,20 +162,11 @@ func New(opts Options) *Coordinator {
 // ctx ends, and then stops: whatever is still waiting is answered "not active".
 func (co *Coordinator) Run(ctx context.Context, loaded func(ctx context.Context)) {
 	defer co.stop()
-	backoff := groupLoadRetryMin
-	for {
-		err := co.load(ctx)
-		if err == nil {
-			break
-		}
-		co.logger.Warn("loading groups failed; retrying", "err", err)
-		co.sleep(ctx, backoff)
-		backoff = min(2*backoff, groupLoadRetryMax)
-		if ctx.Err() != nil {
-			co.loadErr = ErrNotActive
-			close(co.loaded)
-			return
-		}
+	if err := term.Load(ctx, co.clock, co.logger, "loading groups failed; retrying",
+		groupLoadRetryMin, groupLoadRetryMax, nil, co.load); err != nil {
+		co.loadErr = err
+		close(co.loaded)
+		return
 	}
 	close(co.loaded)
 	if loaded != nil {
@@ -198,16 +189,6 @@ func (co *Coordinator) Run(ctx context.Context, loaded func(ctx context.Context)
 // [groupExpiryIntervalMin, groupExpiryInterval].
 func (co *Coordinator) expiryInterval() time.Duration {
 	return min(groupExpiryInterval, max(co.cfg.OffsetsRetention/4, groupExpiryIntervalMin))
-}
-
-// sleep waits d on the coordinator's clock, or until ctx ends.
-func (co *Coordinator) sleep(ctx context.Context, d time.Duration) {
-	t := co.clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.Chan():
-	}
 }
 
 // GroupCount returns the number of groups held.
@@ -306,7 +287,7 @@ func (co *Coordinator) stop() {
 
 // notActiveCode is an internal marker inside the rules: the answer becomes
 // Answer.NotActive.
-const notActiveCode int16 = -32768
+const notActiveCode = term.NotActiveCode
 
 // getGroup returns the group, creating it (Empty) when create is set.
 func (co *Coordinator) getGroup(id string, create bool) *group {
@@ -374,16 +355,7 @@ func (co *Coordinator) persistGroup(g *group, done func(code int16)) {
 }
 
 // storeCode maps a store error to what the client is told.
-func storeCode(err error) int16 {
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, ErrNotActive):
-		return notActiveCode
-	default:
-		return kerr.CoordinatorNotAvailable.Code // etcd trouble: retriable
-	}
-}
+func storeCode(err error) int16 { return term.StoreCode(err) }
 
 // expire drops expired offsets and the groups they leave behind, as Kafka's offset
 // cleanup does (offsets.retention.minutes, KIP-211):
@@ -572,17 +544,9 @@ func (co *Coordinator) commitOffsets(req *kmsg.OffsetCommitRequest, reply func(a
 			cp := &parts[i]
 			opOf[i] = -1
 			i++
-			meta := ""
-			if p.Metadata != nil {
-				meta = *p.Metadata
-			}
-			partitions, ok := co.partitions(t.Topic)
-			switch {
-			case !ok || p.Partition < 0 || p.Partition >= partitions:
-				cp.code = kerr.UnknownTopicOrPartition.Code
-				continue
-			case len(meta) > co.cfg.OffsetMetadataMaxBytes:
-				cp.code = kerr.OffsetMetadataTooLarge.Code
+			meta, code := co.checkOffset(t.Topic, p.Partition, p.Metadata)
+			if code != 0 {
+				cp.code = code
 				continue
 			}
 			cp.rec = offsetRecord{Offset: p.Offset, LeaderEpoch: p.LeaderEpoch, Metadata: meta, CommitMs: now, ExpireMs: expireMs}
@@ -637,6 +601,24 @@ func (co *Coordinator) commitOffsets(req *kmsg.OffsetCommitRequest, reply func(a
 		co.metrics.commitLatency.Update(co.clock.Since(start).Seconds())
 		reply(0, codes(parts, opOf, opCodes))
 	})
+}
+
+// checkOffset checks a partition's offset commit (OffsetCommit, TxnOffsetCommit): it
+// returns the commit's metadata ("" when null) and 0, or the code to answer the
+// partition with when its topic or partition does not exist or its metadata is too
+// large.
+func (co *Coordinator) checkOffset(topic string, partition int32, metadata *string) (meta string, code int16) {
+	if metadata != nil {
+		meta = *metadata
+	}
+	partitions, ok := co.partitions(topic)
+	switch {
+	case !ok || partition < 0 || partition >= partitions:
+		return meta, kerr.UnknownTopicOrPartition.Code
+	case len(meta) > co.cfg.OffsetMetadataMaxBytes:
+		return meta, kerr.OffsetMetadataTooLarge.Code
+	}
+	return meta, 0
 }
 
 // codes are an OffsetCommit's answers in request order: a partition's own refusal, else
@@ -806,21 +788,31 @@ func (co *Coordinator) deleteOffsets(req *kmsg.OffsetDeleteRequest, reply func(c
 		reply(0, codes)
 		return
 	}
+	co.writeOffsets(g, ops, gone, codes, func(tp topicPartition) { delete(g.offsets, tp) }, reply)
+}
+
+// writeOffsets submits ops, the writes of g's offsets of tps (one each), counted in
+// g.offsetWrites while in flight. Once they are done, with the lock held, each
+// partition's code goes in codes and stored is called for each one written; reply then
+// gets 0 and codes, or notActiveCode and nil at the first write refused because the
+// term is over.
+func (co *Coordinator) writeOffsets(g *group, ops []Op, tps []topicPartition, codes map[topicPartition]int16,
+	stored func(tp topicPartition), reply func(code int16, codes map[topicPartition]int16)) {
 	g.offsetWrites++
 	co.submitChunked(ops, func(errs []error) {
 		co.mu.Lock()
 		defer co.mu.Unlock()
 		g.offsetWrites--
-		for i, tp := range gone {
+		for i, tp := range tps {
 			code := storeCode(errs[i])
 			if code == notActiveCode {
-				reply(code, nil)
+				reply(notActiveCode, nil)
 				return
 			}
-			if code == 0 {
-				delete(g.offsets, tp)
-			}
 			codes[tp] = code
+			if code == 0 {
+				stored(tp)
+			}
 		}
 		reply(0, codes)
 	})

@@ -184,56 +184,25 @@ func (h *harness) waitFor(what string, cond func() error) {
 
 // pending is a request whose answer may come later.
 type pending struct {
-	h   *harness
-	req kmsg.Request
-	ch  chan kmsg.Response // nil response: "not active"
+	*grouptest.Pending
+	h *harness
 }
 
 // send applies req (as the node does, through Handle) and returns its pending answer.
 func (h *harness) send(req kmsg.Request) *pending {
-	p := &pending{h: h, req: req, ch: make(chan kmsg.Response, 1)}
+	p := &pending{Pending: grouptest.NewPending(req), h: h}
 	hdr := Header{Key: req.Key(), Version: req.GetVersion(), ClientID: "test-client"}
-	h.co.Handle(hdr, "127.0.0.9", req, Answer{
-		Response: func(body []byte) {
-			resp := req.ResponseKind()
-			resp.SetVersion(req.GetVersion())
-			if err := resp.ReadFrom(body); err != nil {
-				panic(fmt.Sprintf("coordinator answered %T with bytes that do not decode: %v", req, err))
-			}
-			p.answer(resp)
-		},
-		NotActive: func() { p.answer(nil) },
-	})
+	h.co.Handle(hdr, "127.0.0.9", req, Answer{Response: p.Response, NotActive: p.NotActive})
 	return p
 }
 
-// answer delivers the answer; the coordinator calls it with its lock held, so it must
-// not block: a second answer to one request is a bug, and panics.
-func (p *pending) answer(resp kmsg.Response) {
-	select {
-	case p.ch <- resp:
-	default:
-		panic(fmt.Sprintf("%T answered twice", p.req))
-	}
-}
-
 // answered reports whether the answer has come, without waiting.
-func (p *pending) answered() bool { return len(p.ch) > 0 }
+func (p *pending) answered() bool { return p.Answered() }
 
-// wait returns the answer, failing the test if it does not come (the coordinator
-// answers within microseconds once it has decided: a missing answer never comes).
+// wait returns the answer, failing the test if it does not come.
 func (p *pending) wait() kmsg.Response {
 	p.h.t.Helper()
-	select {
-	case resp := <-p.ch:
-		if resp == nil {
-			p.h.t.Fatalf("%T answered not active", p.req)
-		}
-		return resp
-	case <-time.After(settleWait):
-		p.h.t.Fatalf("%T not answered", p.req)
-		return nil
-	}
+	return p.Wait(p.h.t, settleWait)
 }
 
 // call sends req and waits for its answer.

@@ -101,17 +101,9 @@ func (co *Coordinator) handleTxnOffsetCommit(req *kmsg.TxnOffsetCommitRequest, s
 	for _, t := range req.Topics {
 		for _, p := range t.Partitions {
 			tp := topicPartition{t.Topic, p.Partition}
-			meta := ""
-			if p.Metadata != nil {
-				meta = *p.Metadata
-			}
-			partitions, ok := co.partitions(t.Topic)
-			switch {
-			case !ok || p.Partition < 0 || p.Partition >= partitions:
-				codes[tp] = kerr.UnknownTopicOrPartition.Code
-				continue
-			case len(meta) > co.cfg.OffsetMetadataMaxBytes:
-				codes[tp] = kerr.OffsetMetadataTooLarge.Code
+			meta, code := co.checkOffset(t.Topic, p.Partition, p.Metadata)
+			if code != 0 {
+				codes[tp] = code
 				continue
 			}
 			leaderEpoch := int32(-1)
@@ -132,28 +124,19 @@ func (co *Coordinator) handleTxnOffsetCommit(req *kmsg.TxnOffsetCommitRequest, s
 	for i, tp := range order {
 		ops[i] = Op{Key: cluster.TxnOffsetKey(g.id, req.ProducerID, tp.topic, tp.partition), Value: cluster.MustJSON(recs[tp])}
 	}
-	g.offsetWrites++
 	pid := req.ProducerID
-	co.submitChunked(ops, func(errs []error) {
-		co.mu.Lock()
-		defer co.mu.Unlock()
-		g.offsetWrites--
-		for i, tp := range order {
-			code := storeCode(errs[i])
-			if code == notActiveCode {
-				answer(notActiveCode, nil)
-				return
+	co.writeOffsets(g, ops, order, codes, func(tp topicPartition) {
+		if co.groups[g.id] == g {
+			if g.txnOffsets[pid] == nil {
+				g.txnOffsets[pid] = map[topicPartition]offsetRecord{}
 			}
-			codes[tp] = code
-			if code == 0 && co.groups[g.id] == g {
-				if g.txnOffsets[pid] == nil {
-					g.txnOffsets[pid] = map[topicPartition]offsetRecord{}
-				}
-				g.txnOffsets[pid][tp] = recs[tp]
-			}
+			g.txnOffsets[pid][tp] = recs[tp]
 		}
-		answer(0, codes)
-		co.maybeForget(g)
+	}, func(code int16, codes map[topicPartition]int16) {
+		answer(code, codes)
+		if code == 0 {
+			co.maybeForget(g)
+		}
 	})
 }
 

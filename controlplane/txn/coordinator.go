@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/controlplane/internal/term"
 )
 
 // Config holds the transaction coordinator's settings (Kafka's transaction.* and
@@ -242,20 +243,12 @@ func (co *Coordinator) Epoch() int32 {
 func (co *Coordinator) Run(ctx context.Context, loaded func()) {
 	co.ctx = ctx
 	defer co.stop()
-	backoff := loadRetryMin
-	for {
-		err := co.load(ctx)
-		if err == nil {
-			break
-		}
-		if errors.Is(err, ErrNotActive) || ctx.Err() != nil {
-			co.loadErr = ErrNotActive
-			close(co.loaded)
-			return
-		}
-		co.logger.Warn("loading transactions failed; retrying", "err", err)
-		co.sleep(ctx, backoff)
-		backoff = min(2*backoff, loadRetryMax)
+	notActive := func(err error) bool { return errors.Is(err, ErrNotActive) }
+	if err := term.Load(ctx, co.clock, co.logger, "loading transactions failed; retrying",
+		loadRetryMin, loadRetryMax, notActive, co.load); err != nil {
+		co.loadErr = err
+		close(co.loaded)
+		return
 	}
 	co.metrics.current.Store(co)
 	defer co.metrics.current.CompareAndSwap(co, nil)
@@ -280,15 +273,6 @@ func (co *Coordinator) Run(ctx context.Context, loaded func()) {
 		case <-remove.Chan():
 			co.expireIDs()
 		}
-	}
-}
-
-func (co *Coordinator) sleep(ctx context.Context, d time.Duration) {
-	t := co.clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.Chan():
 	}
 }
 
@@ -357,19 +341,10 @@ func (co *Coordinator) stop() {
 
 // notActiveCode is an internal marker inside the rules: the answer becomes
 // Answer.NotActive.
-const notActiveCode int16 = -32768
+const notActiveCode = term.NotActiveCode
 
 // storeCode maps a store error to what the client is told.
-func storeCode(err error) int16 {
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, ErrNotActive):
-		return notActiveCode
-	default:
-		return kerr.CoordinatorNotAvailable.Code // etcd trouble: retriable
-	}
-}
+func storeCode(err error) int16 { return term.StoreCode(err) }
 
 // setState changes m's state (in memory), keeping the counts.
 func (co *Coordinator) setData(m *txnMeta, d txnData) {

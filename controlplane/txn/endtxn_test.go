@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gregor-streaming/gregor/internal/testutil"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -22,7 +23,7 @@ func gateSender(h *harness) (release func()) {
 	gate := make(chan struct{})
 	h.sender.setRespond(func(_ int32, req *kmsg.WriteTxnMarkersRequest) (*kmsg.WriteTxnMarkersResponse, error) {
 		<-gate
-		return markersAnswer(req, func(string, int32) int16 { return 0 }), nil
+		return testutil.WriteTxnMarkersAnswer(req, func(string, int32) int16 { return 0 }), nil
 	})
 	return func() { close(gate) }
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/gregor-streaming/gregor/controlplane/client"
 )
 
 // APIs are the keys the coordinator serves, with the highest version of each. (Kafka's
@@ -111,11 +113,11 @@ func errorResponse(req kmsg.Request, code int16) kmsg.Response {
 	case *kmsg.AddPartitionsToTxnRequest:
 		r := resp.(*kmsg.AddPartitionsToTxnResponse)
 		if req.Version < 4 {
-			r.Topics = addPartitionsTopics(req.Topics, func(topicPartition) int16 { return code })
+			r.Topics = client.AddPartitionsTopicsAnswer(req.Topics, func(string, int32) int16 { return code })
 			break
 		}
 		for _, t := range req.Transactions {
-			r.Transactions = append(r.Transactions, addPartitionsTxn(t, func(topicPartition) int16 { return code }))
+			r.Transactions = append(r.Transactions, client.AddPartitionsTxnAnswer(t, func(string, int32) int16 { return code }))
 		}
 	case *kmsg.AddOffsetsToTxnRequest:
 		resp.(*kmsg.AddOffsetsToTxnResponse).ErrorCode = code
@@ -133,39 +135,6 @@ func errorResponse(req kmsg.Request, code int16) kmsg.Response {
 		resp.(*kmsg.ListTransactionsResponse).ErrorCode = code
 	}
 	return resp
-}
-
-// addPartitionsTopics answers AddPartitionsToTxn v0-3, each partition with its code.
-func addPartitionsTopics(topics []kmsg.AddPartitionsToTxnRequestTopic, code func(topicPartition) int16) []kmsg.AddPartitionsToTxnResponseTopic {
-	var out []kmsg.AddPartitionsToTxnResponseTopic
-	for _, t := range topics {
-		rt := kmsg.NewAddPartitionsToTxnResponseTopic()
-		rt.Topic = t.Topic
-		for _, p := range t.Partitions {
-			rp := kmsg.NewAddPartitionsToTxnResponseTopicPartition()
-			rp.Partition, rp.ErrorCode = p, code(topicPartition{Topic: t.Topic, Partition: p})
-			rt.Partitions = append(rt.Partitions, rp)
-		}
-		out = append(out, rt)
-	}
-	return out
-}
-
-// addPartitionsTxn answers one transaction of AddPartitionsToTxn v4.
-func addPartitionsTxn(t kmsg.AddPartitionsToTxnRequestTransaction, code func(topicPartition) int16) kmsg.AddPartitionsToTxnResponseTransaction {
-	rt := kmsg.NewAddPartitionsToTxnResponseTransaction()
-	rt.TransactionalID = t.TransactionalID
-	for _, tt := range t.Topics {
-		rtt := kmsg.NewAddPartitionsToTxnResponseTransactionTopic()
-		rtt.Topic = tt.Topic
-		for _, p := range tt.Partitions {
-			rp := kmsg.NewAddPartitionsToTxnResponseTransactionTopicPartition()
-			rp.Partition, rp.ErrorCode = p, code(topicPartition{Topic: tt.Topic, Partition: p})
-			rtt.Partitions = append(rtt.Partitions, rp)
-		}
-		rt.Topics = append(rt.Topics, rtt)
-	}
-	return rt
 }
 
 // producerIDEpoch is what an InitProducerId v3+ names to recover (KIP-360).
@@ -409,10 +378,10 @@ func (co *Coordinator) verify(id string, pid int64, epoch int16, parts []topicPa
 // v4 several, each added to or (VerifyOnly) checked.
 func (co *Coordinator) handleAddPartitions(req *kmsg.AddPartitionsToTxnRequest, send func(kmsg.Response), notActive func()) {
 	resp := req.ResponseKind().(*kmsg.AddPartitionsToTxnResponse)
-	codeOf := func(code int16, codes map[topicPartition]int16) func(topicPartition) int16 {
-		return func(tp topicPartition) int16 {
+	codeOf := func(code int16, codes map[topicPartition]int16) func(string, int32) int16 {
+		return func(topic string, partition int32) int16 {
 			if code == 0 && codes != nil {
-				code := codes[tp]
+				code := codes[topicPartition{Topic: topic, Partition: partition}]
 				return fencedCode(code, req.Key(), req.Version)
 			}
 			return fencedCode(code, req.Key(), req.Version)
@@ -425,7 +394,7 @@ func (co *Coordinator) handleAddPartitions(req *kmsg.AddPartitionsToTxnRequest, 
 					notActive()
 					return
 				}
-				resp.Topics = addPartitionsTopics(req.Topics, codeOf(code, codes))
+				resp.Topics = client.AddPartitionsTopicsAnswer(req.Topics, codeOf(code, codes))
 				send(resp)
 			})
 		return
@@ -447,7 +416,7 @@ func (co *Coordinator) handleAddPartitions(req *kmsg.AddPartitionsToTxnRequest, 
 		parts := v4Partitions(t.Topics)
 		if t.VerifyOnly {
 			code, codes := co.verify(t.TransactionalID, t.ProducerID, t.ProducerEpoch, parts)
-			results[i] = addPartitionsTxn(t, codeOf(code, codes))
+			results[i] = client.AddPartitionsTxnAnswer(t, codeOf(code, codes))
 			continue
 		}
 		outstanding++
@@ -455,7 +424,7 @@ func (co *Coordinator) handleAddPartitions(req *kmsg.AddPartitionsToTxnRequest, 
 			if code == notActiveCode {
 				lost = true
 			}
-			results[i] = addPartitionsTxn(t, codeOf(code, codes))
+			results[i] = client.AddPartitionsTxnAnswer(t, codeOf(code, codes))
 			finish()
 		})
 	}

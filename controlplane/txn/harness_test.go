@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/controlplane/internal/grouptest"
 	"github.com/gregor-streaming/gregor/controlplane/internal/kvstore"
 	"github.com/gregor-streaming/gregor/internal/testutil"
 )
@@ -101,7 +101,7 @@ func (f *fakeSender) WriteTxnMarkers(_ context.Context, node int32, req *kmsg.Wr
 	respond := f.respond
 	f.mu.Unlock()
 	if respond == nil {
-		return markersAnswer(req, func(string, int32) int16 { return 0 }), nil
+		return testutil.WriteTxnMarkersAnswer(req, func(string, int32) int16 { return 0 }), nil
 	}
 	return respond(node, req)
 }
@@ -116,27 +116,6 @@ func (f *fakeSender) requests() []sent {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.sent)
-}
-
-// markersAnswer answers every partition of req with code(topic, partition).
-func markersAnswer(req *kmsg.WriteTxnMarkersRequest, code func(string, int32) int16) *kmsg.WriteTxnMarkersResponse {
-	resp := req.ResponseKind().(*kmsg.WriteTxnMarkersResponse)
-	for _, mk := range req.Markers {
-		rm := kmsg.NewWriteTxnMarkersResponseMarker()
-		rm.ProducerID = mk.ProducerID
-		for _, t := range mk.Topics {
-			rt := kmsg.NewWriteTxnMarkersResponseMarkerTopic()
-			rt.Topic = t.Topic
-			for _, p := range t.Partitions {
-				rp := kmsg.NewWriteTxnMarkersResponseMarkerTopicPartition()
-				rp.Partition, rp.ErrorCode = p, code(t.Topic, p)
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			rm.Topics = append(rm.Topics, rt)
-		}
-		resp.Markers = append(resp.Markers, rm)
-	}
-	return resp
 }
 
 // groupEnd is one CompleteTxn the fake group coordinator got.
@@ -285,52 +264,25 @@ func (h *harness) advanceUntil(what string, step time.Duration, cond func() erro
 
 // pending is a request whose answer may come later.
 type pending struct {
-	h   *harness
-	req kmsg.Request
-	ch  chan kmsg.Response // nil: "not active"
-	n   atomic.Int32       // answers delivered
+	*grouptest.Pending
+	h *harness
 }
 
 // send applies req through Handle and returns its pending answer.
 func (h *harness) send(req kmsg.Request) *pending {
-	p := &pending{h: h, req: req, ch: make(chan kmsg.Response, 1)}
-	h.co.Handle(Header{Key: req.Key(), Version: req.GetVersion()}, req, Answer{
-		Response: func(body []byte) {
-			resp := req.ResponseKind()
-			resp.SetVersion(req.GetVersion())
-			if err := resp.ReadFrom(body); err != nil {
-				panic(fmt.Sprintf("coordinator answered %T with bytes that do not decode: %v", req, err))
-			}
-			p.deliver(resp)
-		},
-		NotActive: func() { p.deliver(nil) },
-	})
+	p := &pending{Pending: grouptest.NewPending(req), h: h}
+	h.co.Handle(Header{Key: req.Key(), Version: req.GetVersion()}, req, Answer{Response: p.Response, NotActive: p.NotActive})
 	return p
 }
 
-func (p *pending) deliver(resp kmsg.Response) {
-	if p.n.Add(1) > 1 {
-		panic(fmt.Sprintf("%T answered twice", p.req))
-	}
-	p.ch <- resp
-}
-
+// wait returns the answer, failing the test if it does not come.
 func (p *pending) wait() kmsg.Response {
 	p.h.t.Helper()
-	select {
-	case resp := <-p.ch:
-		if resp == nil {
-			p.h.t.Fatalf("%T answered not active", p.req)
-		}
-		return resp
-	case <-time.After(settleWait):
-		p.h.t.Fatalf("%T not answered", p.req)
-		return nil
-	}
+	return p.Wait(p.h.t, settleWait)
 }
 
 // answered reports, without waiting, whether the answer has come.
-func (p *pending) answered() bool { return p.n.Load() > 0 }
+func (p *pending) answered() bool { return p.Answered() }
 
 func (h *harness) call(req kmsg.Request) kmsg.Response {
 	h.t.Helper()

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/gregor-streaming/gregor/controlplane/cluster"
+	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
 func TestInitProducerIDAllocatesThenBumps(t *testing.T) {
@@ -201,7 +202,7 @@ func TestMarkersRetriedUntilTaken(t *testing.T) {
 			failed2 = true
 			return nil, errors.New("connection refused")
 		}
-		return markersAnswer(req, func(topic string, p int32) int16 {
+		return testutil.WriteTxnMarkersAnswer(req, func(topic string, p int32) int16 {
 			switch {
 			case node == 1 && topic == "t" && p == 0:
 				h.leaders.set("t", 0, 2)

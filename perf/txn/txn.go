@@ -608,38 +608,18 @@ func (r *modeRun) snapshot() counters {
 // startProgress prints a progress line every second until the returned function is
 // called (it may be called more than once).
 func (r *modeRun) startProgress() (stop func()) {
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(progressEvery)
-		defer t.Stop()
-		began := time.Now()
-		last := r.counts()
-		for {
-			select {
-			case <-done:
-				return
-			case now := <-t.C:
-				cur := r.counts()
-				sec := now.Sub(last.at).Seconds()
-				cl := r.commit.Summary()
-				fmt.Fprintf(r.cfg.Progress, "txn %-10s %-8s %4.0fs | done %9s records/s %7.1f MB/s %6.1f txn/s | sent %6.0f batches/s | commit p50 %s p99 %s\n",
-					r.mode.Name, r.phase.Load(), now.Sub(began).Seconds(),
-					perf.FormatCount(float64(cur.records-last.records)/sec), float64(cur.bytes-last.bytes)/sec/1e6,
-					float64(cur.txns-last.txns)/sec, float64(cur.batchSent-last.batchSent)/sec,
-					perf.FormatMicros(cl.P50Us), perf.FormatMicros(cl.P99Us))
-				last = cur
-			}
-		}
-	}()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			close(done)
-			<-finished
-		})
-	}
+	last := r.counts()
+	return perf.Every(progressEvery, func(now, began time.Time) {
+		cur := r.counts()
+		sec := now.Sub(last.at).Seconds()
+		cl := r.commit.Summary()
+		fmt.Fprintf(r.cfg.Progress, "txn %-10s %-8s %4.0fs | done %9s records/s %7.1f MB/s %6.1f txn/s | sent %6.0f batches/s | commit p50 %s p99 %s\n",
+			r.mode.Name, r.phase.Load(), now.Sub(began).Seconds(),
+			perf.FormatCount(float64(cur.records-last.records)/sec), float64(cur.bytes-last.bytes)/sec/1e6,
+			float64(cur.txns-last.txns)/sec, float64(cur.batchSent-last.batchSent)/sec,
+			perf.FormatMicros(cl.P50Us), perf.FormatMicros(cl.P99Us))
+		last = cur
+	})
 }
 
 // requestCounter counts the requests a mode's producers write, by API (a franz-go hook).

@@ -1,6 +1,7 @@
 // Package grouptest builds the Kafka group requests the group coordinator's tests send,
 // for the unit tests of package groups and the end-to-end tests of the control-plane
-// node alike.
+// node alike, and holds Pending, the awaited answer of a request that the unit tests of
+// both coordinators (package groups, package txn) hand to Handle.
 package grouptest
 
 import (
