@@ -69,6 +69,9 @@ type CompareRun struct {
 	// Load is the load average when the run started: a run that stands out can be
 	// checked against what else the machine was doing.
 	Load string `json:"load,omitempty"`
+	// Logs is where the servers' output of a failed run was kept (their temporary
+	// directory goes with them).
+	Logs string `json:"logs,omitempty"`
 }
 
 // OK reports whether the run produced a result that counts in the medians: one without
@@ -257,6 +260,9 @@ func (c *Comparison) Tables() []*CompareTable {
 				why := r.Error
 				if why == "" && r.Result != nil {
 					why = fmt.Sprintf("%d publishes failed, first: %s", r.Result.PublishErrors, r.Result.FirstError)
+				}
+				if r.Logs != "" {
+					why += " (servers' logs: " + r.Logs + ")"
 				}
 				t.Failed = append(t.Failed, fmt.Sprintf("round %d, %s: %s", r.Round, c.sideLabel(r.Side), why))
 				continue

@@ -144,13 +144,14 @@ func compareCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "\nbench compare: [run %d/%d%s] round %d/%d · %s (%s) · %s · %s\n",
 			i+1, len(jobs), eta, j.round, *rounds, j.side.name, j.side.Label, j.w.Name, j.driver)
 		run := perf.CompareRun{Round: j.round, Side: j.side.name, Workload: j.w.Name, Driver: j.driver, Load: perf.LoadAverage()}
-		res, err := compareOne(ctx, j, stderr)
+		logs := fmt.Sprintf("%s-logs/run%02d-%s-%s-%s", strings.TrimSuffix(*out, filepath.Ext(*out)), i+1, j.side.name, j.w.Name, j.driver)
+		res, kept, err := compareOne(ctx, j, stderr, logs)
 		if err != nil && ctx.Err() != nil {
 			// An interrupted run measured nothing worth keeping; its servers are stopped.
 			fmt.Fprintf(stderr, "bench compare: interrupted during %s on %s\n", j.w.Name, j.side.name)
 			break
 		}
-		run.Result = res
+		run.Result, run.Logs = res, kept
 		if err != nil {
 			run.Error = err.Error()
 			fmt.Fprintf(stderr, "bench compare: %s on %s failed: %v\n", j.w.Name, j.side.name, err)
@@ -298,23 +299,37 @@ func comparePlan(rounds int, ws []*perf.Workload, paths []string, drvs []string,
 
 // compareOne starts a fresh cluster from the side's binaries, runs the workload on it
 // and stops it. When it returns the servers have exited and their data directory — up
-// to the catch-up workload's whole backlog — is gone.
-func compareOne(ctx context.Context, j compareJob, log io.Writer) (*perf.Result, error) {
+// to the catch-up workload's whole backlog — is gone. A run that failed once its servers
+// were up (an error, or failed publishes) first has their output copied to logs,
+// returned as kept.
+func compareOne(ctx context.Context, j compareJob, log io.Writer, logs string) (res *perf.Result, kept string, err error) {
 	g, err := drivers.StartGregor(j.side.BinDir)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer g.Stop()
+	defer func() { // before Stop removes the servers' directory
+		if (err == nil || ctx.Err() != nil) && (res == nil || res.PublishErrors == 0) {
+			return
+		}
+		if cerr := g.CopyLogs(logs); cerr != nil {
+			fmt.Fprintf(log, "bench compare: the servers' logs of the failed run were not kept: %v\n", cerr)
+			return
+		}
+		kept = logs
+		fmt.Fprintf(log, "bench compare: the servers' logs of the failed run are in %s\n", logs)
+	}()
 	d, err := drivers.New(j.driver, drivers.Options{Bootstrap: g.Bootstrap, ServerPIDs: g.PIDs(), Log: log})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer d.Close()
 	wc := *j.w // each result keeps its own copy of the workload
-	return perf.Run(ctx, perf.RunConfig{
+	res, err = perf.Run(ctx, perf.RunConfig{
 		Workload: &wc, Driver: d, MetricsURL: g.MetricsURL, Progress: log,
 		Command: benchCommand(j.path, j.driver, "", true),
 	})
+	return res, "", err
 }
 
 // gitRevParse is rev's short commit in the current repository, "unknown" if it is not

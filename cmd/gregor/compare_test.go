@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -168,5 +169,79 @@ func TestRoughly(t *testing.T) {
 		if got := roughly(d); got != want {
 			t.Errorf("roughly(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// listeningBins writes a gregor-cp and a gregor-dp that listen on the addresses they are
+// given and close every connection: the cluster starts, and the run on it fails.
+func listeningBins(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 missing")
+	}
+	const script = `#!/usr/bin/env python3
+import socket, sys, threading, time
+args = sys.argv[1:]
+addrs = [args[i + 1] for i, a in enumerate(args) if a in ('--client-addr', '--peer-addr', '--listen', '--http')]
+print('fake server up on', ' '.join(addrs), flush=True)
+def serve(s):
+    while True:
+        c, _ = s.accept()
+        c.close()
+for a in addrs:
+    host, port = a.rsplit(':', 1)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, int(port)))
+    s.listen()
+    threading.Thread(target=serve, args=(s,), daemon=True).start()
+time.sleep(120)
+`
+	dir := t.TempDir()
+	for _, b := range []string{"gregor-cp", "gregor-dp"} {
+		if err := os.WriteFile(filepath.Join(dir, b), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// TestCompareKeepsFailedRunLogs: a run that fails once its servers are up keeps their
+// output beside the results (their own directory is removed with them), and the table
+// says where.
+func TestCompareKeepsFailedRunLogs(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	bins := listeningBins(t)
+	wdir, _ := writeWorkload(t)
+	out := filepath.Join(t.TempDir(), "compare.json")
+	code, stdout, stderr := runCLI("bench", "compare", "--base-bin", bins, "--new-bin", bins, "--base-label", "HEAD~1",
+		"--base-commit", "abc", "--new-commit", "def", "--workloads", wdir, "--rounds", "1", "--settle", "0", "--out", out)
+	if code != 1 {
+		t.Fatalf("code %d\n%s\n%s", code, stdout, stderr)
+	}
+	c, err := perf.ReadComparison(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Runs) != 2 {
+		t.Fatalf("%d runs, want 2", len(c.Runs))
+	}
+	for _, r := range c.Runs {
+		if r.Logs == "" {
+			t.Fatalf("run %+v failed without its servers' logs kept\n%s", r, stderr)
+		}
+		for _, f := range []string{"gregor-cp.log", "gregor-dp.log"} {
+			b, err := os.ReadFile(filepath.Join(r.Logs, f))
+			if err != nil || !strings.Contains(string(b), "fake server up on") {
+				t.Errorf("%s of run %d %s: %q %v", f, r.Round, r.Side, b, err)
+			}
+		}
+		if !strings.Contains(stdout, "(servers' logs: "+r.Logs+")") {
+			t.Errorf("the table does not say where run %d %s's logs are:\n%s", r.Round, r.Side, stdout)
+		}
+	}
+	if left, _ := os.ReadDir(tmp); len(left) > 0 {
+		t.Errorf("left in TMPDIR: %v", left)
 	}
 }
