@@ -107,21 +107,29 @@ func TestR10aEtcdLeaderKilled(t *testing.T) {
 	checkAvailability(t, h, cpFaultUnavailableMax)
 }
 
-// pausedFor is how long R10b holds the etcd leader paused.
-const pausedFor = 4 * time.Second
+// pausedFor is how long R10b holds the etcd leader paused, and leaderPausedTTL the
+// nodes' lease then.
+const (
+	pausedFor       = 4 * time.Second
+	leaderPausedTTL = 10 * time.Second
+)
 
 // TestR10bEtcdLeaderPaused: the member leading etcd SIGSTOPped past its election
 // timeout (the others elect a leader and the load goes on), then continued. A paused
 // member holds its connections open and answers nothing, which only the control-plane
 // client's own bounds notice.
 //
-// The pause stays below the nodes' lease TTL. A leader paused longer may, as it wakes
-// and before it learns of the new term, find every lease it holds expired by its clock
-// and revoke them (etcd's lessor skips its leadership check when the member ticked
+// The pause stays well below the nodes' lease TTL. A leader paused longer may, as it
+// wakes and before it learns of the new term, find every lease it holds expired by its
+// clock and revoke them (etcd's lessor skips its leadership check when the member ticked
 // recently, which a resumed member has): in one run paused for 5.8 s with 6 s leases,
-// every node lost its registration on the resume and stopped.
+// every node lost its registration on the resume and stopped. The lessor counts a
+// lease's expiry from the last renewal it saw, up to a keepalive interval (a third of
+// the TTL, more under load) before the pause: with 6 s leases even the 4 s pause had
+// every lease revoked once, in a make test under load. 10 s leases leave the resumed
+// member about 2.5 s to learn of the new term.
 func TestR10bEtcdLeaderPaused(t *testing.T) {
-	r := newRun(t, "R10b", runOptions{ttl: 6 * time.Second})
+	r := newRun(t, "R10b", runOptions{ttl: leaderPausedTTL})
 	r.waitProgress(mainTopic, -1, 300)
 	before := r.registrations()
 	m := r.etcdLeader()
@@ -136,8 +144,8 @@ func TestR10bEtcdLeaderPaused(t *testing.T) {
 	t.Logf("100 sends acknowledged %v after the pause", time.Since(paused).Round(time.Millisecond))
 	// The pause is held for pausedFor — past the watch's and the session's stall bounds
 	// (2 s), so that clients on the member must have left it — under load, then
-	// continued within the nodes' lease (6 s): an etcd leader resumed after a pause
-	// longer than that may revoke leases as it wakes (TestR10bEtcdLeaderPaused's doc).
+	// continued well within the nodes' lease: an etcd leader resumed after a pause near
+	// it may revoke leases as it wakes (TestR10bEtcdLeaderPaused's doc).
 	time.Sleep(time.Until(paused.Add(pausedFor)))
 	r.waitProgress(mainTopic, -1, 100)
 	r.resume(m)
