@@ -307,9 +307,18 @@ func (p *GroupPlace) turn(ctx context.Context, c *Client) (*groupConn, error) {
 			}
 		}
 		o.mu.Lock()
-		if o.waiting[0] == p && gc != nil && o.allSentOnLocked(gc) {
-			o.mu.Unlock()
-			return gc, nil
+		if o.waiting[0] == p {
+			if gc != nil && o.allSentOnLocked(gc) {
+				o.mu.Unlock()
+				return gc, nil
+			}
+			if gc == nil {
+				// p became first between the two looks: the change that made it so
+				// has come and gone, and no other may come (the places before it may
+				// be waiting for answers to requests behind it). Look again now.
+				o.mu.Unlock()
+				continue
+			}
 		}
 		changed := o.changedLocked()
 		o.mu.Unlock()
