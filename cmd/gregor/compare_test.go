@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,17 +93,25 @@ func TestComparePlanAlternates(t *testing.T) {
 // TestCompareFailedRuns runs the whole command on servers that cannot start: every run
 // fails at once, each is recorded in order, the table says so, the exit status is 1 and
 // no data directory is left behind.
-func TestCompareFailedRuns(t *testing.T) {
-	tmp := t.TempDir()
+// failingCompare runs bench compare of rounds rounds with bins for both sides, which
+// must fail every run (exit status 1), and returns what it printed, the results' path
+// and the directory StartGregor made its data directories in.
+func failingCompare(t *testing.T, bins string, rounds int) (stdout, stderr, out, tmp string) {
+	t.Helper()
+	tmp = t.TempDir()
 	t.Setenv("TMPDIR", tmp) // where StartGregor makes its data directories
-	bins := fakeBins(t)
 	wdir, _ := writeWorkload(t)
-	out := filepath.Join(t.TempDir(), "compare.json")
+	out = filepath.Join(t.TempDir(), "compare.json")
 	code, stdout, stderr := runCLI("bench", "compare", "--base-bin", bins, "--new-bin", bins, "--base-label", "HEAD~1",
-		"--base-commit", "abc", "--new-commit", "def", "--workloads", wdir, "--rounds", "2", "--settle", "0", "--out", out)
+		"--base-commit", "abc", "--new-commit", "def", "--workloads", wdir, "--rounds", fmt.Sprint(rounds), "--settle", "0", "--out", out)
 	if code != 1 {
 		t.Fatalf("code %d\n%s\n%s", code, stdout, stderr)
 	}
+	return stdout, stderr, out, tmp
+}
+
+func TestCompareFailedRuns(t *testing.T) {
+	stdout, stderr, out, tmp := failingCompare(t, fakeBins(t), 2)
 	for _, want := range []string{"[run 1/4] round 1/2 · base (HEAD~1) · tiny · kafka-raw", "[run 4/4", "round 2/2 · new (working tree)", "cannot start"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("progress lacks %q:\n%s", want, stderr)
@@ -210,16 +219,7 @@ time.sleep(120)
 // output beside the results (their own directory is removed with them), and the table
 // says where.
 func TestCompareKeepsFailedRunLogs(t *testing.T) {
-	tmp := t.TempDir()
-	t.Setenv("TMPDIR", tmp)
-	bins := listeningBins(t)
-	wdir, _ := writeWorkload(t)
-	out := filepath.Join(t.TempDir(), "compare.json")
-	code, stdout, stderr := runCLI("bench", "compare", "--base-bin", bins, "--new-bin", bins, "--base-label", "HEAD~1",
-		"--base-commit", "abc", "--new-commit", "def", "--workloads", wdir, "--rounds", "1", "--settle", "0", "--out", out)
-	if code != 1 {
-		t.Fatalf("code %d\n%s\n%s", code, stdout, stderr)
-	}
+	stdout, stderr, out, tmp := failingCompare(t, listeningBins(t), 1)
 	c, err := perf.ReadComparison(out)
 	if err != nil {
 		t.Fatal(err)
