@@ -46,6 +46,19 @@ func (l *saramaLog) String() string {
 	return l.buf.String()
 }
 
+func (l *saramaLog) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Reset()
+}
+
+// saramaLogs holds what sarama logs in this test binary. sarama.Logger is a package
+// variable its goroutines read (those closing a client's brokers run on after Close
+// returns), so it is set once, before any test runs, and never written again.
+var saramaLogs = &saramaLog{}
+
+func init() { sarama.Logger = log.New(saramaLogs, "[sarama] ", log.Ltime|log.Lmicroseconds) }
+
 // within runs fn and fails the test if it has not returned after d: a request the
 // broker never answers shows up as the step that hung rather than as the test timeout.
 func within(t *testing.T, what string, d time.Duration, fn func() error) error {
@@ -90,14 +103,11 @@ func saramaTxnConfig(txnID string) *sarama.Config {
 // fencing (a producer fenced between transactions, another in the middle of one), and
 // sarama's consumers reading the output back at read_committed and read_uncommitted.
 func TestTxnSarama(t *testing.T) {
-	logs := &saramaLog{}
-	prevLogger := sarama.Logger
-	sarama.Logger = log.New(logs, "[sarama] ", log.Ltime|log.Lmicroseconds)
+	saramaLogs.Reset()
 	addr := startProcessCluster(t)
 	t.Cleanup(func() {
-		sarama.Logger = prevLogger
 		if t.Failed() {
-			t.Logf("sarama's log:\n%s", logs)
+			t.Logf("sarama's log:\n%s", saramaLogs)
 		}
 	})
 	const (
