@@ -186,7 +186,7 @@ func TestRoughly(t *testing.T) {
 func listeningBins(t *testing.T) string {
 	t.Helper()
 	if _, err := exec.LookPath("python3"); err != nil {
-		t.Skip("python3 missing")
+		t.Fatalf("python3, which a fresh machine has and the fake servers run on: %v", err)
 	}
 	const script = `#!/usr/bin/env python3
 import socket, sys, threading, time
