@@ -888,8 +888,16 @@ func (s *LogSegment) recordAtOrAfter(pos int64, h *proto.RecordBatchHeader, ts i
 
 // ScanBatchHeaders calls fn with the header of every batch from the one holding offset
 // to the log end, in order, reading only headers. fn returning false stops the scan.
-// The data plane rebuilds idempotent producers' state with it.
 func (l *Log) ScanBatchHeaders(offset int64, fn func(h *proto.RecordBatchHeader) bool) error {
+	return l.walkBatches(offset, func(_ *LogSegment, _ int64, h *proto.RecordBatchHeader) (bool, error) {
+		return fn(h), nil
+	})
+}
+
+// walkBatches calls fn with the segment, position and header of every batch from the
+// one holding offset to the log end, in order, under the log's read lock. fn returning
+// false or an error stops the walk (the error is returned).
+func (l *Log) walkBatches(offset int64, fn func(s *LogSegment, pos int64, h *proto.RecordBatchHeader) (bool, error)) error {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if l.closed {
@@ -907,8 +915,8 @@ func (l *Log) ScanBatchHeaders(offset int64, fn func(h *proto.RecordBatchHeader)
 			if h, err = sc.header(pos, s.size); err != nil {
 				return err
 			}
-			if !fn(&h) {
-				return nil
+			if more, err := fn(s, pos, &h); !more || err != nil {
+				return err
 			}
 			pos += int64(h.Size())
 		}

@@ -350,42 +350,21 @@ const maxMarkerBatchBytes = 64 << 10
 // control batch, its transaction marker (markerErr set if it is not one, or too large
 // to be one, in which case the batch is to be ignored).
 func (l *Log) ScanProducerBatches(offset int64, fn func(h *proto.RecordBatchHeader, m proto.TxnMarker, markerErr error) bool) error {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	if l.closed {
-		return ErrClosed
-	}
-	var sc headerScanner
 	var batch []byte
-	for i := l.segmentIndex(offset); i < len(l.segments); i++ {
-		s := l.segments[i]
-		sc.fd, sc.bufLen = s.file.fd, 0
-		pos, h, found, err := s.findBatch(&sc, offset)
-		if err != nil {
-			return err
-		}
-		for found && pos < s.size {
-			if h, err = sc.header(pos, s.size); err != nil {
-				return err
-			}
-			var m proto.TxnMarker
-			var merr error
-			if h.IsControl() {
-				if h.Size() > maxMarkerBatchBytes {
-					merr = fmt.Errorf("%w: control batch of %d bytes", proto.ErrMalformedMarker, h.Size())
-				} else {
-					batch = slices.Grow(batch[:0], h.Size())[:h.Size()]
-					if n, err := preadFull(s.file.fd, batch, pos); err != nil || n != len(batch) {
-						return fmt.Errorf("segment: read control batch at %d of %s: %d bytes, %v", pos, s.file.path, n, err)
-					}
-					m, merr = proto.ParseTxnMarker(batch)
+	return l.walkBatches(offset, func(s *LogSegment, pos int64, h *proto.RecordBatchHeader) (bool, error) {
+		var m proto.TxnMarker
+		var merr error
+		if h.IsControl() {
+			if h.Size() > maxMarkerBatchBytes {
+				merr = fmt.Errorf("%w: control batch of %d bytes", proto.ErrMalformedMarker, h.Size())
+			} else {
+				batch = slices.Grow(batch[:0], h.Size())[:h.Size()]
+				if n, err := preadFull(s.file.fd, batch, pos); err != nil || n != len(batch) {
+					return false, fmt.Errorf("segment: read control batch at %d of %s: %d bytes, %v", pos, s.file.path, n, err)
 				}
+				m, merr = proto.ParseTxnMarker(batch)
 			}
-			if !fn(&h, m, merr) {
-				return nil
-			}
-			pos += int64(h.Size())
 		}
-	}
-	return nil
+		return fn(h, m, merr), nil
+	})
 }
