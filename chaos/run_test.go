@@ -413,8 +413,14 @@ func (r *run) finish() *history.History {
 		t.Error("no partition-state write recorded by its writer (the topics' creation at least)")
 	}
 	h.Control = append(slices.DeleteFunc(h.Control, func(op history.ControlOp) bool { return op.Client == "watch" }), writes...)
-	t.Logf("control plane: %d partition-state writes recorded by their writers (%d compared against a revision the watch missed: taken as blind)",
-		len(writes), blind)
+	unknown := 0
+	for _, w := range writes {
+		if !w.Ok {
+			unknown++
+		}
+	}
+	t.Logf("control plane: %d partition-state writes recorded by their writers (%d of unknown outcome; %d compared against a revision the watch missed: taken as blind)",
+		len(writes), unknown, blind)
 	ok, fail, info := r.rec.Counts()
 	t.Logf("%s: %v, %d faults; sends ok %d, fail %d, info %d; %d polls, %d commits, %d states, %d control reads",
 		r.name, h.End.Sub(h.Start).Round(time.Millisecond), len(h.Faults), ok, fail, info, len(h.Polls), len(h.Commits),

@@ -192,8 +192,9 @@ func (c *Client) txn(ctx context.Context, op string, cmps []clientv3.Cmp, then [
 	defer cancel()
 	call := time.Now()
 	defer c.observe(op, call)
+	id := recordCall(call, cmps, then)
 	resp, err := c.etcd.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
-	recordWrites(call, cmps, then, resp, err)
+	recordOutcome(id, resp, err)
 	if err != nil {
 		c.timedOut(ctx, err)
 		return nil, fmt.Errorf("%s txn: %w", op, err)
