@@ -4,9 +4,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/gregor-streaming/gregor/chaos/history"
+	"github.com/gregor-streaming/gregor/chaos/workload"
 	"github.com/gregor-streaming/gregor/internal/testcluster"
 )
 
@@ -18,7 +21,9 @@ const defaultChaosTime = 10 * time.Minute
 
 // TestChaos: a random mix of the nemesis's faults for CHAOS_TIME (a Go duration, 10m by
 // default), seeded by CHAOS_SEED or the time; `make chaos` runs it. It prints a
-// progress line every 10 seconds. Skipped unless CHAOS_TIME is set or -chaos given.
+// progress line every 10 seconds. Two transactional producers run through it beside the
+// others; after every fault each must commit again. Skipped unless CHAOS_TIME is set or
+// -chaos given.
 func TestChaos(t *testing.T) {
 	d := defaultChaosTime
 	if s := os.Getenv("CHAOS_TIME"); s != "" {
@@ -35,6 +40,12 @@ func TestChaos(t *testing.T) {
 	r := newRun(t, "chaos", runOptions{ttl: 6 * time.Second, acks1: true, maxTime: d + time.Minute, rate: 200,
 		fsyncJournal: true})
 	fmt.Printf("chaos: seed %d, %v\n", r.seed, d)
+	// Two transactional producers write topic t beside the others through every fault.
+	x := newTxnRun(r)
+	txns := []*chaosTxnProducer{{id: "tx-a"}, {id: "tx-b"}}
+	for _, p := range txns {
+		p.start(x)
+	}
 	start := time.Now()
 	stopProgress := make(chan struct{})
 	progressDone := make(chan struct{})
@@ -48,8 +59,14 @@ func TestChaos(t *testing.T) {
 				return
 			case <-tick.C:
 				ok, fail, info := r.rec.Counts()
-				fmt.Printf("chaos: %v elapsed, %d faults, sends ok %d fail %d info %d\n",
-					time.Since(start).Round(time.Second), len(r.rec.Faults()), ok, fail, info)
+				committed := 0
+				for _, tx := range r.rec.Txns() {
+					if tx.Outcome == history.TxnCommitted {
+						committed++
+					}
+				}
+				fmt.Printf("chaos: %v elapsed, %d faults, sends ok %d fail %d info %d, transactions committed %d\n",
+					time.Since(start).Round(time.Second), len(r.rec.Faults()), ok, fail, info, committed)
 			}
 		}
 	}()
@@ -83,8 +100,60 @@ func TestChaos(t *testing.T) {
 		r.restoreAll()
 		r.waitHealthy(2 * time.Minute)
 		r.waitProgress(mainTopic, -1, 50)
+		for _, p := range txns {
+			p.waitCommit(x)
+		}
 	}
+	for _, p := range txns {
+		if err := p.p.Stop(60 * time.Second); err != nil {
+			t.Errorf("%s: %v", p.p.Name(), err)
+		}
+	}
+	x.waitStable(60 * time.Second)
+	r.drained = x.readBack
 	r.finish()
+}
+
+// chaosTxnProducer is one transactional id of the fault mix and its current instance.
+// The coordinator may abort a transaction that a fault held past its timeout, which
+// fences its producer; the next instance takes the id over, as an application would
+// restart it.
+type chaosTxnProducer struct {
+	id string
+	n  int // instances started
+	p  *workload.TxnProducer
+}
+
+func (c *chaosTxnProducer) start(x *txnRun) {
+	c.n++
+	c.p = x.start(fmt.Sprintf("%s-%d", c.id, c.n), c.id, txnTimeout)
+}
+
+// waitCommit waits, with the cluster healthy again, until the transactional id commits
+// one more transaction, starting a new instance if the current one has ended.
+func (c *chaosTxnProducer) waitCommit(x *txnRun) {
+	r := x.r
+	r.t.Helper()
+	from := c.p.Committed()
+	r.c.CheckFor(r.t, 90*time.Second, func() error {
+		r.supervise()
+		select {
+		case <-c.p.Done():
+			if c.p.Fenced() == "" {
+				r.t.Errorf("%s ended without being fenced (its log: %s)", c.p.Name(), filepath.Join(x.logDir, c.p.Name()+".log"))
+			} else {
+				r.fault("observed", c.p.Name(), "fenced: "+c.p.Fenced())
+			}
+			c.start(x)
+			from = 0
+			return fmt.Errorf("%s started", c.p.Name())
+		default:
+		}
+		if c.p.Committed() <= from {
+			return fmt.Errorf("%s has committed no transaction since the fault", c.p.Name())
+		}
+		return nil
+	})
 }
 
 // hold keeps a fault for a random 1-5 s.
