@@ -39,8 +39,10 @@ type Config struct {
 	// that did not take it; it doubles up to markerRetryMax.
 	MarkerRetryBackoff time.Duration
 	// EndTxnCompleteWait bounds how long EndTxn waits for its transaction to complete
-	// (every marker written, Complete* stored) before it is answered anyway; it is held
-	// to endTxnCompleteWaitMax. Negative: EndTxn is answered once Prepare* is stored.
+	// (every marker written, Complete* stored) before it is answered anyway, and how
+	// long an InitProducerId of an id whose transaction is ending waits before it is
+	// answered CONCURRENT_TRANSACTIONS; it is held to endTxnCompleteWaitMax. Negative:
+	// EndTxn is answered once Prepare* is stored, InitProducerId at once (Kafka's).
 	EndTxnCompleteWait time.Duration
 }
 
@@ -332,7 +334,7 @@ func (co *Coordinator) stop() {
 	co.stopped = true
 	for _, id := range slices.Sorted(maps.Keys(co.txns)) {
 		if e := co.txns[id].ending; e != nil {
-			co.answerEnd(e, co.metrics.endBeforeCompleteStopped)
+			co.answerEnd(e, endStopped)
 		}
 	}
 	co.mu.Unlock()

@@ -2,7 +2,8 @@ package txn
 
 // EndTxn is answered once its transaction is complete (markers taken, Complete*
 // stored), or at Config.EndTxnCompleteWait, or when the term ends: always once, and
-// always 0 once Prepare* is stored.
+// always 0 once Prepare* is stored. An InitProducerId of a transactional id whose
+// transaction is ending waits the same way, then is applied.
 
 import (
 	"errors"
@@ -238,4 +239,71 @@ func TestEndTxnCompleteWaitBounded(t *testing.T) {
 			t.Errorf("EndTxnCompleteWait %v: %v, want %v", in, got, want)
 		}
 	}
+}
+
+// TestInitProducerIDWaitsForEnd: a new instance's InitProducerId while its transactional
+// id's commit is being completed is answered, with the next epoch, once it is.
+func TestInitProducerIDWaitsForEnd(t *testing.T) {
+	h := newHarness(t, nil)
+	pid, epoch := h.initOK("a")
+	h.addOK("a", pid, epoch, "t", 0, 1)
+	release := gateSender(h)
+	end := h.send(endReq("a", pid, epoch, true))
+	h.waitMarkerSent()
+	init := h.send(initReq("a", 4))
+	if init.answered() {
+		t.Fatal("InitProducerId answered while the transaction's markers were in flight")
+	}
+	release()
+	resp := init.wait().(*kmsg.InitProducerIDResponse)
+	if resp.ErrorCode != 0 || resp.ProducerID != pid || resp.ProducerEpoch != epoch+1 {
+		t.Fatalf("InitProducerId after the commit completed: %s %d/%d, want %d/%d", code(resp.ErrorCode),
+			resp.ProducerID, resp.ProducerEpoch, pid, epoch+1)
+	}
+	if c := end.wait().(*kmsg.EndTxnResponse).ErrorCode; c != 0 {
+		t.Fatalf("EndTxn: %s", code(c))
+	}
+	// The commit completed before the bump: its markers are the old epoch's commits.
+	for _, s := range h.sender.requests() {
+		for _, mk := range s.req.Markers {
+			if !mk.Committed || mk.ProducerEpoch != epoch {
+				t.Fatalf("marker %+v, want a commit at epoch %d", mk, epoch)
+			}
+		}
+	}
+	if d, _ := h.stored("a"); d.state != StateEmpty || d.epoch != epoch+1 {
+		t.Fatalf("stored %s at epoch %d, want Empty at %d", d.state, d.epoch, epoch+1)
+	}
+}
+
+// TestInitProducerIDWaitBounded: markers that cannot be written hold InitProducerId
+// only until the bound, when it gets Kafka's CONCURRENT_TRANSACTIONS; the term's end
+// answers it as not active (the producer looks for the coordinator again).
+func TestInitProducerIDWaitBounded(t *testing.T) {
+	h := newHarness(t, nil)
+	pid, epoch := h.initOK("a")
+	h.addOK("a", pid, epoch, "t", 0)
+	h.sender.setRespond(func(int32, *kmsg.WriteTxnMarkersRequest) (*kmsg.WriteTxnMarkersResponse, error) {
+		return nil, errors.New("unreachable")
+	})
+	end := h.send(endReq("a", pid, epoch, false))
+	h.waitMarkerSent()
+	init := h.send(initReq("a", 4))
+	h.clock.Advance(h.co.cfg.EndTxnCompleteWait - time.Millisecond)
+	if init.answered() {
+		t.Fatal("InitProducerId answered before the bound, the transaction not complete")
+	}
+	h.clock.Advance(time.Millisecond)
+	if c := init.wait().(*kmsg.InitProducerIDResponse).ErrorCode; c != kerr.ConcurrentTransactions.Code {
+		t.Fatalf("InitProducerId at the bound: %s, want CONCURRENT_TRANSACTIONS", code(c))
+	}
+	if c := end.wait().(*kmsg.EndTxnResponse).ErrorCode; c != 0 {
+		t.Fatalf("EndTxn at the bound: %s", code(c))
+	}
+	again := h.send(initReq("a", 4))
+	if again.answered() {
+		t.Fatal("the retried InitProducerId answered, the transaction still not complete")
+	}
+	h.stop()
+	again.WaitNotActive(t, settleWait)
 }

@@ -208,17 +208,42 @@ func (co *Coordinator) handleInit(req *kmsg.InitProducerIDRequest, reply func(co
 		fail(kerr.ProducerFenced.Code)
 		return
 	}
+	// again answers once m's transaction has ended: the request applied anew, as the
+	// producer's retry would be.
+	again := func() {
+		co.waitEnd(m.ending, func(r endResult) {
+			switch r {
+			case endComplete:
+				co.handleInit(req, reply)
+			case endTimedOut:
+				fail(kerr.ConcurrentTransactions.Code)
+			default:
+				fail(notActiveCode)
+			}
+		})
+	}
 	switch m.state {
 	case StatePrepareCommit, StatePrepareAbort:
-		fail(kerr.ConcurrentTransactions.Code)
+		// Kafka answers CONCURRENT_TRANSACTIONS, the producer retrying until the
+		// markers are written; waiting for them (as EndTxn does) spares it the rounds.
+		if m.ending == nil || co.cfg.EndTxnCompleteWait < 0 {
+			fail(kerr.ConcurrentTransactions.Code)
+			return
+		}
+		again()
 	case StateOngoing:
-		// Abort it first, with the epoch bumped (never returned): the producer retries
-		// on CONCURRENT_TRANSACTIONS and gets the epoch after, once it has ended.
+		// Abort it first, with the epoch bumped (never returned), then bump the epoch
+		// again once it has ended (Kafka answers CONCURRENT_TRANSACTIONS in between,
+		// for the producer to retry).
 		co.fenceAndAbort(m, func(code int16) {
-			if code == 0 {
-				code = kerr.ConcurrentTransactions.Code
+			switch {
+			case code != 0:
+				fail(code)
+			case m.ending == nil || co.cfg.EndTxnCompleteWait < 0:
+				fail(kerr.ConcurrentTransactions.Code)
+			default:
+				again()
 			}
-			fail(code)
 		})
 	default: // Empty, CompleteCommit, CompleteAbort
 		next := m.txnData.clone()

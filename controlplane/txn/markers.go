@@ -7,7 +7,6 @@ import (
 	"slices"
 	"time"
 
-	vm "github.com/VictoriaMetrics/metrics"
 	"github.com/jonboulle/clockwork"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -39,14 +38,24 @@ type ending struct {
 	// next attempt after a failed one.
 	completing    bool
 	completeAfter time.Time
-	// waiters are the EndTxn requests of this transaction not answered yet (awaitEnd).
+	// waiters are the requests waiting for this transaction to complete (waitEnd):
+	// its EndTxn, and InitProducerIds of its transactional id.
 	waiters []*endWaiter
 }
 
-// endWaiter is an EndTxn waiting for its transaction to complete, at most until its
+// endResult is how a wait for a transaction's completion ended.
+type endResult int
+
+const (
+	endComplete endResult = iota // Complete* stored
+	endTimedOut                  // Config.EndTxnCompleteWait passed first
+	endStopped                   // the term ended first
+)
+
+// endWaiter is a request waiting for its transaction to complete, at most until its
 // timer fires.
 type endWaiter struct {
-	reply func(code int16)
+	done  func(endResult)
 	timer clockwork.Timer
 }
 
@@ -76,23 +85,35 @@ func (co *Coordinator) beginEnding(m *txnMeta) {
 // is 0 either way: the outcome is decided and durable once Prepare* is stored, which is
 // why Kafka answers then. Waiting only spares the producer the CONCURRENT_TRANSACTIONS
 // its next AddPartitionsToTxn (and its partition leaders' verification) would get until
-// Complete* is stored, and the client's backoff after it. Every path answers exactly
-// once, with mu held as every other answer: completion (complete), the deadline (the
-// timer below), the end of the term (stop, or a Complete* write refused as not active:
-// the next term loads Prepare* and completes the transaction). Nothing else ends an
-// ending: an id in Prepare* is not fenced, aborted or expired, and a failed Complete*
-// write is tried again while the EndTxn keeps waiting. reply runs with mu held.
+// Complete* is stored, and the client's backoff after it. reply runs with mu held.
 func (co *Coordinator) awaitEnd(e *ending, reply func(code int16)) {
-	switch {
-	case co.cfg.EndTxnCompleteWait < 0:
-		reply(0)
-		return
-	case co.stopped: // a write stored as the term ended
-		co.metrics.endBeforeCompleteStopped.Inc()
+	if co.cfg.EndTxnCompleteWait < 0 {
 		reply(0)
 		return
 	}
-	w := &endWaiter{reply: reply}
+	co.waitEnd(e, func(r endResult) {
+		switch r {
+		case endTimedOut:
+			co.metrics.endBeforeCompleteWait.Inc()
+		case endStopped:
+			co.metrics.endBeforeCompleteStopped.Inc()
+		}
+		reply(0)
+	})
+}
+
+// waitEnd calls done once e's transaction is complete, once Config.EndTxnCompleteWait
+// has passed, or once the term ends, whichever comes first: always once, with mu held
+// as every answer is. Those are the only ends of a wait: an id in Prepare* is not
+// fenced, aborted or expired, and a failed Complete* write is tried again while the
+// waiters wait; when the term ends (stop, or a Complete* write refused as not active)
+// the next term loads Prepare* and completes the transaction.
+func (co *Coordinator) waitEnd(e *ending, done func(endResult)) {
+	if co.stopped { // a write stored as the term ended
+		done(endStopped)
+		return
+	}
+	w := &endWaiter{done: done}
 	e.waiters = append(e.waiters, w)
 	w.timer = co.clock.AfterFunc(co.cfg.EndTxnCompleteWait, func() {
 		co.mu.Lock()
@@ -102,22 +123,18 @@ func (co *Coordinator) awaitEnd(e *ending, reply func(code int16)) {
 			return // answered meanwhile
 		}
 		e.waiters = slices.Delete(e.waiters, i, i+1)
-		co.metrics.endBeforeCompleteWait.Inc()
-		w.reply(0)
+		w.done(endTimedOut)
 	})
 }
 
-// answerEnd answers 0 every EndTxn waiting for e, counting them in early (nil: the
-// transaction is complete).
-func (co *Coordinator) answerEnd(e *ending, early *vm.Counter) {
-	for _, w := range e.waiters {
-		w.timer.Stop()
-		if early != nil {
-			early.Inc()
-		}
-		w.reply(0)
-	}
+// answerEnd ends every wait for e with r.
+func (co *Coordinator) answerEnd(e *ending, r endResult) {
+	waiters := e.waiters
 	e.waiters = nil
+	for _, w := range waiters {
+		w.timer.Stop()
+		w.done(r)
+	}
 }
 
 // retry counts a failed attempt and sets when to try again.
@@ -383,9 +400,9 @@ func (co *Coordinator) complete(m *txnMeta, e *ending) {
 			}
 			co.metrics.completionLatency.Update(co.clock.Since(e.start).Seconds())
 			co.metrics.completed.Inc()
-			co.answerEnd(e, nil)
+			co.answerEnd(e, endComplete)
 		case notActiveCode:
-			co.answerEnd(e, co.metrics.endBeforeCompleteStopped)
+			co.answerEnd(e, endStopped)
 		default:
 			e.completeAfter = co.clock.Now().Add(markerRetryMax) // tried again then
 			co.wakeMarkers()

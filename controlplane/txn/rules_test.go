@@ -303,7 +303,24 @@ func TestInitProducerIDAbortsOngoingTransaction(t *testing.T) {
 	pid, epoch := h.initOK("a")
 	h.addOK("a", pid, epoch, "t", 0, 1)
 	// A new producer with the same id: the transaction is aborted with the epoch
-	// bumped (fencing the old producer), and the new one told to retry.
+	// bumped (fencing the old producer), and once it has ended the new one gets the
+	// epoch after.
+	pid2, epoch2 := h.initOK("a")
+	if pid2 != pid || epoch2 != epoch+2 {
+		t.Fatalf("InitProducerId over an ongoing transaction: %d/%d, want %d/%d", pid2, epoch2, pid, epoch+2)
+	}
+	checkFencedAbort(t, h, pid, epoch)
+}
+
+// TestInitProducerIDAbortsOngoingTransactionNoWait: with no wait configured, Kafka's
+// answers: CONCURRENT_TRANSACTIONS once the abort is stored, the epoch on the retry.
+func TestInitProducerIDAbortsOngoingTransactionNoWait(t *testing.T) {
+	cfg := testConfig()
+	cfg.EndTxnCompleteWait = -1
+	h := newHarnessConfig(t, nil, cfg)
+	h.waitLoaded()
+	pid, epoch := h.initOK("a")
+	h.addOK("a", pid, epoch, "t", 0, 1)
 	if c := h.call(initReq("a", 4)).(*kmsg.InitProducerIDResponse).ErrorCode; c != kerr.ConcurrentTransactions.Code {
 		t.Fatalf("InitProducerId over an ongoing transaction: %s", code(c))
 	}
@@ -311,6 +328,20 @@ func TestInitProducerIDAbortsOngoingTransaction(t *testing.T) {
 		t.Fatalf("stored %s at epoch %d, want PrepareAbort at %d", d.state, d.epoch, epoch+1)
 	}
 	h.waitState("a", StateCompleteAbort)
+	pid2, epoch2 := h.initOK("a")
+	if pid2 != pid || epoch2 != epoch+2 {
+		t.Fatalf("the retried InitProducerId: %d/%d, want %d/%d", pid2, epoch2, pid, epoch+2)
+	}
+	checkFencedAbort(t, h, pid, epoch)
+}
+
+// checkFencedAbort checks that producer pid's transaction at epoch was aborted with
+// markers of the next epoch, and that its producer is fenced.
+func checkFencedAbort(t *testing.T, h *harness, pid int64, epoch int16) {
+	t.Helper()
+	if d, _ := h.stored("a"); d.state != StateEmpty && d.state != StateCompleteAbort {
+		t.Fatalf("stored %s, want the abort complete", d.state)
+	}
 	for _, s := range h.sender.requests() {
 		for _, mk := range s.req.Markers {
 			if mk.Committed || mk.ProducerEpoch != epoch+1 {
@@ -320,10 +351,6 @@ func TestInitProducerIDAbortsOngoingTransaction(t *testing.T) {
 	}
 	if c := h.end("a", pid, epoch, true); c != kerr.ProducerFenced.Code {
 		t.Fatalf("the old producer's EndTxn: %s", code(c))
-	}
-	pid2, epoch2 := h.initOK("a")
-	if pid2 != pid || epoch2 != epoch+2 {
-		t.Fatalf("the retried InitProducerId: %d/%d, want %d/%d", pid2, epoch2, pid, epoch+2)
 	}
 }
 

@@ -64,3 +64,16 @@ func (p *Pending) Wait(t testing.TB, d time.Duration) kmsg.Response {
 		return nil
 	}
 }
+
+// WaitNotActive fails t unless the answer is "not active", within d.
+func (p *Pending) WaitNotActive(t testing.TB, d time.Duration) {
+	t.Helper()
+	select {
+	case resp := <-p.ch:
+		if resp != nil {
+			t.Fatalf("%T answered %+v, want not active", p.req, resp)
+		}
+	case <-time.After(d):
+		t.Fatalf("%T not answered", p.req)
+	}
+}
