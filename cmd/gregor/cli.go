@@ -1,8 +1,9 @@
 package main
 
-// The command tree of the operator commands (topic, group, cluster, partition, node):
-// rpk's nouns and verbs, Kafka's flag names, GNU-style flags (spf13/pflag) that may come
-// anywhere after the command's words, as in `gregor topic create demo -p 3`.
+// The command tree of the operator commands (topic, group, cluster, partition, node,
+// transaction): rpk's nouns and verbs, Kafka's flag names, GNU-style flags
+// (spf13/pflag) that may come anywhere after the command's words, as in
+// `gregor topic create demo -p 3`.
 
 import (
 	"context"
@@ -137,7 +138,7 @@ func (g *globals) warnf(format string, args ...any) {
 // standard flag package and their own usage).
 func tree() *command {
 	return &command{name: "gregor", subs: []*command{
-		topicCommand(), groupCommand(), clusterCommand(), partitionCommand(), nodeCommand(),
+		topicCommand(), groupCommand(), clusterCommand(), partitionCommand(), nodeCommand(), transactionCommand(),
 	}}
 }
 
@@ -256,8 +257,12 @@ func (c *command) usage(w io.Writer, path []string, fs *pflag.FlagSet) {
 			fmt.Fprintf(w, "%s\n\n", c.long)
 		}
 		fmt.Fprintln(w, "commands:")
+		width := 16
 		for _, s := range c.subs {
-			fmt.Fprintf(w, "  %-16s %s\n", s.name, s.summary)
+			width = max(width, len(s.name))
+		}
+		for _, s := range c.subs {
+			fmt.Fprintf(w, "  %-*s %s\n", width, s.name, s.summary)
 		}
 		fmt.Fprintf(w, "\n%s <command> -h shows a command's flags; docs/cli.md has examples.\n", name)
 		return

@@ -204,25 +204,7 @@ func groupDescribe(fs *pflag.FlagSet) runFunc {
 		for _, m := range missing {
 			g.warnf("%s", groupNotFound(m))
 		}
-		if g.json() {
-			if views == nil {
-				views = []groupView{}
-			}
-			if err := writeJSON(g.stdout, views); err != nil {
-				return err
-			}
-		} else {
-			for i, v := range views {
-				if i > 0 {
-					fmt.Fprintln(g.stdout)
-				}
-				writeGroupView(g, v)
-			}
-		}
-		if len(missing) > 0 {
-			return errReported
-		}
-		return nil
+		return writeViews(g, views, writeGroupView, len(missing) > 0)
 	}
 }
 

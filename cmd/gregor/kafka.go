@@ -105,11 +105,11 @@ func (g *globals) clientOpts(seeds []string) []kgo.Opt {
 }
 
 // broadcastKeys are the requests kadm sends to every node of the metadata
-// (ListGroups, and DescribeLogDirs for every node): a node that went down and is still
-// listed (its registration not expired yet, or a proxy in front of it still accepting
-// connections) gets the request retried until broadcastRetryTimeout, the rest of the
-// answer (broadcastErr) being what the other nodes said.
-var broadcastKeys = map[int16]bool{int16(kmsg.ListGroups): true, int16(kmsg.DescribeLogDirs): true}
+// (ListGroups, ListTransactions, and DescribeLogDirs for every node): a node that went
+// down and is still listed (its registration not expired yet, or a proxy in front of it
+// still accepting connections) gets the request retried until broadcastRetryTimeout,
+// the rest of the answer (broadcastErr) being what the other nodes said.
+var broadcastKeys = map[int16]bool{int16(kmsg.ListGroups): true, int16(kmsg.ListTransactions): true, int16(kmsg.DescribeLogDirs): true}
 
 // broadcastRetryTimeout bounds the retries of a broadcast's piece for one node.
 const broadcastRetryTimeout = dialTimeout

@@ -7,6 +7,7 @@
 //	gregor cluster info|health
 //	gregor partition reassign|elect-leader
 //	gregor node list|decommission|recommission
+//	gregor transaction list|describe|describe-producers|find-hanging|abort
 //	gregor bench run|suite|report|compare|txn
 //
 // The operator commands take rpk's nouns and verbs and Kafka's flag names: --brokers/-b
@@ -15,6 +16,11 @@
 // JSON on stdout, errors (named by their Kafka error, with what to do) and progress on
 // stderr, and exit 0 on success, 1 when the operation failed, 2 on bad usage, 3 when
 // the cluster does not answer. docs/cli.md describes every command.
+//
+// The transaction commands are kafka-transactions.sh's (KIP-664): they list and
+// describe transactions and the producers each partition's leader keeps, find the open
+// transactions that hang on partitions, and, as a last resort, abort one on a
+// partition by writing its abort marker there.
 //
 // The bench commands: bench run runs one workload on one system and prints a table;
 // bench suite runs every workload of perf/workloads on every system available and
@@ -38,14 +44,15 @@ import (
 const usage = `usage: gregor <command> [flags]
 
 Administer a Gregor cluster (Kafka protocol, and the control plane's HTTP API):
-  topic      create, delete, list, describe, add-partitions, alter-config, produce, consume
-  group      list, describe, seek, delete
-  cluster    info, health
-  partition  reassign, elect-leader
-  node       list, decommission, recommission
+  topic        create, delete, list, describe, add-partitions, alter-config, produce, consume
+  group        list, describe, seek, delete
+  cluster      info, health
+  partition    reassign, elect-leader
+  node         list, decommission, recommission
+  transaction  list, describe, describe-producers, find-hanging, abort
 
 Benchmarks:
-  bench      run, suite, report, compare, txn
+  bench        run, suite, report, compare, txn
 
 Flags of every cluster command:
   -b, --brokers host:port,...   Kafka listeners (env GREGOR_BROKERS, default 127.0.0.1:9092)

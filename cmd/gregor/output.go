@@ -70,6 +70,31 @@ func writeRows[T any](g *globals, rows []T, headers []string, cols func(T) []any
 	return nil
 }
 
+// writeViews prints a describe command's documents, one per item: with --format json
+// an array of them, else each as write prints it, a blank line between two. failed
+// (an item was not found, and said so on stderr) makes it return errReported.
+func writeViews[T any](g *globals, views []T, write func(*globals, T), failed bool) error {
+	if g.json() {
+		if views == nil {
+			views = []T{} // JSON: [], not null
+		}
+		if err := writeJSON(g.stdout, views); err != nil {
+			return err
+		}
+	} else {
+		for i, v := range views {
+			if i > 0 {
+				fmt.Fprintln(g.stdout)
+			}
+			write(g, v)
+		}
+	}
+	if failed {
+		return errReported
+	}
+	return nil
+}
+
 // statusText is an item's STATUS column: ok, or the first part of its error (the whole is
 // on stderr).
 func statusText(errMsg, ok string) string {

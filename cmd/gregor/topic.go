@@ -254,25 +254,7 @@ func topicDescribe(fs *pflag.FlagSet) runFunc {
 			}
 			views = append(views, v)
 		}
-		if g.json() {
-			if views == nil {
-				views = []topicView{}
-			}
-			if err := writeJSON(g.stdout, views); err != nil {
-				return err
-			}
-		} else {
-			for i, v := range views {
-				if i > 0 {
-					fmt.Fprintln(g.stdout)
-				}
-				writeTopicView(g, v)
-			}
-		}
-		if failed {
-			return errReported
-		}
-		return nil
+		return writeViews(g, views, writeTopicView, failed)
 	}
 }
 
@@ -333,11 +315,12 @@ func topicID(id kadm.TopicID) string {
 	return id.String()
 }
 
-func orEmpty(ids []int32) []int32 {
-	if ids == nil {
-		return []int32{}
+// orEmpty is s, or an empty slice for nil (JSON: [], not null).
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
 	}
-	return ids
+	return s
 }
 
 // offsetText prints an offset, or "-" when unknown (-1).

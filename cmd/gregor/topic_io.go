@@ -84,6 +84,16 @@ func parseCompression(s string) (kgo.CompressionCodec, error) {
 // when it does not exist (produce and consume check before they start, instead of
 // leaving the client to retry an unknown topic).
 func topicPartitions(ctx context.Context, g *globals, adm *kadm.Client, topic string) ([]int32, error) {
+	td, err := topicDetail(ctx, g, adm, topic)
+	if err != nil {
+		return nil, err
+	}
+	return td.Partitions.Numbers(), nil
+}
+
+// topicDetail returns the topic's metadata (its partitions and their leaders), or an
+// error naming the topic when it does not exist.
+func topicDetail(ctx context.Context, g *globals, adm *kadm.Client, topic string) (kadm.TopicDetail, error) {
 	var td kadm.TopicDetail
 	ok := false
 	// Each node learns of a new topic from the control plane a moment after the node
@@ -98,7 +108,7 @@ func topicPartitions(ctx context.Context, g *globals, adm *kadm.Client, topic st
 		}
 		md, err := adm.Metadata(ctx, topic)
 		if err != nil {
-			return nil, g.requestErr(err, "Metadata")
+			return td, g.requestErr(err, "Metadata")
 		}
 		td, ok = md.Topics[topic]
 		if ok && !errors.Is(td.Err, kerr.UnknownTopicOrPartition) {
@@ -108,12 +118,12 @@ func topicPartitions(ctx context.Context, g *globals, adm *kadm.Client, topic st
 	if !ok || td.Err != nil {
 		err := td.Err
 		if !ok || errors.Is(err, kerr.UnknownTopicOrPartition) {
-			return nil, failf("%s", itemErr(kerr.UnknownTopicOrPartition, "", fmt.Sprintf("topic %q does not exist", topic),
+			return td, failf("%s", itemErr(kerr.UnknownTopicOrPartition, "", fmt.Sprintf("topic %q does not exist", topic),
 				"create it with gregor topic create "+topic))
 		}
-		return nil, failf("%s", describe(err, ""))
+		return td, failf("%s", describe(err, ""))
 	}
-	return td.Partitions.Numbers(), nil
+	return td, nil
 }
 
 // producedPartition is one partition's share of a produce.
