@@ -53,10 +53,11 @@ cluster: build
 test: deps test-deps
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-# test-deps: the Kafka clients the compatibility tests drive and the peers the bench
-# drivers' tests start (Debian packages), so that no test skips for want of them; and
-# the librdkafka the fault suite's confluent-kafka producer loads, built once under
-# .cache/ (Debian's 2.0.2 has an idempotent-producer bug, fixed upstream in 2.3.0).
+# test-deps: the Kafka clients the compatibility tests drive (Debian packages, and
+# KafkaJS from npm under .cache/) and the peers the bench drivers' tests start, so that
+# no test skips for want of them; and the librdkafka the fault suite's confluent-kafka
+# producer loads, built once under .cache/ (Debian's 2.0.2 has an idempotent-producer
+# bug, fixed upstream in 2.3.0).
 test-deps:
 	@if ! command -v kcat >/dev/null || ! /usr/bin/python3 -c 'import kafka' 2>/dev/null || \
 	    ! /usr/bin/python3 -c 'import confluent_kafka' 2>/dev/null; then \
@@ -65,6 +66,7 @@ test-deps:
 	fi
 	@scripts/install-peers.sh
 	@scripts/build-librdkafka.sh
+	@scripts/install-kafkajs.sh
 
 # test-short: the same without the race detector, for a quick loop while editing.
 test-short:
