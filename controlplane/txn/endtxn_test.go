@@ -274,6 +274,9 @@ func TestInitProducerIDWaitsForEnd(t *testing.T) {
 	if d, _ := h.stored("a"); d.state != StateEmpty || d.epoch != epoch+1 {
 		t.Fatalf("stored %s at epoch %d, want Empty at %d", d.state, d.epoch, epoch+1)
 	}
+	if n := h.co.metrics.initWaits[endComplete].Get(); n != 1 {
+		t.Fatalf("InitProducerId waits ended by completion counted %d times, want 1", n)
+	}
 }
 
 // TestInitProducerIDWaitBounded: markers that cannot be written hold InitProducerId
@@ -306,4 +309,7 @@ func TestInitProducerIDWaitBounded(t *testing.T) {
 	}
 	h.stop()
 	again.WaitNotActive(t, settleWait)
+	if b, st := h.co.metrics.initWaits[endTimedOut].Get(), h.co.metrics.initWaits[endStopped].Get(); b != 1 || st != 1 {
+		t.Fatalf("InitProducerId waits counted %d at the bound, %d at the term's end; want 1 and 1", b, st)
+	}
 }

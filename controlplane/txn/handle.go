@@ -212,6 +212,7 @@ func (co *Coordinator) handleInit(req *kmsg.InitProducerIDRequest, reply func(co
 	// producer's retry would be.
 	again := func() {
 		co.waitEnd(m.ending, func(r endResult) {
+			co.metrics.initWaits[r].Inc()
 			switch r {
 			case endComplete:
 				co.handleInit(req, reply)

@@ -30,6 +30,9 @@ type Metrics struct {
 	// end of the term.
 	endBeforeCompleteWait    *vm.Counter
 	endBeforeCompleteStopped *vm.Counter
+	// InitProducerIds that waited for their id's transaction to end, by how the wait
+	// ended (endResult).
+	initWaits [3]*vm.Counter
 }
 
 type atomicGauge struct{ atomic.Int64 }
@@ -50,6 +53,9 @@ func NewMetrics(set *vm.Set) *Metrics {
 			`gregor_cp_txn_end_answered_before_complete_total{reason="wait_bound"}`),
 		endBeforeCompleteStopped: set.NewCounter(
 			`gregor_cp_txn_end_answered_before_complete_total{reason="term_ended"}`),
+	}
+	for r, name := range map[endResult]string{endComplete: "complete", endTimedOut: "wait_bound", endStopped: "term_ended"} {
+		m.initWaits[r] = set.NewCounter(fmt.Sprintf(`gregor_cp_txn_init_waits_total{outcome=%q}`, name))
 	}
 	set.NewGauge("gregor_cp_txn_markers_in_flight", func() float64 { return float64(m.markersInFlight.Load()) })
 	for st := range stateCount {
