@@ -49,9 +49,10 @@ cluster: build
 	@scripts/cluster.sh
 
 # test: every test, with the race detector (the storage engine's concurrent-reader
-# test is only meaningful under it).
+# test is only meaningful under it). GREGOR_TEST_DEPS says test-deps ran: a test whose
+# client or peer is missing then fails instead of skipping (testutil.NeedDep).
 test: deps test-deps
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	GREGOR_TEST_DEPS=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # test-deps: the Kafka clients the compatibility tests drive (Debian packages, and
 # KafkaJS from npm under .cache/) and the peers the bench drivers' tests start, so that

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/gregor-streaming/gregor/internal/testcluster"
+	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
 // Compatibility with the clients of docs/kafka-compat.md besides franz-go (whose process
@@ -215,12 +216,8 @@ func createTopic(t *testing.T, addr, topic string, partitions int32) {
 
 func needBinary(t *testing.T, path, pkg string) {
 	t.Helper()
-	if _, err := os.Stat(path); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s missing: `make test` installs Debian package %s", path, pkg)
-		}
-		t.Skipf("%s missing (Debian package %s; `make test` installs it)", path, pkg)
-	}
+	_, err := os.Stat(path)
+	testutil.NeedDep(t, err, "Debian package "+pkg)
 }
 
 func TestKcat(t *testing.T) {

@@ -183,12 +183,8 @@ func readBackAcked(t *testing.T, addr, topic string, acked map[string]bool, sinc
 // time, delete the topic. Then the node stops
 // cleanly on SIGTERM and its logs reopen without a recovery scan.
 func TestProcessesWithKcatAndFranzGo(t *testing.T) {
-	if _, err := exec.LookPath("kcat"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("kcat missing: `make test` installs it")
-		}
-		t.Skip("kcat missing (Debian package kcat)")
-	}
+	_, err := exec.LookPath("kcat")
+	testutil.NeedDep(t, err, "Debian package kcat")
 	c, dp := startNode(t, testcluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -2,7 +2,6 @@ package drivers
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/gregor-streaming/gregor/internal/reserve"
 	"github.com/gregor-streaming/gregor/internal/testcluster"
+	"github.com/gregor-streaming/gregor/internal/testutil"
 	"github.com/gregor-streaming/gregor/perf"
 )
 
@@ -44,12 +44,8 @@ lingerMs: 1
 
 func needBinary(t *testing.T, bin string) {
 	t.Helper()
-	if _, err := exec.LookPath(bin); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not installed: `make test` installs it (scripts/install-peers.sh)", bin)
-		}
-		t.Skipf("%s is not installed (scripts/install-peers.sh installs it; `make test` and `make bench` run that): %v", bin, err)
-	}
+	_, err := exec.LookPath(bin)
+	testutil.NeedDep(t, err, "scripts/install-peers.sh installs it")
 }
 
 // runBoth runs the fixed-rate and catch-up workloads on a driver and checks that
