@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gregor-streaming/gregor/internal/testutil"
 )
 
 // fakeGregor is a stand-in for gregor-cp and gregor-dp: it checks it was given the flags
@@ -31,9 +33,8 @@ time.sleep(60)
 `
 
 func TestStartGregor(t *testing.T) {
-	if _, err := exec.LookPath("python3"); err != nil {
-		t.Skip("python3 not installed: the fake gregor binaries are Python scripts")
-	}
+	_, err := exec.LookPath("python3")
+	testutil.NeedDep(t, err, "python3 runs the fake gregor binaries (a fresh machine has it)")
 	bin := t.TempDir()
 	if GregorBinaries(bin) {
 		t.Fatal("empty dir has binaries")
